@@ -1,0 +1,85 @@
+//! The command line: clap definitions and the dispatch to `commands`. Nothing else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+use crate::diagnostic::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidings",
+    version,
+    about = "Lifecycle-marketing workflows kept in git: validate, test, preview and run them.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The workflows repository (where `tidings.yaml` lives).
+    #[arg(short = 'C', long, global = true, default_value = ".", value_name = "DIR")]
+    pub project: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check workflow files and templates; report every problem with file, line and column.
+    Validate(ValidateArgs),
+    /// Print the next fire times of a schedule- or date-triggered workflow.
+    Schedule(ScheduleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Workflow files or folders to check (default: the configured workflows folder).
+    pub paths: Vec<PathBuf>,
+    /// Output shape: `human` for people, `json` for programs, `github` for Actions annotations.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Treat warnings as errors.
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScheduleArgs {
+    /// The workflow's name.
+    pub name: String,
+    /// How many fire times to print.
+    #[arg(long, default_value_t = 10)]
+    pub count: usize,
+    /// Start after this time (RFC 3339, e.g. 2026-03-01T00:00:00Z; default: now).
+    #[arg(long, value_name = "TIME")]
+    pub after: Option<String>,
+    /// For a date trigger: the customer's date, e.g. 2000-02-29.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: Option<String>,
+    /// The zone for a date trigger or a `timezone: customer` schedule (default UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+}
+
+/// Parses the arguments, runs the command, and maps the outcome to an exit status:
+/// 0 success, 1 problems found or a failure, 2 a usage error (from clap).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Validate(args) => commands::validate::run(&cli.project, args),
+        Command::Schedule(args) => commands::schedule::run(&cli.project, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! `tidings.yaml`: the project's settings. Every key has a default, so a repository with
+//! no config file works; secrets are only ever `${ENV}` references, resolved when needed.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::diagnostic::{Diagnostic, Span};
+use crate::source::SourceFile;
+use crate::yaml::{Document, Route};
+
+pub const CONFIG_FILE: &str = "tidings.yaml";
+
+/// The settings, as written (with `${ENV}` references unresolved).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct Config {
+    /// `database: sqlite://tidings.db` (the default: a file beside the config) or
+    /// `postgres://user@host/db`.
+    pub database: String,
+    /// `workflows: workflows` — the folder of workflow files.
+    pub workflows: PathBuf,
+    /// `templates: templates` — the folder of email templates.
+    pub templates: PathBuf,
+    /// `stages: stages.yaml` — optional lifecycle stages.
+    pub stages: PathBuf,
+    pub email: EmailConfig,
+    pub unsubscribe: UnsubscribeConfig,
+    pub limits: Limits,
+    pub server: ServerConfig,
+    pub webhooks: WebhookConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database: "sqlite://tidings.db".into(),
+            workflows: "workflows".into(),
+            templates: "templates".into(),
+            stages: "stages.yaml".into(),
+            email: EmailConfig::default(),
+            unsubscribe: UnsubscribeConfig::default(),
+            limits: Limits::default(),
+            server: ServerConfig::default(),
+            webhooks: WebhookConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct EmailConfig {
+    /// `from: "Acme <hello@acme.example>"`
+    pub from: String,
+    /// `transport: smtp://127.0.0.1:2525` (STARTTLS when offered), `smtps://host:465`,
+    /// `folder:out/mail` (the default: one `.eml` file per message) or `stdout`.
+    pub transport: String,
+    /// `username: ${SMTP_USER}`
+    pub username: Option<String>,
+    /// `password: ${SMTP_PASSWORD}`
+    pub password: Option<String>,
+    /// `concurrency: 16` — SMTP connections in parallel.
+    pub concurrency: usize,
+    /// `rate_per_second: 100` — at most this many messages a second (0 = unlimited).
+    pub rate_per_second: u32,
+    /// `dkim: { selector: s1, domain: acme.example, key_file: ${DKIM_KEY_FILE} }`
+    pub dkim: Option<DkimConfig>,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            from: "tidings <tidings@localhost>".into(),
+            transport: "folder:out/mail".into(),
+            username: None,
+            password: None,
+            concurrency: 16,
+            rate_per_second: 0,
+            dkim: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct DkimConfig {
+    pub selector: String,
+    pub domain: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct UnsubscribeConfig {
+    /// `base_url: https://acme.example/u` — the daemon serves `/u/{token}`.
+    pub base_url: String,
+    /// `secret: ${TIDINGS_UNSUBSCRIBE_SECRET}` — signs unsubscribe tokens.
+    pub secret: Option<String>,
+}
+
+impl Default for UnsubscribeConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:8080/u".into(),
+            secret: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct Limits {
+    /// `frequency_cap: { count: 3, per: 7d }` — marketing mail only.
+    pub frequency_cap: Option<FrequencyCap>,
+    /// `quiet_hours: { from: "21:00", to: "08:00" }` — in the customer's local time.
+    pub quiet_hours: Option<QuietHours>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct FrequencyCap {
+    pub count: u32,
+    pub per: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct QuietHours {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct ServerConfig {
+    /// `listen: 127.0.0.1:8080`
+    pub listen: String,
+    /// `token: ${TIDINGS_API_TOKEN}` — bearer token for write endpoints.
+    pub token: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct WebhookConfig {
+    /// `allow_hosts: [crm.internal]` — hosts a webhook may reach even on a private address.
+    pub allow_hosts: Vec<String>,
+}
+
+/// A project: its root folder and settings.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub config: Config,
+    /// The config file, when there is one.
+    pub file: Option<SourceFile>,
+}
+
+impl Project {
+    /// Loads `tidings.yaml` from `root`, or the defaults when there is none.
+    pub fn load(root: &Path) -> Result<Self, Box<Diagnostic>> {
+        let path = root.join(CONFIG_FILE);
+        if !path.exists() {
+            return Ok(Self {
+                root: root.to_path_buf(),
+                config: Config::default(),
+                file: None,
+            });
+        }
+        let file = SourceFile::read(&path).map_err(|e| {
+            Box::new(
+                Diagnostic::error("config-unreadable", format!("cannot read `{}`: {e}", path.display()))
+                    .help("check the file's permissions"),
+            )
+        })?;
+        let config: Config = if file.text().trim().is_empty() {
+            Config::default()
+        } else {
+            crate::yaml::parse_typed(&file)?
+        };
+        let project = Self {
+            root: root.to_path_buf(),
+            config,
+            file: Some(file),
+        };
+        project.check_env_references()?;
+        Ok(project)
+    }
+
+    pub fn workflows_dir(&self) -> PathBuf {
+        self.root.join(&self.config.workflows)
+    }
+
+    pub fn templates_dir(&self) -> PathBuf {
+        self.root.join(&self.config.templates)
+    }
+
+    /// Every `${...}` must be well formed; whether the variable is set is checked when the
+    /// value is needed, so `validate` runs offline and without secrets.
+    fn check_env_references(&self) -> Result<(), Box<Diagnostic>> {
+        let Some(file) = &self.file else { return Ok(()) };
+        let c = &self.config;
+        let fields: [(&str, Option<&str>); 6] = [
+            ("database", Some(&c.database)),
+            ("email.username", c.email.username.as_deref()),
+            ("email.password", c.email.password.as_deref()),
+            ("email.transport", Some(&c.email.transport)),
+            ("unsubscribe.secret", c.unsubscribe.secret.as_deref()),
+            ("server.token", c.server.token.as_deref()),
+        ];
+        let doc = Document::index(file);
+        for (route, value) in fields {
+            let Some(value) = value else { continue };
+            if let Err(EnvError::Malformed { at }) = env_references(value) {
+                let mut r = Route::root();
+                for key in route.split('.') {
+                    r = r.key(key);
+                }
+                let span: Span = doc.locate(&r, at, 2);
+                return Err(Box::new(
+                    Diagnostic::error("config-env", format!("malformed environment reference in `{route}`"))
+                        .at(span)
+                        .help("write `${NAME}` with a name of letters, digits and underscores"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum EnvError {
+    #[error("malformed `${{...}}` reference at character {at}")]
+    Malformed { at: usize },
+    /// Names the variable, never a value.
+    #[error("environment variable `{name}` is not set")]
+    Missing { name: String },
+}
+
+/// The names of the `${NAME}` references in a value, or where a malformed one starts.
+pub fn env_references(value: &str) -> Result<Vec<String>, EnvError> {
+    let mut names = Vec::new();
+    let mut rest = value;
+    let mut base = 0;
+    while let Some(i) = rest.find("${") {
+        let at = value[..base + i].chars().count();
+        let after = &rest[i + 2..];
+        let end = after.find('}').ok_or(EnvError::Malformed { at })?;
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(EnvError::Malformed { at });
+        }
+        names.push(name.to_string());
+        base += i + 2 + end + 1;
+        rest = &value[base..];
+    }
+    Ok(names)
+}
+
+/// Replaces each `${NAME}` with the variable's value from `lookup`.
+pub fn expand_env(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, EnvError> {
+    let mut out = value.to_string();
+    for name in env_references(value)? {
+        let v = lookup(&name).ok_or(EnvError::Missing { name: name.clone() })?;
+        out = out.replacen(&format!("${{{name}}}"), &v, 1);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_references_are_found_and_expanded() {
+        assert_eq!(env_references("${A}/x/${B_2}"), Ok(vec!["A".into(), "B_2".into()]));
+        assert_eq!(env_references("x ${A"), Err(EnvError::Malformed { at: 2 }));
+        assert_eq!(env_references("${}"), Err(EnvError::Malformed { at: 0 }));
+        let lookup = |n: &str| (n == "A").then(|| "secret".to_string());
+        assert_eq!(expand_env("p=${A}", &lookup), Ok("p=secret".into()));
+        let missing = expand_env("${B}", &lookup).unwrap_err();
+        assert_eq!(missing.to_string(), "environment variable `B` is not set");
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let dir = std::env::temp_dir().join(format!("tidings-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = Project::load(&dir).unwrap();
+        assert_eq!(p.config.database, "sqlite://tidings.db");
+        assert_eq!(p.config.email.transport, "folder:out/mail");
+        assert_eq!(p.workflows_dir(), dir.join("workflows"));
+    }
+}

@@ -1,0 +1,21 @@
+//! tidings: lifecycle-marketing workflows kept in git.
+//!
+//! The data flows one way, and the modules follow it:
+//! `workflow` (the YAML as written) → `compile` (every check, into a `plan::Plan`) →
+//! the engine and delivery, which run from the plan. `yaml`, `source` and `diagnostic`
+//! carry positions from the files to the messages a user reads.
+
+pub mod cli;
+pub mod commands;
+pub mod compile;
+pub mod config;
+pub mod cron;
+pub mod customer;
+pub mod diagnostic;
+pub mod duration;
+pub mod expr;
+pub mod plan;
+pub mod source;
+pub mod templates;
+pub mod workflow;
+pub mod yaml;

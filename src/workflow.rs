@@ -1,0 +1,293 @@
+//! The workflow file as written: serde structs and nothing else.
+//!
+//! Every check and every conversion happens in `compile`, which turns these into a
+//! `Plan`. Strings that need parsing (cron lines, durations, zones, Rhai, templates) stay
+//! strings here so that the compiler can report all of their problems in one pass, each at
+//! its own position, instead of stopping at the first one serde meets.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One file in `workflows/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct WorkflowFile {
+    /// `name: reactivation-deal` — lowercase letters, digits and dashes; matches the file name.
+    pub name: String,
+    /// `description: Win back customers who have not ordered in 90 days.`
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `enabled: false` keeps the workflow validated but never run. Default `true`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// `class: transactional` exempts the workflow from caps, quiet hours and the
+    /// unsubscribe rule. Default `marketing`.
+    #[serde(default)]
+    pub class: MailClass,
+    /// Exactly one of `schedule:`, `event:` or `date:`.
+    pub trigger: Trigger,
+    /// `audience: customer.orders_count >= 1` — a Rhai expression; absent means everyone.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// `reentry: never` (default), `always`, or `{ after: 180d }`.
+    #[serde(default)]
+    pub reentry: Reentry,
+    /// `exit_when: days_since(customer.last_order_at) < 1` — the goal, checked before
+    /// every step; meeting it ends the enrollment as converted.
+    #[serde(default)]
+    pub exit_when: Option<String>,
+    /// `delivery: at_most_once` for promotions whose duplicate costs more than a loss.
+    /// Default `at_least_once`.
+    #[serde(default)]
+    pub delivery: DeliveryMode,
+    /// `catch_up: skip` drops fire times missed while no daemon ran. Default `run_once`.
+    #[serde(default)]
+    pub catch_up: CatchUp,
+    /// The journey, in order.
+    pub steps: Vec<Step>,
+    /// Behaviour tests for this workflow (see `tidings test`).
+    #[serde(default)]
+    pub tests: Option<yaml_serde::Value>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MailClass {
+    #[default]
+    Marketing,
+    Transactional,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    #[default]
+    AtLeastOnce,
+    AtMostOnce,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    #[default]
+    RunOnce,
+    Skip,
+}
+
+/// When customers enter. The compiler checks that exactly one kind is given.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Trigger {
+    /// `schedule: "0 10 * * MON"` — standard 5-field cron (6 or 7 fields with seconds
+    /// and year also accepted), or `@daily`, `@weekly`, `@monthly`, `@yearly`, `@hourly`.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// `timezone: Europe/Berlin` for a schedule, or `customer` for each customer's own zone.
+    /// Default `UTC`.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// `event: order_delivered` — each such event enrolls its customer.
+    #[serde(default)]
+    pub event: Option<String>,
+    /// `date: birthday` — a date column; fires yearly on its anniversary.
+    #[serde(default)]
+    pub date: Option<String>,
+    /// `at: "09:00"` — the customer's local time for a date trigger. Default `09:00`.
+    #[serde(default)]
+    pub at: Option<String>,
+    /// `offset: -3d` — fire this long before (negative) or after the anniversary.
+    #[serde(default)]
+    pub offset: Option<String>,
+}
+
+/// `never`, `always`, or `{ after: 180d }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Reentry {
+    #[default]
+    Never,
+    Always,
+    After(String),
+}
+
+impl<'de> Deserialize<'de> for Reentry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Word {
+            Never,
+            Always,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct After {
+            after: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Word(Word),
+            After(After),
+        }
+        match Either::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "invalid value: expected `never`, `always`, or `{ after: DURATION }` for `reentry`",
+            )
+        })? {
+            Either::Word(Word::Never) => Ok(Reentry::Never),
+            Either::Word(Word::Always) => Ok(Reentry::Always),
+            Either::After(a) => Ok(Reentry::After(a.after)),
+        }
+    }
+}
+
+/// One step of the journey. Exactly one of `email`, `wait`, `if`, `webhook`, `update`,
+/// `exit` is given; the compiler checks it and the modifiers that go with it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Step {
+    /// `id: deal` — a stable name; enrollments remember it, so an edited workflow resumes
+    /// where each customer was.
+    #[serde(default)]
+    pub id: Option<String>,
+
+    /// `email: reactivation/deal` — `templates/reactivation/deal.html`, with an optional
+    /// `deal.txt`, and locale variants such as `deal.ja.html`.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// `subject: "Hi {{ customer.first_name }}"`, or a map by locale with a `default`.
+    #[serde(default)]
+    pub subject: Option<Subject>,
+    /// `coupon: { prefix: COMEBACK, valid_for: 14d }` — a unique code per recipient.
+    #[serde(default)]
+    pub coupon: Option<Coupon>,
+    /// `when_capped: skip` — what to do when the frequency cap is reached. Default `wait`.
+    #[serde(default)]
+    pub when_capped: Option<Deferral>,
+    /// `in_quiet_hours: skip` — what to do during quiet hours. Default `wait`.
+    #[serde(default)]
+    pub in_quiet_hours: Option<Deferral>,
+
+    /// `wait: 7d`, or `wait: { until: "09:00" }` for a local time of day.
+    #[serde(default)]
+    pub wait: Option<Wait>,
+
+    /// `if: customer.orders_count == 0` — a Rhai condition, with `then:` and `else:`.
+    #[serde(default, rename = "if")]
+    pub if_: Option<String>,
+    #[serde(default)]
+    pub then: Option<Vec<Step>>,
+    #[serde(default, rename = "else")]
+    pub else_: Option<Vec<Step>>,
+
+    /// `webhook: { url: "${CRM_URL}/hooks", method: POST, json: { id: "{{ customer.id }}" } }`
+    #[serde(default)]
+    pub webhook: Option<Webhook>,
+
+    /// `update: { set: { vip: true }, tags: { add: [winback], remove: [lapsed] } }`
+    #[serde(default)]
+    pub update: Option<Update>,
+
+    /// `exit: reviewed` — end the enrollment here, with this reason.
+    #[serde(default)]
+    pub exit: Option<String>,
+}
+
+/// A subject line, the same for everyone or chosen by locale.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Subject {
+    One(String),
+    /// `{ default: "Happy birthday", ja: "お誕生日おめでとう" }`
+    ByLocale(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Coupon {
+    /// `prefix: BDAY` — codes look like `BDAY-7KQ2-M9XD`.
+    pub prefix: String,
+    /// `valid_for: 14d` — the code's lifetime from the send.
+    pub valid_for: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deferral {
+    Wait,
+    Skip,
+}
+
+/// `7d`, or `{ until: "09:00" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    For(String),
+    Until(String),
+}
+
+impl<'de> Deserialize<'de> for Wait {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Until {
+            until: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            For(String),
+            Until(Until),
+        }
+        match Either::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "invalid value: expected a duration such as `7d` or `{ until: \"09:00\" }` for `wait`",
+            )
+        })? {
+            Either::For(s) => Ok(Wait::For(s)),
+            Either::Until(u) => Ok(Wait::Until(u.until)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Webhook {
+    /// `url: "${CRM_URL}/hooks/reactivated"` — may use `${ENV}` and Tera.
+    pub url: String,
+    /// `method: POST` (default) or `PUT`, `PATCH`, `GET`, `DELETE`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// `json: { id: "{{ customer.id }}" }` — string values are rendered with Tera.
+    #[serde(default)]
+    pub json: Option<yaml_serde::Value>,
+    /// `headers: { Authorization: "Bearer ${CRM_TOKEN}" }`
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `timeout: 10s`. Default 10 seconds.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Update {
+    /// `set: { loyalty_tier: gold }` — attributes to set (or fixed columns such as `locale`).
+    #[serde(default)]
+    pub set: BTreeMap<String, yaml_serde::Value>,
+    /// `tags: { add: [vip], remove: [lapsed] }`
+    #[serde(default)]
+    pub tags: TagChanges,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct TagChanges {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
