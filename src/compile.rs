@@ -416,7 +416,7 @@ impl Compiler {
             Err(e) => {
                 let fatal = match &e {
                     EvalError::NotABool { .. } | EvalError::TooSlow { .. } => true,
-                    EvalError::Runtime(m) => m.contains("many operations") || m.contains("too large") || m.contains("Too many") || m.contains("too deep"),
+                    EvalError::Runtime(m) => m.contains("many operations") || m.contains("too large") || m.contains("Too many") || m.contains("too deep") || m.contains("Stack overflow"),
                 };
                 let span = doc.value_span(route);
                 if fatal {

@@ -390,7 +390,8 @@ fn scan_tag(text: &str, start: usize, end: usize, out: &mut Vec<Reference>) {
             // A name after `|` is a filter, after `.` a method on something else.
             let before = tag[..i].trim_end();
             let is_filter = before.ends_with('|');
-            if !prev_dot && !is_filter {
+            let is_keyword = path.len() == 1 && TERA_KEYWORDS.contains(&path[0].as_str());
+            if !prev_dot && !is_filter && !is_keyword {
                 out.push(Reference {
                     path,
                     at: start + i,
@@ -402,6 +403,13 @@ fn scan_tag(text: &str, start: usize, end: usize, out: &mut Vec<Reference>) {
         prev_dot = c == '.';
     }
 }
+
+const TERA_KEYWORDS: &[&str] = &[
+    "if", "elif", "else", "endif", "for", "endfor", "in", "and", "or", "not", "is", "true",
+    "false", "none", "set", "set_global", "include", "extends", "block", "endblock", "macro",
+    "endmacro", "import", "as", "filter", "endfilter", "break", "continue", "raw", "endraw",
+    "with", "endwith", "component", "endcomponent", "loop",
+];
 
 fn is_locale_tag(s: &str) -> bool {
     let mut parts = s.split('-');

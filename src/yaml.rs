@@ -249,27 +249,10 @@ impl Document {
             }
         };
         let block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded);
-        let mut indent = 0usize;
-        if block {
-            // Skip the `|` header line; content starts on the next line.
-            for c in chars.by_ref() {
-                advance(c, &mut line, &mut col);
-                if c == '\n' {
-                    break;
-                }
-            }
-            let rest: String = chars.clone().collect();
-            indent = rest
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .map_or(0, |l| l.len() - l.trim_start_matches(' ').len());
-            for _ in 0..indent {
-                if chars.peek() == Some(&' ') {
-                    chars.next();
-                    col += 1;
-                }
-            }
-        } else if matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted) {
+        // saphyr starts a block scalar's span at its first content character, already past
+        // the indentation, which every later line repeats.
+        let indent = if block { node.value.start.col() } else { 0 };
+        if matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted) {
             chars.next();
             col += 1;
         }
