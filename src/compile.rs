@@ -64,6 +64,18 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
     }
     let mut compiled = compile_sources(&sources, templates, Utc::now());
     diagnostics.append(&mut compiled.diagnostics);
+    if paths.is_empty() {
+        // A whole-project check also reports broken templates that no workflow uses yet
+        // (partials, drafts): they would break the day someone does.
+        let used: HashSet<String> = compiled.plan.workflows.iter().flat_map(|w| w.template_files()).collect();
+        let reported: HashSet<String> = diagnostics.iter().filter_map(|d| d.span.as_ref().map(|s| s.file.name().to_string())).collect();
+        for (name, problem) in compiled.plan.templates.problems() {
+            let shown = problem.span.as_ref().is_some_and(|s| reported.contains(s.file.name()));
+            if !used.contains(name) && !shown {
+                diagnostics.push(problem.clone());
+            }
+        }
+    }
     crate::diagnostic::sort(&mut diagnostics);
     Compiled {
         plan: compiled.plan,

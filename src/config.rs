@@ -197,11 +197,21 @@ impl Project {
     }
 
     pub fn workflows_dir(&self) -> PathBuf {
-        self.root.join(&self.config.workflows)
+        self.path(&self.config.workflows)
     }
 
     pub fn templates_dir(&self) -> PathBuf {
-        self.root.join(&self.config.templates)
+        self.path(&self.config.templates)
+    }
+
+    /// A path under the project root; without a `./` prefix when the root is the current
+    /// folder, so messages show `templates/x.html` as the user would type it.
+    pub fn path(&self, rel: &Path) -> PathBuf {
+        if self.root == Path::new(".") {
+            rel.to_path_buf()
+        } else {
+            self.root.join(rel)
+        }
     }
 
     /// Every `${...}` must be well formed; whether the variable is set is checked when the

@@ -59,6 +59,18 @@ impl Workflow {
         out
     }
 
+    /// The template files this workflow's emails use.
+    pub fn template_files(&self) -> Vec<String> {
+        self.all_steps()
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StepKind::Email(e) => Some(e.files.all_files().map(str::to_string).collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     pub fn email_count(&self) -> usize {
         self.all_steps()
             .iter()

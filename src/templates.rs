@@ -5,7 +5,7 @@
 //! `email: reactivation/deal` uses `deal.html`, an optional `deal.txt`, and variants such as
 //! `deal.ja.html` for customers whose locale is `ja` or `ja-JP`.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use tera::{Context, ErrorKind, Tera};
@@ -16,8 +16,8 @@ use crate::source::SourceFile;
 /// All templates of a project, parsed.
 pub struct Templates {
     files: BTreeMap<String, SourceFile>,
-    /// Files that failed to parse, already reported.
-    broken: BTreeSet<String>,
+    /// Files that failed to parse, with the diagnostic to show where one is used.
+    broken: BTreeMap<String, Diagnostic>,
     tera: Tera,
 }
 
@@ -108,7 +108,7 @@ impl Templates {
     }
 
     pub fn from_files(files: BTreeMap<String, SourceFile>, diagnostics: &mut Vec<Diagnostic>) -> Self {
-        let mut broken = BTreeSet::new();
+        let mut broken = BTreeMap::new();
         let mut good = Vec::new();
         for (name, file) in &files {
             let mut scratch = Tera::new();
@@ -116,8 +116,7 @@ impl Templates {
                 Ok(()) => good.push((name.clone(), file.text().to_string())),
                 Err(e) => {
                     if let ErrorKind::SyntaxError(report) = e.kind() {
-                        broken.insert(name.clone());
-                        diagnostics.push(report_diagnostic(
+                        broken.insert(name.clone(), report_diagnostic(
                             "template-syntax",
                             "template syntax error",
                             file,
@@ -142,8 +141,11 @@ impl Templates {
             tera = Tera::new();
             tera.autoescape_on([".html", ".htm"]);
             for (n, t) in &good {
-                if tera.add_raw_template(n, t).is_err() {
-                    broken.insert(n.clone());
+                if let Err(e) = tera.add_raw_template(n, t) {
+                    let d = Diagnostic::error("template-link", format!("template `{n}` cannot be loaded: {e}"))
+                        .at_opt(files.get(n).map(Span::file_start))
+                        .help("check that every `{% extends %}` and `{% include %}` names an existing template");
+                    broken.insert(n.clone(), d);
                 }
             }
         }
@@ -171,7 +173,17 @@ impl Templates {
     }
 
     pub fn is_broken(&self, name: &str) -> bool {
-        self.broken.contains(name)
+        self.broken.contains_key(name)
+    }
+
+    /// Why a template could not be loaded, if it could not.
+    pub fn problem(&self, name: &str) -> Option<&Diagnostic> {
+        self.broken.get(name)
+    }
+
+    /// Every template that could not be loaded, with why.
+    pub fn problems(&self) -> impl Iterator<Item = (&str, &Diagnostic)> {
+        self.broken.iter().map(|(n, d)| (n.as_str(), d))
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -233,7 +245,8 @@ impl Templates {
         let Some(file) = self.files.get(name) else {
             return out;
         };
-        if self.broken.contains(name) {
+        if let Some(problem) = self.broken.get(name) {
+            out.push(problem.clone());
             return out;
         }
         out.extend(check_names(file, &self.variables(name), scope, &|_| true));

@@ -327,19 +327,26 @@ pub fn parse_typed<T: DeserializeOwned>(file: &SourceFile) -> Result<T, Box<Diag
 
 fn error_to_diagnostic(file: &SourceFile, error: &yaml_serde::Error) -> Diagnostic {
     let full = error.to_string();
-    // yaml_serde appends " at line L column C" and prefixes "path: "; both are shown
-    // separately (the caret, and the route in the message), so trim them off.
-    let message = match full.rfind(" at line ") {
-        Some(i) => full[..i].to_string(),
-        None => full.clone(),
+    let mut location = error.location().map(|loc| file.line_col(loc.index()));
+    // Syntax errors read "PROBLEM at line L column C, while CONTEXT at line L2 column C2":
+    // the context's position (where an unclosed quote or bracket opened) is the useful one.
+    let message = match full.split_once(", while ") {
+        Some((problem, context)) => {
+            let (context, at) = split_location(context);
+            if let Some(at) = at {
+                location = Some(at);
+            }
+            format!("while {context}: {}", split_location(problem).0)
+        }
+        None => split_location(&full).0.to_string(),
     };
+    // yaml_serde prefixes "path: "; the route is kept in the message, after it.
     let (path, message) = match message.split_once(": ") {
         Some((p, m)) if !p.contains(' ') && !p.is_empty() => (Some(p.to_string()), m.to_string()),
         _ => (None, message),
     };
-    let span = error.location().map(|loc| {
-        let start = file.line_col(loc.index());
-        let len = token_len(file.line(start.line), start.column);
+    let span = location.map(|start| {
+        let len = scalar_len_at(file, start).unwrap_or_else(|| token_len(file.line(start.line), start.column));
         Span::new(file, start, len)
     });
     let is_syntax = !message.starts_with("unknown field")
@@ -360,6 +367,32 @@ fn error_to_diagnostic(file: &SourceFile, error: &yaml_serde::Error) -> Diagnost
     d
 }
 
+/// Splits "TEXT at line L column C" into the text and a 1-based position.
+fn split_location(s: &str) -> (&str, Option<LineCol>) {
+    let Some(i) = s.rfind(" at line ") else {
+        return (s, None);
+    };
+    let mut words = s[i + 9..].split(' ');
+    let line = words.next().and_then(|l| l.parse().ok());
+    let column = match (words.next(), words.next()) {
+        (Some("column"), Some(c)) => c.trim_end_matches(',').parse().ok(),
+        _ => None,
+    };
+    match (line, column) {
+        (Some(line), Some(column)) => (&s[..i], Some(LineCol { line, column })),
+        _ => (&s[..i], None),
+    }
+}
+
+/// The length of a scalar value that starts at a position, from the span index.
+fn scalar_len_at(file: &SourceFile, at: LineCol) -> Option<usize> {
+    let doc = Document::index(file);
+    doc.nodes
+        .values()
+        .find(|n| n.style.is_some() && n.value.start.line() == at.line && n.value.start.col() + 1 == at.column)
+        .map(|n| doc.yspan(&n.value).len)
+}
+
 /// The length of the word that starts at a column, so the caret covers a whole key.
 fn token_len(line: &str, column: usize) -> usize {
     line.chars()
@@ -377,7 +410,17 @@ fn suggest(message: &str) -> Option<String> {
         rest.split_once('`')?
     } else if let Some(rest) = message.strip_prefix("missing field `") {
         let (field, _) = rest.split_once('`')?;
-        return Some(format!("add `{field}:` here"));
+        return Some(format!("add a `{field}:` key to this mapping"));
+    } else if let Some(rest) = message.strip_prefix("invalid type: ") {
+        let (_, expected) = rest.split_once(", expected ")?;
+        let what = match expected {
+            "a sequence" => "a list, one `- ` item per line",
+            "a boolean" => "`true` or `false`",
+            "a string" => "text; put quotes around it",
+            e if e.starts_with("struct") || e.starts_with("a map") => "keys and values, one `key: value` per line",
+            e => e,
+        };
+        return Some(format!("this value must be {what}"));
     } else {
         return None;
     };
@@ -442,7 +485,7 @@ mod tests {
         );
         assert_eq!(
             suggest("missing field `steps`"),
-            Some("add `steps:` here".to_string())
+            Some("add a `steps:` key to this mapping".to_string())
         );
     }
 }

@@ -1,0 +1,6 @@
+//! The one integration-test binary: the `tidings` command run as a user runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod schedule;
+mod validate;

@@ -1,0 +1,154 @@
+//! `tidings validate`: the shipped examples pass; every broken fixture fails with a
+//! diagnostic that pins file, line and column.
+
+use crate::common::{Tidings, fixtures, repo_root, scratch_dir, write};
+
+#[test]
+fn shipped_examples_are_valid_with_a_summary_per_workflow() {
+    let run = Tidings::new().cwd(repo_root()).args(["validate"]).run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert_eq!(run.stderr, "");
+    insta::assert_snapshot!("shipped-examples", run.stdout);
+}
+
+fn invalid_fixtures() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures().join("invalid"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_invalid_corpus_is_large_enough() {
+    assert!(invalid_fixtures().len() >= 25, "{}", invalid_fixtures().len());
+}
+
+#[test]
+fn every_invalid_fixture_fails_with_its_pinned_diagnostic() {
+    for name in invalid_fixtures() {
+        let stem = name.trim_end_matches(".yaml");
+        let run = Tidings::new()
+            .args(["validate", &format!("invalid/{name}")])
+            .run();
+        assert_eq!(run.code, 1, "{name}: {}", run.transcript());
+        // Every diagnostic names a file, a line and a column.
+        let locations = run.stderr.matches(" --> ").count();
+        let errors = run.stderr.matches("\nerror[").count() + usize::from(run.stderr.starts_with("error["));
+        assert!(errors >= 1 && locations == errors, "{name}: {}", run.stderr);
+        insta::assert_snapshot!(format!("invalid-{stem}"), run.transcript());
+    }
+}
+
+#[test]
+fn one_run_reports_every_error_of_every_file() {
+    let run = Tidings::new().args(["validate", "invalid"]).run();
+    assert_eq!(run.code, 1);
+    let files_with_errors: std::collections::BTreeSet<&str> = run
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(" --> "))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    // Each workflow fixture contributes its file (template errors name the template).
+    assert!(files_with_errors.len() >= 30, "{files_with_errors:?}");
+    let several = Tidings::new()
+        .args(["validate", "invalid/several-errors.yaml"])
+        .run();
+    assert!(several.stdout.contains("6 errors"), "{}", several.transcript());
+}
+
+#[test]
+fn json_format_has_positions_for_programs() {
+    let run = Tidings::new()
+        .args(["validate", "--format", "json", "invalid/several-errors.yaml"])
+        .run();
+    assert_eq!(run.code, 1);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["errors"], 6);
+    let first = &json["diagnostics"][0];
+    assert_eq!(first["file"], "invalid/several-errors.yaml");
+    assert_eq!(first["line"], 3);
+    assert_eq!(first["column"], 22);
+    assert_eq!(first["code"], "bad-cron");
+    insta::assert_snapshot!("json-several-errors", run.stdout);
+}
+
+#[test]
+fn github_format_annotates_the_pull_request() {
+    let run = Tidings::new()
+        .args(["validate", "--format", "github", "invalid/several-errors.yaml"])
+        .run();
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.starts_with(
+        "::error file=invalid/several-errors.yaml,line=3,col=22,endColumn=25,title=bad-cron::invalid cron line"
+    ));
+    insta::assert_snapshot!("github-several-errors", run.stdout);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let run = Tidings::new().args(["validate", "--format", "xml"]).run();
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    let run = Tidings::new().args(["frobnicate"]).run();
+    assert_eq!(run.code, 2);
+}
+
+#[test]
+fn duplicate_workflow_names_across_files() {
+    let run = Tidings::new()
+        .args([
+            "validate",
+            "duplicates/dup1/same-name.yaml",
+            "duplicates/dup2/same-name.yaml",
+        ])
+        .run();
+    assert_eq!(run.code, 1);
+    insta::assert_snapshot!("duplicate-workflow", run.transcript());
+}
+
+#[test]
+fn warnings_fail_only_with_deny_warnings() {
+    let dir = scratch_dir("warnings");
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    for f in ["ok/hello.html", "ok/hello.txt"] {
+        write(&dir, &format!("templates/{f}"), &std::fs::read_to_string(fixtures().join("templates").join(f)).unwrap());
+    }
+    write(
+        &dir,
+        "workflows/tiered.yaml",
+        "name: tiered\ntrigger: { event: customer_created }\naudience: customer.attributes.tier.len() > 0\nsteps:\n  - email: ok/hello\n    subject: Hi\n",
+    );
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(run.stderr.contains("warning[rhai-runtime]"), "{}", run.stderr);
+    let run = Tidings::new().cwd(&dir).args(["validate", "--deny-warnings"]).run();
+    assert_eq!(run.code, 1);
+}
+
+#[test]
+fn a_bad_config_file_is_reported_with_its_position() {
+    let dir = scratch_dir("config");
+    write(&dir, "tidings.yaml", "database: sqlite://x.db\nemail:\n  form: hello@acme.example\n");
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("tidings.yaml:3:3"), "{}", run.stderr);
+    assert!(run.stderr.contains("did you mean `from`?"), "{}", run.stderr);
+}
+
+#[test]
+fn an_unused_broken_template_is_reported_when_checking_the_whole_project() {
+    let dir = scratch_dir("unused-template");
+    write(&dir, "templates/ok/hello.html", "<a href=\"{{ unsubscribe_url }}\">u</a>");
+    write(&dir, "templates/drafts/next.html", "{% if %}");
+    write(&dir, "workflows/hi.yaml", "name: hi\ntrigger: { event: customer_created }\nsteps:\n  - email: ok/hello\n    subject: Hi\n");
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    assert!(run.stderr.contains("templates/drafts/next.html:1:"), "{}", run.stderr);
+    // Checking one workflow file reports only what that workflow uses.
+    let run = Tidings::new().cwd(&dir).args(["validate", "workflows/hi.yaml"]).run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+}
