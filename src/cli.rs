@@ -17,7 +17,13 @@ use crate::diagnostic::Format;
 )]
 pub struct Cli {
     /// The workflows repository (where `tidings.yaml` lives).
-    #[arg(short = 'C', long, global = true, default_value = ".", value_name = "DIR")]
+    #[arg(
+        short = 'C',
+        long,
+        global = true,
+        default_value = ".",
+        value_name = "DIR"
+    )]
     pub project: PathBuf,
 
     #[command(subcommand)]

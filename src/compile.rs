@@ -49,7 +49,13 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
     } else {
         paths
             .iter()
-            .flat_map(|p| if p.is_dir() { workflow_files(p) } else { vec![p.clone()] })
+            .flat_map(|p| {
+                if p.is_dir() {
+                    workflow_files(p)
+                } else {
+                    vec![p.clone()]
+                }
+            })
             .collect()
     };
     let mut sources = Vec::new();
@@ -57,8 +63,11 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
         match SourceFile::read(path) {
             Ok(f) => sources.push(f),
             Err(e) => diagnostics.push(
-                Diagnostic::error("workflow-unreadable", format!("cannot read `{}`: {e}", path.display()))
-                    .help("check that the path exists and is a UTF-8 text file"),
+                Diagnostic::error(
+                    "workflow-unreadable",
+                    format!("cannot read `{}`: {e}", path.display()),
+                )
+                .help("check that the path exists and is a UTF-8 text file"),
             ),
         }
     }
@@ -67,10 +76,21 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
     if paths.is_empty() {
         // A whole-project check also reports broken templates that no workflow uses yet
         // (partials, drafts): they would break the day someone does.
-        let used: HashSet<String> = compiled.plan.workflows.iter().flat_map(|w| w.template_files()).collect();
-        let reported: HashSet<String> = diagnostics.iter().filter_map(|d| d.span.as_ref().map(|s| s.file.name().to_string())).collect();
+        let used: HashSet<String> = compiled
+            .plan
+            .workflows
+            .iter()
+            .flat_map(|w| w.template_files())
+            .collect();
+        let reported: HashSet<String> = diagnostics
+            .iter()
+            .filter_map(|d| d.span.as_ref().map(|s| s.file.name().to_string()))
+            .collect();
         for (name, problem) in compiled.plan.templates.problems() {
-            let shown = problem.span.as_ref().is_some_and(|s| reported.contains(s.file.name()));
+            let shown = problem
+                .span
+                .as_ref()
+                .is_some_and(|s| reported.contains(s.file.name()));
             if !used.contains(name) && !shown {
                 diagnostics.push(problem.clone());
             }
@@ -104,7 +124,11 @@ pub fn workflow_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Compiles already-loaded workflow sources against a template set.
-pub fn compile_sources(sources: &[SourceFile], templates: Templates, now: DateTime<Utc>) -> Compiled {
+pub fn compile_sources(
+    sources: &[SourceFile],
+    templates: Templates,
+    now: DateTime<Utc>,
+) -> Compiled {
     let mut c = Compiler {
         engine: Arc::new(ExprEngine::new()),
         templates,
@@ -121,9 +145,16 @@ pub fn compile_sources(sources: &[SourceFile], templates: Templates, now: DateTi
         };
         if let Some((first, _)) = names.get(&wf.name) {
             c.diags.push(
-                Diagnostic::error("duplicate-workflow", format!("workflow name `{}` is already used by `{}`", wf.name, first.name()))
-                    .at(name_span)
-                    .help("give each workflow a unique `name:` (and file name)"),
+                Diagnostic::error(
+                    "duplicate-workflow",
+                    format!(
+                        "workflow name `{}` is already used by `{}`",
+                        wf.name,
+                        first.name()
+                    ),
+                )
+                .at(name_span)
+                .help("give each workflow a unique `name:` (and file name)"),
             );
             continue;
         }
@@ -132,7 +163,10 @@ pub fn compile_sources(sources: &[SourceFile], templates: Templates, now: DateTi
     }
     let subjects = std::mem::take(&mut c.subjects);
     if let Err(e) = c.templates.add_inline(subjects) {
-        c.diags.push(Diagnostic::error("template-link", format!("subjects could not be loaded: {e}")));
+        c.diags.push(Diagnostic::error(
+            "template-link",
+            format!("subjects could not be loaded: {e}"),
+        ));
     }
     crate::diagnostic::sort(&mut c.diags);
     Compiled {
@@ -168,14 +202,26 @@ struct FileCtx<'a> {
 }
 
 impl Compiler {
-    fn error(&mut self, code: &'static str, message: impl Into<String>, span: Span, help: impl Into<String>) {
-        self.diags.push(Diagnostic::error(code, message).at(span).help(help));
+    fn error(
+        &mut self,
+        code: &'static str,
+        message: impl Into<String>,
+        span: Span,
+        help: impl Into<String>,
+    ) {
+        self.diags
+            .push(Diagnostic::error(code, message).at(span).help(help));
     }
 
     fn compile_file(&mut self, file: &SourceFile) -> Option<(Workflow, Span)> {
         let errors_before = self.diags.len();
         if file.text().trim().is_empty() {
-            self.error("empty-workflow", "workflow file is empty", Span::file_start(file), "start with `name:`, `trigger:` and `steps:`; see README.md");
+            self.error(
+                "empty-workflow",
+                "workflow file is empty",
+                Span::file_start(file),
+                "start with `name:`, `trigger:` and `steps:`; see README.md",
+            );
             return None;
         }
         let wf: raw::WorkflowFile = match crate::yaml::parse_typed(file) {
@@ -193,10 +239,28 @@ impl Compiler {
         let trigger = self.trigger(&wf.trigger, &doc);
         let has_event = matches!(trigger, Some(Trigger::Event { .. }));
         let audience = wf.audience.as_deref().and_then(|text| {
-            self.expression(text, &doc, &root.key("audience"), Vars { event: has_event, enrollment: false }, "audience")
+            self.expression(
+                text,
+                &doc,
+                &root.key("audience"),
+                Vars {
+                    event: has_event,
+                    enrollment: false,
+                },
+                "audience",
+            )
         });
         let exit_when = wf.exit_when.as_deref().and_then(|text| {
-            self.expression(text, &doc, &root.key("exit_when"), Vars { event: has_event, enrollment: true }, "exit_when")
+            self.expression(
+                text,
+                &doc,
+                &root.key("exit_when"),
+                Vars {
+                    event: has_event,
+                    enrollment: true,
+                },
+                "exit_when",
+            )
         });
         let reentry = match &wf.reentry {
             raw::Reentry::Never => Reentry::Never,
@@ -218,7 +282,12 @@ impl Compiler {
             errors_before,
         };
         if wf.steps.is_empty() {
-            self.error("no-steps", "workflow has no steps", doc.key_span(&root.key("steps")), "add at least one step, e.g. `- email: welcome/hello`");
+            self.error(
+                "no-steps",
+                "workflow has no steps",
+                doc.key_span(&root.key("steps")),
+                "add at least one step, e.g. `- email: welcome/hello`",
+            );
         }
         let steps = self.steps(&wf.steps, &root.key("steps"), "", &mut ctx);
         if self.diags.len() > ctx.errors_before {
@@ -245,14 +314,21 @@ impl Compiler {
 
     fn check_name(&mut self, name: &str, file: &SourceFile, span: Span) {
         let valid = !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !valid {
             let suggestion: String = name
                 .to_lowercase()
                 .chars()
                 .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
                 .collect();
-            self.error("bad-name", format!("workflow name `{name}` may only use lowercase letters, digits and `-`"), span, format!("try `{}`", suggestion.trim_matches('-')));
+            self.error(
+                "bad-name",
+                format!("workflow name `{name}` may only use lowercase letters, digits and `-`"),
+                span,
+                format!("try `{}`", suggestion.trim_matches('-')),
+            );
             return;
         }
         let stem = file
@@ -262,7 +338,12 @@ impl Compiler {
             .map(|n| n.trim_end_matches(".yaml").trim_end_matches(".yml"))
             .unwrap_or("");
         if stem != name {
-            self.error("name-mismatch", format!("workflow name `{name}` does not match its file name `{stem}`"), span, format!("rename the file to `{name}.yaml` or set `name: {stem}`"));
+            self.error(
+                "name-mismatch",
+                format!("workflow name `{name}` does not match its file name `{stem}`"),
+                span,
+                format!("rename the file to `{name}.yaml` or set `name: {stem}`"),
+            );
         }
     }
 
@@ -276,7 +357,12 @@ impl Compiler {
             } else {
                 "trigger has more than one of `schedule`, `event` and `date`"
             };
-            self.error("bad-trigger", msg, doc.key_span(&route), "a workflow has exactly one trigger, e.g. `trigger: { event: customer_created }`");
+            self.error(
+                "bad-trigger",
+                msg,
+                doc.key_span(&route),
+                "a workflow has exactly one trigger, e.g. `trigger: { event: customer_created }`",
+            );
             return None;
         }
         if t.schedule.is_none() && t.timezone.is_some() {
@@ -285,7 +371,12 @@ impl Compiler {
         if t.date.is_none() {
             for key in ["at", "offset"] {
                 if doc.node(&route.key(key)).is_some() {
-                    self.error("bad-trigger", format!("`{key}` goes with a `date` trigger"), doc.key_span(&route.key(key)), format!("remove `{key}`, or use `date: birthday` with it"));
+                    self.error(
+                        "bad-trigger",
+                        format!("`{key}` goes with a `date` trigger"),
+                        doc.key_span(&route.key(key)),
+                        format!("remove `{key}`, or use `date: birthday` with it"),
+                    );
                 }
             }
         }
@@ -305,7 +396,9 @@ impl Compiler {
             let zone = match t.timezone.as_deref() {
                 None => Some(Zone::Fixed(Tz::UTC)),
                 Some("customer") => Some(Zone::Customer),
-                Some(name) => self.zone(name, doc, &route.key("timezone")).map(Zone::Fixed),
+                Some(name) => self
+                    .zone(name, doc, &route.key("timezone"))
+                    .map(Zone::Fixed),
             };
             let (cron, zone) = (cron?, zone?);
             let probe_tz = match zone {
@@ -313,16 +406,32 @@ impl Compiler {
                 Zone::Customer => Tz::UTC,
             };
             if cron.next_after(self.now, probe_tz).is_none() {
-                self.error("cron-never-fires", format!("schedule `{line}` never fires"), doc.value_span(&sroute), "check the day and month fields: e.g. February has no 30th");
+                self.error(
+                    "cron-never-fires",
+                    format!("schedule `{line}` never fires"),
+                    doc.value_span(&sroute),
+                    "check the day and month fields: e.g. February has no 30th",
+                );
                 return None;
             }
-            return Some(Trigger::Schedule { cron, line: line.clone(), zone });
+            return Some(Trigger::Schedule {
+                cron,
+                line: line.clone(),
+                zone,
+            });
         }
         if let Some(name) = &t.event {
             let ok = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
             if !ok {
-                self.error("bad-event-name", format!("`{name}` is not an event name"), doc.value_span(&route.key("event")), "event names use letters, digits and `_`, e.g. `order_delivered`");
+                self.error(
+                    "bad-event-name",
+                    format!("`{name}` is not an event name"),
+                    doc.value_span(&route.key("event")),
+                    "event names use letters, digits and `_`, e.g. `order_delivered`",
+                );
                 return None;
             }
             return Some(Trigger::Event { name: name.clone() });
@@ -332,9 +441,21 @@ impl Compiler {
         if !DATE_FIELDS.contains(&column.as_str()) {
             let help = match crate::yaml::closest(&column, DATE_FIELDS.iter().copied()) {
                 Some(best) => format!("did you mean `{best}`?"),
-                None => format!("date triggers use one of {}", DATE_FIELDS.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")),
+                None => format!(
+                    "date triggers use one of {}",
+                    DATE_FIELDS
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             };
-            self.error("bad-date-column", format!("`{column}` is not a date field of the customer"), doc.value_span(&route.key("date")), help);
+            self.error(
+                "bad-date-column",
+                format!("`{column}` is not a date field of the customer"),
+                doc.value_span(&route.key("date")),
+                help,
+            );
             ok = false;
         }
         let at = match t.at.as_deref() {
@@ -342,7 +463,12 @@ impl Compiler {
             Some(text) => {
                 let parsed = duration::parse_time_of_day(text);
                 if parsed.is_none() {
-                    self.error("bad-time", format!("`{text}` is not a time of day"), doc.value_span(&route.key("at")), "write 24-hour local time as `HH:MM`, e.g. `09:00`");
+                    self.error(
+                        "bad-time",
+                        format!("`{text}` is not a time of day"),
+                        doc.value_span(&route.key("at")),
+                        "write 24-hour local time as `HH:MM`, e.g. `09:00`",
+                    );
                 }
                 parsed
             }
@@ -352,7 +478,7 @@ impl Compiler {
             Some(text) => self.duration(text, doc, &route.key("offset")),
         };
         let (at, offset) = (at?, offset?);
-        ok.then(|| Trigger::Date { column, at, offset })
+        ok.then_some(Trigger::Date { column, at, offset })
     }
 
     fn zone(&mut self, name: &str, doc: &Document, route: &Route) -> Option<Tz> {
@@ -364,7 +490,12 @@ impl Compiler {
                     Some(best) => format!("did you mean `{best}`?"),
                     None => "use an IANA time zone name such as `Europe/Berlin` or `America/New_York`, or `customer` for each customer's own zone".into(),
                 };
-                self.error("bad-timezone", format!("`{name}` is not a time zone"), doc.value_span(route), help);
+                self.error(
+                    "bad-timezone",
+                    format!("`{name}` is not a time zone"),
+                    doc.value_span(route),
+                    help,
+                );
                 None
             }
         }
@@ -388,10 +519,21 @@ impl Compiler {
         }
     }
 
-    fn positive_duration(&mut self, text: &str, doc: &Document, route: &Route, what: &str) -> Option<TimeDelta> {
+    fn positive_duration(
+        &mut self,
+        text: &str,
+        doc: &Document,
+        route: &Route,
+        what: &str,
+    ) -> Option<TimeDelta> {
         let d = self.duration(text, doc, route)?;
         if d <= TimeDelta::zero() {
-            self.error("non-positive-duration", format!("{what} must be longer than zero, got `{text}`"), doc.value_span(route), "use a positive duration such as `1d`; to skip the step, remove it");
+            self.error(
+                "non-positive-duration",
+                format!("{what} must be longer than zero, got `{text}`"),
+                doc.value_span(route),
+                "use a positive duration such as `1d`; to skip the step, remove it",
+            );
             return None;
         }
         Some(d)
@@ -399,7 +541,14 @@ impl Compiler {
 
     /// Compiles an expression and runs it once on a sample customer, so that a runtime
     /// failure shows up in `validate` rather than during a send.
-    fn expression(&mut self, text: &str, doc: &Document, route: &Route, vars: Vars, what: &str) -> Option<Expr> {
+    fn expression(
+        &mut self,
+        text: &str,
+        doc: &Document,
+        route: &Route,
+        vars: Vars,
+        what: &str,
+    ) -> Option<Expr> {
         let expr = match self.engine.compile(text, vars) {
             Ok(e) => e,
             Err(issues) => {
@@ -428,7 +577,13 @@ impl Compiler {
             Err(e) => {
                 let fatal = match &e {
                     EvalError::NotABool { .. } | EvalError::TooSlow { .. } => true,
-                    EvalError::Runtime(m) => m.contains("many operations") || m.contains("too large") || m.contains("Too many") || m.contains("too deep") || m.contains("Stack overflow"),
+                    EvalError::Runtime(m) => {
+                        m.contains("many operations")
+                            || m.contains("too large")
+                            || m.contains("Too many")
+                            || m.contains("too deep")
+                            || m.contains("Stack overflow")
+                    }
                 };
                 let span = doc.value_span(route);
                 if fatal {
@@ -446,13 +601,27 @@ impl Compiler {
         }
     }
 
-    fn steps(&mut self, steps: &[raw::Step], route: &Route, prefix: &str, ctx: &mut FileCtx<'_>) -> Vec<plan::Step> {
+    fn steps(
+        &mut self,
+        steps: &[raw::Step],
+        route: &Route,
+        prefix: &str,
+        ctx: &mut FileCtx<'_>,
+    ) -> Vec<plan::Step> {
         let mut out = Vec::new();
         let mut exited: Option<usize> = None;
         for (i, step) in steps.iter().enumerate() {
             let sroute = route.index(i);
             if let Some(at) = exited {
-                self.error("unreachable-step", format!("step {} comes after an `exit` and never runs", i + 1), ctx.doc.value_span(&sroute), format!("remove it, or move the `exit` (step {}) into an `if`", at + 1));
+                self.error(
+                    "unreachable-step",
+                    format!("step {} comes after an `exit` and never runs", i + 1),
+                    ctx.doc.value_span(&sroute),
+                    format!(
+                        "remove it, or move the `exit` (step {}) into an `if`",
+                        at + 1
+                    ),
+                );
                 exited = None;
             }
             let position = format!("{prefix}{}", i + 1);
@@ -466,7 +635,13 @@ impl Compiler {
         out
     }
 
-    fn step(&mut self, s: &raw::Step, route: &Route, position: &str, ctx: &mut FileCtx<'_>) -> Option<plan::Step> {
+    fn step(
+        &mut self,
+        s: &raw::Step,
+        route: &Route,
+        position: &str,
+        ctx: &mut FileCtx<'_>,
+    ) -> Option<plan::Step> {
         let doc = ctx.doc;
         let kinds: Vec<&str> = [
             ("email", s.email.is_some()),
@@ -483,32 +658,68 @@ impl Compiler {
             let msg = if kinds.is_empty() {
                 "step does nothing".to_string()
             } else {
-                format!("step has more than one action: {}", kinds.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))
+                format!(
+                    "step has more than one action: {}",
+                    kinds
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             };
             self.error("bad-step", msg, doc.value_span(route), "each step is one of `email`, `wait`, `if`, `webhook`, `update` or `exit`; split it into several steps");
             return None;
         }
         let kind = kinds[0];
-        let email_only = [("subject", s.subject.is_some()), ("coupon", s.coupon.is_some()), ("when_capped", s.when_capped.is_some()), ("in_quiet_hours", s.in_quiet_hours.is_some())];
+        let email_only = [
+            ("subject", s.subject.is_some()),
+            ("coupon", s.coupon.is_some()),
+            ("when_capped", s.when_capped.is_some()),
+            ("in_quiet_hours", s.in_quiet_hours.is_some()),
+        ];
         for (key, present) in email_only {
             if present && kind != "email" {
-                self.error("misplaced-key", format!("`{key}` belongs to an `email` step, not `{kind}`"), doc.key_span(&route.key(key)), format!("move `{key}` to the email step it is for"));
+                self.error(
+                    "misplaced-key",
+                    format!("`{key}` belongs to an `email` step, not `{kind}`"),
+                    doc.key_span(&route.key(key)),
+                    format!("move `{key}` to the email step it is for"),
+                );
             }
         }
         for (key, present) in [("then", s.then.is_some()), ("else", s.else_.is_some())] {
             if present && kind != "if" {
-                self.error("misplaced-key", format!("`{key}` belongs to an `if` step"), doc.key_span(&route.key(key)), "add `if: CONDITION` to this step, or remove the branch");
+                self.error(
+                    "misplaced-key",
+                    format!("`{key}` belongs to an `if` step"),
+                    doc.key_span(&route.key(key)),
+                    "add `if: CONDITION` to this step, or remove the branch",
+                );
             }
         }
         let id = match &s.id {
             Some(id) => {
                 let span = doc.value_span(&route.key("id"));
-                if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
-                    self.error("bad-step-id", format!("step id `{id}` may only use letters, digits, `-` and `_`"), span.clone(), "e.g. `id: last-chance`");
+                if id.is_empty()
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+                {
+                    self.error(
+                        "bad-step-id",
+                        format!("step id `{id}` may only use letters, digits, `-` and `_`"),
+                        span.clone(),
+                        "e.g. `id: last-chance`",
+                    );
                 }
                 if let Some(first) = ctx.ids.get(id) {
                     let line = first.start.line;
-                    self.error("duplicate-step-id", format!("step id `{id}` is already used on line {line}"), span, "give each step a unique `id:`; enrollments resume by it");
+                    self.error(
+                        "duplicate-step-id",
+                        format!("step id `{id}` is already used on line {line}"),
+                        span,
+                        "give each step a unique `id:`; enrollments resume by it",
+                    );
                 } else {
                     ctx.ids.insert(id.clone(), span);
                 }
@@ -519,31 +730,68 @@ impl Compiler {
                     Some(t) if !ctx.ids.contains_key(t) => t.clone(),
                     _ => position.to_string(),
                 };
-                ctx.ids.entry(derived.clone()).or_insert_with(|| doc.value_span(route));
+                ctx.ids
+                    .entry(derived.clone())
+                    .or_insert_with(|| doc.value_span(route));
                 derived
             }
         };
         let kind = match kind {
             "email" => StepKind::Email(self.email(s, route, &id, ctx)?),
             "wait" => StepKind::Wait(match s.wait.as_ref()? {
-                raw::Wait::For(text) => Wait::For(self.positive_duration(text, doc, &route.key("wait"), "a wait")?),
+                raw::Wait::For(text) => {
+                    Wait::For(self.positive_duration(text, doc, &route.key("wait"), "a wait")?)
+                }
                 raw::Wait::Until(text) => match duration::parse_time_of_day(text) {
                     Some(t) => Wait::Until(t),
                     None => {
-                        self.error("bad-time", format!("`{text}` is not a time of day"), doc.value_span(&route.key("wait").key("until")), "write 24-hour local time as `HH:MM`, e.g. `09:00`");
+                        self.error(
+                            "bad-time",
+                            format!("`{text}` is not a time of day"),
+                            doc.value_span(&route.key("wait").key("until")),
+                            "write 24-hour local time as `HH:MM`, e.g. `09:00`",
+                        );
                         return None;
                     }
                 },
             }),
             "if" => {
                 let text = s.if_.as_deref()?;
-                let condition = self.expression(text, doc, &route.key("if"), Vars { event: ctx.has_event, enrollment: true }, "if");
+                let condition = self.expression(
+                    text,
+                    doc,
+                    &route.key("if"),
+                    Vars {
+                        event: ctx.has_event,
+                        enrollment: true,
+                    },
+                    "if",
+                );
                 if s.then.is_none() {
-                    self.error("missing-then", "`if` step has no `then:`", doc.key_span(&route.key("if")), "add `then:` with the steps to run when the condition holds");
+                    self.error(
+                        "missing-then",
+                        "`if` step has no `then:`",
+                        doc.key_span(&route.key("if")),
+                        "add `then:` with the steps to run when the condition holds",
+                    );
                 }
-                let then = self.steps(s.then.as_deref().unwrap_or(&[]), &route.key("then"), &format!("{position}.then."), ctx);
-                let else_ = self.steps(s.else_.as_deref().unwrap_or(&[]), &route.key("else"), &format!("{position}.else."), ctx);
-                StepKind::If { condition: condition?, then, else_ }
+                let then = self.steps(
+                    s.then.as_deref().unwrap_or(&[]),
+                    &route.key("then"),
+                    &format!("{position}.then."),
+                    ctx,
+                );
+                let else_ = self.steps(
+                    s.else_.as_deref().unwrap_or(&[]),
+                    &route.key("else"),
+                    &format!("{position}.else."),
+                    ctx,
+                );
+                StepKind::If {
+                    condition: condition?,
+                    then,
+                    else_,
+                }
             }
             "webhook" => StepKind::Webhook(self.webhook(s.webhook.as_ref()?, route, ctx)?),
             "update" => StepKind::Update(self.update(s.update.as_ref()?, route, ctx)?),
@@ -558,7 +806,13 @@ impl Compiler {
         Some(plan::Step { id, kind })
     }
 
-    fn email(&mut self, s: &raw::Step, route: &Route, id: &str, ctx: &FileCtx<'_>) -> Option<plan::EmailStep> {
+    fn email(
+        &mut self,
+        s: &raw::Step,
+        route: &Route,
+        id: &str,
+        ctx: &FileCtx<'_>,
+    ) -> Option<plan::EmailStep> {
         let doc = ctx.doc;
         let base = s.email.as_deref()?.trim_end_matches(".html");
         let eroute = route.key("email");
@@ -566,14 +820,38 @@ impl Compiler {
             None => None,
             Some(c) => {
                 let croute = route.key("coupon");
-                if c.prefix.is_empty() || !c.prefix.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') {
-                    self.error("bad-coupon", format!("coupon prefix `{}` may only use letters, digits and `-`", c.prefix), doc.value_span(&croute.key("prefix")), "e.g. `prefix: BDAY`");
+                if c.prefix.is_empty()
+                    || !c
+                        .prefix
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+                {
+                    self.error(
+                        "bad-coupon",
+                        format!(
+                            "coupon prefix `{}` may only use letters, digits and `-`",
+                            c.prefix
+                        ),
+                        doc.value_span(&croute.key("prefix")),
+                        "e.g. `prefix: BDAY`",
+                    );
                 }
-                let valid_for = self.positive_duration(&c.valid_for, doc, &croute.key("valid_for"), "a coupon's lifetime");
-                valid_for.map(|valid_for| plan::Coupon { prefix: c.prefix.to_uppercase(), valid_for })
+                let valid_for = self.positive_duration(
+                    &c.valid_for,
+                    doc,
+                    &croute.key("valid_for"),
+                    "a coupon's lifetime",
+                );
+                valid_for.map(|valid_for| plan::Coupon {
+                    prefix: c.prefix.to_uppercase(),
+                    valid_for,
+                })
             }
         };
-        let scope = TemplateScope { event: ctx.has_event, coupon: s.coupon.is_some() };
+        let scope = TemplateScope {
+            event: ctx.has_event,
+            coupon: s.coupon.is_some(),
+        };
         let context = self.sample_context(ctx.workflow, scope);
         let subjects = self.subjects(s.subject.as_ref(), route, ctx, id, scope, &context);
         let Some(files) = self.templates.resolve(base) else {
@@ -582,11 +860,19 @@ impl Compiler {
                 Some(best) => format!("did you mean `{best}`?"),
                 None => format!("create `{folder}{base}.html` (and optionally `{base}.txt`)"),
             };
-            self.error("missing-template", format!("template `{base}.html` does not exist"), doc.value_span(&eroute), help);
+            self.error(
+                "missing-template",
+                format!("template `{base}.html` does not exist"),
+                doc.value_span(&eroute),
+                help,
+            );
             return None;
         };
         for name in files.all_files().map(str::to_string).collect::<Vec<_>>() {
-            if !self.checked_templates.insert((name.clone(), scope.event, scope.coupon)) {
+            if !self
+                .checked_templates
+                .insert((name.clone(), scope.event, scope.coupon))
+            {
                 continue;
             }
             let found = self.templates.check_file(&name, scope, &context);
@@ -629,13 +915,24 @@ impl Compiler {
         if scope.coupon {
             context.insert("coupon", &serde_json::json!({ "code": "SAMPLE-7KQ2-M9XD", "expires_at": self.now.to_rfc3339() }));
         }
-        context.insert("workflow", &serde_json::json!({ "name": workflow, "description": "" }));
+        context.insert(
+            "workflow",
+            &serde_json::json!({ "name": workflow, "description": "" }),
+        );
         context.insert("now", &self.now.to_rfc3339());
         context.insert("unsubscribe_url", "https://example.com/u/sample-token");
         context
     }
 
-    fn subjects(&mut self, subject: Option<&Subject>, route: &Route, ctx: &FileCtx<'_>, id: &str, scope: TemplateScope, context: &Context) -> Option<BTreeMap<String, String>> {
+    fn subjects(
+        &mut self,
+        subject: Option<&Subject>,
+        route: &Route,
+        ctx: &FileCtx<'_>,
+        id: &str,
+        scope: TemplateScope,
+        context: &Context,
+    ) -> Option<BTreeMap<String, String>> {
         let doc = ctx.doc;
         let sroute = route.key("subject");
         let entries: Vec<(String, String, Route)> = match subject {
@@ -649,7 +946,17 @@ impl Compiler {
                     self.error("missing-subject", "subject by locale has no `default`", doc.key_span(&sroute), "add `default: \"...\"` for customers whose locale has no subject of its own");
                 }
                 map.iter()
-                    .map(|(k, v)| (if k == "default" { String::new() } else { k.clone() }, v.clone(), sroute.key(k)))
+                    .map(|(k, v)| {
+                        (
+                            if k == "default" {
+                                String::new()
+                            } else {
+                                k.clone()
+                            },
+                            v.clone(),
+                            sroute.key(k),
+                        )
+                    })
                     .collect()
             }
         };
@@ -657,16 +964,33 @@ impl Compiler {
         let mut ok = true;
         for (locale, text, r) in entries {
             if text.contains('\n') || text.contains('\r') {
-                self.error("bad-subject", "a subject must be one line", doc.value_span(&r), "remove the line break");
+                self.error(
+                    "bad-subject",
+                    "a subject must be one line",
+                    doc.value_span(&r),
+                    "remove the line break",
+                );
                 ok = false;
                 continue;
             }
-            let name = format!("@subject/{}/{}/{}", ctx.workflow, id, if locale.is_empty() { "default" } else { &locale });
+            let name = format!(
+                "@subject/{}/{}/{}",
+                ctx.workflow,
+                id,
+                if locale.is_empty() {
+                    "default"
+                } else {
+                    &locale
+                }
+            );
             let mut scratch = Tera::new();
             if let Err(e) = scratch.add_raw_template(&name, &text) {
                 ok = false;
                 let (msg, span) = match e.kind() {
-                    tera::ErrorKind::SyntaxError(r2) => (crate::diagnostic::lowercase_first(r2.message()), Some(r2.span().clone())),
+                    tera::ErrorKind::SyntaxError(r2) => (
+                        crate::diagnostic::lowercase_first(r2.message()),
+                        Some(r2.span().clone()),
+                    ),
                     _ => (e.to_string(), None),
                 };
                 let at = span.map_or(0, |s| text[..s.range.start.min(text.len())].chars().count());
@@ -695,7 +1019,12 @@ impl Compiler {
             }
             if ok && let Err(e) = scratch.render(&name, context) {
                 ok = false;
-                self.error("template-render", format!("subject fails to render for a sample customer: {e}"), doc.value_span(&r), "check filters and value types in the subject");
+                self.error(
+                    "template-render",
+                    format!("subject fails to render for a sample customer: {e}"),
+                    doc.value_span(&r),
+                    "check filters and value types in the subject",
+                );
             }
             self.subjects.push((name.clone(), text));
             out.insert(locale, name);
@@ -703,20 +1032,54 @@ impl Compiler {
         ok.then_some(out)
     }
 
-    fn webhook(&mut self, w: &raw::Webhook, route: &Route, ctx: &FileCtx<'_>) -> Option<plan::WebhookStep> {
+    fn webhook(
+        &mut self,
+        w: &raw::Webhook,
+        route: &Route,
+        ctx: &FileCtx<'_>,
+    ) -> Option<plan::WebhookStep> {
         let doc = ctx.doc;
         let wroute = route.key("webhook");
         let mut ok = true;
-        if let Err(crate::config::EnvError::Malformed { at }) = crate::config::env_references(&w.url) {
-            self.diags.push(Diagnostic::error("bad-webhook", "malformed environment reference in the webhook URL").at(doc.locate(&wroute.key("url"), at, 2)).help("write `${NAME}`; the value comes from the daemon's environment"));
+        if let Err(crate::config::EnvError::Malformed { at }) =
+            crate::config::env_references(&w.url)
+        {
+            self.diags.push(
+                Diagnostic::error(
+                    "bad-webhook",
+                    "malformed environment reference in the webhook URL",
+                )
+                .at(doc.locate(&wroute.key("url"), at, 2))
+                .help("write `${NAME}`; the value comes from the daemon's environment"),
+            );
             ok = false;
-        } else if !(w.url.starts_with("https://") || w.url.starts_with("http://") || w.url.starts_with("${")) {
-            self.error("bad-webhook", format!("webhook URL `{}` must start with `https://` or `http://`", w.url), doc.value_span(&wroute.key("url")), "use a full URL; put secrets and hosts in `${ENV}` references");
+        } else if !(w.url.starts_with("https://")
+            || w.url.starts_with("http://")
+            || w.url.starts_with("${"))
+        {
+            self.error(
+                "bad-webhook",
+                format!(
+                    "webhook URL `{}` must start with `https://` or `http://`",
+                    w.url
+                ),
+                doc.value_span(&wroute.key("url")),
+                "use a full URL; put secrets and hosts in `${ENV}` references",
+            );
             ok = false;
         }
-        let method = w.method.clone().unwrap_or_else(|| "POST".into()).to_uppercase();
+        let method = w
+            .method
+            .clone()
+            .unwrap_or_else(|| "POST".into())
+            .to_uppercase();
         if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-            self.error("bad-webhook", format!("`{method}` is not an HTTP method a webhook can use"), doc.value_span(&wroute.key("method")), "use `POST`, `PUT`, `PATCH`, `GET` or `DELETE`");
+            self.error(
+                "bad-webhook",
+                format!("`{method}` is not an HTTP method a webhook can use"),
+                doc.value_span(&wroute.key("method")),
+                "use `POST`, `PUT`, `PATCH`, `GET` or `DELETE`",
+            );
             ok = false;
         }
         let timeout = match &w.timeout {
@@ -733,26 +1096,63 @@ impl Compiler {
         })
     }
 
-    fn update(&mut self, u: &raw::Update, route: &Route, ctx: &FileCtx<'_>) -> Option<plan::UpdateStep> {
+    fn update(
+        &mut self,
+        u: &raw::Update,
+        route: &Route,
+        ctx: &FileCtx<'_>,
+    ) -> Option<plan::UpdateStep> {
         let doc = ctx.doc;
         let uroute = route.key("update");
         let mut ok = true;
         for key in u.set.keys() {
-            if ["id", "email", "tags", "attributes", "unsubscribed_at", "created_at"].contains(&key.as_str()) {
-                let help = if key == "tags" { "use `tags: { add: [...], remove: [...] }`" } else { "a workflow may change attributes and profile fields, not the customer's identity or consent" };
-                self.error("bad-update", format!("`{key}` cannot be set by a workflow"), doc.key_span(&uroute.key("set").key(key)), help);
+            if [
+                "id",
+                "email",
+                "tags",
+                "attributes",
+                "unsubscribed_at",
+                "created_at",
+            ]
+            .contains(&key.as_str())
+            {
+                let help = if key == "tags" {
+                    "use `tags: { add: [...], remove: [...] }`"
+                } else {
+                    "a workflow may change attributes and profile fields, not the customer's identity or consent"
+                };
+                self.error(
+                    "bad-update",
+                    format!("`{key}` cannot be set by a workflow"),
+                    doc.key_span(&uroute.key("set").key(key)),
+                    help,
+                );
                 ok = false;
             }
         }
         if u.set.is_empty() && u.tags.add.is_empty() && u.tags.remove.is_empty() {
-            self.error("bad-update", "update changes nothing", doc.key_span(&uroute), "add `set: { ... }` or `tags: { add: [...] }`");
+            self.error(
+                "bad-update",
+                "update changes nothing",
+                doc.key_span(&uroute),
+                "add `set: { ... }` or `tags: { add: [...] }`",
+            );
             ok = false;
         }
         let set = u
             .set
             .iter()
-            .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+                )
+            })
             .collect();
-        ok.then(|| plan::UpdateStep { set, add_tags: u.tags.add.clone(), remove_tags: u.tags.remove.clone() })
+        ok.then(|| plan::UpdateStep {
+            set,
+            add_tags: u.tags.add.clone(),
+            remove_tags: u.tags.remove.clone(),
+        })
     }
 }

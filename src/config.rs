@@ -178,8 +178,11 @@ impl Project {
         }
         let file = SourceFile::read(&path).map_err(|e| {
             Box::new(
-                Diagnostic::error("config-unreadable", format!("cannot read `{}`: {e}", path.display()))
-                    .help("check the file's permissions"),
+                Diagnostic::error(
+                    "config-unreadable",
+                    format!("cannot read `{}`: {e}", path.display()),
+                )
+                .help("check the file's permissions"),
             )
         })?;
         let config: Config = if file.text().trim().is_empty() {
@@ -217,7 +220,9 @@ impl Project {
     /// Every `${...}` must be well formed; whether the variable is set is checked when the
     /// value is needed, so `validate` runs offline and without secrets.
     fn check_env_references(&self) -> Result<(), Box<Diagnostic>> {
-        let Some(file) = &self.file else { return Ok(()) };
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
         let c = &self.config;
         let fields: [(&str, Option<&str>); 6] = [
             ("database", Some(&c.database)),
@@ -237,9 +242,12 @@ impl Project {
                 }
                 let span: Span = doc.locate(&r, at, 2);
                 return Err(Box::new(
-                    Diagnostic::error("config-env", format!("malformed environment reference in `{route}`"))
-                        .at(span)
-                        .help("write `${NAME}` with a name of letters, digits and underscores"),
+                    Diagnostic::error(
+                        "config-env",
+                        format!("malformed environment reference in `{route}`"),
+                    )
+                    .at(span)
+                    .help("write `${NAME}` with a name of letters, digits and underscores"),
                 ));
             }
         }
@@ -277,7 +285,10 @@ pub fn env_references(value: &str) -> Result<Vec<String>, EnvError> {
 }
 
 /// Replaces each `${NAME}` with the variable's value from `lookup`.
-pub fn expand_env(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, EnvError> {
+pub fn expand_env(
+    value: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, EnvError> {
     let mut out = value.to_string();
     for name in env_references(value)? {
         let v = lookup(&name).ok_or(EnvError::Missing { name: name.clone() })?;
@@ -292,7 +303,10 @@ mod tests {
 
     #[test]
     fn env_references_are_found_and_expanded() {
-        assert_eq!(env_references("${A}/x/${B_2}"), Ok(vec!["A".into(), "B_2".into()]));
+        assert_eq!(
+            env_references("${A}/x/${B_2}"),
+            Ok(vec!["A".into(), "B_2".into()])
+        );
         assert_eq!(env_references("x ${A"), Err(EnvError::Malformed { at: 2 }));
         assert_eq!(env_references("${}"), Err(EnvError::Malformed { at: 0 }));
         let lookup = |n: &str| (n == "A").then(|| "secret".to_string());

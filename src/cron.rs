@@ -179,7 +179,7 @@ impl CronSchedule {
         }
         if let Some((from, to, step)) = self.years {
             let y = date.year();
-            if y < from || y > to || (y - from) as u32 % step != 0 {
+            if y < from || y > to || !((y - from) as u32).is_multiple_of(step) {
                 return false;
             }
         }
@@ -357,17 +357,28 @@ fn parse_part(part: &str, at: usize, spec: FieldSpec) -> Result<u64, CronError> 
         }
         None => (part, 1),
     };
-    let (lo, hi) = if range == "*" || (range == "?" && matches!(spec.name, "day of month" | "day of week")) {
-        (spec.min, if spec.name == "day of week" { 6 } else { spec.max })
-    } else if let Some((a, b)) = range.split_once('-') {
-        (value(a, spec, &err)?, value(b, spec, &err)?)
-    } else {
-        let v = value(range, spec, &err)?;
-        (v, if part.contains('/') { spec.max } else { v })
-    };
+    let (lo, hi) =
+        if range == "*" || (range == "?" && matches!(spec.name, "day of month" | "day of week")) {
+            (
+                spec.min,
+                if spec.name == "day of week" {
+                    6
+                } else {
+                    spec.max
+                },
+            )
+        } else if let Some((a, b)) = range.split_once('-') {
+            (value(a, spec, &err)?, value(b, spec, &err)?)
+        } else {
+            let v = value(range, spec, &err)?;
+            (v, if part.contains('/') { spec.max } else { v })
+        };
     if lo > hi {
         return Err(err(
-            format!("the range `{range}` in the {} field runs backwards", spec.name),
+            format!(
+                "the range `{range}` in the {} field runs backwards",
+                spec.name
+            ),
             format!("write the smaller value first, e.g. `{hi}-{lo}`"),
         ));
     }
@@ -400,7 +411,9 @@ fn value(
             spec.name, spec.min, spec.max
         )
     };
-    if upper.chars().any(|c| matches!(c, 'L' | 'W' | '#')) && upper.chars().any(|c| c.is_ascii_digit()) {
+    if upper.chars().any(|c| matches!(c, 'L' | 'W' | '#'))
+        && upper.chars().any(|c| c.is_ascii_digit())
+    {
         return Err(err(
             format!("`{text}` uses Quartz syntax that standard cron does not have"),
             "list the days instead, e.g. `1,15` or `MON-FRI`".into(),
@@ -431,7 +444,13 @@ fn year_range(text: &str, at: usize) -> Result<(i32, i32, u32), CronError> {
         help: "the year field takes `*`, a year, or a range such as `2026-2030`".into(),
     };
     let (range, step) = match text.split_once('/') {
-        Some((r, s)) => (r, s.parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(|| err(format!("`{s}` is not a valid step in the year field")))?),
+        Some((r, s)) => (
+            r,
+            s.parse::<u32>()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| err(format!("`{s}` is not a valid step in the year field")))?,
+        ),
         None => (text, 1),
     };
     let parse = |s: &str| -> Result<i32, CronError> {
@@ -533,7 +552,10 @@ mod tests {
         assert_eq!((e.at, e.len), (8, 3));
         assert_eq!(e.message, "`MOM` is not a valid day of week name or number");
         let e = CronSchedule::parse("0 25 * * *").unwrap_err();
-        assert_eq!((e.at, e.message.as_str()), (2, "25 is out of range for the hour field"));
+        assert_eq!(
+            (e.at, e.message.as_str()),
+            (2, "25 is out of range for the hour field")
+        );
         let e = CronSchedule::parse("0 9 * *").unwrap_err();
         assert_eq!(e.message, "a cron line needs 5 fields, found 4");
         assert!(CronSchedule::parse("@reboot").is_err());

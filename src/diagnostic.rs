@@ -117,7 +117,7 @@ pub fn lowercase_first(s: &str) -> String {
 
 /// Orders diagnostics by file and position so that output is stable across runs.
 pub fn sort(diagnostics: &mut [Diagnostic]) {
-    diagnostics.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    diagnostics.sort_by_key(Diagnostic::sort_key);
 }
 
 /// The output shapes `--format` selects.
@@ -157,7 +157,9 @@ pub fn render_human(d: &Diagnostic, color: bool) -> String {
     };
     groups.push(group);
     if let Some(help) = &d.help {
-        groups.push(Group::with_title(Level::HELP.secondary_title(help.as_str())));
+        groups.push(Group::with_title(
+            Level::HELP.secondary_title(help.as_str()),
+        ));
     }
     let renderer = if color {
         Renderer::styled()

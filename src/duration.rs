@@ -32,8 +32,7 @@ impl DurationError {
     }
 }
 
-pub const DURATION_HELP: &str =
-    "write a number and a unit: `s` seconds, `m` minutes, `h` hours, `d` days, `w` weeks (e.g. `30m`, `7d`, `1d12h`)";
+pub const DURATION_HELP: &str = "write a number and a unit: `s` seconds, `m` minutes, `h` hours, `d` days, `w` weeks (e.g. `30m`, `7d`, `1d12h`)";
 
 /// Parses `7d`, `1d12h`, `-3d`. Months and years are not units: their length varies, and a
 /// marketer who means "a month" should say `30d` and see it.
@@ -80,7 +79,12 @@ pub fn parse(input: &str) -> Result<TimeDelta, DurationError> {
             "h" => TimeDelta::try_hours(n),
             "d" => TimeDelta::try_days(n),
             "w" => TimeDelta::try_weeks(n),
-            "" => return Err(DurationError::MissingUnit { number, at: number_at }),
+            "" => {
+                return Err(DurationError::MissingUnit {
+                    number,
+                    at: number_at,
+                });
+            }
             other => {
                 return Err(DurationError::UnknownUnit {
                     unit: other.to_string(),
@@ -106,7 +110,13 @@ pub fn format(d: TimeDelta) -> String {
     if secs == 0 {
         return "0s".into();
     }
-    for (unit, size) in [("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+    for (unit, size) in [
+        ("w", 604_800),
+        ("d", 86_400),
+        ("h", 3_600),
+        ("m", 60),
+        ("s", 1),
+    ] {
         if secs >= size && !(unit == "w" && secs % size != 0) {
             out.push_str(&format!("{}{unit}", secs / size));
             secs %= size;

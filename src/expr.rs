@@ -90,9 +90,9 @@ pub struct EventHistory(pub BTreeMap<String, Vec<DateTime<Utc>>>);
 
 impl EventHistory {
     pub fn count_since(&self, name: &str, since: DateTime<Utc>) -> i64 {
-        self.0
-            .get(name)
-            .map_or(0, |times| times.iter().filter(|t| **t >= since).count() as i64)
+        self.0.get(name).map_or(0, |times| {
+            times.iter().filter(|t| **t >= since).count() as i64
+        })
     }
 }
 
@@ -414,19 +414,27 @@ fn register_types(engine: &mut Engine) {
         .register_get("locale", |c: &mut Customer| opt_str(&c.locale))
         .register_get("timezone", |c: &mut Customer| opt_str(&c.timezone))
         .register_get("birthday", |c: &mut Customer| opt(c.birthday.map(Date)))
-        .register_get("created_at", |c: &mut Customer| opt(c.created_at.map(Timestamp)))
+        .register_get("created_at", |c: &mut Customer| {
+            opt(c.created_at.map(Timestamp))
+        })
         .register_get("last_order_at", |c: &mut Customer| {
             opt(c.last_order_at.map(Timestamp))
         })
         .register_get("orders_count", |c: &mut Customer| c.orders_count)
         .register_get("total_spent", |c: &mut Customer| c.total_spent)
         .register_get("tags", |c: &mut Customer| {
-            c.tags.iter().cloned().map(Dynamic::from).collect::<rhai::Array>()
+            c.tags
+                .iter()
+                .cloned()
+                .map(Dynamic::from)
+                .collect::<rhai::Array>()
         })
         .register_get("unsubscribed_at", |c: &mut Customer| {
             opt(c.unsubscribed_at.map(Timestamp))
         })
-        .register_get("attributes", |c: &mut Customer| map_to_dynamic(&c.attributes))
+        .register_get("attributes", |c: &mut Customer| {
+            map_to_dynamic(&c.attributes)
+        })
         .register_fn("has_tag", |c: &mut Customer, tag: &str| c.has_tag(tag));
 
     engine
@@ -455,8 +463,12 @@ fn register_types(engine: &mut Engine) {
         .register_type_with_name::<Span>("Duration")
         .register_fn("to_string", |t: &mut Timestamp| t.0.to_rfc3339())
         .register_fn("to_string", |d: &mut Date| d.0.to_string())
-        .register_fn("days", |n: i64| Span(TimeDelta::try_days(n).unwrap_or(TimeDelta::MAX)))
-        .register_fn("hours", |n: i64| Span(TimeDelta::try_hours(n).unwrap_or(TimeDelta::MAX)))
+        .register_fn("days", |n: i64| {
+            Span(TimeDelta::try_days(n).unwrap_or(TimeDelta::MAX))
+        })
+        .register_fn("hours", |n: i64| {
+            Span(TimeDelta::try_hours(n).unwrap_or(TimeDelta::MAX))
+        })
         .register_fn("-", |t: Timestamp, d: Span| {
             Timestamp(t.0.checked_sub_signed(d.0).unwrap_or(t.0))
         })
@@ -464,13 +476,20 @@ fn register_types(engine: &mut Engine) {
             Timestamp(t.0.checked_add_signed(d.0).unwrap_or(t.0))
         })
         .register_fn("days_since", |t: Timestamp| whole_days(state_now() - t.0))
-        .register_fn("days_since", |d: Date| whole_days(state_now() - date_start(d)))
+        .register_fn("days_since", |d: Date| {
+            whole_days(state_now() - date_start(d))
+        })
         .register_fn("days_since", |_: ()| ())
         .register_fn("days_until", |t: Timestamp| whole_days(t.0 - state_now()))
-        .register_fn("days_until", |d: Date| whole_days(date_start(d) - state_now()))
+        .register_fn("days_until", |d: Date| {
+            whole_days(date_start(d) - state_now())
+        })
         .register_fn("days_until", |_: ()| ())
         .register_fn("event_count", |name: &str, days: i64| {
-            event_count(name, state_now() - TimeDelta::try_days(days).unwrap_or(TimeDelta::MAX))
+            event_count(
+                name,
+                state_now() - TimeDelta::try_days(days).unwrap_or(TimeDelta::MAX),
+            )
         })
         .register_fn("event_count", |name: &str, since: Timestamp| {
             event_count(name, since.0)
@@ -533,7 +552,9 @@ mod tests {
     #[test]
     fn unknown_variables_and_fields_fail_to_compile() {
         let engine = ExprEngine::new();
-        let e = engine.compile("custmer.orders_count > 1", vars()).unwrap_err();
+        let e = engine
+            .compile("custmer.orders_count > 1", vars())
+            .unwrap_err();
         assert_eq!(e[0].code, "rhai-unknown-variable");
         assert_eq!(e[0].help, "did you mean `customer`?");
         let e = engine
@@ -542,14 +563,23 @@ mod tests {
         assert_eq!(e[0].message, "`customer` has no field `order_count`");
         assert_eq!((e[0].offset, e[0].len), (9, 11));
         let e = engine.compile("event.name == \"x\"", vars()).unwrap_err();
-        assert!(e[0].help.contains("only in workflows with an `event:` trigger"));
+        assert!(
+            e[0].help
+                .contains("only in workflows with an `event:` trigger")
+        );
     }
 
     #[test]
     fn missing_dates_compare_false() {
         let c = Customer::new("1", "a@example.com");
-        assert_eq!(eval("days_since(customer.last_order_at) > 90", &c), Ok(false));
-        assert_eq!(eval("days_since(customer.last_order_at) <= 90", &c), Ok(false));
+        assert_eq!(
+            eval("days_since(customer.last_order_at) > 90", &c),
+            Ok(false)
+        );
+        assert_eq!(
+            eval("days_since(customer.last_order_at) <= 90", &c),
+            Ok(false)
+        );
         let mut c = c;
         c.last_order_at = Some(
             DateTime::parse_from_rfc3339("2026-03-01T13:00:00Z")
@@ -557,7 +587,10 @@ mod tests {
                 .with_timezone(&Utc),
         );
         // 91 days and 23 hours: whole days round down.
-        assert_eq!(eval("days_since(customer.last_order_at) == 91", &c), Ok(true));
+        assert_eq!(
+            eval("days_since(customer.last_order_at) == 91", &c),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -570,19 +603,31 @@ mod tests {
             .unwrap_err();
         assert_eq!(e[0].code, "rhai-syntax");
         let r = eval("\"x\".pad(100000000, \"y\").len() > 0", &c);
-        assert!(matches!(r, Err(EvalError::Runtime(ref m)) if m.contains("too large")), "{r:?}");
+        assert!(
+            matches!(r, Err(EvalError::Runtime(ref m)) if m.contains("too large")),
+            "{r:?}"
+        );
         let deep = format!("{}true{}", "(".repeat(200), ")".repeat(200));
         let e = ExprEngine::new().compile(&deep, vars()).unwrap_err();
         assert!(e[0].message.contains("complex"), "{e:?}");
         // The wall-clock budget: a long array literal takes hundreds of operations, which
         // a zero budget does not allow.
-        let long = format!("[{}].len() > 0", vec!["customer.orders_count"; 600].join(", "));
+        let long = format!(
+            "[{}].len() > 0",
+            vec!["customer.orders_count"; 600].join(", ")
+        );
         let engine = ExprEngine::new().with_time_budget(Duration::ZERO);
         let expr = engine.compile(&long, vars()).unwrap();
         let now = Utc::now();
         let r = engine.eval_bool(
             &expr,
-            &EvalInput { customer: &c, event: None, enrollment: None, now, history: None },
+            &EvalInput {
+                customer: &c,
+                event: None,
+                enrollment: None,
+                now,
+                history: None,
+            },
         );
         assert_eq!(r, Err(EvalError::TooSlow { budget_ms: 0 }));
     }
@@ -593,7 +638,10 @@ mod tests {
         c.tags = vec!["vip".into()];
         c.attributes.insert("tier".into(), "gold".into());
         assert_eq!(
-            eval("has_tag(customer, \"vip\") && customer.attributes.tier == \"gold\"", &c),
+            eval(
+                "has_tag(customer, \"vip\") && customer.attributes.tier == \"gold\"",
+                &c
+            ),
             Ok(true)
         );
         assert_eq!(eval("customer.has_tag(\"nope\")", &c), Ok(false));

@@ -64,7 +64,9 @@ impl Workflow {
         self.all_steps()
             .iter()
             .filter_map(|s| match &s.kind {
-                StepKind::Email(e) => Some(e.files.all_files().map(str::to_string).collect::<Vec<_>>()),
+                StepKind::Email(e) => {
+                    Some(e.files.all_files().map(str::to_string).collect::<Vec<_>>())
+                }
                 _ => None,
             })
             .flatten()
@@ -89,7 +91,10 @@ impl Workflow {
                 } else {
                     format!(" {}", crate::duration::format(*offset))
                 };
-                format!("date `{column}` at {}{offset} local time", at.format("%H:%M"))
+                format!(
+                    "date `{column}` at {}{offset} local time",
+                    at.format("%H:%M")
+                )
             }
         };
         let steps = self.all_steps().len();
@@ -246,9 +251,21 @@ mod tests {
     fn leap_day_birthdays_fall_on_feb_28_in_common_years() {
         let date = NaiveDate::from_ymd_opt(2000, 2, 29).unwrap();
         let at = NaiveTime::from_hms_opt(9, 0, 0).unwrap();
-        let t = next_anniversary(date, at, TimeDelta::zero(), Tz::Asia__Tokyo, utc("2027-01-01T00:00:00Z"));
+        let t = next_anniversary(
+            date,
+            at,
+            TimeDelta::zero(),
+            Tz::Asia__Tokyo,
+            utc("2027-01-01T00:00:00Z"),
+        );
         assert_eq!(t, Some(utc("2027-02-28T00:00:00Z")));
-        let t = next_anniversary(date, at, TimeDelta::zero(), Tz::Asia__Tokyo, utc("2028-01-01T00:00:00Z"));
+        let t = next_anniversary(
+            date,
+            at,
+            TimeDelta::zero(),
+            Tz::Asia__Tokyo,
+            utc("2028-01-01T00:00:00Z"),
+        );
         assert_eq!(t, Some(utc("2028-02-29T00:00:00Z")));
     }
 
@@ -256,7 +273,13 @@ mod tests {
     fn offsets_move_the_fire_time() {
         let date = NaiveDate::from_ymd_opt(1990, 3, 10).unwrap();
         let at = NaiveTime::from_hms_opt(9, 0, 0).unwrap();
-        let t = next_anniversary(date, at, TimeDelta::days(-3), Tz::UTC, utc("2026-01-01T00:00:00Z"));
+        let t = next_anniversary(
+            date,
+            at,
+            TimeDelta::days(-3),
+            Tz::UTC,
+            utc("2026-01-01T00:00:00Z"),
+        );
         assert_eq!(t, Some(utc("2026-03-07T09:00:00Z")));
     }
 }

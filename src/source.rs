@@ -116,7 +116,13 @@ mod tests {
     fn columns_count_characters_not_bytes() {
         let file = SourceFile::new("x.yaml", "a: 1\nname: 山田 x\n".to_string());
         let at = file.line_col(file.text().find('x').unwrap());
-        assert_eq!(at, LineCol { line: 2, column: 10 });
+        assert_eq!(
+            at,
+            LineCol {
+                line: 2,
+                column: 10
+            }
+        );
         assert_eq!(file.byte_offset(at), file.text().find('x').unwrap());
         assert_eq!(file.line(2), "name: 山田 x");
         assert_eq!(file.line(9), "");

@@ -99,15 +99,21 @@ impl Templates {
                     files.insert(name, file);
                 }
                 Err(e) => diagnostics.push(
-                    Diagnostic::error("template-unreadable", format!("cannot read template `{}`: {e}", path.display()))
-                        .help("check the file's permissions and that it is UTF-8 text"),
+                    Diagnostic::error(
+                        "template-unreadable",
+                        format!("cannot read template `{}`: {e}", path.display()),
+                    )
+                    .help("check the file's permissions and that it is UTF-8 text"),
                 ),
             }
         }
         Self::from_files(files, diagnostics)
     }
 
-    pub fn from_files(files: BTreeMap<String, SourceFile>, diagnostics: &mut Vec<Diagnostic>) -> Self {
+    pub fn from_files(
+        files: BTreeMap<String, SourceFile>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Self {
         let mut broken = BTreeMap::new();
         let mut good = Vec::new();
         for (name, file) in &files {
@@ -240,7 +246,12 @@ impl Templates {
 
     /// Checks one template file against what its step provides: unknown names and fields,
     /// and a trial render with a sample customer. Returns diagnostics pointing into it.
-    pub fn check_file(&self, name: &str, scope: TemplateScope, context: &Context) -> Vec<Diagnostic> {
+    pub fn check_file(
+        &self,
+        name: &str,
+        scope: TemplateScope,
+        context: &Context,
+    ) -> Vec<Diagnostic> {
         let mut out = Vec::new();
         let Some(file) = self.files.get(name) else {
             return out;
@@ -303,9 +314,12 @@ pub fn check_names(
             },
         };
         out.push(
-            Diagnostic::error("template-unknown-variable", format!("template uses unknown variable `{name}`"))
-                .at(span)
-                .help(help),
+            Diagnostic::error(
+                "template-unknown-variable",
+                format!("template uses unknown variable `{name}`"),
+            )
+            .at(span)
+            .help(help),
         );
     }
     let mut seen = HashSet::new();
@@ -325,14 +339,21 @@ pub fn check_names(
         let span = Span::new(file, file.line_col(field_at), field.chars().count());
         let help = match crate::yaml::closest(field, fields.iter().copied()) {
             Some(best) => format!("did you mean `{root}.{best}`?"),
-            None if root == "customer" => format!("custom fields are under `customer.attributes`, e.g. `customer.attributes.{field}`"),
-            None if root == "event" => format!("event data is under `event.properties`, e.g. `event.properties.{field}`"),
+            None if root == "customer" => format!(
+                "custom fields are under `customer.attributes`, e.g. `customer.attributes.{field}`"
+            ),
+            None if root == "event" => {
+                format!("event data is under `event.properties`, e.g. `event.properties.{field}`")
+            }
             None => format!("`{root}` has {}", fields.join(", ")),
         };
         out.push(
-            Diagnostic::error("template-unknown-field", format!("`{root}` has no field `{field}`"))
-                .at(span)
-                .help(help),
+            Diagnostic::error(
+                "template-unknown-field",
+                format!("`{root}` has no field `{field}`"),
+            )
+            .at(span)
+            .help(help),
         );
     }
     out
@@ -388,7 +409,9 @@ fn scan_tag(text: &str, start: usize, end: usize, out: &mut Vec<Reference>) {
             let mut path = vec![String::from(c)];
             while let Some(&(_, d)) = chars.peek() {
                 if d.is_alphanumeric() || d == '_' {
-                    path.last_mut().map(|p| p.push(d));
+                    if let Some(p) = path.last_mut() {
+                        p.push(d);
+                    }
                     chars.next();
                 } else if d == '.' {
                     chars.next();
@@ -418,10 +441,41 @@ fn scan_tag(text: &str, start: usize, end: usize, out: &mut Vec<Reference>) {
 }
 
 const TERA_KEYWORDS: &[&str] = &[
-    "if", "elif", "else", "endif", "for", "endfor", "in", "and", "or", "not", "is", "true",
-    "false", "none", "set", "set_global", "include", "extends", "block", "endblock", "macro",
-    "endmacro", "import", "as", "filter", "endfilter", "break", "continue", "raw", "endraw",
-    "with", "endwith", "component", "endcomponent", "loop",
+    "if",
+    "elif",
+    "else",
+    "endif",
+    "for",
+    "endfor",
+    "in",
+    "and",
+    "or",
+    "not",
+    "is",
+    "true",
+    "false",
+    "none",
+    "set",
+    "set_global",
+    "include",
+    "extends",
+    "block",
+    "endblock",
+    "macro",
+    "endmacro",
+    "import",
+    "as",
+    "filter",
+    "endfilter",
+    "break",
+    "continue",
+    "raw",
+    "endraw",
+    "with",
+    "endwith",
+    "component",
+    "endcomponent",
+    "loop",
 ];
 
 fn is_locale_tag(s: &str) -> bool {
@@ -465,19 +519,22 @@ pub fn report_diagnostic(
     let from = span.range.start.min(text.len());
     let to = span.range.end.clamp(from, text.len());
     let start = file.line_col(from);
-    let len = text[from..to].lines().next().map_or(1, |l| l.chars().count());
-    Diagnostic::error(code, format!("{what}: {}", crate::diagnostic::lowercase_first(message)))
-        .at(Span::new(file, start, len.max(1)))
-        .help(help)
+    let len = text[from..to]
+        .lines()
+        .next()
+        .map_or(1, |l| l.chars().count());
+    Diagnostic::error(
+        code,
+        format!("{what}: {}", crate::diagnostic::lowercase_first(message)),
+    )
+    .at(Span::new(file, start, len.max(1)))
+    .help(help)
 }
 
 fn render_diagnostic(e: &tera::Error, file: &SourceFile, templates: &Templates) -> Diagnostic {
     match e.kind() {
         ErrorKind::RenderingError(report) | ErrorKind::SyntaxError(report) => {
-            let target = templates
-                .files
-                .get(report.filename())
-                .unwrap_or(file);
+            let target = templates.files.get(report.filename()).unwrap_or(file);
             report_diagnostic(
                 "template-render",
                 "template fails to render for a sample customer",
@@ -489,7 +546,9 @@ fn render_diagnostic(e: &tera::Error, file: &SourceFile, templates: &Templates) 
         }
         _ => Diagnostic::error("template-render", format!("template fails to render: {e}"))
             .at(Span::file_start(file))
-            .help("check that every `{% include %}` and `{% extends %}` names an existing template"),
+            .help(
+                "check that every `{% include %}` and `{% extends %}` names an existing template",
+            ),
     }
 }
 
@@ -499,9 +558,14 @@ mod tests {
 
     #[test]
     fn references_skip_strings_filters_and_methods() {
-        let refs = references("Hi {{ customer.first_name | default(value=\"friend.x\") }} {% if coupon.code %}{{ x.y.z }}{% endif %}");
+        let refs = references(
+            "Hi {{ customer.first_name | default(value=\"friend.x\") }} {% if coupon.code %}{{ x.y.z }}{% endif %}",
+        );
         let paths: Vec<String> = refs.iter().map(|r| r.path.join(".")).collect();
-        assert_eq!(paths, ["customer.first_name", "value", "coupon.code", "x.y.z"]);
+        assert_eq!(
+            paths,
+            ["customer.first_name", "value", "coupon.code", "x.y.z"]
+        );
         assert_eq!(refs[0].at, 6);
     }
 
@@ -512,7 +576,10 @@ mod tests {
             text: Some("d.txt".into()),
             variants: BTreeMap::from([("ja".into(), ("d.ja.html".into(), None))]),
         };
-        assert_eq!(files.for_locale(Some("ja-JP")), ("d.ja.html", Some("d.txt")));
+        assert_eq!(
+            files.for_locale(Some("ja-JP")),
+            ("d.ja.html", Some("d.txt"))
+        );
         assert_eq!(files.for_locale(Some("fr")), ("d.html", Some("d.txt")));
         assert_eq!(files.for_locale(None), ("d.html", Some("d.txt")));
     }

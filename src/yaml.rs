@@ -277,11 +277,9 @@ impl Document {
                         col += 1;
                     }
                 }
-                (ScalarStyle::SingleQuoted, '\'') => {
-                    if chars.peek() == Some(&'\'') {
-                        chars.next();
-                        col += 1;
-                    }
+                (ScalarStyle::SingleQuoted, '\'') if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    col += 1;
                 }
                 (ScalarStyle::DoubleQuoted, '\\') => {
                     let extra = match chars.next() {
@@ -346,7 +344,8 @@ fn error_to_diagnostic(file: &SourceFile, error: &yaml_serde::Error) -> Diagnost
         _ => (None, message),
     };
     let span = location.map(|start| {
-        let len = scalar_len_at(file, start).unwrap_or_else(|| token_len(file.line(start.line), start.column));
+        let len = scalar_len_at(file, start)
+            .unwrap_or_else(|| token_len(file.line(start.line), start.column));
         Span::new(file, start, len)
     });
     let is_syntax = !message.starts_with("unknown field")
@@ -356,7 +355,11 @@ fn error_to_diagnostic(file: &SourceFile, error: &yaml_serde::Error) -> Diagnost
         && !message.starts_with("invalid value")
         && !message.starts_with("duplicate field")
         && !message.starts_with("invalid length");
-    let code = if is_syntax { "yaml-syntax" } else { "yaml-shape" };
+    let code = if is_syntax {
+        "yaml-syntax"
+    } else {
+        "yaml-shape"
+    };
     let where_ = path.map(|p| format!(" in `{p}`")).unwrap_or_default();
     let mut d = Diagnostic::error(code, format!("{message}{where_}")).at_opt(span);
     if let Some(help) = suggest(&message) {
@@ -389,7 +392,11 @@ fn scalar_len_at(file: &SourceFile, at: LineCol) -> Option<usize> {
     let doc = Document::index(file);
     doc.nodes
         .values()
-        .find(|n| n.style.is_some() && n.value.start.line() == at.line && n.value.start.col() + 1 == at.column)
+        .find(|n| {
+            n.style.is_some()
+                && n.value.start.line() == at.line
+                && n.value.start.col() + 1 == at.column
+        })
         .map(|n| doc.yspan(&n.value).len)
 }
 
@@ -417,7 +424,9 @@ fn suggest(message: &str) -> Option<String> {
             "a sequence" => "a list, one `- ` item per line",
             "a boolean" => "`true` or `false`",
             "a string" => "text; put quotes around it",
-            e if e.starts_with("struct") || e.starts_with("a map") => "keys and values, one `key: value` per line",
+            e if e.starts_with("struct") || e.starts_with("a map") => {
+                "keys and values, one `key: value` per line"
+            }
             e => e,
         };
         return Some(format!("this value must be {what}"));

@@ -18,13 +18,19 @@ pub fn run(root: &Path, args: &ScheduleArgs) -> Result<ExitCode, CommandError> {
     let after = match &args.after {
         None => Utc::now(),
         Some(text) => DateTime::parse_from_rfc3339(text)
-            .map_err(|_| CommandError::Usage(format!("`--after {text}` is not an RFC 3339 time; write e.g. 2026-03-01T00:00:00Z")))?
+            .map_err(|_| {
+                CommandError::Usage(format!(
+                    "`--after {text}` is not an RFC 3339 time; write e.g. 2026-03-01T00:00:00Z"
+                ))
+            })?
             .with_timezone(&Utc),
     };
     let zone_arg = match &args.timezone {
         None => None,
         Some(z) => Some(Tz::from_str(z).map_err(|_| {
-            CommandError::Usage(format!("`--timezone {z}` is not an IANA time zone such as Europe/Berlin"))
+            CommandError::Usage(format!(
+                "`--timezone {z}` is not an IANA time zone such as Europe/Berlin"
+            ))
         })?),
     };
     let project = match Project::load(root) {
@@ -51,12 +57,20 @@ pub fn run(root: &Path, args: &ScheduleArgs) -> Result<ExitCode, CommandError> {
             eprintln!("error: workflow `{}` has errors; fix them first", args.name);
             return Ok(ExitCode::FAILURE);
         }
-        let names: Vec<&str> = compiled.plan.workflows.iter().map(|w| w.name.as_str()).collect();
+        let names: Vec<&str> = compiled
+            .plan
+            .workflows
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect();
         let hint = match crate::yaml::closest(&args.name, names.iter().copied()) {
             Some(best) => format!("did you mean `{best}`?"),
             None => format!("the workflows are: {}", names.join(", ")),
         };
-        return Err(CommandError::Usage(format!("no workflow named `{}`; {hint}", args.name)));
+        return Err(CommandError::Usage(format!(
+            "no workflow named `{}`; {hint}",
+            args.name
+        )));
     };
     let times: Vec<DateTime<Utc>> = match &workflow.trigger {
         Trigger::Schedule { cron, zone, .. } => {
@@ -64,7 +78,10 @@ pub fn run(root: &Path, args: &ScheduleArgs) -> Result<ExitCode, CommandError> {
                 (Zone::Fixed(tz), _) => *tz,
                 (Zone::Customer, Some(tz)) => tz,
                 (Zone::Customer, None) => {
-                    eprintln!("note: `{}` runs in each customer's zone; showing UTC (pass --timezone to pick one)", workflow.name);
+                    eprintln!(
+                        "note: `{}` runs in each customer's zone; showing UTC (pass --timezone to pick one)",
+                        workflow.name
+                    );
                     Tz::UTC
                 }
             };
@@ -78,7 +95,9 @@ pub fn run(root: &Path, args: &ScheduleArgs) -> Result<ExitCode, CommandError> {
                 )));
             };
             let date = NaiveDate::parse_from_str(date_text, "%Y-%m-%d").map_err(|_| {
-                CommandError::Usage(format!("`--date {date_text}` is not a date; write YYYY-MM-DD"))
+                CommandError::Usage(format!(
+                    "`--date {date_text}` is not a date; write YYYY-MM-DD"
+                ))
             })?;
             let tz = zone_arg.unwrap_or(Tz::UTC);
             let mut out = Vec::new();

@@ -34,7 +34,10 @@ pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
         }
         Err(d) => (vec![*d], Vec::new(), 0),
     };
-    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = diagnostics.len() - errors;
     let failed = errors > 0 || (args.deny_warnings && warnings > 0);
     let mut out = std::io::stdout().lock();
@@ -63,7 +66,11 @@ pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
                 "warnings": warnings,
                 "diagnostics": diagnostics.iter().map(to_json_value).collect::<Vec<_>>(),
             });
-            writeln!(out, "{}", serde_json::to_string_pretty(&json).unwrap_or_default())?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            )?;
         }
         Format::Github => {
             for d in &diagnostics {
@@ -80,7 +87,11 @@ pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
             )?;
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn plural(n: usize) -> &'static str {

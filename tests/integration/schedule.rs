@@ -17,7 +17,9 @@ fn project(workflows: &[(&str, &str)]) -> std::path::PathBuf {
         write(
             &dir,
             &format!("workflows/{name}.yaml"),
-            &format!("name: {name}\ntrigger:\n{trigger}\nsteps:\n  - email: hello\n    subject: Hi\n"),
+            &format!(
+                "name: {name}\ntrigger:\n{trigger}\nsteps:\n  - email: hello\n    subject: Hi\n"
+            ),
         );
     }
     dir
@@ -39,11 +41,24 @@ fn utc(s: &str) -> DateTime<Utc> {
 
 /// Independent expectation: walk local calendar days, keep those `keep` accepts, at a
 /// local time, converted with chrono-tz.
-fn daily(tz: Tz, from: NaiveDate, hour: u32, minute: u32, n: usize, keep: impl Fn(NaiveDate) -> bool) -> Vec<String> {
+fn daily(
+    tz: Tz,
+    from: NaiveDate,
+    hour: u32,
+    minute: u32,
+    n: usize,
+    keep: impl Fn(NaiveDate) -> bool,
+) -> Vec<String> {
     from.iter_days()
         .filter(|d| keep(*d))
         .take(n)
-        .map(|d| rfc(tz.from_local_datetime(&d.and_hms_opt(hour, minute, 0).unwrap()).single().unwrap().with_timezone(&Utc)))
+        .map(|d| {
+            rfc(tz
+                .from_local_datetime(&d.and_hms_opt(hour, minute, 0).unwrap())
+                .single()
+                .unwrap()
+                .with_timezone(&Utc))
+        })
         .collect()
 }
 
@@ -60,12 +75,24 @@ fn oracle(quartz: &str, tz: Tz, after: &str, n: usize) -> Vec<String> {
 #[test]
 fn every_15_minutes() {
     let dir = project(&[("quarter-hourly", "  schedule: \"*/15 * * * *\"")]);
-    let got = fire_times(&dir, &["quarter-hourly", "--count", "8", "--after", "2026-05-31T23:50:00Z"]);
+    let got = fire_times(
+        &dir,
+        &[
+            "quarter-hourly",
+            "--count",
+            "8",
+            "--after",
+            "2026-05-31T23:50:00Z",
+        ],
+    );
     let expected: Vec<String> = (0..8)
         .map(|i| rfc(utc("2026-06-01T00:00:00Z") + TimeDelta::minutes(15 * i)))
         .collect();
     assert_eq!(got, expected);
-    assert_eq!(got, oracle("0 */15 * * * *", Tz::UTC, "2026-05-31T23:50:00Z", 8));
+    assert_eq!(
+        got,
+        oracle("0 */15 * * * *", Tz::UTC, "2026-05-31T23:50:00Z", 8)
+    );
 }
 
 #[test]
@@ -74,45 +101,119 @@ fn weekdays_at_nine_in_berlin_across_the_march_dst_change() {
         "weekday-mornings",
         "  schedule: \"0 9 * * 1-5\"\n  timezone: Europe/Berlin",
     )]);
-    let got = fire_times(&dir, &["weekday-mornings", "--count", "10", "--after", "2026-03-23T00:00:00Z"]);
-    let expected = daily(Tz::Europe__Berlin, NaiveDate::from_ymd_opt(2026, 3, 23).unwrap(), 9, 0, 10, |d| {
-        !matches!(d.weekday(), Weekday::Sat | Weekday::Sun)
-    });
+    let got = fire_times(
+        &dir,
+        &[
+            "weekday-mornings",
+            "--count",
+            "10",
+            "--after",
+            "2026-03-23T00:00:00Z",
+        ],
+    );
+    let expected = daily(
+        Tz::Europe__Berlin,
+        NaiveDate::from_ymd_opt(2026, 3, 23).unwrap(),
+        9,
+        0,
+        10,
+        |d| !matches!(d.weekday(), Weekday::Sat | Weekday::Sun),
+    );
     assert_eq!(got, expected);
     // 09:00 is 08:00Z before the change (CET) and 07:00Z after it (CEST).
     assert_eq!(got[4], "2026-03-27T08:00:00Z");
     assert_eq!(got[5], "2026-03-30T07:00:00Z");
-    assert_eq!(got, oracle("0 0 9 * * MON-FRI", Tz::Europe__Berlin, "2026-03-23T00:00:00Z", 10));
+    assert_eq!(
+        got,
+        oracle(
+            "0 0 9 * * MON-FRI",
+            Tz::Europe__Berlin,
+            "2026-03-23T00:00:00Z",
+            10
+        )
+    );
 }
 
 #[test]
 fn day_of_month_or_day_of_week_as_in_vixie_cron() {
     let dir = project(&[("thirteenth-or-friday", "  schedule: \"0 12 13 * FRI\"")]);
-    let got = fire_times(&dir, &["thirteenth-or-friday", "--count", "12", "--after", "2026-01-01T00:00:00Z"]);
-    let expected = daily(Tz::UTC, NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), 12, 0, 12, |d| {
-        d.day() == 13 || d.weekday() == Weekday::Fri
-    });
+    let got = fire_times(
+        &dir,
+        &[
+            "thirteenth-or-friday",
+            "--count",
+            "12",
+            "--after",
+            "2026-01-01T00:00:00Z",
+        ],
+    );
+    let expected = daily(
+        Tz::UTC,
+        NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        12,
+        0,
+        12,
+        |d| d.day() == 13 || d.weekday() == Weekday::Fri,
+    );
     assert_eq!(got, expected);
     // The cron crate ANDs the two fields: it would fire only on Friday the 13th.
-    assert_ne!(got, oracle("0 0 12 13 * FRI", Tz::UTC, "2026-01-01T00:00:00Z", 12));
+    assert_ne!(
+        got,
+        oracle("0 0 12 13 * FRI", Tz::UTC, "2026-01-01T00:00:00Z", 12)
+    );
 }
 
 #[test]
 fn month_and_day_names() {
-    let dir = project(&[("summer-winter-sundays", "  schedule: \"30 6 * JAN,jul Sun\"")]);
-    let got = fire_times(&dir, &["summer-winter-sundays", "--count", "10", "--after", "2026-01-01T00:00:00Z"]);
-    let expected = daily(Tz::UTC, NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), 6, 30, 10, |d| {
-        matches!(d.month(), 1 | 7) && d.weekday() == Weekday::Sun
-    });
+    let dir = project(&[(
+        "summer-winter-sundays",
+        "  schedule: \"30 6 * JAN,jul Sun\"",
+    )]);
+    let got = fire_times(
+        &dir,
+        &[
+            "summer-winter-sundays",
+            "--count",
+            "10",
+            "--after",
+            "2026-01-01T00:00:00Z",
+        ],
+    );
+    let expected = daily(
+        Tz::UTC,
+        NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        6,
+        30,
+        10,
+        |d| matches!(d.month(), 1 | 7) && d.weekday() == Weekday::Sun,
+    );
     assert_eq!(got, expected);
-    assert_eq!(got, oracle("0 30 6 * JAN,JUL SUN", Tz::UTC, "2026-01-01T00:00:00Z", 10));
+    assert_eq!(
+        got,
+        oracle("0 30 6 * JAN,JUL SUN", Tz::UTC, "2026-01-01T00:00:00Z", 10)
+    );
 }
 
 #[test]
 fn sunday_is_0_and_7() {
-    let dir = project(&[("sundays", "  schedule: \"0 8 * * 7\""), ("sundays-zero", "  schedule: \"0 8 * * 0\"")]);
-    let seven = fire_times(&dir, &["sundays", "--count", "5", "--after", "2026-06-01T00:00:00Z"]);
-    let zero = fire_times(&dir, &["sundays-zero", "--count", "5", "--after", "2026-06-01T00:00:00Z"]);
+    let dir = project(&[
+        ("sundays", "  schedule: \"0 8 * * 7\""),
+        ("sundays-zero", "  schedule: \"0 8 * * 0\""),
+    ]);
+    let seven = fire_times(
+        &dir,
+        &["sundays", "--count", "5", "--after", "2026-06-01T00:00:00Z"],
+    );
+    let zero = fire_times(
+        &dir,
+        &[
+            "sundays-zero",
+            "--count",
+            "5",
+            "--after",
+            "2026-06-01T00:00:00Z",
+        ],
+    );
     assert_eq!(seven, zero);
     assert_eq!(seven[0], "2026-06-07T08:00:00Z");
 }
@@ -137,7 +238,11 @@ fn agrees_with_the_cron_crate_where_dialects_coincide() {
                 .into_iter()
                 .map(rfc)
                 .collect();
-            assert_eq!(got, oracle(quartz, tz, "2026-01-01T00:00:00Z", 15), "{ours} in {tz}");
+            assert_eq!(
+                got,
+                oracle(quartz, tz, "2026-01-01T00:00:00Z", 15),
+                "{ours} in {tz}"
+            );
         }
     }
 }
@@ -145,14 +250,39 @@ fn agrees_with_the_cron_crate_where_dialects_coincide() {
 #[test]
 fn birthdays_on_feb_29_fire_on_feb_28_in_common_years_in_the_customers_zone() {
     let dir = project(&[("birthday", "  date: birthday\n  at: \"09:00\"")]);
-    let got = fire_times(&dir, &["birthday", "--count", "4", "--after", "2026-01-01T00:00:00Z", "--date", "1992-02-29", "--timezone", "Asia/Tokyo"]);
+    let got = fire_times(
+        &dir,
+        &[
+            "birthday",
+            "--count",
+            "4",
+            "--after",
+            "2026-01-01T00:00:00Z",
+            "--date",
+            "1992-02-29",
+            "--timezone",
+            "Asia/Tokyo",
+        ],
+    );
     assert_eq!(
         got,
-        ["2026-02-28T00:00:00Z", "2027-02-28T00:00:00Z", "2028-02-29T00:00:00Z", "2029-02-28T00:00:00Z"]
+        [
+            "2026-02-28T00:00:00Z",
+            "2027-02-28T00:00:00Z",
+            "2028-02-29T00:00:00Z",
+            "2029-02-28T00:00:00Z"
+        ]
     );
-    let run = Tidings::new().cwd(&dir).args(["schedule", "birthday"]).run();
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["schedule", "birthday"])
+        .run();
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("pass --date YYYY-MM-DD"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("pass --date YYYY-MM-DD"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -160,8 +290,17 @@ fn unknown_names_and_event_triggers_explain_themselves() {
     let dir = project(&[("welcome", "  event: customer_created")]);
     let run = Tidings::new().cwd(&dir).args(["schedule", "welcom"]).run();
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("did you mean `welcome`?"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did you mean `welcome`?"),
+        "{}",
+        run.stderr
+    );
     let run = Tidings::new().cwd(&dir).args(["schedule", "welcome"]).run();
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("triggered by the event `customer_created`"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("triggered by the event `customer_created`"),
+        "{}",
+        run.stderr
+    );
 }

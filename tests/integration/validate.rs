@@ -23,7 +23,11 @@ fn invalid_fixtures() -> Vec<String> {
 
 #[test]
 fn the_invalid_corpus_is_large_enough() {
-    assert!(invalid_fixtures().len() >= 25, "{}", invalid_fixtures().len());
+    assert!(
+        invalid_fixtures().len() >= 25,
+        "{}",
+        invalid_fixtures().len()
+    );
 }
 
 #[test]
@@ -36,7 +40,8 @@ fn every_invalid_fixture_fails_with_its_pinned_diagnostic() {
         assert_eq!(run.code, 1, "{name}: {}", run.transcript());
         // Every diagnostic names a file, a line and a column.
         let locations = run.stderr.matches(" --> ").count();
-        let errors = run.stderr.matches("\nerror[").count() + usize::from(run.stderr.starts_with("error["));
+        let errors =
+            run.stderr.matches("\nerror[").count() + usize::from(run.stderr.starts_with("error["));
         assert!(errors >= 1 && locations == errors, "{name}: {}", run.stderr);
         insta::assert_snapshot!(format!("invalid-{stem}"), run.transcript());
     }
@@ -57,13 +62,22 @@ fn one_run_reports_every_error_of_every_file() {
     let several = Tidings::new()
         .args(["validate", "invalid/several-errors.yaml"])
         .run();
-    assert!(several.stdout.contains("6 errors"), "{}", several.transcript());
+    assert!(
+        several.stdout.contains("6 errors"),
+        "{}",
+        several.transcript()
+    );
 }
 
 #[test]
 fn json_format_has_positions_for_programs() {
     let run = Tidings::new()
-        .args(["validate", "--format", "json", "invalid/several-errors.yaml"])
+        .args([
+            "validate",
+            "--format",
+            "json",
+            "invalid/several-errors.yaml",
+        ])
         .run();
     assert_eq!(run.code, 1);
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
@@ -80,7 +94,12 @@ fn json_format_has_positions_for_programs() {
 #[test]
 fn github_format_annotates_the_pull_request() {
     let run = Tidings::new()
-        .args(["validate", "--format", "github", "invalid/several-errors.yaml"])
+        .args([
+            "validate",
+            "--format",
+            "github",
+            "invalid/several-errors.yaml",
+        ])
         .run();
     assert_eq!(run.code, 1);
     assert!(run.stdout.starts_with(
@@ -115,7 +134,11 @@ fn warnings_fail_only_with_deny_warnings() {
     let dir = scratch_dir("warnings");
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     for f in ["ok/hello.html", "ok/hello.txt"] {
-        write(&dir, &format!("templates/{f}"), &std::fs::read_to_string(fixtures().join("templates").join(f)).unwrap());
+        write(
+            &dir,
+            &format!("templates/{f}"),
+            &std::fs::read_to_string(fixtures().join("templates").join(f)).unwrap(),
+        );
     }
     write(
         &dir,
@@ -124,31 +147,61 @@ fn warnings_fail_only_with_deny_warnings() {
     );
     let run = Tidings::new().cwd(&dir).args(["validate"]).run();
     assert_eq!(run.code, 0, "{}", run.transcript());
-    assert!(run.stderr.contains("warning[rhai-runtime]"), "{}", run.stderr);
-    let run = Tidings::new().cwd(&dir).args(["validate", "--deny-warnings"]).run();
+    assert!(
+        run.stderr.contains("warning[rhai-runtime]"),
+        "{}",
+        run.stderr
+    );
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["validate", "--deny-warnings"])
+        .run();
     assert_eq!(run.code, 1);
 }
 
 #[test]
 fn a_bad_config_file_is_reported_with_its_position() {
     let dir = scratch_dir("config");
-    write(&dir, "tidings.yaml", "database: sqlite://x.db\nemail:\n  form: hello@acme.example\n");
+    write(
+        &dir,
+        "tidings.yaml",
+        "database: sqlite://x.db\nemail:\n  form: hello@acme.example\n",
+    );
     let run = Tidings::new().cwd(&dir).args(["validate"]).run();
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("tidings.yaml:3:3"), "{}", run.stderr);
-    assert!(run.stderr.contains("did you mean `from`?"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did you mean `from`?"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn an_unused_broken_template_is_reported_when_checking_the_whole_project() {
     let dir = scratch_dir("unused-template");
-    write(&dir, "templates/ok/hello.html", "<a href=\"{{ unsubscribe_url }}\">u</a>");
+    write(
+        &dir,
+        "templates/ok/hello.html",
+        "<a href=\"{{ unsubscribe_url }}\">u</a>",
+    );
     write(&dir, "templates/drafts/next.html", "{% if %}");
-    write(&dir, "workflows/hi.yaml", "name: hi\ntrigger: { event: customer_created }\nsteps:\n  - email: ok/hello\n    subject: Hi\n");
+    write(
+        &dir,
+        "workflows/hi.yaml",
+        "name: hi\ntrigger: { event: customer_created }\nsteps:\n  - email: ok/hello\n    subject: Hi\n",
+    );
     let run = Tidings::new().cwd(&dir).args(["validate"]).run();
     assert_eq!(run.code, 1, "{}", run.transcript());
-    assert!(run.stderr.contains("templates/drafts/next.html:1:"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("templates/drafts/next.html:1:"),
+        "{}",
+        run.stderr
+    );
     // Checking one workflow file reports only what that workflow uses.
-    let run = Tidings::new().cwd(&dir).args(["validate", "workflows/hi.yaml"]).run();
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["validate", "workflows/hi.yaml"])
+        .run();
     assert_eq!(run.code, 0, "{}", run.transcript());
 }
