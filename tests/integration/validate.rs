@@ -205,3 +205,20 @@ fn an_unused_broken_template_is_reported_when_checking_the_whole_project() {
         .run();
     assert_eq!(run.code, 0, "{}", run.transcript());
 }
+
+#[test]
+fn help_lists_every_command_with_one_line() {
+    let run = Tidings::new().args(["--help"]).run();
+    assert_eq!(run.code, 0);
+    let commands: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(commands.iter().any(|l| l.trim_start().starts_with("validate ")), "{}", run.stdout);
+    assert!(commands.iter().any(|l| l.trim_start().starts_with("schedule ")), "{}", run.stdout);
+    // One line each: every entry starts with a command name.
+    assert!(commands.iter().all(|l| l.starts_with("  ") && !l.starts_with("    ")), "{}", run.stdout);
+}
