@@ -1,0 +1,411 @@
+//! The customer store: SQLite (embedded default) or PostgreSQL, through sqlx's `Any` driver
+//! so that both run the same statements and the same tests.
+//!
+//! The schema is portable on purpose: times are `BIGINT` milliseconds since the epoch,
+//! dates `TEXT` (`YYYY-MM-DD`), JSON `TEXT`, keys `TEXT`. Migrations are owned by the crate
+//! and numbered; each runs once, in a transaction.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{Map, Value};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use thiserror::Error;
+
+use crate::customer::Customer;
+use crate::import::{CustomerRow, EventRow, RowError};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot open the database `{url}`")]
+    Open {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("`{0}` is not a database URL; use `sqlite://FILE` or `postgres://USER@HOST/DB`")]
+    BadUrl(String),
+    #[error("database error")]
+    Sql(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Which engine a store runs on; the few statements that differ ask this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The numbered migrations; never edit one that has shipped, add the next.
+const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
+    1,
+    "customers, events, suppressions, schedule fires",
+    &[
+        "CREATE TABLE customers (
+            id TEXT PRIMARY KEY,
+            email TEXT NOT NULL,
+            first_name TEXT,
+            last_name TEXT,
+            locale TEXT,
+            timezone TEXT,
+            birthday TEXT,
+            created_at BIGINT,
+            last_order_at BIGINT,
+            orders_count BIGINT NOT NULL DEFAULT 0,
+            total_spent DOUBLE PRECISION NOT NULL DEFAULT 0,
+            tags TEXT NOT NULL DEFAULT '[]',
+            unsubscribed_at BIGINT,
+            attributes TEXT NOT NULL DEFAULT '{}',
+            updated_at BIGINT NOT NULL
+        )",
+        "CREATE INDEX customers_email ON customers (email)",
+        "CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL REFERENCES customers (id),
+            name TEXT NOT NULL,
+            at BIGINT NOT NULL,
+            properties TEXT NOT NULL DEFAULT '{}',
+            changes TEXT NOT NULL DEFAULT '{}',
+            recorded_at BIGINT NOT NULL,
+            processed_at BIGINT
+        )",
+        "CREATE INDEX events_unprocessed ON events (processed_at, at)",
+        "CREATE INDEX events_by_customer ON events (customer_id, name, at)",
+        "CREATE TABLE suppressions (
+            email TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        )",
+        "CREATE TABLE schedule_fires (
+            workflow TEXT NOT NULL,
+            fire_at BIGINT NOT NULL,
+            processed_at BIGINT NOT NULL,
+            PRIMARY KEY (workflow, fire_at)
+        )",
+    ],
+)];
+
+/// What an import did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub written: u64,
+    /// Bad rows, with every problem of each.
+    pub errors: Vec<RowError>,
+    /// Whether the good rows were kept (`--skip-invalid`, or no errors at all).
+    pub committed: bool,
+}
+
+fn millis(t: Option<DateTime<Utc>>) -> Option<i64> {
+    t.map(|t| t.timestamp_millis())
+}
+
+fn from_millis(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.and_then(DateTime::from_timestamp_millis)
+}
+
+impl Store {
+    /// Opens (and for SQLite creates) the database and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, connect_url, max) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let memory = rest.contains(":memory:");
+            let sep = if rest.contains('?') { '&' } else { '?' };
+            let u = if memory || rest.contains("mode=") { url.to_string() } else { format!("{url}{sep}mode=rwc") };
+            // One connection for a memory database (each connection would get its own).
+            (Backend::Sqlite, u, if memory { 1 } else { 4 })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string(), 8)
+        } else {
+            return Err(StoreError::BadUrl(url.to_string()));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(&connect_url)
+            .await
+            .map_err(|source| StoreError::Open { url: redact(url), source })?;
+        let store = Self { pool, backend };
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&store.pool).await?;
+            sqlx::query("PRAGMA busy_timeout = 5000").execute(&store.pool).await?;
+        }
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Replicas starting together take turns; the second finds the work done.
+            sqlx::query("SELECT pg_advisory_xact_lock(7_301_846_401)").execute(&mut *tx).await?;
+        }
+        sqlx::query("CREATE TABLE IF NOT EXISTS tidings_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let done: Vec<i64> = sqlx::query("SELECT version FROM tidings_migrations")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?;
+        for (version, name, statements) in MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            for statement in *statements {
+                sqlx::query(*statement).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO tidings_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(*version)
+                .bind(*name)
+                .bind(Utc::now().timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Upserts customers by id in one transaction. With `skip_invalid` false, one bad row
+    /// means nothing is written; with it true, the good rows are kept.
+    pub async fn import_customers(
+        &self,
+        rows: impl Iterator<Item = Result<CustomerRow, Vec<RowError>>>,
+        skip_invalid: bool,
+    ) -> Result<ImportReport, StoreError> {
+        let mut report = ImportReport::default();
+        let mut tx = self.pool.begin().await?;
+        let now = Utc::now().timestamp_millis();
+        for row in rows {
+            match row {
+                Ok(row) => {
+                    if !report.errors.is_empty() && !skip_invalid {
+                        continue; // keep reading, to report every bad row; nothing will be kept
+                    }
+                    self.upsert_customer(&mut tx, &row, now).await?;
+                    report.written += 1;
+                }
+                Err(mut errors) => report.errors.append(&mut errors),
+            }
+        }
+        if report.errors.is_empty() || skip_invalid {
+            tx.commit().await?;
+            report.committed = true;
+        } else {
+            tx.rollback().await?;
+            report.written = 0;
+        }
+        Ok(report)
+    }
+
+    async fn upsert_customer(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        row: &CustomerRow,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let c = &row.customer;
+        // Columns the row gave; an upsert leaves the others as they were.
+        let mut columns: Vec<&str> = row
+            .present
+            .iter()
+            .copied()
+            .filter(|f| *f != "id" && *f != "attributes")
+            .collect();
+        columns.dedup();
+        let mut names = vec!["id"];
+        names.extend(&columns);
+        names.extend(["attributes", "updated_at"]);
+        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let mut updates: Vec<String> = columns.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        updates.push(match self.backend {
+            Backend::Sqlite => "attributes = json_patch(customers.attributes, excluded.attributes)".into(),
+            Backend::Postgres => "attributes = (customers.attributes::jsonb || excluded.attributes::jsonb)::text".into(),
+        });
+        updates.push("updated_at = excluded.updated_at".into());
+        let sql = format!(
+            "INSERT INTO customers ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
+            names.join(", "),
+            placeholders.join(", "),
+            updates.join(", ")
+        );
+        // Column names come from the fixed customer field list, never from the file; every
+        // value is a bound parameter.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(c.id.clone());
+        for col in &columns {
+            q = match *col {
+                "email" => q.bind(c.email.clone()),
+                "first_name" => q.bind(c.first_name.clone()),
+                "last_name" => q.bind(c.last_name.clone()),
+                "locale" => q.bind(c.locale.clone()),
+                "timezone" => q.bind(c.timezone.clone()),
+                "birthday" => q.bind(c.birthday.map(|d| d.to_string())),
+                "created_at" => q.bind(millis(c.created_at)),
+                "last_order_at" => q.bind(millis(c.last_order_at)),
+                "orders_count" => q.bind(c.orders_count),
+                "total_spent" => q.bind(c.total_spent),
+                "tags" => q.bind(serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".into())),
+                "unsubscribed_at" => q.bind(millis(c.unsubscribed_at)),
+                _ => q,
+            };
+        }
+        q.bind(Value::Object(c.attributes.clone()).to_string())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
+        let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| customer_from_row(&r)).transpose()
+    }
+
+    pub async fn customer_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM customers").fetch_one(&self.pool).await?.try_get(0)?)
+    }
+
+    /// Records events in one transaction; an id seen before is ignored (a retried import or
+    /// POST records one event). Returns how many were new. An event for an unknown customer
+    /// is a row error.
+    pub async fn record_events(
+        &self,
+        rows: impl Iterator<Item = Result<EventRow, Vec<RowError>>>,
+        skip_invalid: bool,
+    ) -> Result<ImportReport, StoreError> {
+        let mut report = ImportReport::default();
+        let mut tx = self.pool.begin().await?;
+        let now = Utc::now().timestamp_millis();
+        for row in rows {
+            let row = match row {
+                Ok(r) => r,
+                Err(mut e) => {
+                    report.errors.append(&mut e);
+                    continue;
+                }
+            };
+            let known = sqlx::query("SELECT 1 FROM customers WHERE id = $1")
+                .bind(&row.customer_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !known {
+                report.errors.push(RowError {
+                    line: row.line,
+                    column: None,
+                    field: "customer_id".into(),
+                    message: format!("no customer has the id `{}`; import the customer first", row.customer_id),
+                });
+                continue;
+            }
+            let changes = if row.set.is_empty() {
+                "{}".to_string()
+            } else {
+                let mut m = Map::new();
+                m.insert("set".into(), Value::Object(row.set.clone()));
+                Value::Object(m).to_string()
+            };
+            let inserted = sqlx::query(
+                "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&row.id)
+            .bind(&row.customer_id)
+            .bind(&row.name)
+            .bind(row.at.timestamp_millis())
+            .bind(Value::Object(row.properties.clone()).to_string())
+            .bind(changes)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            report.written += inserted;
+        }
+        if report.errors.is_empty() || skip_invalid {
+            tx.commit().await?;
+            report.committed = true;
+        } else {
+            tx.rollback().await?;
+            report.written = 0;
+        }
+        Ok(report)
+    }
+
+    pub async fn event_count(&self, customer_id: &str, name: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM events WHERE customer_id = $1 AND name = $2")
+            .bind(customer_id)
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn customer_from_row(r: &AnyRow) -> Result<Customer, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(what.to_string());
+    let tags: String = r.try_get("tags")?;
+    let attributes: String = r.try_get("attributes")?;
+    let birthday: Option<String> = r.try_get("birthday")?;
+    Ok(Customer {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        first_name: r.try_get("first_name")?,
+        last_name: r.try_get("last_name")?,
+        locale: r.try_get("locale")?,
+        timezone: r.try_get("timezone")?,
+        birthday: birthday
+            .map(|b| NaiveDate::from_str(&b).map_err(|_| corrupt("birthday")))
+            .transpose()?,
+        created_at: from_millis(r.try_get("created_at")?),
+        last_order_at: from_millis(r.try_get("last_order_at")?),
+        orders_count: r.try_get("orders_count")?,
+        total_spent: r.try_get("total_spent")?,
+        tags: serde_json::from_str(&tags).map_err(|_| corrupt("tags"))?,
+        unsubscribed_at: from_millis(r.try_get("unsubscribed_at")?),
+        attributes: serde_json::from_str(&attributes).map_err(|_| corrupt("attributes"))?,
+    })
+}
+
+/// A URL for messages: the password, if any, replaced.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_appear_in_messages() {
+        assert_eq!(redact("postgres://u:secret@db/x"), "postgres://u:***@db/x");
+        assert_eq!(redact("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(redact("sqlite://t.db"), "sqlite://t.db");
+    }
+}
