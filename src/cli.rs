@@ -36,6 +36,55 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print the next fire times of a schedule- or date-triggered workflow.
     Schedule(ScheduleArgs),
+    /// Load customers or events from a CSV or JSONL file into the store.
+    Import(ImportArgs),
+    /// Record one event for a customer.
+    Event(EventArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportKind {
+    Customers,
+    Events,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// What the file holds.
+    #[arg(value_enum)]
+    pub kind: ImportKind,
+    /// A CSV file with a header row, or JSONL (one object a line); `-` reads stdin.
+    pub file: PathBuf,
+    /// The file's format (default: from its extension; `.jsonl`/`.ndjson` are JSONL).
+    #[arg(long, value_enum)]
+    pub format: Option<ImportFormat>,
+    /// Write the good rows and list the bad ones, instead of writing nothing.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventArgs {
+    /// The event's name, e.g. `order_placed`.
+    pub name: String,
+    /// The customer's id.
+    #[arg(long, value_name = "ID")]
+    pub customer: String,
+    /// Properties as a JSON object; `{"set": {...}}` inside changes the customer.
+    #[arg(long, value_name = "JSON")]
+    pub data: Option<String>,
+    /// When it happened (RFC 3339; default now).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// An idempotency key: recording the same id twice records one event.
+    #[arg(long)]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,9 +124,15 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Validate(args) => commands::validate::run(&cli.project, args),
         Command::Schedule(args) => commands::schedule::run(&cli.project, args),
+        Command::Import(args) => commands::import::run(&cli.project, args),
+        Command::Event(args) => commands::import::event(&cli.project, args),
     };
     match result {
         Ok(code) => code,
+        Err(commands::CommandError::Diagnostic(d)) => {
+            commands::eprint_diagnostics(&[*d]);
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e}");
             let mut source = std::error::Error::source(&e);

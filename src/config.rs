@@ -207,6 +207,18 @@ impl Project {
         self.path(&self.config.templates)
     }
 
+    /// The database URL with `${ENV}` resolved, and a relative SQLite file placed under
+    /// the project root.
+    pub fn database_url(&self) -> Result<String, EnvError> {
+        let url = expand_env(&self.config.database, &|name| std::env::var(name).ok())?;
+        match url.strip_prefix("sqlite://") {
+            Some(path) if !path.starts_with('/') && !path.starts_with(":memory:") => {
+                Ok(format!("sqlite://{}", self.path(Path::new(path)).display()))
+            }
+            _ => Ok(url),
+        }
+    }
+
     /// A path under the project root; without a `./` prefix when the root is the current
     /// folder, so messages show `templates/x.html` as the user would type it.
     pub fn path(&self, rel: &Path) -> PathBuf {

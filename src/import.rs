@@ -25,7 +25,11 @@ pub struct RowError {
 impl std::fmt::Display for RowError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.column {
-            Some(c) => write!(f, "line {}, column {c} (`{}`): {}", self.line, self.field, self.message),
+            Some(c) => write!(
+                f,
+                "line {}, column {c} (`{}`): {}",
+                self.line, self.field, self.message
+            ),
             None if self.field.is_empty() => write!(f, "line {}: {}", self.line, self.message),
             None => write!(f, "line {} (`{}`): {}", self.line, self.field, self.message),
         }
@@ -82,7 +86,7 @@ impl Cell<'_> {
     /// `None` for an empty CSV cell or a JSON null: the value is missing.
     fn text(&self) -> Option<String> {
         match self {
-            Cell::Text(t) if t.is_empty() => None,
+            Cell::Text("") => None,
             Cell::Text(t) => Some((*t).to_string()),
             Cell::Json(Value::Null) => None,
             Cell::Json(Value::String(s)) if s.is_empty() => None,
@@ -109,7 +113,9 @@ pub fn events(
     format: FileFormat,
     now: DateTime<Utc>,
 ) -> Box<dyn Iterator<Item = Result<EventRow, Vec<RowError>>>> {
-    let build = move |line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>| event_from_cells(line, cells, now);
+    let build = move |line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>| {
+        event_from_cells(line, cells, now)
+    };
     match format {
         FileFormat::Csv => csv_rows(reader, build),
         FileFormat::Jsonl => jsonl_rows(reader, build),
@@ -129,7 +135,12 @@ fn csv_rows<T: 'static>(
     let headers = match csv.headers() {
         Ok(h) => h.iter().map(str::to_string).collect::<Vec<_>>(),
         Err(e) => {
-            let err = RowError { line: 1, column: None, field: String::new(), message: format!("cannot read the header: {e}") };
+            let err = RowError {
+                line: 1,
+                column: None,
+                field: String::new(),
+                message: format!("cannot read the header: {e}"),
+            };
             return Box::new(std::iter::once(Err(vec![err])));
         }
     };
@@ -137,7 +148,12 @@ fn csv_rows<T: 'static>(
     Box::new(csv.into_records().map(move |record| {
         let record = record.map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
-            vec![RowError { line, column: None, field: String::new(), message: format!("malformed CSV: {e}") }]
+            vec![RowError {
+                line,
+                column: None,
+                field: String::new(),
+                message: format!("malformed CSV: {e}"),
+            }]
         })?;
         let line = record.position().map_or(0, |p| p.line());
         if record.len() != headers.len() {
@@ -145,7 +161,11 @@ fn csv_rows<T: 'static>(
                 line,
                 column: None,
                 field: String::new(),
-                message: format!("the row has {} values but the header has {} columns", record.len(), headers.len()),
+                message: format!(
+                    "the row has {} values but the header has {} columns",
+                    record.len(),
+                    headers.len()
+                ),
             }]);
         }
         let cells = headers
@@ -169,30 +189,51 @@ fn jsonl_rows<T: 'static>(
             .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
             .map(move |(i, line)| {
                 let n = i as u64 + 1;
-                let err = |message: String| vec![RowError { line: n, column: None, field: String::new(), message }];
+                let err = |message: String| {
+                    vec![RowError {
+                        line: n,
+                        column: None,
+                        field: String::new(),
+                        message,
+                    }]
+                };
                 let line = line.map_err(|e| err(format!("cannot read: {e}")))?;
-                let value: Value = serde_json::from_str(&line).map_err(|e| err(format!("malformed JSON at character {}: {e}", e.column())))?;
+                let value: Value = serde_json::from_str(&line)
+                    .map_err(|e| err(format!("malformed JSON at character {}: {e}", e.column())))?;
                 let Value::Object(map) = value else {
                     return Err(err("each line must be a JSON object".into()));
                 };
-                let cells = map.iter().map(|(k, v)| (k.clone(), None, Cell::Json(v))).collect();
+                let cells = map
+                    .iter()
+                    .map(|(k, v)| (k.clone(), None, Cell::Json(v)))
+                    .collect();
                 build(n, cells)
             }),
     )
 }
 
-fn customer_from_cells(line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>) -> Result<CustomerRow, Vec<RowError>> {
+fn customer_from_cells(
+    line: u64,
+    cells: Vec<(String, Option<usize>, Cell<'_>)>,
+) -> Result<CustomerRow, Vec<RowError>> {
     let mut c = Customer::new("", "");
     let mut present = Vec::new();
     let mut errors = Vec::new();
     let mut has_id = false;
     let mut has_email = false;
     for (field, column, cell) in &cells {
-        let mut fail = |message: String| errors.push(RowError { line, column: *column, field: field.clone(), message });
+        let mut fail = |message: String| {
+            errors.push(RowError {
+                line,
+                column: *column,
+                field: field.clone(),
+                message,
+            })
+        };
         let Some(&fixed) = CUSTOMER_FIELDS.iter().find(|f| **f == field.as_str()) else {
             // Every other column is an attribute, kept as given.
             let value = match cell {
-                Cell::Text(t) if t.is_empty() => continue,
+                Cell::Text("") => continue,
                 Cell::Text(t) => Value::String((*t).to_string()),
                 Cell::Json(v) => (*v).clone(),
             };
@@ -221,15 +262,22 @@ fn customer_from_cells(line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>)
             "last_name" => c.last_name = text,
             "locale" => match text {
                 Some(t) if is_locale(&t) => c.locale = Some(t),
-                Some(t) => fail(format!("`{t}` is not a locale; write a BCP 47 tag such as `ja-JP` or `en`")),
+                Some(t) => fail(format!(
+                    "`{t}` is not a locale; write a BCP 47 tag such as `ja-JP` or `en`"
+                )),
                 None => c.locale = None,
             },
             "timezone" => match text {
                 Some(t) if chrono_tz::Tz::from_str(&t).is_ok() => c.timezone = Some(t),
-                Some(t) => fail(format!("`{t}` is not an IANA time zone such as `Asia/Tokyo`")),
+                Some(t) => fail(format!(
+                    "`{t}` is not an IANA time zone such as `Asia/Tokyo`"
+                )),
                 None => c.timezone = None,
             },
-            "birthday" => match text.as_deref().map(|t| NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| t.to_string())) {
+            "birthday" => match text
+                .as_deref()
+                .map(|t| NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| t.to_string()))
+            {
                 Some(Ok(d)) => c.birthday = Some(d),
                 Some(Err(t)) => fail(format!("`{t}` is not a date; write YYYY-MM-DD")),
                 None => c.birthday = None,
@@ -249,19 +297,35 @@ fn customer_from_cells(line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>)
                     _ => c.unsubscribed_at = value,
                 }
             }
-            "orders_count" => match text.as_deref().map(|t| t.trim().parse::<i64>().map_err(|_| t.to_string())) {
+            "orders_count" => match text
+                .as_deref()
+                .map(|t| t.trim().parse::<i64>().map_err(|_| t.to_string()))
+            {
                 Some(Ok(n)) if n >= 0 => c.orders_count = n,
                 Some(Ok(n)) => fail(format!("`{n}` is negative; an order count is 0 or more")),
                 Some(Err(t)) => fail(format!("`{t}` is not a whole number")),
                 None => c.orders_count = 0,
             },
-            "total_spent" => match text.as_deref().map(|t| t.trim().parse::<f64>().map_err(|_| t.to_string())) {
+            "total_spent" => match text
+                .as_deref()
+                .map(|t| t.trim().parse::<f64>().map_err(|_| t.to_string()))
+            {
                 Some(Ok(n)) if n.is_finite() => c.total_spent = n,
-                Some(Ok(_)) | Some(Err(_)) => fail(format!("`{}` is not a number; write e.g. `149.50`", text.unwrap_or_default())),
+                Some(Ok(_)) | Some(Err(_)) => fail(format!(
+                    "`{}` is not a number; write e.g. `149.50`",
+                    text.unwrap_or_default()
+                )),
                 None => c.total_spent = 0.0,
             },
             "tags" => match cell {
-                Cell::Text(t) => c.tags = t.split(';').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect(),
+                Cell::Text(t) => {
+                    c.tags = t
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }
                 Cell::Json(Value::Array(items)) => {
                     let mut tags = Vec::new();
                     for item in items {
@@ -273,11 +337,13 @@ fn customer_from_cells(line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>)
                     c.tags = tags;
                 }
                 Cell::Json(Value::Null) => c.tags = Vec::new(),
-                Cell::Json(other) => fail(format!("tags must be an array of text, found `{other}`")),
+                Cell::Json(other) => {
+                    fail(format!("tags must be an array of text, found `{other}`"))
+                }
             },
             "attributes" => match cell {
                 Cell::Json(Value::Object(m)) => c.attributes.extend(m.clone()),
-                Cell::Text(t) if t.is_empty() => {}
+                Cell::Text("") => {}
                 Cell::Text(t) => match serde_json::from_str::<Map<String, Value>>(t) {
                     Ok(m) => c.attributes.extend(m),
                     Err(_) => fail("attributes must be a JSON object".into()),
@@ -288,25 +354,50 @@ fn customer_from_cells(line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>)
         }
     }
     if !has_id && !cells.iter().any(|(f, _, _)| f == "id") {
-        errors.push(RowError { line, column: None, field: "id".into(), message: "a customer needs an id".into() });
+        errors.push(RowError {
+            line,
+            column: None,
+            field: "id".into(),
+            message: "a customer needs an id".into(),
+        });
     }
     if !has_email && !cells.iter().any(|(f, _, _)| f == "email") {
-        errors.push(RowError { line, column: None, field: "email".into(), message: "a customer needs an email address".into() });
+        errors.push(RowError {
+            line,
+            column: None,
+            field: "email".into(),
+            message: "a customer needs an email address".into(),
+        });
     }
     if errors.is_empty() {
-        Ok(CustomerRow { line, customer: c, present })
+        Ok(CustomerRow {
+            line,
+            customer: c,
+            present,
+        })
     } else {
         Err(errors)
     }
 }
 
-fn event_from_cells(line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>, now: DateTime<Utc>) -> Result<EventRow, Vec<RowError>> {
+fn event_from_cells(
+    line: u64,
+    cells: Vec<(String, Option<usize>, Cell<'_>)>,
+    now: DateTime<Utc>,
+) -> Result<EventRow, Vec<RowError>> {
     let mut errors = Vec::new();
     let (mut id, mut customer_id, mut name, mut at) = (None, None, None, None);
     let mut properties = Map::new();
     let mut set = Map::new();
     for (field, column, cell) in &cells {
-        let mut fail = |message: String| errors.push(RowError { line, column: *column, field: field.clone(), message });
+        let mut fail = |message: String| {
+            errors.push(RowError {
+                line,
+                column: *column,
+                field: field.clone(),
+                message,
+            })
+        };
         match field.as_str() {
             "id" => id = cell.text(),
             "customer_id" | "customer" => customer_id = cell.text(),
@@ -320,7 +411,7 @@ fn event_from_cells(line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>, no
                 let map = match cell {
                     Cell::Json(Value::Object(m)) => Some(m.clone()),
                     Cell::Json(Value::Null) => Some(Map::new()),
-                    Cell::Text(t) if t.is_empty() => Some(Map::new()),
+                    Cell::Text("") => Some(Map::new()),
                     Cell::Text(t) => serde_json::from_str::<Map<String, Value>>(t).ok(),
                     Cell::Json(_) => None,
                 };
@@ -332,7 +423,7 @@ fn event_from_cells(line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>, no
             }
             other => {
                 let value = match cell {
-                    Cell::Text(t) if t.is_empty() => continue,
+                    Cell::Text("") => continue,
                     Cell::Text(t) => Value::String((*t).to_string()),
                     Cell::Json(v) => (*v).clone(),
                 };
@@ -341,10 +432,20 @@ fn event_from_cells(line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>, no
         }
     }
     if customer_id.is_none() {
-        errors.push(RowError { line, column: None, field: "customer_id".into(), message: "an event needs a `customer_id`".into() });
+        errors.push(RowError {
+            line,
+            column: None,
+            field: "customer_id".into(),
+            message: "an event needs a `customer_id`".into(),
+        });
     }
     if name.is_none() {
-        errors.push(RowError { line, column: None, field: "name".into(), message: "an event needs a `name`".into() });
+        errors.push(RowError {
+            line,
+            column: None,
+            field: "name".into(),
+            message: "an event needs a `name`".into(),
+        });
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -353,7 +454,15 @@ fn event_from_cells(line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>, no
     let at = at.unwrap_or(now);
     // Without a given id, the same row imported twice is the same event.
     let id = id.unwrap_or_else(|| format!("{name}:{customer_id}:{}", at.timestamp_millis()));
-    Ok(EventRow { line, id, customer_id, name, at, properties, set })
+    Ok(EventRow {
+        line,
+        id,
+        customer_id,
+        name,
+        at,
+        properties,
+        set,
+    })
 }
 
 /// RFC 3339, e.g. `2026-05-01T10:00:00Z`.
@@ -373,7 +482,9 @@ pub fn is_email(s: &str) -> bool {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'))
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'))
 }
 
 fn is_locale(s: &str) -> bool {
@@ -389,12 +500,18 @@ mod tests {
     use super::*;
 
     fn read_csv(text: &str) -> Vec<Result<CustomerRow, Vec<RowError>>> {
-        customers(Box::new(std::io::Cursor::new(text.to_string())), FileFormat::Csv).collect()
+        customers(
+            Box::new(std::io::Cursor::new(text.to_string())),
+            FileFormat::Csv,
+        )
+        .collect()
     }
 
     #[test]
     fn csv_rows_with_attributes_tags_and_nulls() {
-        let rows = read_csv("id,email,first_name,tags,orders_count,tier\n1,a@example.com,山田,vip; new,2,gold\n2,b@example.com,,,,\n");
+        let rows = read_csv(
+            "id,email,first_name,tags,orders_count,tier\n1,a@example.com,山田,vip; new,2,gold\n2,b@example.com,,,,\n",
+        );
         let a = rows[0].as_ref().unwrap();
         assert_eq!(a.customer.first_name.as_deref(), Some("山田"));
         assert_eq!(a.customer.tags, ["vip", "new"]);
@@ -408,39 +525,66 @@ mod tests {
 
     #[test]
     fn each_bad_value_is_reported_with_line_and_column() {
-        let rows = read_csv("id,email,birthday,orders_count,timezone,total_spent,created_at\n1,bob@,1990-02-30,two,Mars/Base,1.2.3,yesterday\n");
+        let rows = read_csv(
+            "id,email,birthday,orders_count,timezone,total_spent,created_at\n1,bob@,1990-02-30,two,Mars/Base,1.2.3,yesterday\n",
+        );
         let errors = rows[0].as_ref().unwrap_err();
         let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, [
-            "line 2, column 2 (`email`): `bob@` is not an email address",
-            "line 2, column 3 (`birthday`): `1990-02-30` is not a date; write YYYY-MM-DD",
-            "line 2, column 4 (`orders_count`): `two` is not a whole number",
-            "line 2, column 5 (`timezone`): `Mars/Base` is not an IANA time zone such as `Asia/Tokyo`",
-            "line 2, column 6 (`total_spent`): `1.2.3` is not a number; write e.g. `149.50`",
-            "line 2, column 7 (`created_at`): `yesterday` is not a time; write RFC 3339, e.g. `2026-05-01T10:00:00Z`",
-        ]);
+        assert_eq!(
+            shown,
+            [
+                "line 2, column 2 (`email`): `bob@` is not an email address",
+                "line 2, column 3 (`birthday`): `1990-02-30` is not a date; write YYYY-MM-DD",
+                "line 2, column 4 (`orders_count`): `two` is not a whole number",
+                "line 2, column 5 (`timezone`): `Mars/Base` is not an IANA time zone such as `Asia/Tokyo`",
+                "line 2, column 6 (`total_spent`): `1.2.3` is not a number; write e.g. `149.50`",
+                "line 2, column 7 (`created_at`): `yesterday` is not a time; write RFC 3339, e.g. `2026-05-01T10:00:00Z`",
+            ]
+        );
     }
 
     #[test]
     fn jsonl_rows_and_malformed_lines() {
         let text = "{\"id\":\"1\",\"email\":\"a@example.com\",\"tags\":[\"vip\"],\"vip_since\":2020}\nnot json\n\n{\"id\":\"2\"}\n";
-        let rows: Vec<_> = customers(Box::new(std::io::Cursor::new(text.to_string())), FileFormat::Jsonl).collect();
-        assert_eq!(rows[0].as_ref().unwrap().customer.attributes["vip_since"], 2020);
-        assert!(rows[1].as_ref().unwrap_err()[0].to_string().starts_with("line 2: malformed JSON"));
-        assert_eq!(rows[2].as_ref().unwrap_err()[0].to_string(), "line 4 (`email`): a customer needs an email address");
+        let rows: Vec<_> = customers(
+            Box::new(std::io::Cursor::new(text.to_string())),
+            FileFormat::Jsonl,
+        )
+        .collect();
+        assert_eq!(
+            rows[0].as_ref().unwrap().customer.attributes["vip_since"],
+            2020
+        );
+        assert!(
+            rows[1].as_ref().unwrap_err()[0]
+                .to_string()
+                .starts_with("line 2: malformed JSON")
+        );
+        assert_eq!(
+            rows[2].as_ref().unwrap_err()[0].to_string(),
+            "line 4 (`email`): a customer needs an email address"
+        );
     }
 
     #[test]
     fn ragged_csv_rows_are_errors() {
         let rows = read_csv("id,email\n1,a@example.com,extra\n");
-        assert_eq!(rows[0].as_ref().unwrap_err()[0].to_string(), "line 2: the row has 3 values but the header has 2 columns");
+        assert_eq!(
+            rows[0].as_ref().unwrap_err()[0].to_string(),
+            "line 2: the row has 3 values but the header has 2 columns"
+        );
     }
 
     #[test]
     fn events_get_a_stable_id() {
         let now = parse_time("2026-06-01T00:00:00Z").unwrap();
         let text = "customer_id,name,at,order_id\n1,order_placed,2026-05-01T10:00:00Z,1001\n";
-        let rows: Vec<_> = events(Box::new(std::io::Cursor::new(text.to_string())), FileFormat::Csv, now).collect();
+        let rows: Vec<_> = events(
+            Box::new(std::io::Cursor::new(text.to_string())),
+            FileFormat::Csv,
+            now,
+        )
+        .collect();
         let e = rows[0].as_ref().unwrap();
         assert_eq!(e.id, "order_placed:1:1777629600000");
         assert_eq!(e.properties["order_id"], "1001");

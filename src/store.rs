@@ -119,7 +119,11 @@ impl Store {
         let (backend, connect_url, max) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let memory = rest.contains(":memory:");
             let sep = if rest.contains('?') { '&' } else { '?' };
-            let u = if memory || rest.contains("mode=") { url.to_string() } else { format!("{url}{sep}mode=rwc") };
+            let u = if memory || rest.contains("mode=") {
+                url.to_string()
+            } else {
+                format!("{url}{sep}mode=rwc")
+            };
             // One connection for a memory database (each connection would get its own).
             (Backend::Sqlite, u, if memory { 1 } else { 4 })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -131,11 +135,18 @@ impl Store {
             .max_connections(max)
             .connect(&connect_url)
             .await
-            .map_err(|source| StoreError::Open { url: redact(url), source })?;
+            .map_err(|source| StoreError::Open {
+                url: redact(url),
+                source,
+            })?;
         let store = Self { pool, backend };
         if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&store.pool).await?;
-            sqlx::query("PRAGMA busy_timeout = 5000").execute(&store.pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&store.pool)
+                .await?;
+            sqlx::query("PRAGMA busy_timeout = 5000")
+                .execute(&store.pool)
+                .await?;
         }
         store.migrate().await?;
         Ok(store)
@@ -149,7 +160,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
             // Replicas starting together take turns; the second finds the work done.
-            sqlx::query("SELECT pg_advisory_xact_lock(7_301_846_401)").execute(&mut *tx).await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7301846401)")
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query("CREATE TABLE IF NOT EXISTS tidings_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
             .execute(&mut *tx)
@@ -167,12 +180,14 @@ impl Store {
             for statement in *statements {
                 sqlx::query(*statement).execute(&mut *tx).await?;
             }
-            sqlx::query("INSERT INTO tidings_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-                .bind(*version)
-                .bind(*name)
-                .bind(Utc::now().timestamp_millis())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO tidings_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(*version)
+            .bind(*name)
+            .bind(Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -229,10 +244,18 @@ impl Store {
         names.extend(&columns);
         names.extend(["attributes", "updated_at"]);
         let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
-        let mut updates: Vec<String> = columns.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        let mut updates: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
         updates.push(match self.backend {
-            Backend::Sqlite => "attributes = json_patch(customers.attributes, excluded.attributes)".into(),
-            Backend::Postgres => "attributes = (customers.attributes::jsonb || excluded.attributes::jsonb)::text".into(),
+            Backend::Sqlite => {
+                "attributes = json_patch(customers.attributes, excluded.attributes)".into()
+            }
+            Backend::Postgres => {
+                "attributes = (customers.attributes::jsonb || excluded.attributes::jsonb)::text"
+                    .into()
+            }
         });
         updates.push("updated_at = excluded.updated_at".into());
         let sql = format!(
@@ -277,7 +300,10 @@ impl Store {
     }
 
     pub async fn customer_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM customers").fetch_one(&self.pool).await?.try_get(0)?)
+        Ok(sqlx::query("SELECT COUNT(*) FROM customers")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
     }
 
     /// Records events in one transaction; an id seen before is ignored (a retried import or
@@ -309,7 +335,10 @@ impl Store {
                     line: row.line,
                     column: None,
                     field: "customer_id".into(),
-                    message: format!("no customer has the id `{}`; import the customer first", row.customer_id),
+                    message: format!(
+                        "no customer has the id `{}`; import the customer first",
+                        row.customer_id
+                    ),
                 });
                 continue;
             }
@@ -346,12 +375,14 @@ impl Store {
     }
 
     pub async fn event_count(&self, customer_id: &str, name: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM events WHERE customer_id = $1 AND name = $2")
-            .bind(customer_id)
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
+        Ok(
+            sqlx::query("SELECT COUNT(*) FROM events WHERE customer_id = $1 AND name = $2")
+                .bind(customer_id)
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?,
+        )
     }
 
     pub async fn close(&self) {

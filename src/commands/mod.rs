@@ -6,6 +6,7 @@ use thiserror::Error;
 
 use crate::diagnostic::{Diagnostic, render_human};
 
+pub mod import;
 pub mod schedule;
 pub mod validate;
 
@@ -16,6 +17,38 @@ pub enum CommandError {
     Usage(String),
     #[error("cannot write output")]
     Io(#[from] std::io::Error),
+    #[error("cannot read `{path}`")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{}", .0.message)]
+    Diagnostic(Box<Diagnostic>),
+}
+
+/// Loads the project and opens its store, on a runtime that lives as long as the command.
+pub fn open_store(
+    root: &std::path::Path,
+) -> Result<
+    (
+        tokio::runtime::Runtime,
+        crate::config::Project,
+        crate::store::Store,
+    ),
+    CommandError,
+> {
+    let project = crate::config::Project::load(root).map_err(CommandError::Diagnostic)?;
+    let url = project
+        .database_url()
+        .map_err(|e| CommandError::Usage(format!("{e} (in `database:` of tidings.yaml)")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = runtime.block_on(crate::store::Store::open(&url))?;
+    Ok((runtime, project, store))
 }
 
 /// Whether to colour diagnostics on stderr.

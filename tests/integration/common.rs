@@ -28,6 +28,7 @@ pub fn write(dir: &Path, rel: &str, text: &str) {
 pub struct Tidings {
     cwd: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 pub struct Run {
@@ -42,6 +43,7 @@ impl Tidings {
         Self {
             cwd: fixtures(),
             args: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -56,9 +58,15 @@ impl Tidings {
         self
     }
 
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     pub fn run(self) -> Run {
         let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.cwd)
             .env_remove("NO_COLOR")
             .output()

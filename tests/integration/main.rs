@@ -3,4 +3,5 @@
 
 mod common;
 mod schedule;
+mod store;
 mod validate;

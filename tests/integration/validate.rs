@@ -217,8 +217,26 @@ fn help_lists_every_command_with_one_line() {
         .skip(1)
         .take_while(|l| !l.is_empty())
         .collect();
-    assert!(commands.iter().any(|l| l.trim_start().starts_with("validate ")), "{}", run.stdout);
-    assert!(commands.iter().any(|l| l.trim_start().starts_with("schedule ")), "{}", run.stdout);
+    assert!(
+        commands
+            .iter()
+            .any(|l| l.trim_start().starts_with("validate ")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        commands
+            .iter()
+            .any(|l| l.trim_start().starts_with("schedule ")),
+        "{}",
+        run.stdout
+    );
     // One line each: every entry starts with a command name.
-    assert!(commands.iter().all(|l| l.starts_with("  ") && !l.starts_with("    ")), "{}", run.stdout);
+    assert!(
+        commands
+            .iter()
+            .all(|l| l.starts_with("  ") && !l.starts_with("    ")),
+        "{}",
+        run.stdout
+    );
 }

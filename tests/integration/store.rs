@@ -1,0 +1,275 @@
+//! The store and `import`/`event`, on a real SQLite file and on the PostgreSQL server named
+//! by `TIDINGS_TEST_DATABASE_URL` (skipped, and said so, when it is not set).
+
+use std::path::PathBuf;
+
+use tidings::store::Store;
+
+use crate::common::{Tidings, scratch_dir, write};
+
+/// A project folder whose `tidings.yaml` points at one backend, and that backend's URL.
+struct Backend {
+    label: &'static str,
+    dir: PathBuf,
+    url: String,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// SQLite always; PostgreSQL when the environment names a server, each test in a fresh
+/// schema so that tests run in parallel without seeing each other's rows.
+fn backends(test: &str) -> Vec<Backend> {
+    let mut out = Vec::new();
+    let dir = scratch_dir(&format!("{test}-sqlite"));
+    out.push(Backend {
+        label: "sqlite",
+        url: format!("sqlite://{}", dir.join("tidings.db").display()),
+        dir,
+    });
+    match std::env::var("TIDINGS_TEST_DATABASE_URL") {
+        Ok(base) if !base.is_empty() => {
+            let schema = format!("t_{}_{}", std::process::id(), test.replace('-', "_"));
+            runtime().block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&base)
+                    .await
+                    .expect("PostgreSQL at TIDINGS_TEST_DATABASE_URL accepts connections");
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            });
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let dir = scratch_dir(&format!("{test}-postgres"));
+            out.push(Backend {
+                label: "postgres",
+                url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+                dir,
+            });
+        }
+        _ => eprintln!(
+            "skipping the PostgreSQL run of `{test}`: TIDINGS_TEST_DATABASE_URL is not set"
+        ),
+    }
+    for b in &out {
+        // The URL comes from the environment, as a deployment would pass it.
+        write(&b.dir, "tidings.yaml", "database: ${TIDINGS_DB}\n");
+    }
+    out
+}
+
+fn tidings(b: &Backend) -> Tidings {
+    Tidings::new().cwd(&b.dir).env("TIDINGS_DB", &b.url)
+}
+
+fn with_store<T>(b: &Backend, f: impl AsyncFnOnce(&Store) -> T) -> T {
+    runtime().block_on(async {
+        let store = Store::open(&b.url).await.unwrap();
+        let out = f(&store).await;
+        store.close().await;
+        out
+    })
+}
+
+const BAD_ROWS: &str = "id,email,first_name,birthday,orders_count,timezone,total_spent\n\
+1,ada@example.com,Ada,1990-12-10,3,Europe/London,149.50\n\
+2,bob@,Bob,,,,\n\
+3,cy@example.com,Cy,1990-02-30,,,\n\
+4,di@example.com,Di,,two,,\n\
+5,ed@example.com,Ed,,,Mars/Base,\n\
+6,fa@example.com,Fa,,,,1.2.3\n\
+7,gu@example.com,山田,2000-02-29,0,Asia/Tokyo,0\n";
+
+#[test]
+fn a_bad_row_means_nothing_is_imported_and_each_problem_is_shown() {
+    for b in backends("all-or-nothing") {
+        write(&b.dir, "customers.csv", BAD_ROWS);
+        let run = tidings(&b)
+            .args(["import", "customers", "customers.csv"])
+            .run();
+        assert_eq!(run.code, 1, "{}: {}", b.label, run.transcript());
+        insta::assert_snapshot!(format!("import-bad-rows-{}", b.label), run.transcript());
+        assert_eq!(
+            with_store(&b, async |s| s.customer_count().await.unwrap()),
+            0,
+            "{}",
+            b.label
+        );
+
+        let run = tidings(&b)
+            .args(["import", "customers", "customers.csv", "--skip-invalid"])
+            .run();
+        assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+        assert_eq!(run.stdout, "imported 2 customers from customers.csv\n");
+        assert!(run.stderr.contains("skipped 5 bad rows"), "{}", run.stderr);
+        let (count, yamada) = with_store(&b, async |s| {
+            (
+                s.customer_count().await.unwrap(),
+                s.customer("7").await.unwrap().unwrap(),
+            )
+        });
+        assert_eq!(count, 2, "{}", b.label);
+        assert_eq!(yamada.first_name.as_deref(), Some("山田"));
+        assert_eq!(
+            yamada.birthday.map(|d| d.to_string()).as_deref(),
+            Some("2000-02-29")
+        );
+    }
+}
+
+#[test]
+fn upserts_keep_unmentioned_columns_and_merge_attributes() {
+    for b in backends("upsert") {
+        write(
+            &b.dir,
+            "a.csv",
+            "id,email,first_name,last_name,tags,tier\n1,a@example.com,Priya,शर्मा,vip;new,gold\n",
+        );
+        write(
+            &b.dir,
+            "b.jsonl",
+            "{\"id\":\"1\",\"email\":\"a@example.com\",\"orders_count\":2,\"points\":120}\n{\"id\":\"2\",\"email\":\"li@example.com\",\"first_name\":\"李\",\"locale\":\"zh-CN\",\"tags\":[\"new\"]}\n",
+        );
+        assert_eq!(
+            tidings(&b)
+                .args(["import", "customers", "a.csv"])
+                .run()
+                .code,
+            0
+        );
+        let run = tidings(&b).args(["import", "customers", "b.jsonl"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let (one, two) = with_store(&b, async |s| {
+            (
+                s.customer("1").await.unwrap().unwrap(),
+                s.customer("2").await.unwrap().unwrap(),
+            )
+        });
+        assert_eq!(one.first_name.as_deref(), Some("Priya"), "{}", b.label);
+        assert_eq!(one.last_name.as_deref(), Some("शर्मा"));
+        assert_eq!(one.tags, ["vip", "new"]);
+        assert_eq!(one.orders_count, 2);
+        assert_eq!(one.attributes["tier"], "gold");
+        assert_eq!(one.attributes["points"], 120);
+        assert_eq!(two.first_name.as_deref(), Some("李"));
+        assert_eq!(two.locale.as_deref(), Some("zh-CN"));
+    }
+}
+
+#[test]
+fn events_need_a_known_customer_and_are_recorded_once() {
+    for b in backends("events") {
+        write(&b.dir, "c.csv", "id,email\n1,a@example.com\n");
+        write(
+            &b.dir,
+            "e.csv",
+            "customer_id,name,at,order_id\n1,order_placed,2026-05-01T10:00:00Z,1001\n9,order_placed,2026-05-01T11:00:00Z,1002\n1,order_placed,yesterday,1003\n",
+        );
+        assert_eq!(
+            tidings(&b)
+                .args(["import", "customers", "c.csv"])
+                .run()
+                .code,
+            0
+        );
+        let run = tidings(&b).args(["import", "events", "e.csv"]).run();
+        assert_eq!(run.code, 1, "{}", run.transcript());
+        assert!(
+            run.stderr
+                .contains("e.csv:3: `customer_id`: no customer has the id `9`"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains("e.csv:4:3: `at`: `yesterday` is not a time"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            with_store(&b, async |s| s
+                .event_count("1", "order_placed")
+                .await
+                .unwrap()),
+            0
+        );
+
+        let args = [
+            "event",
+            "order_placed",
+            "--customer",
+            "1",
+            "--at",
+            "2026-05-02T09:00:00Z",
+            "--data",
+            "{\"order_id\":\"7\",\"set\":{\"orders_count\":1}}",
+        ];
+        let first = tidings(&b).args(args).run();
+        assert_eq!(
+            first.stdout,
+            "recorded `order_placed` for customer `1`\n",
+            "{}",
+            first.transcript()
+        );
+        let again = tidings(&b).args(args).run();
+        assert!(
+            again.stdout.contains("already recorded"),
+            "{}",
+            again.transcript()
+        );
+        assert_eq!(
+            with_store(&b, async |s| s
+                .event_count("1", "order_placed")
+                .await
+                .unwrap()),
+            1,
+            "{}",
+            b.label
+        );
+
+        let unknown = tidings(&b)
+            .args(["event", "order_placed", "--customer", "9"])
+            .run();
+        assert_eq!(unknown.code, 1);
+        assert!(unknown.stderr.contains("no customer has the id `9`"));
+    }
+}
+
+#[test]
+fn a_bad_database_url_is_a_clear_error() {
+    let dir = scratch_dir("bad-url");
+    write(&dir, "tidings.yaml", "database: mysql://x\n");
+    write(&dir, "c.csv", "id,email\n1,a@example.com\n");
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["import", "customers", "c.csv"])
+        .run();
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("`mysql://x` is not a database URL"),
+        "{}",
+        run.stderr
+    );
+    write(&dir, "tidings.yaml", "database: ${NOT_SET_ANYWHERE}\n");
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["import", "customers", "c.csv"])
+        .run();
+    assert!(
+        run.stderr
+            .contains("environment variable `NOT_SET_ANYWHERE` is not set"),
+        "{}",
+        run.stderr
+    );
+}
