@@ -21,6 +21,18 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Says once per run, past the test harness's output capture, that PostgreSQL is skipped.
+fn say_skipped() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: skipping the PostgreSQL runs of the store tests: TIDINGS_TEST_DATABASE_URL is not set"
+        );
+    });
+}
+
 /// SQLite always; PostgreSQL when the environment names a server, each test in a fresh
 /// schema so that tests run in parallel without seeing each other's rows.
 fn backends(test: &str) -> Vec<Backend> {
@@ -58,9 +70,7 @@ fn backends(test: &str) -> Vec<Backend> {
                 dir,
             });
         }
-        _ => eprintln!(
-            "skipping the PostgreSQL run of `{test}`: TIDINGS_TEST_DATABASE_URL is not set"
-        ),
+        _ => say_skipped(),
     }
     for b in &out {
         // The URL comes from the environment, as a deployment would pass it.
