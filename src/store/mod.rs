@@ -16,6 +16,8 @@ use thiserror::Error;
 use crate::customer::Customer;
 use crate::import::{CustomerRow, EventRow, RowError};
 
+pub mod journeys;
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("cannot open the database `{url}`")]
@@ -41,7 +43,7 @@ pub enum Backend {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
 }
 
@@ -92,6 +94,64 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             PRIMARY KEY (workflow, fire_at)
         )",
     ],
+), (
+    2,
+    "enrollments, the outbox, coupons",
+    &[
+        "CREATE TABLE enrollments (
+            id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL,
+            customer_id TEXT NOT NULL REFERENCES customers (id),
+            trigger_key TEXT NOT NULL,
+            state TEXT NOT NULL,
+            step TEXT,
+            due_at BIGINT,
+            entered_at BIGINT NOT NULL,
+            ended_at BIGINT,
+            exit_reason TEXT,
+            event_id TEXT,
+            orders_count_at_entry BIGINT NOT NULL,
+            total_spent_at_entry DOUBLE PRECISION NOT NULL,
+            error TEXT,
+            version BIGINT NOT NULL DEFAULT 0,
+            UNIQUE (workflow, customer_id, trigger_key)
+        )",
+        "CREATE INDEX enrollments_due ON enrollments (state, due_at)",
+        "CREATE INDEX enrollments_by_customer ON enrollments (customer_id, workflow, entered_at)",
+        "CREATE TABLE deliveries (
+            id TEXT PRIMARY KEY,
+            channel TEXT NOT NULL,
+            enrollment_id TEXT NOT NULL REFERENCES enrollments (id),
+            workflow TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            step TEXT NOT NULL,
+            class TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            subject TEXT,
+            html TEXT,
+            text TEXT,
+            payload TEXT,
+            coupon_code TEXT,
+            message_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts BIGINT NOT NULL DEFAULT 0,
+            due_at BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            sent_at BIGINT,
+            last_error TEXT
+        )",
+        "CREATE INDEX deliveries_pending ON deliveries (state, due_at)",
+        "CREATE INDEX deliveries_by_customer ON deliveries (customer_id, created_at)",
+        "CREATE TABLE coupons (
+            code TEXT PRIMARY KEY,
+            delivery_id TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            workflow TEXT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            state TEXT NOT NULL
+        )",
+    ],
 )];
 
 /// What an import did.
@@ -104,11 +164,11 @@ pub struct ImportReport {
     pub committed: bool,
 }
 
-fn millis(t: Option<DateTime<Utc>>) -> Option<i64> {
+pub(crate) fn millis(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp_millis())
 }
 
-fn from_millis(ms: Option<i64>) -> Option<DateTime<Utc>> {
+pub(crate) fn from_millis(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.and_then(DateTime::from_timestamp_millis)
 }
 
@@ -390,7 +450,7 @@ impl Store {
     }
 }
 
-fn customer_from_row(r: &AnyRow) -> Result<Customer, StoreError> {
+pub(crate) fn customer_from_row(r: &AnyRow) -> Result<Customer, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(what.to_string());
     let tags: String = r.try_get("tags")?;
     let attributes: String = r.try_get("attributes")?;

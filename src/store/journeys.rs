@@ -1,0 +1,337 @@
+//! The journey tables: events waiting to be processed, enrollments and the outbox.
+//!
+//! These functions take a connection, not the pool, so that the engine can advance an
+//! enrollment and write its delivery intent in one transaction.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::{AnyConnection, Row};
+
+use super::{StoreError, customer_from_row, from_millis, millis};
+use crate::customer::{Customer, Event};
+use crate::expr::EventHistory;
+
+/// An event as stored, with the customer changes it carries.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event: Event,
+    pub customer_id: String,
+    pub set: Map<String, Value>,
+}
+
+/// One customer's place in one workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollmentRow {
+    pub id: String,
+    pub workflow: String,
+    pub customer_id: String,
+    pub trigger_key: String,
+    pub state: String,
+    /// The id of the next step to run; `None` once the journey has ended.
+    pub step: Option<String>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub entered_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub exit_reason: Option<String>,
+    pub event_id: Option<String>,
+    pub orders_count_at_entry: i64,
+    pub total_spent_at_entry: f64,
+    pub error: Option<String>,
+    /// Bumped on every save; a save that finds another version lost a race.
+    pub version: i64,
+}
+
+/// A message to send (an email or a webhook call), written before it leaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    /// The idempotency key: workflow, customer, enrollment and step.
+    pub id: String,
+    pub channel: &'static str,
+    pub enrollment_id: String,
+    pub workflow: String,
+    pub customer_id: String,
+    pub step: String,
+    pub class: &'static str,
+    pub mode: &'static str,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub html: Option<String>,
+    pub text: Option<String>,
+    pub payload: Option<String>,
+    pub coupon: Option<(String, DateTime<Utc>)>,
+    pub message_id: String,
+    pub due_at: DateTime<Utc>,
+}
+
+pub async fn pending_events(conn: &mut AnyConnection, until: DateTime<Utc>, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM events WHERE processed_at IS NULL AND at <= $1 ORDER BY at, id LIMIT $2")
+        .bind(until.timestamp_millis())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
+    let corrupt = |w: &str| StoreError::Corrupt(w.to_string());
+    let properties: String = r.try_get("properties")?;
+    let changes: String = r.try_get("changes")?;
+    let changes: Map<String, Value> = serde_json::from_str(&changes).map_err(|_| corrupt("event changes"))?;
+    let set = match changes.get("set") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    Ok(StoredEvent {
+        event: Event {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            at: from_millis(Some(r.try_get("at")?)).ok_or_else(|| corrupt("event time"))?,
+            properties: serde_json::from_str(&properties).map_err(|_| corrupt("event properties"))?,
+        },
+        customer_id: r.try_get("customer_id")?,
+        set,
+    })
+}
+
+pub async fn event(conn: &mut AnyConnection, id: &str) -> Result<Option<Event>, StoreError> {
+    let row = sqlx::query("SELECT * FROM events WHERE id = $1").bind(id).fetch_optional(conn).await?;
+    Ok(row.map(|r| event_from_row(&r)).transpose()?.map(|e| e.event))
+}
+
+pub async fn mark_event_processed(conn: &mut AnyConnection, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE events SET processed_at = $1 WHERE id = $2")
+        .bind(at.timestamp_millis())
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// When the customer's events happened, by name: what `event_count` reads.
+pub async fn history(conn: &mut AnyConnection, customer_id: &str, until: DateTime<Utc>) -> Result<EventHistory, StoreError> {
+    let rows = sqlx::query("SELECT name, at FROM events WHERE customer_id = $1 AND at <= $2 ORDER BY at")
+        .bind(customer_id)
+        .bind(until.timestamp_millis())
+        .fetch_all(conn)
+        .await?;
+    let mut map: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
+    for r in rows {
+        let name: String = r.try_get(0)?;
+        if let Some(at) = from_millis(Some(r.try_get(1)?)) {
+            map.entry(name).or_default().push(at);
+        }
+    }
+    Ok(EventHistory(map))
+}
+
+pub async fn customer(conn: &mut AnyConnection, id: &str) -> Result<Option<Customer>, StoreError> {
+    let row = sqlx::query("SELECT * FROM customers WHERE id = $1").bind(id).fetch_optional(conn).await?;
+    row.map(|r| customer_from_row(&r)).transpose()
+}
+
+/// Writes every field of a customer back (after an event's `set` or an `update` step).
+pub async fn save_customer(conn: &mut AnyConnection, c: &Customer, now: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE customers SET email = $1, first_name = $2, last_name = $3, locale = $4, timezone = $5, birthday = $6, created_at = $7, last_order_at = $8, orders_count = $9, total_spent = $10, tags = $11, unsubscribed_at = $12, attributes = $13, updated_at = $14 WHERE id = $15",
+    )
+    .bind(c.email.clone())
+    .bind(c.first_name.clone())
+    .bind(c.last_name.clone())
+    .bind(c.locale.clone())
+    .bind(c.timezone.clone())
+    .bind(c.birthday.map(|d| d.to_string()))
+    .bind(millis(c.created_at))
+    .bind(millis(c.last_order_at))
+    .bind(c.orders_count)
+    .bind(c.total_spent)
+    .bind(serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".into()))
+    .bind(millis(c.unsubscribed_at))
+    .bind(Value::Object(c.attributes.clone()).to_string())
+    .bind(now.timestamp_millis())
+    .bind(c.id.clone())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn is_suppressed(conn: &mut AnyConnection, email: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query("SELECT 1 FROM suppressions WHERE email = $1")
+        .bind(email.to_lowercase())
+        .fetch_optional(conn)
+        .await?
+        .is_some())
+}
+
+/// When the customer last entered the workflow, for the re-entry rule.
+pub async fn last_entry(conn: &mut AnyConnection, workflow: &str, customer_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let row = sqlx::query("SELECT MAX(entered_at) FROM enrollments WHERE workflow = $1 AND customer_id = $2")
+        .bind(workflow)
+        .bind(customer_id)
+        .fetch_one(conn)
+        .await?;
+    Ok(from_millis(row.try_get::<Option<i64>, _>(0)?))
+}
+
+/// Inserts an enrollment; `false` when this trigger already enrolled the customer.
+pub async fn insert_enrollment(conn: &mut AnyConnection, e: &EnrollmentRow) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(e.id.clone())
+    .bind(e.workflow.clone())
+    .bind(e.customer_id.clone())
+    .bind(e.trigger_key.clone())
+    .bind(e.state.clone())
+    .bind(e.step.clone())
+    .bind(millis(e.due_at))
+    .bind(e.entered_at.timestamp_millis())
+    .bind(e.event_id.clone())
+    .bind(e.orders_count_at_entry)
+    .bind(e.total_spent_at_entry)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Active enrollments whose next step is due, oldest first.
+pub async fn due_enrollments(conn: &mut AnyConnection, until: DateTime<Utc>, limit: i64) -> Result<Vec<EnrollmentRow>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM enrollments WHERE state = 'active' AND due_at <= $1 ORDER BY due_at, id LIMIT $2")
+        .bind(until.timestamp_millis())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(EnrollmentRow {
+                id: r.try_get("id")?,
+                workflow: r.try_get("workflow")?,
+                customer_id: r.try_get("customer_id")?,
+                trigger_key: r.try_get("trigger_key")?,
+                state: r.try_get("state")?,
+                step: r.try_get("step")?,
+                due_at: from_millis(r.try_get("due_at")?),
+                entered_at: from_millis(Some(r.try_get("entered_at")?)).unwrap_or_default(),
+                ended_at: from_millis(r.try_get("ended_at")?),
+                exit_reason: r.try_get("exit_reason")?,
+                event_id: r.try_get("event_id")?,
+                orders_count_at_entry: r.try_get("orders_count_at_entry")?,
+                total_spent_at_entry: r.try_get("total_spent_at_entry")?,
+                error: r.try_get("error")?,
+                version: r.try_get("version")?,
+            })
+        })
+        .collect()
+}
+
+/// Saves an enrollment if nobody else did since it was read; `false` means it lost.
+pub async fn save_enrollment(conn: &mut AnyConnection, e: &EnrollmentRow) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "UPDATE enrollments SET state = $1, step = $2, due_at = $3, ended_at = $4, exit_reason = $5, error = $6, version = version + 1 WHERE id = $7 AND version = $8",
+    )
+    .bind(e.state.clone())
+    .bind(e.step.clone())
+    .bind(millis(e.due_at))
+    .bind(millis(e.ended_at))
+    .bind(e.exit_reason.clone())
+    .bind(e.error.clone())
+    .bind(e.id.clone())
+    .bind(e.version)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Writes a delivery and reserves its coupon; `false` when the key was written before.
+pub async fn insert_delivery(conn: &mut AnyConnection, d: &NewDelivery, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, html, text, payload, coupon_code, message_id, state, attempts, due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, $16, $17) ON CONFLICT DO NOTHING",
+    )
+    .bind(d.id.clone())
+    .bind(d.channel)
+    .bind(d.enrollment_id.clone())
+    .bind(d.workflow.clone())
+    .bind(d.customer_id.clone())
+    .bind(d.step.clone())
+    .bind(d.class)
+    .bind(d.mode)
+    .bind(d.recipient.clone())
+    .bind(d.subject.clone())
+    .bind(d.html.clone())
+    .bind(d.text.clone())
+    .bind(d.payload.clone())
+    .bind(d.coupon.as_ref().map(|c| c.0.clone()))
+    .bind(d.message_id.clone())
+    .bind(d.due_at.timestamp_millis())
+    .bind(now.timestamp_millis())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n == 1
+        && let Some((code, expires)) = &d.coupon
+    {
+        sqlx::query("INSERT INTO coupons (code, delivery_id, customer_id, workflow, expires_at, state) VALUES ($1, $2, $3, $4, $5, 'reserved')")
+            .bind(code.clone())
+            .bind(d.id.clone())
+            .bind(d.customer_id.clone())
+            .bind(d.workflow.clone())
+            .bind(expires.timestamp_millis())
+            .execute(conn)
+            .await?;
+    }
+    Ok(n == 1)
+}
+
+/// A delivery as the tests and `outbox` read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub channel: String,
+    pub workflow: String,
+    pub customer_id: String,
+    pub step: String,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub html: Option<String>,
+    pub text: Option<String>,
+    pub coupon_code: Option<String>,
+    pub message_id: String,
+    pub state: String,
+    pub due_at: DateTime<Utc>,
+}
+
+pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM deliveries ORDER BY due_at, id").fetch_all(conn).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DeliveryRow {
+                id: r.try_get("id")?,
+                channel: r.try_get("channel")?,
+                workflow: r.try_get("workflow")?,
+                customer_id: r.try_get("customer_id")?,
+                step: r.try_get("step")?,
+                recipient: r.try_get("recipient")?,
+                subject: r.try_get("subject")?,
+                html: r.try_get("html")?,
+                text: r.try_get("text")?,
+                coupon_code: r.try_get("coupon_code")?,
+                message_id: r.try_get("message_id")?,
+                state: r.try_get("state")?,
+                due_at: from_millis(Some(r.try_get("due_at")?)).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Every enrollment, for tests and `status`.
+pub async fn enrollments(conn: &mut AnyConnection) -> Result<Vec<(String, String, String, Option<String>, Option<String>)>, StoreError> {
+    let rows = sqlx::query("SELECT workflow, customer_id, state, exit_reason, error FROM enrollments ORDER BY workflow, customer_id, entered_at")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)))
+        .collect()
+}
