@@ -40,6 +40,18 @@ pub enum Command {
     Import(ImportArgs),
     /// Record one event for a customer.
     Event(EventArgs),
+    /// Run one pass of every trigger and every due step, then exit.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Required: one pass and exit (`tidings daemon` runs continuously).
+    #[arg(long, required = true)]
+    pub once: bool,
+    /// The pass's time (RFC 3339; default now).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -126,6 +138,7 @@ pub fn main() -> ExitCode {
         Command::Schedule(args) => commands::schedule::run(&cli.project, args),
         Command::Import(args) => commands::import::run(&cli.project, args),
         Command::Event(args) => commands::import::event(&cli.project, args),
+        Command::Run(args) => commands::run::run(&cli.project, args),
     };
     match result {
         Ok(code) => code,

@@ -13,6 +13,7 @@ pub mod cron;
 pub mod customer;
 pub mod diagnostic;
 pub mod duration;
+pub mod engine;
 pub mod expr;
 pub mod import;
 pub mod plan;

@@ -65,12 +65,18 @@ pub struct NewDelivery {
     pub due_at: DateTime<Utc>,
 }
 
-pub async fn pending_events(conn: &mut AnyConnection, until: DateTime<Utc>, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM events WHERE processed_at IS NULL AND at <= $1 ORDER BY at, id LIMIT $2")
-        .bind(until.timestamp_millis())
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
+pub async fn pending_events(
+    conn: &mut AnyConnection,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT * FROM events WHERE processed_at IS NULL AND at <= $1 ORDER BY at, id LIMIT $2",
+    )
+    .bind(until.timestamp_millis())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
     rows.iter().map(event_from_row).collect()
 }
 
@@ -78,7 +84,8 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
     let corrupt = |w: &str| StoreError::Corrupt(w.to_string());
     let properties: String = r.try_get("properties")?;
     let changes: String = r.try_get("changes")?;
-    let changes: Map<String, Value> = serde_json::from_str(&changes).map_err(|_| corrupt("event changes"))?;
+    let changes: Map<String, Value> =
+        serde_json::from_str(&changes).map_err(|_| corrupt("event changes"))?;
     let set = match changes.get("set") {
         Some(Value::Object(m)) => m.clone(),
         _ => Map::new(),
@@ -88,7 +95,8 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
             id: r.try_get("id")?,
             name: r.try_get("name")?,
             at: from_millis(Some(r.try_get("at")?)).ok_or_else(|| corrupt("event time"))?,
-            properties: serde_json::from_str(&properties).map_err(|_| corrupt("event properties"))?,
+            properties: serde_json::from_str(&properties)
+                .map_err(|_| corrupt("event properties"))?,
         },
         customer_id: r.try_get("customer_id")?,
         set,
@@ -96,11 +104,21 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
 }
 
 pub async fn event(conn: &mut AnyConnection, id: &str) -> Result<Option<Event>, StoreError> {
-    let row = sqlx::query("SELECT * FROM events WHERE id = $1").bind(id).fetch_optional(conn).await?;
-    Ok(row.map(|r| event_from_row(&r)).transpose()?.map(|e| e.event))
+    let row = sqlx::query("SELECT * FROM events WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row
+        .map(|r| event_from_row(&r))
+        .transpose()?
+        .map(|e| e.event))
 }
 
-pub async fn mark_event_processed(conn: &mut AnyConnection, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+pub async fn mark_event_processed(
+    conn: &mut AnyConnection,
+    id: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE events SET processed_at = $1 WHERE id = $2")
         .bind(at.timestamp_millis())
         .bind(id)
@@ -110,12 +128,17 @@ pub async fn mark_event_processed(conn: &mut AnyConnection, id: &str, at: DateTi
 }
 
 /// When the customer's events happened, by name: what `event_count` reads.
-pub async fn history(conn: &mut AnyConnection, customer_id: &str, until: DateTime<Utc>) -> Result<EventHistory, StoreError> {
-    let rows = sqlx::query("SELECT name, at FROM events WHERE customer_id = $1 AND at <= $2 ORDER BY at")
-        .bind(customer_id)
-        .bind(until.timestamp_millis())
-        .fetch_all(conn)
-        .await?;
+pub async fn history(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    until: DateTime<Utc>,
+) -> Result<EventHistory, StoreError> {
+    let rows =
+        sqlx::query("SELECT name, at FROM events WHERE customer_id = $1 AND at <= $2 ORDER BY at")
+            .bind(customer_id)
+            .bind(until.timestamp_millis())
+            .fetch_all(conn)
+            .await?;
     let mut map: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
     for r in rows {
         let name: String = r.try_get(0)?;
@@ -127,12 +150,19 @@ pub async fn history(conn: &mut AnyConnection, customer_id: &str, until: DateTim
 }
 
 pub async fn customer(conn: &mut AnyConnection, id: &str) -> Result<Option<Customer>, StoreError> {
-    let row = sqlx::query("SELECT * FROM customers WHERE id = $1").bind(id).fetch_optional(conn).await?;
+    let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
     row.map(|r| customer_from_row(&r)).transpose()
 }
 
 /// Writes every field of a customer back (after an event's `set` or an `update` step).
-pub async fn save_customer(conn: &mut AnyConnection, c: &Customer, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub async fn save_customer(
+    conn: &mut AnyConnection,
+    c: &Customer,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE customers SET email = $1, first_name = $2, last_name = $3, locale = $4, timezone = $5, birthday = $6, created_at = $7, last_order_at = $8, orders_count = $9, total_spent = $10, tags = $11, unsubscribed_at = $12, attributes = $13, updated_at = $14 WHERE id = $15",
     )
@@ -165,17 +195,26 @@ pub async fn is_suppressed(conn: &mut AnyConnection, email: &str) -> Result<bool
 }
 
 /// When the customer last entered the workflow, for the re-entry rule.
-pub async fn last_entry(conn: &mut AnyConnection, workflow: &str, customer_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let row = sqlx::query("SELECT MAX(entered_at) FROM enrollments WHERE workflow = $1 AND customer_id = $2")
-        .bind(workflow)
-        .bind(customer_id)
-        .fetch_one(conn)
-        .await?;
+pub async fn last_entry(
+    conn: &mut AnyConnection,
+    workflow: &str,
+    customer_id: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let row = sqlx::query(
+        "SELECT MAX(entered_at) FROM enrollments WHERE workflow = $1 AND customer_id = $2",
+    )
+    .bind(workflow)
+    .bind(customer_id)
+    .fetch_one(conn)
+    .await?;
     Ok(from_millis(row.try_get::<Option<i64>, _>(0)?))
 }
 
 /// Inserts an enrollment; `false` when this trigger already enrolled the customer.
-pub async fn insert_enrollment(conn: &mut AnyConnection, e: &EnrollmentRow) -> Result<bool, StoreError> {
+pub async fn insert_enrollment(
+    conn: &mut AnyConnection,
+    e: &EnrollmentRow,
+) -> Result<bool, StoreError> {
     let n = sqlx::query(
         "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0) ON CONFLICT DO NOTHING",
     )
@@ -197,7 +236,11 @@ pub async fn insert_enrollment(conn: &mut AnyConnection, e: &EnrollmentRow) -> R
 }
 
 /// Active enrollments whose next step is due, oldest first.
-pub async fn due_enrollments(conn: &mut AnyConnection, until: DateTime<Utc>, limit: i64) -> Result<Vec<EnrollmentRow>, StoreError> {
+pub async fn due_enrollments(
+    conn: &mut AnyConnection,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<EnrollmentRow>, StoreError> {
     let rows = sqlx::query("SELECT * FROM enrollments WHERE state = 'active' AND due_at <= $1 ORDER BY due_at, id LIMIT $2")
         .bind(until.timestamp_millis())
         .bind(limit)
@@ -227,7 +270,10 @@ pub async fn due_enrollments(conn: &mut AnyConnection, until: DateTime<Utc>, lim
 }
 
 /// Saves an enrollment if nobody else did since it was read; `false` means it lost.
-pub async fn save_enrollment(conn: &mut AnyConnection, e: &EnrollmentRow) -> Result<bool, StoreError> {
+pub async fn save_enrollment(
+    conn: &mut AnyConnection,
+    e: &EnrollmentRow,
+) -> Result<bool, StoreError> {
     let n = sqlx::query(
         "UPDATE enrollments SET state = $1, step = $2, due_at = $3, ended_at = $4, exit_reason = $5, error = $6, version = version + 1 WHERE id = $7 AND version = $8",
     )
@@ -246,7 +292,11 @@ pub async fn save_enrollment(conn: &mut AnyConnection, e: &EnrollmentRow) -> Res
 }
 
 /// Writes a delivery and reserves its coupon; `false` when the key was written before.
-pub async fn insert_delivery(conn: &mut AnyConnection, d: &NewDelivery, now: DateTime<Utc>) -> Result<bool, StoreError> {
+pub async fn insert_delivery(
+    conn: &mut AnyConnection,
+    d: &NewDelivery,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
     let n = sqlx::query(
         "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, html, text, payload, coupon_code, message_id, state, attempts, due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, $16, $17) ON CONFLICT DO NOTHING",
     )
@@ -304,7 +354,9 @@ pub struct DeliveryRow {
 }
 
 pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM deliveries ORDER BY due_at, id").fetch_all(conn).await?;
+    let rows = sqlx::query("SELECT * FROM deliveries ORDER BY due_at, id")
+        .fetch_all(conn)
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(DeliveryRow {
@@ -327,11 +379,21 @@ pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, St
 }
 
 /// Every enrollment, for tests and `status`.
-pub async fn enrollments(conn: &mut AnyConnection) -> Result<Vec<(String, String, String, Option<String>, Option<String>)>, StoreError> {
+pub async fn enrollments(
+    conn: &mut AnyConnection,
+) -> Result<Vec<(String, String, String, Option<String>, Option<String>)>, StoreError> {
     let rows = sqlx::query("SELECT workflow, customer_id, state, exit_reason, error FROM enrollments ORDER BY workflow, customer_id, entered_at")
         .fetch_all(conn)
         .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)))
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+            ))
+        })
         .collect()
 }

@@ -48,11 +48,12 @@ pub struct Store {
 }
 
 /// The numbered migrations; never edit one that has shipped, add the next.
-const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
-    1,
-    "customers, events, suppressions, schedule fires",
-    &[
-        "CREATE TABLE customers (
+const MIGRATIONS: &[(i64, &str, &[&str])] = &[
+    (
+        1,
+        "customers, events, suppressions, schedule fires",
+        &[
+            "CREATE TABLE customers (
             id TEXT PRIMARY KEY,
             email TEXT NOT NULL,
             first_name TEXT,
@@ -69,8 +70,8 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             attributes TEXT NOT NULL DEFAULT '{}',
             updated_at BIGINT NOT NULL
         )",
-        "CREATE INDEX customers_email ON customers (email)",
-        "CREATE TABLE events (
+            "CREATE INDEX customers_email ON customers (email)",
+            "CREATE TABLE events (
             id TEXT PRIMARY KEY,
             customer_id TEXT NOT NULL REFERENCES customers (id),
             name TEXT NOT NULL,
@@ -80,25 +81,26 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             recorded_at BIGINT NOT NULL,
             processed_at BIGINT
         )",
-        "CREATE INDEX events_unprocessed ON events (processed_at, at)",
-        "CREATE INDEX events_by_customer ON events (customer_id, name, at)",
-        "CREATE TABLE suppressions (
+            "CREATE INDEX events_unprocessed ON events (processed_at, at)",
+            "CREATE INDEX events_by_customer ON events (customer_id, name, at)",
+            "CREATE TABLE suppressions (
             email TEXT PRIMARY KEY,
             reason TEXT NOT NULL,
             created_at BIGINT NOT NULL
         )",
-        "CREATE TABLE schedule_fires (
+            "CREATE TABLE schedule_fires (
             workflow TEXT NOT NULL,
             fire_at BIGINT NOT NULL,
             processed_at BIGINT NOT NULL,
             PRIMARY KEY (workflow, fire_at)
         )",
-    ],
-), (
-    2,
-    "enrollments, the outbox, coupons",
-    &[
-        "CREATE TABLE enrollments (
+        ],
+    ),
+    (
+        2,
+        "enrollments, the outbox, coupons",
+        &[
+            "CREATE TABLE enrollments (
             id TEXT PRIMARY KEY,
             workflow TEXT NOT NULL,
             customer_id TEXT NOT NULL REFERENCES customers (id),
@@ -116,9 +118,9 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             version BIGINT NOT NULL DEFAULT 0,
             UNIQUE (workflow, customer_id, trigger_key)
         )",
-        "CREATE INDEX enrollments_due ON enrollments (state, due_at)",
-        "CREATE INDEX enrollments_by_customer ON enrollments (customer_id, workflow, entered_at)",
-        "CREATE TABLE deliveries (
+            "CREATE INDEX enrollments_due ON enrollments (state, due_at)",
+            "CREATE INDEX enrollments_by_customer ON enrollments (customer_id, workflow, entered_at)",
+            "CREATE TABLE deliveries (
             id TEXT PRIMARY KEY,
             channel TEXT NOT NULL,
             enrollment_id TEXT NOT NULL REFERENCES enrollments (id),
@@ -141,9 +143,9 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             sent_at BIGINT,
             last_error TEXT
         )",
-        "CREATE INDEX deliveries_pending ON deliveries (state, due_at)",
-        "CREATE INDEX deliveries_by_customer ON deliveries (customer_id, created_at)",
-        "CREATE TABLE coupons (
+            "CREATE INDEX deliveries_pending ON deliveries (state, due_at)",
+            "CREATE INDEX deliveries_by_customer ON deliveries (customer_id, created_at)",
+            "CREATE TABLE coupons (
             code TEXT PRIMARY KEY,
             delivery_id TEXT NOT NULL,
             customer_id TEXT NOT NULL,
@@ -151,8 +153,9 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[(
             expires_at BIGINT NOT NULL,
             state TEXT NOT NULL
         )",
-    ],
-)];
+        ],
+    ),
+];
 
 /// What an import did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -443,6 +446,11 @@ impl Store {
                 .await?
                 .try_get(0)?,
         )
+    }
+
+    /// A connection from the pool, for the journey queries.
+    pub async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+        Ok(self.pool.acquire().await?)
     }
 
     pub async fn close(&self) {

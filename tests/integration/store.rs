@@ -283,3 +283,134 @@ fn a_bad_database_url_is_a_clear_error() {
         run.stderr
     );
 }
+
+/// The shipped welcome series, driven by `run --once --now` at chosen times: the outbox
+/// holds exactly the expected emails, a customer who orders exits as converted, and passes
+/// repeated at the same time write nothing twice.
+#[test]
+fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
+    for b in backends("welcome-run") {
+        let root = crate::common::repo_root();
+        for dir in ["workflows", "templates"] {
+            copy_dir(&root.join(dir), &b.dir.join(dir));
+        }
+        write(
+            &b.dir,
+            "c.csv",
+            "id,email,first_name,locale\n1,ada@example.com,Ada,en\n2,ken@example.jp,健,ja-JP\n",
+        );
+        assert_eq!(
+            tidings(&b)
+                .args(["import", "customers", "c.csv"])
+                .run()
+                .code,
+            0
+        );
+        for id in ["1", "2"] {
+            let run = tidings(&b)
+                .args([
+                    "event",
+                    "customer_created",
+                    "--customer",
+                    id,
+                    "--at",
+                    "2026-06-01T09:00:00Z",
+                ])
+                .run();
+            assert_eq!(run.code, 0, "{}", run.transcript());
+        }
+        let pass = |now: &str| {
+            let run = tidings(&b).args(["run", "--once", "--now", now]).run();
+            assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+            run.stdout
+        };
+        assert!(pass("2026-06-01T10:00:00Z").contains("2 enrolled"));
+        // Customer 2 orders on day 1: the goal ends their series before the tips.
+        let order = tidings(&b)
+            .args([
+                "event",
+                "order_placed",
+                "--customer",
+                "2",
+                "--at",
+                "2026-06-02T12:00:00Z",
+                "--data",
+                "{\"order_id\":\"9\",\"set\":{\"orders_count\":1}}",
+            ])
+            .run();
+        assert_eq!(order.code, 0);
+        pass("2026-06-04T10:00:00Z");
+        pass("2026-06-09T10:00:00Z");
+        let again = pass("2026-06-09T10:00:00Z");
+        assert!(again.contains("0 steps, 0 emails"), "{again}");
+
+        let (deliveries, enrollments) = with_store(&b, async |s| {
+            let mut conn = s.connection().await.unwrap();
+            (
+                tidings::store::journeys::deliveries(&mut conn)
+                    .await
+                    .unwrap(),
+                tidings::store::journeys::enrollments(&mut conn)
+                    .await
+                    .unwrap(),
+            )
+        });
+        let sent: Vec<(String, String, String)> = deliveries
+            .iter()
+            .map(|d| (d.customer_id.clone(), d.step.clone(), d.due_at.to_rfc3339()))
+            .collect();
+        let expected = [
+            ("1", "hello", "2026-06-01T09:00:00+00:00"),
+            ("2", "hello", "2026-06-01T09:00:00+00:00"),
+            ("2", "thanks", "2026-06-02T12:00:00+00:00"),
+            ("1", "tips", "2026-06-03T09:00:00+00:00"),
+            ("1", "first-order-offer", "2026-06-08T09:00:00+00:00"),
+        ];
+        let expected: Vec<(String, String, String)> = expected
+            .iter()
+            .map(|(c, s, t)| (c.to_string(), s.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(sent, expected, "{}", b.label);
+        let offer = &deliveries[4];
+        let code = offer.coupon_code.clone().unwrap();
+        assert!(code.starts_with("WELCOME-"), "{code}");
+        assert!(offer.html.as_deref().unwrap().contains(&code));
+        assert_eq!(
+            offer.subject.as_deref(),
+            Some("10% off your first order, Ada")
+        );
+        assert!(deliveries[1].subject.as_deref().unwrap().contains("健"));
+        assert!(
+            deliveries
+                .iter()
+                .all(|d| d.state == "pending" && d.message_id.starts_with('<'))
+        );
+        let states: Vec<(&str, &str, &str)> = enrollments
+            .iter()
+            .map(|(w, c, s, _, _)| (w.as_str(), c.as_str(), s.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("post-purchase-thank-you", "2", "completed"),
+                ("welcome-series", "1", "completed"),
+                ("welcome-series", "2", "converted")
+            ],
+            "{}",
+            b.label
+        );
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

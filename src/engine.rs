@@ -1,0 +1,799 @@
+//! The journey engine: events enroll customers, due enrollments run their steps, and every
+//! email or webhook becomes an outbox row written in the same transaction that advances the
+//! enrollment — so a crash either does both or neither.
+//!
+//! Time is passed in, never read: `run --once --now`, `simulate` and the daemon all drive
+//! the same code with their own clocks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, NaiveTime, TimeDelta, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde_json::{Map, Value};
+use tera::Context;
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::customer::{CUSTOMER_FIELDS, Customer, Enrollment, Event};
+use crate::expr::{EvalInput, EventHistory, Expr};
+use crate::plan::{EmailStep, Plan, Reentry, Step, StepKind, Trigger, Wait, Workflow};
+use crate::store::journeys::{self, EnrollmentRow, NewDelivery};
+use crate::store::{Store, StoreError};
+use crate::workflow::{DeliveryMode, MailClass};
+
+/// Where the current time comes from.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that moves only when told: for simulations and tests.
+pub struct VirtualClock(Mutex<DateTime<Utc>>);
+
+impl VirtualClock {
+    pub fn new(at: DateTime<Utc>) -> Self {
+        Self(Mutex::new(at))
+    }
+
+    pub fn set(&self, at: DateTime<Utc>) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = at;
+        }
+    }
+}
+
+impl Clock for VirtualClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.lock().map_or_else(|e| *e.into_inner(), |t| *t)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database error")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    pub events: u64,
+    pub enrolled: u64,
+    pub steps: u64,
+    pub emails: u64,
+    pub webhooks: u64,
+    pub completed: u64,
+    pub converted: u64,
+    pub exited: u64,
+    pub failed: u64,
+}
+
+/// How the steps of one workflow follow each other, by id.
+struct Program<'a> {
+    nodes: HashMap<&'a str, Node<'a>>,
+    first: Option<&'a str>,
+}
+
+struct Node<'a> {
+    step: &'a Step,
+    next: Option<&'a str>,
+    then_first: Option<&'a str>,
+    else_first: Option<&'a str>,
+}
+
+impl<'a> Program<'a> {
+    fn of(workflow: &'a Workflow) -> Self {
+        let mut nodes = HashMap::new();
+        link(&workflow.steps, None, &mut nodes);
+        Self {
+            nodes,
+            first: workflow.steps.first().map(|s| s.id.as_str()),
+        }
+    }
+}
+
+fn link<'a>(steps: &'a [Step], after: Option<&'a str>, nodes: &mut HashMap<&'a str, Node<'a>>) {
+    for (i, step) in steps.iter().enumerate() {
+        let next = steps.get(i + 1).map(|s| s.id.as_str()).or(after);
+        let (mut then_first, mut else_first) = (None, None);
+        if let StepKind::If { then, else_, .. } = &step.kind {
+            link(then, next, nodes);
+            link(else_, next, nodes);
+            then_first = then.first().map(|s| s.id.as_str());
+            else_first = else_.first().map(|s| s.id.as_str());
+        }
+        nodes.insert(
+            step.id.as_str(),
+            Node {
+                step,
+                next,
+                then_first,
+                else_first,
+            },
+        );
+    }
+}
+
+/// Runs workflows against a store.
+pub struct Engine {
+    plan: Arc<Plan>,
+    store: Store,
+    config: Config,
+}
+
+/// Enough steps for any sane journey; a longer run without a wait is cut off.
+const MAX_STEPS_PER_RUN: usize = 1_000;
+const BATCH: i64 = 500;
+
+impl Engine {
+    pub fn new(plan: Arc<Plan>, store: Store, config: Config) -> Self {
+        Self {
+            plan,
+            store,
+            config,
+        }
+    }
+
+    /// One pass at `now`: every event up to `now`, then every step due by `now`, until
+    /// nothing is left to do.
+    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<PassReport, EngineError> {
+        let mut report = PassReport::default();
+        loop {
+            let n = self.process_events(now, &mut report).await?;
+            let m = self.run_due(now, &mut report).await?;
+            if n == 0 && m == 0 {
+                return Ok(report);
+            }
+        }
+    }
+
+    async fn process_events(
+        &self,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<usize, EngineError> {
+        let mut conn = self.store.pool.acquire().await?;
+        let events = journeys::pending_events(&mut conn, now, BATCH).await?;
+        drop(conn);
+        for stored in &events {
+            let mut tx = self.store.pool.begin().await?;
+            let Some(mut customer) = journeys::customer(&mut tx, &stored.customer_id).await? else {
+                journeys::mark_event_processed(&mut tx, &stored.event.id, now).await?;
+                tx.commit().await?;
+                continue;
+            };
+            if !stored.set.is_empty() {
+                apply_set(&mut customer, &stored.set);
+                journeys::save_customer(&mut tx, &customer, stored.event.at).await?;
+            }
+            let history =
+                Arc::new(journeys::history(&mut tx, &customer.id, stored.event.at).await?);
+            for wf in &self.plan.workflows {
+                let Trigger::Event { name } = &wf.trigger else {
+                    continue;
+                };
+                if !wf.enabled || *name != stored.event.name {
+                    continue;
+                }
+                let key = stored.event.id.clone();
+                if self
+                    .enroll(
+                        &mut tx,
+                        wf,
+                        &customer,
+                        Some(&stored.event),
+                        &history,
+                        key,
+                        stored.event.at,
+                    )
+                    .await?
+                {
+                    report.enrolled += 1;
+                }
+            }
+            journeys::mark_event_processed(&mut tx, &stored.event.id, now).await?;
+            tx.commit().await?;
+            report.events += 1;
+        }
+        Ok(events.len())
+    }
+
+    /// Enrolls a customer if the audience, consent and the re-entry rule allow it.
+    #[allow(clippy::too_many_arguments)]
+    async fn enroll(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        wf: &Workflow,
+        customer: &Customer,
+        event: Option<&Event>,
+        history: &Arc<EventHistory>,
+        trigger_key: String,
+        at: DateTime<Utc>,
+    ) -> Result<bool, EngineError> {
+        if journeys::is_suppressed(conn, &customer.email).await? {
+            return Ok(false);
+        }
+        if wf.class == MailClass::Marketing && customer.unsubscribed_at.is_some() {
+            return Ok(false);
+        }
+        match (
+            wf.reentry,
+            journeys::last_entry(conn, &wf.name, &customer.id).await?,
+        ) {
+            (_, None) | (Reentry::Always, _) => {}
+            (Reentry::Never, Some(_)) => return Ok(false),
+            (Reentry::After(d), Some(last)) if at - last < d => return Ok(false),
+            (Reentry::After(_), Some(_)) => {}
+        }
+        if let Some(audience) = &wf.audience {
+            let input = EvalInput {
+                customer,
+                event,
+                enrollment: None,
+                now: at,
+                history: Some(history.clone()),
+            };
+            match self.plan.engine.eval_bool(audience, &input) {
+                Ok(true) => {}
+                // An audience that fails for one customer skips that customer only.
+                Ok(false) | Err(_) => return Ok(false),
+            }
+        }
+        let program = Program::of(wf);
+        let row = EnrollmentRow {
+            id: format!("{}:{}:{}", wf.name, customer.id, trigger_key),
+            workflow: wf.name.clone(),
+            customer_id: customer.id.clone(),
+            trigger_key,
+            state: "active".into(),
+            step: program.first.map(str::to_string),
+            due_at: Some(at),
+            entered_at: at,
+            ended_at: None,
+            exit_reason: None,
+            event_id: event.map(|e| e.id.clone()),
+            orders_count_at_entry: customer.orders_count,
+            total_spent_at_entry: customer.total_spent,
+            error: None,
+            version: 0,
+        };
+        Ok(journeys::insert_enrollment(conn, &row).await?)
+    }
+
+    async fn run_due(
+        &self,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<usize, EngineError> {
+        let mut conn = self.store.pool.acquire().await?;
+        let due = journeys::due_enrollments(&mut conn, now, BATCH).await?;
+        drop(conn);
+        let count = due.len();
+        for enrollment in due {
+            let mut tx = self.store.pool.begin().await?;
+            let mut row = enrollment.clone();
+            self.advance(&mut tx, &mut row, report).await?;
+            if journeys::save_enrollment(&mut tx, &row).await? {
+                tx.commit().await?;
+            } else {
+                // Another runner advanced it first; its work stands, ours is dropped.
+                tx.rollback().await?;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Runs an enrollment's steps from its current one until a wait or the end.
+    async fn advance(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        row: &mut EnrollmentRow,
+        report: &mut PassReport,
+    ) -> Result<(), EngineError> {
+        let at = row.due_at.unwrap_or(row.entered_at);
+        let Some(wf) = self.plan.workflow(&row.workflow).cloned() else {
+            end(
+                row,
+                "exited",
+                Some(format!("workflow `{}` no longer exists", row.workflow)),
+                at,
+                report,
+            );
+            return Ok(());
+        };
+        let Some(mut customer) = journeys::customer(conn, &row.customer_id).await? else {
+            end(
+                row,
+                "exited",
+                Some("customer no longer exists".into()),
+                at,
+                report,
+            );
+            return Ok(());
+        };
+        let event = match &row.event_id {
+            Some(id) => journeys::event(conn, id).await?,
+            None => None,
+        };
+        let history = Arc::new(journeys::history(conn, &customer.id, at).await?);
+        let program = Program::of(&wf);
+        for _ in 0..MAX_STEPS_PER_RUN {
+            let Some(step_id) = row.step.clone() else {
+                end(row, "completed", None, at, report);
+                return Ok(());
+            };
+            let Some(node) = program.nodes.get(step_id.as_str()) else {
+                end(
+                    row,
+                    "exited",
+                    Some(format!("step `{step_id}` no longer exists")),
+                    at,
+                    report,
+                );
+                return Ok(());
+            };
+            let enrollment = Enrollment {
+                id: row.id.clone(),
+                workflow: row.workflow.clone(),
+                entered_at: row.entered_at,
+                step: row.step.clone(),
+                orders_count_at_entry: row.orders_count_at_entry,
+                total_spent_at_entry: row.total_spent_at_entry,
+            };
+            let eval = |expr: &Expr, customer: &Customer| {
+                let input = EvalInput {
+                    customer,
+                    event: event.as_ref(),
+                    enrollment: Some(&enrollment),
+                    now: at,
+                    history: Some(history.clone()),
+                };
+                self.plan.engine.eval_bool(expr, &input)
+            };
+            if let Some(goal) = &wf.exit_when {
+                match eval(goal, &customer) {
+                    Ok(true) => {
+                        end(row, "converted", Some("goal met".into()), at, report);
+                        return Ok(());
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        fail(row, format!("`exit_when` failed: {e}"), at, report);
+                        return Ok(());
+                    }
+                }
+            }
+            report.steps += 1;
+            match &node.step.kind {
+                StepKind::Email(email) => {
+                    let delivery = self.email(
+                        &wf,
+                        email,
+                        &node.step.id,
+                        row,
+                        &customer,
+                        event.as_ref(),
+                        at,
+                    );
+                    match delivery {
+                        Ok(d) => {
+                            if journeys::insert_delivery(conn, &d, at).await? {
+                                report.emails += 1;
+                            }
+                        }
+                        Err(e) => {
+                            fail(row, format!("step `{}`: {e}", node.step.id), at, report);
+                            return Ok(());
+                        }
+                    }
+                    row.step = node.next.map(str::to_string);
+                }
+                StepKind::Wait(wait) => {
+                    row.step = node.next.map(str::to_string);
+                    row.due_at = Some(match wait {
+                        Wait::For(d) => at + *d,
+                        Wait::Until(t) => next_local_time(at, *t, customer_zone(&customer)),
+                    });
+                    return Ok(());
+                }
+                StepKind::If { condition, .. } => match eval(condition, &customer) {
+                    Ok(true) => row.step = node.then_first.or(node.next).map(str::to_string),
+                    Ok(false) => row.step = node.else_first.or(node.next).map(str::to_string),
+                    Err(e) => {
+                        fail(
+                            row,
+                            format!("`if` of step `{}` failed: {e}", node.step.id),
+                            at,
+                            report,
+                        );
+                        return Ok(());
+                    }
+                },
+                StepKind::Update(update) => {
+                    apply_set(
+                        &mut customer,
+                        &update
+                            .set
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    );
+                    customer.tags.retain(|t| !update.remove_tags.contains(t));
+                    for tag in &update.add_tags {
+                        if !customer.has_tag(tag) {
+                            customer.tags.push(tag.clone());
+                        }
+                    }
+                    journeys::save_customer(conn, &customer, at).await?;
+                    row.step = node.next.map(str::to_string);
+                }
+                StepKind::Webhook(hook) => {
+                    let d =
+                        self.webhook(&wf, hook, &node.step.id, row, &customer, event.as_ref(), at);
+                    if journeys::insert_delivery(conn, &d, at).await? {
+                        report.webhooks += 1;
+                    }
+                    row.step = node.next.map(str::to_string);
+                }
+                StepKind::Exit { reason } => {
+                    end(row, "exited", Some(reason.clone()), at, report);
+                    return Ok(());
+                }
+            }
+        }
+        fail(
+            row,
+            format!("more than {MAX_STEPS_PER_RUN} steps ran without a wait"),
+            at,
+            report,
+        );
+        Ok(())
+    }
+
+    fn context(
+        &self,
+        wf: &Workflow,
+        customer: &Customer,
+        event: Option<&Event>,
+        at: DateTime<Utc>,
+    ) -> Context {
+        let mut ctx = Context::new();
+        ctx.insert("customer", customer);
+        if let Some(e) = event {
+            ctx.insert("event", e);
+        }
+        ctx.insert(
+            "workflow",
+            &serde_json::json!({ "name": wf.name, "description": wf.description }),
+        );
+        ctx.insert("now", &at.to_rfc3339());
+        // Signed one-click tokens come with delivery (RFC 8058); until then the link names
+        // the customer and workflow so that it can be honoured by hand.
+        let base = self.config.unsubscribe.base_url.trim_end_matches('/');
+        ctx.insert(
+            "unsubscribe_url",
+            &format!("{base}/{}.{}", customer.id, wf.name),
+        );
+        ctx
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn email(
+        &self,
+        wf: &Workflow,
+        email: &EmailStep,
+        step: &str,
+        row: &EnrollmentRow,
+        customer: &Customer,
+        event: Option<&Event>,
+        at: DateTime<Utc>,
+    ) -> Result<NewDelivery, tera::Error> {
+        let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
+        let mut ctx = self.context(wf, customer, event, at);
+        let coupon = email
+            .coupon
+            .as_ref()
+            .map(|c| (coupon_code(&c.prefix, &key), at + c.valid_for));
+        if let Some((code, expires)) = &coupon {
+            ctx.insert("coupon", &serde_json::json!({ "code": code, "expires_at": expires.format("%Y-%m-%d").to_string() }));
+        }
+        let tera = self.plan.templates.tera();
+        let (html, text) = email.files.for_locale(customer.locale.as_deref());
+        let subject_template = subject_for(&email.subjects, customer.locale.as_deref());
+        let subject = tera.render(subject_template, &ctx)?;
+        if subject.contains(['\r', '\n']) {
+            return Err(tera::Error::message(
+                "the subject has a line break after rendering; remove it from the customer data or the template",
+            ));
+        }
+        Ok(NewDelivery {
+            id: key.clone(),
+            channel: "email",
+            enrollment_id: row.id.clone(),
+            workflow: wf.name.clone(),
+            customer_id: customer.id.clone(),
+            step: step.to_string(),
+            class: class_name(wf.class),
+            mode: mode_name(wf.delivery),
+            recipient: customer.email.clone(),
+            subject: Some(subject),
+            html: Some(tera.render(html, &ctx)?),
+            text: text.map(|t| tera.render(t, &ctx)).transpose()?,
+            payload: None,
+            coupon,
+            message_id: message_id(&key, &self.config.email.from),
+            due_at: at,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn webhook(
+        &self,
+        wf: &Workflow,
+        hook: &crate::plan::WebhookStep,
+        step: &str,
+        row: &EnrollmentRow,
+        customer: &Customer,
+        event: Option<&Event>,
+        at: DateTime<Utc>,
+    ) -> NewDelivery {
+        let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
+        let ctx = self.context(wf, customer, event, at);
+        // String values of the body are Tera templates; the URL's `${ENV}` is resolved at
+        // send time, so no secret is ever stored in the outbox.
+        let body = hook.json.as_ref().map(|j| render_json(j, &ctx));
+        let payload = serde_json::json!({ "method": hook.method, "url": hook.url, "headers": hook.headers, "body": body, "timeout_s": hook.timeout.num_seconds() });
+        NewDelivery {
+            id: key.clone(),
+            channel: "webhook",
+            enrollment_id: row.id.clone(),
+            workflow: wf.name.clone(),
+            customer_id: customer.id.clone(),
+            step: step.to_string(),
+            class: class_name(wf.class),
+            mode: mode_name(wf.delivery),
+            recipient: hook.url.clone(),
+            subject: None,
+            html: None,
+            text: None,
+            payload: Some(payload.to_string()),
+            coupon: None,
+            message_id: message_id(&key, &self.config.email.from),
+            due_at: at,
+        }
+    }
+}
+
+fn render_json(v: &Value, ctx: &Context) -> Value {
+    match v {
+        Value::String(s) if s.contains("{{") || s.contains("{%") => {
+            Value::String(tera::Tera::one_off(s, ctx, false).unwrap_or_else(|_| s.clone()))
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| render_json(x, ctx)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), render_json(x, ctx)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn end(
+    row: &mut EnrollmentRow,
+    state: &str,
+    reason: Option<String>,
+    at: DateTime<Utc>,
+    report: &mut PassReport,
+) {
+    row.state = state.to_string();
+    row.exit_reason = reason;
+    row.ended_at = Some(at);
+    row.step = None;
+    row.due_at = None;
+    match state {
+        "completed" => report.completed += 1,
+        "converted" => report.converted += 1,
+        _ => report.exited += 1,
+    }
+}
+
+/// One customer's journey fails with the error recorded; the others go on.
+fn fail(row: &mut EnrollmentRow, error: String, at: DateTime<Utc>, report: &mut PassReport) {
+    row.state = "failed".into();
+    row.error = Some(error);
+    row.ended_at = Some(at);
+    row.due_at = None;
+    report.failed += 1;
+}
+
+fn class_name(c: MailClass) -> &'static str {
+    match c {
+        MailClass::Marketing => "marketing",
+        MailClass::Transactional => "transactional",
+    }
+}
+
+fn mode_name(m: DeliveryMode) -> &'static str {
+    match m {
+        DeliveryMode::AtLeastOnce => "at_least_once",
+        DeliveryMode::AtMostOnce => "at_most_once",
+    }
+}
+
+/// The subject for a locale: `ja-JP` tries `ja-JP`, then `ja`, then the default.
+fn subject_for<'a>(
+    subjects: &'a std::collections::BTreeMap<String, String>,
+    locale: Option<&str>,
+) -> &'a str {
+    let mut tag = locale.unwrap_or("").to_string();
+    while !tag.is_empty() {
+        if let Some(name) = subjects
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(&tag))
+            .map(|(_, v)| v)
+        {
+            return name;
+        }
+        match tag.rfind('-') {
+            Some(i) => tag.truncate(i),
+            None => tag.clear(),
+        }
+    }
+    subjects.get("").map_or("", String::as_str)
+}
+
+fn customer_zone(c: &Customer) -> Tz {
+    c.timezone
+        .as_deref()
+        .and_then(|z| z.parse().ok())
+        .unwrap_or(Tz::UTC)
+}
+
+/// The next time the clock shows `time` in `tz`, strictly after `after`.
+fn next_local_time(after: DateTime<Utc>, time: NaiveTime, tz: Tz) -> DateTime<Utc> {
+    let local = after.with_timezone(&tz).date_naive();
+    for day in 0..3 {
+        let date = local + TimeDelta::days(day);
+        let naive = date.and_time(time);
+        let instant = match tz.from_local_datetime(&naive) {
+            chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+                Some(t.with_timezone(&Utc))
+            }
+            chrono::LocalResult::None => crate::cron::jump_after_gap(naive, tz),
+        };
+        if let Some(t) = instant.filter(|t| *t > after) {
+            return t;
+        }
+    }
+    after + TimeDelta::days(1)
+}
+
+/// Applies `set` values: fixed columns by name, everything else to `attributes`.
+fn apply_set(c: &mut Customer, set: &Map<String, Value>) {
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .or_else(|| (!v.is_null()).then(|| v.to_string()))
+    };
+    let time = |v: &Value| v.as_str().and_then(|s| crate::import::parse_time(s).ok());
+    for (k, v) in set {
+        match k.as_str() {
+            "first_name" => c.first_name = text(v),
+            "last_name" => c.last_name = text(v),
+            "locale" => c.locale = text(v),
+            "timezone" => c.timezone = text(v),
+            "birthday" => {
+                c.birthday = v
+                    .as_str()
+                    .and_then(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+            }
+            "created_at" => c.created_at = time(v),
+            "last_order_at" => c.last_order_at = time(v),
+            "orders_count" => c.orders_count = v.as_i64().unwrap_or(c.orders_count),
+            "total_spent" => c.total_spent = v.as_f64().unwrap_or(c.total_spent),
+            "tags" => {
+                if let Some(a) = v.as_array() {
+                    c.tags = a
+                        .iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect();
+                }
+            }
+            "id" | "email" | "unsubscribed_at" | "attributes" => {}
+            other if !CUSTOMER_FIELDS.contains(&other) => {
+                c.attributes.insert(other.to_string(), v.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// 64-bit FNV-1a: a stable, dependency-free hash for ids derived from keys.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A stable Message-ID from the delivery key, so a resend is recognisable as the same mail.
+pub fn message_id(key: &str, from: &str) -> String {
+    let domain = from
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>').trim())
+        .filter(|d| !d.is_empty())
+        .unwrap_or("tidings.localhost");
+    format!(
+        "<{:016x}.{:016x}@{domain}>",
+        fnv(key),
+        fnv(&format!("{key}#2"))
+    )
+}
+
+/// `PREFIX-XXXX-XXXX`, derived from the delivery key: each delivery (and so each
+/// re-entry) gets its own code, and a retried step gets the same one.
+fn coupon_code(prefix: &str, key: &str) -> String {
+    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+    let mut h = fnv(key);
+    let mut code = String::new();
+    for i in 0..8 {
+        if i == 4 {
+            code.push('-');
+        }
+        code.push(ALPHABET[(h % 32) as usize] as char);
+        h /= 32;
+    }
+    format!("{prefix}-{code}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_and_coupons_are_stable_and_distinct() {
+        let a = message_id("w/c/e/s", "Acme <hello@acme.example>");
+        assert_eq!(a, message_id("w/c/e/s", "Acme <hello@acme.example>"));
+        assert!(a.ends_with("@acme.example>"), "{a}");
+        assert_ne!(a, message_id("w/c/e2/s", "Acme <hello@acme.example>"));
+        let c = coupon_code("BDAY", "k1");
+        assert_eq!(c.len(), "BDAY-XXXX-XXXX".len());
+        assert_ne!(c, coupon_code("BDAY", "k2"));
+    }
+
+    #[test]
+    fn subjects_fall_back_by_locale() {
+        let s = std::collections::BTreeMap::from([
+            (String::new(), "d".to_string()),
+            ("ja".to_string(), "j".to_string()),
+        ]);
+        assert_eq!(subject_for(&s, Some("ja-JP")), "j");
+        assert_eq!(subject_for(&s, Some("fr")), "d");
+        assert_eq!(subject_for(&s, None), "d");
+    }
+
+    #[test]
+    fn waits_until_a_local_time() {
+        let after = DateTime::parse_from_rfc3339("2026-06-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let t = next_local_time(
+            after,
+            NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+            Tz::Asia__Tokyo,
+        );
+        // 10:00Z is 19:00 in Tokyo: the next 09:00 is tomorrow, 00:00Z.
+        assert_eq!(t.to_rfc3339(), "2026-06-02T00:00:00+00:00");
+    }
+}
