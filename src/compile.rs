@@ -213,8 +213,12 @@ impl Compiler {
             .push(Diagnostic::error(code, message).at(span).help(help));
     }
 
+    fn error_count(&self) -> usize {
+        self.diags.iter().filter(|d| d.is_error()).count()
+    }
+
     fn compile_file(&mut self, file: &SourceFile) -> Option<(Workflow, Span)> {
-        let errors_before = self.diags.len();
+        let errors_before = self.error_count();
         if file.text().trim().is_empty() {
             self.error(
                 "empty-workflow",
@@ -290,7 +294,7 @@ impl Compiler {
             );
         }
         let steps = self.steps(&wf.steps, &root.key("steps"), "", &mut ctx);
-        if self.diags.len() > ctx.errors_before {
+        if self.error_count() > ctx.errors_before {
             return None;
         }
         Some((

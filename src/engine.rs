@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::customer::{CUSTOMER_FIELDS, Customer, Enrollment, Event};
 use crate::expr::{EvalInput, EventHistory, Expr};
-use crate::plan::{EmailStep, Plan, Reentry, Step, StepKind, Trigger, Wait, Workflow};
+use crate::plan::{EmailStep, Plan, Reentry, Step, StepKind, Trigger, Wait, Workflow, Zone};
 use crate::store::journeys::{self, EnrollmentRow, NewDelivery};
 use crate::store::{Store, StoreError};
 use crate::workflow::{DeliveryMode, MailClass};
@@ -149,6 +149,8 @@ impl Engine {
     /// nothing is left to do.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
+        self.fire_schedules(now, &mut report).await?;
+        self.fire_dates(now, &mut report).await?;
         loop {
             let n = self.process_events(now, &mut report).await?;
             let m = self.run_due(now, &mut report).await?;
@@ -236,22 +238,25 @@ impl Engine {
             (Reentry::After(d), Some(last)) if at - last < d => return Ok(false),
             (Reentry::After(_), Some(_)) => {}
         }
-        if let Some(audience) = &wf.audience {
-            let input = EvalInput {
-                customer,
-                event,
-                enrollment: None,
-                now: at,
-                history: Some(history.clone()),
-            };
-            match self.plan.engine.eval_bool(audience, &input) {
-                Ok(true) => {}
-                // An audience that fails for one customer skips that customer only.
-                Ok(false) | Err(_) => return Ok(false),
+        let audience_error = match &wf.audience {
+            None => None,
+            Some(audience) => {
+                let input = EvalInput {
+                    customer,
+                    event,
+                    enrollment: None,
+                    now: at,
+                    history: Some(history.clone()),
+                };
+                match self.plan.engine.eval_bool(audience, &input) {
+                    Ok(true) => None,
+                    Ok(false) => return Ok(false),
+                    Err(e) => Some(format!("`audience` failed: {e}")),
+                }
             }
-        }
+        };
         let program = Program::of(wf);
-        let row = EnrollmentRow {
+        let mut row = EnrollmentRow {
             id: format!("{}:{}:{}", wf.name, customer.id, trigger_key),
             workflow: wf.name.clone(),
             customer_id: customer.id.clone(),
@@ -268,7 +273,156 @@ impl Engine {
             error: None,
             version: 0,
         };
+        if let Some(error) = audience_error {
+            // This customer's enrollment fails with the error recorded; the others go on.
+            row.error = Some(error);
+            journeys::insert_failed_enrollment(conn, &row).await?;
+            return Ok(false);
+        }
         Ok(journeys::insert_enrollment(conn, &row).await?)
+    }
+
+    /// Cron triggers: every fire time after the last one recorded and up to `now` fires
+    /// once (on a fresh store, only one exactly at `now`). A `timezone: customer` schedule
+    /// fires per zone, for the customers in that zone.
+    async fn fire_schedules(
+        &self,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<(), EngineError> {
+        for wf in self.plan.workflows.clone() {
+            let Trigger::Schedule { cron, zone, .. } = &wf.trigger else {
+                continue;
+            };
+            if !wf.enabled {
+                continue;
+            }
+            let zones: Vec<(String, Tz, Option<String>)> = match zone {
+                Zone::Fixed(tz) => vec![(wf.name.clone(), *tz, None)],
+                Zone::Customer => {
+                    let mut conn = self.store.pool.acquire().await?;
+                    journeys::customer_zones(&mut conn)
+                        .await?
+                        .into_iter()
+                        .map(|z| {
+                            let tz = z.as_deref().and_then(|n| n.parse().ok()).unwrap_or(Tz::UTC);
+                            (
+                                format!("{}@{}", wf.name, z.as_deref().unwrap_or("UTC")),
+                                tz,
+                                Some(z.unwrap_or_default()),
+                            )
+                        })
+                        .collect()
+                }
+            };
+            for (key, tz, only_zone) in zones {
+                let mut conn = self.store.pool.acquire().await?;
+                let from = journeys::last_fire(&mut conn, &key)
+                    .await?
+                    .unwrap_or(now - TimeDelta::seconds(1));
+                drop(conn);
+                let mut cursor = from;
+                // A bounded catch-up: a store left for years does not fire for hours.
+                for _ in 0..100 {
+                    let Some(fire) = cron.next_after(cursor, tz).filter(|t| *t <= now) else {
+                        break;
+                    };
+                    cursor = fire;
+                    let mut conn = self.store.pool.acquire().await?;
+                    if !journeys::claim_fire(&mut conn, &key, fire, now).await? {
+                        continue;
+                    }
+                    drop(conn);
+                    let trigger_key = fire.timestamp_millis().to_string();
+                    self.enroll_all(&wf, report, |c| match &only_zone {
+                        None => Some((trigger_key.clone(), fire)),
+                        Some(z) if c.timezone.as_deref().unwrap_or("") == z => {
+                            Some((trigger_key.clone(), fire))
+                        }
+                        Some(_) => None,
+                    })
+                    .await?;
+                }
+                // The pass itself is the watermark: the next pass starts after it, even when
+                // nothing fired (a fresh store's first pass).
+                let mut conn = self.store.pool.acquire().await?;
+                journeys::claim_fire(&mut conn, &key, now, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Date triggers: customers whose anniversary (at the local time, with the offset)
+    /// fell after the previous pass and by `now` enter, once per anniversary.
+    async fn fire_dates(
+        &self,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<(), EngineError> {
+        for wf in self.plan.workflows.clone() {
+            let Trigger::Date { column, at, offset } = &wf.trigger else {
+                continue;
+            };
+            if !wf.enabled {
+                continue;
+            }
+            let key = format!("{}#date", wf.name);
+            let mut conn = self.store.pool.acquire().await?;
+            let from = journeys::last_fire(&mut conn, &key)
+                .await?
+                .unwrap_or(now - TimeDelta::seconds(1));
+            if from >= now || !journeys::claim_fire(&mut conn, &key, now, now).await? {
+                continue;
+            }
+            drop(conn);
+            let (column, at, offset) = (column.clone(), *at, *offset);
+            self.enroll_all(&wf, report, |c| {
+                let date = match column.as_str() {
+                    "birthday" => c.birthday,
+                    "created_at" => c.created_at.map(|t| t.date_naive()),
+                    "last_order_at" => c.last_order_at.map(|t| t.date_naive()),
+                    _ => None,
+                }?;
+                let fire = crate::plan::next_anniversary(date, at, offset, customer_zone(c), from)?;
+                (fire <= now).then(|| (fire.timestamp_millis().to_string(), fire))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Streams every customer, page by page, enrolling those `key_of` gives a trigger key
+    /// and a fire time.
+    async fn enroll_all(
+        &self,
+        wf: &Workflow,
+        report: &mut PassReport,
+        key_of: impl Fn(&Customer) -> Option<(String, DateTime<Utc>)>,
+    ) -> Result<(), EngineError> {
+        let mut after = String::new();
+        loop {
+            let mut conn = self.store.pool.acquire().await?;
+            let page = journeys::customers_page(&mut conn, &after, BATCH).await?;
+            drop(conn);
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.id.clone();
+            let mut tx = self.store.pool.begin().await?;
+            for customer in &page {
+                let Some((trigger_key, at)) = key_of(customer) else {
+                    continue;
+                };
+                let history = Arc::new(journeys::history(&mut tx, &customer.id, at).await?);
+                if self
+                    .enroll(&mut tx, wf, customer, None, &history, trigger_key, at)
+                    .await?
+                {
+                    report.enrolled += 1;
+                }
+            }
+            tx.commit().await?;
+        }
     }
 
     async fn run_due(

@@ -397,3 +397,79 @@ pub async fn enrollments(
         })
         .collect()
 }
+
+/// A page of customers after `after_id`, in id order: how triggers stream the whole table
+/// without holding it, or a read cursor, in memory.
+pub async fn customers_page(
+    conn: &mut AnyConnection,
+    after_id: &str,
+    limit: i64,
+) -> Result<Vec<Customer>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM customers WHERE id > $1 ORDER BY id LIMIT $2")
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(customer_from_row).collect()
+}
+
+/// The last fire time (or date-trigger pass) recorded for a schedule key.
+pub async fn last_fire(
+    conn: &mut AnyConnection,
+    key: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let row = sqlx::query("SELECT MAX(fire_at) FROM schedule_fires WHERE workflow = $1")
+        .bind(key)
+        .fetch_one(conn)
+        .await?;
+    Ok(from_millis(row.try_get::<Option<i64>, _>(0)?))
+}
+
+/// Claims a fire time; `false` when another pass or replica already did.
+pub async fn claim_fire(
+    conn: &mut AnyConnection,
+    key: &str,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query("INSERT INTO schedule_fires (workflow, fire_at, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(key)
+        .bind(at.timestamp_millis())
+        .bind(now.timestamp_millis())
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
+
+/// Records an audience that failed for one customer, so the error is seen, not lost.
+pub async fn insert_failed_enrollment(
+    conn: &mut AnyConnection,
+    e: &EnrollmentRow,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query(
+        "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, entered_at, ended_at, orders_count_at_entry, total_spent_at_entry, error, version) VALUES ($1, $2, $3, $4, 'failed', $5, $5, $6, $7, $8, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(e.id.clone())
+    .bind(e.workflow.clone())
+    .bind(e.customer_id.clone())
+    .bind(e.trigger_key.clone())
+    .bind(e.entered_at.timestamp_millis())
+    .bind(e.orders_count_at_entry)
+    .bind(e.total_spent_at_entry)
+    .bind(e.error.clone())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// The distinct zones customers are in (`None` for customers without one).
+pub async fn customer_zones(conn: &mut AnyConnection) -> Result<Vec<Option<String>>, StoreError> {
+    let rows = sqlx::query("SELECT DISTINCT timezone FROM customers")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<Option<String>, _>(0)?))
+        .collect()
+}

@@ -414,3 +414,96 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Schedule and date triggers fire once per fire time across passes; an audience that
+/// fails for one customer records a failed enrollment with the error and the rest go on.
+#[test]
+fn schedules_dates_and_a_failing_audience() {
+    for b in backends("triggers") {
+        let root = crate::common::repo_root();
+        for dir in ["workflows", "templates"] {
+            copy_dir(&root.join(dir), &b.dir.join(dir));
+        }
+        write(
+            &b.dir,
+            "workflows/tiered.yaml",
+            "name: tiered\nclass: transactional\ntrigger: { event: customer_created }\naudience: customer.attributes.tier.len() > 0\nsteps:\n  - update: { tags: { add: [tiered] } }\n",
+        );
+        write(
+            &b.dir,
+            "c.csv",
+            "id,email,orders_count,last_order_at,birthday,timezone,tier\n\
+             1,lapsed@example.com,2,2026-01-01T10:00:00Z,,Europe/Berlin,gold\n\
+             2,recent@example.com,1,2026-05-20T10:00:00Z,,Europe/Berlin,\n\
+             3,bday@example.jp,0,,1990-06-02,Asia/Tokyo,\n\
+             4,leap@example.com,0,,2000-02-29,,\n",
+        );
+        assert_eq!(
+            tidings(&b)
+                .args(["import", "customers", "c.csv"])
+                .run()
+                .code,
+            0
+        );
+        for id in ["1", "2"] {
+            tidings(&b)
+                .args([
+                    "event",
+                    "customer_created",
+                    "--customer",
+                    id,
+                    "--at",
+                    "2026-05-31T12:00:00Z",
+                ])
+                .run();
+        }
+        let pass = |now: &str| {
+            let run = tidings(&b).args(["run", "--once", "--now", now]).run();
+            assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+            run.stdout
+        };
+        pass("2026-06-01T07:00:00Z");
+        // Monday 10:00 in Berlin is 08:00Z; the Tokyo birthday at 09:00 local is 00:00Z.
+        pass("2026-06-02T09:00:00Z");
+        let again = pass("2026-06-02T09:00:00Z");
+        assert!(again.contains("0 enrolled"), "{again}");
+        let (deliveries, enrollments) = with_store(&b, async |s| {
+            let mut conn = s.connection().await.unwrap();
+            (
+                tidings::store::journeys::deliveries(&mut conn)
+                    .await
+                    .unwrap(),
+                tidings::store::journeys::enrollments(&mut conn)
+                    .await
+                    .unwrap(),
+            )
+        });
+        let sent: Vec<(&str, &str, String)> = deliveries
+            .iter()
+            .map(|d| {
+                (
+                    d.customer_id.as_str(),
+                    d.step.as_str(),
+                    d.due_at.to_rfc3339(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("1", "deal", "2026-06-01T08:00:00+00:00".to_string()),
+            ("3", "gift", "2026-06-02T00:00:00+00:00".to_string()),
+        ];
+        assert_eq!(sent, expected, "{}", b.label);
+        let tiered: Vec<_> = enrollments.iter().filter(|e| e.0 == "tiered").collect();
+        assert_eq!(tiered.len(), 2, "{tiered:?}");
+        assert_eq!(tiered[0].2, "completed");
+        assert_eq!(tiered[1].2, "failed");
+        assert!(
+            tiered[1]
+                .4
+                .as_deref()
+                .unwrap()
+                .contains("`audience` failed: Function not found: len"),
+            "{tiered:?}"
+        );
+    }
+}
