@@ -662,6 +662,7 @@ impl Engine {
         if let Some((code, expires)) = &coupon {
             ctx.insert("coupon", &serde_json::json!({ "code": code, "expires_at": expires.format("%Y-%m-%d").to_string() }));
         }
+        let unsubscribe = ctx.get("unsubscribe_url").cloned();
         let tera = self.plan.templates.tera();
         let (html, text) = email.files.for_locale(customer.locale.as_deref());
         let subject_template = subject_for(&email.subjects, customer.locale.as_deref());
@@ -684,7 +685,10 @@ impl Engine {
             subject: Some(subject),
             html: Some(tera.render(html, &ctx)?),
             text: text.map(|t| tera.render(t, &ctx)).transpose()?,
-            payload: None,
+            payload: Some(
+                serde_json::json!({ "unsubscribe_url": unsubscribe.map(|u| u.to_string()) })
+                    .to_string(),
+            ),
             coupon,
             message_id: message_id(&key, &self.config.email.from),
             due_at: at,

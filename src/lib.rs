@@ -11,6 +11,7 @@ pub mod compile;
 pub mod config;
 pub mod cron;
 pub mod customer;
+pub mod delivery;
 pub mod diagnostic;
 pub mod duration;
 pub mod engine;

@@ -1,5 +1,5 @@
-//! `tidings run --once [--now TIME]`: one pass of the engine, for cron-driven setups and
-//! for rehearsing a moment in time.
+//! `tidings run --once [--now TIME]`: one pass of the engine, then the outbox is drained
+//! through the configured transport — for cron-driven setups and for rehearsing a moment.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,6 +11,7 @@ use chrono::Utc;
 use crate::cli::RunArgs;
 use crate::commands::{CommandError, eprint_diagnostics, open_store};
 use crate::compile::compile_project;
+use crate::delivery::{Transport, dispatch};
 use crate::engine::Engine;
 
 pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
@@ -25,6 +26,8 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
         eprintln!("error: the workflows have errors; nothing was run");
         return Ok(ExitCode::FAILURE);
     }
+    let transport = Transport::parse(&project.config.email.transport, &project.root)
+        .map_err(|e| CommandError::Usage(format!("{e} (in `email.transport` of tidings.yaml)")))?;
     let engine = Engine::new(
         Arc::new(compiled.plan),
         store.clone(),
@@ -33,9 +36,18 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
     let report = runtime
         .block_on(engine.run_once(now))
         .map_err(|e| CommandError::Usage(format!("the pass stopped: {e}")))?;
+    let sent = runtime
+        .block_on(dispatch(
+            &store,
+            &transport,
+            &project.config.email.from,
+            now,
+        ))
+        .map_err(|e| CommandError::Usage(format!("delivery stopped: {e}")))?;
     runtime.block_on(store.close());
+    let mut out = std::io::stdout().lock();
     writeln!(
-        std::io::stdout(),
+        out,
         "pass at {}: {} events, {} enrolled, {} steps, {} emails and {} webhooks queued; {} completed, {} converted, {} exited, {} failed",
         now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         report.events,
@@ -47,6 +59,15 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
         report.converted,
         report.exited,
         report.failed
+    )?;
+    let where_ = match &transport {
+        Transport::Folder(dir) => format!(" to {}", dir.display()),
+        Transport::Stdout => String::new(),
+    };
+    writeln!(
+        out,
+        "delivered {} emails{where_}; {} could not be built",
+        sent.sent, sent.failed
     )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -351,12 +351,61 @@ pub struct DeliveryRow {
     pub message_id: String,
     pub state: String,
     pub due_at: DateTime<Utc>,
+    pub class: String,
+    pub payload: Option<String>,
 }
 
 pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, StoreError> {
     let rows = sqlx::query("SELECT * FROM deliveries ORDER BY due_at, id")
         .fetch_all(conn)
         .await?;
+    delivery_rows(&rows)
+}
+
+/// Email deliveries waiting to be sent by `until`, oldest first.
+pub async fn pending_emails(
+    conn: &mut AnyConnection,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM deliveries WHERE channel = 'email' AND state = 'pending' AND due_at <= $1 ORDER BY due_at, id LIMIT $2")
+        .bind(until.timestamp_millis())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    delivery_rows(&rows)
+}
+
+pub async fn mark_sent(
+    conn: &mut AnyConnection,
+    id: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE deliveries SET state = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2",
+    )
+    .bind(at.timestamp_millis())
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A delivery that cannot be sent as it is (e.g. a header would be unsafe).
+pub async fn mark_failed(
+    conn: &mut AnyConnection,
+    id: &str,
+    error: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE deliveries SET state = 'failed', last_error = $1, attempts = attempts + 1 WHERE id = $2")
+        .bind(error)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn delivery_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<DeliveryRow>, StoreError> {
     rows.iter()
         .map(|r| {
             Ok(DeliveryRow {
@@ -373,6 +422,8 @@ pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, St
                 message_id: r.try_get("message_id")?,
                 state: r.try_get("state")?,
                 due_at: from_millis(Some(r.try_get("due_at")?)).unwrap_or_default(),
+                class: r.try_get("class")?,
+                payload: r.try_get("payload")?,
             })
         })
         .collect()

@@ -343,6 +343,36 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
         pass("2026-06-09T10:00:00Z");
         let again = pass("2026-06-09T10:00:00Z");
         assert!(again.contains("0 steps, 0 emails"), "{again}");
+        assert!(again.contains("delivered 0 emails"), "{again}");
+
+        // The default transport wrote one .eml per delivery, dated with the step's time.
+        let mut mails: Vec<String> = std::fs::read_dir(b.dir.join("out/mail"))
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        mails.sort();
+        assert_eq!(mails.len(), 5, "{}", b.label);
+        let offer = mails
+            .iter()
+            .find(|m| m.contains("X-Tidings-Step: first-order-offer"))
+            .unwrap();
+        assert!(
+            offer.contains("Date: Mon, 08 Jun 2026 09:00:00 +0000"),
+            "{offer}"
+        );
+        assert!(
+            offer.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{offer}"
+        );
+        assert!(offer.contains("multipart/alternative"), "{offer}");
+        let thanks = mails
+            .iter()
+            .find(|m| m.contains("X-Tidings-Workflow: post-purchase-thank-you"))
+            .unwrap();
+        assert!(
+            !thanks.contains("List-Unsubscribe"),
+            "transactional mail has no unsubscribe header: {thanks}"
+        );
 
         let (deliveries, enrollments) = with_store(&b, async |s| {
             let mut conn = s.connection().await.unwrap();
@@ -383,7 +413,7 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
         assert!(
             deliveries
                 .iter()
-                .all(|d| d.state == "pending" && d.message_id.starts_with('<'))
+                .all(|d| d.state == "sent" && d.message_id.starts_with('<'))
         );
         let states: Vec<(&str, &str, &str)> = enrollments
             .iter()
