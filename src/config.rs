@@ -196,6 +196,7 @@ impl Project {
             file: Some(file),
         };
         project.check_env_references()?;
+        project.check_limits()?;
         Ok(project)
     }
 
@@ -227,6 +228,43 @@ impl Project {
         } else {
             self.root.join(rel)
         }
+    }
+
+    /// Quiet hours are times of day and the cap's period a duration; checked at load so
+    /// that a typo is an error, not a rule silently not applied.
+    fn check_limits(&self) -> Result<(), Box<Diagnostic>> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let doc = Document::index(file);
+        let limits = Route::root().key("limits");
+        if let Some(q) = &self.config.limits.quiet_hours {
+            for (key, value) in [("from", &q.from), ("to", &q.to)] {
+                if crate::duration::parse_time_of_day(value).is_none() {
+                    return Err(Box::new(
+                        Diagnostic::error(
+                            "config-limits",
+                            format!("`{value}` is not a time of day"),
+                        )
+                        .at(doc.value_span(&limits.key("quiet_hours").key(key)))
+                        .help("write 24-hour local time as `HH:MM`, e.g. `21:00`"),
+                    ));
+                }
+            }
+        }
+        if let Some(cap) = &self.config.limits.frequency_cap
+            && crate::duration::parse(&cap.per).map_or(true, |d| d <= chrono::TimeDelta::zero())
+        {
+            return Err(Box::new(
+                Diagnostic::error(
+                    "config-limits",
+                    format!("`{}` is not a period for the frequency cap", cap.per),
+                )
+                .at(doc.value_span(&limits.key("frequency_cap").key("per")))
+                .help(crate::duration::DURATION_HELP),
+            ));
+        }
+        Ok(())
     }
 
     /// Every `${...}` must be well formed; whether the variable is set is checked when the

@@ -20,7 +20,7 @@ use crate::expr::{EvalInput, EventHistory, Expr};
 use crate::plan::{EmailStep, Plan, Reentry, Step, StepKind, Trigger, Wait, Workflow, Zone};
 use crate::store::journeys::{self, EnrollmentRow, NewDelivery};
 use crate::store::{Store, StoreError};
-use crate::workflow::{DeliveryMode, MailClass};
+use crate::workflow::{Deferral, DeliveryMode, MailClass};
 
 /// Where the current time comes from.
 pub trait Clock: Send + Sync {
@@ -77,6 +77,19 @@ pub struct PassReport {
     pub converted: u64,
     pub exited: u64,
     pub failed: u64,
+    /// Emails held back by quiet hours or the frequency cap, to run later.
+    pub deferred: u64,
+    /// Emails skipped by those rules (recorded in the outbox as `skipped`).
+    pub skipped: u64,
+}
+
+/// Whether a marketing email may go now.
+enum Fairness {
+    Send,
+    Hold {
+        until: DateTime<Utc>,
+        reason: &'static str,
+    },
 }
 
 /// How the steps of one workflow follow each other, by id.
@@ -540,16 +553,37 @@ impl Engine {
                         event.as_ref(),
                         at,
                     );
-                    match delivery {
-                        Ok(d) => {
-                            if journeys::insert_delivery(conn, &d, at).await? {
-                                report.emails += 1;
-                            }
-                        }
+                    let d = match delivery {
+                        Ok(d) => d,
                         Err(e) => {
                             fail(row, format!("step `{}`: {e}", node.step.id), at, report);
                             return Ok(());
                         }
+                    };
+                    if wf.class == MailClass::Marketing {
+                        match self.fairness(conn, &customer, at).await? {
+                            Fairness::Send => {}
+                            Fairness::Hold { until, reason } => {
+                                let policy = if reason == "quiet hours" {
+                                    email.in_quiet_hours
+                                } else {
+                                    email.when_capped
+                                };
+                                if policy == Deferral::Wait {
+                                    // The step stays where it is and runs again when allowed.
+                                    row.due_at = Some(until);
+                                    report.deferred += 1;
+                                    return Ok(());
+                                }
+                                journeys::insert_skipped(conn, &d, reason, at).await?;
+                                report.skipped += 1;
+                                row.step = node.next.map(str::to_string);
+                                continue;
+                            }
+                        }
+                    }
+                    if journeys::insert_delivery(conn, &d, at).await? {
+                        report.emails += 1;
                     }
                     row.step = node.next.map(str::to_string);
                 }
@@ -613,6 +647,51 @@ impl Engine {
             report,
         );
         Ok(())
+    }
+
+    /// The rules across all marketing workflows: quiet hours in the customer's zone, then
+    /// the frequency cap.
+    async fn fairness(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        customer: &Customer,
+        at: DateTime<Utc>,
+    ) -> Result<Fairness, EngineError> {
+        let limits = &self.config.limits;
+        if let Some(q) = &limits.quiet_hours
+            && let (Some(from), Some(to)) = (
+                crate::duration::parse_time_of_day(&q.from),
+                crate::duration::parse_time_of_day(&q.to),
+            )
+        {
+            let local = at.with_timezone(&customer_zone(customer)).time();
+            let quiet = if from <= to {
+                local >= from && local < to
+            } else {
+                local >= from || local < to
+            };
+            if quiet {
+                return Ok(Fairness::Hold {
+                    until: next_local_time(at, to, customer_zone(customer)),
+                    reason: "quiet hours",
+                });
+            }
+        }
+        if let Some(cap) = &limits.frequency_cap
+            && let Ok(per) = crate::duration::parse(&cap.per)
+            && cap.count > 0
+        {
+            let sends = journeys::marketing_sends_since(conn, &customer.id, at - per).await?;
+            if sends.len() >= cap.count as usize {
+                // The slot opens when the oldest send in the window leaves it.
+                let until = sends[sends.len() - cap.count as usize] + per;
+                return Ok(Fairness::Hold {
+                    until: until.max(at + TimeDelta::seconds(1)),
+                    reason: "frequency cap",
+                });
+            }
+        }
+        Ok(Fairness::Send)
     }
 
     fn context(

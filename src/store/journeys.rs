@@ -524,3 +524,45 @@ pub async fn customer_zones(conn: &mut AnyConnection) -> Result<Vec<Option<Strin
         .map(|r| Ok(r.try_get::<Option<String>, _>(0)?))
         .collect()
 }
+
+/// When the customer's marketing emails were (or will be) sent since `since`, oldest
+/// first: what the frequency cap counts.
+pub async fn marketing_sends_since(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT due_at FROM deliveries WHERE customer_id = $1 AND channel = 'email' AND class = 'marketing' AND state IN ('pending', 'sending', 'sent', 'retrying', 'unknown') AND due_at > $2 ORDER BY due_at",
+    )
+    .bind(customer_id)
+    .bind(since.timestamp_millis())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            from_millis(Some(r.try_get(0)?))
+                .ok_or_else(|| StoreError::Corrupt("delivery time".into()))
+        })
+        .collect()
+}
+
+/// Records an email step that a rule skipped, so that it shows in reports instead of
+/// vanishing.
+pub async fn insert_skipped(
+    conn: &mut AnyConnection,
+    d: &NewDelivery,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut skipped = d.clone();
+    skipped.coupon = None;
+    if insert_delivery(conn, &skipped, now).await? {
+        sqlx::query("UPDATE deliveries SET state = 'skipped', last_error = $1 WHERE id = $2")
+            .bind(reason)
+            .bind(d.id.clone())
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}

@@ -537,3 +537,87 @@ fn schedules_dates_and_a_failing_audience() {
         );
     }
 }
+
+/// Quiet hours in the customer's zone and the frequency cap hold marketing mail back (or
+/// skip it, as the step says), and either way it is recorded; transactional mail is exempt.
+#[test]
+fn quiet_hours_and_the_frequency_cap() {
+    for b in backends("fairness") {
+        let root = crate::common::repo_root();
+        for dir in ["workflows", "templates"] {
+            copy_dir(&root.join(dir), &b.dir.join(dir));
+        }
+        write(
+            &b.dir,
+            "tidings.yaml",
+            "database: ${TIDINGS_DB}\nlimits:\n  quiet_hours: { from: \"21:00\", to: \"08:00\" }\n  frequency_cap: { count: 1, per: 7d }\n",
+        );
+        write(
+            &b.dir,
+            "workflows/flash-sale.yaml",
+            "name: flash-sale\ntrigger: { event: flash_sale }\nreentry: always\nsteps:\n  - id: sale\n    email: welcome/tips\n    subject: Sale\n    when_capped: skip\n",
+        );
+        write(
+            &b.dir,
+            "c.csv",
+            "id,email,timezone\nk,ken@example.jp,Asia/Tokyo\n",
+        );
+        assert_eq!(
+            tidings(&b)
+                .args(["import", "customers", "c.csv"])
+                .run()
+                .code,
+            0
+        );
+        let event = |name: &str, at: &str| {
+            let run = tidings(&b)
+                .args(["event", name, "--customer", "k", "--at", at])
+                .run();
+            assert_eq!(run.code, 0, "{}", run.transcript());
+        };
+        let pass = |now: &str| {
+            let run = tidings(&b).args(["run", "--once", "--now", now]).run();
+            assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+        };
+        // 13:00Z is 22:00 in Tokyo: quiet until 08:00 local (23:00Z).
+        event("customer_created", "2026-06-01T13:00:00Z");
+        pass("2026-06-01T13:00:00Z");
+        pass("2026-06-02T00:00:00Z");
+        // A capped flash sale with `when_capped: skip` is skipped, and recorded.
+        event("flash_sale", "2026-06-02T01:00:00Z");
+        // A transactional thank-you is not capped.
+        event("order_placed", "2026-06-02T02:00:00Z");
+        for now in [
+            "2026-06-02T03:00:00Z",
+            "2026-06-09T00:00:00Z",
+            "2026-06-16T00:00:00Z",
+        ] {
+            pass(now);
+        }
+        let deliveries = with_store(&b, async |s| {
+            let mut conn = s.connection().await.unwrap();
+            tidings::store::journeys::deliveries(&mut conn)
+                .await
+                .unwrap()
+        });
+        let got: Vec<(String, String, String)> = deliveries
+            .iter()
+            .map(|d| (d.step.clone(), d.state.clone(), d.due_at.to_rfc3339()))
+            .collect();
+        let expected: Vec<(String, String, String)> = [
+            ("sale", "skipped", "2026-06-02T01:00:00+00:00"),
+            ("thanks", "sent", "2026-06-02T02:00:00+00:00"),
+            ("hello", "sent", "2026-06-01T23:00:00+00:00"),
+            ("tips", "sent", "2026-06-08T23:00:00+00:00"),
+            ("first-order-offer", "sent", "2026-06-15T23:00:00+00:00"),
+        ]
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
+        let mut got_sorted = got.clone();
+        got_sorted.sort_by(|x, y| x.2.cmp(&y.2));
+        let mut expected_sorted = expected.clone();
+        expected_sorted.sort_by(|x, y| x.2.cmp(&y.2));
+        assert_eq!(got_sorted, expected_sorted, "{}", b.label);
+    }
+}

@@ -178,6 +178,35 @@ fn a_bad_config_file_is_reported_with_its_position() {
 }
 
 #[test]
+fn bad_limits_in_the_config_are_errors() {
+    let dir = scratch_dir("limits");
+    write(
+        &dir,
+        "tidings.yaml",
+        "limits:\n  quiet_hours: { from: \"9pm\", to: \"08:00\" }\n",
+    );
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("`9pm` is not a time of day"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("tidings.yaml:2:"), "{}", run.stderr);
+    write(
+        &dir,
+        "tidings.yaml",
+        "limits:\n  frequency_cap: { count: 3, per: a week }\n",
+    );
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert!(
+        run.stderr.contains("`a week` is not a period"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn an_unused_broken_template_is_reported_when_checking_the_whole_project() {
     let dir = scratch_dir("unused-template");
     write(
