@@ -278,14 +278,7 @@ impl Store {
                 Err(mut errors) => report.errors.append(&mut errors),
             }
         }
-        if report.errors.is_empty() || skip_invalid {
-            tx.commit().await?;
-            report.committed = true;
-        } else {
-            tx.rollback().await?;
-            report.written = 0;
-        }
-        Ok(report)
+        finish_import(tx, report, skip_invalid).await
     }
 
     async fn upsert_customer(
@@ -427,14 +420,7 @@ impl Store {
             .rows_affected();
             report.written += inserted;
         }
-        if report.errors.is_empty() || skip_invalid {
-            tx.commit().await?;
-            report.committed = true;
-        } else {
-            tx.rollback().await?;
-            report.written = 0;
-        }
-        Ok(report)
+        finish_import(tx, report, skip_invalid).await
     }
 
     pub async fn event_count(&self, customer_id: &str, name: &str) -> Result<i64, StoreError> {
@@ -456,6 +442,22 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Keeps an import's rows when all were good (or bad ones may be skipped), else none.
+async fn finish_import(
+    tx: sqlx::Transaction<'_, sqlx::Any>,
+    mut report: ImportReport,
+    skip_invalid: bool,
+) -> Result<ImportReport, StoreError> {
+    if report.errors.is_empty() || skip_invalid {
+        tx.commit().await?;
+        report.committed = true;
+    } else {
+        tx.rollback().await?;
+        report.written = 0;
+    }
+    Ok(report)
 }
 
 pub(crate) fn customer_from_row(r: &AnyRow) -> Result<Customer, StoreError> {
