@@ -290,10 +290,7 @@ fn a_bad_database_url_is_a_clear_error() {
 #[test]
 fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
     for b in backends("welcome-run") {
-        let root = crate::common::repo_root();
-        for dir in ["workflows", "templates"] {
-            copy_dir(&root.join(dir), &b.dir.join(dir));
-        }
+        with_examples(&b);
         write(
             &b.dir,
             "c.csv",
@@ -319,12 +316,7 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
                 .run();
             assert_eq!(run.code, 0, "{}", run.transcript());
         }
-        let pass = |now: &str| {
-            let run = tidings(&b).args(["run", "--once", "--now", now]).run();
-            assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
-            run.stdout
-        };
-        assert!(pass("2026-06-01T10:00:00Z").contains("2 enrolled"));
+        assert!(pass(&b, "2026-06-01T10:00:00Z").contains("2 enrolled"));
         // Customer 2 orders on day 1: the goal ends their series before the tips.
         let order = tidings(&b)
             .args([
@@ -339,9 +331,9 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
             ])
             .run();
         assert_eq!(order.code, 0);
-        pass("2026-06-04T10:00:00Z");
-        pass("2026-06-09T10:00:00Z");
-        let again = pass("2026-06-09T10:00:00Z");
+        pass(&b, "2026-06-04T10:00:00Z");
+        pass(&b, "2026-06-09T10:00:00Z");
+        let again = pass(&b, "2026-06-09T10:00:00Z");
         assert!(again.contains("0 steps, 0 emails"), "{again}");
         assert!(again.contains("delivered 0 emails"), "{again}");
 
@@ -374,17 +366,7 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
             "transactional mail has no unsubscribe header: {thanks}"
         );
 
-        let (deliveries, enrollments) = with_store(&b, async |s| {
-            let mut conn = s.connection().await.unwrap();
-            (
-                tidings::store::journeys::deliveries(&mut conn)
-                    .await
-                    .unwrap(),
-                tidings::store::journeys::enrollments(&mut conn)
-                    .await
-                    .unwrap(),
-            )
-        });
+        let (deliveries, enrollments) = outbox(&b);
         let sent: Vec<(String, String, String)> = deliveries
             .iter()
             .map(|d| (d.customer_id.clone(), d.step.clone(), d.due_at.to_rfc3339()))
@@ -432,6 +414,38 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
     }
 }
 
+/// Copies the shipped workflows and templates into a backend's project.
+fn with_examples(b: &Backend) {
+    let root = crate::common::repo_root();
+    for dir in ["workflows", "templates"] {
+        copy_dir(&root.join(dir), &b.dir.join(dir));
+    }
+}
+
+/// One `run --once` at `now`, which must succeed; its summary.
+fn pass(b: &Backend, now: &str) -> String {
+    let run = tidings(b).args(["run", "--once", "--now", now]).run();
+    assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+    run.stdout
+}
+
+type Enrollments = Vec<(String, String, String, Option<String>, Option<String>)>;
+
+/// The outbox and the enrollments, as stored.
+fn outbox(b: &Backend) -> (Vec<tidings::store::journeys::DeliveryRow>, Enrollments) {
+    with_store(b, async |s| {
+        let mut conn = s.connection().await.unwrap();
+        (
+            tidings::store::journeys::deliveries(&mut conn)
+                .await
+                .unwrap(),
+            tidings::store::journeys::enrollments(&mut conn)
+                .await
+                .unwrap(),
+        )
+    })
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -450,10 +464,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 #[test]
 fn schedules_dates_and_a_failing_audience() {
     for b in backends("triggers") {
-        let root = crate::common::repo_root();
-        for dir in ["workflows", "templates"] {
-            copy_dir(&root.join(dir), &b.dir.join(dir));
-        }
+        with_examples(&b);
         write(
             &b.dir,
             "workflows/tiered.yaml",
@@ -487,27 +498,12 @@ fn schedules_dates_and_a_failing_audience() {
                 ])
                 .run();
         }
-        let pass = |now: &str| {
-            let run = tidings(&b).args(["run", "--once", "--now", now]).run();
-            assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
-            run.stdout
-        };
-        pass("2026-06-01T07:00:00Z");
+        pass(&b, "2026-06-01T07:00:00Z");
         // Monday 10:00 in Berlin is 08:00Z; the Tokyo birthday at 09:00 local is 00:00Z.
-        pass("2026-06-02T09:00:00Z");
-        let again = pass("2026-06-02T09:00:00Z");
+        pass(&b, "2026-06-02T09:00:00Z");
+        let again = pass(&b, "2026-06-02T09:00:00Z");
         assert!(again.contains("0 enrolled"), "{again}");
-        let (deliveries, enrollments) = with_store(&b, async |s| {
-            let mut conn = s.connection().await.unwrap();
-            (
-                tidings::store::journeys::deliveries(&mut conn)
-                    .await
-                    .unwrap(),
-                tidings::store::journeys::enrollments(&mut conn)
-                    .await
-                    .unwrap(),
-            )
-        });
+        let (deliveries, enrollments) = outbox(&b);
         let sent: Vec<(&str, &str, String)> = deliveries
             .iter()
             .map(|d| {
@@ -543,10 +539,7 @@ fn schedules_dates_and_a_failing_audience() {
 #[test]
 fn quiet_hours_and_the_frequency_cap() {
     for b in backends("fairness") {
-        let root = crate::common::repo_root();
-        for dir in ["workflows", "templates"] {
-            copy_dir(&root.join(dir), &b.dir.join(dir));
-        }
+        with_examples(&b);
         write(
             &b.dir,
             "tidings.yaml",
@@ -575,14 +568,10 @@ fn quiet_hours_and_the_frequency_cap() {
                 .run();
             assert_eq!(run.code, 0, "{}", run.transcript());
         };
-        let pass = |now: &str| {
-            let run = tidings(&b).args(["run", "--once", "--now", now]).run();
-            assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
-        };
         // 13:00Z is 22:00 in Tokyo: quiet until 08:00 local (23:00Z).
         event("customer_created", "2026-06-01T13:00:00Z");
-        pass("2026-06-01T13:00:00Z");
-        pass("2026-06-02T00:00:00Z");
+        pass(&b, "2026-06-01T13:00:00Z");
+        pass(&b, "2026-06-02T00:00:00Z");
         // A capped flash sale with `when_capped: skip` is skipped, and recorded.
         event("flash_sale", "2026-06-02T01:00:00Z");
         // A transactional thank-you is not capped.
@@ -592,14 +581,9 @@ fn quiet_hours_and_the_frequency_cap() {
             "2026-06-09T00:00:00Z",
             "2026-06-16T00:00:00Z",
         ] {
-            pass(now);
+            pass(&b, now);
         }
-        let deliveries = with_store(&b, async |s| {
-            let mut conn = s.connection().await.unwrap();
-            tidings::store::journeys::deliveries(&mut conn)
-                .await
-                .unwrap()
-        });
+        let (deliveries, _) = outbox(&b);
         let got: Vec<(String, String, String)> = deliveries
             .iter()
             .map(|d| (d.step.clone(), d.state.clone(), d.due_at.to_rfc3339()))
