@@ -859,7 +859,7 @@ impl Compiler {
         let context = self.sample_context(ctx.workflow, scope);
         let subjects = self.subjects(s.subject.as_ref(), route, ctx, id, scope, &context);
         let Some(files) = self.templates.resolve(base) else {
-            let folder = self.templates_hint();
+            let folder = self.templates.folder().to_string();
             let help = match self.templates.suggest(base) {
                 Some(best) => format!("did you mean `{best}`?"),
                 None => format!("create `{folder}{base}.html` (and optionally `{base}.txt`)"),
@@ -892,7 +892,7 @@ impl Compiler {
                         "missing-unsubscribe",
                         format!("marketing email `{html}` has no unsubscribe link"),
                         doc.value_span(&eroute),
-                        format!("add `<a href=\"{{{{ unsubscribe_url }}}}\">Unsubscribe</a>` to `{}{html}`, or mark the workflow `class: transactional` if it is not marketing", self.templates_hint()),
+                        format!("add `<a href=\"{{{{ unsubscribe_url }}}}\">Unsubscribe</a>` to `{}{html}`, or mark the workflow `class: transactional` if it is not marketing", self.templates.folder()),
                     );
                 }
             }
@@ -904,10 +904,6 @@ impl Compiler {
             when_capped: s.when_capped.unwrap_or(Deferral::Wait),
             in_quiet_hours: s.in_quiet_hours.unwrap_or(Deferral::Wait),
         })
-    }
-
-    fn templates_hint(&self) -> String {
-        "templates/".to_string()
     }
 
     fn sample_context(&self, workflow: &str, scope: TemplateScope) -> Context {

@@ -447,9 +447,8 @@ impl Engine {
         let due = journeys::due_enrollments(&mut conn, now, BATCH).await?;
         drop(conn);
         let count = due.len();
-        for enrollment in due {
+        for mut row in due {
             let mut tx = self.store.pool.begin().await?;
-            let mut row = enrollment.clone();
             self.advance(&mut tx, &mut row, report).await?;
             if journeys::save_enrollment(&mut tx, &row).await? {
                 tx.commit().await?;

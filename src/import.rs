@@ -83,6 +83,15 @@ enum Cell<'a> {
 }
 
 impl Cell<'_> {
+    /// The value for an open map (attributes, event properties); `None` for an empty cell.
+    fn value(&self) -> Option<Value> {
+        match self {
+            Cell::Text("") => None,
+            Cell::Text(t) => Some(Value::String((*t).to_string())),
+            Cell::Json(v) => Some((*v).clone()),
+        }
+    }
+
     /// `None` for an empty CSV cell or a JSON null: the value is missing.
     fn text(&self) -> Option<String> {
         match self {
@@ -232,12 +241,9 @@ fn customer_from_cells(
         };
         let Some(&fixed) = CUSTOMER_FIELDS.iter().find(|f| **f == field.as_str()) else {
             // Every other column is an attribute, kept as given.
-            let value = match cell {
-                Cell::Text("") => continue,
-                Cell::Text(t) => Value::String((*t).to_string()),
-                Cell::Json(v) => (*v).clone(),
-            };
-            c.attributes.insert(field.clone(), value);
+            if let Some(value) = cell.value() {
+                c.attributes.insert(field.clone(), value);
+            }
             continue;
         };
         present.push(fixed);
@@ -422,12 +428,9 @@ fn event_from_cells(
                 }
             }
             other => {
-                let value = match cell {
-                    Cell::Text("") => continue,
-                    Cell::Text(t) => Value::String((*t).to_string()),
-                    Cell::Json(v) => (*v).clone(),
-                };
-                properties.insert(other.to_string(), value);
+                if let Some(value) = cell.value() {
+                    properties.insert(other.to_string(), value);
+                }
             }
         }
     }

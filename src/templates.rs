@@ -15,6 +15,8 @@ use crate::source::SourceFile;
 
 /// All templates of a project, parsed.
 pub struct Templates {
+    /// The folder as messages show it, with a trailing `/` (`templates/`).
+    folder: String,
     files: BTreeMap<String, SourceFile>,
     /// Files that failed to parse, with the diagnostic to show where one is used.
     broken: BTreeMap<String, Diagnostic>,
@@ -107,7 +109,9 @@ impl Templates {
                 ),
             }
         }
-        Self::from_files(files, diagnostics)
+        let mut templates = Self::from_files(files, diagnostics);
+        templates.folder = format!("{}/", dir.display());
+        templates
     }
 
     pub fn from_files(
@@ -156,6 +160,7 @@ impl Templates {
             }
         }
         Self {
+            folder: "templates/".into(),
             files,
             broken,
             tera,
@@ -172,6 +177,11 @@ impl Templates {
 
     pub fn tera(&self) -> &Tera {
         &self.tera
+    }
+
+    /// The folder, for messages that tell the user which file to create or edit.
+    pub fn folder(&self) -> &str {
+        &self.folder
     }
 
     pub fn file(&self, name: &str) -> Option<&SourceFile> {

@@ -185,22 +185,6 @@ impl Document {
         }
     }
 
-    /// The keys of the mapping at `route`, with their spans, in file order.
-    pub fn keys_of(&self, route: &Route) -> Vec<(String, Span)> {
-        let depth = route.0.len();
-        let mut keys: Vec<(usize, String, Span)> = self
-            .nodes
-            .iter()
-            .filter(|(r, _)| r.0.len() == depth + 1 && r.0[..depth] == route.0[..])
-            .filter_map(|(r, n)| match (&r.0[depth], n.key) {
-                (Seg::Key(k), Some(ks)) => Some((ks.start.index(), k.clone(), self.yspan(&ks))),
-                _ => None,
-            })
-            .collect();
-        keys.sort_by_key(|(i, _, _)| *i);
-        keys.into_iter().map(|(_, k, s)| (k, s)).collect()
-    }
-
     /// A span underlining a single-line value from its start to its end on that line.
     fn yspan(&self, span: &YSpan) -> Span {
         let start = LineCol {

@@ -8,7 +8,7 @@ use crate::cli::ValidateArgs;
 use crate::commands::{CommandError, eprint_diagnostics};
 use crate::compile::compile_project;
 use crate::config::Project;
-use crate::diagnostic::{Diagnostic, Format, Severity, render_github, to_json_value};
+use crate::diagnostic::{Format, Severity, render_github, to_json_value};
 
 pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
     let (diagnostics, summaries, files) = match Project::load(root) {
@@ -96,9 +96,4 @@ pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-/// Exposed for callers that validate and then go on (the daemon's reload).
-pub fn errors_of(diagnostics: &[Diagnostic]) -> usize {
-    diagnostics.iter().filter(|d| d.is_error()).count()
 }
