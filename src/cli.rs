@@ -42,6 +42,24 @@ pub enum Command {
     Event(EventArgs),
     /// Run one pass of every trigger and every due step, then exit.
     Run(RunArgs),
+    /// Rehearse a time window on a copy of the store: what would be sent, when, to whom.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Where the rehearsal starts: a date (midnight UTC) or an RFC 3339 time (default now).
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<String>,
+    /// Where it ends (inclusive): a date (midnight UTC) or an RFC 3339 time.
+    #[arg(long, value_name = "DATE")]
+    pub to: String,
+    /// Write each email as an `.eml` file here, plus `summary.csv`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Only these workflows (repeatable; default all).
+    #[arg(long = "workflow", value_name = "NAME")]
+    pub workflows: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,6 +157,7 @@ pub fn main() -> ExitCode {
         Command::Import(args) => commands::import::run(&cli.project, args),
         Command::Event(args) => commands::import::event(&cli.project, args),
         Command::Run(args) => commands::run::run(&cli.project, args),
+        Command::Simulate(args) => commands::simulate::run(&cli.project, args),
     };
     match result {
         Ok(code) => code,

@@ -48,6 +48,8 @@ pub enum Transport {
     Folder(PathBuf),
     /// Printed, for debugging.
     Stdout,
+    /// Recorded as sent and dropped: a rehearsal that only counts.
+    Discard,
 }
 
 impl Transport {
@@ -191,6 +193,7 @@ pub async fn dispatch(
                     let _ = out.write_all(&bytes);
                     let _ = out.write_all(b"\n");
                 }
+                Transport::Discard => {}
             }
             journeys::mark_sent(&mut conn, &d.id, now).await?;
             report.sent += 1;

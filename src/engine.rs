@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::customer::{CUSTOMER_FIELDS, Customer, Enrollment, Event};
 use crate::expr::{EvalInput, EventHistory, Expr};
 use crate::plan::{EmailStep, Plan, Reentry, Step, StepKind, Trigger, Wait, Workflow, Zone};
-use crate::store::journeys::{self, EnrollmentRow, NewDelivery};
+use crate::store::journeys::{self, CustomerFilter, EnrollmentRow, NewDelivery};
 use crate::store::{Store, StoreError};
 use crate::workflow::{Deferral, DeliveryMode, MailClass};
 
@@ -145,6 +145,10 @@ pub struct Engine {
     config: Config,
 }
 
+/// The event that unsubscribes its customer from marketing mail when processed (what the
+/// unsubscribe endpoint records, and what a simulation timeline can carry).
+pub const UNSUBSCRIBED_EVENT: &str = "unsubscribed";
+
 /// Enough steps for any sane journey; a longer run without a wait is cut off.
 const MAX_STEPS_PER_RUN: usize = 1_000;
 const BATCH: i64 = 500;
@@ -188,8 +192,12 @@ impl Engine {
                 tx.commit().await?;
                 continue;
             };
-            if !stored.set.is_empty() {
+            let unsubscribes = stored.event.name == UNSUBSCRIBED_EVENT;
+            if !stored.set.is_empty() || unsubscribes {
                 apply_set(&mut customer, &stored.set);
+                if unsubscribes && customer.unsubscribed_at.is_none() {
+                    customer.unsubscribed_at = Some(stored.event.at);
+                }
                 journeys::save_customer(&mut tx, &customer, stored.event.at).await?;
             }
             let history =
@@ -236,10 +244,7 @@ impl Engine {
         trigger_key: String,
         at: DateTime<Utc>,
     ) -> Result<bool, EngineError> {
-        if journeys::is_suppressed(conn, &customer.email).await? {
-            return Ok(false);
-        }
-        if wf.class == MailClass::Marketing && customer.unsubscribed_at.is_some() {
+        if self.no_consent(conn, wf.class, customer).await?.is_some() {
             return Ok(false);
         }
         match (
@@ -310,8 +315,8 @@ impl Engine {
             if !wf.enabled {
                 continue;
             }
-            let zones: Vec<(String, Tz, Option<String>)> = match zone {
-                Zone::Fixed(tz) => vec![(wf.name.clone(), *tz, None)],
+            let zones: Vec<(String, Tz, CustomerFilter)> = match zone {
+                Zone::Fixed(tz) => vec![(wf.name.clone(), *tz, CustomerFilter::All)],
                 Zone::Customer => {
                     let mut conn = self.store.pool.acquire().await?;
                     journeys::customer_zones(&mut conn)
@@ -322,7 +327,7 @@ impl Engine {
                             (
                                 format!("{}@{}", wf.name, z.as_deref().unwrap_or("UTC")),
                                 tz,
-                                Some(z.unwrap_or_default()),
+                                CustomerFilter::Zone(z),
                             )
                         })
                         .collect()
@@ -347,12 +352,8 @@ impl Engine {
                     }
                     drop(conn);
                     let trigger_key = fire.timestamp_millis().to_string();
-                    self.enroll_all(&wf, report, |c| match &only_zone {
-                        None => Some((trigger_key.clone(), fire)),
-                        Some(z) if c.timezone.as_deref().unwrap_or("") == z => {
-                            Some((trigger_key.clone(), fire))
-                        }
-                        Some(_) => None,
+                    self.enroll_all(&wf, report, &only_zone, |_| {
+                        Some((trigger_key.clone(), fire))
                     })
                     .await?;
                 }
@@ -389,7 +390,12 @@ impl Engine {
             }
             drop(conn);
             let (column, at, offset) = (column.clone(), *at, *offset);
-            self.enroll_all(&wf, report, |c| {
+            let filter = if column == "birthday" {
+                birthdays_between(from - offset, now - offset)
+            } else {
+                CustomerFilter::All
+            };
+            self.enroll_all(&wf, report, &filter, |c| {
                 let date = match column.as_str() {
                     "birthday" => c.birthday,
                     "created_at" => c.created_at.map(|t| t.date_naive()),
@@ -410,12 +416,13 @@ impl Engine {
         &self,
         wf: &Workflow,
         report: &mut PassReport,
+        filter: &CustomerFilter,
         key_of: impl Fn(&Customer) -> Option<(String, DateTime<Utc>)>,
     ) -> Result<(), EngineError> {
         let mut after = String::new();
         loop {
             let mut conn = self.store.pool.acquire().await?;
-            let page = journeys::customers_page(&mut conn, &after, BATCH).await?;
+            let page = journeys::customers_page(&mut conn, &after, BATCH, filter).await?;
             drop(conn);
             let Some(last) = page.last() else {
                 return Ok(());
@@ -559,6 +566,12 @@ impl Engine {
                             return Ok(());
                         }
                     };
+                    // Consent is checked at every email, not only at entry: an unsubscribe
+                    // in the middle of a series ends it for every workflow at once.
+                    if let Some(reason) = self.no_consent(conn, wf.class, &customer).await? {
+                        end(row, "exited", Some(reason.into()), at, report);
+                        return Ok(());
+                    }
                     if wf.class == MailClass::Marketing {
                         match self.fairness(conn, &customer, at).await? {
                             Fairness::Send => {}
@@ -646,6 +659,23 @@ impl Engine {
             report,
         );
         Ok(())
+    }
+
+    /// Why this customer may not be mailed by a workflow of this class, if they may not: a
+    /// suppressed address gets nothing, an unsubscribed customer only transactional mail.
+    async fn no_consent(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        class: MailClass,
+        customer: &Customer,
+    ) -> Result<Option<&'static str>, EngineError> {
+        if journeys::is_suppressed(conn, &customer.email).await? {
+            return Ok(Some("suppressed"));
+        }
+        if class == MailClass::Marketing && customer.unsubscribed_at.is_some() {
+            return Ok(Some("unsubscribed"));
+        }
+        Ok(None)
     }
 
     /// The rules across all marketing workflows: quiet hours in the customer's zone, then
@@ -890,6 +920,31 @@ fn subject_for<'a>(
     subjects.get("").map_or("", String::as_str)
 }
 
+/// The birthdays whose anniversary can fall between two instants, in any zone: the UTC
+/// days of the window widened by a day each side (no zone is more than 14 hours off UTC,
+/// and a DST jump adds one), with Feb 29 wherever Feb 28 or Mar 1 is in. A window longer
+/// than a year needs every customer.
+fn birthdays_between(from: DateTime<Utc>, to: DateTime<Utc>) -> CustomerFilter {
+    let (first, last) = (
+        from.date_naive() - TimeDelta::days(2),
+        to.date_naive() + TimeDelta::days(2),
+    );
+    if last - first > TimeDelta::days(366) {
+        return CustomerFilter::All;
+    }
+    let mut days: Vec<String> = first
+        .iter_days()
+        .take_while(|d| *d <= last)
+        .map(|d| d.format("%m-%d").to_string())
+        .collect();
+    if days.iter().any(|d| d == "02-28" || d == "03-01") {
+        days.push("02-29".into());
+    }
+    days.sort();
+    days.dedup();
+    CustomerFilter::BirthdayOn(days)
+}
+
 fn customer_zone(c: &Customer) -> Tz {
     c.timezone
         .as_deref()
@@ -898,7 +953,7 @@ fn customer_zone(c: &Customer) -> Tz {
 }
 
 /// The next time the clock shows `time` in `tz`, strictly after `after`.
-fn next_local_time(after: DateTime<Utc>, time: NaiveTime, tz: Tz) -> DateTime<Utc> {
+pub fn next_local_time(after: DateTime<Utc>, time: NaiveTime, tz: Tz) -> DateTime<Utc> {
     let local = after.with_timezone(&tz).date_naive();
     for day in 0..3 {
         let date = local + TimeDelta::days(day);
@@ -1017,6 +1072,27 @@ mod tests {
         assert_eq!(subject_for(&s, Some("ja-JP")), "j");
         assert_eq!(subject_for(&s, Some("fr")), "d");
         assert_eq!(subject_for(&s, None), "d");
+    }
+
+    #[test]
+    fn birthday_windows_cover_every_zone_and_feb_29() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let CustomerFilter::BirthdayOn(days) =
+            birthdays_between(t("2027-02-28T08:00:00Z"), t("2027-02-28T09:00:00Z"))
+        else {
+            panic!("a one-hour window is filtered");
+        };
+        assert_eq!(days, ["02-26", "02-27", "02-28", "02-29", "03-01", "03-02"]);
+        let CustomerFilter::BirthdayOn(days) =
+            birthdays_between(t("2026-12-31T23:00:00Z"), t("2027-01-01T01:00:00Z"))
+        else {
+            panic!("a year's turn is filtered");
+        };
+        assert_eq!(days, ["01-01", "01-02", "01-03", "12-29", "12-30", "12-31"]);
+        assert_eq!(
+            birthdays_between(t("2025-01-01T00:00:00Z"), t("2026-06-01T00:00:00Z")),
+            CustomerFilter::All
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod expr;
 pub mod import;
 pub mod plan;
+pub mod simulate;
 pub mod source;
 pub mod store;
 pub mod templates;

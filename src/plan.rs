@@ -24,6 +24,34 @@ impl Plan {
     pub fn workflow(&self, name: &str) -> Option<&Arc<Workflow>> {
         self.workflows.iter().find(|w| w.name == name)
     }
+
+    /// The message for a name that is not a workflow: the closest name, or all of them.
+    pub fn no_such_workflow(&self, name: &str) -> String {
+        let names: Vec<&str> = self.workflows.iter().map(|w| w.name.as_str()).collect();
+        let hint = match crate::yaml::closest(name, names.iter().copied()) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None => format!("the workflows are: {}", names.join(", ")),
+        };
+        format!("no workflow named `{name}`; {hint}")
+    }
+
+    /// The same plan with only the named workflows, or the message for the first unknown
+    /// name.
+    pub fn only(&self, names: &[String]) -> Result<Plan, String> {
+        if let Some(unknown) = names.iter().find(|n| self.workflow(n).is_none()) {
+            return Err(self.no_such_workflow(unknown));
+        }
+        Ok(Plan {
+            workflows: self
+                .workflows
+                .iter()
+                .filter(|w| names.is_empty() || names.contains(&w.name))
+                .cloned()
+                .collect(),
+            templates: self.templates.clone(),
+            engine: self.engine.clone(),
+        })
+    }
 }
 
 #[derive(Debug)]

@@ -9,6 +9,7 @@ use crate::diagnostic::{Diagnostic, render_human};
 pub mod import;
 pub mod run;
 pub mod schedule;
+pub mod simulate;
 pub mod validate;
 
 /// Failures that are not findings in the user's files.

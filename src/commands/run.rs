@@ -62,7 +62,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
     )?;
     let where_ = match &transport {
         Transport::Folder(dir) => format!(" to {}", dir.display()),
-        Transport::Stdout => String::new(),
+        Transport::Stdout | Transport::Discard => String::new(),
     };
     writeln!(
         out,

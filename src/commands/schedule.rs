@@ -57,20 +57,9 @@ pub fn run(root: &Path, args: &ScheduleArgs) -> Result<ExitCode, CommandError> {
             eprintln!("error: workflow `{}` has errors; fix them first", args.name);
             return Ok(ExitCode::FAILURE);
         }
-        let names: Vec<&str> = compiled
-            .plan
-            .workflows
-            .iter()
-            .map(|w| w.name.as_str())
-            .collect();
-        let hint = match crate::yaml::closest(&args.name, names.iter().copied()) {
-            Some(best) => format!("did you mean `{best}`?"),
-            None => format!("the workflows are: {}", names.join(", ")),
-        };
-        return Err(CommandError::Usage(format!(
-            "no workflow named `{}`; {hint}",
-            args.name
-        )));
+        return Err(CommandError::Usage(
+            compiled.plan.no_such_workflow(&args.name),
+        ));
     };
     let times: Vec<DateTime<Utc>> = match &workflow.trigger {
         Trigger::Schedule { cron, zone, .. } => {

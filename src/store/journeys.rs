@@ -455,13 +455,41 @@ pub async fn customers_page(
     conn: &mut AnyConnection,
     after_id: &str,
     limit: i64,
+    filter: &CustomerFilter,
 ) -> Result<Vec<Customer>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM customers WHERE id > $1 ORDER BY id LIMIT $2")
-        .bind(after_id)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
+    let (condition, values): (String, Vec<String>) = match filter {
+        CustomerFilter::All => (String::new(), Vec::new()),
+        CustomerFilter::Zone(None) => (" AND timezone IS NULL".into(), Vec::new()),
+        CustomerFilter::Zone(Some(z)) => (" AND timezone = $3".into(), vec![z.clone()]),
+        CustomerFilter::BirthdayOn(days) => {
+            let marks: Vec<String> = (0..days.len()).map(|i| format!("${}", i + 3)).collect();
+            (
+                format!(" AND substr(birthday, 6, 5) IN ({})", marks.join(", ")),
+                days.clone(),
+            )
+        }
+    };
+    // The condition's text comes from this function only; values are bound.
+    let sql = format!("SELECT * FROM customers WHERE id > $1{condition} ORDER BY id LIMIT $2");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(after_id.to_string())
+        .bind(limit);
+    for v in values {
+        q = q.bind(v);
+    }
+    let rows = q.fetch_all(conn).await?;
     rows.iter().map(customer_from_row).collect()
+}
+
+/// Which customers a trigger needs to look at: the part of its rule the database can
+/// answer, so that a pass does not read every customer to find today's birthdays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomerFilter {
+    All,
+    /// Customers whose `timezone` is this (`None`: customers without one).
+    Zone(Option<String>),
+    /// Customers whose birthday falls on one of these `MM-DD` days, in any year.
+    BirthdayOn(Vec<String>),
 }
 
 /// The last fire time (or date-trigger pass) recorded for a schedule key.

@@ -16,6 +16,7 @@ use thiserror::Error;
 use crate::customer::Customer;
 use crate::import::{CustomerRow, EventRow, RowError};
 
+pub mod copy;
 pub mod journeys;
 
 #[derive(Debug, Error)]
@@ -178,6 +179,16 @@ pub(crate) fn from_millis(ms: Option<i64>) -> Option<DateTime<Utc>> {
 impl Store {
     /// Opens (and for SQLite creates) the database and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, true).await
+    }
+
+    /// A throwaway SQLite store (a rehearsal's scratch copy): commits are not synced to
+    /// disk, which a store that is deleted afterwards does not need.
+    pub async fn open_scratch(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, false).await
+    }
+
+    async fn open_with(url: &str, durable: bool) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, connect_url, max) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let memory = rest.contains(":memory:");
@@ -196,6 +207,22 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Per connection: a writer waits for another instead of failing.
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                        if !durable {
+                            sqlx::query("PRAGMA synchronous = OFF")
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .connect(&connect_url)
             .await
             .map_err(|source| StoreError::Open {
@@ -205,9 +232,6 @@ impl Store {
         let store = Self { pool, backend };
         if backend == Backend::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&store.pool)
-                .await?;
-            sqlx::query("PRAGMA busy_timeout = 5000")
                 .execute(&store.pool)
                 .await?;
         }

@@ -3,5 +3,6 @@
 
 mod common;
 mod schedule;
+mod simulate;
 mod store;
 mod validate;

@@ -8,13 +8,13 @@ use tidings::store::Store;
 use crate::common::{Tidings, scratch_dir, write};
 
 /// A project folder whose `tidings.yaml` points at one backend, and that backend's URL.
-struct Backend {
-    label: &'static str,
-    dir: PathBuf,
-    url: String,
+pub(crate) struct Backend {
+    pub(crate) label: &'static str,
+    pub(crate) dir: PathBuf,
+    pub(crate) url: String,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -35,7 +35,7 @@ fn say_skipped() {
 
 /// SQLite always; PostgreSQL when the environment names a server, each test in a fresh
 /// schema so that tests run in parallel without seeing each other's rows.
-fn backends(test: &str) -> Vec<Backend> {
+pub(crate) fn backends(test: &str) -> Vec<Backend> {
     let mut out = Vec::new();
     let dir = scratch_dir(&format!("{test}-sqlite"));
     out.push(Backend {
@@ -79,11 +79,11 @@ fn backends(test: &str) -> Vec<Backend> {
     out
 }
 
-fn tidings(b: &Backend) -> Tidings {
+pub(crate) fn tidings(b: &Backend) -> Tidings {
     Tidings::new().cwd(&b.dir).env("TIDINGS_DB", &b.url)
 }
 
-fn with_store<T>(b: &Backend, f: impl AsyncFnOnce(&Store) -> T) -> T {
+pub(crate) fn with_store<T>(b: &Backend, f: impl AsyncFnOnce(&Store) -> T) -> T {
     runtime().block_on(async {
         let store = Store::open(&b.url).await.unwrap();
         let out = f(&store).await;
@@ -415,7 +415,7 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
 }
 
 /// Copies the shipped workflows and templates into a backend's project.
-fn with_examples(b: &Backend) {
+pub(crate) fn with_examples(b: &Backend) {
     let root = crate::common::repo_root();
     for dir in ["workflows", "templates"] {
         copy_dir(&root.join(dir), &b.dir.join(dir));
@@ -423,16 +423,16 @@ fn with_examples(b: &Backend) {
 }
 
 /// One `run --once` at `now`, which must succeed; its summary.
-fn pass(b: &Backend, now: &str) -> String {
+pub(crate) fn pass(b: &Backend, now: &str) -> String {
     let run = tidings(b).args(["run", "--once", "--now", now]).run();
     assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
     run.stdout
 }
 
-type Enrollments = Vec<(String, String, String, Option<String>, Option<String>)>;
+pub(crate) type Enrollments = Vec<(String, String, String, Option<String>, Option<String>)>;
 
 /// The outbox and the enrollments, as stored.
-fn outbox(b: &Backend) -> (Vec<tidings::store::journeys::DeliveryRow>, Enrollments) {
+pub(crate) fn outbox(b: &Backend) -> (Vec<tidings::store::journeys::DeliveryRow>, Enrollments) {
     with_store(b, async |s| {
         let mut conn = s.connection().await.unwrap();
         (
@@ -446,7 +446,7 @@ fn outbox(b: &Backend) -> (Vec<tidings::store::journeys::DeliveryRow>, Enrollmen
     })
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

@@ -1,0 +1,271 @@
+//! The marketer's rehearsal: every workflow runs on a virtual clock over a scratch copy of
+//! the store, and what would be sent is written down instead of sent.
+//!
+//! The clock jumps from one moment that matters to the next (an event, a due step, a
+//! schedule's fire time, an hour at most), so a 60-day window over many customers is a few
+//! thousand passes, and each pass is the real engine's `run_once`: the rehearsal cannot
+//! drift from what the daemon would do.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono_tz::Tz;
+use sqlx::Row;
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::delivery::{DeliveryError, Transport, dispatch};
+use crate::engine::{Clock, Engine, EngineError, VirtualClock};
+use crate::plan::{Plan, Trigger, Zone};
+use crate::store::copy::{CopyReport, copy_for_rehearsal};
+use crate::store::{Store, StoreError, journeys};
+
+#[derive(Debug, Error)]
+pub enum SimulateError {
+    #[error("cannot create the scratch store in `{path}`")]
+    Scratch {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    #[error("database error")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// The longest the clock jumps: the bound on how late (in pass time, never in the
+/// recorded send time) a trigger the planner cannot foresee is noticed.
+const MAX_JUMP: TimeDelta = TimeDelta::hours(1);
+
+/// What happened to one workflow's journeys in the window.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcomes {
+    pub enrolled: u64,
+    pub completed: u64,
+    pub converted: u64,
+    pub exited: u64,
+    pub failed: u64,
+}
+
+/// One workflow's sends on one (UTC) day.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DaySends {
+    pub emails: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub webhooks: u64,
+}
+
+/// Everything a rehearsal found.
+#[derive(Debug, Default)]
+pub struct Rehearsal {
+    pub passes: u64,
+    pub copied: CopyReport,
+    pub days: BTreeMap<(NaiveDate, String), DaySends>,
+    pub workflows: BTreeMap<String, Outcomes>,
+    /// Why failed journeys failed, the first few of each workflow.
+    pub failures: Vec<(String, String, String)>,
+}
+
+/// A scratch SQLite file that is removed with its folder when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the plan from `from` to `to` over a copy of `source`, writing emails through
+/// `transport` (a folder of `.eml` files, or nothing) with their virtual send time.
+pub async fn rehearse(
+    source: &Store,
+    plan: Arc<Plan>,
+    config: &Config,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    transport: &Transport,
+) -> Result<Rehearsal, SimulateError> {
+    let stamp = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let dir =
+        std::env::temp_dir().join(format!("tidings-simulate-{}-{stamp:x}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| SimulateError::Scratch {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let scratch_dir = Scratch(dir);
+    let url = format!("sqlite://{}", scratch_dir.0.join("scratch.db").display());
+    let scratch = Store::open_scratch(&url).await?;
+    let cap_window = config
+        .limits
+        .frequency_cap
+        .as_ref()
+        .and_then(|c| crate::duration::parse(&c.per).ok())
+        .unwrap_or_default();
+    let copied = copy_for_rehearsal(source, &scratch, from, from - cap_window).await?;
+    let engine = Engine::new(plan.clone(), scratch.clone(), config.clone());
+    let clock = VirtualClock::new(from);
+    let mut passes = 0;
+    loop {
+        let now = clock.now();
+        engine.run_once(now).await?;
+        dispatch(&scratch, transport, &config.email.from, now).await?;
+        passes += 1;
+        if now >= to {
+            break;
+        }
+        clock.set(next_moment(&scratch, &plan, now).await?.min(to));
+    }
+    let mut rehearsal = summarize(&scratch, from, to).await?;
+    rehearsal.passes = passes;
+    rehearsal.copied = copied;
+    scratch.close().await;
+    drop(scratch_dir);
+    Ok(rehearsal)
+}
+
+/// The next moment after `now` at which something can happen.
+async fn next_moment(
+    store: &Store,
+    plan: &Plan,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, SimulateError> {
+    let mut next = now + MAX_JUMP;
+    let ms = now.timestamp_millis();
+    for sql in [
+        "SELECT MIN(at) FROM events WHERE processed_at IS NULL AND at > $1",
+        "SELECT MIN(due_at) FROM enrollments WHERE state = 'active' AND due_at > $1",
+        "SELECT MIN(due_at) FROM deliveries WHERE state = 'pending' AND due_at > $1",
+    ] {
+        let row = sqlx::query(sql).bind(ms).fetch_one(&store.pool).await?;
+        if let Some(t) = row
+            .try_get::<Option<i64>, _>(0)?
+            .and_then(DateTime::from_timestamp_millis)
+        {
+            next = next.min(t);
+        }
+    }
+    let mut zones: Option<Vec<Tz>> = None;
+    for wf in plan.workflows.iter().filter(|w| w.enabled) {
+        let fixed;
+        let candidates: &[Tz] = match &wf.trigger {
+            Trigger::Schedule {
+                zone: Zone::Fixed(tz),
+                ..
+            } => {
+                fixed = [*tz];
+                &fixed
+            }
+            Trigger::Schedule { .. } | Trigger::Date { .. } => {
+                if zones.is_none() {
+                    let mut conn = store.connection().await?;
+                    zones = Some(
+                        journeys::customer_zones(&mut conn)
+                            .await?
+                            .iter()
+                            .map(|z| z.as_deref().and_then(|z| z.parse().ok()).unwrap_or(Tz::UTC))
+                            .collect(),
+                    );
+                }
+                zones.as_deref().unwrap_or_default()
+            }
+            Trigger::Event { .. } => &[],
+        };
+        for tz in candidates {
+            let t = match &wf.trigger {
+                Trigger::Schedule { cron, .. } => cron.next_after(now, *tz),
+                Trigger::Date { at, offset, .. } => {
+                    Some(crate::engine::next_local_time(now - *offset, *at, *tz) + *offset)
+                }
+                Trigger::Event { .. } => None,
+            };
+            if let Some(t) = t.filter(|t| *t > now) {
+                next = next.min(t);
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// Counts the sends (by due time) and the journeys that entered or ended in the window.
+async fn summarize(
+    store: &Store,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Rehearsal, SimulateError> {
+    let (a, b) = (from.timestamp_millis(), to.timestamp_millis());
+    let mut rehearsal = Rehearsal::default();
+    let rows = sqlx::query(
+        "SELECT workflow, channel, state, due_at FROM deliveries WHERE due_at >= $1 AND due_at <= $2",
+    )
+    .bind(a)
+    .bind(b)
+    .fetch_all(&store.pool)
+    .await?;
+    for r in rows {
+        let workflow: String = r.try_get(0)?;
+        let channel: String = r.try_get(1)?;
+        let state: String = r.try_get(2)?;
+        let Some(at) = DateTime::from_timestamp_millis(r.try_get(3)?) else {
+            continue;
+        };
+        let day = rehearsal
+            .days
+            .entry((at.date_naive(), workflow))
+            .or_default();
+        match (channel.as_str(), state.as_str()) {
+            ("webhook", _) => day.webhooks += 1,
+            (_, "skipped") => day.skipped += 1,
+            (_, "failed") => day.failed += 1,
+            _ => day.emails += 1,
+        }
+    }
+    let rows = sqlx::query(
+        "SELECT workflow, state, entered_at, ended_at, customer_id, error FROM enrollments WHERE (entered_at >= $1 AND entered_at <= $2) OR (ended_at >= $1 AND ended_at <= $2)",
+    )
+    .bind(a)
+    .bind(b)
+    .fetch_all(&store.pool)
+    .await?;
+    for r in rows {
+        let workflow: String = r.try_get(0)?;
+        let state: String = r.try_get(1)?;
+        let entered: i64 = r.try_get(2)?;
+        let ended: Option<i64> = r.try_get(3)?;
+        let o = rehearsal.workflows.entry(workflow.clone()).or_default();
+        if (a..=b).contains(&entered) {
+            o.enrolled += 1;
+        }
+        if ended.is_some_and(|e| (a..=b).contains(&e)) {
+            match state.as_str() {
+                "completed" => o.completed += 1,
+                "converted" => o.converted += 1,
+                "failed" => {
+                    o.failed += 1;
+                    if rehearsal
+                        .failures
+                        .iter()
+                        .filter(|f| f.0 == workflow)
+                        .count()
+                        < 3
+                    {
+                        rehearsal.failures.push((
+                            workflow,
+                            r.try_get(4)?,
+                            r.try_get::<Option<String>, _>(5)?.unwrap_or_default(),
+                        ));
+                    }
+                }
+                _ => o.exited += 1,
+            }
+        }
+    }
+    Ok(rehearsal)
+}

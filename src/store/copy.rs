@@ -1,0 +1,300 @@
+//! Copying one store into another, table by table and page by page: how `simulate` gets a
+//! scratch store to rehearse on without touching the real one (which may be PostgreSQL).
+//!
+//! The column lists are the schema's, typed, because the `Any` driver decodes by the type
+//! asked for; a migration that adds a column adds it here too (a test compares the lists
+//! with the database's own).
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::{Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Int,
+    Real,
+}
+
+use Kind::{Int, Real, Text};
+
+struct Table {
+    name: &'static str,
+    key: &'static str,
+    columns: &'static [(&'static str, Kind)],
+}
+
+const CUSTOMERS: Table = Table {
+    name: "customers",
+    key: "id",
+    columns: &[
+        ("id", Text),
+        ("email", Text),
+        ("first_name", Text),
+        ("last_name", Text),
+        ("locale", Text),
+        ("timezone", Text),
+        ("birthday", Text),
+        ("created_at", Int),
+        ("last_order_at", Int),
+        ("orders_count", Int),
+        ("total_spent", Real),
+        ("tags", Text),
+        ("unsubscribed_at", Int),
+        ("attributes", Text),
+        ("updated_at", Int),
+    ],
+};
+
+const SUPPRESSIONS: Table = Table {
+    name: "suppressions",
+    key: "email",
+    columns: &[("email", Text), ("reason", Text), ("created_at", Int)],
+};
+
+const EVENTS: Table = Table {
+    name: "events",
+    key: "id",
+    columns: &[
+        ("id", Text),
+        ("customer_id", Text),
+        ("name", Text),
+        ("at", Int),
+        ("properties", Text),
+        ("changes", Text),
+        ("recorded_at", Int),
+        ("processed_at", Int),
+    ],
+};
+
+const ENROLLMENTS: Table = Table {
+    name: "enrollments",
+    key: "id",
+    columns: &[
+        ("id", Text),
+        ("workflow", Text),
+        ("customer_id", Text),
+        ("trigger_key", Text),
+        ("state", Text),
+        ("step", Text),
+        ("due_at", Int),
+        ("entered_at", Int),
+        ("ended_at", Int),
+        ("exit_reason", Text),
+        ("event_id", Text),
+        ("orders_count_at_entry", Int),
+        ("total_spent_at_entry", Real),
+        ("error", Text),
+        ("version", Int),
+    ],
+};
+
+const DELIVERIES: Table = Table {
+    name: "deliveries",
+    key: "id",
+    columns: &[
+        ("id", Text),
+        ("channel", Text),
+        ("enrollment_id", Text),
+        ("workflow", Text),
+        ("customer_id", Text),
+        ("step", Text),
+        ("class", Text),
+        ("mode", Text),
+        ("recipient", Text),
+        ("subject", Text),
+        ("html", Text),
+        ("text", Text),
+        ("payload", Text),
+        ("coupon_code", Text),
+        ("message_id", Text),
+        ("state", Text),
+        ("attempts", Int),
+        ("due_at", Int),
+        ("created_at", Int),
+        ("sent_at", Int),
+        ("last_error", Text),
+    ],
+};
+
+const COUPONS: Table = Table {
+    name: "coupons",
+    key: "code",
+    columns: &[
+        ("code", Text),
+        ("delivery_id", Text),
+        ("customer_id", Text),
+        ("workflow", Text),
+        ("expires_at", Int),
+        ("state", Text),
+    ],
+};
+
+/// What `simulate` copies, in an order that satisfies the foreign keys.
+const TABLES: [&Table; 6] = [
+    &CUSTOMERS,
+    &SUPPRESSIONS,
+    &EVENTS,
+    &ENROLLMENTS,
+    &DELIVERIES,
+    &COUPONS,
+];
+
+enum Cell {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Real(Option<f64>),
+}
+
+const PAGE: i64 = 1_000;
+
+/// How many rows were copied.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CopyReport {
+    pub customers: u64,
+    pub events: u64,
+    pub enrollments: u64,
+}
+
+/// Copies `from` into the empty store `to` as a rehearsal starting at `start`: events at
+/// or after `start` become unprocessed again (the rehearsal replays them in time order),
+/// deliveries are copied while the frequency cap can still count them (`keep_sends_since`)
+/// or while they are still waiting to leave, and schedule watermarks are not copied (the
+/// rehearsal's first pass is at `start`).
+pub async fn copy_for_rehearsal(
+    from: &Store,
+    to: &Store,
+    start: DateTime<Utc>,
+    keep_sends_since: DateTime<Utc>,
+) -> Result<CopyReport, StoreError> {
+    let mut report = CopyReport::default();
+    let since = keep_sends_since.timestamp_millis();
+    for table in TABLES {
+        let filter = match table.name {
+            "deliveries" => Some(("(state = 'pending' OR due_at >= $3)", since)),
+            _ => None,
+        };
+        let n = copy_table(from, to, table, filter).await?;
+        match table.name {
+            "customers" => report.customers = n,
+            "events" => report.events = n,
+            "enrollments" => report.enrollments = n,
+            _ => {}
+        }
+    }
+    sqlx::query("UPDATE events SET processed_at = NULL WHERE at >= $1")
+        .bind(start.timestamp_millis())
+        .execute(&to.pool)
+        .await?;
+    Ok(report)
+}
+
+async fn copy_table(
+    from: &Store,
+    to: &Store,
+    table: &Table,
+    filter: Option<(&str, i64)>,
+) -> Result<u64, StoreError> {
+    let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
+    // Table and column names come from the constants above, never from input.
+    let select = format!(
+        "SELECT {} FROM {} WHERE {} > $1{} ORDER BY {} LIMIT $2",
+        names.join(", "),
+        table.name,
+        table.key,
+        filter.map(|(f, _)| format!(" AND {f}")).unwrap_or_default(),
+        table.key
+    );
+    let marks: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+    let insert = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        table.name,
+        names.join(", "),
+        marks.join(", ")
+    );
+    let key_index = names
+        .iter()
+        .position(|n| *n == table.key)
+        .ok_or_else(|| StoreError::Corrupt(format!("{} has no key column", table.name)))?;
+    let mut after = String::new();
+    let mut copied = 0;
+    loop {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+            .bind(after.clone())
+            .bind(PAGE);
+        if let Some((_, value)) = filter {
+            q = q.bind(value);
+        }
+        let rows = q.fetch_all(&from.pool).await?;
+        if rows.is_empty() {
+            return Ok(copied);
+        }
+        let mut tx = to.pool.begin().await?;
+        for row in &rows {
+            let cells = read_row(row, table)?;
+            if let Some(Cell::Text(Some(key))) = cells.get(key_index) {
+                after.clone_from(key);
+            }
+            insert_row(&mut tx, &insert, cells).await?;
+            copied += 1;
+        }
+        tx.commit().await?;
+    }
+}
+
+fn read_row(row: &AnyRow, table: &Table) -> Result<Vec<Cell>, StoreError> {
+    table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, kind))| {
+            Ok(match kind {
+                Text => Cell::Text(row.try_get(i)?),
+                Int => Cell::Int(row.try_get(i)?),
+                Real => Cell::Real(row.try_get(i)?),
+            })
+        })
+        .collect()
+}
+
+async fn insert_row(
+    conn: &mut AnyConnection,
+    insert: &str,
+    cells: Vec<Cell>,
+) -> Result<(), StoreError> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert.to_string()));
+    for cell in cells {
+        q = match cell {
+            Cell::Text(v) => q.bind(v),
+            Cell::Int(v) => q.bind(v),
+            Cell::Real(v) => q.bind(v),
+        };
+    }
+    q.execute(conn).await?;
+    Ok(())
+}
+
+/// The columns a table has in the database, in order: what the test compares with the
+/// lists above.
+pub async fn table_columns(store: &Store, table: &str) -> Result<Vec<String>, StoreError> {
+    let sql = match store.backend() {
+        super::Backend::Sqlite => "SELECT name FROM pragma_table_info($1) ORDER BY cid",
+        super::Backend::Postgres => {
+            "SELECT column_name::text FROM information_schema.columns WHERE table_name = $1 AND table_schema = current_schema() ORDER BY ordinal_position"
+        }
+    };
+    let rows = sqlx::query(sql).bind(table).fetch_all(&store.pool).await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<String, _>(0)?))
+        .collect()
+}
+
+/// The copied tables and their column lists, for that test.
+pub fn copied_columns() -> Vec<(&'static str, Vec<&'static str>)> {
+    TABLES
+        .iter()
+        .map(|t| (t.name, t.columns.iter().map(|(n, _)| *n).collect()))
+        .collect()
+}

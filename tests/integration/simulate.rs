@@ -1,0 +1,533 @@
+//! `tidings simulate`: the shipped examples rehearsed over 60 days and 10,000 generated
+//! customers, checked email by email against expectations this test computes on its own
+//! (with chrono-tz, from the rules the workflows state), and the rehearsal's promises:
+//! the real store is not changed, and a bad window or workflow name is a clear error.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use crate::common::write;
+use crate::store::{backends, tidings, with_examples, with_store};
+
+const FROM: &str = "2027-02-01T00:00:00Z";
+const TO: &str = "2027-04-02T00:00:00Z";
+const CUSTOMERS: usize = 10_000;
+/// Customers `0..WELCOME` are new: a `customer_created` event in the window.
+const WELCOME: usize = 400;
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// A small deterministic generator, so that a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const ZONES: [Option<Tz>; 7] = [
+    None,
+    Some(Tz::America__Los_Angeles),
+    Some(Tz::America__New_York),
+    Some(Tz::Europe__Berlin),
+    Some(Tz::Asia__Kolkata),
+    Some(Tz::Asia__Tokyo),
+    Some(Tz::Australia__Sydney),
+];
+
+struct Person {
+    id: String,
+    email: String,
+    zone: Option<Tz>,
+    birthday: Option<NaiveDate>,
+    orders: i64,
+    last_order: Option<DateTime<Utc>>,
+    unsubscribed: Option<DateTime<Utc>>,
+}
+
+struct Happening {
+    who: usize,
+    name: &'static str,
+    at: DateTime<Utc>,
+    /// Whether it places a first order (sets `orders_count` and `last_order_at`).
+    orders: bool,
+}
+
+/// One expected email: workflow, step, recipient, send time.
+type Mail = (String, String, String, DateTime<Utc>);
+
+fn population() -> (Vec<Person>, Vec<Happening>) {
+    let (from, to) = (t(FROM), t(TO));
+    let span = (to - from).num_seconds() as u64;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut people = Vec::new();
+    let mut events = Vec::new();
+    for i in 0..CUSTOMERS {
+        let birthday = if i % 500 == 7 {
+            NaiveDate::from_ymd_opt([1996, 2000, 2004][i % 3], 2, 29)
+        } else if i % 11 == 5 {
+            None
+        } else {
+            NaiveDate::from_ymd_opt(1970 + rng.below(36) as i32, 1, 1)
+                .map(|d| d + TimeDelta::days(rng.below(365) as i64))
+        };
+        let mut p = Person {
+            id: format!("c{i:05}"),
+            email: format!("user{i}@example.com"),
+            zone: ZONES[i % ZONES.len()],
+            birthday,
+            orders: 0,
+            last_order: None,
+            unsubscribed: (i % 97 == 0).then(|| t("2026-12-01T12:00:00Z")),
+        };
+        if i < WELCOME {
+            // New customers: created in the window; some order, some unsubscribe.
+            let at = from + TimeDelta::seconds(rng.below(span) as i64);
+            events.push(Happening {
+                who: i,
+                name: "customer_created",
+                at,
+                orders: false,
+            });
+            if i % 8 == 1 {
+                events.push(Happening {
+                    who: i,
+                    name: "order_placed",
+                    at: at + TimeDelta::days(3),
+                    orders: true,
+                });
+            }
+            if i % 8 == 2 {
+                events.push(Happening {
+                    who: i,
+                    name: "unsubscribed",
+                    at: at + TimeDelta::days(1),
+                    orders: false,
+                });
+                if i % 16 == 2 {
+                    // Transactional mail still reaches an unsubscribed customer.
+                    events.push(Happening {
+                        who: i,
+                        name: "order_placed",
+                        at: at + TimeDelta::days(4),
+                        orders: true,
+                    });
+                }
+            }
+        } else if i < WELCOME + 50 {
+            // Created, but already a buyer: outside the welcome audience.
+            p.orders = 2;
+            p.last_order = Some(from - TimeDelta::days(10));
+            events.push(Happening {
+                who: i,
+                name: "customer_created",
+                at: from + TimeDelta::seconds(rng.below(span) as i64),
+                orders: false,
+            });
+        } else {
+            p.orders = rng.below(5) as i64;
+            if p.orders > 0 {
+                p.last_order = Some(
+                    from - TimeDelta::days(1 + rng.below(200) as i64)
+                        - TimeDelta::seconds(rng.below(86_400) as i64),
+                );
+            }
+            if (500..800).contains(&i) {
+                let at = from + TimeDelta::seconds(rng.below(span) as i64);
+                events.push(Happening {
+                    who: i,
+                    name: "order_delivered",
+                    at,
+                    orders: false,
+                });
+                if i % 3 == 0 {
+                    events.push(Happening {
+                        who: i,
+                        name: "review_submitted",
+                        at: at + TimeDelta::days(2),
+                        orders: false,
+                    });
+                }
+            }
+        }
+        people.push(p);
+    }
+    (people, events)
+}
+
+fn local(zone: Option<Tz>, date: NaiveDate, hour: u32) -> DateTime<Utc> {
+    zone.unwrap_or(Tz::UTC)
+        .from_local_datetime(&date.and_time(NaiveTime::from_hms_opt(hour, 0, 0).unwrap()))
+        .single()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// What the shipped workflows say should happen, computed from their rules directly.
+fn expected(people: &[Person], events: &[Happening]) -> BTreeSet<Mail> {
+    let (from, to) = (t(FROM), t(TO));
+    let in_window = |at: DateTime<Utc>| at >= from && at <= to;
+    let mut mails = BTreeSet::new();
+    let mut mail = |w: &str, s: &str, p: &Person, at: DateTime<Utc>| {
+        mails.insert((w.to_string(), s.to_string(), p.email.clone(), at));
+    };
+    for (i, p) in people.iter().enumerate() {
+        let mine = || events.iter().filter(move |e| e.who == i);
+        let unsubscribed = mine()
+            .filter(|e| e.name == "unsubscribed")
+            .map(|e| e.at)
+            .chain(p.unsubscribed)
+            .min();
+        let consents = |at: DateTime<Utc>| unsubscribed.is_none_or(|u| u > at);
+        let first_order = mine().filter(|e| e.orders).map(|e| e.at).min();
+        let orders_at =
+            |at: DateTime<Utc>| p.orders + i64::from(first_order.is_some_and(|o| o <= at));
+        let last_order_at = |at: DateTime<Utc>| match first_order {
+            Some(o) if o <= at => Some(o),
+            _ => p.last_order,
+        };
+
+        // birthday-offer: 09:00 local on the birthday; Feb 29 is Feb 28 in 2027.
+        if let Some(b) = p.birthday {
+            let day = NaiveDate::from_ymd_opt(2027, b.month(), b.day())
+                .unwrap_or_else(|| NaiveDate::from_ymd_opt(2027, 2, 28).unwrap());
+            let fire = local(p.zone, day, 9);
+            if in_window(fire) && consents(fire) {
+                mail("birthday-offer", "gift", p, fire);
+            }
+        }
+
+        // welcome-series: hello, tips after 2 days, the offer after 7; stops at an order.
+        for created in mine().filter(|e| e.name == "customer_created") {
+            if orders_at(created.at) != 0 {
+                continue;
+            }
+            for (step, after) in [("hello", 0), ("tips", 2), ("first-order-offer", 7)] {
+                let at = created.at + TimeDelta::days(after);
+                if !in_window(at) || !consents(at) || orders_at(at) > 0 {
+                    break;
+                }
+                mail("welcome-series", step, p, at);
+            }
+        }
+
+        // post-purchase-thank-you: transactional, at every order.
+        for order in mine().filter(|e| e.name == "order_placed" && in_window(e.at)) {
+            mail("post-purchase-thank-you", "thanks", p, order.at);
+        }
+
+        // reactivation-deal: Mondays 10:00 Berlin, for buyers 91+ days since the last order.
+        let mut monday = NaiveDate::from_ymd_opt(2027, 2, 1).unwrap();
+        while monday <= to.date_naive() {
+            let fire = local(Some(Tz::Europe__Berlin), monday, 10);
+            monday += TimeDelta::days(7);
+            let lapsed = last_order_at(fire)
+                .is_some_and(|o| (fire - o).num_seconds().div_euclid(86_400) > 90);
+            if !in_window(fire) || orders_at(fire) < 1 || !lapsed || !consents(fire) {
+                continue;
+            }
+            mail("reactivation-deal", "deal", p, fire);
+            let later = fire + TimeDelta::days(7);
+            if in_window(later) && consents(later) && orders_at(later) == orders_at(fire) {
+                mail("reactivation-deal", "last-chance", p, later);
+            }
+            break; // re-entry only after 180 days
+        }
+
+        // review-request: 7 days after delivery, unless a review came in.
+        for delivered in mine().filter(|e| e.name == "order_delivered") {
+            let at = delivered.at + TimeDelta::days(7);
+            let reviewed = mine().any(|e| e.name == "review_submitted" && e.at <= at);
+            if in_window(at) && !reviewed && consents(at) {
+                mail("review-request", "ask", p, at);
+            }
+        }
+    }
+    mails
+}
+
+fn customers_csv(people: &[Person]) -> String {
+    let names = ["Ada", "健", "Priya", "伟", "Zoë"];
+    let mut s = String::from(
+        "id,email,first_name,locale,timezone,birthday,orders_count,last_order_at,unsubscribed_at\n",
+    );
+    for (i, p) in people.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{},{}",
+            p.id,
+            p.email,
+            names[i % names.len()],
+            ["en", "ja-JP", "hi-IN", "zh-CN"][i % 4],
+            p.zone.map(|z| z.name()).unwrap_or(""),
+            p.birthday.map(|b| b.to_string()).unwrap_or_default(),
+            p.orders,
+            p.last_order.map(|o| o.to_rfc3339()).unwrap_or_default(),
+            p.unsubscribed.map(|u| u.to_rfc3339()).unwrap_or_default(),
+        );
+    }
+    s
+}
+
+fn events_jsonl(people: &[Person], events: &[Happening]) -> String {
+    let mut s = String::new();
+    for e in events {
+        let mut line = serde_json::json!({
+            "customer_id": people[e.who].id,
+            "name": e.name,
+            "at": e.at.to_rfc3339(),
+        });
+        if e.orders {
+            line["set"] = serde_json::json!({
+                "orders_count": people[e.who].orders + 1,
+                "last_order_at": e.at.to_rfc3339(),
+            });
+        }
+        s.push_str(&line.to_string());
+        s.push('\n');
+    }
+    s
+}
+
+/// The (workflow, step, recipient, Date) of each `.eml` file in a folder.
+fn written(dir: &std::path::Path) -> BTreeSet<Mail> {
+    let mut mails = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "eml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let head = text.split("\r\n\r\n").next().unwrap().replace("\r\n ", " ");
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                .unwrap_or_else(|| panic!("{} has no {name}", path.display()))
+                .to_string()
+        };
+        let date = DateTime::parse_from_rfc2822(&header("Date"))
+            .unwrap()
+            .with_timezone(&Utc);
+        let inserted = mails.insert((
+            header("X-Tidings-Workflow"),
+            header("X-Tidings-Step"),
+            header("To"),
+            date,
+        ));
+        assert!(inserted, "{} duplicates another email", path.display());
+    }
+    mails
+}
+
+fn describe(mails: &[&Mail]) -> String {
+    mails
+        .iter()
+        .take(10)
+        .map(|(w, s, to, at)| format!("  {w}/{s} to {to} at {}\n", at.to_rfc3339()))
+        .collect()
+}
+
+/// The acceptance rehearsal: 10,000 customers in seven zones (one of them no zone at
+/// all), 60 days that include Feb 28 in a common year and two DST changes, new customers
+/// who order or unsubscribe in the middle of the welcome series, reviews that cancel the
+/// review request, and buyers lapsing into the reactivation deal week by week.
+#[test]
+fn sixty_days_of_the_shipped_examples_match_the_rules() {
+    let b = backends("rehearsal").remove(0); // SQLite; the copy from PostgreSQL is tested below
+    with_examples(&b);
+    let (people, events) = population();
+    write(&b.dir, "customers.csv", &customers_csv(&people));
+    write(&b.dir, "events.jsonl", &events_jsonl(&people, &events));
+    for (kind, file) in [("customers", "customers.csv"), ("events", "events.jsonl")] {
+        let run = tidings(&b).args(["import", kind, file]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+    }
+    let run = tidings(&b)
+        .args(["simulate", "--from", FROM, "--to", TO, "--out", "rehearsal"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+
+    let want = expected(&people, &events);
+    let got = written(&b.dir.join("rehearsal"));
+    let missing: Vec<&Mail> = want.difference(&got).collect();
+    let extra: Vec<&Mail> = got.difference(&want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} expected emails missing, e.g.\n{}{} unexpected, e.g.\n{}",
+        missing.len(),
+        describe(&missing),
+        extra.len(),
+        describe(&extra)
+    );
+    // The scenario must exercise what it claims to, or the comparison proves little.
+    let count = |w: &str, s: &str| want.iter().filter(|m| m.0 == w && m.1 == s).count();
+    for (w, s, at_least) in [
+        ("birthday-offer", "gift", 1_000),
+        ("welcome-series", "hello", 350),
+        ("welcome-series", "first-order-offer", 100),
+        ("reactivation-deal", "deal", 1_000),
+        ("reactivation-deal", "last-chance", 500),
+        ("review-request", "ask", 100),
+        ("post-purchase-thank-you", "thanks", 50),
+    ] {
+        assert!(count(w, s) >= at_least, "{w}/{s}: only {}", count(w, s));
+    }
+    let feb29: Vec<&Mail> = want
+        .iter()
+        .filter(|m| m.0 == "birthday-offer" && m.3.month() == 2 && m.3.day() >= 27)
+        .collect();
+    assert!(!feb29.is_empty());
+    let summary = std::fs::read_to_string(b.dir.join("rehearsal/summary.csv")).unwrap();
+    assert!(summary.starts_with("day,workflow,emails,skipped,failed,webhooks\n"));
+    let total: u64 = summary
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total as usize, want.len(), "summary.csv: {summary}");
+    assert!(
+        run.stdout.contains(&format!(
+            "over a copy of {CUSTOMERS} customers and {} events",
+            events.len()
+        )),
+        "{}",
+        run.stdout
+    );
+
+    // The real store was not touched: no journeys, every event still waiting.
+    with_store(&b, async |s| {
+        use sqlx::Row;
+        let mut conn = s.connection().await.unwrap();
+        for (sql, want) in [
+            ("SELECT COUNT(*) FROM enrollments", 0),
+            ("SELECT COUNT(*) FROM deliveries", 0),
+            (
+                "SELECT COUNT(*) FROM events WHERE processed_at IS NULL",
+                events.len() as i64,
+            ),
+        ] {
+            let n: i64 = sqlx::query(sql).fetch_one(&mut *conn).await.unwrap().get(0);
+            assert_eq!(n, want, "{sql}");
+        }
+    });
+}
+
+/// The rehearsal copies the real store, whichever it is, and leaves it as it was; the
+/// summary tells the story per day and per workflow; a workflow can be singled out.
+#[test]
+fn simulate_copies_either_store_and_leaves_it_alone() {
+    for b in backends("simulate-demo") {
+        with_examples(&b);
+        let root = crate::common::repo_root().join("examples/demo");
+        for kind in ["customers", "events"] {
+            let file = root.join(format!("{kind}.csv"));
+            let run = tidings(&b)
+                .args(["import", kind, file.to_str().unwrap()])
+                .run();
+            assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+        }
+        // A pass in the real store first: the rehearsal continues its journeys.
+        crate::store::pass(&b, "2026-06-01T08:00:00Z");
+        let before = crate::store::outbox(&b);
+        let run = tidings(&b)
+            .args([
+                "simulate",
+                "--from",
+                "2026-06-01T08:00:00Z",
+                "--to",
+                "2026-06-10",
+            ])
+            .run();
+        assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+        assert_eq!(crate::store::outbox(&b), before, "{}", b.label);
+        // c1's welcome series continues in the rehearsal: tips on Jun 3, the offer on Jun 8.
+        let table = run.stdout.split("emails per day (UTC)").nth(1).unwrap();
+        for day in ["2026-06-03", "2026-06-08"] {
+            let row = table.lines().find(|l| l.starts_with(day)).unwrap();
+            assert!(row.split_whitespace().count() > 2, "{}: {row}", b.label);
+        }
+        assert!(run.stdout.contains("journeys"), "{}", run.stdout);
+
+        let run = tidings(&b)
+            .args([
+                "simulate",
+                "--from",
+                "2026-06-01",
+                "--to",
+                "2026-06-03",
+                "--workflow",
+                "birthday-offer",
+                "--out",
+                "only-birthdays",
+            ])
+            .run();
+        assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+        let files = written(&b.dir.join("only-birthdays"));
+        assert!(!files.is_empty());
+        assert!(files.iter().all(|m| m.0 == "birthday-offer"), "{files:?}");
+    }
+}
+
+#[test]
+fn an_unknown_workflow_or_a_backwards_window_is_a_clear_error() {
+    let b = backends("simulate-errors").remove(0);
+    with_examples(&b);
+    let run = tidings(&b)
+        .args([
+            "simulate",
+            "--to",
+            "2030-01-01",
+            "--workflow",
+            "welcome-serie",
+        ])
+        .run();
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr.trim(),
+        "error: no workflow named `welcome-serie`; did you mean `welcome-series`?"
+    );
+    let run = tidings(&b)
+        .args(["simulate", "--from", "2026-03-01", "--to", "2026-02-01"])
+        .run();
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("--to (2026-02-01) is before --from (2026-03-01)"),
+        "{}",
+        run.stderr
+    );
+    let run = tidings(&b).args(["simulate", "--to", "next tuesday"]).run();
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("`next tuesday` is not a date or a time"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The rehearsal's copy names every column of every table it copies: a migration that adds
+/// a column without teaching the copy about it fails here, not in a marketer's rehearsal.
+#[test]
+fn the_copy_knows_every_column() {
+    for b in backends("copy-columns") {
+        with_store(&b, async |s| {
+            for (table, columns) in tidings::store::copy::copied_columns() {
+                let actual = tidings::store::copy::table_columns(s, table).await.unwrap();
+                assert_eq!(actual, columns, "{}: {table}", b.label);
+            }
+        });
+    }
+}
