@@ -346,21 +346,21 @@ impl Engine {
                         break;
                     };
                     cursor = fire;
-                    let mut conn = self.store.pool.acquire().await?;
-                    if !journeys::claim_fire(&mut conn, &key, fire, now).await? {
-                        continue;
-                    }
-                    drop(conn);
+                    // Enroll first, record the fire after: a pass that dies in between
+                    // fires again on the next one, and the enrollments' unique key makes
+                    // the second time add only those the first did not reach.
                     let trigger_key = fire.timestamp_millis().to_string();
                     self.enroll_all(&wf, report, &only_zone, |_| {
                         Some((trigger_key.clone(), fire))
                     })
                     .await?;
+                    let mut conn = self.store.pool.acquire().await?;
+                    journeys::record_fire(&mut conn, &key, fire, now).await?;
                 }
                 // The pass itself is the watermark: the next pass starts after it, even when
                 // nothing fired (a fresh store's first pass).
                 let mut conn = self.store.pool.acquire().await?;
-                journeys::claim_fire(&mut conn, &key, now, now).await?;
+                journeys::record_fire(&mut conn, &key, now, now).await?;
             }
         }
         Ok(())
@@ -385,10 +385,10 @@ impl Engine {
             let from = journeys::last_fire(&mut conn, &key)
                 .await?
                 .unwrap_or(now - TimeDelta::seconds(1));
-            if from >= now || !journeys::claim_fire(&mut conn, &key, now, now).await? {
+            drop(conn);
+            if from >= now {
                 continue;
             }
-            drop(conn);
             let (column, at, offset) = (column.clone(), *at, *offset);
             let filter = if column == "birthday" {
                 birthdays_between(from - offset, now - offset)
@@ -406,6 +406,9 @@ impl Engine {
                 (fire <= now).then(|| (fire.timestamp_millis().to_string(), fire))
             })
             .await?;
+            // Recorded once every customer was seen (see `fire_schedules`).
+            let mut conn = self.store.pool.acquire().await?;
+            journeys::record_fire(&mut conn, &key, now, now).await?;
         }
         Ok(())
     }

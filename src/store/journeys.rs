@@ -504,21 +504,21 @@ pub async fn last_fire(
     Ok(from_millis(row.try_get::<Option<i64>, _>(0)?))
 }
 
-/// Claims a fire time; `false` when another pass or replica already did.
-pub async fn claim_fire(
+/// Records that a fire time's enrollments are written (or that a pass saw up to `at`);
+/// recording it twice, as two replicas may, is harmless.
+pub async fn record_fire(
     conn: &mut AnyConnection,
     key: &str,
     at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let n = sqlx::query("INSERT INTO schedule_fires (workflow, fire_at, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO schedule_fires (workflow, fire_at, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(key)
         .bind(at.timestamp_millis())
         .bind(now.timestamp_millis())
         .execute(conn)
-        .await?
-        .rows_affected();
-    Ok(n == 1)
+        .await?;
+    Ok(())
 }
 
 /// Records an audience that failed for one customer, so the error is seen, not lost.
