@@ -149,11 +149,24 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", default)]
 pub struct WebhookConfig {
-    /// `allow_hosts: [crm.internal]` — hosts a webhook may reach even on a private address.
+    /// `allow_hosts: [crm.internal]` — hosts a webhook may reach even on a loopback,
+    /// private or link-local address (by default no webhook may).
     pub allow_hosts: Vec<String>,
+    /// `max_attempts: 5` — tries before a call that keeps failing (5xx, 408, 429, timeouts,
+    /// refused connections) is marked failed; between tries the wait doubles from 30 s.
+    pub max_attempts: u32,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            allow_hosts: Vec::new(),
+            max_attempts: 5,
+        }
+    }
 }
 
 /// A project: its root folder and settings.

@@ -642,8 +642,21 @@ impl Engine {
                     row.step = node.next.map(str::to_string);
                 }
                 StepKind::Webhook(hook) => {
-                    let d =
-                        self.webhook(&wf, hook, &node.step.id, row, &customer, event.as_ref(), at);
+                    let d = match self.webhook(
+                        &wf,
+                        hook,
+                        &node.step.id,
+                        row,
+                        &customer,
+                        event.as_ref(),
+                        at,
+                    ) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            fail(row, format!("step `{}`: {e}", node.step.id), at, report);
+                            return Ok(());
+                        }
+                    };
                     if journeys::insert_delivery(conn, &d, at).await? {
                         report.webhooks += 1;
                     }
@@ -816,14 +829,18 @@ impl Engine {
         customer: &Customer,
         event: Option<&Event>,
         at: DateTime<Utc>,
-    ) -> NewDelivery {
+    ) -> Result<NewDelivery, tera::Error> {
         let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
         let ctx = self.context(wf, customer, event, at);
         // String values of the body are Tera templates; the URL's `${ENV}` is resolved at
         // send time, so no secret is ever stored in the outbox.
-        let body = hook.json.as_ref().map(|j| render_json(j, &ctx));
+        let body = hook
+            .json
+            .as_ref()
+            .map(|j| render_json(j, &ctx))
+            .transpose()?;
         let payload = serde_json::json!({ "method": hook.method, "url": hook.url, "headers": hook.headers, "body": body, "timeout_s": hook.timeout.num_seconds() });
-        NewDelivery {
+        Ok(NewDelivery {
             id: key.clone(),
             channel: "webhook",
             enrollment_id: row.id.clone(),
@@ -840,23 +857,29 @@ impl Engine {
             coupon: None,
             message_id: message_id(&key, &self.config.email.from),
             due_at: at,
-        }
+        })
     }
 }
 
-fn render_json(v: &Value, ctx: &Context) -> Value {
-    match v {
+/// Renders the string values of a webhook body as templates; an error fails the step
+/// rather than sending the template's text.
+fn render_json(v: &Value, ctx: &Context) -> Result<Value, tera::Error> {
+    Ok(match v {
         Value::String(s) if s.contains("{{") || s.contains("{%") => {
-            Value::String(tera::Tera::one_off(s, ctx, false).unwrap_or_else(|_| s.clone()))
+            Value::String(tera::Tera::one_off(s, ctx, false)?)
         }
-        Value::Array(a) => Value::Array(a.iter().map(|x| render_json(x, ctx)).collect()),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| render_json(x, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(o) => Value::Object(
             o.iter()
-                .map(|(k, x)| (k.clone(), render_json(x, ctx)))
-                .collect(),
+                .map(|(k, x)| Ok((k.clone(), render_json(x, ctx)?)))
+                .collect::<Result<_, tera::Error>>()?,
         ),
         other => other.clone(),
-    }
+    })
 }
 
 fn end(
@@ -1015,7 +1038,7 @@ fn apply_set(c: &mut Customer, set: &Map<String, Value>) {
 }
 
 /// 64-bit FNV-1a: a stable, dependency-free hash for ids derived from keys.
-fn fnv(s: &str) -> u64 {
+pub fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

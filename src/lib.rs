@@ -22,5 +22,7 @@ pub mod simulate;
 pub mod source;
 pub mod store;
 pub mod templates;
+pub mod tls;
+pub mod webhook;
 pub mod workflow;
 pub mod yaml;

@@ -13,6 +13,7 @@ use crate::commands::{CommandError, eprint_diagnostics, open_store};
 use crate::compile::compile_project;
 use crate::delivery::{Transport, dispatch};
 use crate::engine::Engine;
+use crate::webhook::WebhookSender;
 
 pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
     let now = match &args.now {
@@ -44,6 +45,11 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
             now,
         ))
         .map_err(|e| CommandError::Usage(format!("delivery stopped: {e}")))?;
+    let sender = WebhookSender::new(&project.config.webhooks)
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
+    let calls = runtime
+        .block_on(sender.dispatch(&store, now))
+        .map_err(|e| CommandError::Usage(format!("webhook calls stopped: {e}")))?;
     runtime.block_on(store.close());
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -69,5 +75,15 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
         "delivered {} emails{where_}; {} could not be built",
         sent.sent, sent.failed
     )?;
+    if calls.sent + calls.retrying + calls.failed > 0 {
+        writeln!(
+            out,
+            "called {} webhooks; {} will be retried, {} failed",
+            calls.sent, calls.retrying, calls.failed
+        )?;
+    }
+    for problem in &calls.problems {
+        eprintln!("warning: {problem}");
+    }
     Ok(ExitCode::SUCCESS)
 }

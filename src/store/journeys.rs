@@ -353,6 +353,8 @@ pub struct DeliveryRow {
     pub due_at: DateTime<Utc>,
     pub class: String,
     pub payload: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
 }
 
 pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, StoreError> {
@@ -374,6 +376,38 @@ pub async fn pending_emails(
         .fetch_all(conn)
         .await?;
     delivery_rows(&rows)
+}
+
+/// Webhook calls waiting to be made by `until`, oldest first.
+pub async fn pending_webhooks(
+    conn: &mut AnyConnection,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM deliveries WHERE channel = 'webhook' AND state = 'pending' AND due_at <= $1 ORDER BY due_at, id LIMIT $2")
+        .bind(until.timestamp_millis())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    delivery_rows(&rows)
+}
+
+/// A failed attempt that will be made again at `at`.
+pub async fn mark_retry(
+    conn: &mut AnyConnection,
+    id: &str,
+    at: DateTime<Utc>,
+    error: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE deliveries SET due_at = $1, last_error = $2, attempts = attempts + 1 WHERE id = $3",
+    )
+    .bind(at.timestamp_millis())
+    .bind(error)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 pub async fn mark_sent(
@@ -424,6 +458,8 @@ fn delivery_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<DeliveryRow>, StoreEr
                 due_at: from_millis(Some(r.try_get("due_at")?)).unwrap_or_default(),
                 class: r.try_get("class")?,
                 payload: r.try_get("payload")?,
+                attempts: r.try_get("attempts")?,
+                last_error: r.try_get("last_error")?,
             })
         })
         .collect()

@@ -7,3 +7,4 @@ mod schedule;
 mod simulate;
 mod store;
 mod validate;
+mod webhook;

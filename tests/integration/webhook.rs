@@ -1,0 +1,200 @@
+//! Webhook steps against a real HTTP server on loopback: the rendered JSON body, retries
+//! with the same idempotency key, permanent failures, giving up, and the egress rule that
+//! keeps webhooks off loopback and private addresses unless the config allows the host.
+
+use crate::common::{HttpReceiver, write};
+use crate::store::{Backend, backends, outbox, tidings, with_examples};
+
+const CANCELLED: &str = "customer_id,name,at,reason\n\
+c1,account_cancelled,2026-06-01T08:00:00Z,too expensive\n\
+c2,account_cancelled,2026-06-01T08:00:00Z,\n\
+c3,account_cancelled,2026-06-01T08:00:00Z,moving\n\
+c4,account_cancelled,2026-06-01T08:00:00Z,moving\n";
+
+fn project(b: &Backend, config: &str) {
+    with_examples(b);
+    write(
+        &b.dir,
+        "tidings.yaml",
+        &format!("database: ${{TIDINGS_DB}}\n{config}"),
+    );
+    write(&b.dir, "events.csv", CANCELLED);
+    let demo = crate::common::repo_root().join("examples/demo/customers.csv");
+    for (kind, file) in [
+        ("customers", demo.to_str().unwrap()),
+        ("events", "events.csv"),
+    ] {
+        let run = tidings(b).args(["import", kind, file]).run();
+        assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+    }
+}
+
+fn pass(b: &Backend, crm: &str, now: &str) -> crate::common::Run {
+    let run = tidings(b)
+        .env("CRM_URL", crm)
+        .args(["run", "--once", "--now", now])
+        .run();
+    assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+    run
+}
+
+fn webhook_states(b: &Backend) -> Vec<(String, String, i64, Option<String>)> {
+    outbox(b)
+        .0
+        .into_iter()
+        .filter(|d| d.channel == "webhook")
+        .map(|d| (d.customer_id, d.state, d.attempts, d.last_error))
+        .collect()
+}
+
+#[test]
+fn webhooks_are_called_retried_and_given_up_on() {
+    for b in backends("webhooks") {
+        // c1's receiver is down once; c3's call is refused; c4's receiver stays down.
+        let receiver = HttpReceiver::start(Box::new(|r, before| {
+            match (
+                r.body.contains("\"c1\""),
+                r.body.contains("\"c3\""),
+                r.body.contains("\"c4\""),
+            ) {
+                (true, _, _) if before == 0 => 503,
+                (_, true, _) => 400,
+                (_, _, true) => 503,
+                _ => 200,
+            }
+        }));
+        project(
+            &b,
+            "webhooks: { allow_hosts: [127.0.0.1], max_attempts: 3 }\n",
+        );
+        let crm = format!("http://127.0.0.1:{}", receiver.port);
+        pass(&b, &crm, "2026-06-01T08:00:00Z");
+        assert!(receiver.requests().is_empty(), "the call waits a day");
+
+        let first = pass(&b, &crm, "2026-06-02T08:00:00Z");
+        assert!(
+            first
+                .stdout
+                .contains("called 1 webhooks; 2 will be retried, 1 failed"),
+            "{}: {}",
+            b.label,
+            first.transcript()
+        );
+        assert!(
+            first.stderr.contains(
+                "warning: webhook of `cancellation-feedback` step `notify-crm` for customer c1 (attempt 1): the receiver answered 503 Service Unavailable"
+            ),
+            "{}: {}",
+            b.label,
+            first.stderr
+        );
+        assert!(
+            first
+                .stderr
+                .contains("customer c3 failed: the receiver answered 400 Bad Request"),
+            "{}",
+            first.stderr
+        );
+
+        pass(&b, &crm, "2026-06-02T09:00:00Z");
+        pass(&b, &crm, "2026-06-02T10:00:00Z");
+        let mut states = webhook_states(&b);
+        states.sort();
+        let summary: Vec<(&str, &str, i64)> = states
+            .iter()
+            .map(|(c, s, a, _)| (c.as_str(), s.as_str(), *a))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("c1", "sent", 2),
+                ("c2", "sent", 1),
+                ("c3", "failed", 1),
+                ("c4", "failed", 3)
+            ],
+            "{}",
+            b.label
+        );
+        assert!(
+            states[3]
+                .3
+                .as_deref()
+                .unwrap()
+                .starts_with("gave up after 3 attempts: the receiver answered 503"),
+            "{states:?}"
+        );
+
+        let requests = receiver.requests();
+        assert_eq!(requests.len(), 2 + 1 + 1 + 3, "{}", b.label);
+        let c1: Vec<_> = requests
+            .iter()
+            .filter(|r| r.body.contains("\"c1\""))
+            .collect();
+        assert_eq!(c1.len(), 2);
+        assert_eq!(
+            c1[0].header("idempotency-key"),
+            c1[1].header("idempotency-key")
+        );
+        assert_eq!(c1[0].method, "POST");
+        assert_eq!(c1[0].path, "/hooks/cancelled");
+        assert_eq!(c1[0].header("content-type"), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_str(&c1[0].body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({ "customer_id": "c1", "reason": "too expensive" })
+        );
+        let c2 = requests.iter().find(|r| r.body.contains("\"c2\"")).unwrap();
+        assert!(c2.body.contains("\"reason\":\"unknown\""), "{}", c2.body);
+    }
+}
+
+#[test]
+fn webhooks_never_reach_loopback_unless_allowed() {
+    let b = backends("webhook-egress").remove(0);
+    let receiver = HttpReceiver::start(Box::new(|_, _| 200));
+    project(&b, "");
+    pass(&b, "http://127.0.0.1:9", "2026-06-01T08:00:00Z");
+    // An address in the URL, and a name that resolves to loopback, are both refused.
+    let literal = pass(
+        &b,
+        &format!("http://127.0.0.1:{}", receiver.port),
+        "2026-06-02T08:00:00Z",
+    );
+    assert!(
+        literal.stderr.contains(
+            "customer c1 failed: `127.0.0.1` is a loopback, private or link-local address (127.0.0.1); webhooks may not reach it unless `webhooks.allow_hosts` in tidings.yaml lists `127.0.0.1`"
+        ),
+        "{}",
+        literal.stderr
+    );
+    let run = tidings(&b)
+        .args([
+            "event",
+            "account_cancelled",
+            "--customer",
+            "c5",
+            "--at",
+            "2026-06-02T08:00:00Z",
+        ])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let named = pass(
+        &b,
+        &format!("http://localhost:{}", receiver.port),
+        "2026-06-03T08:00:00Z",
+    );
+    assert!(
+        named.stderr.contains(
+            "customer c5 failed: `localhost` is a loopback, private or link-local address ("
+        ) && named
+            .stderr
+            .contains("unless `webhooks.allow_hosts` in tidings.yaml lists `localhost`"),
+        "{}",
+        named.stderr
+    );
+    assert!(
+        receiver.requests().is_empty(),
+        "no request reached the server"
+    );
+    assert!(webhook_states(&b).iter().all(|(_, s, _, _)| s == "failed"));
+}
