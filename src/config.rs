@@ -66,6 +66,13 @@ pub struct EmailConfig {
     pub rate_per_second: u32,
     /// `dkim: { selector: s1, domain: acme.example, key_file: ${DKIM_KEY_FILE} }`
     pub dkim: Option<DkimConfig>,
+    /// `give_up_after: 3d` — an email still failing (4xx, no connection) this long after it
+    /// was queued is marked failed.
+    pub give_up_after: String,
+    /// `lease: 5m` — how long an email being sent stays claimed by its sender. On
+    /// PostgreSQL (several senders) an email left `sending` by a sender that died is taken
+    /// over when its lease runs out; SQLite has one sender and takes it over at once.
+    pub lease: String,
 }
 
 impl Default for EmailConfig {
@@ -78,6 +85,8 @@ impl Default for EmailConfig {
             concurrency: 16,
             rate_per_second: 0,
             dkim: None,
+            give_up_after: "3d".into(),
+            lease: "5m".into(),
         }
     }
 }

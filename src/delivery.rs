@@ -8,13 +8,16 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use lettre::Message;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::extension::ClientId;
 use thiserror::Error;
 
-use crate::store::journeys::{self, DeliveryRow};
+use crate::smtp::{SendError, Session, SmtpServer};
+use crate::store::journeys::DeliveryRow;
+use crate::store::outbox;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Error)]
@@ -23,8 +26,8 @@ pub enum DeliveryError {
         "`{0}` is not an address tidings can send from; write e.g. `Acme <hello@acme.example>`"
     )]
     BadFrom(String),
-    #[error("`{transport}` is not supported yet; use `folder:DIR` or `stdout`")]
-    Unsupported { transport: String },
+    #[error("{0}")]
+    BadSetting(String),
     #[error(
         "`{0}` is not a transport; use `folder:DIR`, `stdout`, `smtp://HOST:PORT` or `smtps://HOST:PORT`"
     )]
@@ -50,6 +53,8 @@ pub enum Transport {
     Stdout,
     /// Recorded as sent and dropped: a rehearsal that only counts.
     Discard,
+    /// An SMTP server.
+    Smtp(SmtpServer),
 }
 
 impl Transport {
@@ -67,14 +72,32 @@ impl Transport {
         }
         match text {
             "stdout" => Ok(Transport::Stdout),
-            t if t.starts_with("smtp://") || t.starts_with("smtps://") => {
-                Err(DeliveryError::Unsupported {
-                    transport: t.to_string(),
-                })
-            }
+            t if t.starts_with("smtp://") || t.starts_with("smtps://") => SmtpServer::parse(t)
+                .map(Transport::Smtp)
+                .map_err(|_| DeliveryError::BadTransport(t.to_string())),
             t => Err(DeliveryError::BadTransport(t.to_string())),
         }
     }
+}
+
+/// The configured transport, with SMTP credentials resolved from `${ENV}` (a missing
+/// variable is named; its value never appears in a message).
+pub fn configured_transport(project: &crate::config::Project) -> Result<Transport, DeliveryError> {
+    let email = &project.config.email;
+    let mut transport = Transport::parse(&email.transport, &project.root)?;
+    if let Transport::Smtp(server) = &mut transport
+        && let Some(user) = &email.username
+    {
+        let env = |name: &str| std::env::var(name).ok();
+        let resolve = |key: &str, value: &str| {
+            crate::config::expand_env(value, &env).map_err(|e| {
+                DeliveryError::BadSetting(format!("{e} (in `email.{key}` of tidings.yaml)"))
+            })
+        };
+        let password = email.password.as_deref().unwrap_or("");
+        server.credentials = Some((resolve("username", user)?, resolve("password", password)?));
+    }
+    Ok(transport)
 }
 
 /// What one dispatch did.
@@ -82,6 +105,24 @@ impl Transport {
 pub struct DispatchReport {
     pub sent: u64,
     pub failed: u64,
+    pub retrying: u64,
+    /// Not sent: the address is suppressed or the customer unsubscribed since it was queued.
+    pub suppressed: u64,
+    /// `at_most_once` emails whose fate the server left unknown.
+    pub unknown: u64,
+    /// One line per email that did not simply go, for the operator.
+    pub problems: Vec<String>,
+}
+
+impl DispatchReport {
+    fn merge(&mut self, other: DispatchReport) {
+        self.sent += other.sent;
+        self.failed += other.failed;
+        self.retrying += other.retrying;
+        self.suppressed += other.suppressed;
+        self.unknown += other.unknown;
+        self.problems.extend(other.problems);
+    }
 }
 
 /// Why a single message cannot be built; the delivery fails, the rest go on.
@@ -152,16 +193,82 @@ pub fn build_message(d: &DeliveryRow, from: &Mailbox) -> Result<Message, Message
     message.map_err(|e| bad(&e))
 }
 
-/// Sends every pending email due by `now`.
+/// How the dispatcher behaves, from `email:` in tidings.yaml.
+#[derive(Debug, Clone)]
+pub struct DispatchOptions {
+    pub from: Mailbox,
+    /// SMTP sessions in parallel.
+    pub concurrency: usize,
+    /// At most this many messages a second (0: no limit).
+    pub rate_per_second: u32,
+    /// A message still failing this long after it was queued is given up on.
+    pub give_up_after: TimeDelta,
+    /// Whether this process is the only sender (SQLite): emails a dead sender left in
+    /// `sending` are recovered at once, not when their lease runs out.
+    pub sole_sender: bool,
+    /// How long a claimed email stays ours before another sender may take it over.
+    pub lease: TimeDelta,
+}
+
+impl DispatchOptions {
+    pub fn from_config(
+        email: &crate::config::EmailConfig,
+        sole_sender: bool,
+    ) -> Result<Self, DeliveryError> {
+        let from: Mailbox = email
+            .from
+            .parse()
+            .map_err(|_| DeliveryError::BadFrom(email.from.clone()))?;
+        let give_up_after = crate::duration::parse(&email.give_up_after).map_err(|_| {
+            DeliveryError::BadSetting(format!(
+                "`email.give_up_after: {}` is not a duration; write e.g. `3d`",
+                email.give_up_after
+            ))
+        })?;
+        let lease = crate::duration::parse(&email.lease).map_err(|_| {
+            DeliveryError::BadSetting(format!(
+                "`email.lease: {}` is not a duration; write e.g. `5m`",
+                email.lease
+            ))
+        })?;
+        Ok(Self {
+            from,
+            lease,
+            concurrency: email.concurrency.max(1),
+            rate_per_second: email.rate_per_second,
+            give_up_after,
+            sole_sender,
+        })
+    }
+}
+
+/// How one email's send ended.
+enum Outcome {
+    Sent,
+    Failed(String),
+    Suppressed(String),
+    /// Retried later (unless it is too old), with the reason.
+    Retry(String),
+    /// The server may have it: retried (`at_least_once`) or left `unknown` (`at_most_once`).
+    Unknown(String),
+    /// The address refused the mail for good: failed, and the address suppressed.
+    Rejected(String),
+}
+
+/// A message ready to go.
+struct Job {
+    row: DeliveryRow,
+    bytes: Vec<u8>,
+    to: lettre::Address,
+}
+
+/// Sends every email due by `now` through the transport, recording each outcome.
 pub async fn dispatch(
     store: &Store,
     transport: &Transport,
-    from: &str,
+    options: &DispatchOptions,
     now: DateTime<Utc>,
 ) -> Result<DispatchReport, DeliveryError> {
-    let from: Mailbox = from
-        .parse()
-        .map_err(|_| DeliveryError::BadFrom(from.to_string()))?;
     let mut report = DispatchReport::default();
     if let Transport::Folder(dir) = transport {
         std::fs::create_dir_all(dir).map_err(|source| DeliveryError::Write {
@@ -169,34 +276,293 @@ pub async fn dispatch(
             source,
         })?;
     }
-    loop {
+    let wall = Utc::now();
+    {
         let mut conn = store.connection().await?;
-        let batch = journeys::pending_emails(&mut conn, now, 500).await?;
-        if batch.is_empty() {
-            return Ok(report);
+        let expired = (!options.sole_sender).then_some(wall);
+        let (requeued, unknown) = outbox::recover_interrupted(&mut conn, expired).await?;
+        if requeued + unknown > 0 {
+            report.problems.push(format!(
+                "{requeued} emails interrupted by a stopped sender are sent again; {unknown} (at_most_once) are left `unknown`"
+            ));
         }
-        for d in &batch {
-            let message = match build_message(d, &from) {
-                Ok(m) => m,
-                Err(e) => {
-                    journeys::mark_failed(&mut conn, &d.id, &e.0).await?;
-                    report.failed += 1;
-                    continue;
-                }
+    }
+    let mut smtp = match transport {
+        Transport::Smtp(server) => Some(SmtpPool::start(server.clone(), options)),
+        _ => None,
+    };
+    let mut server_down = false;
+    while !server_down {
+        let mut conn = store.connection().await?;
+        let batch = outbox::due_emails(&mut conn, now, 500).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let mut jobs = Vec::new();
+        for d in batch {
+            // Claimed (`sending`) only right before it leaves: `sending` means "may be in
+            // flight", which is what a crash recovery must not lose or repeat blindly.
+            let outcome = match outbox::send_blocker(&mut conn, &d).await? {
+                Some(reason) => Some(Outcome::Suppressed(reason)),
+                None => match build_message(&d, &options.from) {
+                    Err(e) => Some(Outcome::Failed(e.0)),
+                    Ok(message) => match d.recipient.parse::<lettre::Address>() {
+                        Err(e) => {
+                            Some(Outcome::Failed(format!("recipient `{}`: {e}", d.recipient)))
+                        }
+                        Ok(to) => {
+                            jobs.push(Job {
+                                bytes: message.formatted(),
+                                row: d.clone(),
+                                to,
+                            });
+                            None
+                        }
+                    },
+                },
             };
-            let bytes = message.formatted();
-            match transport {
-                Transport::Folder(dir) => write_eml(dir, d, &bytes)?,
-                Transport::Stdout => {
-                    use std::io::Write;
-                    let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(&bytes);
-                    let _ = out.write_all(b"\n");
-                }
-                Transport::Discard => {}
+            if let Some(outcome) = outcome
+                && outbox::claim(&mut conn, &d.id, Utc::now() + options.lease).await?
+            {
+                record(&mut conn, &d, outcome, now, options, &mut report).await?;
             }
-            journeys::mark_sent(&mut conn, &d.id, now).await?;
+        }
+        drop(conn);
+        match (&mut smtp, transport) {
+            (Some(pool), _) => {
+                server_down = pool
+                    .send_all(jobs, store, options, now, &mut report)
+                    .await?;
+            }
+            (None, transport) => {
+                let mut conn = store.connection().await?;
+                for job in jobs {
+                    if !outbox::claim(&mut conn, &job.row.id, Utc::now() + options.lease).await? {
+                        continue;
+                    }
+                    match transport {
+                        Transport::Folder(dir) => write_eml(dir, &job.row, &job.bytes)?,
+                        Transport::Stdout => {
+                            use std::io::Write;
+                            let mut stdout = std::io::stdout().lock();
+                            let _ = stdout.write_all(&job.bytes);
+                            let _ = stdout.write_all(b"\n");
+                        }
+                        _ => {}
+                    }
+                    record(
+                        &mut conn,
+                        &job.row,
+                        Outcome::Sent,
+                        now,
+                        options,
+                        &mut report,
+                    )
+                    .await?;
+                }
+            }
+        }
+    }
+    if let Some(pool) = smtp {
+        pool.close().await;
+    }
+    Ok(report)
+}
+
+async fn record(
+    conn: &mut sqlx::AnyConnection,
+    d: &DeliveryRow,
+    outcome: Outcome,
+    now: DateTime<Utc>,
+    options: &DispatchOptions,
+    report: &mut DispatchReport,
+) -> Result<(), DeliveryError> {
+    let what = format!(
+        "email `{}` step `{}` to {}",
+        d.workflow, d.step, d.recipient
+    );
+    let retry = |error: String, report: &mut DispatchReport| {
+        if now - d.created_at >= options.give_up_after {
+            report.failed += 1;
+            let e = format!("gave up after {} attempts: {error}", d.attempts + 1);
+            report.problems.push(format!("{what} failed: {e}"));
+            ("failed", Some(e), None)
+        } else {
+            report.retrying += 1;
+            report
+                .problems
+                .push(format!("{what} will be retried: {error}"));
+            (
+                "retrying",
+                Some(error),
+                Some(now + backoff(&d.id, d.attempts)),
+            )
+        }
+    };
+    let (state, error, retry_at) = match outcome {
+        Outcome::Sent => {
             report.sent += 1;
+            ("sent", None, None)
+        }
+        Outcome::Failed(e) => {
+            report.failed += 1;
+            report.problems.push(format!("{what} failed: {e}"));
+            ("failed", Some(e), None)
+        }
+        Outcome::Suppressed(e) => {
+            report.suppressed += 1;
+            ("suppressed", Some(e), None)
+        }
+        Outcome::Rejected(e) => {
+            report.failed += 1;
+            report
+                .problems
+                .push(format!("{what} failed, and the address is suppressed: {e}"));
+            outbox::suppress(conn, &d.recipient, &format!("smtp: {e}"), now).await?;
+            ("failed", Some(e), None)
+        }
+        Outcome::Unknown(e) if d.mode == "at_most_once" => {
+            report.unknown += 1;
+            report.problems.push(format!(
+                "{what} may or may not have arrived (at_most_once: not sent again): {e}"
+            ));
+            ("unknown", Some(e), None)
+        }
+        Outcome::Unknown(e) | Outcome::Retry(e) => retry(e, report),
+    };
+    outbox::finish(conn, &d.id, state, error.as_deref(), now, retry_at).await?;
+    Ok(())
+}
+
+/// From a minute, doubling to at most an hour, plus up to a fifth of jitter from the key.
+fn backoff(key: &str, attempts: i64) -> TimeDelta {
+    let base = (60_i64 << attempts.clamp(0, 6)).min(3_600);
+    let jitter = crate::engine::fnv(&format!("{key}#{attempts}")) % (base as u64 / 5 + 1);
+    TimeDelta::seconds(base + jitter as i64)
+}
+
+/// SMTP sessions working through a batch together: each worker holds one session and
+/// takes the next message when it is done with the last, so a slow message never holds up
+/// the others. An address rejected for good is not tried again in the same batch.
+struct SmtpPool {
+    server: SmtpServer,
+    from: lettre::Address,
+    concurrency: usize,
+    rate: u32,
+    sessions: Vec<Session>,
+}
+
+impl SmtpPool {
+    fn start(server: SmtpServer, options: &DispatchOptions) -> Self {
+        Self {
+            server,
+            from: options.from.email.clone(),
+            concurrency: options.concurrency,
+            rate: options.rate_per_second,
+            sessions: Vec::new(),
+        }
+    }
+
+    /// Sends the jobs and records each outcome as soon as it is known, so that a sender
+    /// killed mid-batch resends at most the message each session had in flight. Returns
+    /// whether the server could not be reached.
+    async fn send_all(
+        &mut self,
+        jobs: Vec<Job>,
+        store: &Store,
+        options: &DispatchOptions,
+        now: DateTime<Utc>,
+        report: &mut DispatchReport,
+    ) -> Result<bool, DeliveryError> {
+        use std::collections::VecDeque;
+        use std::sync::{Arc, Mutex};
+        let total = jobs.len();
+        let queue = Arc::new(Mutex::new(
+            jobs.into_iter().enumerate().collect::<VecDeque<_>>(),
+        ));
+        let rejected = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
+        let started = tokio::time::Instant::now();
+        let workers = self.concurrency.min(total.max(1));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let session = self.sessions.pop();
+            let (queue, rejected) = (queue.clone(), rejected.clone());
+            let (server, from, rate) = (self.server.clone(), self.from.clone(), self.rate);
+            let (store, options) = (store.clone(), options.clone());
+            set.spawn(async move {
+                let mut session = session;
+                let mut report = DispatchReport::default();
+                let mut server_down = false;
+                loop {
+                    let next = queue.lock().map(|mut q| q.pop_front()).ok().flatten();
+                    let Some((index, job)) = next else { break };
+                    if rate > 0 {
+                        let at = started
+                            + std::time::Duration::from_secs_f64(index as f64 / f64::from(rate));
+                        tokio::time::sleep_until(at).await;
+                    }
+                    let mut conn = store.connection().await?;
+                    if !outbox::claim(&mut conn, &job.row.id, Utc::now() + options.lease).await? {
+                        continue;
+                    }
+                    drop(conn);
+                    let key = job.row.recipient.to_lowercase();
+                    let outcome = if rejected.lock().map(|r| r.contains(&key)).unwrap_or(false) {
+                        Outcome::Suppressed("the address rejected an earlier email".into())
+                    } else if server_down {
+                        Outcome::Retry("the SMTP server could not be reached".into())
+                    } else {
+                        if session.as_ref().is_none_or(|s| !s.is_usable()) {
+                            session = Session::open(&server, &ClientId::default())
+                                .await
+                                .inspect_err(|_| server_down = true)
+                                .ok();
+                        }
+                        match session.as_mut() {
+                            None => Outcome::Retry("the SMTP server could not be reached".into()),
+                            Some(s) => {
+                                match s.send(&from, &job.to, &job.bytes, server.timeout).await {
+                                    Ok(()) => Outcome::Sent,
+                                    Err(SendError::Rejected(e)) => {
+                                        if let Ok(mut r) = rejected.lock() {
+                                            r.insert(key);
+                                        }
+                                        Outcome::Rejected(e)
+                                    }
+                                    Err(SendError::Unknown(e)) => Outcome::Unknown(e),
+                                    Err(e) => Outcome::Retry(e.text().to_string()),
+                                }
+                            }
+                        }
+                    };
+                    let mut conn = store.connection().await?;
+                    record(&mut conn, &job.row, outcome, now, &options, &mut report).await?;
+                }
+                Ok::<_, DeliveryError>((session, report, server_down))
+            });
+        }
+        let mut down = false;
+        while let Some(joined) = set.join_next().await {
+            let Ok(result) = joined else { continue };
+            let (session, part, server_down) = result?;
+            if let Some(s) = session.filter(Session::is_usable) {
+                self.sessions.push(s);
+            }
+            report.merge(part);
+            down |= server_down;
+        }
+        if down {
+            report.problems.push(format!(
+                "cannot reach the SMTP server {}:{}; the queue waits and is retried",
+                self.server.host, self.server.port
+            ));
+        }
+        Ok(down)
+    }
+
+    async fn close(self) {
+        for s in self.sessions {
+            s.close().await;
         }
     }
 }

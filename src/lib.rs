@@ -19,6 +19,7 @@ pub mod expr;
 pub mod import;
 pub mod plan;
 pub mod simulate;
+pub mod smtp;
 pub mod source;
 pub mod store;
 pub mod templates;

@@ -16,7 +16,7 @@ use sqlx::Row;
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::delivery::{DeliveryError, Transport, dispatch};
+use crate::delivery::{DeliveryError, DispatchOptions, Transport, dispatch};
 use crate::engine::{Clock, Engine, EngineError, VirtualClock};
 use crate::plan::{Plan, Trigger, Zone};
 use crate::store::copy::{CopyReport, copy_for_rehearsal};
@@ -111,12 +111,13 @@ pub async fn rehearse(
         .unwrap_or_default();
     let copied = copy_for_rehearsal(source, &scratch, from, from - cap_window).await?;
     let engine = Engine::new(plan.clone(), scratch.clone(), config.clone());
+    let options = DispatchOptions::from_config(&config.email, true)?;
     let clock = VirtualClock::new(from);
     let mut passes = 0;
     loop {
         let now = clock.now();
         engine.run_once(now).await?;
-        dispatch(&scratch, transport, &config.email.from, now).await?;
+        dispatch(&scratch, transport, &options, now).await?;
         passes += 1;
         if now >= to {
             break;

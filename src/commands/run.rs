@@ -11,7 +11,7 @@ use chrono::Utc;
 use crate::cli::RunArgs;
 use crate::commands::{CommandError, eprint_diagnostics, open_store};
 use crate::compile::compile_project;
-use crate::delivery::{Transport, dispatch};
+use crate::delivery::{DispatchOptions, Transport, configured_transport, dispatch};
 use crate::engine::Engine;
 use crate::webhook::WebhookSender;
 
@@ -27,8 +27,13 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
         eprintln!("error: the workflows have errors; nothing was run");
         return Ok(ExitCode::FAILURE);
     }
-    let transport = Transport::parse(&project.config.email.transport, &project.root)
-        .map_err(|e| CommandError::Usage(format!("{e} (in `email.transport` of tidings.yaml)")))?;
+    let transport = configured_transport(&project)
+        .map_err(|e| CommandError::Usage(format!("{e} (in `email:` of tidings.yaml)")))?;
+    let options = DispatchOptions::from_config(
+        &project.config.email,
+        store.backend() == crate::store::Backend::Sqlite,
+    )
+    .map_err(|e| CommandError::Usage(e.to_string()))?;
     let engine = Engine::new(
         Arc::new(compiled.plan),
         store.clone(),
@@ -38,12 +43,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
         .block_on(engine.run_once(now))
         .map_err(|e| CommandError::Usage(format!("the pass stopped: {e}")))?;
     let sent = runtime
-        .block_on(dispatch(
-            &store,
-            &transport,
-            &project.config.email.from,
-            now,
-        ))
+        .block_on(dispatch(&store, &transport, &options, now))
         .map_err(|e| CommandError::Usage(format!("delivery stopped: {e}")))?;
     let sender = WebhookSender::new(&project.config.webhooks)
         .map_err(|e| CommandError::Usage(e.to_string()))?;
@@ -68,13 +68,17 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
     )?;
     let where_ = match &transport {
         Transport::Folder(dir) => format!(" to {}", dir.display()),
+        Transport::Smtp(server) => format!(" to {}:{}", server.host, server.port),
         Transport::Stdout | Transport::Discard => String::new(),
     };
     writeln!(
         out,
-        "delivered {} emails{where_}; {} could not be built",
-        sent.sent, sent.failed
+        "delivered {} emails{where_}; {} failed, {} to retry, {} suppressed, {} unknown",
+        sent.sent, sent.failed, sent.retrying, sent.suppressed, sent.unknown
     )?;
+    for problem in &sent.problems {
+        eprintln!("warning: {problem}");
+    }
     if calls.sent + calls.retrying + calls.failed > 0 {
         writeln!(
             out,

@@ -116,6 +116,7 @@ const DELIVERIES: Table = Table {
         ("created_at", Int),
         ("sent_at", Int),
         ("last_error", Text),
+        ("lease_until", Int),
     ],
 };
 

@@ -355,6 +355,8 @@ pub struct DeliveryRow {
     pub payload: Option<String>,
     pub attempts: i64,
     pub last_error: Option<String>,
+    pub mode: String,
+    pub created_at: DateTime<Utc>,
 }
 
 pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, StoreError> {
@@ -439,7 +441,7 @@ pub async fn mark_failed(
     Ok(())
 }
 
-fn delivery_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<DeliveryRow>, StoreError> {
+pub(crate) fn delivery_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<DeliveryRow>, StoreError> {
     rows.iter()
         .map(|r| {
             Ok(DeliveryRow {
@@ -460,6 +462,8 @@ fn delivery_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<DeliveryRow>, StoreEr
                 payload: r.try_get("payload")?,
                 attempts: r.try_get("attempts")?,
                 last_error: r.try_get("last_error")?,
+                mode: r.try_get("mode")?,
+                created_at: from_millis(Some(r.try_get("created_at")?)).unwrap_or_default(),
             })
         })
         .collect()

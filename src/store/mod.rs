@@ -18,6 +18,7 @@ use crate::import::{CustomerRow, EventRow, RowError};
 
 pub mod copy;
 pub mod journeys;
+pub mod outbox;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -154,6 +155,14 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             expires_at BIGINT NOT NULL,
             state TEXT NOT NULL
         )",
+        ],
+    ),
+    (
+        3,
+        "delivery leases",
+        &[
+            "ALTER TABLE deliveries ADD COLUMN lease_until BIGINT",
+            "CREATE INDEX suppressions_reason ON suppressions (created_at)",
         ],
     ),
 ];

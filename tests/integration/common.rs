@@ -186,3 +186,191 @@ impl HttpReceiver {
         self.requests.lock().unwrap().clone()
     }
 }
+
+/// Where in an SMTP conversation a scripted fault strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Mail,
+    Rcpt,
+    Data,
+    /// After the message's final `.`.
+    End,
+}
+
+/// What the scripted server does at a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Act {
+    Accept,
+    Reply(u16, &'static str),
+    /// Close the connection without a reply.
+    Drop,
+}
+
+/// Picks the act for a stage, given the recipient and how many messages to that
+/// recipient the server has already been offered (reached `RCPT`).
+pub type Script = dyn Fn(Stage, &str, usize) -> Act + Send + Sync;
+
+/// One message the server took in (whether or not it acknowledged the final `.`).
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub to: String,
+    pub bytes: Vec<u8>,
+    pub acknowledged: bool,
+}
+
+/// A real SMTP server on loopback for delivery tests: speaks ESMTP (EHLO with 8BITMIME,
+/// MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT), one thread per connection, and
+/// strikes faults where `script` says.
+pub struct SmtpServer {
+    pub port: u16,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    pub offered: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SmtpServer {
+    pub fn start(script: Box<Script>) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(listener, script)
+    }
+
+    /// Starts on a port picked earlier (the "server down at start" test).
+    pub fn start_on(port: u16, script: Box<Script>) -> Self {
+        Self::serve(
+            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+            script,
+        )
+    }
+
+    fn serve(listener: std::net::TcpListener, script: Box<Script>) -> Self {
+        use std::sync::{Arc, Mutex};
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let offered = Arc::new(Mutex::new(Vec::<String>::new()));
+        let script: Arc<Script> = Arc::from(script);
+        let (r, o) = (received.clone(), offered.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (r, o, script) = (r.clone(), o.clone(), script.clone());
+                std::thread::spawn(move || smtp_session(stream, &*script, &r, &o));
+            }
+        });
+        Self {
+            port,
+            received,
+            offered,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn offered(&self) -> Vec<String> {
+        self.offered.lock().unwrap().clone()
+    }
+}
+
+fn smtp_session(
+    stream: std::net::TcpStream,
+    script: &Script,
+    received: &std::sync::Mutex<Vec<Received>>,
+    offered: &std::sync::Mutex<Vec<String>>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut out = stream.try_clone().unwrap();
+    let mut input = BufReader::new(stream);
+    let mut say = |text: &str| out.write_all(format!("{text}\r\n").as_bytes()).is_ok();
+    if !say("220 test.localhost ESMTP") {
+        return;
+    }
+    let mut rcpt = String::new();
+    let mut nth = 0;
+    let act = |stage, rcpt: &str, nth| script(stage, rcpt, nth);
+    loop {
+        let mut line = String::new();
+        if input.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let upper = line.trim_end().to_ascii_uppercase();
+        let reply = |a: Act, ok: &str| -> Option<String> {
+            match a {
+                Act::Accept => Some(ok.to_string()),
+                Act::Reply(code, text) => Some(format!("{code} {text}")),
+                Act::Drop => None,
+            }
+        };
+        let answer = if upper.starts_with("EHLO") {
+            Some(
+                "250-test.localhost\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 10000000"
+                    .to_string(),
+            )
+        } else if upper.starts_with("HELO")
+            || upper.starts_with("NOOP")
+            || upper.starts_with("RSET")
+        {
+            Some("250 OK".into())
+        } else if upper.starts_with("QUIT") {
+            say("221 bye");
+            return;
+        } else if upper.starts_with("MAIL FROM") {
+            reply(act(Stage::Mail, "", 0), "250 OK")
+        } else if upper.starts_with("RCPT TO") {
+            rcpt = line
+                .trim_end()
+                .split_once(':')
+                .map(|(_, a)| {
+                    a.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_string()
+                })
+                .unwrap_or_default();
+            let mut o = offered.lock().unwrap();
+            nth = o.iter().filter(|x| **x == rcpt).count();
+            o.push(rcpt.clone());
+            drop(o);
+            reply(act(Stage::Rcpt, &rcpt, nth), "250 OK")
+        } else if upper.starts_with("DATA") {
+            match reply(act(Stage::Data, &rcpt, nth), "354 go ahead") {
+                Some(r) if r.starts_with("354") => {
+                    say(&r);
+                    let mut bytes = Vec::new();
+                    loop {
+                        let mut l = Vec::new();
+                        if input.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if l == b".\r\n" {
+                            break;
+                        }
+                        let l = if l.starts_with(b"..") {
+                            &l[1..]
+                        } else {
+                            &l[..]
+                        };
+                        bytes.extend_from_slice(l);
+                    }
+                    let end = reply(act(Stage::End, &rcpt, nth), "250 queued");
+                    received.lock().unwrap().push(Received {
+                        to: rcpt.clone(),
+                        bytes,
+                        acknowledged: end.as_deref().is_some_and(|e| e.starts_with('2')),
+                    });
+                    end
+                }
+                other => other,
+            }
+        } else {
+            Some("502 not implemented".into())
+        };
+        match answer {
+            Some(a) => {
+                if !say(&a) {
+                    return;
+                }
+            }
+            None => return,
+        }
+    }
+}

@@ -5,6 +5,7 @@ mod common;
 mod restart;
 mod schedule;
 mod simulate;
+mod smtp;
 mod store;
 mod validate;
 mod webhook;

@@ -1,0 +1,307 @@
+//! SMTP connections for the dispatcher: lettre's `AsyncSmtpConnection` over a socket we open
+//! ourselves, so that TCP_NODELAY is set (lettre's own connect and pool leave Nagle on, and
+//! the body and the final `.` then wait ~40 ms on the peer's delayed ACK — 23 messages/s per
+//! connection), with STARTTLS when the server offers it (or TLS from the first byte for
+//! `smtps://`) and AUTH when credentials are configured.
+//!
+//! A message is sent command by command rather than with lettre's `send`, because what a
+//! failure means depends on where it happened: a 5xx to `RCPT` or to the final `.` is about
+//! the recipient (suppress the address), a 5xx to `MAIL` is about us (retry, and tell the
+//! operator), and a connection lost after the final `.` leaves the outcome unknown.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use lettre::Address;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, MailBodyParameter, MailParameter};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Where and how to reach the SMTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpServer {
+    pub host: String,
+    pub port: u16,
+    /// TLS from the first byte (`smtps://`), rather than STARTTLS when offered.
+    pub implicit_tls: bool,
+    pub credentials: Option<(String, String)>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Error)]
+pub enum SmtpUrlError {
+    #[error("`{0}` is not an SMTP URL; write `smtp://HOST:PORT` or `smtps://HOST:PORT`")]
+    Malformed(String),
+}
+
+impl SmtpServer {
+    /// Parses `smtp://host[:port]` (default port 25) or `smtps://host[:port]` (465).
+    pub fn parse(url: &str) -> Result<Self, SmtpUrlError> {
+        let bad = || SmtpUrlError::Malformed(url.to_string());
+        let (implicit_tls, rest) = if let Some(r) = url.strip_prefix("smtps://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("smtp://") {
+            (false, r)
+        } else {
+            return Err(bad());
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h, p.parse::<u16>().map_err(|_| bad())?)
+            }
+            _ => (rest, if implicit_tls { 465 } else { 25 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(['/', '@', ' ']) {
+            return Err(bad());
+        }
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            implicit_tls,
+            credentials: None,
+            timeout: Duration::from_secs(30),
+        })
+    }
+}
+
+/// Where in the conversation a send failed, and what the failure means for the message.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made or the greeting/EHLO/TLS/AUTH failed: nothing was sent.
+    Connect(String),
+    /// A 4xx, or the line dropped before the message was handed over: try again later.
+    Transient(String),
+    /// A 5xx to `RCPT` or to the end of data: this address does not take our mail.
+    Rejected(String),
+    /// A 5xx about the sender or the session (`MAIL`, `DATA`): ours to fix, so retried.
+    Refused(String),
+    /// The line dropped after the final `.`: the server may or may not have the message.
+    Unknown(String),
+}
+
+impl SendError {
+    pub fn text(&self) -> &str {
+        match self {
+            SendError::Connect(t)
+            | SendError::Transient(t)
+            | SendError::Rejected(t)
+            | SendError::Refused(t)
+            | SendError::Unknown(t) => t,
+        }
+    }
+}
+
+/// One open SMTP session.
+pub struct Session {
+    conn: AsyncSmtpConnection,
+}
+
+impl Session {
+    /// Connects with TCP_NODELAY, upgrades to TLS where it can, and logs in if configured.
+    pub async fn open(server: &SmtpServer, hello: &ClientId) -> Result<Self, SendError> {
+        let connect = |e: &dyn std::fmt::Display| {
+            SendError::Connect(format!(
+                "cannot talk to the SMTP server {}:{}: {e}",
+                server.host, server.port
+            ))
+        };
+        let tcp = tokio::time::timeout(
+            server.timeout,
+            TcpStream::connect((server.host.as_str(), server.port)),
+        )
+        .await
+        .map_err(|_| connect(&"no answer within the timeout"))?
+        .map_err(|e| connect(&e))?;
+        tcp.set_nodelay(true).map_err(|e| connect(&e))?;
+        crate::tls::install_provider();
+        let stream: Box<dyn AsyncTokioStream> = if server.implicit_tls {
+            Box::new(
+                TlsTcp::connect(tcp, &server.host)
+                    .await
+                    .map_err(|e| connect(&e))?,
+            )
+        } else {
+            Box::new(tcp)
+        };
+        let mut conn = tokio::time::timeout(
+            server.timeout,
+            AsyncSmtpConnection::connect_with_transport(stream, hello),
+        )
+        .await
+        .map_err(|_| connect(&"no greeting within the timeout"))?
+        .map_err(|e| connect(&e))?;
+        if !server.implicit_tls && conn.can_starttls() {
+            let params = TlsParameters::new_rustls(server.host.clone()).map_err(|e| connect(&e))?;
+            conn.starttls(params, hello)
+                .await
+                .map_err(|e| connect(&e))?;
+        }
+        if let Some((user, password)) = &server.credentials {
+            let mechanisms = [
+                lettre::transport::smtp::authentication::Mechanism::Plain,
+                lettre::transport::smtp::authentication::Mechanism::Login,
+            ];
+            conn.auth(
+                &mechanisms,
+                &Credentials::new(user.clone(), password.clone()),
+            )
+            .await
+            .map_err(|e| connect(&format!("login failed: {e}")))?;
+        }
+        Ok(Self { conn })
+    }
+
+    /// Whether the session can carry another message.
+    pub fn is_usable(&self) -> bool {
+        !self.conn.has_broken()
+    }
+
+    /// Sends one message to one recipient, reporting where a failure happened.
+    pub async fn send(
+        &mut self,
+        from: &Address,
+        to: &Address,
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<(), SendError> {
+        let reply = |e: lettre::transport::smtp::Error, stage: &str| {
+            let text = format!("{stage}: {e}");
+            if e.is_permanent() {
+                Err(text)
+            } else {
+                Ok(text)
+            }
+        };
+        let mut options = Vec::new();
+        if !message.is_ascii() {
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let mail = tokio::time::timeout(
+            timeout,
+            self.conn.command(Mail::new(Some(from.clone()), options)),
+        )
+        .await
+        .map_err(|_| SendError::Transient("MAIL: no answer within the timeout".into()))?;
+        mail.map_err(|e| match reply(e, "MAIL") {
+            Ok(t) => SendError::Transient(t),
+            Err(t) => SendError::Refused(t),
+        })?;
+        let rcpt = tokio::time::timeout(timeout, self.conn.command(Rcpt::new(to.clone(), vec![])))
+            .await
+            .map_err(|_| SendError::Transient("RCPT: no answer within the timeout".into()))?;
+        rcpt.map_err(|e| match reply(e, "RCPT") {
+            Ok(t) => SendError::Transient(t),
+            Err(t) => SendError::Rejected(t),
+        })?;
+        let data = tokio::time::timeout(timeout, self.conn.command(Data))
+            .await
+            .map_err(|_| SendError::Transient("DATA: no answer within the timeout".into()))?;
+        data.map_err(|e| match reply(e, "DATA") {
+            Ok(t) => SendError::Transient(t),
+            Err(t) => SendError::Refused(t),
+        })?;
+        // From here the server may have the message whatever happens to the line.
+        let end = tokio::time::timeout(timeout, self.conn.message(message))
+            .await
+            .map_err(|_| {
+                SendError::Unknown("no answer to the end of data within the timeout".into())
+            })?;
+        end.map_err(|e| {
+            if e.is_permanent() {
+                SendError::Rejected(format!("end of data: {e}"))
+            } else if e.is_transient() {
+                SendError::Transient(format!("end of data: {e}"))
+            } else {
+                SendError::Unknown(format!("end of data: {e}"))
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Says goodbye; a server that has gone already is no error.
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.conn.quit()).await;
+    }
+}
+
+/// A TLS stream over our own TCP socket, for `smtps://` (lettre's own implicit TLS
+/// connects the socket itself, without TCP_NODELAY).
+#[derive(Debug)]
+struct TlsTcp(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl TlsTcp {
+    async fn connect(tcp: TcpStream, host: &str) -> std::io::Result<Self> {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        Ok(Self(connector.connect(name, tcp).await?))
+    }
+}
+
+impl AsyncRead for TlsTcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsTcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for TlsTcp {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smtp_urls() {
+        let s = SmtpServer::parse("smtp://127.0.0.1:2525").unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.implicit_tls),
+            ("127.0.0.1", 2525, false)
+        );
+        let s = SmtpServer::parse("smtps://mail.acme.example").unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.implicit_tls),
+            ("mail.acme.example", 465, true)
+        );
+        let s = SmtpServer::parse("smtp://[::1]:25").unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("::1", 25));
+        assert!(SmtpServer::parse("smtp://host:port").is_err());
+        assert!(SmtpServer::parse("http://host").is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! The outbox's send-side states: a pending email is claimed (`sending`, with a lease), then
+//! ends `sent`, `retrying` (at a later `due_at`), `failed`, `suppressed`, or — for
+//! `at_most_once` mail whose sender died mid-send — `unknown`.
+
+use chrono::{DateTime, Utc};
+use sqlx::AnyConnection;
+
+use super::StoreError;
+use super::journeys::{DeliveryRow, delivery_rows};
+
+/// Puts back the emails a dead sender left in `sending`: those whose lease ran out before
+/// `expired_before` (every one, when the caller is the only sender). `at_least_once` mail
+/// goes back to the queue and will be sent again with the same Message-ID;
+/// `at_most_once` mail becomes `unknown` and is not sent again. Returns (requeued, unknown).
+pub async fn recover_interrupted(
+    conn: &mut AnyConnection,
+    expired_before: Option<DateTime<Utc>>,
+) -> Result<(u64, u64), StoreError> {
+    let bound = expired_before.map_or(i64::MAX, |t| t.timestamp_millis());
+    let unknown = sqlx::query("UPDATE deliveries SET state = 'unknown', last_error = 'the sender stopped while this email was being sent; with `delivery: at_most_once` it is not sent again' WHERE state = 'sending' AND mode = 'at_most_once' AND lease_until < $1")
+        .bind(bound)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let requeued = sqlx::query("UPDATE deliveries SET state = 'retrying', last_error = 'the sender stopped while this email was being sent; sent again with the same Message-ID' WHERE state = 'sending' AND lease_until < $1")
+        .bind(bound)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok((requeued, unknown))
+}
+
+/// Emails due by `now` that are waiting to be sent (new or to be retried), oldest first.
+pub async fn due_emails(
+    conn: &mut AnyConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM deliveries WHERE channel = 'email' AND state IN ('pending', 'retrying') AND due_at <= $1 ORDER BY due_at, id LIMIT $2")
+        .bind(now.timestamp_millis())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    delivery_rows(&rows)
+}
+
+/// Claims one email for sending until `lease_until`; `false` when another sender has it.
+pub async fn claim(
+    conn: &mut AnyConnection,
+    id: &str,
+    lease_until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = sqlx::query("UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id = $2 AND state IN ('pending', 'retrying')")
+        .bind(lease_until.timestamp_millis())
+        .bind(id)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
+
+/// Records how a claimed email ended. `retry_at` moves a `retrying` email's due time.
+pub async fn finish(
+    conn: &mut AnyConnection,
+    id: &str,
+    state: &str,
+    error: Option<&str>,
+    at: DateTime<Utc>,
+    retry_at: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE deliveries SET state = $1, last_error = $2, sent_at = CASE WHEN $1 = 'sent' THEN $3 ELSE sent_at END, due_at = COALESCE($4, due_at), lease_until = NULL WHERE id = $5")
+        .bind(state)
+        .bind(error)
+        .bind(at.timestamp_millis())
+        .bind(retry_at.map(|t| t.timestamp_millis()))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    if state == "failed" {
+        // A code that never reached the customer is free again.
+        sqlx::query("UPDATE coupons SET state = 'released' WHERE delivery_id = $1")
+            .bind(id)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Adds an address to the suppression list (a hard bounce, a complaint, a 5xx).
+pub async fn suppress(
+    conn: &mut AnyConnection,
+    email: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
+        .bind(email.to_lowercase())
+        .bind(reason)
+        .bind(at.timestamp_millis())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Why an email may not go now, if it may not: the address is suppressed, or (for
+/// marketing mail) the customer has unsubscribed — checked at send time, so an unsubscribe
+/// that commits while emails are queued stops them all.
+pub async fn send_blocker(
+    conn: &mut AnyConnection,
+    d: &DeliveryRow,
+) -> Result<Option<String>, StoreError> {
+    use sqlx::Row;
+    if let Some(row) = sqlx::query("SELECT reason FROM suppressions WHERE email = $1")
+        .bind(d.recipient.to_lowercase())
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        let reason: String = row.try_get(0)?;
+        return Ok(Some(format!("the address is suppressed ({reason})")));
+    }
+    if d.class == "marketing" {
+        let row = sqlx::query("SELECT unsubscribed_at FROM customers WHERE id = $1")
+            .bind(d.customer_id.clone())
+            .fetch_optional(conn)
+            .await?;
+        if let Some(row) = row
+            && row.try_get::<Option<i64>, _>(0)?.is_some()
+        {
+            return Ok(Some("the customer has unsubscribed".into()));
+        }
+    }
+    Ok(None)
+}

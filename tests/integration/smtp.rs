@@ -1,0 +1,367 @@
+//! Delivery over a real SMTP conversation with a server this test starts on loopback:
+//! what arrives is parsed with a MIME parser, and scripted faults (4xx, 5xx, a dropped line
+//! after the data, a server that is down) show that nothing is lost and nothing is sent
+//! twice except where the outcome was unknown — and then with the same Message-ID.
+
+use std::collections::BTreeMap;
+
+use mail_parser::MessageParser;
+
+use crate::common::{Act, SmtpServer, Stage, write};
+use crate::store::{Backend, backends, outbox, tidings, with_examples, with_store};
+
+fn project(b: &Backend, port: u16, extra: &str) {
+    with_examples(b);
+    write(
+        &b.dir,
+        "tidings.yaml",
+        &format!(
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{port}\n  from: \"Acme <hello@acme.example>\"\n{extra}"
+        ),
+    );
+    let demo = crate::common::repo_root().join("examples/demo");
+    for kind in ["customers", "events"] {
+        let file = demo.join(format!("{kind}.csv"));
+        let run = tidings(b)
+            .args(["import", kind, file.to_str().unwrap()])
+            .run();
+        assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+    }
+}
+
+fn pass(b: &Backend, now: &str) -> crate::common::Run {
+    let run = tidings(b).args(["run", "--once", "--now", now]).run();
+    assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+    run
+}
+
+/// Every email arrives as a standard MIME message: both parts, UTF-8 subjects and names
+/// that survive the parser, the stored Message-ID, and one-click unsubscribe headers on
+/// marketing mail only.
+#[test]
+fn emails_arrive_over_smtp_as_standard_mime() {
+    for b in backends("smtp-mime") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        project(&b, server.port, "");
+        let first = pass(&b, "2026-06-01T08:00:00Z");
+        assert!(
+            first.stdout.contains(&format!(
+                "delivered 4 emails to 127.0.0.1:{}; 0 failed",
+                server.port
+            )),
+            "{}: {}",
+            b.label,
+            first.stdout
+        );
+        pass(&b, "2026-06-03T10:00:00Z");
+        let (deliveries, _) = outbox(&b);
+        let sent: Vec<_> = deliveries.iter().filter(|d| d.channel == "email").collect();
+        assert!(
+            sent.iter().all(|d| d.state == "sent"),
+            "{}: {sent:?}",
+            b.label
+        );
+        let received = server.received();
+        assert_eq!(received.len(), sent.len(), "{}", b.label);
+
+        let mut subjects = BTreeMap::new();
+        for r in &received {
+            let message = MessageParser::default().parse(&r.bytes).unwrap();
+            let id = message.message_id().unwrap().to_string();
+            let stored = sent
+                .iter()
+                .find(|d| d.message_id == format!("<{id}>"))
+                .unwrap_or_else(|| panic!("{}: unknown Message-ID {id}", b.label));
+            assert_eq!(r.to, stored.recipient);
+            assert_eq!(message.subject(), stored.subject.as_deref());
+            assert_eq!(
+                message.from().unwrap().first().unwrap().address(),
+                Some("hello@acme.example")
+            );
+            let text = message.body_text(0).unwrap();
+            let html = message.body_html(0).unwrap();
+            assert!(
+                !text.trim().is_empty() && html.contains("<"),
+                "{}",
+                stored.id
+            );
+            let unsubscribe = message.header_raw("List-Unsubscribe");
+            if stored.class == "marketing" {
+                assert!(
+                    unsubscribe.is_some_and(|u| u.contains("http")),
+                    "{}",
+                    stored.id
+                );
+                assert_eq!(
+                    message.header_raw("List-Unsubscribe-Post").map(str::trim),
+                    Some("List-Unsubscribe=One-Click")
+                );
+            } else {
+                assert!(unsubscribe.is_none(), "{}", stored.id);
+            }
+            subjects.insert(
+                (stored.workflow.clone(), r.to.clone()),
+                message.subject().unwrap().to_string(),
+            );
+        }
+        // Japanese, Hindi and Chinese subjects and names round-trip through the parser.
+        assert_eq!(
+            subjects[&("birthday-offer".to_string(), "ken@example.jp".to_string())],
+            "山田様、お誕生日おめでとうございます"
+        );
+        assert_eq!(
+            subjects[&("birthday-offer".to_string(), "wei@example.cn".to_string())],
+            "伟，生日快乐！送您一份礼物"
+        );
+        assert_eq!(
+            subjects[&(
+                "post-purchase-thank-you".to_string(),
+                "priya@example.in".to_string()
+            )],
+            "Thank you for your order, Priya"
+        );
+    }
+}
+
+/// 451 at RCPT and 421 after the data are retried and delivered once; a line dropped
+/// after the data leaves the outcome unknown, so `at_least_once` mail is sent again with
+/// the same Message-ID and `at_most_once` mail is not; 550 fails the email, suppresses the
+/// address, and nothing else is offered to it.
+#[test]
+fn smtp_faults_lose_nothing_and_duplicate_only_the_unknown() {
+    for b in backends("smtp-faults") {
+        let server = SmtpServer::start(Box::new(|stage, rcpt, nth| match (rcpt, stage, nth) {
+            ("ada@example.com", Stage::Rcpt, 0) => Act::Reply(451, "4.7.1 try again later"),
+            ("ken@example.jp", Stage::End, 0) => Act::Drop,
+            ("priya@example.in", Stage::Rcpt, _) => Act::Reply(550, "5.1.1 no such user"),
+            ("wei@example.cn", Stage::End, 0) => Act::Reply(421, "4.3.2 closing"),
+            ("wei@example.cn", Stage::End, 2) => Act::Drop,
+            _ => Act::Accept,
+        }));
+        project(&b, server.port, "");
+        let first = pass(&b, "2026-06-01T08:00:00Z");
+        for warning in [
+            "email `welcome-series` step `hello` to ada@example.com will be retried: RCPT:",
+            "email `post-purchase-thank-you` step `thanks` to priya@example.in failed, and the address is suppressed: RCPT:",
+            "5.1.1 no such user",
+            "email `reactivation-deal` step `deal` to ken@example.jp will be retried",
+            "email `reactivation-deal` step `deal` to wei@example.cn will be retried: end of data:",
+        ] {
+            assert!(
+                first.stderr.contains(warning),
+                "{}: {warning}\n{}",
+                b.label,
+                first.stderr
+            );
+        }
+        assert!(
+            first.stdout.contains("0 emails") || first.stdout.contains("delivered 0 emails"),
+            "{}",
+            first.stdout
+        );
+
+        // The retries are due a minute or so later.
+        let second = pass(&b, "2026-06-01T08:10:00Z");
+        assert!(
+            second.stdout.contains("delivered 3 emails"),
+            "{}: {}",
+            b.label,
+            second.transcript()
+        );
+        // A later order for the suppressed address is not offered to the server at all.
+        let run = tidings(&b)
+            .args([
+                "event",
+                "order_placed",
+                "--customer",
+                "c3",
+                "--at",
+                "2026-06-02T12:00:00Z",
+            ])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        pass(&b, "2026-06-03T10:00:00Z");
+
+        let (deliveries, _) = outbox(&b);
+        let state = |workflow: &str, to: &str| -> Vec<String> {
+            deliveries
+                .iter()
+                .filter(|d| d.workflow == workflow && d.recipient == to)
+                .map(|d| d.state.clone())
+                .collect()
+        };
+        assert_eq!(
+            state("welcome-series", "ada@example.com"),
+            ["sent", "sent"],
+            "{}",
+            b.label
+        );
+        assert_eq!(
+            state("reactivation-deal", "ken@example.jp"),
+            ["sent"],
+            "{}",
+            b.label
+        );
+        assert_eq!(
+            state("reactivation-deal", "wei@example.cn"),
+            ["sent"],
+            "{}",
+            b.label
+        );
+        // The later order does not even enter a journey: the address is suppressed.
+        assert_eq!(
+            state("post-purchase-thank-you", "priya@example.in"),
+            ["failed"],
+            "{}",
+            b.label
+        );
+        assert_eq!(
+            state("birthday-offer", "wei@example.cn"),
+            ["unknown"],
+            "{}",
+            b.label
+        );
+        assert_eq!(
+            state("birthday-offer", "ken@example.jp"),
+            ["sent"],
+            "{}",
+            b.label
+        );
+
+        let offered = server.offered();
+        assert_eq!(
+            offered.iter().filter(|r| *r == "priya@example.in").count(),
+            1,
+            "{}",
+            b.label
+        );
+        // Every sent email arrived acknowledged exactly once; the only second copies are
+        // of ken's deal, whose first copy's fate was unknown, with the same Message-ID.
+        let received = server.received();
+        let ids = |to: &str| -> Vec<(String, bool)> {
+            received
+                .iter()
+                .filter(|r| r.to == to)
+                .map(|r| {
+                    let m = MessageParser::default().parse(&r.bytes).unwrap();
+                    (m.message_id().unwrap().to_string(), r.acknowledged)
+                })
+                .collect()
+        };
+        let ken = ids("ken@example.jp");
+        assert_eq!(
+            ken.len(),
+            3,
+            "{}: deal twice, birthday once: {ken:?}",
+            b.label
+        );
+        assert_eq!(ken[0].0, ken[1].0, "the resend carries the same Message-ID");
+        assert_eq!((ken[0].1, ken[1].1), (false, true));
+        let wei = ids("wei@example.cn");
+        // The deal refused with 421 after its data, the deal again (accepted), and the
+        // birthday gift whose line dropped: at_most_once, so never offered again.
+        let acknowledged: Vec<bool> = wei.iter().map(|w| w.1).collect();
+        assert_eq!(acknowledged, [false, true, false], "{}: {wei:?}", b.label);
+        assert_eq!(wei[0].0, wei[1].0);
+        for d in deliveries
+            .iter()
+            .filter(|d| d.state == "sent" && d.channel == "email")
+        {
+            let copies = received
+                .iter()
+                .filter(|r| {
+                    r.acknowledged
+                        && String::from_utf8_lossy(&r.bytes).contains(d.message_id.as_str())
+                })
+                .count();
+            assert_eq!(copies, 1, "{}: {}", b.label, d.id);
+        }
+        with_store(&b, async |s| {
+            use sqlx::Row;
+            let mut conn = s.connection().await.unwrap();
+            let reason: String =
+                sqlx::query("SELECT reason FROM suppressions WHERE email = 'priya@example.in'")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap()
+                    .get(0);
+            assert!(
+                reason.contains("550") && reason.contains("no such user"),
+                "{reason}"
+            );
+        });
+    }
+}
+
+/// A server that is down when the pass runs: every email waits, nothing is lost, and the
+/// queue drains once the server is back.
+#[test]
+fn a_server_that_is_down_holds_the_queue_until_it_is_back() {
+    let b = backends("smtp-down").remove(0);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    project(&b, port, "");
+    let down = pass(&b, "2026-06-01T08:00:00Z");
+    assert!(
+        down.stderr
+            .contains(&format!("cannot reach the SMTP server 127.0.0.1:{port}")),
+        "{}",
+        down.stderr
+    );
+    assert!(
+        down.stdout.contains("delivered 0 emails"),
+        "{}",
+        down.stdout
+    );
+    let (deliveries, _) = outbox(&b);
+    assert!(
+        deliveries
+            .iter()
+            .filter(|d| d.channel == "email")
+            .all(|d| d.state == "retrying"),
+        "{deliveries:?}"
+    );
+
+    // While the queue waits, one customer unsubscribes: their queued marketing email is
+    // stopped at send time; another's transactional one still goes.
+    for customer in ["c2", "c3"] {
+        let run = tidings(&b)
+            .args([
+                "event",
+                "unsubscribed",
+                "--customer",
+                customer,
+                "--at",
+                "2026-06-01T08:05:00Z",
+            ])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+    }
+
+    let server = SmtpServer::start_on(port, Box::new(|_, _, _| Act::Accept));
+    let up = pass(&b, "2026-06-01T08:30:00Z");
+    assert!(
+        up.stdout.contains("delivered 3 emails"),
+        "{}",
+        up.transcript()
+    );
+    assert!(up.stdout.contains("1 suppressed"), "{}", up.transcript());
+    let mut to: Vec<String> = server.received().into_iter().map(|r| r.to).collect();
+    to.sort();
+    assert_eq!(
+        to,
+        ["ada@example.com", "priya@example.in", "wei@example.cn"]
+    );
+    let (deliveries, _) = outbox(&b);
+    let ken = deliveries
+        .iter()
+        .find(|d| d.recipient == "ken@example.jp")
+        .unwrap();
+    assert_eq!(ken.state, "suppressed");
+    assert_eq!(
+        ken.last_error.as_deref(),
+        Some("the customer has unsubscribed")
+    );
+}
