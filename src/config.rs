@@ -104,8 +104,11 @@ pub struct DkimConfig {
 pub struct UnsubscribeConfig {
     /// `base_url: https://acme.example/u` — the daemon serves `/u/{token}`.
     pub base_url: String,
-    /// `secret: ${TIDINGS_UNSUBSCRIBE_SECRET}` — signs unsubscribe tokens.
+    /// `secret: ${TIDINGS_UNSUBSCRIBE_SECRET}` — signs unsubscribe tokens (default: a
+    /// random key the store makes and keeps).
     pub secret: Option<String>,
+    /// `valid_for: 365d` — how long an unsubscribe link works.
+    pub valid_for: String,
 }
 
 impl Default for UnsubscribeConfig {
@@ -113,6 +116,7 @@ impl Default for UnsubscribeConfig {
         Self {
             base_url: "http://127.0.0.1:8080/u".into(),
             secret: None,
+            valid_for: "365d".into(),
         }
     }
 }

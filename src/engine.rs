@@ -20,6 +20,7 @@ use crate::expr::{EvalInput, EventHistory, Expr};
 use crate::plan::{EmailStep, Plan, Reentry, Step, StepKind, Trigger, Wait, Workflow, Zone};
 use crate::store::journeys::{self, CustomerFilter, EnrollmentRow, NewDelivery};
 use crate::store::{Store, StoreError};
+use crate::unsubscribe::{Signer, Unsubscribe};
 use crate::workflow::{Deferral, DeliveryMode, MailClass};
 
 /// Where the current time comes from.
@@ -63,6 +64,8 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("database error")]
     Sql(#[from] sqlx::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// What one pass did.
@@ -143,6 +146,8 @@ pub struct Engine {
     plan: Arc<Plan>,
     store: Store,
     config: Config,
+    /// Signs unsubscribe links; set by the first pass (the key may live in the store).
+    signer: std::sync::OnceLock<Signer>,
 }
 
 /// The event that unsubscribes its customer from marketing mail when processed (what the
@@ -159,13 +164,30 @@ impl Engine {
             plan,
             store,
             config,
+            signer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The unsubscribe signer: the configured secret, or the store's own key.
+    async fn load_signer(&self) -> Result<(), EngineError> {
+        if self.signer.get().is_some() {
+            return Ok(());
+        }
+        let secret = match &self.config.unsubscribe.secret {
+            Some(s) => crate::config::expand_env(s, &|n| std::env::var(n).ok()).map_err(|e| {
+                EngineError::Config(format!("{e} (in `unsubscribe.secret` of tidings.yaml)"))
+            })?,
+            None => self.store.signing_secret().await?,
+        };
+        let _ = self.signer.set(Signer::new(secret.as_bytes()));
+        Ok(())
     }
 
     /// One pass at `now`: every event up to `now`, then every step due by `now`, until
     /// nothing is left to do.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
+        self.load_signer().await?;
         self.fire_schedules(now, &mut report).await?;
         self.fire_dates(now, &mut report).await?;
         loop {
@@ -756,12 +778,21 @@ impl Engine {
             &serde_json::json!({ "name": wf.name, "description": wf.description }),
         );
         ctx.insert("now", &at.to_rfc3339());
-        // Signed one-click tokens come with delivery (RFC 8058); until then the link names
-        // the customer and workflow so that it can be honoured by hand.
+        // A signed token (customer, workflow, expiry): the one-click endpoint (RFC 8058)
+        // acts on it without a lookup, and a forged or altered link does nothing.
         let base = self.config.unsubscribe.base_url.trim_end_matches('/');
+        let valid_for = crate::duration::parse(&self.config.unsubscribe.valid_for)
+            .unwrap_or(TimeDelta::days(365));
+        let token = self.signer.get().map(|s| {
+            s.token(&Unsubscribe {
+                customer_id: customer.id.clone(),
+                workflow: wf.name.clone(),
+                expires_at: at + valid_for,
+            })
+        });
         ctx.insert(
             "unsubscribe_url",
-            &format!("{base}/{}.{}", customer.id, wf.name),
+            &format!("{base}/{}", token.unwrap_or_default()),
         );
         ctx
     }

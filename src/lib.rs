@@ -24,6 +24,7 @@ pub mod source;
 pub mod store;
 pub mod templates;
 pub mod tls;
+pub mod unsubscribe;
 pub mod webhook;
 pub mod workflow;
 pub mod yaml;

@@ -165,6 +165,11 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "CREATE INDEX suppressions_reason ON suppressions (created_at)",
         ],
     ),
+    (
+        4,
+        "settings kept by the store",
+        &["CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)"],
+    ),
 ];
 
 /// What an import did.
@@ -465,6 +470,28 @@ impl Store {
                 .await?
                 .try_get(0)?,
         )
+    }
+
+    /// The store's own unsubscribe-signing key, made on first use; replicas starting
+    /// together agree on one (the first insert wins).
+    pub async fn signing_secret(&self) -> Result<String, StoreError> {
+        let read = || {
+            sqlx::query("SELECT value FROM settings WHERE key = 'unsubscribe_secret'")
+                .fetch_optional(&self.pool)
+        };
+        if let Some(row) = read().await? {
+            return Ok(row.try_get(0)?);
+        }
+        let fresh = crate::unsubscribe::random_secret()
+            .map_err(|_| StoreError::Corrupt("no random source for a signing key".into()))?;
+        sqlx::query("INSERT INTO settings (key, value) VALUES ('unsubscribe_secret', $1) ON CONFLICT (key) DO NOTHING")
+            .bind(fresh)
+            .execute(&self.pool)
+            .await?;
+        let row = read()
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the signing key vanished".into()))?;
+        Ok(row.try_get(0)?)
     }
 
     /// A connection from the pool, for the journey queries.

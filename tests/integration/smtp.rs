@@ -63,6 +63,8 @@ fn emails_arrive_over_smtp_as_standard_mime() {
         );
         let received = server.received();
         assert_eq!(received.len(), sent.len(), "{}", b.label);
+        let secret = with_store(&b, async |s| s.signing_secret().await.unwrap());
+        let signer = tidings::unsubscribe::Signer::new(secret.as_bytes());
 
         let mut subjects = BTreeMap::new();
         for r in &received {
@@ -96,6 +98,20 @@ fn emails_arrive_over_smtp_as_standard_mime() {
                     message.header_raw("List-Unsubscribe-Post").map(str::trim),
                     Some("List-Unsubscribe=One-Click")
                 );
+                // The link's token is signed with the store's key and names this
+                // customer and workflow; a tampered copy is refused.
+                let url = unsubscribe
+                    .unwrap()
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>');
+                let token = url.rsplit('/').next().unwrap();
+                let now = chrono::Utc::now();
+                let checked = signer.verify(token, now).unwrap();
+                assert_eq!(checked.customer_id, stored.customer_id);
+                assert_eq!(checked.workflow, stored.workflow);
+                let tampered = format!("{}x", token);
+                assert!(signer.verify(&tampered, now).is_err());
             } else {
                 assert!(unsubscribe.is_none(), "{}", stored.id);
             }
