@@ -381,3 +381,82 @@ fn a_server_that_is_down_holds_the_queue_until_it_is_back() {
         Some("the customer has unsubscribed")
     );
 }
+
+/// The crash test: a pass sending 10,000 emails over SMTP is killed with SIGKILL three times
+/// while it sends, and run again each time. At the end every email arrived, and the only
+/// duplicates are the at most one email per kill that was in flight — with the same
+/// Message-ID (one SMTP session here, so one in flight).
+#[test]
+fn a_sender_killed_three_times_loses_nothing_and_repeats_at_most_one_per_kill() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    const N: usize = 10_000;
+    let b = backends("smtp-crash").remove(0);
+    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    with_examples(&b);
+    write(
+        &b.dir,
+        "tidings.yaml",
+        &format!(
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{}\n  concurrency: 1\n",
+            server.port
+        ),
+    );
+    let mut customers = String::from("id,email,first_name\n");
+    let mut events = String::from("customer_id,name,at\n");
+    for i in 0..N {
+        customers.push_str(&format!("n{i:05},n{i}@example.com,N{i}\n"));
+        events.push_str(&format!("n{i:05},customer_created,2026-06-01T07:00:00Z\n"));
+    }
+    write(&b.dir, "customers.csv", &customers);
+    write(&b.dir, "events.csv", &events);
+    for (kind, file) in [("customers", "customers.csv"), ("events", "events.csv")] {
+        let run = tidings(&b).args(["import", kind, file]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+    }
+    let mut kills = 0;
+    for at_least in [1_500, 4_000, 7_000] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["run", "--once", "--now", "2026-06-01T08:00:00Z"])
+            .current_dir(&b.dir)
+            .env("TIDINGS_DB", &b.url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while server.received().len() < at_least && Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills >= 2, "the sender finished before it could be killed");
+    let run = pass(&b, "2026-06-01T08:00:00Z");
+    assert!(run.stdout.contains("0 failed"), "{}", run.transcript());
+
+    let (deliveries, _) = outbox(&b);
+    let emails: Vec<_> = deliveries.iter().filter(|d| d.channel == "email").collect();
+    assert_eq!(emails.len(), N);
+    assert!(emails.iter().all(|d| d.state == "sent"), "not all sent");
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    for r in server.received() {
+        let m = MessageParser::default().parse(&r.bytes).unwrap();
+        *copies
+            .entry(m.message_id().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(copies.len(), N, "every email arrived");
+    let duplicates: usize = copies.values().map(|c| c - 1).sum();
+    assert!(
+        duplicates <= kills,
+        "{duplicates} duplicates after {kills} kills"
+    );
+    eprintln!("{kills} kills, {duplicates} duplicates, {N} emails");
+}
