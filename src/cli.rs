@@ -44,6 +44,37 @@ pub enum Command {
     Run(RunArgs),
     /// Rehearse a time window on a copy of the store: what would be sent, when, to whom.
     Simulate(SimulateArgs),
+    /// The operator's view of queued and sent emails: list, retry, cancel.
+    Outbox(OutboxArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutboxAction {
+    /// Show the selected emails (newest first).
+    List,
+    /// Queue failed, unknown or retrying emails to go on the next pass.
+    Retry,
+    /// Cancel emails that have not left yet.
+    Cancel,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OutboxArgs {
+    #[arg(value_enum, default_value = "list")]
+    pub action: OutboxAction,
+    /// Only this workflow's emails.
+    #[arg(long, value_name = "NAME")]
+    pub workflow: Option<String>,
+    /// Only this customer's emails.
+    #[arg(long, value_name = "ID")]
+    pub customer: Option<String>,
+    /// Only emails in these states (repeatable): pending, sending, sent, retrying, failed,
+    /// suppressed, unknown, cancelled, skipped.
+    #[arg(long, value_name = "STATE")]
+    pub state: Vec<String>,
+    /// How many to list.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,6 +189,7 @@ pub fn main() -> ExitCode {
         Command::Event(args) => commands::import::event(&cli.project, args),
         Command::Run(args) => commands::run::run(&cli.project, args),
         Command::Simulate(args) => commands::simulate::run(&cli.project, args),
+        Command::Outbox(args) => commands::outbox::run(&cli.project, args),
     };
     match result {
         Ok(code) => code,

@@ -7,6 +7,7 @@ use thiserror::Error;
 use crate::diagnostic::{Diagnostic, render_human};
 
 pub mod import;
+pub mod outbox;
 pub mod run;
 pub mod schedule;
 pub mod simulate;

@@ -131,3 +131,97 @@ pub async fn send_blocker(
     }
     Ok(None)
 }
+
+/// Which outbox rows an operator command acts on.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub workflow: Option<String>,
+    pub customer_id: Option<String>,
+    pub states: Vec<String>,
+}
+
+impl Selection {
+    /// The `WHERE` clause (from `$first` on) and its values, all bound.
+    fn clause(&self, first: usize) -> (String, Vec<String>) {
+        let mut parts = vec!["channel = 'email'".to_string()];
+        let mut values = Vec::new();
+        let mut next = first;
+        let mut mark = |v: String, values: &mut Vec<String>| {
+            values.push(v);
+            next += 1;
+            format!("${}", next - 1)
+        };
+        if let Some(w) = &self.workflow {
+            let m = mark(w.clone(), &mut values);
+            parts.push(format!("workflow = {m}"));
+        }
+        if let Some(c) = &self.customer_id {
+            let m = mark(c.clone(), &mut values);
+            parts.push(format!("customer_id = {m}"));
+        }
+        if !self.states.is_empty() {
+            let marks: Vec<String> = self
+                .states
+                .iter()
+                .map(|s| mark(s.clone(), &mut values))
+                .collect();
+            parts.push(format!("state IN ({})", marks.join(", ")));
+        }
+        (parts.join(" AND "), values)
+    }
+}
+
+/// The selected emails, newest first.
+pub async fn list(
+    conn: &mut AnyConnection,
+    selection: &Selection,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, StoreError> {
+    let (clause, values) = selection.clause(2);
+    let sql = format!("SELECT * FROM deliveries WHERE {clause} ORDER BY due_at DESC, id LIMIT $1");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit);
+    for v in values {
+        q = q.bind(v);
+    }
+    delivery_rows(&q.fetch_all(conn).await?)
+}
+
+/// Queues the selected `failed`, `unknown` or `retrying` emails to go at `now` (a
+/// suppressed address stays suppressed: the send-time check still applies).
+pub async fn retry(
+    conn: &mut AnyConnection,
+    selection: &Selection,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let (clause, values) = selection.clause(2);
+    let sql = format!(
+        "UPDATE deliveries SET state = 'pending', due_at = CASE WHEN due_at > $1 THEN $1 ELSE due_at END, last_error = NULL WHERE {clause} AND state IN ('failed', 'unknown', 'retrying')"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now.timestamp_millis());
+    for v in values {
+        q = q.bind(v);
+    }
+    Ok(q.execute(conn).await?.rows_affected())
+}
+
+/// Cancels the selected emails that have not left (`pending`, `retrying`) and releases
+/// their coupon codes.
+pub async fn cancel(conn: &mut AnyConnection, selection: &Selection) -> Result<u64, StoreError> {
+    let (clause, values) = selection.clause(1);
+    let release = format!(
+        "UPDATE coupons SET state = 'released' WHERE delivery_id IN (SELECT id FROM deliveries WHERE {clause} AND state IN ('pending', 'retrying'))"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(release));
+    for v in &values {
+        q = q.bind(v.clone());
+    }
+    q.execute(&mut *conn).await?;
+    let sql = format!(
+        "UPDATE deliveries SET state = 'cancelled', last_error = 'cancelled by an operator' WHERE {clause} AND state IN ('pending', 'retrying')"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for v in values {
+        q = q.bind(v);
+    }
+    Ok(q.execute(conn).await?.rows_affected())
+}

@@ -460,3 +460,114 @@ fn a_sender_killed_three_times_loses_nothing_and_repeats_at_most_one_per_kill() 
     );
     eprintln!("{kills} kills, {duplicates} duplicates, {N} emails");
 }
+
+/// `tidings outbox`: an operator lists what failed, queues it again, and cancels what has
+/// not left (releasing its coupon code).
+#[test]
+fn the_operator_lists_retries_and_cancels_emails() {
+    for b in backends("outbox-cli") {
+        let server = SmtpServer::start(Box::new(|stage, rcpt, nth| match (rcpt, stage, nth) {
+            ("ada@example.com", Stage::Rcpt, 0) => Act::Reply(451, "4.7.1 greylisted"),
+            ("ken@example.jp", _, _) => Act::Reply(421, "4.3.2 busy"),
+            _ => Act::Accept,
+        }));
+        // Give up at the first failure, so that the 451 leaves a failed email behind.
+        project(&b, server.port, "  give_up_after: 0s\n");
+        pass(&b, "2026-06-01T08:00:00Z");
+        let list = tidings(&b)
+            .args(["outbox", "list", "--state", "failed"])
+            .run();
+        assert_eq!(list.code, 0, "{}", list.transcript());
+        assert!(
+            list.stdout.contains("failed     welcome-series")
+                && list
+                    .stdout
+                    .contains("ada@example.com  (gave up after 1 attempts: RCPT:")
+                && list.stdout.ends_with("2 emails\n"),
+            "{}: {}",
+            b.label,
+            list.stdout
+        );
+
+        let retry = tidings(&b)
+            .args(["outbox", "retry", "--customer", "c1"])
+            .run();
+        assert_eq!(
+            retry.stdout,
+            "1 emails queued again; they go on the next pass\n",
+            "{}",
+            retry.transcript()
+        );
+        let cancel = tidings(&b)
+            .args(["outbox", "cancel", "--customer", "c2"])
+            .run();
+        // c2's deal failed already (given up): nothing is waiting to cancel.
+        assert_eq!(
+            cancel.stdout,
+            "0 emails cancelled; their coupon codes are released\n"
+        );
+        pass(&b, "2026-06-01T08:10:00Z");
+        let (deliveries, _) = outbox(&b);
+        let ada = deliveries
+            .iter()
+            .find(|d| d.recipient == "ada@example.com")
+            .unwrap();
+        assert_eq!(ada.state, "sent", "{}", b.label);
+
+        let bad = tidings(&b).args(["outbox", "retry"]).run();
+        assert_eq!(bad.code, 1);
+        assert!(
+            bad.stderr
+                .contains("name the emails to act on with --workflow or --customer")
+        );
+        let bad = tidings(&b)
+            .args(["outbox", "list", "--state", "lost"])
+            .run();
+        assert!(
+            bad.stderr.contains("`lost` is not an outbox state"),
+            "{}",
+            bad.stderr
+        );
+    }
+}
+
+/// Cancelling what waits in the queue: it never leaves, and its coupon code is released.
+#[test]
+fn a_cancelled_email_never_leaves_and_frees_its_coupon() {
+    let b = backends("outbox-cancel").remove(0);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    project(&b, port, "");
+    pass(&b, "2026-06-01T08:00:00Z"); // the server is down: everything waits
+    let cancel = tidings(&b)
+        .args([
+            "outbox",
+            "cancel",
+            "--workflow",
+            "reactivation-deal",
+            "--customer",
+            "c2",
+        ])
+        .run();
+    assert_eq!(
+        cancel.stdout,
+        "1 emails cancelled; their coupon codes are released\n",
+        "{}",
+        cancel.transcript()
+    );
+    let server = SmtpServer::start_on(port, Box::new(|_, _, _| Act::Accept));
+    pass(&b, "2026-06-01T08:30:00Z");
+    assert!(!server.offered().iter().any(|r| r == "ken@example.jp"));
+    with_store(&b, async |s| {
+        use sqlx::Row;
+        let mut conn = s.connection().await.unwrap();
+        let state: String = sqlx::query("SELECT c.state FROM coupons c JOIN deliveries d ON d.id = c.delivery_id WHERE d.recipient = 'ken@example.jp'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(state, "released");
+    });
+}
