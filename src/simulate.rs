@@ -223,7 +223,7 @@ async fn summarize(
             .or_default();
         match (channel.as_str(), state.as_str()) {
             ("webhook", _) => day.webhooks += 1,
-            (_, "skipped") => day.skipped += 1,
+            (_, "skipped" | "suppressed" | "cancelled") => day.skipped += 1,
             (_, "failed") => day.failed += 1,
             _ => day.emails += 1,
         }

@@ -366,20 +366,6 @@ pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, St
     delivery_rows(&rows)
 }
 
-/// Email deliveries waiting to be sent by `until`, oldest first.
-pub async fn pending_emails(
-    conn: &mut AnyConnection,
-    until: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<DeliveryRow>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM deliveries WHERE channel = 'email' AND state = 'pending' AND due_at <= $1 ORDER BY due_at, id LIMIT $2")
-        .bind(until.timestamp_millis())
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
-    delivery_rows(&rows)
-}
-
 /// Webhook calls waiting to be made by `until`, oldest first.
 pub async fn pending_webhooks(
     conn: &mut AnyConnection,

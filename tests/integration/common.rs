@@ -79,6 +79,19 @@ impl Tidings {
     }
 }
 
+/// Starts `tidings ARGS` in `dir` against the store at `url` without waiting, output
+/// discarded: for tests that kill it part-way.
+pub fn spawn(dir: &Path, url: &str, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .current_dir(dir)
+        .env("TIDINGS_DB", url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the tidings binary starts")
+}
+
 impl Run {
     /// Exit status, stdout and stderr in one text, for snapshots.
     pub fn transcript(&self) -> String {

@@ -3,7 +3,6 @@
 //! email exactly once — nothing twice, nothing skipped — on SQLite and on PostgreSQL.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::Row;
@@ -41,14 +40,7 @@ fn eml_files(b: &Backend) -> Vec<std::path::PathBuf> {
 /// Starts a pass and kills it as soon as `ready` says it is in the middle of its work.
 /// Returns whether it was still running when killed.
 fn interrupt(b: &Backend, ready: impl Fn() -> bool) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["run", "--once", "--now", NOW])
-        .current_dir(&b.dir)
-        .env("TIDINGS_DB", &b.url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = crate::common::spawn(&b.dir, &b.url, &["run", "--once", "--now", NOW]);
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         if child.try_wait().unwrap().is_some() {

@@ -388,7 +388,6 @@ fn a_server_that_is_down_holds_the_queue_until_it_is_back() {
 /// Message-ID (one SMTP session here, so one in flight).
 #[test]
 fn a_sender_killed_three_times_loses_nothing_and_repeats_at_most_one_per_kill() {
-    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     const N: usize = 10_000;
     let b = backends("smtp-crash").remove(0);
@@ -416,14 +415,11 @@ fn a_sender_killed_three_times_loses_nothing_and_repeats_at_most_one_per_kill() 
     }
     let mut kills = 0;
     for at_least in [1_500, 4_000, 7_000] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-            .args(["run", "--once", "--now", "2026-06-01T08:00:00Z"])
-            .current_dir(&b.dir)
-            .env("TIDINGS_DB", &b.url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = crate::common::spawn(
+            &b.dir,
+            &b.url,
+            &["run", "--once", "--now", "2026-06-01T08:00:00Z"],
+        );
         let deadline = Instant::now() + Duration::from_secs(300);
         while server.received().len() < at_least && Instant::now() < deadline {
             if child.try_wait().unwrap().is_some() {
