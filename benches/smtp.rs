@@ -1,0 +1,140 @@
+//! `cargo bench --bench smtp`: SMTP throughput of the dispatcher's sessions.
+//!
+//! Sends 100,000 ~5 KB messages through `tidings::smtp::Session` (our TCP_NODELAY socket,
+//! lettre's protocol code) to a minimal SMTP sink in the same process, at concurrency 1, 8
+//! and 32, and prints messages per second. Client and sink share the machine's cores, as
+//! they would with Postfix's `smtp-sink` on loopback. Set `TIDINGS_BENCH_MESSAGES` for a
+//! shorter run.
+
+#![allow(clippy::expect_used)] // a benchmark, like a test, stops at the first surprise
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use lettre::transport::smtp::extension::ClientId;
+use tidings::smtp::{Session, SmtpServer};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// Accepts everything; counts messages.
+async fn sink(listener: tokio::net::TcpListener, count: Arc<AtomicUsize>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let count = count.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut read = BufReader::new(read);
+            if write.write_all(b"220 sink ESMTP\r\n").await.is_err() {
+                return;
+            }
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                if read.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let reply: &[u8] = match line.get(..4).map(|c| c.to_ascii_uppercase()) {
+                    Some(c) if c == b"EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+                    Some(c) if c == b"DATA" => {
+                        if write.write_all(b"354 go\r\n").await.is_err() {
+                            return;
+                        }
+                        loop {
+                            line.clear();
+                            if read.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == b".\r\n" {
+                                break;
+                            }
+                        }
+                        count.fetch_add(1, Ordering::Relaxed);
+                        b"250 queued\r\n"
+                    }
+                    Some(c) if c == b"QUIT" => {
+                        let _ = write.write_all(b"221 bye\r\n").await;
+                        return;
+                    }
+                    _ => b"250 OK\r\n",
+                };
+                if write.write_all(reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn message() -> Vec<u8> {
+    let mut m = String::from(
+        "From: Acme <hello@acme.example>\r\nTo: someone@example.com\r\nSubject: Your offer\r\nMessage-ID: <bench@acme.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n",
+    );
+    while m.len() < 5_000 {
+        m.push_str("<p>Hello Ada, here is the offer we promised you, with a link.</p>\r\n");
+    }
+    m.into_bytes()
+}
+
+fn main() {
+    let total: usize = std::env::var("TIDINGS_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let port = listener.local_addr().expect("an address").port();
+        let count = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(sink(listener, count.clone()));
+        let server = SmtpServer::parse(&format!("smtp://127.0.0.1:{port}")).expect("a URL");
+        let body = Arc::new(message());
+        let from: lettre::Address = "hello@acme.example".parse().expect("an address");
+        let to: lettre::Address = "someone@example.com".parse().expect("an address");
+        println!("{total} messages of {} bytes", body.len());
+        for concurrency in [1usize, 8, 32] {
+            let before = count.load(Ordering::Relaxed);
+            let next = Arc::new(AtomicUsize::new(0));
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency {
+                let (server, body, from, to, next) = (
+                    server.clone(),
+                    body.clone(),
+                    from.clone(),
+                    to.clone(),
+                    next.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    let mut session = Session::open(&server, &ClientId::default())
+                        .await
+                        .unwrap_or_else(|e| panic!("{}", e.text()));
+                    while next.fetch_add(1, Ordering::Relaxed) < total {
+                        if let Err(e) = session.send(&from, &to, &body, server.timeout).await {
+                            panic!("{}", e.text());
+                        }
+                    }
+                    session.close().await;
+                }));
+            }
+            for t in tasks {
+                t.await.expect("a sender");
+            }
+            let seconds = start.elapsed().as_secs_f64();
+            let arrived = count.load(Ordering::Relaxed) - before;
+            assert_eq!(arrived, total);
+            println!(
+                "concurrency {concurrency:>2}: {:>8.0} messages/s ({seconds:.2} s)",
+                total as f64 / seconds
+            );
+        }
+    });
+}
