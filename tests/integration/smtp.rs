@@ -567,3 +567,59 @@ fn a_cancelled_email_never_leaves_and_frees_its_coupon() {
         assert_eq!(state, "released");
     });
 }
+
+/// Header injection: customer data with a line break that would reach the subject fails
+/// that customer's journey with a clear error; nothing is queued or sent for it, and the
+/// others go on.
+#[test]
+fn a_line_break_in_customer_data_never_reaches_a_header() {
+    for b in backends("header-injection") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        with_examples(&b);
+        write(
+            &b.dir,
+            "tidings.yaml",
+            &format!(
+                "database: ${{TIDINGS_DB}}\nemail: {{ transport: \"smtp://127.0.0.1:{}\" }}\n",
+                server.port
+            ),
+        );
+        write(
+            &b.dir,
+            "customers.csv",
+            "id,email,first_name\nx1,x1@example.com,\"Ada\r\nBcc: victim@example.com\"\nx2,x2@example.com,Grace\n",
+        );
+        write(
+            &b.dir,
+            "events.csv",
+            "customer_id,name,at\nx1,customer_created,2026-06-01T07:00:00Z\nx2,customer_created,2026-06-01T07:00:00Z\n",
+        );
+        for (kind, file) in [("customers", "customers.csv"), ("events", "events.csv")] {
+            let run = tidings(&b).args(["import", kind, file]).run();
+            assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+        }
+        let run = pass(&b, "2026-06-01T08:00:00Z");
+        assert!(
+            run.stdout.contains("1 failed"),
+            "{}: {}",
+            b.label,
+            run.stdout
+        );
+        let (deliveries, enrollments) = outbox(&b);
+        assert_eq!(deliveries.len(), 1, "{}", b.label);
+        assert_eq!(deliveries[0].recipient, "x2@example.com");
+        let failed = enrollments.iter().find(|e| e.1 == "x1").unwrap();
+        assert_eq!(failed.2, "failed");
+        assert!(
+            failed
+                .4
+                .as_deref()
+                .unwrap()
+                .contains("the subject has a line break after rendering"),
+            "{failed:?}"
+        );
+        let received = server.received();
+        assert_eq!(received.len(), 1);
+        assert!(!String::from_utf8_lossy(&received[0].bytes).contains("victim"));
+    }
+}
