@@ -290,6 +290,27 @@ impl Project {
                 .help(crate::duration::DURATION_HELP),
             ));
         }
+        // Durations the delivery side reads: wrong ones are found here, with a position,
+        // not when the first email is due.
+        let c = &self.config;
+        for (section, key, value) in [
+            ("email", "give_up_after", &c.email.give_up_after),
+            ("email", "lease", &c.email.lease),
+            ("unsubscribe", "valid_for", &c.unsubscribe.valid_for),
+        ] {
+            if crate::duration::parse(value).map_or(true, |d| d <= chrono::TimeDelta::zero())
+                && !(key == "give_up_after" && value.trim() == "0s")
+            {
+                return Err(Box::new(
+                    Diagnostic::error(
+                        "config-duration",
+                        format!("`{value}` is not a duration for `{section}.{key}`"),
+                    )
+                    .at(doc.value_span(&Route::root().key(section).key(key)))
+                    .help(crate::duration::DURATION_HELP),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -389,6 +410,19 @@ mod tests {
         assert_eq!(expand_env("p=${A}", &lookup), Ok("p=secret".into()));
         let missing = expand_env("${B}", &lookup).unwrap_err();
         assert_eq!(missing.to_string(), "environment variable `B` is not set");
+    }
+
+    #[test]
+    fn delivery_durations_are_checked_at_load() {
+        let dir = std::env::temp_dir().join(format!("tidings-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(CONFIG_FILE), "email:\n  lease: soon\n").unwrap();
+        let d = Project::load(&dir).unwrap_err();
+        assert_eq!(d.message, "`soon` is not a duration for `email.lease`");
+        assert_eq!(d.span.as_ref().map(|s| s.start.line), Some(2));
+        std::fs::write(dir.join(CONFIG_FILE), "email:\n  give_up_after: 0s\n").unwrap();
+        assert!(Project::load(&dir).is_ok(), "giving up at once is allowed");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
