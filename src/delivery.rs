@@ -84,7 +84,9 @@ impl Transport {
 /// variable is named; its value never appears in a message).
 pub fn configured_transport(project: &crate::config::Project) -> Result<Transport, DeliveryError> {
     let email = &project.config.email;
-    let mut transport = Transport::parse(&email.transport, &project.root)?;
+    let mut transport = Transport::parse(&email.transport, &project.root).map_err(|e| {
+        DeliveryError::BadSetting(format!("{e} (in `email.transport` of tidings.yaml)"))
+    })?;
     if let Transport::Smtp(server) = &mut transport
         && let Some(user) = &email.username
     {
@@ -262,6 +264,23 @@ struct Job {
     to: lettre::Address,
 }
 
+/// Takes back the emails a stopped sender left `sending` (at once when this process is the
+/// only sender, else once their lease ran out): once when a sender starts, not on every
+/// dispatch. Returns a line for the operator when there were any.
+pub async fn recover_interrupted(
+    store: &Store,
+    options: &DispatchOptions,
+) -> Result<Option<String>, DeliveryError> {
+    let mut conn = store.connection().await?;
+    let expired = (!options.sole_sender).then_some(Utc::now());
+    let (requeued, unknown) = outbox::recover_interrupted(&mut conn, expired).await?;
+    Ok((requeued + unknown > 0).then(|| {
+        format!(
+            "{requeued} emails interrupted by a stopped sender are sent again; {unknown} (at_most_once) are left `unknown`"
+        )
+    }))
+}
+
 /// Sends every email due by `now` through the transport, recording each outcome.
 pub async fn dispatch(
     store: &Store,
@@ -276,17 +295,6 @@ pub async fn dispatch(
             source,
         })?;
     }
-    let wall = Utc::now();
-    {
-        let mut conn = store.connection().await?;
-        let expired = (!options.sole_sender).then_some(wall);
-        let (requeued, unknown) = outbox::recover_interrupted(&mut conn, expired).await?;
-        if requeued + unknown > 0 {
-            report.problems.push(format!(
-                "{requeued} emails interrupted by a stopped sender are sent again; {unknown} (at_most_once) are left `unknown`"
-            ));
-        }
-    }
     let mut smtp = match transport {
         Transport::Smtp(server) => Some(SmtpPool::start(server.clone(), options)),
         _ => None,
@@ -294,7 +302,7 @@ pub async fn dispatch(
     let mut server_down = false;
     while !server_down {
         let mut conn = store.connection().await?;
-        let batch = outbox::due_emails(&mut conn, now, 500).await?;
+        let batch = outbox::due(&mut conn, "email", now, 500).await?;
         if batch.is_empty() {
             break;
         }
@@ -395,7 +403,7 @@ async fn record(
             (
                 "retrying",
                 Some(error),
-                Some(now + backoff(&d.id, d.attempts)),
+                Some(now + backoff(&d.id, d.attempts, TimeDelta::minutes(1))),
             )
         }
     };
@@ -434,9 +442,11 @@ async fn record(
     Ok(())
 }
 
-/// From a minute, doubling to at most an hour, plus up to a fifth of jitter from the key.
-fn backoff(key: &str, attempts: i64) -> TimeDelta {
-    let base = (60_i64 << attempts.clamp(0, 6)).min(3_600);
+/// The wait before another try: `first`, doubling with each attempt to at most an hour,
+/// plus up to a fifth of jitter derived from the key (so that messages failing together
+/// do not all come back together). Emails and webhook calls both use it.
+pub(crate) fn backoff(key: &str, attempts: i64, first: TimeDelta) -> TimeDelta {
+    let base = (first.num_seconds() << attempts.clamp(0, 7)).min(3_600);
     let jitter = crate::engine::fnv(&format!("{key}#{attempts}")) % (base as u64 / 5 + 1);
     TimeDelta::seconds(base + jitter as i64)
 }

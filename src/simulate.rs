@@ -16,7 +16,7 @@ use sqlx::Row;
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::delivery::{DeliveryError, DispatchOptions, Transport, dispatch};
+use crate::delivery::{DeliveryError, DispatchOptions, Transport, dispatch, recover_interrupted};
 use crate::engine::{Clock, Engine, EngineError, VirtualClock};
 use crate::plan::{Plan, Trigger, Zone};
 use crate::store::copy::{CopyReport, copy_for_rehearsal};
@@ -112,6 +112,8 @@ pub async fn rehearse(
     let copied = copy_for_rehearsal(source, &scratch, from, from - cap_window).await?;
     let engine = Engine::new(plan.clone(), scratch.clone(), config.clone());
     let options = DispatchOptions::from_config(&config.email, true)?;
+    // The copy may hold emails the real sender had in flight.
+    recover_interrupted(&scratch, &options).await?;
     let clock = VirtualClock::new(from);
     let mut passes = 0;
     loop {

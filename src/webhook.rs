@@ -17,7 +17,8 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::config::{WebhookConfig, expand_env};
-use crate::store::journeys::{self, DeliveryRow};
+use crate::store::journeys::DeliveryRow;
+use crate::store::outbox;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Error)]
@@ -114,12 +115,20 @@ impl WebhookSender {
         let mut report = WebhookReport::default();
         loop {
             let mut conn = store.connection().await?;
-            let batch = journeys::pending_webhooks(&mut conn, now, 100).await?;
+            let batch = outbox::due(&mut conn, "webhook", now, 100).await?;
             drop(conn);
             if batch.is_empty() {
                 return Ok(report);
             }
             for d in &batch {
+                // Claimed like an email, so that two senders never make the same call and
+                // a sender that dies mid-call is recovered like one that died mid-send.
+                let mut conn = store.connection().await?;
+                let lease = TimeDelta::seconds(CALL_LEASE_S);
+                if !outbox::claim(&mut conn, &d.id, Utc::now() + lease).await? {
+                    continue;
+                }
+                drop(conn);
                 let outcome = self.call(d).await;
                 let what = format!(
                     "webhook of `{}` step `{}` for customer {}",
@@ -133,26 +142,27 @@ impl WebhookSender {
                     Outcome::Fail(e) => report.problems.push(format!("{what} failed: {e}")),
                 }
                 let mut conn = store.connection().await?;
-                match outcome {
+                let (state, error, retry_at) = match outcome {
                     Outcome::Sent => {
-                        journeys::mark_sent(&mut conn, &d.id, now).await?;
                         report.sent += 1;
+                        ("sent", None, None)
                     }
                     Outcome::Retry(error) if d.attempts + 1 < i64::from(self.max_attempts) => {
-                        let at = now + backoff(&d.id, d.attempts);
-                        journeys::mark_retry(&mut conn, &d.id, at, &error).await?;
                         report.retrying += 1;
+                        let at = now + backoff(&d.id, d.attempts);
+                        ("retrying", Some(error), Some(at))
                     }
                     Outcome::Retry(error) => {
-                        let error = format!("gave up after {} attempts: {error}", d.attempts + 1);
-                        journeys::mark_failed(&mut conn, &d.id, &error).await?;
                         report.failed += 1;
+                        let error = format!("gave up after {} attempts: {error}", d.attempts + 1);
+                        ("failed", Some(error), None)
                     }
                     Outcome::Fail(error) => {
-                        journeys::mark_failed(&mut conn, &d.id, &error).await?;
                         report.failed += 1;
+                        ("failed", Some(error), None)
                     }
-                }
+                };
+                outbox::finish(&mut conn, &d.id, state, error.as_deref(), now, retry_at).await?;
             }
         }
     }
@@ -245,7 +255,7 @@ impl WebhookSender {
                 let what = if e.is_timeout() {
                     format!("no answer within {} s", call.timeout_s)
                 } else {
-                    chain(&e)
+                    crate::diagnostic::error_chain(&e)
                 };
                 Outcome::Retry(what)
             }
@@ -253,12 +263,12 @@ impl WebhookSender {
     }
 }
 
-/// Exponential backoff from 30 s, doubling to at most an hour, with a jitter of up to a
-/// fifth derived from the key (so two calls failing together do not retry together).
+/// How long a claimed call stays ours: longer than the longest call timeout (300 s).
+const CALL_LEASE_S: i64 = 360;
+
+/// Webhook retries start sooner than email's: a receiver is usually back in seconds.
 fn backoff(key: &str, attempts: i64) -> TimeDelta {
-    let base = (30_i64 << attempts.clamp(0, 7)).min(3_600);
-    let jitter = crate::engine::fnv(&format!("{key}#{attempts}")) % (base as u64 / 5 + 1);
-    TimeDelta::seconds(base + jitter as i64)
+    crate::delivery::backoff(key, attempts, TimeDelta::seconds(30))
 }
 
 fn find_source<'a, T: std::error::Error + 'static>(
@@ -272,20 +282,6 @@ fn find_source<'a, T: std::error::Error + 'static>(
         current = err.source();
     }
     None
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Resolves names with the system resolver and drops the addresses webhooks may not

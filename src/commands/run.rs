@@ -11,7 +11,9 @@ use chrono::Utc;
 use crate::cli::RunArgs;
 use crate::commands::{CommandError, eprint_diagnostics, open_store};
 use crate::compile::compile_project;
-use crate::delivery::{DispatchOptions, Transport, configured_transport, dispatch};
+use crate::delivery::{
+    DispatchOptions, Transport, configured_transport, dispatch, recover_interrupted,
+};
 use crate::engine::Engine;
 use crate::webhook::WebhookSender;
 
@@ -27,8 +29,9 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
         eprintln!("error: the workflows have errors; nothing was run");
         return Ok(ExitCode::FAILURE);
     }
-    let transport = configured_transport(&project)
-        .map_err(|e| CommandError::Usage(format!("{e} (in `email:` of tidings.yaml)")))?;
+    // Its errors name the setting they come from.
+    let transport =
+        configured_transport(&project).map_err(|e| CommandError::Usage(e.to_string()))?;
     let options = DispatchOptions::from_config(
         &project.config.email,
         store.backend() == crate::store::Backend::Sqlite,
@@ -43,7 +46,12 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
         .block_on(engine.run_once(now))
         .map_err(|e| CommandError::Usage(format!("the pass stopped: {e}")))?;
     let sent = runtime
-        .block_on(dispatch(&store, &transport, &options, now))
+        .block_on(async {
+            let recovered = recover_interrupted(&store, &options).await?;
+            let mut report = dispatch(&store, &transport, &options, now).await?;
+            report.problems.splice(0..0, recovered);
+            Ok::<_, crate::delivery::DeliveryError>(report)
+        })
         .map_err(|e| CommandError::Usage(format!("delivery stopped: {e}")))?;
     let sender = WebhookSender::new(&project.config.webhooks)
         .map_err(|e| CommandError::Usage(e.to_string()))?;

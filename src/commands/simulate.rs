@@ -52,7 +52,12 @@ pub fn run(root: &Path, args: &SimulateArgs) -> Result<ExitCode, CommandError> {
             to,
             &transport,
         ))
-        .map_err(|e| CommandError::Usage(format!("the simulation stopped: {}", chain(&e))))?;
+        .map_err(|e| {
+            CommandError::Usage(format!(
+                "the simulation stopped: {}",
+                crate::diagnostic::error_chain(&e)
+            ))
+        })?;
     runtime.block_on(store.close());
     let mut out = std::io::stdout().lock();
     write!(out, "{}", render(&rehearsal, from, to))?;
@@ -82,16 +87,6 @@ fn parse_moment(text: &str) -> Result<DateTime<Utc>, CommandError> {
             "`{text}` is not a date or a time; write `2026-03-01` or `2026-03-01T09:00:00Z`"
         ))
     })
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let _ = write!(text, ": {s}");
-        source = s.source();
-    }
-    text
 }
 
 /// The two tables: emails per day and workflow, then each workflow's journeys.

@@ -366,67 +366,6 @@ pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, St
     delivery_rows(&rows)
 }
 
-/// Webhook calls waiting to be made by `until`, oldest first.
-pub async fn pending_webhooks(
-    conn: &mut AnyConnection,
-    until: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<DeliveryRow>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM deliveries WHERE channel = 'webhook' AND state = 'pending' AND due_at <= $1 ORDER BY due_at, id LIMIT $2")
-        .bind(until.timestamp_millis())
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
-    delivery_rows(&rows)
-}
-
-/// A failed attempt that will be made again at `at`.
-pub async fn mark_retry(
-    conn: &mut AnyConnection,
-    id: &str,
-    at: DateTime<Utc>,
-    error: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE deliveries SET due_at = $1, last_error = $2, attempts = attempts + 1 WHERE id = $3",
-    )
-    .bind(at.timestamp_millis())
-    .bind(error)
-    .bind(id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn mark_sent(
-    conn: &mut AnyConnection,
-    id: &str,
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE deliveries SET state = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2",
-    )
-    .bind(at.timestamp_millis())
-    .bind(id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// A delivery that cannot be sent as it is (e.g. a header would be unsafe).
-pub async fn mark_failed(
-    conn: &mut AnyConnection,
-    id: &str,
-    error: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE deliveries SET state = 'failed', last_error = $1, attempts = attempts + 1 WHERE id = $2")
-        .bind(error)
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 pub(crate) fn delivery_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<DeliveryRow>, StoreError> {
     rows.iter()
         .map(|r| {

@@ -30,13 +30,16 @@ pub async fn recover_interrupted(
     Ok((requeued, unknown))
 }
 
-/// Emails due by `now` that are waiting to be sent (new or to be retried), oldest first.
-pub async fn due_emails(
+/// Deliveries of a channel (`email`, `webhook`) due by `now` and waiting to go (new or to
+/// be retried), oldest first.
+pub async fn due(
     conn: &mut AnyConnection,
+    channel: &str,
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM deliveries WHERE channel = 'email' AND state IN ('pending', 'retrying') AND due_at <= $1 ORDER BY due_at, id LIMIT $2")
+    let rows = sqlx::query("SELECT * FROM deliveries WHERE channel = $1 AND state IN ('pending', 'retrying') AND due_at <= $2 ORDER BY due_at, id LIMIT $3")
+        .bind(channel)
         .bind(now.timestamp_millis())
         .bind(limit)
         .fetch_all(conn)

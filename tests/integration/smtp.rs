@@ -8,6 +8,12 @@ use std::collections::BTreeMap;
 use mail_parser::MessageParser;
 
 use crate::common::{Act, SmtpServer, Stage, write};
+
+/// A loopback port nobody listens on (yet): a server that is down.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
 use crate::store::{Backend, backends, outbox, tidings, with_examples, with_store};
 
 fn project(b: &Backend, port: u16, extra: &str) {
@@ -314,10 +320,7 @@ fn smtp_faults_lose_nothing_and_duplicate_only_the_unknown() {
 #[test]
 fn a_server_that_is_down_holds_the_queue_until_it_is_back() {
     let b = backends("smtp-down").remove(0);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     project(&b, port, "");
     let down = pass(&b, "2026-06-01T08:00:00Z");
     assert!(
@@ -531,10 +534,7 @@ fn the_operator_lists_retries_and_cancels_emails() {
 #[test]
 fn a_cancelled_email_never_leaves_and_frees_its_coupon() {
     let b = backends("outbox-cancel").remove(0);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     project(&b, port, "");
     pass(&b, "2026-06-01T08:00:00Z"); // the server is down: everything waits
     let cancel = tidings(&b)
