@@ -1,8 +1,8 @@
 //! `cargo bench --bench smtp`: SMTP throughput of the dispatcher's sessions.
 //!
 //! Sends 100,000 ~5 KB messages through `tidings::smtp::Session` (our TCP_NODELAY socket,
-//! lettre's protocol code) to a minimal SMTP sink in the same process, at concurrency 1, 8
-//! and 32, and prints messages per second. Client and sink share the machine's cores, as
+//! lettre's protocol code) to a minimal SMTP sink in the same process, at concurrency 1
+//! (commands one by one, then pipelined), 8 and 32, and prints messages per second. Client and sink share the machine's cores, as
 //! they would with Postfix's `smtp-sink` on loopback. Set `TIDINGS_BENCH_MESSAGES` for a
 //! shorter run.
 
@@ -16,8 +16,9 @@ use lettre::transport::smtp::extension::ClientId;
 use tidings::smtp::{Session, SmtpServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// Accepts everything; counts messages.
-async fn sink(listener: tokio::net::TcpListener, count: Arc<AtomicUsize>) {
+/// Accepts everything; counts messages. Offers PIPELINING when `pipelining` and then
+/// answers a batch of pipelined commands in one write, as Postfix does.
+async fn sink(listener: tokio::net::TcpListener, count: Arc<AtomicUsize>, pipelining: bool) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -31,15 +32,24 @@ async fn sink(listener: tokio::net::TcpListener, count: Arc<AtomicUsize>) {
                 return;
             }
             let mut line = Vec::new();
+            let mut pending = Vec::new();
             loop {
                 line.clear();
                 if read.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
                     return;
                 }
                 let reply: &[u8] = match line.get(..4).map(|c| c.to_ascii_uppercase()) {
+                    Some(c) if c == b"EHLO" && pipelining => {
+                        b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+                    }
                     Some(c) if c == b"EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
                     Some(c) if c == b"DATA" => {
-                        if write.write_all(b"354 go\r\n").await.is_err() {
+                        pending.extend_from_slice(b"354 go\r\n");
+                        if write
+                            .write_all(&std::mem::take(&mut pending))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                         loop {
@@ -60,7 +70,13 @@ async fn sink(listener: tokio::net::TcpListener, count: Arc<AtomicUsize>) {
                     }
                     _ => b"250 OK\r\n",
                 };
-                if write.write_all(reply).await.is_err() {
+                pending.extend_from_slice(reply);
+                if read.buffer().is_empty()
+                    && write
+                        .write_all(&std::mem::take(&mut pending))
+                        .await
+                        .is_err()
+                {
                     return;
                 }
             }
@@ -94,13 +110,23 @@ fn main() {
             .expect("a port");
         let port = listener.local_addr().expect("an address").port();
         let count = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(sink(listener, count.clone()));
-        let server = SmtpServer::parse(&format!("smtp://127.0.0.1:{port}")).expect("a URL");
+        tokio::spawn(sink(listener, count.clone(), true));
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let plain_port = plain.local_addr().expect("an address").port();
+        tokio::spawn(sink(plain, count.clone(), false));
         let body = Arc::new(message());
         let from: lettre::Address = "hello@acme.example".parse().expect("an address");
         let to: lettre::Address = "someone@example.com".parse().expect("an address");
         println!("{total} messages of {} bytes", body.len());
-        for concurrency in [1usize, 8, 32] {
+        for (concurrency, port, mode) in [
+            (1usize, plain_port, "one by one"),
+            (1, port, "pipelined"),
+            (8, port, "pipelined"),
+            (32, port, "pipelined"),
+        ] {
+            let server = SmtpServer::parse(&format!("smtp://127.0.0.1:{port}")).expect("a URL");
             let before = count.load(Ordering::Relaxed);
             let next = Arc::new(AtomicUsize::new(0));
             let start = Instant::now();
@@ -132,7 +158,7 @@ fn main() {
             let arrived = count.load(Ordering::Relaxed) - before;
             assert_eq!(arrived, total);
             println!(
-                "concurrency {concurrency:>2}: {:>8.0} messages/s ({seconds:.2} s)",
+                "concurrency {concurrency:>2}, {mode:<10}: {:>8.0} messages/s ({seconds:.2} s)",
                 total as f64 / seconds
             );
         }

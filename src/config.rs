@@ -94,9 +94,24 @@ impl Default for EmailConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct DkimConfig {
+    /// `selector: s1` — the DNS record `s1._domainkey.DOMAIN` holds the public key.
     pub selector: String,
+    /// `domain: acme.example` — the `d=` of the signature; align it with the From domain.
     pub domain: String,
+    /// `key_file: keys/dkim.pem` or `${DKIM_KEY_FILE}` — an RSA key in PKCS#1 PEM, or for
+    /// Ed25519 the base64 of the 32-byte secret key. Relative to the project root.
     pub key_file: String,
+    /// `algorithm: rsa` (the default) or `ed25519`.
+    #[serde(default)]
+    pub algorithm: DkimAlgorithm,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DkimAlgorithm {
+    #[default]
+    Rsa,
+    Ed25519,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,8 +336,12 @@ impl Project {
             return Ok(());
         };
         let c = &self.config;
-        let fields: [(&str, Option<&str>); 6] = [
+        let fields: [(&str, Option<&str>); 7] = [
             ("database", Some(&c.database)),
+            (
+                "email.dkim.key_file",
+                c.email.dkim.as_ref().map(|d| d.key_file.as_str()),
+            ),
             ("email.username", c.email.username.as_deref()),
             ("email.password", c.email.password.as_deref()),
             ("email.transport", Some(&c.email.transport)),

@@ -111,7 +111,12 @@ pub async fn rehearse(
         .unwrap_or_default();
     let copied = copy_for_rehearsal(source, &scratch, from, from - cap_window).await?;
     let engine = Engine::new(plan.clone(), scratch.clone(), config.clone());
-    let options = DispatchOptions::from_config(&config.email, true)?;
+    // Rehearsal mail never leaves, so it is not signed and needs no key.
+    let email = crate::config::EmailConfig {
+        dkim: None,
+        ..config.email.clone()
+    };
+    let options = DispatchOptions::from_config(&email, std::path::Path::new("."), true)?;
     // The copy may hold emails the real sender had in flight.
     recover_interrupted(&scratch, &options).await?;
     let clock = VirtualClock::new(from);

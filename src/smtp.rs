@@ -16,8 +16,9 @@ use std::time::Duration;
 use lettre::Address;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -101,7 +102,15 @@ impl SendError {
 /// One open SMTP session.
 pub struct Session {
     conn: AsyncSmtpConnection,
+    /// The server offered PIPELINING (RFC 2920): MAIL, RCPT and DATA go in one write.
+    pipelining: bool,
+    /// A reply did not come in time, so a late one could be taken for the answer to the
+    /// next command: the session is not used again.
+    out_of_step: bool,
 }
+
+/// The reply to one command, or that none came in time.
+type Reply = Result<Result<Response, lettre::transport::smtp::Error>, tokio::time::error::Elapsed>;
 
 impl Session {
     /// Connects with TCP_NODELAY, upgrades to TLS where it can, and logs in if configured.
@@ -143,6 +152,15 @@ impl Session {
                 .await
                 .map_err(|e| connect(&e))?;
         }
+        // lettre keeps only the extensions it uses itself, so PIPELINING is read from a
+        // second EHLO (allowed at any time; it only resets a transaction, and there is none).
+        let ehlo = tokio::time::timeout(server.timeout, conn.command(Ehlo::new(hello.clone())))
+            .await
+            .map_err(|_| connect(&"no answer to EHLO within the timeout"))?
+            .map_err(|e| connect(&e))?;
+        let pipelining = ehlo
+            .message()
+            .any(|line| line.trim().eq_ignore_ascii_case("PIPELINING"));
         if let Some((user, password)) = &server.credentials {
             let mechanisms = [
                 lettre::transport::smtp::authentication::Mechanism::Plain,
@@ -155,15 +173,25 @@ impl Session {
             .await
             .map_err(|e| connect(&format!("login failed: {e}")))?;
         }
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            pipelining,
+            out_of_step: false,
+        })
     }
 
     /// Whether the session can carry another message.
     pub fn is_usable(&self) -> bool {
-        !self.conn.has_broken()
+        !self.out_of_step && !self.conn.has_broken()
     }
 
-    /// Sends one message to one recipient, reporting where a failure happened.
+    /// Whether MAIL, RCPT and DATA go to the server in one write.
+    pub fn pipelines(&self) -> bool {
+        self.pipelining
+    }
+
+    /// Sends one message to one recipient, reporting where a failure happened. A
+    /// transaction refused before its data leaves the session reset (RSET) for the next.
     pub async fn send(
         &mut self,
         from: &Address,
@@ -171,46 +199,58 @@ impl Session {
         message: &[u8],
         timeout: Duration,
     ) -> Result<(), SendError> {
-        let reply = |e: lettre::transport::smtp::Error, stage: &str| {
-            let text = format!("{stage}: {e}");
-            if e.is_permanent() {
-                Err(text)
-            } else {
-                Ok(text)
-            }
-        };
         let mut options = Vec::new();
         if !message.is_ascii() {
             options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        let mail = tokio::time::timeout(
-            timeout,
-            self.conn.command(Mail::new(Some(from.clone()), options)),
-        )
-        .await
-        .map_err(|_| SendError::Transient("MAIL: no answer within the timeout".into()))?;
-        mail.map_err(|e| match reply(e, "MAIL") {
-            Ok(t) => SendError::Transient(t),
-            Err(t) => SendError::Refused(t),
-        })?;
-        let rcpt = tokio::time::timeout(timeout, self.conn.command(Rcpt::new(to.clone(), vec![])))
-            .await
-            .map_err(|_| SendError::Transient("RCPT: no answer within the timeout".into()))?;
-        rcpt.map_err(|e| match reply(e, "RCPT") {
-            Ok(t) => SendError::Transient(t),
-            Err(t) => SendError::Rejected(t),
-        })?;
-        let data = tokio::time::timeout(timeout, self.conn.command(Data))
-            .await
-            .map_err(|_| SendError::Transient("DATA: no answer within the timeout".into()))?;
-        data.map_err(|e| match reply(e, "DATA") {
-            Ok(t) => SendError::Transient(t),
-            Err(t) => SendError::Refused(t),
-        })?;
+        let mail = Mail::new(Some(from.clone()), options);
+        let rcpt = Rcpt::new(to.clone(), vec![]);
+        let (mail, rcpt, data) = if self.pipelining {
+            // One write, then the three replies in order (RFC 2920): each must be read,
+            // whatever the earlier ones said, to keep the session in step.
+            let mail =
+                tokio::time::timeout(timeout, self.conn.command(format!("{mail}{rcpt}{Data}")))
+                    .await;
+            let rcpt = tokio::time::timeout(timeout, self.conn.read_response()).await;
+            let data = tokio::time::timeout(timeout, self.conn.read_response()).await;
+            (mail, Some(rcpt), Some(data))
+        } else {
+            let mail = tokio::time::timeout(timeout, self.conn.command(mail)).await;
+            let rcpt = if matches!(mail, Ok(Ok(_))) {
+                Some(tokio::time::timeout(timeout, self.conn.command(rcpt)).await)
+            } else {
+                None
+            };
+            let data = if matches!(rcpt, Some(Ok(Ok(_)))) {
+                Some(tokio::time::timeout(timeout, self.conn.command(Data)).await)
+            } else {
+                None
+            };
+            (mail, rcpt, data)
+        };
+        let data_ok = matches!(data, Some(Ok(Ok(_))));
+        let refused = match self.judge(Some(mail), "MAIL", SendError::Refused) {
+            Err(e) => Some(e),
+            Ok(()) => self.judge(rcpt, "RCPT", SendError::Rejected).err(),
+        };
+        if let Some(error) = refused {
+            if data_ok {
+                // A server that said 354 despite refusing the envelope gets an empty
+                // message, which it cannot deliver to anyone.
+                let _ = tokio::time::timeout(timeout, self.conn.message(b"")).await;
+            }
+            self.reset(timeout).await;
+            return Err(error);
+        }
+        if let Err(error) = self.judge(data, "DATA", SendError::Refused) {
+            self.reset(timeout).await;
+            return Err(error);
+        }
         // From here the server may have the message whatever happens to the line.
         let end = tokio::time::timeout(timeout, self.conn.message(message))
             .await
             .map_err(|_| {
+                self.out_of_step = true;
                 SendError::Unknown("no answer to the end of data within the timeout".into())
             })?;
         end.map_err(|e| {
@@ -223,6 +263,44 @@ impl Session {
             }
         })?;
         Ok(())
+    }
+
+    /// What a reply before the data means: a 4xx or a lost line is transient, a 5xx is
+    /// `permanent` (about the recipient at RCPT, about us at MAIL and DATA).
+    fn judge(
+        &mut self,
+        reply: Option<Reply>,
+        stage: &str,
+        permanent: fn(String) -> SendError,
+    ) -> Result<(), SendError> {
+        let Some(reply) = reply else {
+            return Ok(()); // not sent: an earlier command failed and says why
+        };
+        match reply {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.is_permanent() => Err(permanent(format!("{stage}: {e}"))),
+            Ok(Err(e)) => Err(SendError::Transient(format!("{stage}: {e}"))),
+            Err(_) => {
+                self.out_of_step = true;
+                Err(SendError::Transient(format!(
+                    "{stage}: no answer within the timeout"
+                )))
+            }
+        }
+    }
+
+    /// Ends a refused transaction so the next MAIL is not "nested"; a session that cannot
+    /// is not used again.
+    async fn reset(&mut self, timeout: Duration) {
+        if !self.is_usable() {
+            return;
+        }
+        if !matches!(
+            tokio::time::timeout(timeout, self.conn.command(Rset)).await,
+            Ok(Ok(_))
+        ) {
+            self.out_of_step = true;
+        }
     }
 
     /// Says goodbye; a server that has gone already is no error.

@@ -34,6 +34,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
         configured_transport(&project).map_err(|e| CommandError::Usage(e.to_string()))?;
     let options = DispatchOptions::from_config(
         &project.config.email,
+        &project.root,
         store.backend() == crate::store::Backend::Sqlite,
     )
     .map_err(|e| CommandError::Usage(e.to_string()))?;

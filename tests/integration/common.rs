@@ -238,12 +238,28 @@ pub struct SmtpServer {
     pub port: u16,
     pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     pub offered: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Transactions whose RCPT had arrived before the reply to MAIL was written: the
+    /// client pipelined.
+    pipelined: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// What the test server says about itself in EHLO.
+#[derive(Clone, Copy)]
+struct Offer {
+    pipelining: bool,
 }
 
 impl SmtpServer {
+    /// A server that offers PIPELINING, as most do.
     pub fn start(script: Box<Script>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        Self::serve(listener, script)
+        Self::serve(listener, script, Offer { pipelining: true })
+    }
+
+    /// A server that does not offer PIPELINING: commands must come one at a time.
+    pub fn start_without_pipelining(script: Box<Script>) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(listener, script, Offer { pipelining: false })
     }
 
     /// Starts on a port picked earlier (the "server down at start" test).
@@ -251,28 +267,35 @@ impl SmtpServer {
         Self::serve(
             std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
             script,
+            Offer { pipelining: true },
         )
     }
 
-    fn serve(listener: std::net::TcpListener, script: Box<Script>) -> Self {
+    fn serve(listener: std::net::TcpListener, script: Box<Script>, offer: Offer) -> Self {
         use std::sync::{Arc, Mutex};
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let offered = Arc::new(Mutex::new(Vec::<String>::new()));
+        let pipelined = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let script: Arc<Script> = Arc::from(script);
-        let (r, o) = (received.clone(), offered.clone());
+        let (r, o, p) = (received.clone(), offered.clone(), pipelined.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let (r, o, script) = (r.clone(), o.clone(), script.clone());
-                std::thread::spawn(move || smtp_session(stream, &*script, &r, &o));
+                let (r, o, p, script) = (r.clone(), o.clone(), p.clone(), script.clone());
+                std::thread::spawn(move || smtp_session(stream, &*script, offer, &r, &o, &p));
             }
         });
         Self {
             port,
             received,
             offered,
+            pipelined,
         }
+    }
+
+    pub fn pipelined(&self) -> usize {
+        self.pipelined.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -287,18 +310,29 @@ impl SmtpServer {
 fn smtp_session(
     stream: std::net::TcpStream,
     script: &Script,
+    offer: Offer,
     received: &std::sync::Mutex<Vec<Received>>,
     offered: &std::sync::Mutex<Vec<String>>,
+    pipelined: &std::sync::atomic::AtomicUsize,
 ) {
     use std::io::{BufRead, BufReader, Write};
     let mut out = stream.try_clone().unwrap();
     let mut input = BufReader::new(stream);
-    let mut say = |text: &str| out.write_all(format!("{text}\r\n").as_bytes()).is_ok();
-    if !say("220 test.localhost ESMTP") {
+    // Replies wait while more pipelined commands are already in, and go out together, as
+    // Postfix does (small writes one after another would stall on Nagle's algorithm).
+    let mut pending = Vec::new();
+    let mut say = |text: &str, more_in: bool| {
+        pending.extend_from_slice(format!("{text}\r\n").as_bytes());
+        more_in || out.write_all(&std::mem::take(&mut pending)).is_ok()
+    };
+    if !say("220 test.localhost ESMTP", false) {
         return;
     }
     let mut rcpt = String::new();
     let mut nth = 0;
+    // Where the transaction stands, as a real server tracks it: RCPT needs an accepted
+    // MAIL, DATA an accepted RCPT.
+    let (mut mail_ok, mut rcpt_ok) = (false, false);
     let act = |stage, rcpt: &str, nth| script(stage, rcpt, nth);
     loop {
         let mut line = String::new();
@@ -314,20 +348,38 @@ fn smtp_session(
             }
         };
         let answer = if upper.starts_with("EHLO") {
-            Some(
-                "250-test.localhost\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 10000000"
-                    .to_string(),
-            )
-        } else if upper.starts_with("HELO")
-            || upper.starts_with("NOOP")
-            || upper.starts_with("RSET")
-        {
+            (mail_ok, rcpt_ok) = (false, false);
+            let pipelining = if offer.pipelining {
+                "250-PIPELINING\r\n"
+            } else {
+                ""
+            };
+            Some(format!(
+                "250-test.localhost\r\n{pipelining}250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 10000000"
+            ))
+        } else if upper.starts_with("RSET") {
+            (mail_ok, rcpt_ok) = (false, false);
+            Some("250 OK".into())
+        } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
             Some("250 OK".into())
         } else if upper.starts_with("QUIT") {
-            say("221 bye");
+            say("221 bye", false);
             return;
         } else if upper.starts_with("MAIL FROM") {
-            reply(act(Stage::Mail, "", 0), "250 OK")
+            if mail_ok {
+                Some("503 5.5.1 nested MAIL command".into())
+            } else {
+                if input.buffer().starts_with(b"RCPT") {
+                    pipelined.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                let r = reply(act(Stage::Mail, "", 0), "250 OK");
+                mail_ok = r.as_deref().is_some_and(|r| r.starts_with('2'));
+                r
+            }
+        } else if upper.starts_with("RCPT TO") && !mail_ok {
+            Some("503 5.5.1 need MAIL first".into())
+        } else if upper.starts_with("DATA") && !rcpt_ok {
+            Some("554 5.5.1 no valid recipients".into())
         } else if upper.starts_with("RCPT TO") {
             rcpt = line
                 .trim_end()
@@ -343,11 +395,13 @@ fn smtp_session(
             nth = o.iter().filter(|x| **x == rcpt).count();
             o.push(rcpt.clone());
             drop(o);
-            reply(act(Stage::Rcpt, &rcpt, nth), "250 OK")
+            let r = reply(act(Stage::Rcpt, &rcpt, nth), "250 OK");
+            rcpt_ok = r.as_deref().is_some_and(|r| r.starts_with('2'));
+            r
         } else if upper.starts_with("DATA") {
             match reply(act(Stage::Data, &rcpt, nth), "354 go ahead") {
                 Some(r) if r.starts_with("354") => {
-                    say(&r);
+                    say(&r, false);
                     let mut bytes = Vec::new();
                     loop {
                         let mut l = Vec::new();
@@ -364,6 +418,7 @@ fn smtp_session(
                         };
                         bytes.extend_from_slice(l);
                     }
+                    (mail_ok, rcpt_ok) = (false, false);
                     let end = reply(act(Stage::End, &rcpt, nth), "250 queued");
                     received.lock().unwrap().push(Received {
                         to: rcpt.clone(),
@@ -379,7 +434,7 @@ fn smtp_session(
         };
         match answer {
             Some(a) => {
-                if !say(&a) {
+                if !say(&a, !input.buffer().is_empty()) {
                     return;
                 }
             }

@@ -48,7 +48,17 @@ fn pass(b: &Backend, now: &str) -> crate::common::Run {
 fn emails_arrive_over_smtp_as_standard_mime() {
     for b in backends("smtp-mime") {
         let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
-        project(&b, server.port, "");
+        let dkim = crate::common::fixtures().join("dkim");
+        project(
+            &b,
+            server.port,
+            &format!(
+                "  dkim: {{ domain: acme.example, selector: tidings, key_file: {} }}\n",
+                dkim.join("rsa.pem").display()
+            ),
+        );
+        let record =
+            std::fs::read_to_string(dkim.join("tidings._domainkey.acme.example.txt")).unwrap();
         let first = pass(&b, "2026-06-01T08:00:00Z");
         assert!(
             first.stdout.contains(&format!(
@@ -69,12 +79,41 @@ fn emails_arrive_over_smtp_as_standard_mime() {
         );
         let received = server.received();
         assert_eq!(received.len(), sent.len(), "{}", b.label);
+        assert_eq!(server.pipelined(), received.len(), "{}", b.label);
         let secret = with_store(&b, async |s| s.signing_secret().await.unwrap());
         let signer = tidings::unsubscribe::Signer::new(secret.as_bytes());
 
         let mut subjects = BTreeMap::new();
         for r in &received {
             let message = MessageParser::default().parse(&r.bytes).unwrap();
+            // Signed for acme.example over the headers receivers act on, and the signature
+            // breaks when a signed header is changed on the way.
+            let tags = crate::dkim::verify(&r.bytes, &record).unwrap_or_else(|e| {
+                panic!("{}: {e}\n{}", b.label, String::from_utf8_lossy(&r.bytes))
+            });
+            let tag = |k: &str| tags.iter().find(|(n, _)| n == k).unwrap().1.clone();
+            assert_eq!(
+                (tag("d"), tag("s")),
+                ("acme.example".into(), "tidings".into())
+            );
+            for h in [
+                "from",
+                "to",
+                "subject",
+                "message-id",
+                "list-unsubscribe",
+                "list-unsubscribe-post",
+            ] {
+                assert!(
+                    tag("h").split(':').any(|x| x == h),
+                    "{h} not signed: {}",
+                    tag("h")
+                );
+            }
+            let text = String::from_utf8_lossy(&r.bytes);
+            let tampered = text.replacen("\r\nSubject: ", "\r\nSubject: FW: ", 1);
+            assert_ne!(tampered, text);
+            assert!(crate::dkim::verify(tampered.as_bytes(), &record).is_err());
             let id = message.message_id().unwrap().to_string();
             let stored = sent
                 .iter()
@@ -151,8 +190,22 @@ fn emails_arrive_over_smtp_as_standard_mime() {
 /// address, and nothing else is offered to it.
 #[test]
 fn smtp_faults_lose_nothing_and_duplicate_only_the_unknown() {
-    for b in backends("smtp-faults") {
-        let server = SmtpServer::start(Box::new(|stage, rcpt, nth| match (rcpt, stage, nth) {
+    // Once with a server that offers PIPELINING (MAIL, RCPT and DATA in one write, replies
+    // read in order) and once with one that takes commands one at a time.
+    for (mode, start) in [
+        (
+            "pipelined",
+            SmtpServer::start as fn(Box<crate::common::Script>) -> SmtpServer,
+        ),
+        ("one-by-one", SmtpServer::start_without_pipelining),
+    ] {
+        smtp_faults(mode, start);
+    }
+}
+
+fn smtp_faults(mode: &str, start: fn(Box<crate::common::Script>) -> SmtpServer) {
+    for b in backends(&format!("smtp-faults-{mode}")) {
+        let server = start(Box::new(|stage, rcpt, nth| match (rcpt, stage, nth) {
             ("ada@example.com", Stage::Rcpt, 0) => Act::Reply(451, "4.7.1 try again later"),
             ("ken@example.jp", Stage::End, 0) => Act::Drop,
             ("priya@example.in", Stage::Rcpt, _) => Act::Reply(550, "5.1.1 no such user"),
@@ -312,6 +365,10 @@ fn smtp_faults_lose_nothing_and_duplicate_only_the_unknown() {
                 "{reason}"
             );
         });
+        // Every transaction that reached the server was pipelined exactly when offered.
+        let transactions = server.offered().len();
+        let expected = if mode == "pipelined" { transactions } else { 0 };
+        assert_eq!(server.pipelined(), expected, "{}: {mode}", b.label);
     }
 }
 
