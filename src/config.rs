@@ -64,6 +64,9 @@ pub struct EmailConfig {
     pub concurrency: usize,
     /// `rate_per_second: 100` — at most this many messages a second (0 = unlimited).
     pub rate_per_second: u32,
+    /// `rate_per_domain: { default: 20, gmail.com: 50 }` — at most so many messages a
+    /// second to one recipient domain; mail to other domains goes on meanwhile.
+    pub rate_per_domain: std::collections::BTreeMap<String, u32>,
     /// `dkim: { selector: s1, domain: acme.example, key_file: ${DKIM_KEY_FILE} }`
     pub dkim: Option<DkimConfig>,
     /// `give_up_after: 3d` — an email still failing (4xx, no connection) this long after it
@@ -84,6 +87,7 @@ impl Default for EmailConfig {
             password: None,
             concurrency: 16,
             rate_per_second: 0,
+            rate_per_domain: Default::default(),
             dkim: None,
             give_up_after: "3d".into(),
             lease: "5m".into(),

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use lettre::Message;
 use lettre::message::dkim::{
@@ -21,6 +22,7 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::extension::ClientId;
 use thiserror::Error;
 
+use crate::pacing::{DomainPacing, Pacer, domain_of};
 use crate::smtp::{SendError, Session, SmtpServer};
 use crate::store::journeys::DeliveryRow;
 use crate::store::outbox;
@@ -216,6 +218,8 @@ pub struct DispatchOptions {
     pub sole_sender: bool,
     /// How long a claimed email stays ours before another sender may take it over.
     pub lease: TimeDelta,
+    /// At most so many messages a second to one recipient domain (`default`: any other).
+    pub rate_per_domain: std::collections::BTreeMap<String, u32>,
     /// Signs every message when `email.dkim` is configured.
     pub dkim: Option<Arc<DkimConfig>>,
 }
@@ -253,6 +257,7 @@ impl DispatchOptions {
             lease,
             concurrency: email.concurrency.max(1),
             rate_per_second: email.rate_per_second,
+            rate_per_domain: email.rate_per_domain.clone(),
             give_up_after,
             sole_sender,
         })
@@ -537,8 +542,18 @@ struct SmtpPool {
     server: SmtpServer,
     from: lettre::Address,
     concurrency: usize,
-    rate: u32,
+    /// The overall rate and each recipient domain's, kept across batches.
+    pacing: Arc<Mutex<(Pacer, DomainPacing)>>,
     sessions: Vec<Session>,
+}
+
+/// What a worker does next.
+enum Next {
+    /// Send this job once the overall rate allows.
+    Send(Box<Job>, tokio::time::Instant),
+    /// Every queued job's domain is at its rate: wait until one is free.
+    Wait(std::time::Instant),
+    Done,
 }
 
 impl SmtpPool {
@@ -547,8 +562,42 @@ impl SmtpPool {
             server,
             from: options.from.email.clone(),
             concurrency: options.concurrency,
-            rate: options.rate_per_second,
+            pacing: Arc::new(Mutex::new((
+                Pacer::new(options.rate_per_second),
+                DomainPacing::new(&options.rate_per_domain),
+            ))),
             sessions: Vec::new(),
+        }
+    }
+
+    /// The first queued job whose recipient domain may take a message now, so that a
+    /// domain at its rate holds up only its own mail.
+    fn next(queue: &Mutex<VecDeque<Job>>, pacing: &Mutex<(Pacer, DomainPacing)>) -> Next {
+        let (Ok(mut queue), Ok(mut pacing)) = (queue.lock(), pacing.lock()) else {
+            return Next::Done;
+        };
+        if queue.is_empty() {
+            return Next::Done;
+        }
+        let now = std::time::Instant::now();
+        let (overall, domains) = &mut *pacing;
+        let mut earliest: Option<std::time::Instant> = None;
+        let picked = if domains.is_unlimited() {
+            Some(0)
+        } else {
+            queue.iter().position(|job| {
+                match domains.try_take(&domain_of(&job.row.recipient), now) {
+                    Ok(()) => true,
+                    Err(at) => {
+                        earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                        false
+                    }
+                }
+            })
+        };
+        match picked.and_then(|i| queue.remove(i)) {
+            Some(job) => Next::Send(Box::new(job), overall.take(now).into()),
+            None => Next::Wait(earliest.unwrap_or(now)),
         }
     }
 
@@ -563,33 +612,32 @@ impl SmtpPool {
         now: DateTime<Utc>,
         report: &mut DispatchReport,
     ) -> Result<bool, DeliveryError> {
-        use std::collections::VecDeque;
-        use std::sync::{Arc, Mutex};
         let total = jobs.len();
-        let queue = Arc::new(Mutex::new(
-            jobs.into_iter().enumerate().collect::<VecDeque<_>>(),
-        ));
+        let queue = Arc::new(Mutex::new(jobs.into_iter().collect::<VecDeque<_>>()));
         let rejected = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
-        let started = tokio::time::Instant::now();
         let workers = self.concurrency.min(total.max(1));
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..workers {
             let session = self.sessions.pop();
-            let (queue, rejected) = (queue.clone(), rejected.clone());
-            let (server, from, rate) = (self.server.clone(), self.from.clone(), self.rate);
+            let (queue, rejected, pacing) = (queue.clone(), rejected.clone(), self.pacing.clone());
+            let (server, from) = (self.server.clone(), self.from.clone());
             let (store, options) = (store.clone(), options.clone());
             set.spawn(async move {
                 let mut session = session;
                 let mut report = DispatchReport::default();
                 let mut server_down = false;
                 loop {
-                    let next = queue.lock().map(|mut q| q.pop_front()).ok().flatten();
-                    let Some((index, job)) = next else { break };
-                    if rate > 0 {
-                        let at = started
-                            + std::time::Duration::from_secs_f64(index as f64 / f64::from(rate));
-                        tokio::time::sleep_until(at).await;
-                    }
+                    let job = match Self::next(&queue, &pacing) {
+                        Next::Done => break,
+                        Next::Wait(until) => {
+                            tokio::time::sleep_until(until.into()).await;
+                            continue;
+                        }
+                        Next::Send(job, at) => {
+                            tokio::time::sleep_until(at).await;
+                            job
+                        }
+                    };
                     let mut conn = store.connection().await?;
                     if !outbox::claim(&mut conn, &job.row.id, Utc::now() + options.lease).await? {
                         continue;

@@ -17,6 +17,7 @@ pub mod duration;
 pub mod engine;
 pub mod expr;
 pub mod import;
+pub mod pacing;
 pub mod plan;
 pub mod simulate;
 pub mod smtp;

@@ -229,6 +229,8 @@ pub struct Received {
     pub to: String,
     pub bytes: Vec<u8>,
     pub acknowledged: bool,
+    /// When the final `.` came in.
+    pub at: std::time::Instant,
 }
 
 /// A real SMTP server on loopback for delivery tests: speaks ESMTP (EHLO with 8BITMIME,
@@ -424,6 +426,7 @@ fn smtp_session(
                         to: rcpt.clone(),
                         bytes,
                         acknowledged: end.as_deref().is_some_and(|e| e.starts_with('2')),
+                        at: std::time::Instant::now(),
                     });
                     end
                 }

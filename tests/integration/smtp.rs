@@ -517,6 +517,61 @@ fn a_sender_killed_three_times_loses_nothing_and_repeats_at_most_one_per_kill() 
     eprintln!("{kills} kills, {duplicates} duplicates, {N} emails");
 }
 
+/// `email.rate_per_domain`: mail to a domain at its rate is spaced out, while mail to
+/// other domains goes at once rather than queueing behind it.
+#[test]
+fn a_domain_rate_spaces_its_mail_without_holding_up_other_domains() {
+    let b = backends("smtp-domain-rate").remove(0);
+    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    with_examples(&b);
+    write(
+        &b.dir,
+        "tidings.yaml",
+        &format!(
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{}\n  concurrency: 2\n  rate_per_domain: {{ slow.example: 4 }}\n",
+            server.port
+        ),
+    );
+    let mut customers = String::from("id,email,first_name\n");
+    let mut events = String::from("customer_id,name,at\n");
+    for i in 0..12 {
+        let domain = if i % 2 == 0 { "slow" } else { "fast" };
+        customers.push_str(&format!("r{i:02},r{i}@{domain}.example,R{i}\n"));
+        events.push_str(&format!("r{i:02},customer_created,2026-06-01T07:00:00Z\n"));
+    }
+    write(&b.dir, "customers.csv", &customers);
+    write(&b.dir, "events.csv", &events);
+    for (kind, file) in [("customers", "customers.csv"), ("events", "events.csv")] {
+        let run = tidings(&b).args(["import", kind, file]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+    }
+    pass(&b, "2026-06-01T08:00:00Z");
+    let received = server.received();
+    let arrivals = |domain: &str| -> Vec<std::time::Instant> {
+        received
+            .iter()
+            .filter(|r| r.to.ends_with(domain))
+            .map(|r| r.at)
+            .collect()
+    };
+    let (slow, fast) = (arrivals("@slow.example"), arrivals("@fast.example"));
+    assert_eq!((slow.len(), fast.len()), (6, 6));
+    // Four a second: six messages take at least five quarter-seconds from first to last.
+    let span = slow[5] - slow[0];
+    assert!(span >= std::time::Duration::from_millis(1_150), "{span:?}");
+    for pair in slow.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= std::time::Duration::from_millis(150),
+            "{slow:?}"
+        );
+    }
+    // The other domain's mail did not wait its turn behind them.
+    assert!(
+        fast[5] < slow[3],
+        "fast mail was held up: {fast:?} vs {slow:?}"
+    );
+}
+
 /// `tidings outbox`: an operator lists what failed, queues it again, and cancels what has
 /// not left (releasing its coupon code).
 #[test]
