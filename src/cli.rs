@@ -46,6 +46,19 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// The operator's view of queued and sent emails: list, retry, cancel.
     Outbox(OutboxArgs),
+    /// Run continuously: passes on a timer, and the HTTP endpoints (unsubscribe links,
+    /// bounce and complaint reports, health).
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Where to serve HTTP (default: `server.listen` of tidings.yaml).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Time between passes, e.g. `15s` or `1m`.
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    pub every: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -190,6 +203,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(&cli.project, args),
         Command::Simulate(args) => commands::simulate::run(&cli.project, args),
         Command::Outbox(args) => commands::outbox::run(&cli.project, args),
+        Command::Daemon(args) => commands::daemon::run(&cli.project, args),
     };
     match result {
         Ok(code) => code,

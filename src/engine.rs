@@ -173,13 +173,13 @@ impl Engine {
         if self.signer.get().is_some() {
             return Ok(());
         }
-        let secret = match &self.config.unsubscribe.secret {
-            Some(s) => crate::config::expand_env(s, &|n| std::env::var(n).ok()).map_err(|e| {
-                EngineError::Config(format!("{e} (in `unsubscribe.secret` of tidings.yaml)"))
-            })?,
-            None => self.store.signing_secret().await?,
-        };
-        let _ = self.signer.set(Signer::new(secret.as_bytes()));
+        let signer = crate::unsubscribe::project_signer(&self.config.unsubscribe, &self.store)
+            .await
+            .map_err(|e| match e {
+                crate::unsubscribe::KeyError::Store(e) => EngineError::from(e),
+                e => EngineError::Config(e.to_string()),
+            })?;
+        let _ = self.signer.set(signer);
         Ok(())
     }
 

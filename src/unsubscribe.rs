@@ -96,6 +96,29 @@ impl Signer {
     }
 }
 
+#[derive(Debug, Error)]
+pub enum KeyError {
+    #[error("{0} (in `unsubscribe.secret` of tidings.yaml)")]
+    Env(crate::config::EnvError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The project's signer: `unsubscribe.secret` when configured, else the store's own key —
+/// the same for the engine that writes links and the endpoint that checks them.
+pub async fn project_signer(
+    config: &crate::config::UnsubscribeConfig,
+    store: &crate::store::Store,
+) -> Result<Signer, KeyError> {
+    let secret = match &config.secret {
+        Some(s) => {
+            crate::config::expand_env(s, &|n| std::env::var(n).ok()).map_err(KeyError::Env)?
+        }
+        None => store.signing_secret().await?,
+    };
+    Ok(Signer::new(secret.as_bytes()))
+}
+
 /// 32 random bytes, hex: a new store's signing key.
 pub fn random_secret() -> Result<String, ring::error::Unspecified> {
     use ring::rand::SecureRandom;

@@ -6,6 +6,7 @@ use thiserror::Error;
 
 use crate::diagnostic::{Diagnostic, render_human};
 
+pub mod daemon;
 pub mod import;
 pub mod outbox;
 pub mod run;

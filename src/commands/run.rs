@@ -11,11 +11,8 @@ use chrono::Utc;
 use crate::cli::RunArgs;
 use crate::commands::{CommandError, eprint_diagnostics, open_store};
 use crate::compile::compile_project;
-use crate::delivery::{
-    DispatchOptions, Transport, configured_transport, dispatch, recover_interrupted,
-};
-use crate::engine::Engine;
-use crate::webhook::WebhookSender;
+use crate::delivery::Transport;
+use crate::pass::{Outcome, Runner};
 
 pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
     let now = match &args.now {
@@ -29,37 +26,21 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
         eprintln!("error: the workflows have errors; nothing was run");
         return Ok(ExitCode::FAILURE);
     }
-    // Its errors name the setting they come from.
-    let transport =
-        configured_transport(&project).map_err(|e| CommandError::Usage(e.to_string()))?;
-    let options = DispatchOptions::from_config(
-        &project.config.email,
-        &project.root,
-        store.backend() == crate::store::Backend::Sqlite,
-    )
-    .map_err(|e| CommandError::Usage(e.to_string()))?;
-    let engine = Engine::new(
-        Arc::new(compiled.plan),
-        store.clone(),
-        project.config.clone(),
-    );
-    let report = runtime
-        .block_on(engine.run_once(now))
-        .map_err(|e| CommandError::Usage(format!("the pass stopped: {e}")))?;
-    let sent = runtime
-        .block_on(async {
-            let recovered = recover_interrupted(&store, &options).await?;
-            let mut report = dispatch(&store, &transport, &options, now).await?;
-            report.problems.splice(0..0, recovered);
-            Ok::<_, crate::delivery::DeliveryError>(report)
-        })
-        .map_err(|e| CommandError::Usage(format!("delivery stopped: {e}")))?;
-    let sender = WebhookSender::new(&project.config.webhooks)
+    let runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
         .map_err(|e| CommandError::Usage(e.to_string()))?;
-    let calls = runtime
-        .block_on(sender.dispatch(&store, now))
-        .map_err(|e| CommandError::Usage(format!("webhook calls stopped: {e}")))?;
+    let outcome = runtime.block_on(async {
+        let recovered = runner.recover().await?;
+        let mut outcome = runner.pass(now).await?;
+        outcome.emails.problems.splice(0..0, recovered);
+        Ok::<_, crate::pass::PassError>(outcome)
+    });
     runtime.block_on(store.close());
+    let Outcome {
+        engine: report,
+        emails: sent,
+        webhooks: calls,
+    } = outcome.map_err(|e| CommandError::Usage(e.to_string()))?;
+    let transport = &runner.transport;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -75,7 +56,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
         report.exited,
         report.failed
     )?;
-    let where_ = match &transport {
+    let where_ = match transport {
         Transport::Folder(dir) => format!(" to {}", dir.display()),
         Transport::Smtp(server) => format!(" to {}:{}", server.host, server.port),
         Transport::Stdout | Transport::Discard => String::new(),

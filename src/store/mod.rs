@@ -472,6 +472,76 @@ impl Store {
         )
     }
 
+    /// Unsubscribes a customer from all marketing mail at once, and records an
+    /// `unsubscribed` event (so workflows can react to it) — in one transaction, and only
+    /// once however often the link is used.
+    pub async fn unsubscribe(
+        &self,
+        customer_id: &str,
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Unsubscribed, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE customers SET unsubscribed_at = $1, updated_at = $1 WHERE id = $2 AND unsubscribed_at IS NULL",
+        )
+        .bind(at.timestamp_millis())
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            let known = sqlx::query("SELECT 1 FROM customers WHERE id = $1")
+                .bind(customer_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            return Ok(if known {
+                Unsubscribed::Already
+            } else {
+                Unsubscribed::NoSuchCustomer
+            });
+        }
+        let properties = serde_json::json!({ "source": source }).to_string();
+        sqlx::query(
+            "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at) VALUES ($1, $2, $3, $4, $5, '{}', $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(format!("unsubscribed:{customer_id}:{}", at.timestamp_millis()))
+        .bind(customer_id)
+        .bind(crate::engine::UNSUBSCRIBED_EVENT)
+        .bind(at.timestamp_millis())
+        .bind(properties)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Unsubscribed::Now)
+    }
+
+    /// The ids of the customers with this address (compared without case).
+    pub async fn customers_with_email(&self, email: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM customers WHERE LOWER(email) = $1 ORDER BY id")
+            .bind(email.to_lowercase())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    /// Adds an address to the suppression list (a hard bounce, a 5xx): nothing more is
+    /// sent to it. Returns whether it is new.
+    pub async fn suppress(
+        &self,
+        email: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let before = journeys::is_suppressed(&mut conn, email).await?;
+        outbox::suppress(&mut conn, email, reason, at).await?;
+        Ok(!before)
+    }
+
     /// The store's own unsubscribe-signing key, made on first use; replicas starting
     /// together agree on one (the first insert wins).
     pub async fn signing_secret(&self) -> Result<String, StoreError> {
@@ -546,6 +616,14 @@ pub(crate) fn customer_from_row(r: &AnyRow) -> Result<Customer, StoreError> {
 }
 
 /// A URL for messages: the password, if any, replaced.
+/// What an unsubscribe did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsubscribed {
+    Now,
+    Already,
+    NoSuchCustomer,
+}
+
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {

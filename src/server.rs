@@ -1,0 +1,370 @@
+//! The daemon's HTTP endpoints (axum): the unsubscribe link of every marketing email, the
+//! bounce and complaint webhook of the mail provider, and a health check.
+//!
+//! `GET /u/{token}` only shows a confirmation page — mail scanners follow links, and a GET
+//! must not unsubscribe anyone. `POST /u/{token}` is RFC 8058's one-click unsubscribe (and
+//! the page's button). `POST /v1/suppressions` takes `{"email", "type": "bounce" |
+//! "complaint", "reason"?}`, or a list of them, with the bearer token of `server.token`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::store::{Store, Unsubscribed};
+use crate::unsubscribe::{Signer, TokenError};
+
+/// Request bodies larger than this are refused with 413 before they are read.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What the handlers share.
+pub struct Api {
+    pub store: Store,
+    pub signer: Signer,
+    /// The bearer token write endpoints require; `None` turns them off.
+    pub token: Option<String>,
+    /// Shown on the unsubscribe pages: who is writing.
+    pub sender: String,
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/u/{token}", get(confirm).post(unsubscribe))
+        .route("/v1/suppressions", post(suppressions))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// A JSON response (axum's `Json` extractor is not used for bodies: its rejections do not
+/// say where in the document the problem is).
+struct Json(Value);
+
+impl IntoResponse for Json {
+    fn into_response(self) -> Response {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            self.0.to_string(),
+        )
+            .into_response()
+    }
+}
+
+fn problem(status: StatusCode, message: &str, pointer: Option<&str>) -> Response {
+    let mut body = json!({ "error": message });
+    if let Some(p) = pointer {
+        body["pointer"] = json!(p);
+    }
+    (status, Json(body)).into_response()
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\"><title>{title}</title></head>\n<body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\"><h1>{title}</h1>\n{body}\n</body></html>\n"
+    );
+    (status, Html(html)).into_response()
+}
+
+/// The page for a link that cannot be used; nothing has changed.
+fn refused(e: &TokenError) -> Response {
+    let status = match e {
+        TokenError::Expired(_) => StatusCode::GONE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    page(
+        status,
+        "This link cannot be used",
+        &format!(
+            "<p>{}. Nothing was changed. Use the link in a recent email, or reply to it to be removed.</p>",
+            escape(&e.to_string())
+        ),
+    )
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `a•••@example.com`: enough for the reader to recognise the address, not enough to
+/// disclose it to whoever holds a forwarded link.
+fn masked(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}•••@{domain}")
+        }
+        None => "your address".into(),
+    }
+}
+
+async fn confirm(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
+    let checked = match api.signer.verify(&token, Utc::now()) {
+        Ok(c) => c,
+        Err(e) => return refused(&e),
+    };
+    let who = match api.store.customer(&checked.customer_id).await {
+        Ok(Some(c)) => masked(&c.email),
+        _ => "your address".into(),
+    };
+    page(
+        StatusCode::OK,
+        "Unsubscribe?",
+        &format!(
+            "<p>Stop marketing email from {} to {}? Receipts and other emails about your orders still arrive.</p>\n<form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\"><button type=\"submit\">Unsubscribe</button></form>",
+            escape(&api.sender),
+            escape(&who)
+        ),
+    )
+}
+
+async fn unsubscribe(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
+    let checked = match api.signer.verify(&token, Utc::now()) {
+        Ok(c) => c,
+        Err(e) => return refused(&e),
+    };
+    let source = format!("link in `{}`", checked.workflow);
+    match api
+        .store
+        .unsubscribe(&checked.customer_id, &source, Utc::now())
+        .await
+    {
+        Ok(Unsubscribed::Now | Unsubscribed::Already) => page(
+            StatusCode::OK,
+            "You are unsubscribed",
+            &format!(
+                "<p>{} will send you no more marketing email. Emails about your orders still arrive.</p>",
+                escape(&api.sender)
+            ),
+        ),
+        Ok(Unsubscribed::NoSuchCustomer) => page(
+            StatusCode::NOT_FOUND,
+            "Unknown subscriber",
+            "<p>This address is not on our list any more; nothing will be sent to it.</p>",
+        ),
+        Err(_) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Please try again",
+            "<p>We could not record your request just now. Nothing was changed; please try again in a minute.</p>",
+        ),
+    }
+}
+
+/// Checks `Authorization: Bearer <server.token>`, comparing in constant time.
+#[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &api.token else {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "write endpoints are off: set `server.token` in tidings.yaml (e.g. `token: ${TIDINGS_API_TOKEN}`)",
+            None,
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if same_secret(g, expected) => Ok(()),
+        Some(_) => Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "the bearer token is not the one in `server.token`",
+            None,
+        )),
+        None => Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "send `Authorization: Bearer <token>` with the token of `server.token`",
+            None,
+        )),
+    }
+}
+
+/// Compares without leaking where they differ: HMAC tags of both, checked by ring in
+/// constant time.
+fn same_secret(given: &str, expected: &str) -> bool {
+    use ring::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, b"tidings bearer token");
+    hmac::verify(
+        &key,
+        given.as_bytes(),
+        hmac::sign(&key, expected.as_bytes()).as_ref(),
+    )
+    .is_ok()
+}
+
+/// One bounce or complaint, checked.
+#[derive(Debug, PartialEq, Eq)]
+struct Report {
+    email: String,
+    complaint: bool,
+    reason: String,
+}
+
+/// Reads `{"email", "type", "reason"?}` or a list of them; an error names the field by
+/// JSON pointer.
+fn reports(body: &[u8]) -> Result<Vec<Report>, (String, Option<String>)> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| (format!("the body is not JSON: {e}"), None))?;
+    let (items, prefix): (Vec<&Value>, bool) = match &value {
+        Value::Array(list) => (list.iter().collect(), true),
+        one => (vec![one], false),
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let at = |field: &str| {
+            let base = if prefix {
+                format!("/{i}")
+            } else {
+                String::new()
+            };
+            if field.is_empty() {
+                if base.is_empty() {
+                    "/".to_string()
+                } else {
+                    base
+                }
+            } else {
+                format!("{base}/{field}")
+            }
+        };
+        let Value::Object(map) = item else {
+            return Err((
+                "expected an object like {\"email\": \"a@example.com\", \"type\": \"bounce\"}"
+                    .into(),
+                Some(at("")),
+            ));
+        };
+        let email = match map.get("email") {
+            Some(Value::String(e)) if e.contains('@') && !e.contains(char::is_whitespace) => {
+                e.trim().to_lowercase()
+            }
+            Some(_) => return Err(("`email` must be an email address".into(), Some(at("email")))),
+            None => return Err(("`email` is missing".into(), Some(at("email")))),
+        };
+        let complaint = match map.get("type").and_then(Value::as_str) {
+            Some("bounce") => false,
+            Some("complaint") => true,
+            _ => {
+                return Err((
+                    "`type` must be \"bounce\" or \"complaint\"".into(),
+                    Some(at("type")),
+                ));
+            }
+        };
+        let reason = match map.get("reason") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(r)) => r.chars().take(500).collect(),
+            Some(_) => return Err(("`reason` must be a string".into(), Some(at("reason")))),
+        };
+        out.push(Report {
+            email,
+            complaint,
+            reason,
+        });
+    }
+    Ok(out)
+}
+
+/// A bounce suppresses the address (nothing more is sent to it); a complaint unsubscribes
+/// its customers from marketing (receipts still go), or suppresses an address no customer
+/// has. All are checked before any is stored.
+async fn suppressions(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let reports = match reports(&body) {
+        Ok(r) => r,
+        Err((message, pointer)) => {
+            let status = if pointer.is_some() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return problem(status, &message, pointer.as_deref());
+        }
+    };
+    let now = Utc::now();
+    let (mut suppressed, mut unsubscribed) = (0, 0);
+    for r in &reports {
+        let kind = if r.complaint { "complaint" } else { "bounce" };
+        let reason = if r.reason.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}: {}", r.reason)
+        };
+        let result = async {
+            let customers = if r.complaint {
+                api.store.customers_with_email(&r.email).await?
+            } else {
+                Vec::new()
+            };
+            if customers.is_empty() {
+                suppressed += usize::from(api.store.suppress(&r.email, &reason, now).await?);
+            }
+            for id in customers {
+                let done = api.store.unsubscribe(&id, &reason, now).await?;
+                unsubscribed += usize::from(done == Unsubscribed::Now);
+            }
+            Ok::<_, crate::store::StoreError>(())
+        };
+        if result.await.is_err() {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store could not record this; send it again (recording twice is harmless)",
+                None,
+            );
+        }
+    }
+    Json(json!({ "received": reports.len(), "suppressed": suppressed, "unsubscribed": unsubscribed }))
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounce_reports_are_checked_with_a_pointer_to_the_bad_field() {
+        let ok = reports(br#"[{"email":"Ada@Example.com","type":"bounce","reason":"550 5.1.1"},{"email":"b@x.org","type":"complaint"}]"#).unwrap();
+        assert_eq!(ok[0].email, "ada@example.com");
+        assert!(!ok[0].complaint && ok[1].complaint);
+        assert_eq!(
+            reports(br#"[{"email":"a@x.org","type":"bounce"},{"email":"a@x.org","type":"soft"}]"#),
+            Err((
+                "`type` must be \"bounce\" or \"complaint\"".into(),
+                Some("/1/type".into())
+            ))
+        );
+        assert_eq!(
+            reports(br#"{"type":"bounce"}"#).unwrap_err().1.as_deref(),
+            Some("/email")
+        );
+        assert_eq!(
+            reports(br#"{"email":"nobody","type":"bounce"}"#)
+                .unwrap_err()
+                .1
+                .as_deref(),
+            Some("/email")
+        );
+        assert_eq!(reports(b"[1]").unwrap_err().1.as_deref(), Some("/0"));
+        assert!(
+            reports(b"{nope")
+                .unwrap_err()
+                .0
+                .starts_with("the body is not JSON")
+        );
+        assert_eq!(masked("ada@example.com"), "a•••@example.com");
+    }
+}

@@ -1,0 +1,374 @@
+//! `tidings daemon`'s HTTP endpoints, against the real binary on a loopback port: the
+//! unsubscribe link of a real email (GET confirms and changes nothing, the one-click POST
+//! unsubscribes from every workflow, a forged, tampered or expired link changes nothing),
+//! and the bounce and complaint webhook (token, validation, what it stores).
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use mail_parser::MessageParser;
+
+use crate::common::{Act, SmtpServer, write};
+use crate::store::{Backend, backends, tidings, with_examples, with_store};
+
+/// One HTTP/1.1 request on a fresh connection; the status and the body.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    // The server may answer (413) and close before a large body is written.
+    let _ = stream.write_all(request.as_bytes());
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The daemon, stopped with SIGTERM when dropped (a failing test leaves no process).
+pub struct Daemon {
+    child: std::process::Child,
+}
+
+impl Daemon {
+    pub fn start(b: &Backend, port: u16, every: &str) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args([
+                "daemon",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--every",
+                every,
+            ])
+            .current_dir(&b.dir)
+            .env("TIDINGS_DB", &b.url)
+            .env("TIDINGS_TEST_API_TOKEN", "s3cret-token")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let daemon = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(http(port, "GET", "/healthz", &[], b"").0, 200);
+        daemon
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        terminate(&self.child);
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+fn terminate(child: &std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        terminate(&self.child);
+        let _ = self.child.wait();
+    }
+}
+
+fn unsubscribed(b: &Backend, id: &str) -> bool {
+    with_store(b, async |s| {
+        s.customer(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .unsubscribed_at
+            .is_some()
+    })
+}
+
+fn count(b: &Backend, sql: &'static str) -> i64 {
+    with_store(b, async move |s| {
+        use sqlx::Row;
+        let mut conn = s.connection().await.unwrap();
+        sqlx::query(sql)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+    })
+}
+
+fn setup(b: &Backend, smtp: u16, http_port: u16) {
+    with_examples(b);
+    write(
+        &b.dir,
+        "tidings.yaml",
+        &format!(
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{smtp}\n  from: \"Acme <hello@acme.example>\"\nunsubscribe:\n  base_url: http://127.0.0.1:{http_port}/u\n  valid_for: 36500d\nserver:\n  token: ${{TIDINGS_TEST_API_TOKEN}}\n"
+        ),
+    );
+    let demo = crate::common::repo_root().join("examples/demo");
+    for kind in ["customers", "events"] {
+        let file = demo.join(format!("{kind}.csv"));
+        let run = tidings(b)
+            .args(["import", kind, file.to_str().unwrap()])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+    }
+}
+
+/// The one-click link of a real marketing email: GET shows a page and changes nothing; the
+/// POST unsubscribes the customer from every workflow at once (a deal queued in another
+/// workflow is not sent), and only once however often it is used; forged, tampered and
+/// expired links are refused with 4xx and change nothing.
+#[test]
+fn the_unsubscribe_link_confirms_on_get_and_unsubscribes_on_post() {
+    for b in backends("daemon-unsubscribe") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        let port = free_port();
+        setup(&b, server.port, port);
+        let run = tidings(&b)
+            .args(["run", "--once", "--now", "2026-06-01T08:00:00Z"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        // wei's reactivation deal carries the link.
+        let received = server.received();
+        let deal = received
+            .iter()
+            .map(|r| MessageParser::default().parse(&r.bytes).unwrap())
+            .find(|m| {
+                m.header_raw("X-Tidings-Workflow").map(str::trim) == Some("reactivation-deal")
+                    && m.to().unwrap().first().unwrap().address() == Some("wei@example.cn")
+            })
+            .expect("wei's deal arrived");
+        let url = deal
+            .header_raw("List-Unsubscribe")
+            .unwrap()
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string();
+        let path = url
+            .strip_prefix(&format!("http://127.0.0.1:{port}"))
+            .expect("the configured base URL")
+            .to_string();
+
+        let daemon = Daemon::start(&b, port, "1h");
+        let (status, page) = http(port, "GET", &path, &[], b"");
+        assert_eq!(status, 200, "{page}");
+        assert!(
+            page.contains("<form method=\"post\">") && page.contains("w•••@example.cn"),
+            "{page}"
+        );
+        assert!(
+            !unsubscribed(&b, "c4"),
+            "{}: a GET must change nothing",
+            b.label
+        );
+
+        // Every way a link can be wrong, each refused without a change.
+        let token = path.trim_start_matches("/u/");
+        let (payload, signature) = token.split_once('.').unwrap();
+        let mut tampered_payload = payload.to_string();
+        let last = tampered_payload.pop().unwrap();
+        tampered_payload.push(if last == 'A' { 'B' } else { 'A' });
+        let secret = with_store(&b, async |s| s.signing_secret().await.unwrap());
+        let mint = |key: &[u8], expires: chrono::DateTime<chrono::Utc>| {
+            tidings::unsubscribe::Signer::new(key).token(&tidings::unsubscribe::Unsubscribe {
+                customer_id: "c2".into(),
+                workflow: "reactivation-deal".into(),
+                expires_at: expires,
+            })
+        };
+        let later = chrono::Utc::now() + chrono::TimeDelta::days(30);
+        let earlier = chrono::Utc::now() - chrono::TimeDelta::days(1);
+        for (what, bad, expected) in [
+            ("tampered", format!("{tampered_payload}.{signature}"), 400),
+            ("forged", mint(b"not the key", later), 400),
+            ("expired", mint(secret.as_bytes(), earlier), 410),
+            ("malformed", "nonsense".to_string(), 400),
+        ] {
+            for method in ["GET", "POST"] {
+                let (status, page) = http(
+                    port,
+                    method,
+                    &format!("/u/{bad}"),
+                    &[],
+                    b"List-Unsubscribe=One-Click",
+                );
+                assert_eq!(status, expected, "{}: {what} {method}: {page}", b.label);
+                assert!(page.contains("Nothing was changed"), "{page}");
+            }
+        }
+        assert!(
+            !unsubscribed(&b, "c2") && !unsubscribed(&b, "c4"),
+            "{}",
+            b.label
+        );
+
+        // RFC 8058's one-click POST, twice: one unsubscribe, one event.
+        for _ in 0..2 {
+            let (status, page) = http(
+                port,
+                "POST",
+                &path,
+                &[("Content-Type", "application/x-www-form-urlencoded")],
+                b"List-Unsubscribe=One-Click",
+            );
+            assert_eq!(status, 200, "{page}");
+            assert!(page.contains("You are unsubscribed"), "{page}");
+        }
+        assert!(unsubscribed(&b, "c4"), "{}", b.label);
+        assert_eq!(
+            count(
+                &b,
+                "SELECT COUNT(*) FROM events WHERE customer_id = 'c4' AND name = 'unsubscribed'"
+            ),
+            1
+        );
+        assert!(!unsubscribed(&b, "c2"), "only wei");
+        assert_eq!(
+            daemon.stop().code(),
+            Some(0),
+            "{}: SIGTERM exits 0",
+            b.label
+        );
+
+        // A marketing email from another workflow, queued for wei before the unsubscribe,
+        // is not sent; her transactional mail still would be.
+        with_store(&b, async |s| {
+            let mut conn = s.connection().await.unwrap();
+            sqlx::query("UPDATE deliveries SET state = 'pending', due_at = 0 WHERE recipient = 'wei@example.cn' AND workflow = 'reactivation-deal'")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        });
+        let before = server.received().len();
+        let run = tidings(&b)
+            .args(["run", "--once", "--now", "2026-06-01T08:05:00Z"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        assert!(
+            server.received()[before..]
+                .iter()
+                .all(|r| r.to != "wei@example.cn"
+                    || !String::from_utf8_lossy(&r.bytes).contains("List-Unsubscribe")),
+            "{}: marketing mail to an unsubscribed customer left",
+            b.label
+        );
+        assert_eq!(
+            count(
+                &b,
+                "SELECT COUNT(*) FROM deliveries WHERE recipient = 'wei@example.cn' AND workflow = 'reactivation-deal' AND state = 'suppressed'"
+            ),
+            1
+        );
+    }
+}
+
+/// The bounce and complaint webhook: only with the bearer token; bad bodies are refused
+/// with a pointer to the field and store nothing; a bounce suppresses the address, a
+/// complaint unsubscribes its customer from marketing.
+#[test]
+fn bounce_and_complaint_reports_suppress_and_unsubscribe() {
+    for b in backends("daemon-suppressions") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        let port = free_port();
+        setup(&b, server.port, port);
+        let daemon = Daemon::start(&b, port, "1h");
+        let auth = ("Authorization", "Bearer s3cret-token");
+        let json = ("Content-Type", "application/json");
+        let suppressions = || count(&b, "SELECT COUNT(*) FROM suppressions");
+        let before = suppressions();
+        let body =
+            br#"{"email":"ada@example.com","type":"bounce","reason":"550 5.1.1 no such user"}"#;
+        for (what, headers, body, status, says) in [
+            ("no token", vec![json], &body[..], 401, "Authorization: Bearer"),
+            ("wrong token", vec![json, ("Authorization", "Bearer guess")], &body[..], 401, "not the one"),
+            ("not JSON", vec![json, auth], &b"{\"email\":"[..], 400, "not JSON"),
+            ("bad type", vec![json, auth], &br#"[{"email":"ada@example.com","type":"bounce"},{"email":"ken@example.jp","type":"soft"}]"#[..], 422, "\"pointer\":\"/1/type\""),
+            ("no email", vec![json, auth], &br#"{"type":"bounce"}"#[..], 422, "\"pointer\":\"/email\""),
+        ] {
+            let (got, answer) = http(port, "POST", "/v1/suppressions", &headers, body);
+            assert_eq!(got, status, "{}: {what}: {answer}", b.label);
+            assert!(answer.contains(says), "{what}: {answer}");
+        }
+        let oversized = vec![b' '; 2 * 1024 * 1024];
+        assert_eq!(
+            http(port, "POST", "/v1/suppressions", &[json, auth], &oversized).0,
+            413
+        );
+        assert_eq!(
+            suppressions(),
+            before,
+            "{}: a refused report stored something",
+            b.label
+        );
+        assert!(!unsubscribed(&b, "c2"));
+
+        let (status, answer) = http(
+            port,
+            "POST",
+            "/v1/suppressions",
+            &[json, auth],
+            br#"[{"email":"Ada@Example.com","type":"bounce","reason":"550 5.1.1 no such user"},{"email":"ken@example.jp","type":"complaint"}]"#,
+        );
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            answer.contains("\"suppressed\":1") && answer.contains("\"unsubscribed\":1"),
+            "{answer}"
+        );
+        let reason: String = with_store(&b, async |s| {
+            use sqlx::Row;
+            let mut conn = s.connection().await.unwrap();
+            sqlx::query("SELECT reason FROM suppressions WHERE email = 'ada@example.com'")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap()
+                .get(0)
+        });
+        assert_eq!(reason, "bounce: 550 5.1.1 no such user");
+        assert!(
+            unsubscribed(&b, "c2"),
+            "{}: the complaint unsubscribes ken",
+            b.label
+        );
+        assert_eq!(daemon.stop().code(), Some(0));
+    }
+}
