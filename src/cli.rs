@@ -46,9 +46,31 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// The operator's view of queued and sent emails: list, retry, cancel.
     Outbox(OutboxArgs),
+    /// Run the workflows' behaviour tests (`tests:` blocks and `NAME.test.yaml` files).
+    Test(TestArgs),
     /// Run continuously: passes on a timer, and the HTTP endpoints (unsubscribe links,
     /// bounce and complaint reports, health).
     Daemon(DaemonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Workflow or test files, or folders, whose tests to run (default: all).
+    pub paths: Vec<PathBuf>,
+    /// `human`, `json`, `github` (Actions annotations) or `junit` (XML).
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: TestFormat,
+    /// Cases run at once (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TestFormat {
+    Human,
+    Json,
+    Github,
+    Junit,
 }
 
 #[derive(Debug, clap::Args)]
@@ -203,6 +225,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(&cli.project, args),
         Command::Simulate(args) => commands::simulate::run(&cli.project, args),
         Command::Outbox(args) => commands::outbox::run(&cli.project, args),
+        Command::Test(args) => commands::test::run(&cli.project, args),
         Command::Daemon(args) => commands::daemon::run(&cli.project, args),
     };
     match result {

@@ -26,6 +26,7 @@ pub mod smtp;
 pub mod source;
 pub mod store;
 pub mod templates;
+pub mod testing;
 pub mod tls;
 pub mod unsubscribe;
 pub mod webhook;

@@ -129,7 +129,7 @@ pub async fn rehearse(
         if now >= to {
             break;
         }
-        clock.set(next_moment(&scratch, &plan, now).await?.min(to));
+        clock.set(next_moment(&scratch, &plan, now, MAX_JUMP).await?.min(to));
     }
     let mut rehearsal = summarize(&scratch, from, to).await?;
     rehearsal.passes = passes;
@@ -139,13 +139,15 @@ pub async fn rehearse(
     Ok(rehearsal)
 }
 
-/// The next moment after `now` at which something can happen.
-async fn next_moment(
+/// The next moment after `now` at which something can happen (at most `max_jump` on): how
+/// a virtual clock skips the quiet stretches.
+pub(crate) async fn next_moment(
     store: &Store,
     plan: &Plan,
     now: DateTime<Utc>,
+    max_jump: TimeDelta,
 ) -> Result<DateTime<Utc>, SimulateError> {
-    let mut next = now + MAX_JUMP;
+    let mut next = now + max_jump;
     let ms = now.timestamp_millis();
     for sql in [
         "SELECT MIN(at) FROM events WHERE processed_at IS NULL AND at > $1",

@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod run;
 pub mod schedule;
 pub mod simulate;
+pub mod test;
 pub mod validate;
 
 /// Failures that are not findings in the user's files.

@@ -30,7 +30,12 @@ pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
                     "no workflow files found in {dir}; pass paths to `tidings validate`, or set `workflows:` in tidings.yaml"
                 )));
             }
-            (compiled.diagnostics, summaries, compiled.files.len())
+            // The tests' syntax too: a broken test fails the pull request like a broken
+            // workflow, without running anything.
+            let mut diagnostics = compiled.diagnostics;
+            crate::testing::spec::load(&compiled.plan, &mut diagnostics);
+            crate::diagnostic::sort(&mut diagnostics);
+            (diagnostics, summaries, compiled.files.len())
         }
         Err(d) => (vec![*d], Vec::new(), 0),
     };

@@ -359,6 +359,44 @@ pub struct DeliveryRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// One email a test case sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentEmail {
+    pub id: String,
+    pub step: String,
+    /// The template, filled in by the caller from the plan (the outbox keeps the step).
+    pub template: String,
+    pub customer_id: String,
+    pub to: String,
+    pub subject: String,
+    pub coupon: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The emails sent so far, in the order they left.
+pub async fn sent_emails(conn: &mut AnyConnection) -> Result<Vec<SentEmail>, StoreError> {
+    let rows = sqlx::query("SELECT id, step, customer_id, recipient, subject, coupon_code, sent_at FROM deliveries WHERE channel = 'email' AND state = 'sent' ORDER BY sent_at, id")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SentEmail {
+                id: r.try_get(0)?,
+                step: r.try_get(1)?,
+                template: String::new(),
+                customer_id: r.try_get(2)?,
+                to: r.try_get(3)?,
+                subject: r.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
+                coupon: r.try_get(5)?,
+                at: r
+                    .try_get::<Option<i64>, _>(6)?
+                    .and_then(DateTime::from_timestamp_millis)
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
 pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, StoreError> {
     let rows = sqlx::query("SELECT * FROM deliveries ORDER BY due_at, id")
         .fetch_all(conn)
