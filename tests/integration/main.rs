@@ -11,3 +11,4 @@ mod smtp;
 mod store;
 mod validate;
 mod webhook;
+mod workflow_tests;

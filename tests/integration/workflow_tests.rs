@@ -1,0 +1,241 @@
+//! `tidings test`: the shipped examples' tests pass; a deliberately broken copy of each
+//! example fails its tests with a readable diff (pinned by snapshots); mistakes in test files
+//! are file:line diagnostics, from `tidings test` and from `tidings validate`.
+
+use crate::common::{Tidings, repo_root, scratch_dir, write};
+use crate::store::copy_dir;
+
+/// A copy of the shipped workflows and templates, for breaking.
+fn examples_copy(name: &str) -> std::path::PathBuf {
+    let dir = scratch_dir(name);
+    for sub in ["workflows", "templates"] {
+        copy_dir(&repo_root().join(sub), &dir.join(sub));
+    }
+    dir
+}
+
+fn edit(dir: &std::path::Path, file: &str, from: &str, to: &str) {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} has no `{from}`");
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn the_shipped_examples_pass_their_tests() {
+    let run = Tidings::new().cwd(repo_root()).args(["test"]).run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    insta::assert_snapshot!("shipped-examples", run.stdout);
+    // Every shipped workflow carries tests.
+    for entry in std::fs::read_dir(repo_root().join("workflows")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".test.yaml") {
+            continue;
+        }
+        let workflow = name.trim_end_matches(".yaml");
+        assert!(
+            run.stdout.contains(&format!("ok    {workflow} › ")),
+            "{workflow} has no tests"
+        );
+    }
+}
+
+/// Each example broken the way a pull request might break it — a wrong wait, audience,
+/// goal, re-entry rule, time or trigger — fails its tests, and the output shows where and what
+/// was sent instead.
+#[test]
+fn a_broken_copy_of_each_example_fails_with_a_readable_diff() {
+    let breakages = [
+        (
+            "welcome-wait",
+            "workflows/welcome-series.yaml",
+            "  - wait: 2d",
+            "  - wait: 3d",
+        ),
+        (
+            "welcome-exit",
+            "workflows/welcome-series.yaml",
+            "exit_when: customer.orders_count > 0",
+            "exit_when: customer.orders_count > 1",
+        ),
+        (
+            "birthday-time",
+            "workflows/birthday-offer.yaml",
+            "at: \"09:00\"",
+            "at: \"10:00\"",
+        ),
+        (
+            "reactivation-audience",
+            "workflows/reactivation-deal.yaml",
+            "days_since(customer.last_order_at) > 90",
+            "days_since(customer.last_order_at) > 200",
+        ),
+        (
+            "reactivation-reentry",
+            "workflows/reactivation-deal.yaml",
+            "reentry: { after: 180d }",
+            "reentry: { after: 14d }",
+        ),
+        (
+            "review-wait",
+            "workflows/review-request.yaml",
+            "  - wait: 7d",
+            "  - wait: 5d",
+        ),
+        (
+            "thanks-trigger",
+            "workflows/post-purchase-thank-you.yaml",
+            "event: order_placed",
+            "event: order_delivered",
+        ),
+        (
+            "feedback-wait",
+            "workflows/cancellation-feedback.yaml",
+            "  - wait: 1d",
+            "  - wait: 2d",
+        ),
+    ];
+    for (name, file, from, to) in breakages {
+        let dir = examples_copy(&format!("broken-{name}"));
+        edit(&dir, file, from, to);
+        let run = Tidings::new().cwd(&dir).args(["test", file]).run();
+        assert_eq!(run.code, 1, "{name}: {}", run.transcript());
+        assert!(run.stdout.contains("FAIL  "), "{name}: {}", run.stdout);
+        insta::assert_snapshot!(format!("broken-{name}"), run.stdout);
+    }
+}
+
+/// Mistakes in a test — an unknown expectation, a bad time, a template the workflow does
+/// not send, an unknown customer — are diagnostics at their line, from `test` and
+/// `validate` alike, and nothing runs.
+#[test]
+fn bad_test_files_get_file_line_diagnostics() {
+    let dir = examples_copy("bad-tests");
+    write(
+        &dir,
+        "workflows/welcome-series.test.yaml",
+        "tests:
+  - name: a typo in an expectation
+    start: 2026-06-01T08:00:00Z
+    events:
+      - { name: customer_created }
+    steps:
+      - expect_mail: { template: welcome/hello }
+  - name: a bad time and a template that does not exist
+    start: 2026-06-31T08:00:00Z
+    steps:
+      - expect_email: { template: welcome/helo }
+      - expect_email: { template: welcome/hello, at: yesterday }
+  - name: an event for nobody
+    start: 2026-06-01T08:00:00Z
+    customers: [{ id: ada }]
+    events:
+      - { customer: bob, name: customer_created }
+    steps:
+      - advance: soon
+      - expect_exit: {}
+",
+    );
+    let test = Tidings::new().cwd(&dir).args(["test"]).run();
+    assert_eq!(test.code, 1, "{}", test.transcript());
+    assert!(test.stderr.contains("no test was run"), "{}", test.stderr);
+    insta::assert_snapshot!("bad-tests", test.transcript());
+    let validate = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(validate.code, 1, "{}", validate.transcript());
+    for line in [
+        "workflows/welcome-series.test.yaml:7:9",
+        "workflows/welcome-series.test.yaml:9:12",
+        "workflows/welcome-series.test.yaml:11:35",
+        "workflows/welcome-series.test.yaml:12:54",
+        "workflows/welcome-series.test.yaml:17:21",
+        "workflows/welcome-series.test.yaml:19:18",
+        "workflows/welcome-series.test.yaml:20:22",
+    ] {
+        assert!(
+            validate.stderr.contains(line),
+            "validate misses {line}:\n{}",
+            validate.stderr
+        );
+    }
+}
+
+/// The machine formats carry the same verdicts: JSON with the diff, GitHub annotations on
+/// the failing line, JUnit XML with one failure.
+#[test]
+fn failures_are_reported_as_json_github_annotations_and_junit() {
+    let dir = examples_copy("formats");
+    edit(
+        &dir,
+        "workflows/review-request.yaml",
+        "  - wait: 7d",
+        "  - wait: 5d",
+    );
+    let file = "workflows/review-request.test.yaml";
+
+    let json = Tidings::new()
+        .cwd(&dir)
+        .args(["test", file, "--format", "json"])
+        .run();
+    assert_eq!(json.code, 1);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        (doc["passed"].as_u64(), doc["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let failed = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["passed"] == false)
+        .unwrap();
+    assert_eq!(failed["failure"]["file"], file);
+    assert_eq!(failed["failure"]["line"], 10);
+    assert!(
+        failed["failure"]["diff"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("+ 2026-06-06 12:00 UTC  review/request")
+    );
+
+    let github = Tidings::new()
+        .cwd(&dir)
+        .args(["test", file, "--format", "github"])
+        .run();
+    assert_eq!(github.code, 1);
+    assert!(
+        github.stdout.starts_with(&format!("::error file={file},line=10,col=9,title=tidings test%3A review-request › asks for a review a week after delivery::expected no other email")),
+        "{}",
+        github.stdout
+    );
+
+    let junit = Tidings::new()
+        .cwd(&dir)
+        .args(["test", file, "--format", "junit"])
+        .run();
+    assert_eq!(junit.code, 1);
+    assert!(
+        junit
+            .stdout
+            .contains("<testsuites name=\"tidings test\" tests=\"2\" failures=\"1\""),
+        "{}",
+        junit.stdout
+    );
+    assert_eq!(junit.stdout.matches("<failure message=").count(), 1);
+}
+
+/// No tests at all is a failure in CI, not a silent pass.
+#[test]
+fn no_tests_is_an_error() {
+    let dir = scratch_dir("no-tests");
+    copy_dir(&repo_root().join("templates"), &dir.join("templates"));
+    std::fs::create_dir_all(dir.join("workflows")).unwrap();
+    std::fs::copy(
+        repo_root().join("workflows/review-request.yaml"),
+        dir.join("workflows/review-request.yaml"),
+    )
+    .unwrap();
+    let run = Tidings::new().cwd(&dir).args(["test"]).run();
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no test cases found"), "{}", run.stderr);
+}
