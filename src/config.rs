@@ -450,7 +450,8 @@ mod tests {
 
     #[test]
     fn defaults_without_a_file() {
-        let dir = std::env::temp_dir().join(format!("tidings-config-{}", std::process::id()));
+        // A folder of its own: the other tests write config files into theirs meanwhile.
+        let dir = std::env::temp_dir().join(format!("tidings-config-none-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = Project::load(&dir).unwrap();
         assert_eq!(p.config.database, "sqlite://tidings.db");

@@ -232,13 +232,15 @@ pub fn render_github(d: &Diagnostic) -> String {
     out
 }
 
-fn escape_data(s: &str) -> String {
+/// GitHub workflow-command escaping of a message.
+pub(crate) fn escape_data(s: &str) -> String {
     s.replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
 }
 
-fn escape_property(s: &str) -> String {
+/// GitHub workflow-command escaping of a property (`file=`, `title=`).
+pub(crate) fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
+use crate::diagnostic::{escape_data, escape_property};
 use crate::testing::runner::{CaseResult, Failure};
 
 fn location(f: &Failure) -> String {
@@ -123,16 +124,6 @@ pub fn github(results: &[CaseResult]) -> String {
     }
     let _ = writeln!(out, "{}", summary(results));
     out
-}
-
-fn escape_data(s: &str) -> String {
-    s.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
-}
-
-fn escape_property(s: &str) -> String {
-    escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
 fn xml(s: &str) -> String {

@@ -302,6 +302,32 @@ impl Reader<'_> {
         }
     }
 
+    /// The customer a step or event is about: the one named, which must be a fixture, or
+    /// the only fixture customer.
+    fn customer(&mut self, given: Option<Json>, route: &Route, ids: &[String]) -> Option<String> {
+        match given {
+            Some(Json::String(c)) if ids.contains(&c) => Some(c),
+            Some(c) => {
+                let c = c.as_str().map_or_else(|| c.to_string(), str::to_string);
+                self.error(
+                    &route.key("customer"),
+                    format!("no fixture customer has the id `{c}`"),
+                    format!("the case's customers are: {}", ids.join(", ")),
+                );
+                None
+            }
+            None if ids.len() == 1 => Some(ids[0].clone()),
+            None => {
+                self.error(
+                    route,
+                    "say which customer: there is more than one",
+                    "add `customer: ID`",
+                );
+                None
+            }
+        }
+    }
+
     /// Import errors of fixture rows, at the field they name.
     fn row_errors(&mut self, errors: Vec<RowError>, routes: &[Route]) {
         for e in errors {
@@ -512,30 +538,8 @@ fn event_row(
     } else if let Some(start) = start {
         obj.insert("at".into(), Json::String(start.to_rfc3339()));
     }
-    let customer = obj
-        .remove("customer")
-        .or_else(|| obj.remove("customer_id"))
-        .and_then(|c| c.as_str().map(str::to_string));
-    let customer = match customer {
-        Some(c) if ids.contains(&c) => c,
-        Some(c) => {
-            r.error(
-                &route.key("customer"),
-                format!("no fixture customer has the id `{c}`"),
-                format!("the case's customers are: {}", ids.join(", ")),
-            );
-            return None;
-        }
-        None if ids.len() == 1 => ids[0].clone(),
-        None => {
-            r.error(
-                route,
-                "say which customer: there is more than one",
-                "add `customer: ID`",
-            );
-            return None;
-        }
-    };
+    let given = obj.remove("customer").or_else(|| obj.remove("customer_id"));
+    let customer = r.customer(given, route, ids)?;
     obj.insert("customer_id".into(), Json::String(customer));
     if !obj.contains_key("name") {
         r.error(
@@ -602,26 +606,8 @@ fn read_step(
         }
         "update_customer" => {
             let mut obj = r.json_object(arg, &at, "`update_customer`")?;
-            let customer = match obj.remove("customer").or_else(|| obj.remove("id")) {
-                Some(Json::String(c)) if ids.contains(&c) => c,
-                Some(c) => {
-                    r.error(
-                        &at.key("customer"),
-                        format!("no fixture customer has the id `{c}`"),
-                        format!("the case's customers are: {}", ids.join(", ")),
-                    );
-                    return None;
-                }
-                None if ids.len() == 1 => ids[0].clone(),
-                None => {
-                    r.error(
-                        &at,
-                        "say which customer: there is more than one",
-                        "add `customer: ID`",
-                    );
-                    return None;
-                }
-            };
+            let given = obj.remove("customer").or_else(|| obj.remove("id"));
+            let customer = r.customer(given, &at, ids)?;
             if obj.is_empty() {
                 r.error(
                     &at,

@@ -200,6 +200,12 @@ impl HttpReceiver {
     }
 }
 
+/// A loopback port nobody listens on (yet): a server that is down, or one to start.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// Where in an SMTP conversation a scripted fault strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {

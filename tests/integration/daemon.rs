@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use mail_parser::MessageParser;
 
-use crate::common::{Act, SmtpServer, write};
-use crate::store::{Backend, backends, tidings, with_examples, with_store};
+use crate::common::{Act, SmtpServer, free_port};
+use crate::store::{Backend, backends, tidings, with_store};
 
 /// One HTTP/1.1 request on a fresh connection; the status and the body.
 pub fn http(
@@ -47,11 +47,6 @@ pub fn http(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// The daemon, stopped with SIGTERM when dropped (a failing test leaves no process).
@@ -134,23 +129,15 @@ fn count(b: &Backend, sql: &'static str) -> i64 {
     })
 }
 
+/// The demo shop sending over SMTP, its unsubscribe links pointing at the daemon's port.
 fn setup(b: &Backend, smtp: u16, http_port: u16) {
-    with_examples(b);
-    write(
-        &b.dir,
-        "tidings.yaml",
+    crate::smtp::project(
+        b,
+        smtp,
         &format!(
-            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{smtp}\n  from: \"Acme <hello@acme.example>\"\nunsubscribe:\n  base_url: http://127.0.0.1:{http_port}/u\n  valid_for: 36500d\nserver:\n  token: ${{TIDINGS_TEST_API_TOKEN}}\n"
+            "unsubscribe:\n  base_url: http://127.0.0.1:{http_port}/u\n  valid_for: 36500d\nserver:\n  token: ${{TIDINGS_TEST_API_TOKEN}}\n"
         ),
     );
-    let demo = crate::common::repo_root().join("examples/demo");
-    for kind in ["customers", "events"] {
-        let file = demo.join(format!("{kind}.csv"));
-        let run = tidings(b)
-            .args(["import", kind, file.to_str().unwrap()])
-            .run();
-        assert_eq!(run.code, 0, "{}", run.transcript());
-    }
 }
 
 /// The one-click link of a real marketing email: GET shows a page and changes nothing; the

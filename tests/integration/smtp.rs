@@ -7,16 +7,13 @@ use std::collections::BTreeMap;
 
 use mail_parser::MessageParser;
 
-use crate::common::{Act, SmtpServer, Stage, write};
+use crate::common::{Act, SmtpServer, Stage, free_port, write};
 
-/// A loopback port nobody listens on (yet): a server that is down.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 use crate::store::{Backend, backends, outbox, tidings, with_examples, with_store};
 
-fn project(b: &Backend, port: u16, extra: &str) {
+/// The demo shop sending over SMTP to `port`; `extra` is appended to `tidings.yaml`
+/// (indented: more `email:` keys; not indented: other sections).
+pub(crate) fn project(b: &Backend, port: u16, extra: &str) {
     with_examples(b);
     write(
         &b.dir,
@@ -32,6 +29,31 @@ fn project(b: &Backend, port: u16, extra: &str) {
             .args(["import", kind, file.to_str().unwrap()])
             .run();
         assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+    }
+}
+
+/// A project sending over SMTP (with `email:` settings `extra`) to new customers at these
+/// addresses, each created at 07:00 on 1 June: the welcome series greets them at once.
+fn new_customers(b: &Backend, port: u16, extra: &str, addresses: &[String]) {
+    with_examples(b);
+    write(
+        &b.dir,
+        "tidings.yaml",
+        &format!(
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{port}\n{extra}"
+        ),
+    );
+    let mut customers = String::from("id,email,first_name\n");
+    let mut events = String::from("customer_id,name,at\n");
+    for (i, address) in addresses.iter().enumerate() {
+        customers.push_str(&format!("n{i:05},{address},N{i}\n"));
+        events.push_str(&format!("n{i:05},customer_created,2026-06-01T07:00:00Z\n"));
+    }
+    write(&b.dir, "customers.csv", &customers);
+    write(&b.dir, "events.csv", &events);
+    for (kind, file) in [("customers", "customers.csv"), ("events", "events.csv")] {
+        let run = tidings(b).args(["import", kind, file]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
     }
 }
 
@@ -452,27 +474,8 @@ fn a_sender_killed_three_times_loses_nothing_and_repeats_at_most_one_per_kill() 
     const N: usize = 10_000;
     let b = backends("smtp-crash").remove(0);
     let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
-    with_examples(&b);
-    write(
-        &b.dir,
-        "tidings.yaml",
-        &format!(
-            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{}\n  concurrency: 1\n",
-            server.port
-        ),
-    );
-    let mut customers = String::from("id,email,first_name\n");
-    let mut events = String::from("customer_id,name,at\n");
-    for i in 0..N {
-        customers.push_str(&format!("n{i:05},n{i}@example.com,N{i}\n"));
-        events.push_str(&format!("n{i:05},customer_created,2026-06-01T07:00:00Z\n"));
-    }
-    write(&b.dir, "customers.csv", &customers);
-    write(&b.dir, "events.csv", &events);
-    for (kind, file) in [("customers", "customers.csv"), ("events", "events.csv")] {
-        let run = tidings(&b).args(["import", kind, file]).run();
-        assert_eq!(run.code, 0, "{}", run.transcript());
-    }
+    let addresses: Vec<String> = (0..N).map(|i| format!("n{i}@example.com")).collect();
+    new_customers(&b, server.port, "  concurrency: 1\n", &addresses);
     let mut kills = 0;
     for at_least in [1_500, 4_000, 7_000] {
         let mut child = crate::common::spawn(
@@ -523,28 +526,15 @@ fn a_sender_killed_three_times_loses_nothing_and_repeats_at_most_one_per_kill() 
 fn a_domain_rate_spaces_its_mail_without_holding_up_other_domains() {
     let b = backends("smtp-domain-rate").remove(0);
     let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
-    with_examples(&b);
-    write(
-        &b.dir,
-        "tidings.yaml",
-        &format!(
-            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{}\n  concurrency: 2\n  rate_per_domain: {{ slow.example: 4 }}\n",
-            server.port
-        ),
+    let addresses: Vec<String> = (0..12)
+        .map(|i| format!("r{i}@{}.example", if i % 2 == 0 { "slow" } else { "fast" }))
+        .collect();
+    new_customers(
+        &b,
+        server.port,
+        "  concurrency: 2\n  rate_per_domain: { slow.example: 4 }\n",
+        &addresses,
     );
-    let mut customers = String::from("id,email,first_name\n");
-    let mut events = String::from("customer_id,name,at\n");
-    for i in 0..12 {
-        let domain = if i % 2 == 0 { "slow" } else { "fast" };
-        customers.push_str(&format!("r{i:02},r{i}@{domain}.example,R{i}\n"));
-        events.push_str(&format!("r{i:02},customer_created,2026-06-01T07:00:00Z\n"));
-    }
-    write(&b.dir, "customers.csv", &customers);
-    write(&b.dir, "events.csv", &events);
-    for (kind, file) in [("customers", "customers.csv"), ("events", "events.csv")] {
-        let run = tidings(&b).args(["import", kind, file]).run();
-        assert_eq!(run.code, 0, "{}", run.transcript());
-    }
     pass(&b, "2026-06-01T08:00:00Z");
     let received = server.received();
     let arrivals = |domain: &str| -> Vec<std::time::Instant> {
