@@ -73,6 +73,13 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
     }
     let mut compiled = compile_sources(&sources, templates, Utc::now());
     diagnostics.append(&mut compiled.diagnostics);
+    compiled.plan.stages = crate::stages::load(
+        &project.path(&project.config.stages),
+        &compiled.plan.engine,
+        Utc::now(),
+        &mut diagnostics,
+    )
+    .map(Arc::new);
     if paths.is_empty() {
         // A whole-project check also reports broken templates that no workflow uses yet
         // (partials, drafts): they would break the day someone does.
@@ -174,6 +181,7 @@ pub fn compile_sources(
             workflows: workflows.into_iter().map(Arc::new).collect(),
             templates: Arc::new(c.templates),
             engine: c.engine,
+            stages: None,
         },
         diagnostics: c.diags,
         files: sources.iter().map(|s| s.path().to_path_buf()).collect(),
@@ -553,56 +561,16 @@ impl Compiler {
         vars: Vars,
         what: &str,
     ) -> Option<Expr> {
-        let expr = match self.engine.compile(text, vars) {
-            Ok(e) => e,
-            Err(issues) => {
-                for i in issues {
-                    self.diags.push(
-                        Diagnostic::error(i.code, format!("in `{what}`: {}", i.message))
-                            .at(doc.locate(route, i.offset, i.len))
-                            .help(i.help),
-                    );
-                }
-                return None;
-            }
-        };
-        let customer = Customer::sample(self.now);
-        let event = Event::sample("sample", self.now);
-        let enrollment = Enrollment::sample("sample", &customer, self.now);
-        let input = EvalInput {
-            customer: &customer,
-            event: vars.event.then_some(&event),
-            enrollment: vars.enrollment.then_some(&enrollment),
-            now: self.now,
-            history: None,
-        };
-        match self.engine.eval_bool(&expr, &input) {
-            Ok(_) => Some(expr),
-            Err(e) => {
-                let fatal = match &e {
-                    EvalError::NotABool { .. } | EvalError::TooSlow { .. } => true,
-                    EvalError::Runtime(m) => {
-                        m.contains("many operations")
-                            || m.contains("too large")
-                            || m.contains("Too many")
-                            || m.contains("too deep")
-                            || m.contains("Stack overflow")
-                    }
-                };
-                let span = doc.value_span(route);
-                if fatal {
-                    self.error("rhai-runtime", format!("`{what}` fails for a sample customer: {e}"), span, "an expression must be a quick true/false test of the customer; loops and large values are stopped");
-                    None
-                } else {
-                    self.diags.push(
-                        Diagnostic::warning("rhai-runtime", format!("`{what}` fails for a sample customer: {e}"))
-                            .at(span)
-                            .help("customers for whom the expression fails are skipped with the error recorded; guard optional values, e.g. `customer.attributes.tier != () && ...`"),
-                    );
-                    Some(expr)
-                }
-            }
-        }
+        check_expression(
+            &self.engine,
+            self.now,
+            text,
+            doc,
+            route,
+            vars,
+            what,
+            &mut self.diags,
+        )
     }
 
     fn steps(
@@ -1154,5 +1122,74 @@ impl Compiler {
             add_tags: u.tags.add.clone(),
             remove_tags: u.tags.remove.clone(),
         })
+    }
+}
+
+/// Compiles a Rhai rule and tries it on a sample customer, reporting each problem at its
+/// place in the file: audiences, goals, conditions and stage rules alike.
+#[allow(clippy::too_many_arguments)] // each is a different fact about the one rule
+pub(crate) fn check_expression(
+    engine: &ExprEngine,
+    now: DateTime<Utc>,
+    text: &str,
+    doc: &Document,
+    route: &Route,
+    vars: Vars,
+    what: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Expr> {
+    let expr = match engine.compile(text, vars) {
+        Ok(e) => e,
+        Err(issues) => {
+            for i in issues {
+                diags.push(
+                    Diagnostic::error(i.code, format!("in `{what}`: {}", i.message))
+                        .at(doc.locate(route, i.offset, i.len))
+                        .help(i.help),
+                );
+            }
+            return None;
+        }
+    };
+    let customer = Customer::sample(now);
+    let event = Event::sample("sample", now);
+    let enrollment = Enrollment::sample("sample", &customer, now);
+    let input = EvalInput {
+        customer: &customer,
+        event: vars.event.then_some(&event),
+        enrollment: vars.enrollment.then_some(&enrollment),
+        now,
+        history: None,
+    };
+    match engine.eval_bool(&expr, &input) {
+        Ok(_) => Some(expr),
+        Err(e) => {
+            let fatal = match &e {
+                EvalError::NotABool { .. } | EvalError::TooSlow { .. } => true,
+                EvalError::Runtime(m) => {
+                    m.contains("many operations")
+                        || m.contains("too large")
+                        || m.contains("Too many")
+                        || m.contains("too deep")
+                        || m.contains("Stack overflow")
+                }
+            };
+            let span = doc.value_span(route);
+            if fatal {
+                diags.push(
+                    Diagnostic::error("rhai-runtime", format!("`{what}` fails for a sample customer: {e}"))
+                        .at(span)
+                        .help("an expression must be a quick true/false test of the customer; loops and large values are stopped"),
+                );
+                None
+            } else {
+                diags.push(
+                    Diagnostic::warning("rhai-runtime", format!("`{what}` fails for a sample customer: {e}"))
+                        .at(span)
+                        .help("customers for whom the expression fails are skipped with the error recorded; guard optional values, e.g. `customer.attributes.tier != () && ...`"),
+                );
+                Some(expr)
+            }
+        }
     }
 }

@@ -19,6 +19,7 @@ use crate::customer::{CUSTOMER_FIELDS, Customer, Enrollment, Event};
 use crate::expr::{EvalInput, EventHistory, Expr};
 use crate::plan::{EmailStep, Plan, Reentry, Step, StepKind, Trigger, Wait, Workflow, Zone};
 use crate::store::journeys::{self, CustomerFilter, EnrollmentRow, NewDelivery};
+use crate::store::stages as store_stages;
 use crate::store::{Store, StoreError};
 use crate::unsubscribe::{Signer, Unsubscribe};
 use crate::workflow::{Deferral, DeliveryMode, MailClass};
@@ -188,6 +189,7 @@ impl Engine {
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
         self.load_signer().await?;
+        self.sweep_stages(now).await?;
         self.fire_schedules(now, &mut report).await?;
         self.fire_dates(now, &mut report).await?;
         loop {
@@ -197,6 +199,66 @@ impl Engine {
                 return Ok(report);
             }
         }
+    }
+
+    /// Moves the customer to the stage their rules give now, recording `stage_entered`.
+    /// `known` is the stored stage when the caller has it. A rule that fails for this
+    /// customer leaves the stage as it was.
+    async fn restage(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        customer: &Customer,
+        known: Option<Option<String>>,
+        at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let Some(stages) = &self.plan.stages else {
+            return Ok(());
+        };
+        let Ok(Some(next)) = stages.stage_of(&self.plan.engine, customer, at) else {
+            return Ok(());
+        };
+        let current = match known {
+            Some(c) => c,
+            None => store_stages::current(conn, &customer.id).await?,
+        };
+        if current.as_deref() != Some(next) {
+            store_stages::enter(conn, &customer.id, current.as_deref(), next, at).await?;
+        }
+        Ok(())
+    }
+
+    /// At the first pass of each UTC day (of the pass clock), every customer's stage is
+    /// recomputed: rules such as "no order in 180 days" change with time alone.
+    async fn sweep_stages(&self, now: DateTime<Utc>) -> Result<(), EngineError> {
+        const KEY: &str = "stages_swept_at";
+        if self.plan.stages.is_none() {
+            return Ok(());
+        }
+        // One connection at a time: a scratch store may have only one.
+        let mut conn = self.store.pool.acquire().await?;
+        let last = store_stages::setting(&mut conn, KEY)
+            .await?
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(DateTime::from_timestamp_millis);
+        drop(conn);
+        if last.is_some_and(|t| t <= now && t.date_naive() == now.date_naive()) {
+            return Ok(());
+        }
+        let mut after = String::new();
+        loop {
+            let mut tx = self.store.pool.begin().await?;
+            let page = store_stages::page(&mut tx, &after, BATCH).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = last.id.clone();
+            for (customer, stage) in &page {
+                self.restage(&mut tx, customer, Some(stage.clone()), now)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        let mut conn = self.store.pool.acquire().await?;
+        store_stages::put_setting(&mut conn, KEY, &now.timestamp_millis().to_string()).await?;
+        Ok(())
     }
 
     async fn process_events(
@@ -221,6 +283,8 @@ impl Engine {
                     customer.unsubscribed_at = Some(stored.event.at);
                 }
                 journeys::save_customer(&mut tx, &customer, stored.event.at).await?;
+                self.restage(&mut tx, &customer, None, stored.event.at)
+                    .await?;
             }
             let history =
                 Arc::new(journeys::history(&mut tx, &customer.id, stored.event.at).await?);

@@ -24,6 +24,7 @@ pub mod server;
 pub mod simulate;
 pub mod smtp;
 pub mod source;
+pub mod stages;
 pub mod store;
 pub mod templates;
 pub mod testing;

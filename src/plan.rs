@@ -13,11 +13,13 @@ use crate::source::SourceFile;
 use crate::templates::{EmailFiles, Templates};
 use crate::workflow::{CatchUp, Deferral, DeliveryMode, MailClass};
 
-/// Every valid workflow of a project, with the templates and the expression engine.
+/// Every valid workflow of a project, with the templates, the expression engine and the
+/// lifecycle stages (when `stages.yaml` exists).
 pub struct Plan {
     pub workflows: Vec<Arc<Workflow>>,
     pub templates: Arc<Templates>,
     pub engine: Arc<ExprEngine>,
+    pub stages: Option<Arc<crate::stages::Stages>>,
 }
 
 impl Plan {
@@ -50,6 +52,7 @@ impl Plan {
                 .collect(),
             templates: self.templates.clone(),
             engine: self.engine.clone(),
+            stages: self.stages.clone(),
         })
     }
 }

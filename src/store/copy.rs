@@ -45,6 +45,8 @@ const CUSTOMERS: Table = Table {
         ("unsubscribed_at", Int),
         ("attributes", Text),
         ("updated_at", Int),
+        ("stage", Text),
+        ("stage_since", Int),
     ],
 };
 

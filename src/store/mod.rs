@@ -19,6 +19,7 @@ use crate::import::{CustomerRow, EventRow, RowError};
 pub mod copy;
 pub mod journeys;
 pub mod outbox;
+pub mod stages;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -169,6 +170,14 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[
         4,
         "settings kept by the store",
         &["CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)"],
+    ),
+    (
+        5,
+        "lifecycle stages",
+        &[
+            "ALTER TABLE customers ADD COLUMN stage TEXT",
+            "ALTER TABLE customers ADD COLUMN stage_since BIGINT",
+        ],
     ),
 ];
 

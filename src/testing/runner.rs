@@ -357,6 +357,19 @@ impl Run {
                         )));
                     }
                 }
+                Action::ExpectStage { customer, stage } => {
+                    let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
+                    let now = crate::store::stages::current(&mut conn, customer)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    drop(conn);
+                    if now.as_deref() != Some(stage.as_str()) {
+                        let is = now.map_or("in no stage".to_string(), |s| format!("in `{s}`"));
+                        let message =
+                            format!("expected {customer} in stage `{stage}`, but they are {is}");
+                        return Ok(Some(self.failure(span, message, None, Vec::new())));
+                    }
+                }
                 Action::ExpectExit { customer, reason } => {
                     let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
                     let all = journeys::enrollments(&mut conn)

@@ -59,6 +59,10 @@ pub enum Action {
         customer: Option<String>,
         reason: String,
     },
+    ExpectStage {
+        customer: String,
+        stage: String,
+    },
 }
 
 /// Which sent emails an expectation is about; an absent field matches anything.
@@ -113,6 +117,7 @@ pub fn load(plan: &Plan, diagnostics: &mut Vec<Diagnostic>) -> Vec<Suite> {
             && let Some(tests) = value.get("tests")
         {
             suites.push(read(
+                plan,
                 wf,
                 &doc,
                 tests,
@@ -135,7 +140,7 @@ pub fn load(plan: &Plan, diagnostics: &mut Vec<Diagnostic>) -> Vec<Suite> {
             match yaml_serde::from_str::<Value>(file.text()) {
                 Ok(value) => match value.get("tests") {
                     Some(tests) => {
-                        suites.push(read(wf, &doc, tests, Route::root().key("tests"), diagnostics))
+                        suites.push(read(plan, wf, &doc, tests, Route::root().key("tests"), diagnostics))
                     }
                     None => diagnostics.push(
                         Diagnostic::error("test-shape", "a test file holds a `tests:` list")
@@ -182,6 +187,8 @@ struct Reader<'a> {
     doc: &'a Document,
     wf: &'a Workflow,
     templates: Vec<String>,
+    /// The names of the lifecycle stages, when the project has them.
+    stages: Option<Vec<String>>,
     diagnostics: &'a mut Vec<Diagnostic>,
 }
 
@@ -351,6 +358,7 @@ impl Reader<'_> {
 }
 
 fn read(
+    plan: &Plan,
     wf: &Workflow,
     doc: &Document,
     tests: &Value,
@@ -361,6 +369,10 @@ fn read(
         doc,
         wf,
         templates: templates_sent(wf),
+        stages: plan
+            .stages
+            .as_ref()
+            .map(|s| s.names().map(str::to_string).collect()),
         diagnostics,
     };
     let mut cases = Vec::new();
@@ -670,12 +682,53 @@ fn read_step(
             }
         }
         "expect_stage" => {
-            r.error(
-                &at,
-                "`expect_stage` needs lifecycle stages, which tidings does not have yet",
-                "stages (`stages.yaml`) are being built; until then, test the workflow's emails and exits",
-            );
-            None
+            let mut obj = r.json_object(arg, &at, "`expect_stage`")?;
+            let given = obj.remove("customer");
+            let customer = r.customer(given, &at, ids)?;
+            let stage = match obj.remove("stage") {
+                Some(Json::String(s)) => s,
+                _ => {
+                    r.error(
+                        &at,
+                        "`expect_stage` needs a `stage`",
+                        "e.g. `expect_stage: { stage: first-time }`",
+                    );
+                    return None;
+                }
+            };
+            if let Some(other) = obj.keys().next() {
+                let other = other.clone();
+                r.unknown_key(
+                    &at.key(&other),
+                    &other,
+                    &["stage", "customer"],
+                    "key in `expect_stage`",
+                );
+                return None;
+            }
+            match &r.stages {
+                None => {
+                    r.error(
+                        &at.key("stage"),
+                        "there are no lifecycle stages to expect",
+                        "define them in `stages.yaml` (see README.md, \"Lifecycle stages\")",
+                    );
+                    None
+                }
+                Some(names) if !names.contains(&stage) => {
+                    let help = match closest(&stage, names.iter().map(String::as_str)) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!("the stages are: {}", names.join(", ")),
+                    };
+                    r.error(
+                        &at.key("stage"),
+                        format!("there is no stage `{stage}`"),
+                        help,
+                    );
+                    None
+                }
+                Some(_) => Some(Action::ExpectStage { customer, stage }),
+            }
         }
         other => {
             r.unknown_key(&at, other, &STEP_KEYS, "step or expectation");

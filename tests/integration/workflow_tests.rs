@@ -5,12 +5,13 @@
 use crate::common::{Tidings, repo_root, scratch_dir, write};
 use crate::store::copy_dir;
 
-/// A copy of the shipped workflows and templates, for breaking.
+/// A copy of the shipped workflows, templates and stages, for breaking.
 fn examples_copy(name: &str) -> std::path::PathBuf {
     let dir = scratch_dir(name);
     for sub in ["workflows", "templates"] {
         copy_dir(&repo_root().join(sub), &dir.join(sub));
     }
+    std::fs::copy(repo_root().join("stages.yaml"), dir.join("stages.yaml")).unwrap();
     dir
 }
 
@@ -238,4 +239,151 @@ fn no_tests_is_an_error() {
     let run = Tidings::new().cwd(&dir).args(["test"]).run();
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("no test cases found"), "{}", run.stderr);
+}
+
+/// Lifecycle stages: each customer is in the first stage whose rule holds, computed on the
+/// first pass of the day and again when the customer changes; each move is a
+/// `stage_entered` event with `from` and `to`, recorded once.
+#[test]
+fn customers_move_between_stages_as_orders_and_time_change() {
+    use crate::store::{backends, tidings, with_examples, with_store};
+    for b in backends("stages") {
+        with_examples(&b);
+        std::fs::copy(repo_root().join("stages.yaml"), b.dir.join("stages.yaml")).unwrap();
+        write(&b.dir, "tidings.yaml", "database: ${TIDINGS_DB}\n");
+        let demo = repo_root().join("examples/demo");
+        for kind in ["customers", "events"] {
+            let file = demo.join(format!("{kind}.csv"));
+            let run = tidings(&b)
+                .args(["import", kind, file.to_str().unwrap()])
+                .run();
+            assert_eq!(run.code, 0, "{}", run.transcript());
+        }
+        let stages = |b: &crate::store::Backend| -> Vec<(String, Option<String>)> {
+            with_store(b, async |s| {
+                use sqlx::Row;
+                let mut conn = s.connection().await.unwrap();
+                sqlx::query("SELECT id, stage FROM customers ORDER BY id")
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect()
+            })
+        };
+        let moves = |b: &crate::store::Backend| -> Vec<(String, String)> {
+            with_store(b, async |s| {
+                use sqlx::Row;
+                let mut conn = s.connection().await.unwrap();
+                sqlx::query("SELECT customer_id, properties FROM events WHERE name = 'stage_entered' ORDER BY customer_id, at, id")
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect()
+            })
+        };
+        for _ in 0..2 {
+            let run = tidings(&b)
+                .args(["run", "--once", "--now", "2026-06-01T08:00:00Z"])
+                .run();
+            assert_eq!(run.code, 0, "{}", run.transcript());
+        }
+        let expected = |c1: &str| {
+            vec![
+                ("c1".to_string(), Some(c1.to_string())),
+                ("c2".into(), Some("at-risk".into())), // 137 days since the last order
+                ("c3".into(), Some("repeat".into())),  // the second order, this morning
+                ("c4".into(), Some("lapsed".into())),  // 182 days
+                ("c5".into(), Some("first-time".into())),
+            ]
+        };
+        assert_eq!(stages(&b), expected("prospect"), "{}", b.label);
+        let first = moves(&b);
+        assert_eq!(
+            first.len(),
+            6,
+            "{}: one entry each, and c3's move: {first:?}",
+            b.label
+        );
+        assert!(
+            first.contains(&("c3".into(), r#"{"from":"first-time","to":"repeat"}"#.into())),
+            "{}: {first:?}",
+            b.label
+        );
+
+        // An order moves Ada at once; the day's sweep moves nobody else.
+        let run = tidings(&b)
+            .args([
+                "event",
+                "order_placed",
+                "--customer",
+                "c1",
+                "--at",
+                "2026-06-02T09:00:00Z",
+                "--data",
+                r#"{"set": {"orders_count": 1, "last_order_at": "2026-06-02T09:00:00Z"}}"#,
+            ])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let run = tidings(&b)
+            .args(["run", "--once", "--now", "2026-06-02T10:00:00Z"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        assert_eq!(stages(&b), expected("first-time"), "{}", b.label);
+        assert_eq!(moves(&b).len(), 7, "{}", b.label);
+
+        // Time alone: by mid-July Ken has had no order for 180 days and lapses.
+        let run = tidings(&b)
+            .args(["run", "--once", "--now", "2026-07-15T10:00:00Z"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        assert_eq!(stages(&b)[1].1.as_deref(), Some("lapsed"), "{}", b.label);
+    }
+}
+
+/// `stages.yaml` is checked like a workflow: a bad name, a repeated name and a broken rule
+/// are diagnostics at their line, and `expect_stage` must name a stage that exists.
+#[test]
+fn bad_stages_are_diagnostics() {
+    let dir = examples_copy("bad-stages");
+    write(
+        &dir,
+        "stages.yaml",
+        "stages:
+  - name: VIP
+    when: customer.total_spent > 1000.0
+  - name: lapsed
+    when: days_since(customer.last_ordered_at) > 180
+  - name: lapsed
+    when: \"true\"
+",
+    );
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    insta::assert_snapshot!("bad-stages", run.stderr);
+
+    std::fs::copy(repo_root().join("stages.yaml"), dir.join("stages.yaml")).unwrap();
+    write(
+        &dir,
+        "workflows/welcome-series.test.yaml",
+        "tests:
+  - name: a stage that does not exist
+    start: 2026-06-01T08:00:00Z
+    steps:
+      - expect_stage: { stage: lapsd }
+",
+    );
+    let run = Tidings::new().cwd(&dir).args(["test"]).run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    assert!(
+        run.stderr
+            .contains("workflows/welcome-series.test.yaml:5:32")
+            && run.stderr.contains("there is no stage `lapsd`")
+            && run.stderr.contains("did you mean `lapsed`?"),
+        "{}",
+        run.stderr
+    );
 }
