@@ -387,3 +387,58 @@ fn bad_stages_are_diagnostics() {
         run.stderr
     );
 }
+
+/// A workflow triggered by `stage_entered` (to `lapsed`) enrolls a customer who lapses —
+/// with time alone — once, and not one who has not lapsed; shown by a workflow test.
+#[test]
+fn a_workflow_on_stage_entered_enrolls_each_lapsing_customer_once() {
+    let dir = examples_copy("stage-entered");
+    write(
+        &dir,
+        "workflows/lapsed-winback.yaml",
+        r#"name: lapsed-winback
+description: One last offer when a customer lapses.
+trigger:
+  event: stage_entered
+audience: event.properties.to == "lapsed"
+reentry: { after: 365d }
+steps:
+  - id: offer
+    email: reactivation/deal
+    subject: "We miss you, {{ customer.first_name or \"friend\" }}"
+    coupon: { prefix: MISSYOU, valid_for: 14d }
+tests:
+  - name: a customer who lapses gets one offer, once
+    start: 2026-06-01T12:00:00Z
+    customers:
+      - { id: ada, first_name: Ada, orders_count: 2, last_order_at: 2026-01-01T12:00:00Z }
+      - { id: bo, orders_count: 2, last_order_at: 2026-05-01T12:00:00Z }
+    steps:
+      - expect_stage: { customer: ada, stage: at-risk }
+      - advance: 32d
+      - expect_stage: { customer: ada, stage: lapsed }
+      - expect_email: { template: reactivation/deal, to: ada, at: 2026-07-01T12:00:00Z }
+      - advance: 60d
+      - expect_no_email: { template: reactivation/deal, to: ada }
+      - expect_stage: { customer: bo, stage: at-risk }
+"#,
+    );
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["test", "workflows/lapsed-winback.yaml"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(run.stdout.contains("1 passed, 0 failed"), "{}", run.stdout);
+    // And the test can fail: without the audience, the one who did not lapse is mailed.
+    edit(
+        &dir,
+        "workflows/lapsed-winback.yaml",
+        "audience: event.properties.to == \"lapsed\"\n",
+        "",
+    );
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["test", "workflows/lapsed-winback.yaml"])
+        .run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+}
