@@ -46,11 +46,39 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// The operator's view of queued and sent emails: list, retry, cancel.
     Outbox(OutboxArgs),
+    /// Show a workflow's emails as one customer will see them.
+    Preview(PreviewArgs),
     /// Run the workflows' behaviour tests (`tests:` blocks and `NAME.test.yaml` files).
     Test(TestArgs),
     /// Run continuously: passes on a timer, and the HTTP endpoints (unsubscribe links,
     /// bounce and complaint reports, health).
     Daemon(DaemonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PreviewArgs {
+    /// The workflow's name.
+    pub workflow: String,
+    /// One email step's id (default: every email of the workflow).
+    pub step: Option<String>,
+    /// The customer, from the store.
+    #[arg(long, value_name = "ID")]
+    pub customer: Option<String>,
+    /// A generated customer with every field set.
+    #[arg(long)]
+    pub sample: bool,
+    /// Every locale the templates have, and the default.
+    #[arg(long)]
+    pub all_locales: bool,
+    /// Render as of this time (RFC 3339; default now).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Write an HTML page here instead of printing.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write the HTML page to the temp folder and print its path.
+    #[arg(long)]
+    pub open: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -225,6 +253,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(&cli.project, args),
         Command::Simulate(args) => commands::simulate::run(&cli.project, args),
         Command::Outbox(args) => commands::outbox::run(&cli.project, args),
+        Command::Preview(args) => commands::preview::run(&cli.project, args),
         Command::Test(args) => commands::test::run(&cli.project, args),
         Command::Daemon(args) => commands::daemon::run(&cli.project, args),
     };

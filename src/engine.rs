@@ -69,6 +69,19 @@ pub enum EngineError {
     Config(String),
 }
 
+/// One email as `preview` shows it.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub step: String,
+    pub to: String,
+    pub locale: Option<String>,
+    pub subject: String,
+    pub html_file: String,
+    pub html: String,
+    pub text_file: Option<String>,
+    pub text: Option<String>,
+}
+
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PassReport {
@@ -859,6 +872,84 @@ impl Engine {
             &format!("{base}/{}", token.unwrap_or_default()),
         );
         ctx
+    }
+
+    /// The emails of a workflow (or one step) as this customer would get them at `at`:
+    /// the same context as a real send, with a sample event for event-triggered workflows
+    /// and a coupon code derived from the preview. `locale` overrides the customer's.
+    pub async fn preview(
+        &self,
+        workflow: &str,
+        step: Option<&str>,
+        customer: &Customer,
+        locale: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Rendered>, EngineError> {
+        self.load_signer().await?;
+        let wf = self
+            .plan
+            .workflow(workflow)
+            .ok_or_else(|| EngineError::Config(self.plan.no_such_workflow(workflow)))?;
+        let steps: Vec<_> = wf
+            .all_steps()
+            .into_iter()
+            .filter(|s| matches!(s.kind, StepKind::Email(_)))
+            .collect();
+        if let Some(id) = step
+            && !steps.iter().any(|s| s.id == id)
+        {
+            let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+            return Err(EngineError::Config(format!(
+                "workflow `{workflow}` has no email step `{id}`; its email steps are: {}",
+                ids.join(", ")
+            )));
+        }
+        let event = match &wf.trigger {
+            Trigger::Event { name } => Some(Event::sample(name, at)),
+            _ => None,
+        };
+        let mut customer = customer.clone();
+        if let Some(l) = locale {
+            customer.locale = Some(l.to_string());
+        }
+        let mut out = Vec::new();
+        for s in steps
+            .into_iter()
+            .filter(|s| step.is_none_or(|id| s.id == id))
+        {
+            let StepKind::Email(email) = &s.kind else {
+                continue;
+            };
+            let mut ctx = self.context(wf, &customer, event.as_ref(), at);
+            if let Some(c) = &email.coupon {
+                let code = coupon_code(
+                    &c.prefix,
+                    &format!("preview/{}/{}/{}", wf.name, customer.id, s.id),
+                );
+                let expires = (at + c.valid_for).format("%Y-%m-%d").to_string();
+                ctx.insert(
+                    "coupon",
+                    &serde_json::json!({ "code": code, "expires_at": expires }),
+                );
+            }
+            let render = |name: &str| {
+                self.plan.templates.tera().render(name, &ctx).map_err(|e| {
+                    EngineError::Config(format!("`{name}`: {}", crate::diagnostic::error_chain(&e)))
+                })
+            };
+            let (html_file, text_file) = email.files.for_locale(customer.locale.as_deref());
+            out.push(Rendered {
+                step: s.id.clone(),
+                to: customer.email.clone(),
+                locale: customer.locale.clone(),
+                subject: render(subject_for(&email.subjects, customer.locale.as_deref()))?,
+                html_file: html_file.to_string(),
+                html: render(html_file)?,
+                text_file: text_file.map(str::to_string),
+                text: text_file.map(render).transpose()?,
+            });
+        }
+        Ok(out)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -228,7 +228,39 @@ impl Store {
         } else {
             return Err(StoreError::BadUrl(url.to_string()));
         };
-        let pool = AnyPoolOptions::new()
+        let connect = || async {
+            Self::pool(backend, &connect_url, max, durable)
+                .await
+                .map_err(|source| StoreError::Open {
+                    url: redact(url),
+                    source,
+                })
+        };
+        let mut store = Self {
+            pool: connect().await?,
+            backend,
+        };
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&store.pool)
+                .await?;
+        }
+        if store.migrate().await? {
+            // Connections opened before a schema change keep the old schema in their
+            // statement caches (sqlx-sqlite then reads past the end of a row): start afresh.
+            store.pool.close().await;
+            store.pool = connect().await?;
+        }
+        Ok(store)
+    }
+
+    async fn pool(
+        backend: Backend,
+        connect_url: &str,
+        max: u32,
+        durable: bool,
+    ) -> Result<AnyPool, sqlx::Error> {
+        AnyPoolOptions::new()
             .max_connections(max)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -246,27 +278,16 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect(&connect_url)
+            .connect(connect_url)
             .await
-            .map_err(|source| StoreError::Open {
-                url: redact(url),
-                source,
-            })?;
-        let store = Self { pool, backend };
-        if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&store.pool)
-                .await?;
-        }
-        store.migrate().await?;
-        Ok(store)
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies the migrations this store lacks; returns whether it applied any.
+    async fn migrate(&self) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
             // Replicas starting together take turns; the second finds the work done.
@@ -283,10 +304,12 @@ impl Store {
             .iter()
             .map(|r| r.try_get::<i64, _>(0))
             .collect::<Result<_, _>>()?;
+        let mut applied = false;
         for (version, name, statements) in MIGRATIONS {
             if done.contains(version) {
                 continue;
             }
+            applied = true;
             for statement in *statements {
                 sqlx::query(*statement).execute(&mut *tx).await?;
             }
@@ -300,7 +323,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(applied)
     }
 
     /// Upserts customers by id in one transaction. With `skip_invalid` false, one bad row
@@ -655,5 +678,36 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@db/x"), "postgres://u:***@db/x");
         assert_eq!(redact("postgres://u@db/x"), "postgres://u@db/x");
         assert_eq!(redact("sqlite://t.db"), "sqlite://t.db");
+    }
+
+    /// A store made by an older tidings is migrated on open and then reads its customers
+    /// (sqlx-sqlite once read past the end of a row on connections opened before the
+    /// schema changed).
+    #[test]
+    fn an_older_store_is_migrated_and_read() {
+        let dir = std::env::temp_dir().join(format!("tidings-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("old.db").display());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store = Store::open(&url).await.unwrap();
+            for sql in [
+                "ALTER TABLE customers DROP COLUMN stage",
+                "ALTER TABLE customers DROP COLUMN stage_since",
+                "DELETE FROM tidings_migrations WHERE version = 5",
+                "INSERT INTO customers (id, email, orders_count, total_spent, tags, attributes, updated_at) VALUES ('c1', 'a@example.com', 0, 0, '[]', '{}', 0)",
+            ] {
+                sqlx::query(sql).execute(&store.pool).await.unwrap();
+            }
+            store.close().await;
+            let store = Store::open(&url).await.unwrap();
+            let c = store.customer("c1").await.unwrap().unwrap();
+            assert_eq!(c.email, "a@example.com");
+            store.close().await;
+        });
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
