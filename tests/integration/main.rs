@@ -4,6 +4,7 @@
 mod common;
 mod daemon;
 mod dkim;
+mod preview;
 mod restart;
 mod schedule;
 mod simulate;
