@@ -46,6 +46,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// The operator's view of queued and sent emails: list, retry, cancel.
     Outbox(OutboxArgs),
+    /// Customers per lifecycle stage; journeys and emails per workflow.
+    Status(StatusArgs),
     /// Show a workflow's emails as one customer will see them.
     Preview(PreviewArgs),
     /// Run the workflows' behaviour tests (`tests:` blocks and `NAME.test.yaml` files).
@@ -53,6 +55,13 @@ pub enum Command {
     /// Run continuously: passes on a timer, and the HTTP endpoints (unsubscribe links,
     /// bounce and complaint reports, health).
     Daemon(DaemonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// One JSON document instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -253,6 +262,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(&cli.project, args),
         Command::Simulate(args) => commands::simulate::run(&cli.project, args),
         Command::Outbox(args) => commands::outbox::run(&cli.project, args),
+        Command::Status(args) => commands::status::run(&cli.project, args),
         Command::Preview(args) => commands::preview::run(&cli.project, args),
         Command::Test(args) => commands::test::run(&cli.project, args),
         Command::Daemon(args) => commands::daemon::run(&cli.project, args),

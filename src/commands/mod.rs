@@ -13,6 +13,7 @@ pub mod preview;
 pub mod run;
 pub mod schedule;
 pub mod simulate;
+pub mod status;
 pub mod test;
 pub mod validate;
 

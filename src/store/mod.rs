@@ -20,6 +20,7 @@ pub mod copy;
 pub mod journeys;
 pub mod outbox;
 pub mod stages;
+pub mod status;
 
 #[derive(Debug, Error)]
 pub enum StoreError {

@@ -9,6 +9,7 @@ mod restart;
 mod schedule;
 mod simulate;
 mod smtp;
+mod status;
 mod store;
 mod validate;
 mod webhook;

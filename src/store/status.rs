@@ -1,0 +1,45 @@
+//! Counts for `tidings status`: customers per stage, journeys and emails per workflow.
+
+use std::collections::BTreeMap;
+
+use sqlx::{AnyConnection, Row};
+
+use crate::store::StoreError;
+
+/// Where things stand.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    /// Stage (`None`: not placed yet) to customers.
+    pub stages: BTreeMap<Option<String>, i64>,
+    /// Workflow to journey state to count.
+    pub journeys: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Workflow to email state to count.
+    pub emails: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+pub async fn counts(conn: &mut AnyConnection) -> Result<Counts, StoreError> {
+    let mut c = Counts::default();
+    for r in sqlx::query("SELECT stage, COUNT(*) FROM customers GROUP BY stage")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        c.stages.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    for (sql, into) in [
+        (
+            "SELECT workflow, state, COUNT(*) FROM enrollments GROUP BY workflow, state",
+            &mut c.journeys,
+        ),
+        (
+            "SELECT workflow, state, COUNT(*) FROM deliveries WHERE channel = 'email' GROUP BY workflow, state",
+            &mut c.emails,
+        ),
+    ] {
+        for r in sqlx::query(sql).fetch_all(&mut *conn).await? {
+            into.entry(r.try_get(0)?)
+                .or_default()
+                .insert(r.try_get(1)?, r.try_get(2)?);
+        }
+    }
+    Ok(c)
+}
