@@ -1,6 +1,10 @@
 //! The daemon's HTTP endpoints (axum): the unsubscribe link of every marketing email, the
 //! bounce and complaint webhook of the mail provider, and a health check.
 //!
+//! `POST /v1/customers` upserts customers and `POST /v1/events` records events (each a JSON
+//! object or a list of them, with the bearer token; an event's `id`, or the
+//! `Idempotency-Key` header for a single one, makes a retried POST record it once).
+//!
 //! `GET /u/{token}` only shows a confirmation page — mail scanners follow links, and a GET
 //! must not unsubscribe anyone. `POST /u/{token}` is RFC 8058's one-click unsubscribe (and
 //! the page's button). `POST /v1/suppressions` takes `{"email", "type": "bounce" |
@@ -38,6 +42,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/healthz", get(healthz))
         .route("/u/{token}", get(confirm).post(unsubscribe))
         .route("/v1/suppressions", post(suppressions))
+        .route("/v1/customers", post(customers))
+        .route("/v1/events", post(events))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }
@@ -329,6 +335,120 @@ async fn suppressions(State(api): State<Arc<Api>>, headers: HeaderMap, body: Byt
     }
     Json(json!({ "received": reports.len(), "suppressed": suppressed, "unsubscribed": unsubscribed }))
         .into_response()
+}
+
+/// A body of one object or a list of objects, as import rows (one JSON line each); a
+/// problem names its place by JSON pointer.
+fn rows_of(body: &[u8]) -> Result<(Vec<u8>, bool), Response> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            &format!("the body is not JSON: {e}"),
+            None,
+        )
+    })?;
+    let (items, list) = match value {
+        Value::Array(items) => (items, true),
+        one => (vec![one], false),
+    };
+    let mut lines = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if !item.is_object() {
+            let at = if list { format!("/{i}") } else { "/".into() };
+            return Err(problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "expected a JSON object",
+                Some(&at),
+            ));
+        }
+        lines.extend_from_slice(item.to_string().as_bytes());
+        lines.push(b'\n');
+    }
+    Ok((lines, list))
+}
+
+/// Import row errors as a 422 naming each bad field; nothing was stored.
+fn row_problems(errors: &[crate::import::RowError], list: bool) -> Response {
+    let pointer = |e: &crate::import::RowError| {
+        let base = if list {
+            format!("/{}", e.line - 1)
+        } else {
+            String::new()
+        };
+        if e.field.is_empty() {
+            if base.is_empty() { "/".into() } else { base }
+        } else {
+            format!("{base}/{}", e.field)
+        }
+    };
+    let all: Vec<Value> = errors
+        .iter()
+        .map(|e| json!({ "pointer": pointer(e), "error": e.message }))
+        .collect();
+    let first = &errors[0];
+    let mut body = json!({ "error": first.message, "pointer": pointer(first), "errors": all });
+    body["stored"] = json!(0);
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+/// Upserts customers by `id`: all or none.
+async fn customers(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let (lines, list) = match rows_of(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let rows: Vec<_> = crate::import::customers(
+        Box::new(std::io::Cursor::new(lines)),
+        crate::import::FileFormat::Jsonl,
+    )
+    .collect();
+    match api.store.import_customers(rows.into_iter(), false).await {
+        Ok(report) if !report.errors.is_empty() => row_problems(&report.errors, list),
+        Ok(report) => Json(json!({ "stored": report.written })).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+/// Records events: all or none; an event seen before (same `id`) is not recorded again.
+async fn events(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let (mut lines, list) = match rows_of(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    // A single event may carry its idempotency key in the header instead of `id`.
+    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok())
+        && !list
+        && let Ok(Value::Object(mut one)) = serde_json::from_slice::<Value>(&lines)
+    {
+        one.entry("id")
+            .or_insert_with(|| Value::String(key.to_string()));
+        lines = format!("{}\n", Value::Object(one)).into_bytes();
+    }
+    let rows: Vec<_> = crate::import::events(
+        Box::new(std::io::Cursor::new(lines)),
+        crate::import::FileFormat::Jsonl,
+        Utc::now(),
+    )
+    .collect();
+    match api.store.record_events(rows.into_iter(), false).await {
+        Ok(report) if !report.errors.is_empty() => row_problems(&report.errors, list),
+        Ok(report) => Json(json!({ "stored": report.written })).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+fn unavailable() -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store could not record this; nothing was stored, send it again",
+        None,
+    )
 }
 
 #[cfg(test)]

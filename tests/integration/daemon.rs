@@ -359,3 +359,108 @@ fn bounce_and_complaint_reports_suppress_and_unsubscribe() {
         assert_eq!(daemon.stop().code(), Some(0));
     }
 }
+
+/// The shop's API: customers and events posted over HTTP reach the engine, whose next pass
+/// sends the welcome email over SMTP; bad bodies are refused with the right 4xx and a JSON
+/// pointer, and store nothing; a retried event is recorded once.
+#[test]
+fn customers_and_events_posted_over_http_start_a_journey() {
+    for b in backends("daemon-api") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        let port = free_port();
+        crate::smtp::project(
+            &b,
+            server.port,
+            "server:\n  token: ${TIDINGS_TEST_API_TOKEN}\n",
+        );
+        let daemon = Daemon::start(&b, port, "1s");
+        let auth = ("Authorization", "Bearer s3cret-token");
+        let json = ("Content-Type", "application/json");
+        let customers = || count(&b, "SELECT COUNT(*) FROM customers");
+        let events = || {
+            count(
+                &b,
+                "SELECT COUNT(*) FROM events WHERE name = 'customer_created'",
+            )
+        };
+        let (c0, e0) = (customers(), events());
+        for (what, path, headers, body, status, says) in [
+            ("no token", "/v1/customers", vec![json], &br#"{"id":"n1","email":"nia@example.com"}"#[..], 401, "Bearer"),
+            ("not JSON", "/v1/customers", vec![json, auth], &b"[{"[..], 400, "not JSON"),
+            (
+                "wrong type",
+                "/v1/customers",
+                vec![json, auth],
+                &br#"[{"id":"n1","email":"nia@example.com"},{"id":"n2","email":"nor@example.com","orders_count":"three"}]"#[..],
+                422,
+                "\"pointer\":\"/1/orders_count\"",
+            ),
+            ("bad email", "/v1/customers", vec![json, auth], &br#"{"id":"n1","email":"nia"}"#[..], 422, "\"pointer\":\"/email\""),
+            ("not an object", "/v1/events", vec![json, auth], &b"[1]"[..], 422, "\"pointer\":\"/0\""),
+            (
+                "unknown customer",
+                "/v1/events",
+                vec![json, auth],
+                &br#"{"customer_id":"ghost","name":"customer_created"}"#[..],
+                422,
+                "no customer has the id `ghost`",
+            ),
+        ] {
+            let (got, answer) = http(port, "POST", path, &headers, body);
+            assert_eq!(got, status, "{}: {what}: {answer}", b.label);
+            assert!(answer.contains(says), "{what}: {answer}");
+        }
+        assert_eq!(
+            (customers(), events()),
+            (c0, e0),
+            "{}: a refused body stored something",
+            b.label
+        );
+
+        let (status, answer) = http(
+            port,
+            "POST",
+            "/v1/customers",
+            &[json, auth],
+            br#"[{"id":"n1","email":"nia@example.com","first_name":"Nia"}]"#,
+        );
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer.contains("\"stored\":1"), "{answer}");
+        let event = br#"{"customer_id":"n1","name":"customer_created"}"#;
+        for _ in 0..2 {
+            let (status, answer) = http(
+                port,
+                "POST",
+                "/v1/events",
+                &[json, auth, ("Idempotency-Key", "signup-n1")],
+                event,
+            );
+            assert_eq!(status, 200, "{answer}");
+        }
+        assert_eq!(
+            events(),
+            e0 + 1,
+            "{}: the retried POST recorded one event",
+            b.label
+        );
+
+        // The daemon's next pass greets Nia.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !server.received().iter().any(|r| r.to == "nia@example.com") {
+            assert!(
+                Instant::now() < deadline,
+                "{}: no welcome email arrived",
+                b.label
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let welcome = server
+            .received()
+            .into_iter()
+            .filter(|r| r.to == "nia@example.com")
+            .collect::<Vec<_>>();
+        assert_eq!(welcome.len(), 1, "{}", b.label);
+        assert!(String::from_utf8_lossy(&welcome[0].bytes).contains("Welcome to Acme, Nia"));
+        assert_eq!(daemon.stop().code(), Some(0));
+    }
+}
