@@ -339,6 +339,7 @@ async fn suppressions(State(api): State<Arc<Api>>, headers: HeaderMap, body: Byt
 
 /// A body of one object or a list of objects, as import rows (one JSON line each); a
 /// problem names its place by JSON pointer.
+#[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
 fn rows_of(body: &[u8]) -> Result<(Vec<u8>, bool), Response> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         problem(
