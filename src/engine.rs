@@ -182,6 +182,11 @@ impl Engine {
         }
     }
 
+    /// The workflows this engine runs.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
     /// The unsubscribe signer: the configured secret, or the store's own key.
     async fn load_signer(&self) -> Result<(), EngineError> {
         if self.signer.get().is_some() {

@@ -35,6 +35,15 @@ pub struct Api {
     pub token: Option<String>,
     /// Shown on the unsubscribe pages: who is writing.
     pub sender: String,
+    /// What the daemon runs, for `/healthz`.
+    pub health: std::sync::RwLock<Health>,
+}
+
+/// The running workflow set and the last reload's failure, if the last one failed.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub workflows: Vec<String>,
+    pub reload_error: Option<String>,
 }
 
 pub fn router(api: Arc<Api>) -> Router {
@@ -48,8 +57,20 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-async fn healthz() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
+/// 200 while the daemon serves; `degraded` with the error while a changed workflow set is
+/// refused (the previous set keeps running).
+async fn healthz(State(api): State<Arc<Api>>) -> impl IntoResponse {
+    let health = api.health.read().map(|h| h.clone()).unwrap_or_default();
+    let status = if health.reload_error.is_some() {
+        "degraded"
+    } else {
+        "ok"
+    };
+    Json(json!({
+        "status": status,
+        "workflows": health.workflows,
+        "reload_error": health.reload_error,
+    }))
 }
 
 /// A JSON response (axum's `Json` extractor is not used for bodies: its rejections do not

@@ -11,8 +11,9 @@ use crate::cli::DaemonArgs;
 use crate::commands::{CommandError, eprint_diagnostics};
 use crate::compile::compile_project;
 use crate::config::{Project, expand_env};
+use crate::engine::Engine;
 use crate::pass::Runner;
-use crate::server::{Api, router};
+use crate::server::{Api, Health, router};
 use crate::store::Store;
 
 pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
@@ -54,7 +55,7 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         .build()?;
     runtime.block_on(async move {
         let store = Store::open(&url).await?;
-        let runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
+        let mut runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
             .map_err(|e| CommandError::Usage(e.to_string()))?;
         let signer = crate::unsubscribe::project_signer(&project.config.unsubscribe, &store)
             .await
@@ -64,7 +65,12 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
             signer,
             token,
             sender: runner.options.from.name.clone().unwrap_or_else(|| runner.options.from.email.to_string()),
+            health: std::sync::RwLock::new(Health {
+                workflows: names(&runner),
+                reload_error: None,
+            }),
         });
+        let health_api = api.clone();
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
             CommandError::Usage(format!(
                 "cannot listen on `{listen}`: {e}; pick another address with `--listen` or `server.listen`"
@@ -76,6 +82,9 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
             wait_for_signal().await;
             let _ = stop.send(true);
         });
+        let hangup = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(forward_hangups(hangup.clone()));
+        let mut seen = fingerprint(&project);
         let mut server_stop = stopped.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, router(api))
@@ -92,6 +101,13 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
             eprintln!("warning: {line}");
         }
         loop {
+            // A changed workflow set (a merge deployed by git pull, or SIGHUP) is checked
+            // first; only a valid one replaces the running one.
+            let now_seen = fingerprint(&project);
+            if now_seen != seen {
+                seen = now_seen;
+                reload(&project, &mut runner, &store, &health_api);
+            }
             match runner.pass(Utc::now()).await {
                 Ok(outcome) => {
                     let (e, m) = (&outcome.engine, &outcome.emails);
@@ -110,6 +126,7 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
+                _ = hangup.notified() => seen = 0,
                 _ = stopped.wait_for(|s| *s) => break,
             }
         }
@@ -118,6 +135,98 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         store.close().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn names(runner: &Runner) -> Vec<String> {
+    runner
+        .engine
+        .plan()
+        .workflows
+        .iter()
+        .map(|w| w.name.clone())
+        .collect()
+}
+
+/// Compiles the workflows again; a valid set replaces the running one (enrollments go on
+/// by step id), an invalid one is refused with its diagnostics logged and in `/healthz`.
+fn reload(project: &Project, runner: &mut Runner, store: &Store, api: &Api) {
+    let compiled = compile_project(project, &[]);
+    let mut health = api.health.write().unwrap_or_else(|e| e.into_inner());
+    if compiled.has_errors() {
+        let text: Vec<String> = compiled
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| crate::diagnostic::render_human(d, false))
+            .collect();
+        let text = text.join("\n");
+        eprintln!(
+            "error: the changed workflows were refused; the previous set keeps running:\n{text}"
+        );
+        health.reload_error = Some(text);
+        return;
+    }
+    runner.engine = Engine::new(
+        Arc::new(compiled.plan),
+        store.clone(),
+        project.config.clone(),
+    );
+    health.workflows = names(runner);
+    health.reload_error = None;
+    eprintln!(
+        "tidings daemon: reloaded {} workflows",
+        health.workflows.len()
+    );
+}
+
+/// What the workflow set is made of: every file's name, size and modification time under
+/// the workflows and templates folders, and `stages.yaml`. A change means a reload.
+fn fingerprint(project: &Project) -> u64 {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if let Ok(meta) = entry.metadata() {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                out.push(format!("{}:{}:{modified}", path.display(), meta.len()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&project.workflows_dir(), &mut files);
+    walk(&project.templates_dir(), &mut files);
+    let stages = project.path(&project.config.stages);
+    if let Ok(meta) = std::fs::metadata(&stages) {
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        files.push(format!("{}:{}:{modified}", stages.display(), meta.len()));
+    }
+    files.sort();
+    crate::engine::fnv(&files.join("\n")).max(1)
+}
+
+/// SIGHUP asks for a reload now.
+async fn forward_hangups(hangup: Arc<tokio::sync::Notify>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            while hup.recv().await.is_some() {
+                hangup.notify_one();
+            }
+        }
+    }
 }
 
 /// SIGTERM (a service manager) or SIGINT (Ctrl-C).

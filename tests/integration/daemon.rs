@@ -464,3 +464,84 @@ fn customers_and_events_posted_over_http_start_a_journey() {
         assert_eq!(daemon.stop().code(), Some(0));
     }
 }
+
+/// Reload: an invalid workflow file is refused — the error in `/healthz`, the previous set
+/// still running — and a valid change is picked up without a restart.
+#[test]
+fn workflow_changes_are_reloaded_and_invalid_ones_refused() {
+    let b = backends("daemon-reload").remove(0);
+    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    let port = free_port();
+    crate::smtp::project(
+        &b,
+        server.port,
+        "server:\n  token: ${TIDINGS_TEST_API_TOKEN}\n",
+    );
+    let daemon = Daemon::start(&b, port, "1s");
+    let auth = ("Authorization", "Bearer s3cret-token");
+    let health = || http(port, "GET", "/healthz", &[], b"").1;
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {}",
+                health()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert!(health().contains("\"status\":\"ok\"") && health().contains("welcome-series"));
+
+    crate::common::write(
+        &b.dir,
+        "workflows/broken.yaml",
+        "name: broken\ntrigger:\n  schedule: \"61 * * * *\"\nsteps:\n  - wait: 1d\n",
+    );
+    wait_for("the refusal", &|| {
+        health().contains("\"status\":\"degraded\"")
+    });
+    let h = health();
+    assert!(
+        h.contains("workflows/broken.yaml:3") && h.contains("61"),
+        "{h}"
+    );
+    // The previous set still runs: a sign-up is welcomed.
+    let post = |path: &str, body: &[u8]| {
+        let (status, answer) = http(port, "POST", path, &[auth], body);
+        assert_eq!(status, 200, "{answer}");
+    };
+    post(
+        "/v1/customers",
+        br#"{"id":"r1","email":"rae@example.com","first_name":"Rae"}"#,
+    );
+    post(
+        "/v1/events",
+        br#"{"customer_id":"r1","name":"customer_created","id":"r1-created"}"#,
+    );
+    wait_for("the welcome email", &|| {
+        server.received().iter().any(|r| r.to == "rae@example.com")
+    });
+
+    // A valid change: the broken file fixed into a new workflow, picked up without a restart.
+    std::fs::remove_file(b.dir.join("workflows/broken.yaml")).unwrap();
+    crate::common::write(
+        &b.dir,
+        "workflows/said-hello.yaml",
+        "name: said-hello\nclass: transactional\ntrigger:\n  event: said_hello\nsteps:\n  - id: reply\n    email: thanks/order\n    subject: \"Hello back, {{ customer.first_name }}\"\n",
+    );
+    wait_for("the reload", &|| {
+        health().contains("\"status\":\"ok\"") && health().contains("said-hello")
+    });
+    post(
+        "/v1/events",
+        br#"{"customer_id":"r1","name":"said_hello","id":"r1-hello"}"#,
+    );
+    wait_for("the new workflow's email", &|| {
+        server
+            .received()
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.bytes).contains("Hello back, Rae"))
+    });
+    assert_eq!(daemon.stop().code(), Some(0));
+}
