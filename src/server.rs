@@ -37,6 +37,21 @@ pub struct Api {
     pub sender: String,
     /// What the daemon runs, for `/healthz`.
     pub health: std::sync::RwLock<Health>,
+    /// What the passes did, for `/metrics`.
+    pub passes: std::sync::Mutex<PassMetrics>,
+}
+
+/// Counters the daemon's loop keeps.
+#[derive(Debug, Clone, Default)]
+pub struct PassMetrics {
+    pub passes: u64,
+    pub failed_passes: u64,
+    pub seconds_total: f64,
+    pub last_seconds: f64,
+    pub emails_sent: u64,
+    pub emails_failed: u64,
+    pub emails_retried: u64,
+    pub steps: u64,
 }
 
 /// The running workflow set and the last reload's failure, if the last one failed.
@@ -49,6 +64,7 @@ pub struct Health {
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/u/{token}", get(confirm).post(unsubscribe))
         .route("/v1/suppressions", post(suppressions))
         .route("/v1/customers", post(customers))
@@ -71,6 +87,110 @@ async fn healthz(State(api): State<Arc<Api>>) -> impl IntoResponse {
         "workflows": health.workflows,
         "reload_error": health.reload_error,
     }))
+}
+
+/// Prometheus text: the store's counts (journeys and emails by workflow and state,
+/// customers by stage, queue depth) and the passes' counters and durations.
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    use std::fmt::Write as _;
+    let counts = async {
+        let mut conn = api.store.connection().await?;
+        crate::store::status::counts(&mut conn).await
+    };
+    let Ok(c) = counts.await else {
+        return unavailable();
+    };
+    let p = api.passes.lock().map(|p| p.clone()).unwrap_or_default();
+    let label = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP tidings_enrollments Journeys by workflow and state.\n# TYPE tidings_enrollments gauge"
+    );
+    for (wf, states) in &c.journeys {
+        for (state, n) in states {
+            let _ = writeln!(
+                out,
+                "tidings_enrollments{{workflow=\"{}\",state=\"{}\"}} {n}",
+                label(wf),
+                label(state)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tidings_emails Emails by workflow and outbox state.\n# TYPE tidings_emails gauge"
+    );
+    for (wf, states) in &c.emails {
+        for (state, n) in states {
+            let _ = writeln!(
+                out,
+                "tidings_emails{{workflow=\"{}\",state=\"{}\"}} {n}",
+                label(wf),
+                label(state)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tidings_customers Customers by lifecycle stage.\n# TYPE tidings_customers gauge"
+    );
+    for (stage, n) in &c.stages {
+        let _ = writeln!(
+            out,
+            "tidings_customers{{stage=\"{}\"}} {n}",
+            label(stage.as_deref().unwrap_or(""))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tidings_queue_depth Emails and webhook calls waiting to go.\n# TYPE tidings_queue_depth gauge\ntidings_queue_depth {}",
+        c.queued
+    );
+    for (name, help, value) in [
+        ("tidings_passes_total", "Passes run.", p.passes as f64),
+        (
+            "tidings_failed_passes_total",
+            "Passes that stopped with an error.",
+            p.failed_passes as f64,
+        ),
+        (
+            "tidings_pass_seconds_total",
+            "Time spent in passes.",
+            p.seconds_total,
+        ),
+        ("tidings_steps_total", "Journey steps run.", p.steps as f64),
+        (
+            "tidings_emails_sent_total",
+            "Emails sent by this process.",
+            p.emails_sent as f64,
+        ),
+        (
+            "tidings_emails_failed_total",
+            "Emails failed for good by this process.",
+            p.emails_failed as f64,
+        ),
+        (
+            "tidings_emails_retried_total",
+            "Email attempts to be retried.",
+            p.emails_retried as f64,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tidings_last_pass_seconds How long the last pass took.\n# TYPE tidings_last_pass_seconds gauge\ntidings_last_pass_seconds {}",
+        p.last_seconds
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// A JSON response (axum's `Json` extractor is not used for bodies: its rejections do not

@@ -13,7 +13,7 @@ use crate::compile::compile_project;
 use crate::config::{Project, expand_env};
 use crate::engine::Engine;
 use crate::pass::Runner;
-use crate::server::{Api, Health, router};
+use crate::server::{Api, Health, PassMetrics, router};
 use crate::store::Store;
 
 pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
@@ -69,6 +69,7 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
                 workflows: names(&runner),
                 reload_error: None,
             }),
+            passes: std::sync::Mutex::new(PassMetrics::default()),
         });
         let health_api = api.clone();
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
@@ -108,7 +109,24 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
                 seen = now_seen;
                 reload(&project, &mut runner, &store, &health_api);
             }
-            match runner.pass(Utc::now()).await {
+            let started = std::time::Instant::now();
+            let result = runner.pass(Utc::now()).await;
+            if let Ok(mut m) = health_api.passes.lock() {
+                let seconds = started.elapsed().as_secs_f64();
+                m.passes += 1;
+                m.seconds_total += seconds;
+                m.last_seconds = seconds;
+                match &result {
+                    Ok(o) => {
+                        m.steps += o.engine.steps;
+                        m.emails_sent += o.emails.sent;
+                        m.emails_failed += o.emails.failed;
+                        m.emails_retried += o.emails.retrying;
+                    }
+                    Err(_) => m.failed_passes += 1,
+                }
+            }
+            match result {
                 Ok(outcome) => {
                     let (e, m) = (&outcome.engine, &outcome.emails);
                     if e.enrolled + e.steps + m.sent + m.failed + m.retrying > 0 {

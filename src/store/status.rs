@@ -9,6 +9,8 @@ use crate::store::StoreError;
 /// Where things stand.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Counts {
+    /// Emails and webhook calls waiting to go (pending or retrying).
+    pub queued: i64,
     /// Stage (`None`: not placed yet) to customers.
     pub stages: BTreeMap<Option<String>, i64>,
     /// Workflow to journey state to count.
@@ -41,5 +43,11 @@ pub async fn counts(conn: &mut AnyConnection) -> Result<Counts, StoreError> {
                 .insert(r.try_get(1)?, r.try_get(2)?);
         }
     }
+    c.queued = sqlx::query(
+        "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'retrying', 'sending')",
+    )
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get(0)?;
     Ok(c)
 }

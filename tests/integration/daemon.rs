@@ -461,6 +461,36 @@ fn customers_and_events_posted_over_http_start_a_journey() {
             .collect::<Vec<_>>();
         assert_eq!(welcome.len(), 1, "{}", b.label);
         assert!(String::from_utf8_lossy(&welcome[0].bytes).contains("Welcome to Acme, Nia"));
+
+        // `/metrics` in Prometheus text: what the store holds and what the passes did.
+        let (status, metrics) = http(port, "GET", "/metrics", &[], b"");
+        assert_eq!(status, 200);
+        let sent = count(
+            &b,
+            "SELECT COUNT(*) FROM deliveries WHERE workflow = 'welcome-series' AND channel = 'email' AND state = 'sent'",
+        );
+        assert!(
+            metrics.contains(&format!(
+                "tidings_emails{{workflow=\"welcome-series\",state=\"sent\"}} {sent}"
+            )),
+            "{metrics}"
+        );
+        for line in [
+            "# TYPE tidings_enrollments gauge",
+            "tidings_queue_depth ",
+            "# TYPE tidings_passes_total counter",
+            "tidings_emails_sent_total ",
+            "tidings_last_pass_seconds ",
+        ] {
+            assert!(metrics.contains(line), "{line}: {metrics}");
+        }
+        let passes: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tidings_passes_total "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(passes >= 1.0, "{metrics}");
         assert_eq!(daemon.stop().code(), Some(0));
     }
 }
