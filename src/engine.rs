@@ -264,7 +264,7 @@ impl Engine {
         }
         let mut after = String::new();
         loop {
-            let mut tx = self.store.pool.begin().await?;
+            let mut tx = self.store.write_tx().await?;
             let page = store_stages::page(&mut tx, &after, BATCH).await?;
             let Some((last, _)) = page.last() else { break };
             after = last.id.clone();
@@ -288,7 +288,7 @@ impl Engine {
         let events = journeys::pending_events(&mut conn, now, BATCH).await?;
         drop(conn);
         for stored in &events {
-            let mut tx = self.store.pool.begin().await?;
+            let mut tx = self.store.write_tx().await?;
             let Some(mut customer) = journeys::customer(&mut tx, &stored.customer_id).await? else {
                 journeys::mark_event_processed(&mut tx, &stored.event.id, now).await?;
                 tx.commit().await?;
@@ -535,7 +535,7 @@ impl Engine {
                 return Ok(());
             };
             after = last.id.clone();
-            let mut tx = self.store.pool.begin().await?;
+            let mut tx = self.store.write_tx().await?;
             for customer in &page {
                 let Some((trigger_key, at)) = key_of(customer) else {
                     continue;
@@ -562,7 +562,7 @@ impl Engine {
         drop(conn);
         let count = due.len();
         for mut row in due {
-            let mut tx = self.store.pool.begin().await?;
+            let mut tx = self.store.write_tx().await?;
             self.advance(&mut tx, &mut row, report).await?;
             if journeys::save_enrollment(&mut tx, &row).await? {
                 tx.commit().await?;

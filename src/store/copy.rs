@@ -234,7 +234,7 @@ async fn copy_table(
         if rows.is_empty() {
             return Ok(copied);
         }
-        let mut tx = to.pool.begin().await?;
+        let mut tx = to.write_tx().await?;
         for row in &rows {
             let cells = read_row(row, table)?;
             if let Some(Cell::Text(Some(key))) = cells.get(key_index) {

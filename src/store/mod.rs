@@ -246,7 +246,9 @@ impl Store {
                 .execute(&store.pool)
                 .await?;
         }
-        if store.migrate().await? {
+        // (A memory database lives and dies with its one connection, which ran the
+        // migrations itself.)
+        if store.migrate().await? && !connect_url.contains(":memory:") {
             // Connections opened before a schema change keep the old schema in their
             // statement caches (sqlx-sqlite then reads past the end of a row): start afresh.
             store.pool.close().await;
@@ -283,13 +285,26 @@ impl Store {
             .await
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes fails at once,
+    /// without waiting, when another writer committed in between (SQLITE_BUSY_SNAPSHOT) —
+    /// as the API's imports did while the daemon's pass wrote.
+    pub(crate) async fn write_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
     /// Applies the migrations this store lacks; returns whether it applied any.
     async fn migrate(&self) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if self.backend == Backend::Postgres {
             // Replicas starting together take turns; the second finds the work done.
             sqlx::query("SELECT pg_advisory_xact_lock(7301846401)")
@@ -335,7 +350,7 @@ impl Store {
         skip_invalid: bool,
     ) -> Result<ImportReport, StoreError> {
         let mut report = ImportReport::default();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = Utc::now().timestamp_millis();
         for row in rows {
             match row {
@@ -442,7 +457,7 @@ impl Store {
         skip_invalid: bool,
     ) -> Result<ImportReport, StoreError> {
         let mut report = ImportReport::default();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = Utc::now().timestamp_millis();
         for row in rows {
             let row = match row {
@@ -514,7 +529,7 @@ impl Store {
         source: &str,
         at: DateTime<Utc>,
     ) -> Result<Unsubscribed, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let changed = sqlx::query(
             "UPDATE customers SET unsubscribed_at = $1, updated_at = $1 WHERE id = $2 AND unsubscribed_at IS NULL",
         )
@@ -679,6 +694,63 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@db/x"), "postgres://u:***@db/x");
         assert_eq!(redact("postgres://u@db/x"), "postgres://u@db/x");
         assert_eq!(redact("sqlite://t.db"), "sqlite://t.db");
+    }
+
+    /// Writers that read first (events check their customer) run side by side without
+    /// failing: a deferred SQLite transaction would get SQLITE_BUSY at once, without
+    /// waiting, whenever the other committed between its read and its write.
+    #[test]
+    fn concurrent_writers_wait_for_each_other() {
+        let dir = std::env::temp_dir().join(format!("tidings-writers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("w.db").display());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store = Store::open(&url).await.unwrap();
+            let text: String = (0..4)
+                .map(|i| format!("{{\"id\":\"c{i}\",\"email\":\"c{i}@example.com\"}}\n"))
+                .collect();
+            let rows: Vec<_> = crate::import::customers(
+                Box::new(std::io::Cursor::new(text)),
+                crate::import::FileFormat::Jsonl,
+            )
+            .collect();
+            store
+                .import_customers(rows.into_iter(), false)
+                .await
+                .unwrap();
+            let mut tasks = Vec::new();
+            for w in 0..4 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    for n in 0..40 {
+                        let event = EventRow {
+                            line: 1,
+                            id: format!("e{w}-{n}"),
+                            customer_id: format!("c{w}"),
+                            name: "ping".into(),
+                            at: Utc::now(),
+                            properties: Map::new(),
+                            set: Map::new(),
+                        };
+                        store
+                            .record_events(std::iter::once(Ok(event)), false)
+                            .await?;
+                    }
+                    Ok::<_, StoreError>(())
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            assert_eq!(store.event_count("c0", "ping").await.unwrap(), 40);
+            store.close().await;
+        });
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A store made by an older tidings is migrated on open and then reads its customers

@@ -162,7 +162,7 @@ impl Run {
         workflow: &str,
         case: &Case,
     ) -> Result<Self, String> {
-        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let err = |e: &dyn std::error::Error| crate::diagnostic::error_chain(e);
         let store = Store::open_scratch("sqlite::memory:")
             .await
             .map_err(|e| err(&e))?;
@@ -236,7 +236,7 @@ impl Run {
             .store
             .record_events(rows.into_iter(), false)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(why)?;
         match report.errors.first() {
             Some(e) => Err(e.message.clone()),
             None => Ok(()),
@@ -245,21 +245,16 @@ impl Run {
 
     /// The engine's pass at the case's time, then the outbox into nowhere.
     async fn pass(&mut self) -> Result<(), String> {
-        self.engine
-            .run_once(self.now)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.engine.run_once(self.now).await.map_err(why)?;
         dispatch(&self.store, &Transport::Discard, &self.options, self.now)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(why)?;
         Ok(())
     }
 
     async fn sent(&self) -> Result<Vec<SentEmail>, String> {
-        let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
-        let mut sent = journeys::sent_emails(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut conn = self.store.connection().await.map_err(why)?;
+        let mut sent = journeys::sent_emails(&mut conn).await.map_err(why)?;
         for s in &mut sent {
             if let Some(t) = self.templates.get(&s.step) {
                 s.template = t.clone();
@@ -282,7 +277,7 @@ impl Run {
                             MAX_JUMP,
                         )
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(why)?;
                         self.now = next.min(target);
                         self.pass().await?;
                     }
@@ -358,10 +353,10 @@ impl Run {
                     }
                 }
                 Action::ExpectStage { customer, stage } => {
-                    let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
+                    let mut conn = self.store.connection().await.map_err(why)?;
                     let now = crate::store::stages::current(&mut conn, customer)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(why)?;
                     drop(conn);
                     if now.as_deref() != Some(stage.as_str()) {
                         let is = now.map_or("in no stage".to_string(), |s| format!("in `{s}`"));
@@ -371,10 +366,8 @@ impl Run {
                     }
                 }
                 Action::ExpectExit { customer, reason } => {
-                    let mut conn = self.store.connection().await.map_err(|e| e.to_string())?;
-                    let all = journeys::enrollments(&mut conn)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let mut conn = self.store.connection().await.map_err(why)?;
+                    let all = journeys::enrollments(&mut conn).await.map_err(why)?;
                     drop(conn);
                     let mine: Vec<_> = all
                         .iter()
@@ -433,6 +426,11 @@ impl Run {
             journeys: Vec::new(),
         }
     }
+}
+
+/// An error with its causes, for the case's failure line.
+fn why<E: std::error::Error>(e: E) -> String {
+    crate::diagnostic::error_chain(&e)
 }
 
 fn matches(m: &EmailMatch, s: &SentEmail) -> bool {
