@@ -53,6 +53,11 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // SQLite has one writer: a second daemon on the same file would only fight the first.
+    let _sole = match url.strip_prefix("sqlite://") {
+        Some(path) => Some(sole_daemon(path.split('?').next().unwrap_or(path))?),
+        None => None,
+    };
     runtime.block_on(async move {
         let store = Store::open(&url).await?;
         let mut runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
@@ -153,6 +158,28 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         store.close().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Holds `FILE.daemon.lock` for as long as the daemon runs (the OS releases it when the
+/// process ends, however it ends); a second daemon on the same SQLite file is refused.
+fn sole_daemon(db: &str) -> Result<std::fs::File, CommandError> {
+    let path = format!("{db}.daemon.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| CommandError::Read {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CommandError::Usage(format!(
+            "another tidings daemon is running on the SQLite store `{db}`; SQLite runs one daemon — stop the other one, or use PostgreSQL to run several"
+        ))),
+        Err(std::fs::TryLockError::Error(source)) => Err(CommandError::Read { path, source }),
+    }
 }
 
 fn names(runner: &Runner) -> Vec<String> {

@@ -585,3 +585,30 @@ fn workflow_changes_are_reloaded_and_invalid_ones_refused() {
     });
     assert_eq!(daemon.stop().code(), Some(0));
 }
+
+/// SQLite runs one daemon: a second one on the same store is refused with a message that
+/// says why, and the first keeps serving.
+#[test]
+fn a_second_daemon_on_one_sqlite_store_is_refused() {
+    let b = backends("daemon-sole").remove(0);
+    crate::smtp::project(&b, free_port(), "");
+    let port = free_port();
+    let first = Daemon::start(&b, port, "1h");
+    let second = tidings(&b)
+        .args(["daemon", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .run();
+    assert_eq!(second.code, 1, "{}", second.transcript());
+    assert!(
+        second
+            .stderr
+            .contains("another tidings daemon is running on the SQLite store")
+            && second.stderr.contains("use PostgreSQL"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(http(port, "GET", "/healthz", &[], b"").0, 200);
+    assert_eq!(first.stop().code(), Some(0));
+    // Once the first is gone, a daemon starts again.
+    let again = Daemon::start(&b, port, "1h");
+    assert_eq!(again.stop().code(), Some(0));
+}
