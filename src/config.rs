@@ -147,6 +147,9 @@ pub struct Limits {
     pub frequency_cap: Option<FrequencyCap>,
     /// `quiet_hours: { from: "21:00", to: "08:00" }` — in the customer's local time.
     pub quiet_hours: Option<QuietHours>,
+    /// `catch_up_max_age: 7d` — a schedule's fire time missed while nothing ran is made up
+    /// (`catch_up: run_once`) only if it is at most this old. Default 7 days.
+    pub catch_up_max_age: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -312,7 +315,13 @@ impl Project {
         // Durations the delivery side reads: wrong ones are found here, with a position,
         // not when the first email is due.
         let c = &self.config;
+        let max_age = c
+            .limits
+            .catch_up_max_age
+            .clone()
+            .unwrap_or_else(|| "7d".into());
         for (section, key, value) in [
+            ("limits", "catch_up_max_age", &max_age),
             ("email", "give_up_after", &c.email.give_up_after),
             ("email", "lease", &c.email.lease),
             ("unsubscribe", "valid_for", &c.unsubscribe.valid_for),

@@ -22,7 +22,7 @@ use crate::store::journeys::{self, CustomerFilter, EnrollmentRow, NewDelivery};
 use crate::store::stages as store_stages;
 use crate::store::{Store, StoreError};
 use crate::unsubscribe::{Signer, Unsubscribe};
-use crate::workflow::{Deferral, DeliveryMode, MailClass};
+use crate::workflow::{CatchUp, Deferral, DeliveryMode, MailClass};
 
 /// Where the current time comes from.
 pub trait Clock: Send + Sync {
@@ -98,6 +98,9 @@ pub struct PassReport {
     pub deferred: u64,
     /// Emails skipped by those rules (recorded in the outbox as `skipped`).
     pub skipped: u64,
+    /// Schedule fire times that fell due while nothing ran and were not made up: all but
+    /// the latest, and the latest too under `catch_up: skip`.
+    pub missed_fires: u64,
 }
 
 /// Whether a marketing email may go now.
@@ -172,6 +175,10 @@ pub const UNSUBSCRIBED_EVENT: &str = "unsubscribed";
 const MAX_STEPS_PER_RUN: usize = 1_000;
 const BATCH: i64 = 500;
 
+/// A fire time this old when its pass runs was missed (nothing ran when it fell due) and
+/// fires only under `catch_up: run_once`; a younger one is on time.
+const CATCH_UP_GRACE: TimeDelta = TimeDelta::minutes(5);
+
 impl Engine {
     pub fn new(plan: Arc<Plan>, store: Store, config: Config) -> Self {
         Self {
@@ -180,6 +187,16 @@ impl Engine {
             config,
             signer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// How old a missed fire time may be and still be made up (`limits.catch_up_max_age`).
+    fn catch_up_max_age(&self) -> TimeDelta {
+        self.config
+            .limits
+            .catch_up_max_age
+            .as_deref()
+            .and_then(|t| crate::duration::parse(t).ok())
+            .unwrap_or(TimeDelta::days(7))
     }
 
     /// The workflows this engine runs.
@@ -443,16 +460,38 @@ impl Engine {
                     .await?
                     .unwrap_or(now - TimeDelta::seconds(1));
                 drop(conn);
-                let mut cursor = from;
-                // A bounded catch-up: a store left for years does not fire for hours.
-                for _ in 0..100 {
-                    let Some(fire) = cron.next_after(cursor, tz).filter(|t| *t <= now) else {
-                        break;
-                    };
+                // Fire times older than the catch-up age never fire, so the search starts
+                // there at the earliest: a store left for a year with a minutely schedule
+                // does not walk half a million fire times.
+                let mut cursor = from.max(now - self.catch_up_max_age() - TimeDelta::seconds(1));
+                let mut latest = None;
+                let mut missed = 0u64;
+                let mut budget = 100_000;
+                while let Some(fire) = cron.next_after(cursor, tz).filter(|t| *t <= now) {
                     cursor = fire;
+                    missed += u64::from(latest.is_some());
+                    latest = Some(fire);
+                    budget -= 1;
+                    if budget == 0 {
+                        // A schedule of seconds: skip ahead; only the latest fires anyway.
+                        cursor = cursor.max(now - TimeDelta::minutes(10));
+                        budget = 100_000;
+                    }
+                }
+                // Each pass fires a schedule once at most: its latest fire time. One that
+                // is late (nothing ran when it fell due) fires under `catch_up` — once
+                // (`run_once`, the default), or not at all (`skip`).
+                let late = latest.is_some_and(|t| now - t > CATCH_UP_GRACE);
+                let fire = match wf.catch_up {
+                    CatchUp::Skip if late => None,
+                    _ => latest,
+                };
+                report.missed_fires += missed + u64::from(late && fire.is_none());
+                if let Some(fire) = fire {
                     // Enroll first, record the fire after: a pass that dies in between
-                    // fires again on the next one, and the enrollments' unique key makes
-                    // the second time add only those the first did not reach.
+                    // fires again on the next one, and the enrollments' unique key
+                    // (workflow, customer, fire time) makes the second time add only those
+                    // the first did not reach.
                     let trigger_key = fire.timestamp_millis().to_string();
                     self.enroll_all(&wf, report, &only_zone, |_| {
                         Some((trigger_key.clone(), fire))

@@ -304,3 +304,74 @@ fn unknown_names_and_event_triggers_explain_themselves() {
         run.stderr
     );
 }
+
+/// Catch-up: when nothing ran while a schedule fell due, its latest missed fire time runs
+/// once (`run_once`, the default; each customer enrolled once, keyed by that time), or not
+/// at all (`skip`), and never when older than `limits.catch_up_max_age`. A fire on time
+/// runs under either policy.
+#[test]
+fn missed_fire_times_run_once_or_are_skipped() {
+    use crate::store::{backends, tidings, with_store};
+    for (policy, max_age, expect_late) in [
+        ("run_once", "7d", true),
+        ("skip", "7d", false),
+        ("run_once", "1h", false),
+    ] {
+        let b = backends(&format!("catch-up-{policy}-{max_age}")).remove(0);
+        write(&b.dir, "templates/hello.html", HELLO);
+        write(
+            &b.dir,
+            "workflows/daily.yaml",
+            &format!(
+                "name: daily\ntrigger:\n  schedule: \"0 10 * * *\"\ncatch_up: {policy}\nreentry: always\nsteps:\n  - email: hello\n    subject: Hi\n"
+            ),
+        );
+        write(
+            &b.dir,
+            "tidings.yaml",
+            &format!("database: ${{TIDINGS_DB}}\nlimits:\n  catch_up_max_age: {max_age}\n"),
+        );
+        write(
+            &b.dir,
+            "customers.csv",
+            "id,email\na,a@example.com\nb,b@example.com\n",
+        );
+        let run = tidings(&b)
+            .args(["import", "customers", "customers.csv"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let pass = |now: &str| {
+            let run = tidings(&b).args(["run", "--once", "--now", now]).run();
+            assert_eq!(run.code, 0, "{}", run.transcript());
+        };
+        let fires = || -> Vec<(String, i64)> {
+            with_store(&b, async |s| {
+                use sqlx::Row;
+                let mut conn = s.connection().await.unwrap();
+                sqlx::query("SELECT trigger_key, COUNT(*) FROM enrollments GROUP BY trigger_key ORDER BY trigger_key")
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect()
+            })
+        };
+        let key = |t: &str| utc(t).timestamp_millis().to_string();
+        pass("2026-06-01T09:00:00Z");
+        // Down for three days: 10:00 on the 1st, 2nd, 3rd and 4th all fell due.
+        pass("2026-06-04T12:00:00Z");
+        let expected = if expect_late {
+            vec![(key("2026-06-04T10:00:00Z"), 2)]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(fires(), expected, "{policy} {max_age}");
+        // Running again changes nothing; a fire on time runs under every policy.
+        pass("2026-06-04T12:00:00Z");
+        pass("2026-06-05T10:00:30Z");
+        let mut expected = expected;
+        expected.push((key("2026-06-05T10:00:00Z"), 2));
+        assert_eq!(fires(), expected, "{policy} {max_age}");
+    }
+}
