@@ -612,3 +612,88 @@ fn a_second_daemon_on_one_sqlite_store_is_refused() {
     let again = Daemon::start(&b, port, "1h");
     assert_eq!(again.stop().code(), Some(0));
 }
+
+/// Two daemons on one PostgreSQL database share the work: a welcome series for 200
+/// customers posted over HTTP (to either daemon) arrives once per email — no email twice,
+/// none lost.
+#[test]
+fn two_daemons_on_postgres_send_every_email_once() {
+    let Some(b) = backends("daemon-replicas")
+        .into_iter()
+        .find(|b| b.label == "postgres")
+    else {
+        eprintln!("skipped: two daemons need PostgreSQL (TIDINGS_TEST_DATABASE_URL)");
+        return;
+    };
+    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    crate::smtp::project(
+        &b,
+        server.port,
+        "  concurrency: 4\nserver:\n  token: ${TIDINGS_TEST_API_TOKEN}\n",
+    );
+    let ports = [free_port(), free_port()];
+    let daemons = [
+        Daemon::start(&b, ports[0], "1s"),
+        Daemon::start(&b, ports[1], "1s"),
+    ];
+    let auth = ("Authorization", "Bearer s3cret-token");
+    const N: usize = 200;
+    let customers: Vec<String> = (0..N)
+        .map(|i| format!(r#"{{"id":"p{i}","email":"p{i}@example.com","first_name":"P{i}"}}"#))
+        .collect();
+    let (status, answer) = http(
+        ports[0],
+        "POST",
+        "/v1/customers",
+        &[auth],
+        format!("[{}]", customers.join(",")).as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    for i in 0..N {
+        let event =
+            format!(r#"{{"customer_id":"p{i}","name":"customer_created","id":"p{i}-created"}}"#);
+        let (status, answer) = http(
+            ports[i % 2],
+            "POST",
+            "/v1/events",
+            &[auth],
+            event.as_bytes(),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    // p0@example.com … (not the demo's priya@example.in)
+    let ours = |to: &str| {
+        to.strip_prefix('p')
+            .and_then(|rest| rest.strip_suffix("@example.com"))
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+    };
+    let welcomed = || server.received().iter().filter(|r| ours(&r.to)).count();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while welcomed() < N {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {N} arrived",
+            welcomed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A few more passes of both: nothing is sent again.
+    std::thread::sleep(Duration::from_secs(3));
+    for d in daemons {
+        assert_eq!(d.stop().code(), Some(0));
+    }
+    let mut per_id = std::collections::BTreeMap::<String, usize>::new();
+    for r in server.received().iter().filter(|r| ours(&r.to)) {
+        let m = mail_parser::MessageParser::default()
+            .parse(&r.bytes)
+            .unwrap();
+        *per_id
+            .entry(m.message_id().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_id.len(), N, "every customer welcomed");
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "an email arrived twice: {per_id:?}"
+    );
+}
