@@ -187,20 +187,8 @@ impl WebhookSender {
             }
         };
         // An address written in the URL never reaches the resolver: check it here.
-        if let Some(host) = url.host_str() {
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = bare.parse::<IpAddr>()
-                && !is_public(ip)
-                && !self.allow_hosts.iter().any(|h| h == bare)
-            {
-                return Outcome::Fail(
-                    Refused {
-                        host: bare.to_string(),
-                        addresses: ip.to_string(),
-                    }
-                    .to_string(),
-                );
-            }
+        if let Some(refused) = literal_refusal(&url, &self.allow_hosts) {
+            return Outcome::Fail(refused.to_string());
         }
         let method = match reqwest::Method::from_bytes(call.method.to_ascii_uppercase().as_bytes())
         {
@@ -282,6 +270,19 @@ fn find_source<'a, T: std::error::Error + 'static>(
         current = err.source();
     }
     None
+}
+
+/// A URL whose host is an address webhooks may not reach. The URL parser has already
+/// turned numeric tricks (`127.1`, `2130706433`, `0x7f.0.0.1`, `0177.0.0.1`) into the
+/// dotted address they mean, so they are caught like the plain form.
+fn literal_refusal(url: &reqwest::Url, allow_hosts: &[String]) -> Option<Refused> {
+    let host = url.host_str()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = bare.parse::<IpAddr>().ok()?;
+    (!is_public(ip) && !allow_hosts.iter().any(|h| h == bare)).then(|| Refused {
+        host: bare.to_string(),
+        addresses: ip.to_string(),
+    })
 }
 
 /// Resolves names with the system resolver and drops the addresses webhooks may not
@@ -374,6 +375,37 @@ mod tests {
         }
         for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "172.32.0.1"] {
             assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn addresses_in_urls_are_refused_in_every_spelling() {
+        for url in [
+            "http://127.0.0.1:8080/hook",
+            "http://127.1/hook",
+            "http://2130706433/hook",
+            "http://0x7f000001/hook",
+            "http://0x7f.0.0.1/hook",
+            "http://0177.0.0.1/hook",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.1/",
+            "http://192.168.0.10/",
+            "http://100.64.1.1/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:a9fe:a9fe]/",
+            "http://[fd00::1]/",
+            "http://[fe80::1]/",
+            "http://0.0.0.0/",
+        ] {
+            let parsed = reqwest::Url::parse(url).unwrap();
+            assert!(literal_refusal(&parsed, &[]).is_some(), "{url} → {parsed}");
+        }
+        let allowed = reqwest::Url::parse("http://10.0.0.1/").unwrap();
+        assert!(literal_refusal(&allowed, &["10.0.0.1".to_string()]).is_none());
+        for url in ["https://crm.example/hook", "http://93.184.216.34/"] {
+            let parsed = reqwest::Url::parse(url).unwrap();
+            assert!(literal_refusal(&parsed, &[]).is_none(), "{url}");
         }
     }
 
