@@ -118,6 +118,15 @@ pub struct DaemonArgs {
     /// Time between passes, e.g. `15s` or `1m`.
     #[arg(long, value_name = "DURATION", default_value = "15s")]
     pub every: String,
+    /// `text` for people, `json` (one object a line) for a log pipeline.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use crate::cli::DaemonArgs;
+use crate::cli::{DaemonArgs, LogFormat};
 use crate::commands::{CommandError, eprint_diagnostics};
 use crate::compile::compile_project;
 use crate::config::{Project, expand_env};
@@ -17,6 +17,7 @@ use crate::server::{Api, Health, PassMetrics, router};
 use crate::store::Store;
 
 pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
+    init_logs(args.log_format);
     let every = crate::duration::parse(&args.every)
         .ok()
         .and_then(|d| d.to_std().ok())
@@ -99,12 +100,9 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
                 })
                 .await
         });
-        eprintln!(
-            "tidings daemon: listening on http://{address}; a pass every {}",
-            args.every
-        );
+        tracing::info!(address = %address, every = %args.every, workflows = names(&runner).len(), "tidings daemon listening");
         if let Some(line) = runner.recover().await.map_err(|e| CommandError::Usage(e.to_string()))? {
-            eprintln!("warning: {line}");
+            tracing::warn!("{line}");
         }
         loop {
             // A changed workflow set (a merge deployed by git pull, or SIGHUP) is checked
@@ -135,17 +133,22 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
                 Ok(outcome) => {
                     let (e, m) = (&outcome.engine, &outcome.emails);
                     if e.enrolled + e.steps + m.sent + m.failed + m.retrying > 0 {
-                        eprintln!(
-                            "pass: {} enrolled, {} steps; {} emails sent, {} failed, {} to retry",
-                            e.enrolled, e.steps, m.sent, m.failed, m.retrying
+                        tracing::info!(
+                            enrolled = e.enrolled,
+                            steps = e.steps,
+                            emails_sent = m.sent,
+                            emails_failed = m.failed,
+                            emails_retrying = m.retrying,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "pass"
                         );
                     }
                     for problem in m.problems.iter().chain(&outcome.webhooks.problems) {
-                        eprintln!("warning: {problem}");
+                        tracing::warn!("{problem}");
                     }
                 }
                 // A failed pass is retried on the next tick: the store may be back by then.
-                Err(e) => eprintln!("error: {e}"),
+                Err(e) => tracing::error!(error = %crate::diagnostic::error_chain(&e), "pass failed"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -153,11 +156,25 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
                 _ = stopped.wait_for(|s| *s) => break,
             }
         }
-        eprintln!("tidings daemon: stopping");
+        tracing::info!("tidings daemon stopping");
         let _ = server.await;
         store.close().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Logs on stderr: lines for people, or one JSON object a line (`--log-format json`) for a
+/// log pipeline.
+fn init_logs(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(crate::commands::color_stderr())
+            .try_init(),
+    };
 }
 
 /// Holds `FILE.daemon.lock` for as long as the daemon runs (the OS releases it when the
@@ -205,9 +222,7 @@ fn reload(project: &Project, runner: &mut Runner, store: &Store, api: &Api) {
             .map(|d| crate::diagnostic::render_human(d, false))
             .collect();
         let text = text.join("\n");
-        eprintln!(
-            "error: the changed workflows were refused; the previous set keeps running:\n{text}"
-        );
+        tracing::error!(diagnostics = %text, "the changed workflows were refused; the previous set keeps running");
         health.reload_error = Some(text);
         return;
     }
@@ -218,10 +233,7 @@ fn reload(project: &Project, runner: &mut Runner, store: &Store, api: &Api) {
     );
     health.workflows = names(runner);
     health.reload_error = None;
-    eprintln!(
-        "tidings daemon: reloaded {} workflows",
-        health.workflows.len()
-    );
+    tracing::info!(workflows = health.workflows.len(), "reloaded the workflows");
 }
 
 /// What the workflow set is made of: every file's name, size and modification time under

@@ -56,6 +56,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(b: &Backend, port: u16, every: &str) -> Self {
+        Self::start_with(b, port, every, &[], std::process::Stdio::null())
+    }
+
+    /// With more arguments, and its log (stderr) going to `log`.
+    pub fn start_with(
+        b: &Backend,
+        port: u16,
+        every: &str,
+        more: &[&str],
+        log: std::process::Stdio,
+    ) -> Self {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
             .args([
                 "daemon",
@@ -64,11 +75,12 @@ impl Daemon {
                 "--every",
                 every,
             ])
+            .args(more)
             .current_dir(&b.dir)
             .env("TIDINGS_DB", &b.url)
             .env("TIDINGS_TEST_API_TOKEN", "s3cret-token")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let daemon = Self { child };
@@ -695,5 +707,53 @@ fn two_daemons_on_postgres_send_every_email_once() {
     assert!(
         per_id.values().all(|n| *n == 1),
         "an email arrived twice: {per_id:?}"
+    );
+}
+
+/// `--log-format json`: every line the daemon logs is one JSON object with its level and
+/// message, and a pass's counts as fields.
+#[test]
+fn the_daemon_logs_json_lines() {
+    let b = backends("daemon-json-logs").remove(0);
+    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    crate::smtp::project(&b, server.port, "");
+    let port = free_port();
+    let log = b.dir.join("daemon.log");
+    let daemon = Daemon::start_with(
+        &b,
+        port,
+        "1s",
+        &["--log-format", "json"],
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    // The demo's events make the first pass send mail.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.received().is_empty() {
+        assert!(Instant::now() < deadline, "no pass sent anything");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(daemon.stop().code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["message"].is_string()),
+        "{text}"
+    );
+    let pass = lines
+        .iter()
+        .find(|l| l["message"] == "pass")
+        .unwrap_or_else(|| panic!("no pass logged: {text}"));
+    assert!(pass["emails_sent"].as_u64().unwrap() >= 1, "{pass}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "tidings daemon stopping"),
+        "{text}"
     );
 }
