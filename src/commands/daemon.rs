@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::cli::{DaemonArgs, LogFormat};
-use crate::commands::{CommandError, eprint_diagnostics};
+use crate::commands::{CommandError, compile_or_report};
 use crate::compile::compile_project;
 use crate::config::{Project, expand_env};
 use crate::engine::Engine;
@@ -30,12 +30,9 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
             ))
         })?;
     let project = Project::load(root).map_err(CommandError::Diagnostic)?;
-    let compiled = compile_project(&project, &[]);
-    if compiled.has_errors() {
-        eprint_diagnostics(&compiled.diagnostics);
-        eprintln!("error: the workflows have errors; the daemon did not start");
+    let Some(compiled) = compile_or_report(&project, "the daemon did not start") else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
     let env = |name: &str| std::env::var(name).ok();
     let token = match &project.config.server.token {
         Some(t) => Some(expand_env(t, &env).map_err(|e| {
@@ -248,12 +245,7 @@ fn fingerprint(project: &Project) -> u64 {
             if path.is_dir() {
                 walk(&path, out);
             } else if let Ok(meta) = entry.metadata() {
-                let modified = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_nanos());
-                out.push(format!("{}:{}:{modified}", path.display(), meta.len()));
+                out.push(stamp(&path, &meta));
             }
         }
     }
@@ -262,15 +254,20 @@ fn fingerprint(project: &Project) -> u64 {
     walk(&project.templates_dir(), &mut files);
     let stages = project.path(&project.config.stages);
     if let Ok(meta) = std::fs::metadata(&stages) {
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        files.push(format!("{}:{}:{modified}", stages.display(), meta.len()));
+        files.push(stamp(&stages, &meta));
     }
     files.sort();
     crate::engine::fnv(&files.join("\n")).max(1)
+}
+
+/// A file's name, size and modification time, as one line of the fingerprint.
+fn stamp(path: &Path, meta: &std::fs::Metadata) -> String {
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{}:{}:{modified}", path.display(), meta.len())
 }
 
 /// SIGHUP asks for a reload now.

@@ -58,6 +58,29 @@ pub fn open_store(
     Ok((runtime, project, store))
 }
 
+/// `--now TIME` (RFC 3339), or the present.
+pub fn time_arg(arg: Option<&str>) -> Result<chrono::DateTime<chrono::Utc>, CommandError> {
+    match arg {
+        None => Ok(chrono::Utc::now()),
+        Some(t) => crate::import::parse_time(t).map_err(CommandError::Usage),
+    }
+}
+
+/// The project's workflows, compiled; when they have errors, the diagnostics are printed
+/// with "the workflows have errors; {consequence}" and `None` says to stop.
+pub fn compile_or_report(
+    project: &crate::config::Project,
+    consequence: &str,
+) -> Option<crate::compile::Compiled> {
+    let compiled = crate::compile::compile_project(project, &[]);
+    if compiled.has_errors() {
+        eprint_diagnostics(&compiled.diagnostics);
+        eprintln!("error: the workflows have errors; {consequence}");
+        return None;
+    }
+    Some(compiled)
+}
+
 /// Whether to colour diagnostics on stderr.
 pub fn color_stderr() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()

@@ -7,27 +7,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chrono::Utc;
-
 use crate::cli::PreviewArgs;
-use crate::commands::{CommandError, eprint_diagnostics, open_store};
-use crate::compile::compile_project;
+use crate::commands::{CommandError, compile_or_report, open_store, time_arg};
 use crate::customer::Customer;
 use crate::engine::{Engine, Rendered};
 use crate::plan::StepKind;
 
 pub fn run(root: &Path, args: &PreviewArgs) -> Result<ExitCode, CommandError> {
-    let at = match &args.now {
-        None => Utc::now(),
-        Some(t) => crate::import::parse_time(t).map_err(CommandError::Usage)?,
-    };
+    let at = time_arg(args.now.as_deref())?;
     let (runtime, project, store) = open_store(root)?;
-    let compiled = compile_project(&project, &[]);
-    if compiled.has_errors() {
-        eprint_diagnostics(&compiled.diagnostics);
-        eprintln!("error: the workflows have errors; nothing to preview");
+    let Some(compiled) = compile_or_report(&project, "nothing to preview") else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
     let plan = Arc::new(compiled.plan);
     let Some(wf) = plan.workflow(&args.workflow).cloned() else {
         return Err(CommandError::Usage(plan.no_such_workflow(&args.workflow)));

@@ -6,26 +6,17 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chrono::Utc;
-
 use crate::cli::RunArgs;
-use crate::commands::{CommandError, eprint_diagnostics, open_store};
-use crate::compile::compile_project;
+use crate::commands::{CommandError, compile_or_report, open_store, time_arg};
 use crate::delivery::Transport;
 use crate::pass::{Outcome, Runner};
 
 pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
-    let now = match &args.now {
-        None => Utc::now(),
-        Some(t) => crate::import::parse_time(t).map_err(CommandError::Usage)?,
-    };
+    let now = time_arg(args.now.as_deref())?;
     let (runtime, project, store) = open_store(root)?;
-    let compiled = compile_project(&project, &[]);
-    if compiled.has_errors() {
-        eprint_diagnostics(&compiled.diagnostics);
-        eprintln!("error: the workflows have errors; nothing was run");
+    let Some(compiled) = compile_or_report(&project, "nothing was run") else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
     let runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
         .map_err(|e| CommandError::Usage(e.to_string()))?;
     let outcome = runtime.block_on(async {

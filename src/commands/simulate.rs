@@ -10,8 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use crate::cli::SimulateArgs;
-use crate::commands::{CommandError, eprint_diagnostics, open_store};
-use crate::compile::compile_project;
+use crate::commands::{CommandError, compile_or_report, open_store};
 use crate::delivery::Transport;
 use crate::simulate::{DaySends, Rehearsal, rehearse};
 
@@ -29,12 +28,9 @@ pub fn run(root: &Path, args: &SimulateArgs) -> Result<ExitCode, CommandError> {
         )));
     }
     let (runtime, project, store) = open_store(root)?;
-    let compiled = compile_project(&project, &[]);
-    if compiled.has_errors() {
-        eprint_diagnostics(&compiled.diagnostics);
-        eprintln!("error: the workflows have errors; nothing was simulated");
+    let Some(compiled) = compile_or_report(&project, "nothing was simulated") else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
     let plan = compiled
         .plan
         .only(&args.workflows)

@@ -382,20 +382,26 @@ fn bounce_and_complaint_reports_suppress_and_unsubscribe() {
     }
 }
 
+/// The demo shop's daemon, with the API token, a pass a second and mail to a test server.
+fn demo_daemon(b: &Backend) -> (SmtpServer, u16, Daemon) {
+    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    let port = free_port();
+    crate::smtp::project(
+        b,
+        server.port,
+        "server:\n  token: ${TIDINGS_TEST_API_TOKEN}\n",
+    );
+    let daemon = Daemon::start(b, port, "1s");
+    (server, port, daemon)
+}
+
 /// The shop's API: customers and events posted over HTTP reach the engine, whose next pass
 /// sends the welcome email over SMTP; bad bodies are refused with the right 4xx and a JSON
 /// pointer, and store nothing; a retried event is recorded once.
 #[test]
 fn customers_and_events_posted_over_http_start_a_journey() {
     for b in backends("daemon-api") {
-        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
-        let port = free_port();
-        crate::smtp::project(
-            &b,
-            server.port,
-            "server:\n  token: ${TIDINGS_TEST_API_TOKEN}\n",
-        );
-        let daemon = Daemon::start(&b, port, "1s");
+        let (server, port, daemon) = demo_daemon(&b);
         let auth = ("Authorization", "Bearer s3cret-token");
         let json = ("Content-Type", "application/json");
         let customers = || count(&b, "SELECT COUNT(*) FROM customers");
@@ -522,14 +528,7 @@ fn customers_and_events_posted_over_http_start_a_journey() {
 #[test]
 fn workflow_changes_are_reloaded_and_invalid_ones_refused() {
     let b = backends("daemon-reload").remove(0);
-    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
-    let port = free_port();
-    crate::smtp::project(
-        &b,
-        server.port,
-        "server:\n  token: ${TIDINGS_TEST_API_TOKEN}\n",
-    );
-    let daemon = Daemon::start(&b, port, "1s");
+    let (server, port, daemon) = demo_daemon(&b);
     let auth = ("Authorization", "Bearer s3cret-token");
     let health = || http(port, "GET", "/healthz", &[], b"").1;
     let wait_for = |what: &str, ok: &dyn Fn() -> bool| {

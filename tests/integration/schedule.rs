@@ -311,7 +311,7 @@ fn unknown_names_and_event_triggers_explain_themselves() {
 /// runs under either policy.
 #[test]
 fn missed_fire_times_run_once_or_are_skipped() {
-    use crate::store::{backends, tidings, with_store};
+    use crate::store::{backends, text_pairs, tidings};
     for (policy, max_age, expect_late) in [
         ("run_once", "7d", true),
         ("skip", "7d", false),
@@ -344,25 +344,18 @@ fn missed_fire_times_run_once_or_are_skipped() {
             let run = tidings(&b).args(["run", "--once", "--now", now]).run();
             assert_eq!(run.code, 0, "{}", run.transcript());
         };
-        let fires = || -> Vec<(String, i64)> {
-            with_store(&b, async |s| {
-                use sqlx::Row;
-                let mut conn = s.connection().await.unwrap();
-                sqlx::query("SELECT trigger_key, COUNT(*) FROM enrollments GROUP BY trigger_key ORDER BY trigger_key")
-                    .fetch_all(&mut *conn)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1)))
-                    .collect()
-            })
+        let fires = || {
+            text_pairs(
+                &b,
+                "SELECT trigger_key, CAST(COUNT(*) AS TEXT) FROM enrollments GROUP BY trigger_key ORDER BY trigger_key",
+            )
         };
         let key = |t: &str| utc(t).timestamp_millis().to_string();
         pass("2026-06-01T09:00:00Z");
         // Down for three days: 10:00 on the 1st, 2nd, 3rd and 4th all fell due.
         pass("2026-06-04T12:00:00Z");
         let expected = if expect_late {
-            vec![(key("2026-06-04T10:00:00Z"), 2)]
+            vec![(key("2026-06-04T10:00:00Z"), "2".to_string())]
         } else {
             Vec::new()
         };
@@ -371,7 +364,7 @@ fn missed_fire_times_run_once_or_are_skipped() {
         pass("2026-06-04T12:00:00Z");
         pass("2026-06-05T10:00:30Z");
         let mut expected = expected;
-        expected.push((key("2026-06-05T10:00:00Z"), 2));
+        expected.push((key("2026-06-05T10:00:00Z"), "2".to_string()));
         assert_eq!(fires(), expected, "{policy} {max_age}");
     }
 }

@@ -1,26 +1,12 @@
 //! `tidings status`: customers per stage and journeys and emails per workflow, counted by
 //! the test from the store itself.
 
-use crate::store::{backends, outbox, pass, tidings, with_examples};
+use crate::store::{backends, demo_with_stages, outbox, pass, tidings};
 
 #[test]
 fn status_counts_stages_journeys_and_emails() {
     for b in backends("status") {
-        with_examples(&b);
-        std::fs::copy(
-            crate::common::repo_root().join("stages.yaml"),
-            b.dir.join("stages.yaml"),
-        )
-        .unwrap();
-        crate::common::write(&b.dir, "tidings.yaml", "database: ${TIDINGS_DB}\n");
-        let demo = crate::common::repo_root().join("examples/demo");
-        for kind in ["customers", "events"] {
-            let file = demo.join(format!("{kind}.csv"));
-            let run = tidings(&b)
-                .args(["import", kind, file.to_str().unwrap()])
-                .run();
-            assert_eq!(run.code, 0, "{}", run.transcript());
-        }
+        demo_with_stages(&b);
         for now in [
             "2026-06-01T08:00:00Z",
             "2026-06-03T10:00:00Z",

@@ -446,6 +446,36 @@ pub(crate) fn outbox(b: &Backend) -> (Vec<tidings::store::journeys::DeliveryRow>
     })
 }
 
+/// The demo shop with the shipped workflows and stages: customers and events imported.
+pub(crate) fn demo_with_stages(b: &Backend) {
+    with_examples(b);
+    let root = crate::common::repo_root();
+    std::fs::copy(root.join("stages.yaml"), b.dir.join("stages.yaml")).unwrap();
+    crate::common::write(&b.dir, "tidings.yaml", "database: ${TIDINGS_DB}\n");
+    for kind in ["customers", "events"] {
+        let file = root.join(format!("examples/demo/{kind}.csv"));
+        let run = tidings(b)
+            .args(["import", kind, file.to_str().unwrap()])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+    }
+}
+
+/// Two text columns of every row a query gives (cast numbers in the SQL).
+pub(crate) fn text_pairs(b: &Backend, sql: &'static str) -> Vec<(String, String)> {
+    with_store(b, async move |s| {
+        use sqlx::Row;
+        let mut conn = s.connection().await.unwrap();
+        sqlx::query(sql)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    })
+}
+
 pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
