@@ -218,13 +218,18 @@ impl WebhookSender {
                 if status.is_success() {
                     return Outcome::Sent;
                 }
-                let text: String = response
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect();
+                // The first few KB of the answer, for the operator: a receiver that
+                // answers with gigabytes is not read to the end.
+                let mut response = response;
+                let mut body = Vec::new();
+                while body.len() < ERROR_BODY_BYTES {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                        _ => break,
+                    }
+                }
+                body.truncate(ERROR_BODY_BYTES);
+                let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
                 let error = format!("the receiver answered {status}: {}", text.trim());
                 if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
                     Outcome::Retry(error)
@@ -250,6 +255,9 @@ impl WebhookSender {
         }
     }
 }
+
+/// How much of a failed call's answer is read.
+const ERROR_BODY_BYTES: usize = 4096;
 
 /// How long a claimed call stays ours: longer than the longest call timeout (300 s).
 const CALL_LEASE_S: i64 = 360;

@@ -198,3 +198,51 @@ fn webhooks_never_reach_loopback_unless_allowed() {
     );
     assert!(webhook_states(&b).iter().all(|(_, s, _, _)| s == "failed"));
 }
+
+/// A receiver slower than the step's `timeout` is given up on for this attempt (retried
+/// later) without holding up the rest of the pass: the same pass still sends its emails.
+#[test]
+fn a_slow_webhook_times_out_and_the_pass_goes_on() {
+    let b = backends("webhook-slow").remove(0);
+    let receiver = HttpReceiver::start(Box::new(|_, _| {
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        200
+    }));
+    project(&b, "webhooks: { allow_hosts: [127.0.0.1] }\n");
+    let file = b.dir.join("workflows/cancellation-feedback.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("      method: POST\n"));
+    std::fs::write(
+        &file,
+        text.replace(
+            "      method: POST\n",
+            "      method: POST\n      timeout: 1s\n",
+        ),
+    )
+    .unwrap();
+    let crm = format!("http://127.0.0.1:{}", receiver.port);
+    pass(&b, &crm, "2026-06-01T08:00:00Z");
+    let started = std::time::Instant::now();
+    let run = pass(&b, &crm, "2026-06-02T08:00:00Z");
+    // The feedback emails went out in the same pass as the slow calls.
+    assert!(
+        run.stdout.contains("delivered 6 emails"),
+        "{}",
+        run.transcript()
+    );
+    let states = webhook_states(&b);
+    assert_eq!(states.len(), 4, "{states:?}");
+    assert!(
+        states.iter().all(|(_, state, _, error)| state == "retrying"
+            && error
+                .as_deref()
+                .is_some_and(|e| e.contains("no answer within 1 s"))),
+        "{states:?}"
+    );
+    // Four calls of one second each, not four of the receiver's four seconds.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(14),
+        "{:?}",
+        started.elapsed()
+    );
+}
