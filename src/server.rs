@@ -19,9 +19,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::store::{Store, Unsubscribed};
+use crate::templates::escape_html;
 use crate::unsubscribe::{Signer, TokenError};
 
 /// Request bodies larger than this are refused with 413 before they are read.
@@ -233,16 +234,9 @@ fn refused(e: &TokenError) -> Response {
         "This link cannot be used",
         &format!(
             "<p>{}. Nothing was changed. Use the link in a recent email, or reply to it to be removed.</p>",
-            escape(&e.to_string())
+            escape_html(&e.to_string())
         ),
     )
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// `a•••@example.com`: enough for the reader to recognise the address, not enough to
@@ -271,8 +265,8 @@ async fn confirm(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Resp
         "Unsubscribe?",
         &format!(
             "<p>Stop marketing email from {} to {}? Receipts and other emails about your orders still arrive.</p>\n<form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\"><button type=\"submit\">Unsubscribe</button></form>",
-            escape(&api.sender),
-            escape(&who)
+            escape_html(&api.sender),
+            escape_html(&who)
         ),
     )
 }
@@ -293,7 +287,7 @@ async fn unsubscribe(State(api): State<Arc<Api>>, Path(token): Path<String>) -> 
             "You are unsubscribed",
             &format!(
                 "<p>{} will send you no more marketing email. Emails about your orders still arrive.</p>",
-                escape(&api.sender)
+                escape_html(&api.sender)
             ),
         ),
         Ok(Unsubscribed::NoSuchCustomer) => page(
@@ -362,30 +356,10 @@ struct Report {
 /// Reads `{"email", "type", "reason"?}` or a list of them; an error names the field by
 /// JSON pointer.
 fn reports(body: &[u8]) -> Result<Vec<Report>, (String, Option<String>)> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| (format!("the body is not JSON: {e}"), None))?;
-    let (items, prefix): (Vec<&Value>, bool) = match &value {
-        Value::Array(list) => (list.iter().collect(), true),
-        one => (vec![one], false),
-    };
+    let (items, list) = body_items(body).map_err(|e| (e, None))?;
     let mut out = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
-        let at = |field: &str| {
-            let base = if prefix {
-                format!("/{i}")
-            } else {
-                String::new()
-            };
-            if field.is_empty() {
-                if base.is_empty() {
-                    "/".to_string()
-                } else {
-                    base
-                }
-            } else {
-                format!("{base}/{field}")
-            }
-        };
+    for (i, item) in items.iter().enumerate() {
+        let at = |field: &str| pointer(list, i, field);
         let Value::Object(map) = item else {
             return Err((
                 "expected an object like {\"email\": \"a@example.com\", \"type\": \"bounce\"}"
@@ -478,57 +452,58 @@ async fn suppressions(State(api): State<Arc<Api>>, headers: HeaderMap, body: Byt
         .into_response()
 }
 
-/// A body of one object or a list of objects, as import rows (one JSON line each); a
-/// problem names its place by JSON pointer.
-#[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
-fn rows_of(body: &[u8]) -> Result<(Vec<u8>, bool), Response> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        problem(
-            StatusCode::BAD_REQUEST,
-            &format!("the body is not JSON: {e}"),
-            None,
-        )
-    })?;
-    let (items, list) = match value {
+/// A body of one JSON object or a list of them: the items, and whether it was a list
+/// (which decides how a JSON pointer names an item).
+fn body_items(body: &[u8]) -> Result<(Vec<Value>, bool), String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    Ok(match value {
         Value::Array(items) => (items, true),
         one => (vec![one], false),
+    })
+}
+
+/// The JSON pointer to item `index`'s `field` (`""`: the item itself).
+fn pointer(list: bool, index: usize, field: &str) -> String {
+    let base = if list {
+        format!("/{index}")
+    } else {
+        String::new()
     };
-    let mut lines = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        if !item.is_object() {
-            let at = if list { format!("/{i}") } else { "/".into() };
+    match (base.is_empty(), field.is_empty()) {
+        (true, true) => "/".into(),
+        (false, true) => base,
+        _ => format!("{base}/{field}"),
+    }
+}
+
+/// A body of import rows: one JSON object or a list of them.
+#[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
+fn rows_of(body: &[u8]) -> Result<(Vec<Map<String, Value>>, bool), Response> {
+    let (items, list) = body_items(body).map_err(|e| problem(StatusCode::BAD_REQUEST, &e, None))?;
+    let mut rows = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let Value::Object(row) = item else {
             return Err(problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "expected a JSON object",
-                Some(&at),
+                Some(&pointer(list, i, "")),
             ));
-        }
-        lines.extend_from_slice(item.to_string().as_bytes());
-        lines.push(b'\n');
+        };
+        rows.push(row);
     }
-    Ok((lines, list))
+    Ok((rows, list))
 }
 
 /// Import row errors as a 422 naming each bad field; nothing was stored.
 fn row_problems(errors: &[crate::import::RowError], list: bool) -> Response {
-    let pointer = |e: &crate::import::RowError| {
-        let base = if list {
-            format!("/{}", e.line - 1)
-        } else {
-            String::new()
-        };
-        if e.field.is_empty() {
-            if base.is_empty() { "/".into() } else { base }
-        } else {
-            format!("{base}/{}", e.field)
-        }
-    };
+    let at = |e: &crate::import::RowError| pointer(list, e.line as usize - 1, &e.field);
     let all: Vec<Value> = errors
         .iter()
-        .map(|e| json!({ "pointer": pointer(e), "error": e.message }))
+        .map(|e| json!({ "pointer": at(e), "error": e.message }))
         .collect();
     let first = &errors[0];
-    let mut body = json!({ "error": first.message, "pointer": pointer(first), "errors": all });
+    let mut body = json!({ "error": first.message, "pointer": at(first), "errors": all });
     body["stored"] = json!(0);
     (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
 }
@@ -538,15 +513,11 @@ async fn customers(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes)
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
-    let (lines, list) = match rows_of(&body) {
+    let (rows, list) = match rows_of(&body) {
         Ok(r) => r,
         Err(r) => return r,
     };
-    let rows: Vec<_> = crate::import::customers(
-        Box::new(std::io::Cursor::new(lines)),
-        crate::import::FileFormat::Jsonl,
-    )
-    .collect();
+    let rows = crate::import::customers_of(&rows);
     match api.store.import_customers(rows.into_iter(), false).await {
         Ok(report) if !report.errors.is_empty() => row_problems(&report.errors, list),
         Ok(report) => Json(json!({ "stored": report.written })).into_response(),
@@ -559,25 +530,19 @@ async fn events(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) ->
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
-    let (mut lines, list) = match rows_of(&body) {
+    let (mut rows, list) = match rows_of(&body) {
         Ok(r) => r,
         Err(r) => return r,
     };
     // A single event may carry its idempotency key in the header instead of `id`.
     if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok())
         && !list
-        && let Ok(Value::Object(mut one)) = serde_json::from_slice::<Value>(&lines)
+        && let Some(one) = rows.first_mut()
     {
         one.entry("id")
             .or_insert_with(|| Value::String(key.to_string()));
-        lines = format!("{}\n", Value::Object(one)).into_bytes();
     }
-    let rows: Vec<_> = crate::import::events(
-        Box::new(std::io::Cursor::new(lines)),
-        crate::import::FileFormat::Jsonl,
-        Utc::now(),
-    )
-    .collect();
+    let rows = crate::import::events_of(&rows, Utc::now());
     match api.store.record_events(rows.into_iter(), false).await {
         Ok(report) if !report.errors.is_empty() => row_problems(&report.errors, list),
         Ok(report) => Json(json!({ "stored": report.written })).into_response(),

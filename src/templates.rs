@@ -541,6 +541,14 @@ pub fn report_diagnostic(
     .help(help)
 }
 
+/// Text made safe inside HTML or XML (`&`, `<`, `>`, quotes), with Tera's own escaper.
+pub fn escape_html(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    // Writing to a Vec cannot fail.
+    let _ = tera::escape_html(text, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn render_diagnostic(e: &tera::Error, file: &SourceFile, templates: &Templates) -> Diagnostic {
     match e.kind() {
         ErrorKind::RenderingError(report) | ErrorKind::SyntaxError(report) => {

@@ -12,6 +12,7 @@ use crate::commands::{CommandError, compile_or_report, open_store, time_arg};
 use crate::customer::Customer;
 use crate::engine::{Engine, Rendered};
 use crate::plan::StepKind;
+use crate::templates::escape_html;
 
 pub fn run(root: &Path, args: &PreviewArgs) -> Result<ExitCode, CommandError> {
     let at = time_arg(args.now.as_deref())?;
@@ -117,31 +118,24 @@ pub fn as_text(workflow: &str, rendered: &[Rendered]) -> String {
     s
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// One page: each email's subject and text above its HTML, shown in a sandboxed frame so
 /// that its styles do not leak into the page.
 fn write_page(path: &PathBuf, workflow: &str, rendered: &[Rendered]) -> Result<(), CommandError> {
     let mut html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{w} — preview</title>\n<style>body{{font-family:sans-serif;margin:2em;background:#f4f4f4}}section{{background:#fff;margin:0 0 2em;padding:1em;border-radius:6px}}iframe{{width:100%;height:600px;border:1px solid #ddd}}pre{{white-space:pre-wrap;background:#fafafa;padding:1em}}</style></head><body>\n<h1>{w}</h1>\n",
-        w = escape(workflow)
+        w = escape_html(workflow)
     );
     for r in rendered {
         html.push_str(&format!(
             "<section><h2>{} · {}</h2><p>To {} — <b>Subject:</b> {}</p>\n<iframe sandbox srcdoc=\"{}\"></iframe>\n",
-            escape(&r.step),
-            escape(locale_label(r)),
-            escape(&r.to),
-            escape(&r.subject),
-            escape(&r.html)
+            escape_html(&r.step),
+            escape_html(locale_label(r)),
+            escape_html(&r.to),
+            escape_html(&r.subject),
+            escape_html(&r.html)
         ));
         if let Some(text) = &r.text {
-            html.push_str(&format!("<pre>{}</pre>\n", escape(text)));
+            html.push_str(&format!("<pre>{}</pre>\n", escape_html(text)));
         }
         html.push_str("</section>\n");
     }

@@ -663,7 +663,6 @@ pub(crate) fn customer_from_row(r: &AnyRow) -> Result<Customer, StoreError> {
     })
 }
 
-/// A URL for messages: the password, if any, replaced.
 /// What an unsubscribe did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unsubscribed {
@@ -672,6 +671,7 @@ pub enum Unsubscribed {
     NoSuchCustomer,
 }
 
+/// A URL for messages: the password, if any, replaced.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {

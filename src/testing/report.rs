@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use crate::diagnostic::{escape_data, escape_property};
+use crate::templates::escape_html;
 use crate::testing::runner::{CaseResult, Failure};
 
 fn location(f: &Failure) -> String {
@@ -126,13 +127,6 @@ pub fn github(results: &[CaseResult]) -> String {
     out
 }
 
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 pub fn junit(results: &[CaseResult]) -> String {
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
     let seconds: f64 = results.iter().map(|r| r.elapsed.as_secs_f64()).sum();
@@ -149,7 +143,7 @@ pub fn junit(results: &[CaseResult]) -> String {
         let _ = writeln!(
             out,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\">",
-            xml(wf),
+            escape_html(wf),
             mine.len(),
             mine.iter().filter(|r| r.failure.is_some()).count()
         );
@@ -157,9 +151,9 @@ pub fn junit(results: &[CaseResult]) -> String {
             let _ = write!(
                 out,
                 "    <testcase classname=\"{}\" name=\"{}\" file=\"{}\" line=\"{}\" time=\"{:.3}\"",
-                xml(wf),
-                xml(&r.name),
-                xml(r.span.file.name()),
+                escape_html(wf),
+                escape_html(&r.name),
+                escape_html(r.span.file.name()),
                 r.span.start.line,
                 r.elapsed.as_secs_f64()
             );
@@ -169,10 +163,10 @@ pub fn junit(results: &[CaseResult]) -> String {
                     let _ = writeln!(
                         out,
                         ">\n      <failure message=\"{}\">{}: {}\n{}</failure>\n    </testcase>",
-                        xml(&f.message),
-                        xml(&location(f)),
-                        xml(&f.message),
-                        xml(&diff(f).join("\n"))
+                        escape_html(&f.message),
+                        escape_html(&location(f)),
+                        escape_html(&f.message),
+                        escape_html(&diff(f).join("\n"))
                     );
                 }
             }
