@@ -212,13 +212,38 @@ fn jsonl_rows<T: 'static>(
                 let Value::Object(map) = value else {
                     return Err(err("each line must be a JSON object".into()));
                 };
-                let cells = map
-                    .iter()
-                    .map(|(k, v)| (k.clone(), None, Cell::Json(v)))
-                    .collect();
-                build(n, cells)
+                build(n, cells_of(&map))
             }),
     )
+}
+
+/// A JSON object's fields as cells.
+fn cells_of(map: &Map<String, Value>) -> Vec<(String, Option<usize>, Cell<'_>)> {
+    map.iter()
+        .map(|(k, v)| (k.clone(), None, Cell::Json(v)))
+        .collect()
+}
+
+/// Customers given as JSON objects (a test's fixtures, an API body), read as JSONL lines
+/// would be: object `i` is line `i + 1`.
+pub fn customers_of(objects: &[Map<String, Value>]) -> Vec<Result<CustomerRow, Vec<RowError>>> {
+    objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| customer_from_cells(i as u64 + 1, cells_of(o)))
+        .collect()
+}
+
+/// Events given as JSON objects, read as JSONL lines would be, a missing time being `now`.
+pub fn events_of(
+    objects: &[Map<String, Value>],
+    now: DateTime<Utc>,
+) -> Vec<Result<EventRow, Vec<RowError>>> {
+    objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| event_from_cells(i as u64 + 1, cells_of(o), now))
+        .collect()
 }
 
 fn customer_from_cells(

@@ -3,7 +3,6 @@
 //! sent nowhere and webhooks never called. Cases run in parallel.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use crate::config::{Config, EmailConfig};
 use crate::delivery::{DispatchOptions, Transport, dispatch};
 use crate::diagnostic::Span;
 use crate::engine::Engine;
-use crate::import::{self, FileFormat};
+use crate::import;
 use crate::plan::{Plan, StepKind};
 use crate::store::Store;
 use crate::store::journeys::{self, SentEmail};
@@ -162,27 +161,11 @@ impl Run {
         workflow: &str,
         case: &Case,
     ) -> Result<Self, String> {
-        let err = |e: &dyn std::error::Error| crate::diagnostic::error_chain(e);
-        let store = Store::open_scratch("sqlite::memory:")
-            .await
-            .map_err(|e| err(&e))?;
-        let rows = |items: &[Map<String, Json>]| -> Vec<u8> {
-            items
-                .iter()
-                .map(|c| format!("{}\n", Json::Object(c.clone())))
-                .collect::<String>()
-                .into_bytes()
-        };
-        // Read before the store is awaited: the readers are not `Send`.
-        let customers: Vec<_> = import::customers(
-            Box::new(Cursor::new(rows(&case.customers))),
-            FileFormat::Jsonl,
-        )
-        .collect();
+        let store = Store::open_scratch("sqlite::memory:").await.map_err(why)?;
         let report = store
-            .import_customers(customers.into_iter(), false)
+            .import_customers(import::customers_of(&case.customers).into_iter(), false)
             .await
-            .map_err(|e| err(&e))?;
+            .map_err(why)?;
         if let Some(e) = report.errors.first() {
             return Err(format!("fixture customer {}: {}", e.line, e.message));
         }
@@ -202,7 +185,7 @@ impl Run {
             })
             .unwrap_or_default();
         let options = DispatchOptions::from_config(&config.email, std::path::Path::new("."), true)
-            .map_err(|e| err(&e))?;
+            .map_err(why)?;
         let mut run = Self {
             engine: Engine::new(plan.clone(), store.clone(), config.clone()),
             store,
@@ -222,19 +205,9 @@ impl Run {
         if events.is_empty() {
             return Ok(());
         }
-        let text: String = events
-            .iter()
-            .map(|e| format!("{}\n", Json::Object(e.clone())))
-            .collect();
-        let rows: Vec<_> = import::events(
-            Box::new(Cursor::new(text.into_bytes())),
-            FileFormat::Jsonl,
-            self.now,
-        )
-        .collect();
         let report = self
             .store
-            .record_events(rows.into_iter(), false)
+            .record_events(import::events_of(events, self.now).into_iter(), false)
             .await
             .map_err(why)?;
         match report.errors.first() {

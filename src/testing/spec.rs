@@ -2,7 +2,6 @@
 //! it — read into cases with the position of every step, so that a failing expectation and a
 //! mistake in the test itself are both reported at their line.
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -10,7 +9,7 @@ use serde_json::{Map, Value as Json};
 use yaml_serde::Value;
 
 use crate::diagnostic::{Diagnostic, Span};
-use crate::import::{self, FileFormat, RowError};
+use crate::import::{self, RowError};
 use crate::plan::{Plan, StepKind, Workflow};
 use crate::source::SourceFile;
 use crate::yaml::{Document, Route, closest};
@@ -457,15 +456,11 @@ fn read_case(r: &mut Reader<'_>, item: &Value, route: &Route) -> Option<Case> {
             .or_insert_with(|| Json::String(format!("{id}@example.com")));
         c.insert("id".into(), Json::String(id));
     }
-    let jsonl: String = customers
-        .iter()
-        .map(|c| format!("{}\n", Json::Object(c.clone())))
+    let errors: Vec<RowError> = import::customers_of(&customers)
+        .into_iter()
+        .filter_map(Result::err)
+        .flatten()
         .collect();
-    let errors: Vec<RowError> =
-        import::customers(Box::new(Cursor::new(jsonl.into_bytes())), FileFormat::Jsonl)
-            .filter_map(Result::err)
-            .flatten()
-            .collect();
     r.row_errors(errors, &customer_routes);
     let ids: Vec<String> = customers
         .iter()
@@ -561,15 +556,12 @@ fn event_row(
         );
         return None;
     }
-    let jsonl = format!("{}\n", Json::Object(obj.clone()));
-    let errors: Vec<RowError> = import::events(
-        Box::new(Cursor::new(jsonl.into_bytes())),
-        FileFormat::Jsonl,
-        start.unwrap_or_default(),
-    )
-    .filter_map(Result::err)
-    .flatten()
-    .collect();
+    let errors: Vec<RowError> =
+        import::events_of(std::slice::from_ref(&obj), start.unwrap_or_default())
+            .into_iter()
+            .filter_map(Result::err)
+            .flatten()
+            .collect();
     if !errors.is_empty() {
         r.row_errors(errors, std::slice::from_ref(route));
         return None;
