@@ -189,14 +189,10 @@ impl Engine {
         }
     }
 
-    /// How old a missed fire time may be and still be made up (`limits.catch_up_max_age`).
+    /// How old a missed fire time may be and still be made up (`limits.catch_up_max_age`,
+    /// checked when the config loads).
     fn catch_up_max_age(&self) -> TimeDelta {
-        self.config
-            .limits
-            .catch_up_max_age
-            .as_deref()
-            .and_then(|t| crate::duration::parse(t).ok())
-            .unwrap_or(TimeDelta::days(7))
+        crate::duration::parse(&self.config.limits.catch_up_max_age).unwrap_or(TimeDelta::days(7))
     }
 
     /// The workflows this engine runs.
@@ -271,7 +267,7 @@ impl Engine {
         }
         // One connection at a time: a scratch store may have only one.
         let mut conn = self.store.pool.acquire().await?;
-        let last = store_stages::setting(&mut conn, KEY)
+        let last = crate::store::setting(&mut conn, KEY)
             .await?
             .and_then(|v| v.parse::<i64>().ok())
             .and_then(DateTime::from_timestamp_millis);
@@ -292,7 +288,7 @@ impl Engine {
             tx.commit().await?;
         }
         let mut conn = self.store.pool.acquire().await?;
-        store_stages::put_setting(&mut conn, KEY, &now.timestamp_millis().to_string()).await?;
+        crate::store::put_setting(&mut conn, KEY, &now.timestamp_millis().to_string()).await?;
         Ok(())
     }
 

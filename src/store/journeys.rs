@@ -359,6 +359,29 @@ pub struct DeliveryRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// Records an event the store itself raises (an unsubscribe, a change of stage), to be
+/// processed by the next pass like any other; an id seen before is not recorded again.
+pub async fn insert_event(
+    conn: &mut AnyConnection,
+    id: &str,
+    customer_id: &str,
+    name: &str,
+    at: DateTime<Utc>,
+    properties: &Value,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at) VALUES ($1, $2, $3, $4, $5, '{}', $4) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(customer_id)
+    .bind(name)
+    .bind(at.timestamp_millis())
+    .bind(properties.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// One email a test case sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentEmail {

@@ -214,8 +214,10 @@ impl Store {
 
     async fn open_with(url: &str, durable: bool) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
+        let memory = url
+            .strip_prefix("sqlite:")
+            .is_some_and(|r| r.contains(":memory:"));
         let (backend, connect_url, max) = if let Some(rest) = url.strip_prefix("sqlite:") {
-            let memory = rest.contains(":memory:");
             let sep = if rest.contains('?') { '&' } else { '?' };
             let u = if memory || rest.contains("mode=") {
                 url.to_string()
@@ -248,7 +250,7 @@ impl Store {
         }
         // (A memory database lives and dies with its one connection, which ran the
         // migrations itself.)
-        if store.migrate().await? && !connect_url.contains(":memory:") {
+        if store.migrate().await? && !memory {
             // Connections opened before a schema change keep the old schema in their
             // statement caches (sqlx-sqlite then reads past the end of a row): start afresh.
             store.pool.close().await;
@@ -550,16 +552,14 @@ impl Store {
                 Unsubscribed::NoSuchCustomer
             });
         }
-        let properties = serde_json::json!({ "source": source }).to_string();
-        sqlx::query(
-            "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at) VALUES ($1, $2, $3, $4, $5, '{}', $4) ON CONFLICT (id) DO NOTHING",
+        journeys::insert_event(
+            &mut tx,
+            &format!("unsubscribed:{customer_id}:{}", at.timestamp_millis()),
+            customer_id,
+            crate::engine::UNSUBSCRIBED_EVENT,
+            at,
+            &serde_json::json!({ "source": source }),
         )
-        .bind(format!("unsubscribed:{customer_id}:{}", at.timestamp_millis()))
-        .bind(customer_id)
-        .bind(crate::engine::UNSUBSCRIBED_EVENT)
-        .bind(at.timestamp_millis())
-        .bind(properties)
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(Unsubscribed::Now)
@@ -585,31 +585,29 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let before = journeys::is_suppressed(&mut conn, email).await?;
-        outbox::suppress(&mut conn, email, reason, at).await?;
-        Ok(!before)
+        outbox::suppress(&mut conn, email, reason, at).await
     }
 
     /// The store's own unsubscribe-signing key, made on first use; replicas starting
     /// together agree on one (the first insert wins).
     pub async fn signing_secret(&self) -> Result<String, StoreError> {
-        let read = || {
-            sqlx::query("SELECT value FROM settings WHERE key = 'unsubscribe_secret'")
-                .fetch_optional(&self.pool)
-        };
-        if let Some(row) = read().await? {
-            return Ok(row.try_get(0)?);
+        const KEY: &str = "unsubscribe_secret";
+        let mut conn = self.pool.acquire().await?;
+        if let Some(secret) = setting(&mut conn, KEY).await? {
+            return Ok(secret);
         }
         let fresh = crate::unsubscribe::random_secret()
             .map_err(|_| StoreError::Corrupt("no random source for a signing key".into()))?;
-        sqlx::query("INSERT INTO settings (key, value) VALUES ('unsubscribe_secret', $1) ON CONFLICT (key) DO NOTHING")
-            .bind(fresh)
-            .execute(&self.pool)
-            .await?;
-        let row = read()
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(KEY)
+        .bind(fresh)
+        .execute(&mut *conn)
+        .await?;
+        setting(&mut conn, KEY)
             .await?
-            .ok_or_else(|| StoreError::Corrupt("the signing key vanished".into()))?;
-        Ok(row.try_get(0)?)
+            .ok_or_else(|| StoreError::Corrupt("the signing key vanished".into()))
     }
 
     /// A connection from the pool, for the journey queries.
@@ -661,6 +659,33 @@ pub(crate) fn customer_from_row(r: &AnyRow) -> Result<Customer, StoreError> {
         unsubscribed_at: from_millis(r.try_get("unsubscribed_at")?),
         attributes: serde_json::from_str(&attributes).map_err(|_| corrupt("attributes"))?,
     })
+}
+
+/// A value the store keeps for itself (`settings`).
+pub(crate) async fn setting(
+    conn: &mut sqlx::AnyConnection,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query("SELECT value FROM settings WHERE key = $1")
+        .bind(key)
+        .fetch_optional(conn)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?)
+}
+
+/// Sets a value the store keeps for itself.
+pub(crate) async fn put_setting(
+    conn: &mut sqlx::AnyConnection,
+    key: &str,
+    value: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+        .bind(key)
+        .bind(value)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// What an unsubscribe did.

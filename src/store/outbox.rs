@@ -89,20 +89,22 @@ pub async fn finish(
     Ok(())
 }
 
-/// Adds an address to the suppression list (a hard bounce, a complaint, a 5xx).
+/// Adds an address to the suppression list (a hard bounce, a complaint, a 5xx); returns
+/// whether it was not there yet.
 pub async fn suppress(
     conn: &mut AnyConnection,
     email: &str,
     reason: &str,
     at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
+) -> Result<bool, StoreError> {
+    let added = sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
         .bind(email.to_lowercase())
         .bind(reason)
         .bind(at.timestamp_millis())
         .execute(conn)
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected();
+    Ok(added > 0)
 }
 
 /// Why an email may not go now, if it may not: the address is suppressed, or (for

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
 
 use crate::customer::Customer;
-use crate::store::{StoreError, customer_from_row};
+use crate::store::{StoreError, customer_from_row, journeys};
 
 /// The event a change of stage records, with `from` and `to` in its properties.
 pub const STAGE_ENTERED: &str = "stage_entered";
@@ -57,40 +57,15 @@ pub async fn enter(
     .rows_affected()
         > 0;
     if moved {
-        let properties = serde_json::json!({ "from": from, "to": to }).to_string();
-        sqlx::query(
-            "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at) VALUES ($1, $2, $3, $4, $5, '{}', $4) ON CONFLICT (id) DO NOTHING",
+        journeys::insert_event(
+            conn,
+            &format!("{STAGE_ENTERED}:{id}:{to}:{}", at.timestamp_millis()),
+            id,
+            STAGE_ENTERED,
+            at,
+            &serde_json::json!({ "from": from, "to": to }),
         )
-        .bind(format!("{STAGE_ENTERED}:{id}:{to}:{}", at.timestamp_millis()))
-        .bind(id)
-        .bind(STAGE_ENTERED)
-        .bind(at.timestamp_millis())
-        .bind(properties)
-        .execute(conn)
         .await?;
     }
     Ok(moved)
-}
-
-/// A value the store keeps for itself (`settings`).
-pub async fn setting(conn: &mut AnyConnection, key: &str) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query("SELECT value FROM settings WHERE key = $1")
-        .bind(key)
-        .fetch_optional(conn)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?)
-}
-
-pub async fn put_setting(
-    conn: &mut AnyConnection,
-    key: &str,
-    value: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-        .bind(key)
-        .bind(value)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
