@@ -140,7 +140,7 @@ impl Default for UnsubscribeConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", default)]
 pub struct Limits {
     /// `frequency_cap: { count: 3, per: 7d }` — marketing mail only.
@@ -149,7 +149,17 @@ pub struct Limits {
     pub quiet_hours: Option<QuietHours>,
     /// `catch_up_max_age: 7d` — a schedule's fire time missed while nothing ran is made up
     /// (`catch_up: run_once`) only if it is at most this old. Default 7 days.
-    pub catch_up_max_age: Option<String>,
+    pub catch_up_max_age: String,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            frequency_cap: None,
+            quiet_hours: None,
+            catch_up_max_age: "7d".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -315,13 +325,8 @@ impl Project {
         // Durations the delivery side reads: wrong ones are found here, with a position,
         // not when the first email is due.
         let c = &self.config;
-        let max_age = c
-            .limits
-            .catch_up_max_age
-            .clone()
-            .unwrap_or_else(|| "7d".into());
         for (section, key, value) in [
-            ("limits", "catch_up_max_age", &max_age),
+            ("limits", "catch_up_max_age", &c.limits.catch_up_max_age),
             ("email", "give_up_after", &c.email.give_up_after),
             ("email", "lease", &c.email.lease),
             ("unsubscribe", "valid_for", &c.unsubscribe.valid_for),

@@ -104,6 +104,20 @@ impl Workflow {
             .collect()
     }
 
+    /// Each email step's id and the template it sends, as written in `email:`.
+    pub fn email_templates(&self) -> Vec<(String, String)> {
+        self.all_steps()
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StepKind::Email(e) => Some((
+                    s.id.clone(),
+                    e.files.html.trim_end_matches(".html").to_string(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn email_count(&self) -> usize {
         self.all_steps()
             .iter()

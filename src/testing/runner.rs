@@ -14,7 +14,7 @@ use crate::delivery::{DispatchOptions, Transport, dispatch};
 use crate::diagnostic::Span;
 use crate::engine::Engine;
 use crate::import;
-use crate::plan::{Plan, StepKind};
+use crate::plan::Plan;
 use crate::store::Store;
 use crate::store::journeys::{self, SentEmail};
 use crate::testing::spec::{Action, Case, EmailMatch, Suite};
@@ -171,18 +171,7 @@ impl Run {
         }
         let templates = plan
             .workflow(workflow)
-            .map(|wf| {
-                wf.all_steps()
-                    .iter()
-                    .filter_map(|s| match &s.kind {
-                        StepKind::Email(e) => Some((
-                            s.id.clone(),
-                            e.files.html.trim_end_matches(".html").to_string(),
-                        )),
-                        _ => None,
-                    })
-                    .collect()
-            })
+            .map(|wf| wf.email_templates().into_iter().collect())
             .unwrap_or_default();
         let options = DispatchOptions::from_config(&config.email, std::path::Path::new("."), true)
             .map_err(why)?;

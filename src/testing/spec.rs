@@ -10,7 +10,7 @@ use yaml_serde::Value;
 
 use crate::diagnostic::{Diagnostic, Span};
 use crate::import::{self, RowError};
-use crate::plan::{Plan, StepKind, Workflow};
+use crate::plan::{Plan, Workflow};
 use crate::source::SourceFile;
 use crate::yaml::{Document, Route, closest};
 
@@ -168,17 +168,6 @@ fn sibling_files(workflow: &Path) -> Vec<PathBuf> {
         .iter()
         .map(|ext| workflow.with_file_name(format!("{stem}.{ext}")))
         .filter(|p| p.is_file())
-        .collect()
-}
-
-/// The email templates a workflow sends, as written in `email:`.
-fn templates_sent(wf: &Workflow) -> Vec<String> {
-    wf.all_steps()
-        .iter()
-        .filter_map(|s| match &s.kind {
-            StepKind::Email(e) => Some(e.files.html.trim_end_matches(".html").to_string()),
-            _ => None,
-        })
         .collect()
 }
 
@@ -367,7 +356,7 @@ fn read(
     let mut r = Reader {
         doc,
         wf,
-        templates: templates_sent(wf),
+        templates: wf.email_templates().into_iter().map(|(_, t)| t).collect(),
         stages: plan
             .stages
             .as_ref()
