@@ -108,32 +108,28 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
             .replace('\n', "\\n")
     };
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP tidings_enrollments Journeys by workflow and state.\n# TYPE tidings_enrollments gauge"
-    );
-    for (wf, states) in &c.journeys {
-        for (state, n) in states {
-            let _ = writeln!(
-                out,
-                "tidings_enrollments{{workflow=\"{}\",state=\"{}\"}} {n}",
-                label(wf),
-                label(state)
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tidings_emails Emails by workflow and outbox state.\n# TYPE tidings_emails gauge"
-    );
-    for (wf, states) in &c.emails {
-        for (state, n) in states {
-            let _ = writeln!(
-                out,
-                "tidings_emails{{workflow=\"{}\",state=\"{}\"}} {n}",
-                label(wf),
-                label(state)
-            );
+    for (name, help, by_workflow) in [
+        (
+            "tidings_enrollments",
+            "Journeys by workflow and state.",
+            &c.journeys,
+        ),
+        (
+            "tidings_emails",
+            "Emails by workflow and outbox state.",
+            &c.emails,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (wf, states) in by_workflow {
+            for (state, n) in states {
+                let _ = writeln!(
+                    out,
+                    "{name}{{workflow=\"{}\",state=\"{}\"}} {n}",
+                    label(wf),
+                    label(state)
+                );
+            }
         }
     }
     let _ = writeln!(
