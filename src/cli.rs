@@ -46,6 +46,9 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// The operator's view of queued and sent emails: list, retry, cancel.
     Outbox(OutboxArgs),
+    /// What the workflows would do now, and what a change does to running journeys: a
+    /// table for a pull request.
+    Plan(PlanArgs),
     /// Customers per lifecycle stage; journeys and emails per workflow.
     Status(StatusArgs),
     /// Show a workflow's emails as one customer will see them.
@@ -55,6 +58,25 @@ pub enum Command {
     /// Run continuously: passes on a timer, and the HTTP endpoints (unsubscribe links,
     /// bounce and complaint reports, health).
     Daemon(DaemonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Compare with the workflows at this git ref (default: the set the store last ran).
+    #[arg(long, value_name = "REF")]
+    pub against: Option<String>,
+    #[arg(long, value_enum, default_value_t = PlanFormat::Markdown)]
+    pub format: PlanFormat,
+    /// The moment to plan from (RFC 3339; default now).
+    #[arg(long)]
+    pub now: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// A table to paste into a pull request.
+    Markdown,
+    Json,
 }
 
 #[derive(Debug, clap::Args)]
@@ -271,6 +293,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(&cli.project, args),
         Command::Simulate(args) => commands::simulate::run(&cli.project, args),
         Command::Outbox(args) => commands::outbox::run(&cli.project, args),
+        Command::Plan(args) => commands::plan::run(&cli.project, args),
         Command::Status(args) => commands::status::run(&cli.project, args),
         Command::Preview(args) => commands::preview::run(&cli.project, args),
         Command::Test(args) => commands::test::run(&cli.project, args),

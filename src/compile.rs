@@ -80,6 +80,11 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
         &mut diagnostics,
     )
     .map(Arc::new);
+    check_stage_triggers(
+        &compiled.plan,
+        &project.config.stages.display().to_string(),
+        &mut diagnostics,
+    );
     if paths.is_empty() {
         // A whole-project check also reports broken templates that no workflow uses yet
         // (partials, drafts): they would break the day someone does.
@@ -108,6 +113,45 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
         plan: compiled.plan,
         diagnostics,
         files,
+    }
+}
+
+/// `stage_entered: NAME` triggers must name a stage of `stages.yaml`.
+fn check_stage_triggers(plan: &Plan, stages_file: &str, diagnostics: &mut Vec<Diagnostic>) {
+    for wf in &plan.workflows {
+        let Trigger::Event {
+            to_stage: Some(stage),
+            ..
+        } = &wf.trigger
+        else {
+            continue;
+        };
+        let problem = match &plan.stages {
+            None => Some((
+                format!("there is no `{stages_file}`, so no stage `{}`", stage.name),
+                format!(
+                    "name the stages in `{stages_file}` beside tidings.yaml, or trigger on an event"
+                ),
+            )),
+            Some(stages) if !stages.names().any(|n| n == stage.name) => Some((
+                format!("there is no stage `{}`", stage.name),
+                match crate::yaml::closest(&stage.name, stages.names()) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => format!(
+                        "the stages are: {}",
+                        stages.names().collect::<Vec<_>>().join(", ")
+                    ),
+                },
+            )),
+            Some(_) => None,
+        };
+        if let Some((message, help)) = problem {
+            diagnostics.push(
+                Diagnostic::error("unknown-stage", message)
+                    .at(stage.span.clone())
+                    .help(help),
+            );
+        }
     }
 }
 
@@ -361,13 +405,18 @@ impl Compiler {
 
     fn trigger(&mut self, t: &raw::Trigger, doc: &Document) -> Option<Trigger> {
         let route = Route::root().key("trigger");
-        let kinds = [t.schedule.is_some(), t.event.is_some(), t.date.is_some()];
+        let kinds = [
+            t.schedule.is_some(),
+            t.event.is_some(),
+            t.date.is_some(),
+            t.stage_entered.is_some(),
+        ];
         let count = kinds.iter().filter(|k| **k).count();
         if count != 1 {
             let msg = if count == 0 {
-                "trigger needs one of `schedule`, `event` or `date`"
+                "trigger needs one of `schedule`, `event`, `date` or `stage_entered`"
             } else {
-                "trigger has more than one of `schedule`, `event` and `date`"
+                "trigger has more than one of `schedule`, `event`, `date` and `stage_entered`"
             };
             self.error(
                 "bad-trigger",
@@ -446,7 +495,20 @@ impl Compiler {
                 );
                 return None;
             }
-            return Some(Trigger::Event { name: name.clone() });
+            return Some(Trigger::Event {
+                name: name.clone(),
+                to_stage: None,
+            });
+        }
+        if let Some(stage) = &t.stage_entered {
+            // Whether the stage exists is checked once `stages.yaml` is read.
+            return Some(Trigger::Event {
+                name: crate::store::stages::STAGE_ENTERED.to_string(),
+                to_stage: Some(crate::plan::StageRef {
+                    name: stage.clone(),
+                    span: doc.value_span(&route.key("stage_entered")),
+                }),
+            });
         }
         let column = t.date.clone().unwrap_or_default();
         let mut ok = true;

@@ -165,6 +165,8 @@ pub struct Engine {
     config: Config,
     /// Signs unsubscribe links; set by the first pass (the key may live in the store).
     signer: std::sync::OnceLock<Signer>,
+    /// Set once this engine's workflow set is recorded as the store's deployed set.
+    recorded: std::sync::OnceLock<()>,
 }
 
 /// The event that unsubscribes its customer from marketing mail when processed (what the
@@ -186,6 +188,7 @@ impl Engine {
             store,
             config,
             signer: std::sync::OnceLock::new(),
+            recorded: std::sync::OnceLock::new(),
         }
     }
 
@@ -220,6 +223,10 @@ impl Engine {
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
         self.load_signer().await?;
+        if self.recorded.get().is_none() {
+            crate::deployed::record(&self.store, &self.plan, now).await?;
+            let _ = self.recorded.set(());
+        }
         self.sweep_stages(now).await?;
         self.fire_schedules(now, &mut report).await?;
         self.fire_dates(now, &mut report).await?;
@@ -320,10 +327,16 @@ impl Engine {
             let history =
                 Arc::new(journeys::history(&mut tx, &customer.id, stored.event.at).await?);
             for wf in &self.plan.workflows {
-                let Trigger::Event { name } = &wf.trigger else {
+                let Trigger::Event { name, to_stage } = &wf.trigger else {
                     continue;
                 };
                 if !wf.enabled || *name != stored.event.name {
+                    continue;
+                }
+                if let Some(stage) = to_stage
+                    && stored.event.properties.get("to").and_then(|v| v.as_str())
+                        != Some(stage.name.as_str())
+                {
                     continue;
                 }
                 let key = stored.event.id.clone();
@@ -945,7 +958,7 @@ impl Engine {
             )));
         }
         let event = match &wf.trigger {
-            Trigger::Event { name } => Some(Event::sample(name, at)),
+            Trigger::Event { name, .. } => Some(Event::sample(name, at)),
             _ => None,
         };
         let mut customer = customer.clone();

@@ -129,7 +129,11 @@ impl Workflow {
     pub fn summary(&self) -> String {
         let trigger = match &self.trigger {
             Trigger::Schedule { line, zone, .. } => format!("schedule `{line}` in {zone}"),
-            Trigger::Event { name } => format!("event `{name}`"),
+            Trigger::Event {
+                to_stage: Some(stage),
+                ..
+            } => format!("entering stage `{}`", stage.name),
+            Trigger::Event { name, .. } => format!("event `{name}`"),
             Trigger::Date { column, at, offset } => {
                 let offset = if offset.is_zero() {
                     String::new()
@@ -179,12 +183,22 @@ pub enum Trigger {
     },
     Event {
         name: String,
+        /// `stage_entered: lapsed`: only moves into this stage (the event's `to`).
+        to_stage: Option<StageRef>,
     },
     Date {
         column: String,
         at: NaiveTime,
         offset: TimeDelta,
     },
+}
+
+/// A stage a trigger names, with where, for the check against `stages.yaml` (which is read
+/// after the workflows).
+#[derive(Debug, Clone)]
+pub struct StageRef {
+    pub name: String,
+    pub span: crate::diagnostic::Span,
 }
 
 /// When a yearly date trigger fires for one customer's date, in their zone, after `after`.

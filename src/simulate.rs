@@ -72,6 +72,11 @@ pub struct Rehearsal {
     pub workflows: BTreeMap<String, Outcomes>,
     /// Why failed journeys failed, the first few of each workflow.
     pub failures: Vec<(String, String, String)>,
+    /// Each email that would go (workflow, due time): for counts over windows other than
+    /// days, such as `plan`'s next 24 hours.
+    pub sends: Vec<(String, DateTime<Utc>)>,
+    /// Each journey that entered in the window (workflow, entry time).
+    pub entries: Vec<(String, DateTime<Utc>)>,
 }
 
 /// A scratch SQLite file that is removed with its folder when dropped.
@@ -228,13 +233,16 @@ async fn summarize(
         };
         let day = rehearsal
             .days
-            .entry((at.date_naive(), workflow))
+            .entry((at.date_naive(), workflow.clone()))
             .or_default();
         match (channel.as_str(), state.as_str()) {
             ("webhook", _) => day.webhooks += 1,
             (_, "skipped" | "suppressed" | "cancelled") => day.skipped += 1,
             (_, "failed") => day.failed += 1,
-            _ => day.emails += 1,
+            _ => {
+                day.emails += 1;
+                rehearsal.sends.push((workflow, at));
+            }
         }
     }
     let rows = sqlx::query(
@@ -252,6 +260,9 @@ async fn summarize(
         let o = rehearsal.workflows.entry(workflow.clone()).or_default();
         if (a..=b).contains(&entered) {
             o.enrolled += 1;
+            if let Some(at) = DateTime::from_timestamp_millis(entered) {
+                rehearsal.entries.push((workflow.clone(), at));
+            }
         }
         if ended.is_some_and(|e| (a..=b).contains(&e)) {
             match state.as_str() {

@@ -94,6 +94,10 @@ pub struct Trigger {
     /// `event: order_delivered` — each such event enrolls its customer.
     #[serde(default)]
     pub event: Option<String>,
+    /// `stage_entered: lapsed` — each move into this lifecycle stage enrolls the customer
+    /// (the `stage_entered` event whose `to` is that stage).
+    #[serde(default)]
+    pub stage_entered: Option<String>,
     /// `date: birthday` — a date column; fires yearly on its anniversary.
     #[serde(default)]
     pub date: Option<String>,

@@ -9,6 +9,7 @@ use crate::diagnostic::{Diagnostic, render_human};
 pub mod daemon;
 pub mod import;
 pub mod outbox;
+pub mod plan;
 pub mod preview;
 pub mod run;
 pub mod schedule;

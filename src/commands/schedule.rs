@@ -102,7 +102,7 @@ pub fn run(root: &Path, args: &ScheduleArgs) -> Result<ExitCode, CommandError> {
             }
             out
         }
-        Trigger::Event { name } => {
+        Trigger::Event { name, .. } => {
             return Err(CommandError::Usage(format!(
                 "`{}` is triggered by the event `{name}`, not by a schedule",
                 workflow.name

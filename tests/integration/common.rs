@@ -25,6 +25,14 @@ pub fn write(dir: &Path, rel: &str, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// Replaces the first `from` in a project file, which must hold it.
+pub fn edit(dir: &Path, file: &str, from: &str, to: &str) {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} has no `{from}`");
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
 pub struct Tidings {
     cwd: PathBuf,
     args: Vec<String>,

@@ -4,6 +4,7 @@
 mod common;
 mod daemon;
 mod dkim;
+mod plan;
 mod preview;
 mod restart;
 mod schedule;

@@ -2,7 +2,7 @@
 //! example fails its tests with a readable diff (pinned by snapshots); mistakes in test files
 //! are file:line diagnostics, from `tidings test` and from `tidings validate`.
 
-use crate::common::{Tidings, repo_root, scratch_dir, write};
+use crate::common::{Tidings, edit, repo_root, scratch_dir, write};
 use crate::store::copy_dir;
 
 /// A copy of the shipped workflows, templates and stages, for breaking.
@@ -13,13 +13,6 @@ fn examples_copy(name: &str) -> std::path::PathBuf {
     }
     std::fs::copy(repo_root().join("stages.yaml"), dir.join("stages.yaml")).unwrap();
     dir
-}
-
-fn edit(dir: &std::path::Path, file: &str, from: &str, to: &str) {
-    let path = dir.join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains(from), "{file} has no `{from}`");
-    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
 }
 
 #[test]
@@ -364,8 +357,8 @@ fn bad_stages_are_diagnostics() {
     );
 }
 
-/// A workflow triggered by `stage_entered` (to `lapsed`) enrolls a customer who lapses —
-/// with time alone — once, and not one who has not lapsed; shown by a workflow test.
+/// A workflow triggered by `stage_entered: lapsed` enrolls a customer who lapses — with
+/// time alone — once, and not one who only became at-risk; shown by a workflow test.
 #[test]
 fn a_workflow_on_stage_entered_enrolls_each_lapsing_customer_once() {
     let dir = examples_copy("stage-entered");
@@ -375,8 +368,7 @@ fn a_workflow_on_stage_entered_enrolls_each_lapsing_customer_once() {
         r#"name: lapsed-winback
 description: One last offer when a customer lapses.
 trigger:
-  event: stage_entered
-audience: event.properties.to == "lapsed"
+  stage_entered: lapsed
 reentry: { after: 365d }
 steps:
   - id: offer
@@ -397,6 +389,7 @@ tests:
       - advance: 60d
       - expect_no_email: { template: reactivation/deal, to: ada }
       - expect_stage: { customer: bo, stage: at-risk }
+      - expect_no_email: { template: reactivation/deal, to: bo }
 "#,
     );
     let run = Tidings::new()
@@ -405,16 +398,44 @@ tests:
         .run();
     assert_eq!(run.code, 0, "{}", run.transcript());
     assert!(run.stdout.contains("1 passed, 0 failed"), "{}", run.stdout);
-    // And the test can fail: without the audience, the one who did not lapse is mailed.
+    // And the test can fail: on every stage move, the one who did not lapse is mailed too.
     edit(
         &dir,
         "workflows/lapsed-winback.yaml",
-        "audience: event.properties.to == \"lapsed\"\n",
-        "",
+        "  stage_entered: lapsed\n",
+        "  event: stage_entered\n",
     );
     let run = Tidings::new()
         .cwd(&dir)
         .args(["test", "workflows/lapsed-winback.yaml"])
         .run();
     assert_eq!(run.code, 1, "{}", run.transcript());
+    // The spelled-out form is the same trigger.
+    edit(
+        &dir,
+        "workflows/lapsed-winback.yaml",
+        "  event: stage_entered\n",
+        "  event: stage_entered\naudience: event.properties.to == \"lapsed\"\n",
+    );
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["test", "workflows/lapsed-winback.yaml"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    // A stage that `stages.yaml` does not name is a validation error at its place.
+    edit(
+        &dir,
+        "workflows/lapsed-winback.yaml",
+        "  event: stage_entered\naudience: event.properties.to == \"lapsed\"\n",
+        "  stage_entered: lapsd\n",
+    );
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    assert!(
+        run.stderr.contains("there is no stage `lapsd`")
+            && run.stderr.contains("workflows/lapsed-winback.yaml:4:18")
+            && run.stderr.contains("did you mean `lapsed`?"),
+        "{}",
+        run.stderr
+    );
 }
