@@ -51,6 +51,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Customers per lifecycle stage; journeys and emails per workflow.
     Status(StatusArgs),
+    /// One self-contained HTML page with charts: stages, stage flow, funnels, sends per day.
+    Report(ReportArgs),
     /// Show a workflow's emails as one customer will see them.
     Preview(PreviewArgs),
     /// Run the workflows' behaviour tests (`tests:` blocks and `NAME.test.yaml` files).
@@ -77,6 +79,22 @@ pub enum PlanFormat {
     /// A table to paste into a pull request.
     Markdown,
     Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Where to write the page.
+    #[arg(long, value_name = "FILE", default_value = "report.html")]
+    pub out: std::path::PathBuf,
+    /// Weeks of stage flow to chart.
+    #[arg(long, default_value_t = 8)]
+    pub weeks: u32,
+    /// Days of sends to chart.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// The moment the report is made at (RFC 3339; default now).
+    #[arg(long)]
+    pub now: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -295,6 +313,7 @@ pub fn main() -> ExitCode {
         Command::Outbox(args) => commands::outbox::run(&cli.project, args),
         Command::Plan(args) => commands::plan::run(&cli.project, args),
         Command::Status(args) => commands::status::run(&cli.project, args),
+        Command::Report(args) => commands::report::run(&cli.project, args),
         Command::Preview(args) => commands::preview::run(&cli.project, args),
         Command::Test(args) => commands::test::run(&cli.project, args),
         Command::Daemon(args) => commands::daemon::run(&cli.project, args),

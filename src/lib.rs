@@ -5,6 +5,7 @@
 //! the engine and delivery, which run from the plan. `yaml`, `source` and `diagnostic`
 //! carry positions from the files to the messages a user reads.
 
+pub mod charts;
 pub mod cli;
 pub mod commands;
 pub mod compile;

@@ -11,6 +11,7 @@ pub mod import;
 pub mod outbox;
 pub mod plan;
 pub mod preview;
+pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod simulate;

@@ -11,8 +11,8 @@ use crate::commands::{CommandError, open_store};
 use crate::compile::compile_project;
 use crate::store::status::{Counts, counts};
 
-const JOURNEYS: [&str; 5] = ["active", "completed", "converted", "exited", "failed"];
-const EMAILS: [(&str, &[&str]); 5] = [
+pub(crate) const JOURNEYS: [&str; 5] = ["active", "completed", "converted", "exited", "failed"];
+pub(crate) const EMAILS: [(&str, &[&str]); 5] = [
     ("sent", &["sent"]),
     ("failed", &["failed"]),
     ("suppressed", &["suppressed", "cancelled"]),
@@ -28,25 +28,7 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
         counts(&mut conn).await
     })?;
     runtime.block_on(store.close());
-    // Stages in the order of stages.yaml; workflows as deployed, then any the store
-    // remembers that are gone.
-    let stage_order: Vec<String> = compiled
-        .plan
-        .stages
-        .as_ref()
-        .map(|s| s.names().map(str::to_string).collect())
-        .unwrap_or_default();
-    let mut workflows: Vec<String> = compiled
-        .plan
-        .workflows
-        .iter()
-        .map(|w| w.name.clone())
-        .collect();
-    for name in c.journeys.keys().chain(c.emails.keys()) {
-        if !workflows.contains(name) {
-            workflows.push(name.clone());
-        }
-    }
+    let (stage_order, workflows) = order(&compiled.plan, &c);
     let text = if args.json {
         json(&c, &stage_order, &workflows)
     } else {
@@ -56,13 +38,30 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn emails(c: &Counts, wf: &str, states: &[&str]) -> i64 {
+/// Stages in the order of stages.yaml; workflows as deployed, then any the store
+/// remembers that are gone.
+pub(crate) fn order(plan: &crate::plan::Plan, c: &Counts) -> (Vec<String>, Vec<String>) {
+    let stage_order: Vec<String> = plan
+        .stages
+        .as_ref()
+        .map(|s| s.names().map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut workflows: Vec<String> = plan.workflows.iter().map(|w| w.name.clone()).collect();
+    for name in c.journeys.keys().chain(c.emails.keys()) {
+        if !workflows.contains(name) {
+            workflows.push(name.clone());
+        }
+    }
+    (stage_order, workflows)
+}
+
+pub(crate) fn emails(c: &Counts, wf: &str, states: &[&str]) -> i64 {
     c.emails.get(wf).map_or(0, |m| {
         states.iter().map(|s| m.get(*s).copied().unwrap_or(0)).sum()
     })
 }
 
-fn journeys(c: &Counts, wf: &str, state: &str) -> i64 {
+pub(crate) fn journeys(c: &Counts, wf: &str, state: &str) -> i64 {
     c.journeys
         .get(wf)
         .and_then(|m| m.get(state))
@@ -70,7 +69,7 @@ fn journeys(c: &Counts, wf: &str, state: &str) -> i64 {
         .unwrap_or(0)
 }
 
-fn stage_rows(c: &Counts, order: &[String]) -> Vec<(String, i64)> {
+pub(crate) fn stage_rows(c: &Counts, order: &[String]) -> Vec<(String, i64)> {
     let mut rows: Vec<(String, i64)> = order
         .iter()
         .map(|s| {

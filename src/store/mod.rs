@@ -19,6 +19,7 @@ use crate::import::{CustomerRow, EventRow, RowError};
 pub mod copy;
 pub mod journeys;
 pub mod outbox;
+pub mod report;
 pub mod stages;
 pub mod status;
 

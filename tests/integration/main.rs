@@ -6,6 +6,7 @@ mod daemon;
 mod dkim;
 mod plan;
 mod preview;
+mod report;
 mod restart;
 mod schedule;
 mod simulate;

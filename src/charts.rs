@@ -1,0 +1,230 @@
+//! The report's charts: plotters drawing into SVG text, which the page inlines. Two shapes
+//! serve every chart: horizontal bars (a distribution, a funnel) and stacked columns (a
+//! count over time, split by stage or workflow).
+
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[error("cannot draw the chart `{title}`: {message}")]
+pub struct ChartError {
+    title: String,
+    message: String,
+}
+
+/// One stacked layer: its name (for the legend) and a value per column.
+pub struct Series {
+    pub name: String,
+    pub values: Vec<i64>,
+}
+
+/// Colours for series and bars, in order; readable on white and apart for most eyes.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0x2b, 0x6c, 0xb0),
+    RGBColor(0xe0, 0x7b, 0x24),
+    RGBColor(0x3a, 0x9d, 0x5d),
+    RGBColor(0xc0, 0x39, 0x2b),
+    RGBColor(0x8e, 0x5e, 0xa2),
+    RGBColor(0x7f, 0x8c, 0x8d),
+    RGBColor(0xd4, 0xac, 0x0d),
+    RGBColor(0x16, 0xa0, 0x85),
+];
+
+pub fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// The width of a full-width chart.
+pub const WIDTH: u32 = 720;
+
+fn fail(title: &str) -> impl Fn(&dyn std::fmt::Display) -> ChartError + '_ {
+    move |e| ChartError {
+        title: title.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Horizontal bars, the first label on top, each bar labelled with its value; `width` in
+/// pixels (the page scales it down on narrow screens).
+pub fn bars(
+    title: &str,
+    labels: &[String],
+    values: &[i64],
+    width: u32,
+) -> Result<String, ChartError> {
+    let fail = fail(title);
+    let n = labels.len().max(1);
+    let max = values.iter().copied().max().unwrap_or(0).max(1);
+    let height = 60 + 28 * n as u32;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(4) as u32;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(8)
+            .x_label_area_size(24)
+            .y_label_area_size(16 + 7 * label_width)
+            .build_cartesian_2d(0..max + max / 8 + 1, (0..n).into_segmented())
+            .map_err(|e| fail(&e))?;
+        let name_of = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) if *i < labels.len() => labels[labels.len() - 1 - i].clone(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&name_of)
+            .x_labels(6)
+            .draw()
+            .map_err(|e| fail(&e))?;
+        let count = labels.len();
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, v)| {
+                let row = count - 1 - i;
+                let mut bar = Rectangle::new(
+                    [
+                        (0, SegmentValue::Exact(row)),
+                        (*v, SegmentValue::Exact(row + 1)),
+                    ],
+                    colour(0).filled(),
+                );
+                bar.set_margin(4, 4, 0, 0);
+                bar
+            }))
+            .map_err(|e| fail(&e))?;
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, v)| {
+                Text::new(
+                    v.to_string(),
+                    (*v, SegmentValue::CenterOf(count - 1 - i)),
+                    ("sans-serif", 13).into_font(),
+                )
+            }))
+            .map_err(|e| fail(&e))?;
+        root.present().map_err(|e| fail(&e))?;
+    }
+    Ok(svg)
+}
+
+/// Columns stacked by series, one column per label, with a legend of the series.
+pub fn stacked(title: &str, labels: &[String], series: &[Series]) -> Result<String, ChartError> {
+    let fail = fail(title);
+    let n = labels.len().max(1);
+    let max = (0..labels.len())
+        .map(|i| {
+            series
+                .iter()
+                .map(|s| s.values.get(i).copied().unwrap_or(0))
+                .sum::<i64>()
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 320)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(40)
+            .build_cartesian_2d((0..n).into_segmented(), 0..max + max / 4 + 1)
+            .map_err(|e| fail(&e))?;
+        let name_of = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n.min(12))
+            .x_label_formatter(&name_of)
+            .y_labels(6)
+            .draw()
+            .map_err(|e| fail(&e))?;
+        let mut base = vec![0i64; labels.len()];
+        for (k, s) in series.iter().enumerate() {
+            let colour = colour(k);
+            let rects: Vec<_> = s
+                .values
+                .iter()
+                .enumerate()
+                .take(labels.len())
+                .filter(|(_, v)| **v > 0)
+                .map(|(i, v)| {
+                    let mut r = Rectangle::new(
+                        [
+                            (SegmentValue::Exact(i), base[i]),
+                            (SegmentValue::Exact(i + 1), base[i] + v),
+                        ],
+                        colour.filled(),
+                    );
+                    r.set_margin(0, 0, 3, 3);
+                    base[i] += v;
+                    r
+                })
+                .collect();
+            chart
+                .draw_series(rects)
+                .map_err(|e| fail(&e))?
+                .label(s.name.clone())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        root.present().map_err(|e| fail(&e))?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_draw_one_rectangle_per_value_and_label_each() {
+        let labels = vec!["vip".to_string(), "lapsed".to_string()];
+        let svg = bars("Stages", &labels, &[3, 5], WIDTH).unwrap();
+        assert!(svg.starts_with("<svg"), "{svg}");
+        // The background, then one bar per value in the palette's first colour.
+        assert_eq!(svg.matches("fill=\"#2B6CB0\"").count(), 2, "{svg}");
+        for text in ["vip", "lapsed", "Stages", ">\n3\n<", ">\n5\n<"] {
+            assert!(svg.contains(text), "{text}: {svg}");
+        }
+    }
+
+    #[test]
+    fn stacked_columns_stack_and_skip_zeros() {
+        let labels = vec!["06-01".to_string(), "06-02".to_string()];
+        let series = vec![
+            Series {
+                name: "welcome".into(),
+                values: vec![2, 0],
+            },
+            Series {
+                name: "birthday".into(),
+                values: vec![1, 4],
+            },
+        ];
+        let svg = stacked("Sends", &labels, &series).unwrap();
+        // welcome: one column (and its legend swatch); birthday: two (and its swatch).
+        assert_eq!(svg.matches("fill=\"#2B6CB0\"").count(), 2, "{svg}");
+        assert_eq!(svg.matches("fill=\"#E07B24\"").count(), 3, "{svg}");
+        assert!(svg.contains("welcome") && svg.contains("birthday"), "{svg}");
+        // Nothing to draw is still a chart, not an error.
+        assert!(stacked("Empty", &[], &[]).unwrap().contains("Empty"));
+        assert!(bars("Empty", &[], &[], 300).unwrap().contains("Empty"));
+    }
+}

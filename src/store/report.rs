@@ -1,0 +1,84 @@
+//! What `tidings report` draws beyond `status`'s counts: moves between stages by week,
+//! emailed journeys per workflow, and sends per day.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
+use sqlx::{AnyConnection, Row};
+
+use crate::store::StoreError;
+use crate::store::stages::STAGE_ENTERED;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The history a report charts.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct History {
+    /// Week (its Monday, UTC) to stage to customers who entered it that week.
+    pub stage_flow: BTreeMap<NaiveDate, BTreeMap<String, i64>>,
+    /// Workflow to journeys that sent at least one email.
+    pub emailed: BTreeMap<String, i64>,
+    /// Day (UTC) to workflow to emails sent.
+    pub sends: BTreeMap<NaiveDate, BTreeMap<String, i64>>,
+}
+
+/// The Monday of the week `day` falls in.
+pub fn week_of(day: NaiveDate) -> NaiveDate {
+    day - TimeDelta::days(i64::from(day.weekday().num_days_from_monday()))
+}
+
+/// Stage moves since `flow_since` and sends since `sends_since`.
+pub async fn history(
+    conn: &mut AnyConnection,
+    flow_since: DateTime<Utc>,
+    sends_since: DateTime<Utc>,
+) -> Result<History, StoreError> {
+    let mut h = History::default();
+    let rows = sqlx::query("SELECT at, properties FROM events WHERE name = $1 AND at >= $2")
+        .bind(STAGE_ENTERED)
+        .bind(flow_since.timestamp_millis())
+        .fetch_all(&mut *conn)
+        .await?;
+    for r in rows {
+        let Some(at) = DateTime::from_timestamp_millis(r.try_get(0)?) else {
+            continue;
+        };
+        let properties: String = r.try_get(1)?;
+        let to = serde_json::from_str::<serde_json::Value>(&properties)
+            .ok()
+            .and_then(|p| p.get("to").and_then(|t| t.as_str()).map(str::to_string));
+        if let Some(to) = to {
+            *h.stage_flow
+                .entry(week_of(at.date_naive()))
+                .or_default()
+                .entry(to)
+                .or_default() += 1;
+        }
+    }
+    for r in sqlx::query(
+        "SELECT workflow, COUNT(DISTINCT enrollment_id) FROM deliveries WHERE channel = 'email' AND state = 'sent' GROUP BY workflow",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        h.emailed.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    // Whole days since the epoch: integer division reads the same on both databases.
+    for r in sqlx::query(
+        "SELECT workflow, sent_at / 86400000, COUNT(*) FROM deliveries WHERE channel = 'email' AND state = 'sent' AND sent_at >= $1 GROUP BY workflow, sent_at / 86400000",
+    )
+    .bind(sends_since.timestamp_millis())
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let day: i64 = r.try_get(1)?;
+        let Some(day) = DateTime::from_timestamp_millis(day * DAY_MS) else {
+            continue;
+        };
+        h.sends
+            .entry(day.date_naive())
+            .or_default()
+            .insert(r.try_get(0)?, r.try_get(2)?);
+    }
+    Ok(h)
+}
