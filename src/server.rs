@@ -70,8 +70,16 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/suppressions", post(suppressions))
         .route("/v1/customers", post(customers))
         .route("/v1/events", post(events))
+        .route("/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
+}
+
+/// The checked-in description of these endpoints (`docs/openapi.json`).
+pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 /// 200 while the daemon serves; `degraded` with the error while a changed workflow set is

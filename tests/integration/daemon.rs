@@ -756,3 +756,49 @@ fn the_daemon_logs_json_lines() {
         "{text}"
     );
 }
+
+/// The OpenAPI document is served as checked in and lists exactly the daemon's routes:
+/// each path and method it names is answered (not 404 or 405), and it names each route.
+#[test]
+fn the_openapi_document_is_served_and_matches_the_routes() {
+    let b = backends("daemon-openapi").remove(0);
+    let (_server, port, _daemon) = demo_daemon(&b);
+    let (status, body) = http(port, "GET", "/openapi.json", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    let served: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let file =
+        std::fs::read_to_string(crate::common::repo_root().join("docs/openapi.json")).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&file).unwrap();
+    assert_eq!(served, file);
+    assert!(file["openapi"].as_str().unwrap().starts_with("3.1"));
+    let mut listed = Vec::new();
+    for (path, item) in file["paths"].as_object().unwrap() {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_some() {
+                listed.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    for route in &listed {
+        let (method, path) = route.split_once(' ').unwrap();
+        let path = path.replace("{token}", "not-a-token");
+        let (status, body) = http(port, method, &path, &[], b"{}");
+        assert!(status != 404 && status != 405, "{route}: {status} {body}");
+    }
+    listed.sort();
+    let mut routes = vec![
+        "GET /healthz",
+        "GET /metrics",
+        "GET /openapi.json",
+        "GET /u/{token}",
+        "POST /u/{token}",
+        "POST /v1/customers",
+        "POST /v1/events",
+        "POST /v1/suppressions",
+    ];
+    routes.sort();
+    assert_eq!(listed, routes);
+    // What is not a route is 404, so the check above can fail.
+    assert_eq!(http(port, "GET", "/v1/customers", &[], b"").0, 405);
+    assert_eq!(http(port, "GET", "/v2/events", &[], b"").0, 404);
+}
