@@ -246,3 +246,81 @@ fn a_slow_webhook_times_out_and_the_pass_goes_on() {
         started.elapsed()
     );
 }
+
+/// A receiver that answers 500 with a body that never ends: each call is recorded as a
+/// retry with the start of the answer, read no further than a few KB — the answer, not
+/// the call's timeout, ends it.
+#[test]
+fn an_endless_answer_is_read_only_a_few_kilobytes() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let b = backends("webhook-endless").remove(0);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let calls = std::sync::Arc::new(AtomicU64::new(0));
+    let seen = calls.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                seen.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 500 Busy\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+                );
+                let chunk = format!(
+                    "{:x}\r\n{}\r\n",
+                    65_536,
+                    "overloaded ".repeat(6_000)[..65_536].to_string()
+                );
+                // Until the caller hangs up.
+                while stream.write_all(chunk.as_bytes()).is_ok() {}
+            });
+        }
+    });
+    project(&b, "webhooks: { allow_hosts: [127.0.0.1] }\n");
+    let file = b.dir.join("workflows/cancellation-feedback.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            "      method: POST\n",
+            "      method: POST\n      timeout: 60s\n",
+        ),
+    )
+    .unwrap();
+    let crm = format!("http://127.0.0.1:{port}");
+    pass(&b, &crm, "2026-06-01T08:00:00Z");
+    pass(&b, &crm, "2026-06-02T08:00:00Z");
+    let states = webhook_states(&b);
+    assert_eq!(states.len(), 4, "{states:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    for (_, state, attempts, error) in &states {
+        let error = error.as_deref().unwrap_or_default();
+        assert_eq!(state, "retrying", "{states:?}");
+        assert_eq!(*attempts, 1);
+        assert!(
+            error.starts_with(
+                "the receiver answered 500 Internal Server Error: overloaded overloaded"
+            ),
+            "{error}"
+        );
+        assert!(error.len() < 300, "{} bytes kept", error.len());
+    }
+}
