@@ -287,7 +287,7 @@ fn an_endless_answer_is_read_only_a_few_kilobytes() {
                 let chunk = format!(
                     "{:x}\r\n{}\r\n",
                     65_536,
-                    "overloaded ".repeat(6_000)[..65_536].to_string()
+                    &"overloaded ".repeat(6_000)[..65_536]
                 );
                 // Until the caller hangs up.
                 while stream.write_all(chunk.as_bytes()).is_ok() {}
