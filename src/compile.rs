@@ -72,6 +72,13 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
         }
     }
     let mut compiled = compile_sources(&sources, templates, Utc::now());
+    // (Checked when the config loaded.)
+    if let Some(budget) = crate::duration::parse(&project.config.limits.expression_time)
+        .ok()
+        .and_then(|d| d.to_std().ok())
+    {
+        compiled.plan.engine.set_time_budget(budget);
+    }
     diagnostics.append(&mut compiled.diagnostics);
     compiled.plan.stages = crate::stages::load(
         &project.path(&project.config.stages),

@@ -150,6 +150,10 @@ pub struct Limits {
     /// `catch_up_max_age: 7d` — a schedule's fire time missed while nothing ran is made up
     /// (`catch_up: run_once`) only if it is at most this old. Default 7 days.
     pub catch_up_max_age: String,
+    /// `expression_time: 50ms` — the wall-clock budget of one Rhai evaluation (an
+    /// audience, a condition, a stage rule for one customer). One that runs longer fails
+    /// that customer's enrollment, and the rest go on.
+    pub expression_time: String,
 }
 
 impl Default for Limits {
@@ -158,6 +162,7 @@ impl Default for Limits {
             frequency_cap: None,
             quiet_hours: None,
             catch_up_max_age: "7d".into(),
+            expression_time: "50ms".into(),
         }
     }
 }
@@ -327,6 +332,7 @@ impl Project {
         let c = &self.config;
         for (section, key, value) in [
             ("limits", "catch_up_max_age", &c.limits.catch_up_max_age),
+            ("limits", "expression_time", &c.limits.expression_time),
             ("email", "give_up_after", &c.email.give_up_after),
             ("email", "lease", &c.email.lease),
             ("unsubscribe", "valid_for", &c.unsubscribe.valid_for),

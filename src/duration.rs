@@ -74,6 +74,7 @@ pub fn parse(input: &str) -> Result<TimeDelta, DurationError> {
             .parse()
             .map_err(|_| DurationError::TooLong { at: number_at })?;
         let part = match unit.trim() {
+            "ms" => TimeDelta::try_milliseconds(n),
             "s" => TimeDelta::try_seconds(n),
             "m" => TimeDelta::try_minutes(n),
             "h" => TimeDelta::try_hours(n),

@@ -117,7 +117,8 @@ fn state_now() -> DateTime<Utc> {
 /// The shared, sandboxed engine.
 pub struct ExprEngine {
     engine: Engine,
-    budget: Duration,
+    /// Nanoseconds; set after compiling, from the project's `limits.expression_time`.
+    budget: std::sync::atomic::AtomicU64,
 }
 
 impl Default for ExprEngine {
@@ -156,14 +157,26 @@ impl ExprEngine {
         register_types(&mut engine);
         Self {
             engine,
-            budget: TIME_BUDGET,
+            budget: std::sync::atomic::AtomicU64::new(TIME_BUDGET.as_nanos() as u64),
         }
     }
 
     /// The same engine with another wall-clock budget per evaluation.
-    pub fn with_time_budget(mut self, budget: Duration) -> Self {
-        self.budget = budget;
+    pub fn with_time_budget(self, budget: Duration) -> Self {
+        self.set_time_budget(budget);
         self
+    }
+
+    /// Sets the wall-clock budget per evaluation (the plan shares its engine, so this
+    /// takes `&self`).
+    pub fn set_time_budget(&self, budget: Duration) {
+        let nanos = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX);
+        self.budget
+            .store(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn budget(&self) -> Duration {
+        Duration::from_nanos(self.budget.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Compiles an expression, checking every variable and every `customer.`, `event.` and
@@ -212,7 +225,7 @@ impl ExprEngine {
         STATE.with(|s| {
             *s.borrow_mut() = Some(EvalState {
                 now: input.now,
-                deadline: Instant::now() + self.budget,
+                deadline: Instant::now() + self.budget(),
                 history: input.history.clone(),
             });
         });
@@ -225,7 +238,7 @@ impl ExprEngine {
             Ok(v) => v.as_bool().map_err(|found| EvalError::NotABool {
                 found: found.to_string(),
             }),
-            Err(e) => Err(runtime_error(*e, self.budget)),
+            Err(e) => Err(runtime_error(*e, self.budget())),
         }
     }
 }

@@ -802,3 +802,84 @@ fn the_openapi_document_is_served_and_matches_the_routes() {
     assert_eq!(http(port, "GET", "/v1/customers", &[], b"").0, 405);
     assert_eq!(http(port, "GET", "/v2/events", &[], b"").0, 404);
 }
+
+/// A runaway audience — cheap for most customers, long for one whose data makes it so —
+/// is stopped by the wall-clock budget (`limits.expression_time`): that customer's
+/// enrollment fails with the reason, the others enroll, and the daemon keeps answering
+/// and taking new work.
+#[test]
+fn a_runaway_expression_fails_its_enrollment_and_the_daemon_goes_on() {
+    let b = backends("daemon-runaway").remove(0);
+    let checks = vec!["customer.tags.contains(\"never\")"; 600].join(", ");
+    crate::common::write(
+        &b.dir,
+        "tidings.yaml",
+        "database: ${TIDINGS_DB}\nserver:\n  token: ${TIDINGS_TEST_API_TOKEN}\nlimits:\n  expression_time: 2ms\n",
+    );
+    crate::common::write(
+        &b.dir,
+        "workflows/tagged.yaml",
+        &format!(
+            "name: tagged\ntrigger:\n  event: customer_created\naudience: customer.tags.len() < 100 || [{checks}].len() > 0\nsteps:\n  - id: mark\n    update: {{ tags: {{ add: [seen] }} }}\n"
+        ),
+    );
+    let port = free_port();
+    let _daemon = Daemon::start(&b, port, "1s");
+    let auth = ("Authorization", "Bearer s3cret-token");
+    let many: Vec<String> = (0..900).map(|i| format!("t{i}")).collect();
+    let customers = serde_json::json!([
+        { "id": "a", "email": "a@example.com", "tags": ["x"] },
+        { "id": "heavy", "email": "h@example.com", "tags": many },
+        { "id": "b", "email": "b@example.com" },
+    ]);
+    let post = |path: &str, body: &serde_json::Value| {
+        let (status, text) = http(port, "POST", path, &[auth], body.to_string().as_bytes());
+        assert_eq!(status, 200, "{path}: {text}");
+    };
+    post("/v1/customers", &customers);
+    post(
+        "/v1/events",
+        &serde_json::json!(
+            ["a", "heavy", "b"]
+                .iter()
+                .map(|c| serde_json::json!({ "customer_id": c, "name": "customer_created" }))
+                .collect::<Vec<_>>()
+        ),
+    );
+    let journeys = || {
+        crate::store::text_pairs(
+            &b,
+            "SELECT customer_id, state || ':' || COALESCE(error, '') FROM enrollments ORDER BY customer_id",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while journeys().len() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", journeys());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let j = journeys();
+    assert_eq!(j[0], ("a".into(), "completed:".into()), "{j:?}");
+    assert_eq!(j[1], ("b".into(), "completed:".into()), "{j:?}");
+    assert_eq!(j[2].0, "heavy");
+    assert!(
+        j[2].1.starts_with("failed:") && j[2].1.contains("ran for longer than 2 ms"),
+        "{j:?}"
+    );
+    // Still answering, and still working.
+    let (status, body) = http(port, "GET", "/healthz", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"ok\""), "{body}");
+    post(
+        "/v1/customers",
+        &serde_json::json!({ "id": "c", "email": "c@example.com" }),
+    );
+    post(
+        "/v1/events",
+        &serde_json::json!({ "customer_id": "c", "name": "customer_created" }),
+    );
+    while journeys().len() < 4 {
+        assert!(Instant::now() < deadline, "{:?}", journeys());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(journeys()[2], ("c".into(), "completed:".into()));
+}
