@@ -26,6 +26,11 @@ pub struct Cli {
     )]
     pub project: PathBuf,
 
+    /// A progress line on stderr for `run`, `import` and `simulate`: on a terminal
+    /// (`auto`), `always` (the final line only, when not a terminal) or `never`.
+    #[arg(long, global = true, value_enum, default_value_t = crate::progress::ProgressMode::Auto)]
+    pub progress: crate::progress::ProgressMode,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -306,10 +311,10 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Validate(args) => commands::validate::run(&cli.project, args),
         Command::Schedule(args) => commands::schedule::run(&cli.project, args),
-        Command::Import(args) => commands::import::run(&cli.project, args),
+        Command::Import(args) => commands::import::run(&cli.project, args, cli.progress),
         Command::Event(args) => commands::import::event(&cli.project, args),
-        Command::Run(args) => commands::run::run(&cli.project, args),
-        Command::Simulate(args) => commands::simulate::run(&cli.project, args),
+        Command::Run(args) => commands::run::run(&cli.project, args, cli.progress),
+        Command::Simulate(args) => commands::simulate::run(&cli.project, args, cli.progress),
         Command::Outbox(args) => commands::outbox::run(&cli.project, args),
         Command::Plan(args) => commands::plan::run(&cli.project, args),
         Command::Status(args) => commands::status::run(&cli.project, args),

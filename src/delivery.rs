@@ -476,11 +476,13 @@ async fn record(
     let retry = |error: String, report: &mut DispatchReport| {
         if now - d.created_at >= options.give_up_after {
             report.failed += 1;
+            crate::progress::count(&crate::progress::METER.failed);
             let e = format!("gave up after {} attempts: {error}", d.attempts + 1);
             report.problems.push(format!("{what} failed: {e}"));
             ("failed", Some(e), None)
         } else {
             report.retrying += 1;
+            crate::progress::count(&crate::progress::METER.retrying);
             report
                 .problems
                 .push(format!("{what} will be retried: {error}"));
@@ -494,10 +496,12 @@ async fn record(
     let (state, error, retry_at) = match outcome {
         Outcome::Sent => {
             report.sent += 1;
+            crate::progress::count(&crate::progress::METER.sent);
             ("sent", None, None)
         }
         Outcome::Failed(e) => {
             report.failed += 1;
+            crate::progress::count(&crate::progress::METER.failed);
             report.problems.push(format!("{what} failed: {e}"));
             ("failed", Some(e), None)
         }
@@ -507,6 +511,7 @@ async fn record(
         }
         Outcome::Rejected(e) => {
             report.failed += 1;
+            crate::progress::count(&crate::progress::METER.failed);
             report
                 .problems
                 .push(format!("{what} failed, and the address is suppressed: {e}"));

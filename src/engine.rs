@@ -353,6 +353,7 @@ impl Engine {
                     .await?
                 {
                     report.enrolled += 1;
+                    crate::progress::count(&crate::progress::METER.enrolled);
                 }
             }
             journeys::mark_event_processed(&mut tx, &stored.event.id, now).await?;
@@ -594,6 +595,7 @@ impl Engine {
                     .await?
                 {
                     report.enrolled += 1;
+                    crate::progress::count(&crate::progress::METER.enrolled);
                 }
             }
             tx.commit().await?;
@@ -703,6 +705,7 @@ impl Engine {
                 }
             }
             report.steps += 1;
+            crate::progress::count(&crate::progress::METER.steps);
             match &node.step.kind {
                 StepKind::Email(email) => {
                     let delivery = self.email(
@@ -751,6 +754,7 @@ impl Engine {
                     }
                     if journeys::insert_delivery(conn, &d, at).await? {
                         report.emails += 1;
+                        crate::progress::count(&crate::progress::METER.queued);
                     }
                     row.step = node.next.map(str::to_string);
                 }

@@ -23,6 +23,7 @@ pub mod import;
 pub mod pacing;
 pub mod pass;
 pub mod plan;
+pub mod progress;
 pub mod server;
 pub mod simulate;
 pub mod smtp;

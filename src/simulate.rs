@@ -128,6 +128,9 @@ pub async fn rehearse(
     let mut passes = 0;
     loop {
         let now = clock.now();
+        crate::progress::METER
+            .clock
+            .store(now.timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
         engine.run_once(now).await?;
         dispatch(&scratch, transport, &options, now).await?;
         passes += 1;

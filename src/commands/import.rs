@@ -10,12 +10,17 @@ use chrono::Utc;
 use crate::cli::{EventArgs, ImportArgs, ImportFormat, ImportKind};
 use crate::commands::{CommandError, open_store};
 use crate::import::{self, EventRow, FileFormat, RowError};
+use crate::progress::{METER, Progress, ProgressMode, count, get, rate};
 use crate::store::ImportReport;
 
 /// Bad rows listed before the rest are summed up.
 const SHOWN_ERRORS: usize = 50;
 
-pub fn run(root: &Path, args: &ImportArgs) -> Result<ExitCode, CommandError> {
+pub fn run(
+    root: &Path,
+    args: &ImportArgs,
+    progress: ProgressMode,
+) -> Result<ExitCode, CommandError> {
     let name = args.file.display().to_string();
     let reader: Box<dyn BufRead> = if name == "-" {
         Box::new(BufReader::new(std::io::stdin()))
@@ -32,21 +37,35 @@ pub fn run(root: &Path, args: &ImportArgs) -> Result<ExitCode, CommandError> {
         None => FileFormat::of(&args.file),
     };
     let (runtime, _project, store) = open_store(root)?;
+    let line = Progress::start(
+        progress,
+        Box::new(|elapsed| {
+            let rows = get(&METER.rows);
+            format!(
+                "{:>5.1}s  {rows} rows read ({}/s)",
+                elapsed.as_secs_f64(),
+                rate(rows, elapsed)
+            )
+        }),
+    );
     let (what, report) = match args.kind {
         ImportKind::Customers => (
             "customer",
-            runtime.block_on(
-                store.import_customers(import::customers(reader, format), args.skip_invalid),
-            )?,
+            runtime.block_on(store.import_customers(
+                import::customers(reader, format).inspect(|_| count(&METER.rows)),
+                args.skip_invalid,
+            )),
         ),
         ImportKind::Events => (
             "event",
             runtime.block_on(store.record_events(
-                import::events(reader, format, Utc::now()),
+                import::events(reader, format, Utc::now()).inspect(|_| count(&METER.rows)),
                 args.skip_invalid,
-            ))?,
+            )),
         ),
     };
+    line.finish();
+    let report = report?;
     runtime.block_on(store.close());
     Ok(print_report(&name, what, &report, args.skip_invalid)?)
 }

@@ -10,8 +10,9 @@ use crate::cli::RunArgs;
 use crate::commands::{CommandError, compile_or_report, open_store, time_arg};
 use crate::delivery::Transport;
 use crate::pass::{Outcome, Runner};
+use crate::progress::{Progress, ProgressMode};
 
-pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
+pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCode, CommandError> {
     let now = time_arg(args.now.as_deref())?;
     let (runtime, project, store) = open_store(root)?;
     let Some(compiled) = compile_or_report(&project, "nothing was run") else {
@@ -19,12 +20,14 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode, CommandError> {
     };
     let runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
         .map_err(|e| CommandError::Usage(e.to_string()))?;
+    let line = Progress::start(progress, Box::new(crate::progress::pass_line));
     let outcome = runtime.block_on(async {
         let recovered = runner.recover().await?;
         let mut outcome = runner.pass(now).await?;
         outcome.emails.problems.splice(0..0, recovered);
         Ok::<_, crate::pass::PassError>(outcome)
     });
+    line.finish();
     runtime.block_on(store.close());
     let Outcome {
         engine: report,

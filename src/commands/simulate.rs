@@ -12,9 +12,14 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use crate::cli::SimulateArgs;
 use crate::commands::{CommandError, compile_or_report, open_store};
 use crate::delivery::Transport;
+use crate::progress::{METER, Progress, ProgressMode, get};
 use crate::simulate::{DaySends, Rehearsal, rehearse};
 
-pub fn run(root: &Path, args: &SimulateArgs) -> Result<ExitCode, CommandError> {
+pub fn run(
+    root: &Path,
+    args: &SimulateArgs,
+    progress: ProgressMode,
+) -> Result<ExitCode, CommandError> {
     let from = match &args.from {
         Some(t) => parse_moment(t)?,
         None => Utc::now(),
@@ -39,6 +44,24 @@ pub fn run(root: &Path, args: &SimulateArgs) -> Result<ExitCode, CommandError> {
         Some(dir) => Transport::Folder(dir.clone()),
         None => Transport::Discard,
     };
+    let window = (to - from).num_milliseconds().max(1);
+    let line = Progress::start(
+        progress,
+        Box::new(move |elapsed| {
+            let at = METER.clock.load(std::sync::atomic::Ordering::Relaxed);
+            let done = (at - from.timestamp_millis()).clamp(0, window);
+            format!(
+                "{:>5.1}s  virtual clock {} ({}%) · {} enrolled · {} emails",
+                elapsed.as_secs_f64(),
+                DateTime::from_timestamp_millis(at.max(from.timestamp_millis()))
+                    .unwrap_or(from)
+                    .format("%Y-%m-%d %H:%M"),
+                done * 100 / window,
+                get(&METER.enrolled),
+                get(&METER.queued),
+            )
+        }),
+    );
     let rehearsal = runtime
         .block_on(rehearse(
             &store,
@@ -48,6 +71,7 @@ pub fn run(root: &Path, args: &SimulateArgs) -> Result<ExitCode, CommandError> {
             to,
             &transport,
         ))
+        .inspect(|_| line.finish())
         .map_err(|e| {
             CommandError::Usage(format!(
                 "the simulation stopped: {}",

@@ -635,3 +635,78 @@ fn quiet_hours_and_the_frequency_cap() {
         assert_eq!(got_sorted, expected_sorted, "{}", b.label);
     }
 }
+
+/// `--progress always` keeps the final progress line of `import`, `run --once` and
+/// `simulate` on stderr, with the counts the commands report; without a terminal the
+/// default shows none.
+#[test]
+fn long_commands_show_progress_when_asked() {
+    let b = backends("progress").remove(0);
+    with_examples(&b);
+    let root = crate::common::repo_root();
+    let customers = root.join("examples/demo/customers.csv");
+    let run = tidings(&b)
+        .args(["import", "customers", customers.to_str().unwrap()])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(!run.stderr.contains("rows read"), "{}", run.stderr);
+    let events = root.join("examples/demo/events.csv");
+    let run = tidings(&b)
+        .args([
+            "--progress",
+            "always",
+            "import",
+            "events",
+            events.to_str().unwrap(),
+        ])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(run.stderr.contains(" 3 rows read ("), "{}", run.stderr);
+    let run = tidings(&b)
+        .args([
+            "run",
+            "--once",
+            "--now",
+            "2026-06-01T08:00:00Z",
+            "--progress",
+            "always",
+        ])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let last = run.stderr.lines().last().unwrap_or_default();
+    let queued = run
+        .stdout
+        .split(" emails and ")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .unwrap();
+    let sent = run
+        .stdout
+        .split("delivered ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap();
+    assert!(queued.parse::<u64>().unwrap() > 0, "{}", run.stdout);
+    assert!(
+        last.contains(&format!(" {queued} emails queued · {sent} sent (")),
+        "{last}\n{}",
+        run.stdout
+    );
+    let run = tidings(&b)
+        .args([
+            "simulate",
+            "--from",
+            "2026-06-01",
+            "--to",
+            "2026-06-09",
+            "--progress",
+            "always",
+        ])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(
+        run.stderr.contains("virtual clock 2026-06-09 00:00 (100%)"),
+        "{}",
+        run.stderr
+    );
+}

@@ -1,0 +1,141 @@
+//! The progress line of long interactive commands (`run --once`, `import`, `simulate`): the
+//! work is counted where it happens, in process-wide atomic counters that cost one relaxed
+//! add, and a ticker thread redraws one line on stderr four times a second — only on a
+//! terminal, unless `--progress always` asks for it (then the last line is kept).
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Counts of the work done so far in this process.
+#[derive(Debug, Default)]
+pub struct Meter {
+    /// Import rows read.
+    pub rows: AtomicU64,
+    pub enrolled: AtomicU64,
+    pub steps: AtomicU64,
+    /// Emails put in the outbox.
+    pub queued: AtomicU64,
+    pub sent: AtomicU64,
+    pub retrying: AtomicU64,
+    pub failed: AtomicU64,
+    /// A rehearsal's virtual clock, in milliseconds since the epoch.
+    pub clock: AtomicI64,
+}
+
+pub static METER: Meter = Meter {
+    rows: AtomicU64::new(0),
+    enrolled: AtomicU64::new(0),
+    steps: AtomicU64::new(0),
+    queued: AtomicU64::new(0),
+    sent: AtomicU64::new(0),
+    retrying: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
+    clock: AtomicI64::new(0),
+};
+
+/// Adds one to a counter of [`METER`].
+pub fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// On a terminal only.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// What the line says, given the time since the command started.
+pub type Render = dyn Fn(Duration) -> String + Send + Sync;
+
+/// A running progress line; [`Progress::finish`] stops it.
+pub struct Progress {
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+const TICK: Duration = Duration::from_millis(250);
+
+impl Progress {
+    pub fn start(mode: ProgressMode, render: Box<Render>) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let on = match mode {
+            ProgressMode::Auto => terminal,
+            ProgressMode::Always => true,
+            ProgressMode::Never => false,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = on.then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                // A terminal line is redrawn in place; anything else gets the last line
+                // only, so that a log is not filled with ticks.
+                while !stop.load(Ordering::Relaxed) {
+                    if terminal {
+                        let _ = write!(std::io::stderr(), "\r\x1b[2K{}", render(started.elapsed()));
+                    }
+                    std::thread::sleep(TICK);
+                }
+                let line = render(started.elapsed());
+                let _ = if terminal {
+                    writeln!(std::io::stderr(), "\r\x1b[2K{line}")
+                } else {
+                    writeln!(std::io::stderr(), "{line}")
+                };
+            })
+        });
+        Self {
+            stop,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Stops the ticker after it draws the final line.
+    pub fn finish(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Per second, over `elapsed`.
+pub fn rate(n: u64, elapsed: Duration) -> u64 {
+    let secs = elapsed.as_secs_f64();
+    if secs < 0.001 {
+        0
+    } else {
+        (n as f64 / secs) as u64
+    }
+}
+
+/// The line of a pass: the engine's work and the sender's.
+pub fn pass_line(elapsed: Duration) -> String {
+    let sent = get(&METER.sent);
+    format!(
+        "{:>5.1}s  {} enrolled · {} steps · {} emails queued · {} sent ({}/s) · {} to retry · {} failed",
+        elapsed.as_secs_f64(),
+        get(&METER.enrolled),
+        get(&METER.steps),
+        get(&METER.queued),
+        sent,
+        rate(sent, elapsed),
+        get(&METER.retrying),
+        get(&METER.failed),
+    )
+}
