@@ -198,6 +198,12 @@ impl Engine {
         crate::duration::parse(&self.config.limits.catch_up_max_age).unwrap_or(TimeDelta::days(7))
     }
 
+    /// How long a claim on due journeys holds (`email.lease`, checked when the config
+    /// loads): a replica that stops mid-batch leaves its journeys to the others after this.
+    fn lease(&self) -> TimeDelta {
+        crate::duration::parse(&self.config.email.lease).unwrap_or(TimeDelta::minutes(5))
+    }
+
     /// The workflows this engine runs.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -607,9 +613,15 @@ impl Engine {
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<usize, EngineError> {
-        let mut conn = self.store.pool.acquire().await?;
-        let due = journeys::due_enrollments(&mut conn, now, BATCH).await?;
-        drop(conn);
+        let wall = Utc::now();
+        let lease = journeys::Lease {
+            now: wall,
+            until: wall + self.lease(),
+            sole: self.store.backend() == crate::store::Backend::Sqlite,
+        };
+        let mut tx = self.store.write_tx().await?;
+        let due = journeys::claim_due(&mut tx, self.store.backend(), now, BATCH, lease).await?;
+        tx.commit().await?;
         let count = due.len();
         for mut row in due {
             let mut tx = self.store.write_tx().await?;

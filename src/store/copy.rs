@@ -90,6 +90,7 @@ const ENROLLMENTS: Table = Table {
         ("total_spent_at_entry", Real),
         ("error", Text),
         ("version", Int),
+        ("lease_until", Int),
     ],
 };
 

@@ -235,18 +235,52 @@ pub async fn insert_enrollment(
     Ok(n == 1)
 }
 
-/// Active enrollments whose next step is due, oldest first.
-pub async fn due_enrollments(
+/// Who may take a due journey, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease {
+    /// The wall clock now (leases are about processes, not a pass's virtual time).
+    pub now: DateTime<Utc>,
+    /// Until when the claim holds.
+    pub until: DateTime<Utc>,
+    /// The only worker on this store (SQLite): any lease left is a stopped run's, and
+    /// lapses at once.
+    pub sole: bool,
+}
+
+/// Claims up to `limit` active enrollments due by `due_by`, oldest first, that no live
+/// lease holds. On PostgreSQL the rows are picked `FOR UPDATE SKIP LOCKED`, so replicas
+/// claiming at once take different rows without waiting for each other. Each claim bumps
+/// the row's version — the fencing token `save_enrollment` checks — so a worker that
+/// outlives its lease cannot commit over the one that took the row after it.
+pub async fn claim_due(
     conn: &mut AnyConnection,
-    until: DateTime<Utc>,
+    backend: super::Backend,
+    due_by: DateTime<Utc>,
     limit: i64,
+    lease: Lease,
 ) -> Result<Vec<EnrollmentRow>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM enrollments WHERE state = 'active' AND due_at <= $1 ORDER BY due_at, id LIMIT $2")
-        .bind(until.timestamp_millis())
+    let lock = match backend {
+        super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        super::Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE enrollments SET lease_until = $1, version = version + 1 WHERE id IN (SELECT id FROM enrollments WHERE state = 'active' AND due_at <= $2 AND (lease_until IS NULL OR lease_until < $3) ORDER BY due_at, id LIMIT $4{lock}) RETURNING *"
+    );
+    let free_after = if lease.sole {
+        i64::MAX
+    } else {
+        lease.now.timestamp_millis()
+    };
+    // The statement's text is fixed here but for the lock clause.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(lease.until.timestamp_millis())
+        .bind(due_by.timestamp_millis())
+        .bind(free_after)
         .bind(limit)
         .fetch_all(conn)
         .await?;
-    rows.iter()
+    let mut out = rows
+        .iter()
         .map(|r| {
             Ok(EnrollmentRow {
                 id: r.try_get("id")?,
@@ -266,7 +300,9 @@ pub async fn due_enrollments(
                 version: r.try_get("version")?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    out.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
+    Ok(out)
 }
 
 /// Saves an enrollment if nobody else did since it was read; `false` means it lost.
@@ -275,7 +311,7 @@ pub async fn save_enrollment(
     e: &EnrollmentRow,
 ) -> Result<bool, StoreError> {
     let n = sqlx::query(
-        "UPDATE enrollments SET state = $1, step = $2, due_at = $3, ended_at = $4, exit_reason = $5, error = $6, version = version + 1 WHERE id = $7 AND version = $8",
+        "UPDATE enrollments SET state = $1, step = $2, due_at = $3, ended_at = $4, exit_reason = $5, error = $6, version = version + 1, lease_until = NULL WHERE id = $7 AND version = $8",
     )
     .bind(e.state.clone())
     .bind(e.step.clone())

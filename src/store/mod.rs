@@ -181,6 +181,11 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "ALTER TABLE customers ADD COLUMN stage_since BIGINT",
         ],
     ),
+    (
+        6,
+        "leases on due journeys",
+        &["ALTER TABLE enrollments ADD COLUMN lease_until BIGINT"],
+    ),
 ];
 
 /// What an import did.

@@ -710,3 +710,97 @@ fn long_commands_show_progress_when_asked() {
         run.stderr
     );
 }
+
+/// Due journeys are claimed under a lease. On PostgreSQL two workers claiming at once take
+/// different rows without waiting for each other (SKIP LOCKED); a live lease keeps a row
+/// from the others, an expired one lets another worker take it, and then the first
+/// worker's save is refused (the claim's version is the fencing token). On SQLite, the one
+/// worker there is takes back what a stopped run left at once.
+#[test]
+fn due_journeys_are_leased_and_fenced() {
+    use sqlx::Connection;
+    use tidings::store::journeys::{Lease, claim_due, save_enrollment};
+    for b in backends("leases") {
+        with_examples(&b);
+        let root = crate::common::repo_root();
+        for kind in ["customers", "events"] {
+            let file = root.join(format!("examples/demo/{kind}.csv"));
+            let run = tidings(&b)
+                .args(["import", kind, file.to_str().unwrap()])
+                .run();
+            assert_eq!(run.code, 0, "{}", run.transcript());
+        }
+        pass(&b, "2026-06-01T08:00:00Z");
+        let due_by = chrono::DateTime::parse_from_rfc3339("2027-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let now = chrono::Utc::now();
+        let lease = |at: chrono::DateTime<chrono::Utc>, sole: bool| Lease {
+            now: at,
+            until: at + chrono::TimeDelta::seconds(60),
+            sole,
+        };
+        with_store(&b, async |s| {
+            let backend = s.backend();
+            let mut one = s.connection().await.unwrap();
+            let mut two = s.connection().await.unwrap();
+            let waiting: i64 = {
+                use sqlx::Row;
+                sqlx::query("SELECT COUNT(*) FROM enrollments WHERE state = 'active'")
+                    .fetch_one(&mut *one)
+                    .await
+                    .unwrap()
+                    .get(0)
+            };
+            assert!(waiting >= 3, "{}: {waiting} journeys wait", b.label);
+            if b.label == "sqlite" {
+                let first = claim_due(&mut one, backend, due_by, 100, lease(now, true))
+                    .await
+                    .unwrap();
+                assert_eq!(first.len() as i64, waiting);
+                // A run that stopped holding them: the next one takes them back.
+                let again = claim_due(&mut one, backend, due_by, 100, lease(now, true))
+                    .await
+                    .unwrap();
+                assert_eq!(again.len() as i64, waiting);
+                assert!(!save_enrollment(&mut one, &first[0]).await.unwrap());
+                assert!(save_enrollment(&mut one, &again[0]).await.unwrap());
+                return;
+            }
+            // Worker one claims two rows and has not committed yet.
+            let mut tx = one.begin().await.unwrap();
+            let first = claim_due(&mut tx, backend, due_by, 2, lease(now, false))
+                .await
+                .unwrap();
+            assert_eq!(first.len(), 2);
+            // Worker two, at the same moment, takes the rest at once.
+            let second = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                claim_due(&mut two, backend, due_by, 100, lease(now, false)),
+            )
+            .await
+            .expect("a claim waited for another worker's rows")
+            .unwrap();
+            assert_eq!(second.len() as i64, waiting - 2, "{second:?}");
+            assert!(second.iter().all(|r| first.iter().all(|f| f.id != r.id)));
+            tx.commit().await.unwrap();
+            // Every row is leased now: nothing more to claim while the leases live.
+            let none = claim_due(&mut two, backend, due_by, 100, lease(now, false))
+                .await
+                .unwrap();
+            assert!(none.is_empty(), "{none:?}");
+            // Two minutes on, worker one's leases have run out and worker two takes its rows.
+            let later = now + chrono::TimeDelta::seconds(120);
+            let taken = claim_due(&mut two, backend, due_by, 100, lease(later, false))
+                .await
+                .unwrap();
+            assert_eq!(taken.len() as i64, waiting);
+            // Worker one, late, cannot save over worker two; worker two can.
+            for row in &first {
+                assert!(!save_enrollment(&mut one, row).await.unwrap());
+            }
+            let theirs = taken.iter().find(|r| r.id == first[0].id).unwrap();
+            assert!(save_enrollment(&mut two, theirs).await.unwrap());
+        });
+    }
+}
