@@ -176,6 +176,9 @@ pub const UNSUBSCRIBED_EVENT: &str = "unsubscribed";
 /// Enough steps for any sane journey; a longer run without a wait is cut off.
 const MAX_STEPS_PER_RUN: usize = 1_000;
 const BATCH: i64 = 500;
+/// Journeys moved on per transaction: enough to spread a commit's wait for the disk, few
+/// enough that the write lock (SQLite) is not held long against the API's imports.
+const STEPS_PER_COMMIT: usize = 50;
 
 /// A fire time this old when its pass runs was missed (nothing ran when it fell due) and
 /// fires only under `catch_up: run_once`; a younger one is on time.
@@ -620,18 +623,24 @@ impl Engine {
             sole: self.store.backend() == crate::store::Backend::Sqlite,
         };
         let mut tx = self.store.write_tx().await?;
-        let due = journeys::claim_due(&mut tx, self.store.backend(), now, BATCH, lease).await?;
+        let mut due = journeys::claim_due(&mut tx, self.store.backend(), now, BATCH, lease).await?;
         tx.commit().await?;
         let count = due.len();
-        for mut row in due {
+        // One commit for a group of journeys (a commit waits for the disk), each journey in
+        // a savepoint of its own, so that one lost to another worker drops only its work.
+        for group in due.chunks_mut(STEPS_PER_COMMIT) {
             let mut tx = self.store.write_tx().await?;
-            self.advance(&mut tx, &mut row, report).await?;
-            if journeys::save_enrollment(&mut tx, &row).await? {
-                tx.commit().await?;
-            } else {
-                // Another runner advanced it first; its work stands, ours is dropped.
-                tx.rollback().await?;
+            for row in group {
+                let mut journey = sqlx::Acquire::begin(&mut *tx).await?;
+                self.advance(&mut journey, row, report).await?;
+                if journeys::save_enrollment(&mut journey, row).await? {
+                    journey.commit().await?;
+                } else {
+                    // Another worker took it after our lease ran out; its work stands.
+                    journey.rollback().await?;
+                }
             }
+            tx.commit().await?;
         }
         Ok(count)
     }

@@ -34,7 +34,7 @@ pub(crate) fn project(b: &Backend, port: u16, extra: &str) {
 
 /// A project sending over SMTP (with `email:` settings `extra`) to new customers at these
 /// addresses, each created at 07:00 on 1 June: the welcome series greets them at once.
-fn new_customers(b: &Backend, port: u16, extra: &str, addresses: &[String]) {
+pub(crate) fn new_customers(b: &Backend, port: u16, extra: &str, addresses: &[String]) {
     with_examples(b);
     write(
         &b.dir,
