@@ -72,9 +72,9 @@ pub struct EmailConfig {
     /// `give_up_after: 3d` — an email still failing (4xx, no connection) this long after it
     /// was queued is marked failed.
     pub give_up_after: String,
-    /// `lease: 5m` — how long an email being sent stays claimed by its sender. On
-    /// PostgreSQL (several senders) an email left `sending` by a sender that died is taken
-    /// over when its lease runs out; SQLite has one sender and takes it over at once.
+    /// `lease: 5m` — how long an email being sent, or a batch of due journeys, stays
+    /// claimed by its worker. On PostgreSQL (several workers) what a worker that died left
+    /// is taken over when its lease runs out; SQLite has one worker and takes it over at once.
     pub lease: String,
 }
 
