@@ -631,9 +631,16 @@ fn a_second_daemon_on_one_sqlite_store_is_refused() {
     assert_eq!(again.stop().code(), Some(0));
 }
 
-/// Two daemons on one PostgreSQL database share the work: a welcome series for 200
-/// customers posted over HTTP (to either daemon) arrives once per email — no email twice,
-/// none lost.
+/// The welcome series end to end on one daemon (SQLite): customers and their
+/// `customer_created` events posted over HTTP, then all three emails over SMTP, in order,
+/// each wait (shortened to seconds) kept, nothing twice.
+#[test]
+fn one_daemon_walks_the_welcome_series() {
+    let b = backends("daemon-series").remove(0);
+    walk_the_welcome_series(&b, 1);
+}
+
+/// The same with two daemon processes on PostgreSQL sharing the work: every email once.
 #[test]
 fn two_daemons_on_postgres_send_every_email_once() {
     let Some(b) = backends("daemon-replicas")
@@ -643,19 +650,33 @@ fn two_daemons_on_postgres_send_every_email_once() {
         eprintln!("skipped: two daemons need PostgreSQL (TIDINGS_TEST_DATABASE_URL)");
         return;
     };
+    walk_the_welcome_series(&b, 2);
+}
+
+fn walk_the_welcome_series(b: &Backend, replicas: usize) {
     let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
     crate::smtp::project(
-        &b,
+        b,
         server.port,
         "  concurrency: 4\nserver:\n  token: ${TIDINGS_TEST_API_TOKEN}\n",
     );
-    let ports = [free_port(), free_port()];
-    let daemons = [
-        Daemon::start(&b, ports[0], "1s"),
-        Daemon::start(&b, ports[1], "1s"),
-    ];
+    // A test configuration of the waits: seconds instead of days.
+    crate::common::edit(
+        &b.dir,
+        "workflows/welcome-series.yaml",
+        "  - wait: 2d\n",
+        "  - wait: 2s\n",
+    );
+    crate::common::edit(
+        &b.dir,
+        "workflows/welcome-series.yaml",
+        "  - wait: 5d\n",
+        "  - wait: 3s\n",
+    );
+    let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+    let daemons: Vec<Daemon> = ports.iter().map(|p| Daemon::start(b, *p, "1s")).collect();
     let auth = ("Authorization", "Bearer s3cret-token");
-    const N: usize = 200;
+    const N: usize = 60;
     let customers: Vec<String> = (0..N)
         .map(|i| format!(r#"{{"id":"p{i}","email":"p{i}@example.com","first_name":"P{i}"}}"#))
         .collect();
@@ -667,11 +688,13 @@ fn two_daemons_on_postgres_send_every_email_once() {
         format!("[{}]", customers.join(",")).as_bytes(),
     );
     assert_eq!(status, 200, "{answer}");
+    let mut posted = std::collections::BTreeMap::new();
     for i in 0..N {
         let event =
             format!(r#"{{"customer_id":"p{i}","name":"customer_created","id":"p{i}-created"}}"#);
+        posted.insert(format!("p{i}@example.com"), Instant::now());
         let (status, answer) = http(
-            ports[i % 2],
+            ports[i % replicas],
             "POST",
             "/v1/events",
             &[auth],
@@ -685,35 +708,58 @@ fn two_daemons_on_postgres_send_every_email_once() {
             .and_then(|rest| rest.strip_suffix("@example.com"))
             .is_some_and(|n| n.parse::<u32>().is_ok())
     };
-    let welcomed = || server.received().iter().filter(|r| ours(&r.to)).count();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while welcomed() < N {
+    let arrived = || server.received().iter().filter(|r| ours(&r.to)).count();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while arrived() < 3 * N {
         assert!(
             Instant::now() < deadline,
-            "only {} of {N} arrived",
-            welcomed()
+            "{}: only {} of {} arrived",
+            b.label,
+            arrived(),
+            3 * N
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // A few more passes of both: nothing is sent again.
+    // A few more passes of every daemon: nothing is sent again.
     std::thread::sleep(Duration::from_secs(3));
     for d in daemons {
         assert_eq!(d.stop().code(), Some(0));
     }
     let mut per_id = std::collections::BTreeMap::<String, usize>::new();
+    let mut series = std::collections::BTreeMap::<String, Vec<(Instant, String)>>::new();
     for r in server.received().iter().filter(|r| ours(&r.to)) {
-        let m = mail_parser::MessageParser::default()
-            .parse(&r.bytes)
-            .unwrap();
+        let m = MessageParser::default().parse(&r.bytes).unwrap();
         *per_id
             .entry(m.message_id().unwrap().to_string())
             .or_default() += 1;
+        series
+            .entry(r.to.clone())
+            .or_default()
+            .push((r.at, m.subject().unwrap_or_default().to_string()));
     }
-    assert_eq!(per_id.len(), N, "every customer welcomed");
+    assert_eq!(per_id.len(), 3 * N, "{}: three emails each", b.label);
     assert!(
         per_id.values().all(|n| *n == 1),
-        "an email arrived twice: {per_id:?}"
+        "{}: an email arrived twice: {per_id:?}",
+        b.label
     );
+    for (to, mut emails) in series {
+        emails.sort();
+        let subjects: Vec<&str> = emails.iter().map(|e| e.1.as_str()).collect();
+        assert!(
+            subjects[0].starts_with("Welcome to Acme")
+                && subjects[1].starts_with("Three ways")
+                && subjects[2].starts_with("10% off"),
+            "{to}: {subjects:?}"
+        );
+        // The waits held: the series runs from the event (stamped when the daemon took it,
+        // after the test posted it), two seconds to the second email, three more to the
+        // third.
+        let tips = emails[1].0 - posted[&to];
+        let offer = emails[2].0 - posted[&to];
+        assert!(tips >= Duration::from_secs(2), "{to}: {tips:?}");
+        assert!(offer >= Duration::from_secs(5), "{to}: {offer:?}");
+    }
 }
 
 /// `--log-format json`: every line the daemon logs is one JSON object with its level and
