@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The campaign benchmark: N customers (default 100,000) each get one personalised ~3.5 KB
+# email (HTML and text, first name, address and a signed unsubscribe link) through the
+# real pipeline — audience, enrollment rows, outbox rows, render, SMTP — into Postfix's
+# `smtp-sink` on loopback, with the durable outbox on (SQLite, full sync). Each run starts
+# from a fresh store. Prints, per run and as the median: messages/s, client CPU per message
+# and peak RSS of `tidings run --once`, next to the ceiling `smtp-source -> smtp-sink`
+# reaches on this machine in the same run.
+#
+#   sh examples/bench/campaign.sh [CUSTOMERS] [RUNS]      (SESSIONS=8 PORT=2525)
+#
+# Installs Postfix (for smtp-sink and smtp-source) from Debian's packages when missing, and
+# builds tidings in release mode.
+set -euo pipefail
+N=${1:-100000}
+RUNS=${2:-3}
+SESSIONS=${SESSIONS:-8}
+PORT=${PORT:-2525}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+export PATH="$PATH:/usr/sbin"
+
+if ! command -v smtp-sink >/dev/null 2>&1; then
+  echo "installing Postfix for smtp-sink and smtp-source ..." >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix >/dev/null
+fi
+cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+bin="$root/target/release/tidings"
+
+work=$(mktemp -d)
+sink=""
+cleanup() {
+  [ -n "$sink" ] && kill "$sink" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+smtp-sink -u nobody "127.0.0.1:$PORT" 1024 &
+sink=$!
+sleep 0.5
+
+now() { date +%s.%N; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", a / b }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# The ceiling: Postfix's own client, the same number of messages and sessions.
+t0=$(now)
+smtp-source -s "$SESSIONS" -m "$N" -l 3500 -f news@acme.example -t bench@example.com "127.0.0.1:$PORT"
+t1=$(now)
+ceiling=$(ratio "$N" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
+
+cp -r "$here/workflows" "$here/templates" "$work/"
+cat >"$work/tidings.yaml" <<YAML
+database: sqlite://$work/tidings.db
+email:
+  from: "Acme <news@acme.example>"
+  transport: smtp://127.0.0.1:$PORT
+  concurrency: $SESSIONS
+unsubscribe:
+  base_url: https://acme.example/u
+  secret: bench-secret-not-for-production
+YAML
+awk -v n="$N" 'BEGIN {
+  print "id,email,first_name,last_name,locale"
+  for (i = 0; i < n; i++) printf "c%07d,customer%d@bench.example,Name%d,Family%d,en-GB\n", i, i, i, i
+}' >"$work/customers.csv"
+
+echo "run  messages/s  CPU µs/message  peak RSS MB"
+rates=()
+cpus=()
+rsss=()
+for run in $(seq 1 "$RUNS"); do
+  rm -f "$work"/tidings.db*
+  "$bin" -C "$work" import customers "$work/customers.csv" >/dev/null
+  /usr/bin/time -f "%e %U %S %M" -o "$work/time.txt" \
+    "$bin" -C "$work" run --once --now 2026-06-01T10:00:00Z --progress never >"$work/run.txt"
+  if ! grep -q "delivered $N emails" "$work/run.txt"; then
+    cat "$work/run.txt" >&2
+    echo "run $run did not deliver $N emails" >&2
+    exit 1
+  fi
+  read -r wall user sys rss_kb <"$work/time.txt"
+  rate=$(ratio "$N" "$wall")
+  cpu=$(awk -v u="$user" -v s="$sys" -v n="$N" 'BEGIN { printf "%.1f", (u + s) * 1e6 / n }')
+  rss=$(awk -v k="$rss_kb" 'BEGIN { printf "%.1f", k / 1024 }')
+  echo "$run    $rate  $cpu  $rss"
+  rates+=("$rate")
+  cpus+=("$cpu")
+  rsss+=("$rss")
+done
+rate=$(printf '%s\n' "${rates[@]}" | median)
+echo
+echo "customers: $N, SMTP sessions: $SESSIONS, runs: $RUNS"
+echo "tidings (median): $rate messages/s, $(printf '%s\n' "${cpus[@]}" | median) µs CPU per message, $(printf '%s\n' "${rsss[@]}" | median) MB peak RSS"
+echo "smtp-source -> smtp-sink: $ceiling messages/s"
+echo "ratio: $(awk -v a="$rate" -v b="$ceiling" 'BEGIN { printf "%.2f", a / b }') of the ceiling"
