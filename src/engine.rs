@@ -318,7 +318,10 @@ impl Engine {
         drop(conn);
         for stored in &events {
             let mut tx = self.store.write_tx().await?;
-            let Some(mut customer) = journeys::customer(&mut tx, &stored.customer_id).await? else {
+            let Some(mut customer) =
+                journeys::customer_for_update(&mut tx, self.store.backend(), &stored.customer_id)
+                    .await?
+            else {
                 journeys::mark_event_processed(&mut tx, &stored.event.id, now).await?;
                 tx.commit().await?;
                 continue;
@@ -663,7 +666,9 @@ impl Engine {
             );
             return Ok(());
         };
-        let Some(mut customer) = journeys::customer(conn, &row.customer_id).await? else {
+        let Some(mut customer) =
+            journeys::customer_for_update(conn, self.store.backend(), &row.customer_id).await?
+        else {
             end(
                 row,
                 "exited",

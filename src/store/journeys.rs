@@ -157,6 +157,23 @@ pub async fn customer(conn: &mut AnyConnection, id: &str) -> Result<Option<Custo
     row.map(|r| customer_from_row(&r)).transpose()
 }
 
+/// A customer read in a transaction that may write them back: on PostgreSQL the row is
+/// locked until it commits, so that an unsubscribe (or an API upsert) committed meanwhile
+/// is not overwritten by this transaction's older copy. (On SQLite the write transaction
+/// already holds the database's one write lock.)
+pub async fn customer_for_update(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    id: &str,
+) -> Result<Option<Customer>, StoreError> {
+    let sql = match backend {
+        super::Backend::Postgres => "SELECT * FROM customers WHERE id = $1 FOR UPDATE",
+        super::Backend::Sqlite => "SELECT * FROM customers WHERE id = $1",
+    };
+    let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
+    row.map(|r| customer_from_row(&r)).transpose()
+}
+
 /// Writes every field of a customer back (after an event's `set` or an `update` step).
 pub async fn save_customer(
     conn: &mut AnyConnection,

@@ -312,6 +312,17 @@ impl Store {
 
     /// Applies the migrations this store lacks; returns whether it applied any.
     async fn migrate(&self) -> Result<bool, StoreError> {
+        // A read first: a command opening the store beside a busy daemon must not wait for
+        // the daemon's write lock (SQLite) when there is nothing to migrate.
+        if let Ok(rows) = sqlx::query("SELECT version FROM tidings_migrations")
+            .fetch_all(&self.pool)
+            .await
+        {
+            let done: Vec<i64> = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+            if MIGRATIONS.iter().all(|(v, _, _)| done.contains(v)) {
+                return Ok(false);
+            }
+        }
         let mut tx = self.write_tx().await?;
         if self.backend == Backend::Postgres {
             // Replicas starting together take turns; the second finds the work done.

@@ -804,3 +804,76 @@ fn due_journeys_are_leased_and_fenced() {
         });
     }
 }
+
+/// An unsubscribe that lands while the engine holds a customer it will write back is not
+/// lost: on PostgreSQL the engine's read locks the row, so the unsubscribe waits for the
+/// engine's commit and is applied on top of it (SQLite's one write lock orders them anyway).
+#[test]
+fn an_unsubscribe_is_not_overwritten_by_a_step_in_flight() {
+    use sqlx::Connection;
+    use tidings::store::journeys::{customer_for_update, save_customer};
+    let Some(b) = backends("lost-update")
+        .into_iter()
+        .find(|b| b.label == "postgres")
+    else {
+        return;
+    };
+    let root = crate::common::repo_root();
+    let file = root.join("examples/demo/customers.csv");
+    let run = tidings(&b)
+        .args(["import", "customers", file.to_str().unwrap()])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    with_store(&b, async |s| {
+        let now = chrono::Utc::now();
+        let mut engine = s.connection().await.unwrap();
+        let mut tx = engine.begin().await.unwrap();
+        // The engine reads c4 to tag it ...
+        let mut c4 = customer_for_update(&mut tx, s.backend(), "c4")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c4.unsubscribed_at.is_none());
+        // ... the customer unsubscribes meanwhile (it waits for the engine's row) ...
+        let store = s.clone();
+        let unsubscribe =
+            tokio::spawn(async move { store.unsubscribe("c4", "link", now).await.unwrap() });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // ... and the engine writes its copy back and commits.
+        c4.tags.push("seen".into());
+        save_customer(&mut tx, &c4, now).await.unwrap();
+        tx.commit().await.unwrap();
+        unsubscribe.await.unwrap();
+        let after = s.customer("c4").await.unwrap().unwrap();
+        assert!(after.unsubscribed_at.is_some(), "the unsubscribe was lost");
+        assert!(after.tags.contains(&"seen".to_string()));
+    });
+}
+
+/// A command opening the store beside a daemon that holds SQLite's write lock (a long
+/// pass) reads what it needs instead of waiting for the lock and failing with "database
+/// is locked": opening a store with nothing to migrate takes no write lock.
+#[test]
+fn opening_the_store_does_not_wait_for_a_writer() {
+    let b = backends("busy-writer").remove(0);
+    with_examples(&b);
+    let file = crate::common::repo_root().join("examples/demo/customers.csv");
+    let run = tidings(&b)
+        .args(["import", "customers", file.to_str().unwrap()])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    with_store(&b, async |s| {
+        let mut writer = s.connection().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *writer)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let run = tidings(&b).args(["status", "--json"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        assert!(run.stdout.contains("\"customers\": 5"), "{}", run.stdout);
+        // The busy timeout is 5 s: a status that waited for the lock would take that long.
+        assert!(started.elapsed() < std::time::Duration::from_secs(4));
+        sqlx::query("ROLLBACK").execute(&mut *writer).await.unwrap();
+    });
+}
