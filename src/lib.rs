@@ -30,6 +30,7 @@ pub mod smtp;
 pub mod source;
 pub mod stages;
 pub mod store;
+pub mod tempdir;
 pub mod templates;
 pub mod testing;
 pub mod tls;

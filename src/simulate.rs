@@ -7,7 +7,6 @@
 //! drift from what the daemon would do.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -21,6 +20,7 @@ use crate::engine::{Clock, Engine, EngineError, VirtualClock};
 use crate::plan::{Plan, Trigger, Zone};
 use crate::store::copy::{CopyReport, copy_for_rehearsal};
 use crate::store::{Store, StoreError, journeys};
+use crate::tempdir::TempDir;
 
 #[derive(Debug, Error)]
 pub enum SimulateError {
@@ -79,15 +79,6 @@ pub struct Rehearsal {
     pub entries: Vec<(String, DateTime<Utc>)>,
 }
 
-/// A scratch SQLite file that is removed with its folder when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Runs the plan from `from` to `to` over a copy of `source`, writing emails through
 /// `transport` (a folder of `.eml` files, or nothing) with their virtual send time.
 pub async fn rehearse(
@@ -98,15 +89,14 @@ pub async fn rehearse(
     to: DateTime<Utc>,
     transport: &Transport,
 ) -> Result<Rehearsal, SimulateError> {
-    let stamp = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let dir =
-        std::env::temp_dir().join(format!("tidings-simulate-{}-{stamp:x}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|source| SimulateError::Scratch {
-        path: dir.display().to_string(),
+    let scratch_dir = TempDir::new("simulate").map_err(|source| SimulateError::Scratch {
+        path: std::env::temp_dir().display().to_string(),
         source,
     })?;
-    let scratch_dir = Scratch(dir);
-    let url = format!("sqlite://{}", scratch_dir.0.join("scratch.db").display());
+    let url = format!(
+        "sqlite://{}",
+        scratch_dir.path().join("scratch.db").display()
+    );
     let scratch = Store::open_scratch(&url).await?;
     let cap_window = config
         .limits

@@ -7,7 +7,7 @@
 # and peak RSS of `tidings run --once`, next to the ceiling `smtp-source -> smtp-sink`
 # reaches on this machine in the same run.
 #
-#   sh examples/bench/campaign.sh [CUSTOMERS] [RUNS]      (SESSIONS=8 PORT=2525)
+#   examples/bench/campaign.sh [CUSTOMERS] [RUNS]      (SESSIONS=8 PORT=2525)
 #
 # Installs Postfix (for smtp-sink and smtp-source) from Debian's packages when missing, and
 # builds tidings in release mode.

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use crate::cli::{PlanArgs, PlanFormat};
 use crate::commands::{CommandError, compile_or_report, open_store, time_arg};
 use crate::deployed::{self, WorkflowPrint};
 use crate::forecast::{Change, Forecast, NextEntry, forecast};
+use crate::tempdir::TempDir;
 
 /// What the working tree is compared with.
 enum Base {
@@ -82,7 +83,8 @@ fn prints_at(root: &Path, reference: &str) -> Result<Vec<WorkflowPrint>, Command
         ));
     }
     let prefix = String::from_utf8_lossy(&prefix.stdout).trim().to_string();
-    let dir = TempDir::new()?;
+    let dir = TempDir::new("plan")
+        .map_err(|e| git_failed("cannot make a scratch folder", &e.to_string()))?;
     let mut archive = Command::new("git")
         .arg("-C")
         .arg(root)
@@ -99,7 +101,7 @@ fn prints_at(root: &Path, reference: &str) -> Result<Vec<WorkflowPrint>, Command
     let untar = Command::new("tar")
         .arg("-x")
         .arg("-C")
-        .arg(&dir.0)
+        .arg(dir.path())
         .stdin(tar)
         .output()
         .map_err(|e| git_failed("cannot run tar", &e.to_string()))?;
@@ -118,7 +120,7 @@ fn prints_at(root: &Path, reference: &str) -> Result<Vec<WorkflowPrint>, Command
             &String::from_utf8_lossy(&untar.stderr),
         ));
     }
-    let project = crate::config::Project::load(&dir.0).map_err(CommandError::Diagnostic)?;
+    let project = crate::config::Project::load(dir.path()).map_err(CommandError::Diagnostic)?;
     let compiled = crate::compile::compile_project(&project, &[]);
     let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
     if errors > 0 {
@@ -127,28 +129,6 @@ fn prints_at(root: &Path, reference: &str) -> Result<Vec<WorkflowPrint>, Command
         );
     }
     Ok(deployed::prints(&compiled.plan))
-}
-
-/// A folder removed with its contents when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<Self, CommandError> {
-        let stamp = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        let path =
-            std::env::temp_dir().join(format!("tidings-plan-{}-{stamp:x}", std::process::id()));
-        std::fs::create_dir_all(&path).map_err(|source| CommandError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn base_text(base: &Base) -> String {

@@ -172,24 +172,7 @@ impl Page<'_> {
                 }
             }
         }
-        let series: Vec<Series> = names
-            .into_iter()
-            .map(|stage| Series {
-                values: self
-                    .weeks
-                    .iter()
-                    .map(|w| {
-                        self.history
-                            .stage_flow
-                            .get(w)
-                            .and_then(|m| m.get(&stage))
-                            .copied()
-                            .unwrap_or(0)
-                    })
-                    .collect(),
-                name: stage,
-            })
-            .collect();
+        let series = columns(&names, &self.weeks, &self.history.stage_flow);
         stacked("Stage entries per week", &labels, &series)
     }
 
@@ -199,25 +182,7 @@ impl Page<'_> {
             .iter()
             .map(|d| d.format("%m-%d").to_string())
             .collect();
-        let series: Vec<Series> = self
-            .workflows
-            .iter()
-            .map(|wf| Series {
-                name: wf.clone(),
-                values: self
-                    .days
-                    .iter()
-                    .map(|d| {
-                        self.history
-                            .sends
-                            .get(d)
-                            .and_then(|m| m.get(wf))
-                            .copied()
-                            .unwrap_or(0)
-                    })
-                    .collect(),
-            })
-            .collect();
+        let series = columns(self.workflows, &self.days, &self.history.sends);
         stacked("Emails sent per day", &labels, &series)
     }
 
@@ -243,6 +208,24 @@ impl Page<'_> {
         }
         out.push_str("</tbody></table>\n");
     }
+}
+
+/// One series per name, with its count in each column (day or week) of `table`.
+fn columns(
+    names: &[String],
+    keys: &[NaiveDate],
+    table: &std::collections::BTreeMap<NaiveDate, std::collections::BTreeMap<String, i64>>,
+) -> Vec<Series> {
+    names
+        .iter()
+        .map(|name| Series {
+            name: name.clone(),
+            values: keys
+                .iter()
+                .map(|k| table.get(k).and_then(|m| m.get(name)).copied().unwrap_or(0))
+                .collect(),
+        })
+        .collect()
 }
 
 fn figure(out: &mut String, id: &str, svg: &str, caption: &str) {
