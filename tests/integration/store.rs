@@ -452,13 +452,18 @@ pub(crate) fn demo_with_stages(b: &Backend) {
     let root = crate::common::repo_root();
     std::fs::copy(root.join("stages.yaml"), b.dir.join("stages.yaml")).unwrap();
     crate::common::write(&b.dir, "tidings.yaml", "database: ${TIDINGS_DB}\n");
-    for kind in ["customers", "events"] {
-        let file = root.join(format!("examples/demo/{kind}.csv"));
-        let run = tidings(b)
-            .args(["import", kind, file.to_str().unwrap()])
-            .run();
-        assert_eq!(run.code, 0, "{}", run.transcript());
-    }
+    import_demo(b, "customers");
+    import_demo(b, "events");
+}
+
+/// Imports the demo shop's `customers` or `events`, which must succeed; the run.
+pub(crate) fn import_demo(b: &Backend, kind: &str) -> crate::common::Run {
+    let file = crate::common::repo_root().join(format!("examples/demo/{kind}.csv"));
+    let run = tidings(b)
+        .args(["import", kind, file.to_str().unwrap()])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    run
 }
 
 /// Two text columns of every row a query gives (cast numbers in the SQL).
@@ -643,14 +648,9 @@ fn quiet_hours_and_the_frequency_cap() {
 fn long_commands_show_progress_when_asked() {
     let b = backends("progress").remove(0);
     with_examples(&b);
-    let root = crate::common::repo_root();
-    let customers = root.join("examples/demo/customers.csv");
-    let run = tidings(&b)
-        .args(["import", "customers", customers.to_str().unwrap()])
-        .run();
-    assert_eq!(run.code, 0, "{}", run.transcript());
+    let run = import_demo(&b, "customers");
     assert!(!run.stderr.contains("rows read"), "{}", run.stderr);
-    let events = root.join("examples/demo/events.csv");
+    let events = crate::common::repo_root().join("examples/demo/events.csv");
     let run = tidings(&b)
         .args([
             "--progress",
@@ -722,14 +722,8 @@ fn due_journeys_are_leased_and_fenced() {
     use tidings::store::journeys::{Lease, claim_due, save_enrollment};
     for b in backends("leases") {
         with_examples(&b);
-        let root = crate::common::repo_root();
-        for kind in ["customers", "events"] {
-            let file = root.join(format!("examples/demo/{kind}.csv"));
-            let run = tidings(&b)
-                .args(["import", kind, file.to_str().unwrap()])
-                .run();
-            assert_eq!(run.code, 0, "{}", run.transcript());
-        }
+        import_demo(&b, "customers");
+        import_demo(&b, "events");
         pass(&b, "2026-06-01T08:00:00Z");
         let due_by = chrono::DateTime::parse_from_rfc3339("2027-01-01T00:00:00Z")
             .unwrap()
@@ -818,12 +812,7 @@ fn an_unsubscribe_is_not_overwritten_by_a_step_in_flight() {
     else {
         return;
     };
-    let root = crate::common::repo_root();
-    let file = root.join("examples/demo/customers.csv");
-    let run = tidings(&b)
-        .args(["import", "customers", file.to_str().unwrap()])
-        .run();
-    assert_eq!(run.code, 0, "{}", run.transcript());
+    import_demo(&b, "customers");
     with_store(&b, async |s| {
         let now = chrono::Utc::now();
         let mut engine = s.connection().await.unwrap();
@@ -857,11 +846,7 @@ fn an_unsubscribe_is_not_overwritten_by_a_step_in_flight() {
 fn opening_the_store_does_not_wait_for_a_writer() {
     let b = backends("busy-writer").remove(0);
     with_examples(&b);
-    let file = crate::common::repo_root().join("examples/demo/customers.csv");
-    let run = tidings(&b)
-        .args(["import", "customers", file.to_str().unwrap()])
-        .run();
-    assert_eq!(run.code, 0, "{}", run.transcript());
+    import_demo(&b, "customers");
     with_store(&b, async |s| {
         let mut writer = s.connection().await.unwrap();
         sqlx::query("BEGIN IMMEDIATE")
