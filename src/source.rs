@@ -108,6 +108,27 @@ impl SourceFile {
     }
 }
 
+/// Every file below `dir`, in its subfolders too (none when it cannot be read): what the
+/// template loader reads and what the daemon watches for changes.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

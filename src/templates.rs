@@ -499,21 +499,11 @@ fn is_locale_tag(s: &str) -> bool {
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else if path
-            .extension()
+    out.extend(crate::source::files_under(dir).into_iter().filter(|path| {
+        path.extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| TEMPLATE_EXTENSIONS.contains(&e))
-        {
-            out.push(path);
-        }
-    }
+    }));
 }
 
 /// A Tera report (syntax or render error) as a diagnostic in a file.

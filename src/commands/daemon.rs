@@ -14,6 +14,7 @@ use crate::config::{Project, expand_env};
 use crate::engine::Engine;
 use crate::pass::Runner;
 use crate::server::{Api, Health, PassMetrics, router};
+use crate::source::files_under;
 use crate::store::Store;
 
 pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
@@ -236,26 +237,13 @@ fn reload(project: &Project, runner: &mut Runner, store: &Store, api: &Api) {
 /// What the workflow set is made of: every file's name, size and modification time under
 /// the workflows and templates folders, and `stages.yaml`. A change means a reload.
 fn fingerprint(project: &Project) -> u64 {
-    fn walk(dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if let Ok(meta) = entry.metadata() {
-                out.push(stamp(&path, &meta));
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(&project.workflows_dir(), &mut files);
-    walk(&project.templates_dir(), &mut files);
-    let stages = project.path(&project.config.stages);
-    if let Ok(meta) = std::fs::metadata(&stages) {
-        files.push(stamp(&stages, &meta));
-    }
+    let mut paths = files_under(&project.workflows_dir());
+    paths.extend(files_under(&project.templates_dir()));
+    paths.push(project.path(&project.config.stages));
+    let mut files: Vec<String> = paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok().map(|meta| stamp(p, &meta)))
+        .collect();
     files.sort();
     crate::engine::fnv(&files.join("\n")).max(1)
 }
