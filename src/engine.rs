@@ -207,6 +207,16 @@ impl Engine {
         crate::duration::parse(&self.config.email.lease).unwrap_or(TimeDelta::minutes(5))
     }
 
+    /// Records this engine's workflows as the store's deployed set (what `plan` compares
+    /// with), once: `run` and the daemon do, rehearsals and workflow tests do not.
+    pub async fn record_deployed(&self, at: DateTime<Utc>) -> Result<(), EngineError> {
+        if self.recorded.get().is_none() {
+            crate::deployed::record(&self.store, &self.plan, at).await?;
+            let _ = self.recorded.set(());
+        }
+        Ok(())
+    }
+
     /// The workflows this engine runs.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -232,10 +242,6 @@ impl Engine {
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
         self.load_signer().await?;
-        if self.recorded.get().is_none() {
-            crate::deployed::record(&self.store, &self.plan, now).await?;
-            let _ = self.recorded.set(());
-        }
         self.sweep_stages(now).await?;
         self.fire_schedules(now, &mut report).await?;
         self.fire_dates(now, &mut report).await?;

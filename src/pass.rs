@@ -75,11 +75,9 @@ impl Runner {
     }
 
     pub async fn pass(&self, now: DateTime<Utc>) -> Result<Outcome, PassError> {
-        let engine = self
-            .engine
-            .run_once(now)
-            .await
-            .map_err(|e| PassError::Engine(e.to_string()))?;
+        let failed = |e: crate::engine::EngineError| PassError::Engine(e.to_string());
+        self.engine.record_deployed(now).await.map_err(failed)?;
+        let engine = self.engine.run_once(now).await.map_err(failed)?;
         let emails = dispatch(&self.store, &self.transport, &self.options, now).await?;
         let webhooks = self
             .webhooks
