@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Counts of the work done so far in this process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Meter {
     /// Import rows read.
     pub rows: AtomicU64,

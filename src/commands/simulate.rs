@@ -62,22 +62,21 @@ pub fn run(
             )
         }),
     );
-    let rehearsal = runtime
-        .block_on(rehearse(
-            &store,
-            Arc::new(plan),
-            &project.config,
-            from,
-            to,
-            &transport,
+    let rehearsal = runtime.block_on(rehearse(
+        &store,
+        Arc::new(plan),
+        &project.config,
+        from,
+        to,
+        &transport,
+    ));
+    line.finish();
+    let rehearsal = rehearsal.map_err(|e| {
+        CommandError::Usage(format!(
+            "the simulation stopped: {}",
+            crate::diagnostic::error_chain(&e)
         ))
-        .inspect(|_| line.finish())
-        .map_err(|e| {
-            CommandError::Usage(format!(
-                "the simulation stopped: {}",
-                crate::diagnostic::error_chain(&e)
-            ))
-        })?;
+    })?;
     runtime.block_on(store.close());
     let mut out = std::io::stdout().lock();
     write!(out, "{}", render(&rehearsal, from, to))?;
