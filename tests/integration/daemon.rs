@@ -643,11 +643,7 @@ fn one_daemon_walks_the_welcome_series() {
 /// The same with two daemon processes on PostgreSQL sharing the work: every email once.
 #[test]
 fn two_daemons_on_postgres_send_every_email_once() {
-    let Some(b) = backends("daemon-replicas")
-        .into_iter()
-        .find(|b| b.label == "postgres")
-    else {
-        eprintln!("skipped: two daemons need PostgreSQL (TIDINGS_TEST_DATABASE_URL)");
+    let Some(b) = crate::store::postgres("daemon-replicas") else {
         return;
     };
     walk_the_welcome_series(&b, 2);

@@ -79,6 +79,12 @@ pub(crate) fn backends(test: &str) -> Vec<Backend> {
     out
 }
 
+/// The PostgreSQL backend alone, for what only PostgreSQL does (row locks, replicas);
+/// `None` (and `backends`' note that PostgreSQL is skipped) without a server.
+pub(crate) fn postgres(test: &str) -> Option<Backend> {
+    backends(test).into_iter().find(|b| b.label == "postgres")
+}
+
 pub(crate) fn tidings(b: &Backend) -> Tidings {
     Tidings::new().cwd(&b.dir).env("TIDINGS_DB", &b.url)
 }
@@ -806,10 +812,7 @@ fn due_journeys_are_leased_and_fenced() {
 fn an_unsubscribe_is_not_overwritten_by_a_step_in_flight() {
     use sqlx::Connection;
     use tidings::store::journeys::{customer_for_update, save_customer};
-    let Some(b) = backends("lost-update")
-        .into_iter()
-        .find(|b| b.label == "postgres")
-    else {
+    let Some(b) = postgres("lost-update") else {
         return;
     };
     import_demo(&b, "customers");
