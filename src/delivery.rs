@@ -124,17 +124,6 @@ pub struct DispatchReport {
     pub problems: Vec<String>,
 }
 
-impl DispatchReport {
-    fn merge(&mut self, other: DispatchReport) {
-        self.sent += other.sent;
-        self.failed += other.failed;
-        self.retrying += other.retrying;
-        self.suppressed += other.suppressed;
-        self.unknown += other.unknown;
-        self.problems.extend(other.problems);
-    }
-}
-
 /// Why a single message cannot be built; the delivery fails, the rest go on.
 #[derive(Debug, Error)]
 #[error("{0}")]
@@ -343,6 +332,8 @@ struct Job {
     row: DeliveryRow,
     bytes: Vec<u8>,
     to: lettre::Address,
+    /// Claimed with its batch (`at_least_once`); else claimed right before it leaves.
+    claimed: bool,
 }
 
 /// Takes back the emails a stopped sender left `sending` (at once when this process is the
@@ -362,6 +353,9 @@ pub async fn recover_interrupted(
     }))
 }
 
+/// Emails claimed per statement (fewer under a rate limit: see [`claim_size`]).
+const CLAIM_BATCH: i64 = 500;
+
 /// Sends every email due by `now` through the transport, recording each outcome.
 pub async fn dispatch(
     store: &Store,
@@ -369,7 +363,6 @@ pub async fn dispatch(
     options: &DispatchOptions,
     now: DateTime<Utc>,
 ) -> Result<DispatchReport, DeliveryError> {
-    let mut report = DispatchReport::default();
     if let Transport::Folder(dir) = transport {
         std::fs::create_dir_all(dir).map_err(|source| DeliveryError::Write {
             path: dir.display().to_string(),
@@ -380,57 +373,103 @@ pub async fn dispatch(
         Transport::Smtp(server) => Some(SmtpPool::start(server.clone(), options)),
         _ => None,
     };
-    let mut server_down = false;
-    while !server_down {
-        let mut conn = store.connection().await?;
-        let batch = outbox::due(&mut conn, "email", now, 500).await?;
-        if batch.is_empty() {
-            break;
+    let (outcomes, recorder) = Outcomes::start(store, options, now);
+    let sent = send_due(store, transport, options, now, &outcomes, &mut smtp).await;
+    drop(outcomes);
+    if let Some(pool) = smtp {
+        pool.close().await;
+    }
+    // The recorder's error first: when it stopped, sending stopped because of it.
+    let mut report = match recorder.await {
+        Ok(recorded) => recorded?,
+        Err(e) => {
+            return Err(DeliveryError::BadSetting(format!(
+                "the recorder failed: {e}"
+            )));
         }
+    };
+    if let Some(problem) = sent? {
+        report.problems.push(problem);
+    }
+    Ok(report)
+}
+
+/// How many emails one claim takes: all of them must leave within the lease, or another
+/// sender would take them over and send them too, so a rate limit makes the claim smaller.
+fn claim_size(options: &DispatchOptions) -> i64 {
+    let slowest = options
+        .rate_per_domain
+        .values()
+        .copied()
+        .chain((options.rate_per_second > 0).then_some(options.rate_per_second))
+        .filter(|r| *r > 0)
+        .min();
+    match slowest {
+        None => CLAIM_BATCH,
+        Some(rate) => (i64::from(rate) * options.lease.num_seconds() / 2).clamp(1, CLAIM_BATCH),
+    }
+}
+
+/// Claims and sends due emails batch by batch, handing every outcome to the recorder.
+/// Returns a line for the operator when the SMTP server could not be reached.
+async fn send_due(
+    store: &Store,
+    transport: &Transport,
+    options: &DispatchOptions,
+    now: DateTime<Utc>,
+    outcomes: &Outcomes,
+    smtp: &mut Option<SmtpPool>,
+) -> Result<Option<String>, DeliveryError> {
+    let size = claim_size(options);
+    loop {
+        let mut conn = store.connection().await?;
+        let lease_until = Utc::now() + options.lease;
+        let mut batch =
+            outbox::claim_due(&mut conn, store.backend(), "email", now, size, lease_until).await?;
+        let claimed = batch.len();
+        batch.extend(outbox::due_at_most_once(&mut conn, "email", now, size).await?);
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let mut blocked = outbox::send_blockers(&mut conn, &batch).await?;
+        drop(conn);
         let mut jobs = Vec::new();
-        for d in batch {
-            // Claimed (`sending`) only right before it leaves: `sending` means "may be in
-            // flight", which is what a crash recovery must not lose or repeat blindly.
-            let outcome = match outbox::send_blocker(&mut conn, &d).await? {
-                Some(reason) => Some(Outcome::Suppressed(reason)),
-                None => match build_message(&d, &options.from) {
-                    Err(e) => Some(Outcome::Failed(e.0)),
-                    Ok(mut message) => match d.recipient.parse::<lettre::Address>() {
-                        Err(e) => {
-                            Some(Outcome::Failed(format!("recipient `{}`: {e}", d.recipient)))
-                        }
-                        Ok(to) => {
-                            if let Some(dkim) = &options.dkim {
-                                message.sign(dkim);
-                            }
-                            jobs.push(Job {
-                                bytes: message.formatted(),
-                                row: d.clone(),
-                                to,
-                            });
-                            None
-                        }
-                    },
-                },
+        for (i, row) in batch.into_iter().enumerate() {
+            let claimed = i < claimed;
+            let prepared = match blocked.remove(&row.id) {
+                Some(reason) => Err(Outcome::Suppressed(reason)),
+                None => prepare(&row, options),
             };
-            if let Some(outcome) = outcome
-                && outbox::claim(&mut conn, &d.id, Utc::now() + options.lease).await?
-            {
-                record(&mut conn, &d, outcome, now, options, &mut report).await?;
+            match prepared {
+                Ok((bytes, to)) => jobs.push(Job {
+                    row,
+                    bytes,
+                    to,
+                    claimed,
+                }),
+                Err(outcome) => {
+                    if !claimed && !claim_one(store, &row, options).await? {
+                        continue;
+                    }
+                    if !outcomes.put(row, outcome).await {
+                        return Ok(None);
+                    }
+                }
             }
         }
-        drop(conn);
-        match (&mut smtp, transport) {
+        match (smtp.as_mut(), transport) {
             (Some(pool), _) => {
-                server_down = pool
-                    .send_all(jobs, store, options, now, &mut report)
-                    .await?;
+                if let Some(problem) = pool.send_all(jobs, store, options, outcomes).await? {
+                    return Ok(Some(problem));
+                }
             }
             (None, transport) => {
-                let mut conn = store.connection().await?;
                 for job in jobs {
-                    if !outbox::claim(&mut conn, &job.row.id, Utc::now() + options.lease).await? {
+                    if !job.claimed && !claim_one(store, &job.row, options).await? {
                         continue;
+                    }
+                    if !outcomes.reserve().await {
+                        return Ok(None);
                     }
                     match transport {
                         Transport::Folder(dir) => write_eml(dir, &job.row, &job.bytes)?,
@@ -442,93 +481,216 @@ pub async fn dispatch(
                         }
                         _ => {}
                     }
-                    record(
-                        &mut conn,
-                        &job.row,
-                        Outcome::Sent,
-                        now,
-                        options,
-                        &mut report,
-                    )
-                    .await?;
+                    if !outcomes.hand_over(job.row, Outcome::Sent) {
+                        return Ok(None);
+                    }
                 }
             }
         }
     }
-    if let Some(pool) = smtp {
-        pool.close().await;
-    }
-    Ok(report)
 }
 
-async fn record(
-    conn: &mut sqlx::AnyConnection,
+/// The wire bytes of a delivery's message and its envelope recipient, or the outcome
+/// that ends the delivery here.
+fn prepare(
+    row: &DeliveryRow,
+    options: &DispatchOptions,
+) -> Result<(Vec<u8>, lettre::Address), Outcome> {
+    let mut message = build_message(row, &options.from).map_err(|e| Outcome::Failed(e.0))?;
+    let to = row
+        .recipient
+        .parse::<lettre::Address>()
+        .map_err(|e| Outcome::Failed(format!("recipient `{}`: {e}", row.recipient)))?;
+    if let Some(dkim) = &options.dkim {
+        message.sign(dkim);
+    }
+    Ok((message.formatted(), to))
+}
+
+/// Claims an `at_most_once` email right before it leaves; `false` when another sender has it.
+async fn claim_one(
+    store: &Store,
+    row: &DeliveryRow,
+    options: &DispatchOptions,
+) -> Result<bool, DeliveryError> {
+    let mut conn = store.connection().await?;
+    Ok(outbox::claim(&mut conn, &row.id, Utc::now() + options.lease).await?)
+}
+
+/// Where senders hand their outcomes: a recorder task commits all that are waiting in one
+/// transaction, so that one wait for the disk serves many emails. A window of one slot per
+/// SMTP session (`email.concurrency`) holds the senders back until an email's outcome is
+/// committed: a sender killed at the worst moment sends at most that many again (with the
+/// same Message-ID), as when each outcome had a commit of its own.
+#[derive(Clone)]
+struct Outcomes {
+    queue: tokio::sync::mpsc::UnboundedSender<(DeliveryRow, Outcome)>,
+    window: Arc<tokio::sync::Semaphore>,
+}
+
+type RecorderTask = tokio::task::JoinHandle<Result<DispatchReport, DeliveryError>>;
+
+impl Outcomes {
+    fn start(store: &Store, options: &DispatchOptions, now: DateTime<Utc>) -> (Self, RecorderTask) {
+        let (queue, received) = tokio::sync::mpsc::unbounded_channel();
+        let window = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
+        let task = tokio::spawn(record_outcomes(
+            store.clone(),
+            options.clone(),
+            now,
+            received,
+            window.clone(),
+        ));
+        (Self { queue, window }, task)
+    }
+
+    /// Waits for a slot before an email leaves; `false` when the recorder has stopped (its
+    /// error is the dispatch's).
+    async fn reserve(&self) -> bool {
+        match self.window.acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Hands over the outcome of an email that holds a slot.
+    fn hand_over(&self, row: DeliveryRow, outcome: Outcome) -> bool {
+        self.queue.send((row, outcome)).is_ok()
+    }
+
+    /// Takes a slot and hands over an outcome decided without sending.
+    async fn put(&self, row: DeliveryRow, outcome: Outcome) -> bool {
+        self.reserve().await && self.hand_over(row, outcome)
+    }
+}
+
+/// Commits outcomes as they arrive, all that are waiting in one transaction, and frees
+/// their slots once committed. On an error it closes the window, which stops the senders.
+async fn record_outcomes(
+    store: Store,
+    options: DispatchOptions,
+    now: DateTime<Utc>,
+    mut received: tokio::sync::mpsc::UnboundedReceiver<(DeliveryRow, Outcome)>,
+    window: Arc<tokio::sync::Semaphore>,
+) -> Result<DispatchReport, DeliveryError> {
+    let mut report = DispatchReport::default();
+    let mut batch = Vec::new();
+    let result = async {
+        while received.recv_many(&mut batch, 1_000).await > 0 {
+            let n = batch.len();
+            let mut tx = store.write_tx().await?;
+            let mut sent = Vec::new();
+            for (row, outcome) in batch.drain(..) {
+                let write = tally(&row, outcome, now, &options, &mut report);
+                if write.state == "sent" {
+                    sent.push(row.id);
+                    continue;
+                }
+                if let Some(reason) = &write.suppress {
+                    outbox::suppress(&mut tx, &row.recipient, reason, now).await?;
+                }
+                let error = write.error.as_deref();
+                outbox::finish(&mut tx, &row.id, write.state, error, now, write.retry_at).await?;
+            }
+            outbox::finish_sent(&mut tx, &sent, now).await?;
+            tx.commit().await?;
+            window.add_permits(n);
+        }
+        Ok::<_, DeliveryError>(())
+    }
+    .await;
+    if result.is_err() {
+        window.close();
+    }
+    result.map(|()| report)
+}
+
+/// What to write for one outcome.
+struct Write {
+    state: &'static str,
+    error: Option<String>,
+    retry_at: Option<DateTime<Utc>>,
+    /// The address goes on the suppression list, for this reason.
+    suppress: Option<String>,
+}
+
+/// Decides what an outcome writes, and counts it in the report and the progress line.
+fn tally(
     d: &DeliveryRow,
     outcome: Outcome,
     now: DateTime<Utc>,
     options: &DispatchOptions,
     report: &mut DispatchReport,
-) -> Result<(), DeliveryError> {
+) -> Write {
+    use crate::progress::{METER, count};
     let what = format!(
         "email `{}` step `{}` to {}",
         d.workflow, d.step, d.recipient
     );
+    let write = |state, error: Option<String>| Write {
+        state,
+        error,
+        retry_at: None,
+        suppress: None,
+    };
     let retry = |error: String, report: &mut DispatchReport| {
         if now - d.created_at >= options.give_up_after {
             report.failed += 1;
-            crate::progress::count(&crate::progress::METER.failed);
+            count(&METER.failed);
             let e = format!("gave up after {} attempts: {error}", d.attempts + 1);
             report.problems.push(format!("{what} failed: {e}"));
-            ("failed", Some(e), None)
+            write("failed", Some(e))
         } else {
             report.retrying += 1;
-            crate::progress::count(&crate::progress::METER.retrying);
+            count(&METER.retrying);
             report
                 .problems
                 .push(format!("{what} will be retried: {error}"));
-            (
-                "retrying",
-                Some(error),
-                Some(now + backoff(&d.id, d.attempts, TimeDelta::minutes(1))),
-            )
+            Write {
+                retry_at: Some(now + backoff(&d.id, d.attempts, TimeDelta::minutes(1))),
+                ..write("retrying", Some(error))
+            }
         }
     };
-    let (state, error, retry_at) = match outcome {
+    match outcome {
         Outcome::Sent => {
             report.sent += 1;
-            crate::progress::count(&crate::progress::METER.sent);
-            ("sent", None, None)
+            count(&METER.sent);
+            write("sent", None)
         }
         Outcome::Failed(e) => {
             report.failed += 1;
-            crate::progress::count(&crate::progress::METER.failed);
+            count(&METER.failed);
             report.problems.push(format!("{what} failed: {e}"));
-            ("failed", Some(e), None)
+            write("failed", Some(e))
         }
         Outcome::Suppressed(e) => {
             report.suppressed += 1;
-            ("suppressed", Some(e), None)
+            write("suppressed", Some(e))
         }
         Outcome::Rejected(e) => {
             report.failed += 1;
-            crate::progress::count(&crate::progress::METER.failed);
+            count(&METER.failed);
             report
                 .problems
                 .push(format!("{what} failed, and the address is suppressed: {e}"));
-            outbox::suppress(conn, &d.recipient, &format!("smtp: {e}"), now).await?;
-            ("failed", Some(e), None)
+            Write {
+                suppress: Some(format!("smtp: {e}")),
+                ..write("failed", Some(e))
+            }
         }
         Outcome::Unknown(e) if d.mode == "at_most_once" => {
             report.unknown += 1;
             report.problems.push(format!(
                 "{what} may or may not have arrived (at_most_once: not sent again): {e}"
             ));
-            ("unknown", Some(e), None)
+            write("unknown", Some(e))
         }
         Outcome::Unknown(e) | Outcome::Retry(e) => retry(e, report),
-    };
-    outbox::finish(conn, &d.id, state, error.as_deref(), now, retry_at).await?;
-    Ok(())
+    }
 }
 
 /// The wait before another try: `first`, doubling with each attempt to at most an hour,
@@ -606,17 +768,15 @@ impl SmtpPool {
         }
     }
 
-    /// Sends the jobs and records each outcome as soon as it is known, so that a sender
-    /// killed mid-batch resends at most the message each session had in flight. Returns
-    /// whether the server could not be reached.
+    /// Sends the jobs, handing each outcome to the recorder as soon as it is known. Returns
+    /// a line for the operator when the server could not be reached.
     async fn send_all(
         &mut self,
         jobs: Vec<Job>,
         store: &Store,
         options: &DispatchOptions,
-        now: DateTime<Utc>,
-        report: &mut DispatchReport,
-    ) -> Result<bool, DeliveryError> {
+        outcomes: &Outcomes,
+    ) -> Result<Option<String>, DeliveryError> {
         let total = jobs.len();
         let queue = Arc::new(Mutex::new(jobs.into_iter().collect::<VecDeque<_>>()));
         let rejected = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
@@ -626,10 +786,9 @@ impl SmtpPool {
             let session = self.sessions.pop();
             let (queue, rejected, pacing) = (queue.clone(), rejected.clone(), self.pacing.clone());
             let (server, from) = (self.server.clone(), self.from.clone());
-            let (store, options) = (store.clone(), options.clone());
+            let (store, options, outcomes) = (store.clone(), options.clone(), outcomes.clone());
             set.spawn(async move {
                 let mut session = session;
-                let mut report = DispatchReport::default();
                 let mut server_down = false;
                 loop {
                     let job = match Self::next(&queue, &pacing) {
@@ -643,11 +802,12 @@ impl SmtpPool {
                             job
                         }
                     };
-                    let mut conn = store.connection().await?;
-                    if !outbox::claim(&mut conn, &job.row.id, Utc::now() + options.lease).await? {
+                    if !job.claimed && !claim_one(&store, &job.row, &options).await? {
                         continue;
                     }
-                    drop(conn);
+                    if !outcomes.reserve().await {
+                        break;
+                    }
                     let key = job.row.recipient.to_lowercase();
                     let outcome = if rejected.lock().map(|r| r.contains(&key)).unwrap_or(false) {
                         Outcome::Suppressed("the address rejected an earlier email".into())
@@ -677,29 +837,28 @@ impl SmtpPool {
                             }
                         }
                     };
-                    let mut conn = store.connection().await?;
-                    record(&mut conn, &job.row, outcome, now, &options, &mut report).await?;
+                    if !outcomes.hand_over(job.row, outcome) {
+                        break;
+                    }
                 }
-                Ok::<_, DeliveryError>((session, report, server_down))
+                Ok::<_, DeliveryError>((session, server_down))
             });
         }
         let mut down = false;
         while let Some(joined) = set.join_next().await {
             let Ok(result) = joined else { continue };
-            let (session, part, server_down) = result?;
+            let (session, server_down) = result?;
             if let Some(s) = session.filter(Session::is_usable) {
                 self.sessions.push(s);
             }
-            report.merge(part);
             down |= server_down;
         }
-        if down {
-            report.problems.push(format!(
+        Ok(down.then(|| {
+            format!(
                 "cannot reach the SMTP server {}:{}; the queue waits and is retried",
                 self.server.host, self.server.port
-            ));
-        }
-        Ok(down)
+            )
+        }))
     }
 
     async fn close(self) {
@@ -746,6 +905,30 @@ mod tests {
             key_file: key_file.into(),
             algorithm,
         }
+    }
+
+    /// A claim takes no more emails than the slowest configured rate sends in half a lease,
+    /// so that none of them is still waiting when another sender may take it over.
+    #[test]
+    fn a_rate_limit_makes_the_claim_smaller() {
+        let mut options = DispatchOptions::from_config(
+            &crate::config::EmailConfig::default(),
+            Path::new("."),
+            true,
+        )
+        .unwrap();
+        options.lease = TimeDelta::minutes(5);
+        assert_eq!(claim_size(&options), CLAIM_BATCH);
+        options.rate_per_second = 1;
+        assert_eq!(claim_size(&options), 150);
+        options.rate_per_domain.insert("slow.example".into(), 0);
+        assert_eq!(claim_size(&options), 150, "0 is no limit");
+        options.rate_per_second = 0;
+        options.rate_per_domain.insert("default".into(), 1_000);
+        assert_eq!(claim_size(&options), CLAIM_BATCH);
+        options.lease = TimeDelta::seconds(1);
+        options.rate_per_domain.insert("default".into(), 1);
+        assert_eq!(claim_size(&options), 1);
     }
 
     /// A DKIM key tidings cannot use stops the sender before anything leaves unsigned,

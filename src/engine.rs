@@ -173,6 +173,51 @@ pub struct Engine {
 /// unsubscribe endpoint records, and what a simulation timeline can carry).
 pub const UNSUBSCRIBED_EVENT: &str = "unsubscribed";
 
+/// What decides whether a customer may enter a workflow, read before `enroll` — for a
+/// whole page of customers at once where many enter together.
+struct Admission<'a> {
+    suppressions: &'a mut Suppressions,
+    /// When the customer last entered this workflow, for the re-entry rule.
+    last_entry: Option<DateTime<Utc>>,
+    /// The customer's past events, read only for workflows that call `event_count`.
+    history: Option<&'a Arc<EventHistory>>,
+}
+
+/// The suppression list as far as one batch of work needs it: read for a page or a group
+/// of customers in one query, and one address at a time for any other address.
+#[derive(Default)]
+struct Suppressions(HashMap<String, bool>);
+
+impl Suppressions {
+    async fn load(conn: &mut sqlx::AnyConnection, emails: Vec<String>) -> Result<Self, StoreError> {
+        let found = journeys::suppressed_among(conn, &emails).await?;
+        Ok(Self(
+            emails
+                .into_iter()
+                .map(|e| {
+                    let e = e.to_lowercase();
+                    let suppressed = found.contains(&e);
+                    (e, suppressed)
+                })
+                .collect(),
+        ))
+    }
+
+    async fn contains(
+        &mut self,
+        conn: &mut sqlx::AnyConnection,
+        email: &str,
+    ) -> Result<bool, StoreError> {
+        let email = email.to_lowercase();
+        if let Some(known) = self.0.get(&email) {
+            return Ok(*known);
+        }
+        let suppressed = journeys::is_suppressed(conn, &email).await?;
+        self.0.insert(email, suppressed);
+        Ok(suppressed)
+    }
+}
+
 /// Enough steps for any sane journey; a longer run without a wait is cut off.
 const MAX_STEPS_PER_RUN: usize = 1_000;
 const BATCH: i64 = 500;
@@ -342,8 +387,13 @@ impl Engine {
                 self.restage(&mut tx, &customer, None, stored.event.at)
                     .await?;
             }
-            let history =
-                Arc::new(journeys::history(&mut tx, &customer.id, stored.event.at).await?);
+            let history = match self.plan.workflows.iter().any(|w| w.reads_history()) {
+                true => Some(Arc::new(
+                    journeys::history(&mut tx, &customer.id, stored.event.at).await?,
+                )),
+                false => None,
+            };
+            let mut suppressions = Suppressions::default();
             for wf in &self.plan.workflows {
                 let Trigger::Event { name, to_stage } = &wf.trigger else {
                     continue;
@@ -358,13 +408,18 @@ impl Engine {
                     continue;
                 }
                 let key = stored.event.id.clone();
+                let admission = Admission {
+                    suppressions: &mut suppressions,
+                    last_entry: journeys::last_entry(&mut tx, &wf.name, &customer.id).await?,
+                    history: history.as_ref(),
+                };
                 if self
                     .enroll(
                         &mut tx,
                         wf,
                         &customer,
                         Some(&stored.event),
-                        &history,
+                        admission,
                         key,
                         stored.event.at,
                     )
@@ -389,17 +444,18 @@ impl Engine {
         wf: &Workflow,
         customer: &Customer,
         event: Option<&Event>,
-        history: &Arc<EventHistory>,
+        admission: Admission<'_>,
         trigger_key: String,
         at: DateTime<Utc>,
     ) -> Result<bool, EngineError> {
-        if self.no_consent(conn, wf.class, customer).await?.is_some() {
+        if self
+            .no_consent(conn, wf.class, customer, admission.suppressions)
+            .await?
+            .is_some()
+        {
             return Ok(false);
         }
-        match (
-            wf.reentry,
-            journeys::last_entry(conn, &wf.name, &customer.id).await?,
-        ) {
+        match (wf.reentry, admission.last_entry) {
             (_, None) | (Reentry::Always, _) => {}
             (Reentry::Never, Some(_)) => return Ok(false),
             (Reentry::After(d), Some(last)) if at - last < d => return Ok(false),
@@ -413,7 +469,7 @@ impl Engine {
                     event,
                     enrollment: None,
                     now: at,
-                    history: Some(history.clone()),
+                    history: admission.history.cloned(),
                 };
                 match self.plan.engine.eval_bool(audience, &input) {
                     Ok(true) => None,
@@ -602,14 +658,30 @@ impl Engine {
                 return Ok(());
             };
             after = last.id.clone();
+            let entering: Vec<(&Customer, (String, DateTime<Utc>))> = page
+                .iter()
+                .filter_map(|c| key_of(c).map(|k| (c, k)))
+                .collect();
             let mut tx = self.store.write_tx().await?;
-            for customer in &page {
-                let Some((trigger_key, at)) = key_of(customer) else {
-                    continue;
+            // What decides entry, read for the whole page at once.
+            let emails: Vec<String> = entering.iter().map(|(c, _)| c.email.clone()).collect();
+            let mut suppressions = Suppressions::load(&mut tx, emails).await?;
+            let ids: Vec<&str> = entering.iter().map(|(c, _)| c.id.as_str()).collect();
+            let last_entries = journeys::last_entries(&mut tx, &wf.name, &ids).await?;
+            for (customer, (trigger_key, at)) in entering {
+                let history = match wf.reads_history() {
+                    true => Some(Arc::new(
+                        journeys::history(&mut tx, &customer.id, at).await?,
+                    )),
+                    false => None,
                 };
-                let history = Arc::new(journeys::history(&mut tx, &customer.id, at).await?);
+                let admission = Admission {
+                    suppressions: &mut suppressions,
+                    last_entry: last_entries.get(&customer.id).copied(),
+                    history: history.as_ref(),
+                };
                 if self
-                    .enroll(&mut tx, wf, customer, None, &history, trigger_key, at)
+                    .enroll(&mut tx, wf, customer, None, admission, trigger_key, at)
                     .await?
                 {
                     report.enrolled += 1;
@@ -639,14 +711,28 @@ impl Engine {
         // a savepoint of its own, so that one lost to another worker drops only its work.
         for group in due.chunks_mut(STEPS_PER_COMMIT) {
             let mut tx = self.store.write_tx().await?;
+            // The group's customers and their suppressions, read at once.
+            let ids: Vec<&str> = group.iter().map(|r| r.customer_id.as_str()).collect();
+            let backend = self.store.backend();
+            let mut customers = journeys::customers_for_update(&mut tx, backend, &ids).await?;
+            let emails = customers.values().map(|c| c.email.clone()).collect();
+            let mut suppressions = Suppressions::load(&mut tx, emails).await?;
             for row in group {
                 let mut journey = sqlx::Acquire::begin(&mut *tx).await?;
-                self.advance(&mut journey, row, report).await?;
+                let customer = customers.get_mut(&row.customer_id);
+                self.advance(&mut journey, row, customer, &mut suppressions, report)
+                    .await?;
                 if journeys::save_enrollment(&mut journey, row).await? {
                     journey.commit().await?;
                 } else {
-                    // Another worker took it after our lease ran out; its work stands.
+                    // Another worker took it after our lease ran out; its work stands, and
+                    // the customer as this journey changed it is forgotten.
                     journey.rollback().await?;
+                    if let Some(c) =
+                        journeys::customer_for_update(&mut tx, backend, &row.customer_id).await?
+                    {
+                        customers.insert(c.id.clone(), c);
+                    }
                 }
             }
             tx.commit().await?;
@@ -659,6 +745,8 @@ impl Engine {
         &self,
         conn: &mut sqlx::AnyConnection,
         row: &mut EnrollmentRow,
+        customer: Option<&mut Customer>,
+        suppressions: &mut Suppressions,
         report: &mut PassReport,
     ) -> Result<(), EngineError> {
         let at = row.due_at.unwrap_or(row.entered_at);
@@ -672,9 +760,7 @@ impl Engine {
             );
             return Ok(());
         };
-        let Some(mut customer) =
-            journeys::customer_for_update(conn, self.store.backend(), &row.customer_id).await?
-        else {
+        let Some(customer) = customer else {
             end(
                 row,
                 "exited",
@@ -688,7 +774,10 @@ impl Engine {
             Some(id) => journeys::event(conn, id).await?,
             None => None,
         };
-        let history = Arc::new(journeys::history(conn, &customer.id, at).await?);
+        let history = match wf.reads_history() {
+            true => Some(Arc::new(journeys::history(conn, &customer.id, at).await?)),
+            false => None,
+        };
         let program = Program::of(&wf);
         for _ in 0..MAX_STEPS_PER_RUN {
             let Some(step_id) = row.step.clone() else {
@@ -719,12 +808,12 @@ impl Engine {
                     event: event.as_ref(),
                     enrollment: Some(&enrollment),
                     now: at,
-                    history: Some(history.clone()),
+                    history: history.clone(),
                 };
                 self.plan.engine.eval_bool(expr, &input)
             };
             if let Some(goal) = &wf.exit_when {
-                match eval(goal, &customer) {
+                match eval(goal, customer) {
                     Ok(true) => {
                         end(row, "converted", Some("goal met".into()), at, report);
                         return Ok(());
@@ -740,15 +829,8 @@ impl Engine {
             crate::progress::count(&crate::progress::METER.steps);
             match &node.step.kind {
                 StepKind::Email(email) => {
-                    let delivery = self.email(
-                        &wf,
-                        email,
-                        &node.step.id,
-                        row,
-                        &customer,
-                        event.as_ref(),
-                        at,
-                    );
+                    let delivery =
+                        self.email(&wf, email, &node.step.id, row, customer, event.as_ref(), at);
                     let d = match delivery {
                         Ok(d) => d,
                         Err(e) => {
@@ -758,12 +840,15 @@ impl Engine {
                     };
                     // Consent is checked at every email, not only at entry: an unsubscribe
                     // in the middle of a series ends it for every workflow at once.
-                    if let Some(reason) = self.no_consent(conn, wf.class, &customer).await? {
+                    if let Some(reason) = self
+                        .no_consent(conn, wf.class, customer, suppressions)
+                        .await?
+                    {
                         end(row, "exited", Some(reason.into()), at, report);
                         return Ok(());
                     }
                     if wf.class == MailClass::Marketing {
-                        match self.fairness(conn, &customer, at).await? {
+                        match self.fairness(conn, customer, at).await? {
                             Fairness::Send => {}
                             Fairness::Hold { until, reason } => {
                                 let policy = if reason == "quiet hours" {
@@ -794,11 +879,11 @@ impl Engine {
                     row.step = node.next.map(str::to_string);
                     row.due_at = Some(match wait {
                         Wait::For(d) => at + *d,
-                        Wait::Until(t) => next_local_time(at, *t, customer_zone(&customer)),
+                        Wait::Until(t) => next_local_time(at, *t, customer_zone(customer)),
                     });
                     return Ok(());
                 }
-                StepKind::If { condition, .. } => match eval(condition, &customer) {
+                StepKind::If { condition, .. } => match eval(condition, customer) {
                     Ok(true) => row.step = node.then_first.or(node.next).map(str::to_string),
                     Ok(false) => row.step = node.else_first.or(node.next).map(str::to_string),
                     Err(e) => {
@@ -813,7 +898,7 @@ impl Engine {
                 },
                 StepKind::Update(update) => {
                     apply_set(
-                        &mut customer,
+                        customer,
                         &update
                             .set
                             .iter()
@@ -826,7 +911,7 @@ impl Engine {
                             customer.tags.push(tag.clone());
                         }
                     }
-                    journeys::save_customer(conn, &customer, at).await?;
+                    journeys::save_customer(conn, customer, at).await?;
                     row.step = node.next.map(str::to_string);
                 }
                 StepKind::Webhook(hook) => {
@@ -835,7 +920,7 @@ impl Engine {
                         hook,
                         &node.step.id,
                         row,
-                        &customer,
+                        customer,
                         event.as_ref(),
                         at,
                     ) {
@@ -872,8 +957,9 @@ impl Engine {
         conn: &mut sqlx::AnyConnection,
         class: MailClass,
         customer: &Customer,
+        suppressions: &mut Suppressions,
     ) -> Result<Option<&'static str>, EngineError> {
-        if journeys::is_suppressed(conn, &customer.email).await? {
+        if suppressions.contains(conn, &customer.email).await? {
             return Ok(Some("suppressed"));
         }
         if class == MailClass::Marketing && customer.unsubscribed_at.is_some() {

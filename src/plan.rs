@@ -90,6 +90,18 @@ impl Workflow {
         out
     }
 
+    /// Whether an expression of this workflow calls `event_count`, the one function that
+    /// reads the customer's past events: only then are they loaded.
+    pub fn reads_history(&self) -> bool {
+        let calls = |e: &Expr| e.source.contains("event_count");
+        self.audience.as_ref().is_some_and(calls)
+            || self.exit_when.as_ref().is_some_and(calls)
+            || self.all_steps().iter().any(|s| match &s.kind {
+                StepKind::If { condition, .. } => calls(condition),
+                _ => false,
+            })
+    }
+
     /// The template files this workflow's emails use.
     pub fn template_files(&self) -> Vec<String> {
         self.all_steps()

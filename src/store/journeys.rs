@@ -3,7 +3,7 @@
 //! These functions take a connection, not the pool, so that the engine can advance an
 //! enrollment and write its delivery intent in one transaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -209,6 +209,85 @@ pub async fn is_suppressed(conn: &mut AnyConnection, email: &str) -> Result<bool
         .fetch_optional(conn)
         .await?
         .is_some())
+}
+
+/// The customers with these ids, by id, read in a transaction that may write them back
+/// (locked on PostgreSQL, in id order so that two workers lock shared customers alike).
+pub async fn customers_for_update(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    ids: &[&str],
+) -> Result<HashMap<String, Customer>, StoreError> {
+    let lock = match backend {
+        super::Backend::Postgres => " FOR UPDATE",
+        super::Backend::Sqlite => "",
+    };
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(super::IN_LIST) {
+        let sql = format!(
+            "SELECT * FROM customers WHERE id IN ({}) ORDER BY id{lock}",
+            super::placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let c = customer_from_row(&row)?;
+            out.insert(c.id.clone(), c);
+        }
+    }
+    Ok(out)
+}
+
+/// Which of these addresses are on the suppression list, lowercased.
+pub async fn suppressed_among(
+    conn: &mut AnyConnection,
+    emails: &[String],
+) -> Result<HashSet<String>, StoreError> {
+    let lower: BTreeSet<String> = emails.iter().map(|e| e.to_lowercase()).collect();
+    let lower: Vec<&String> = lower.iter().collect();
+    let mut out = HashSet::new();
+    for chunk in lower.chunks(super::IN_LIST) {
+        let sql = format!(
+            "SELECT email FROM suppressions WHERE email IN ({})",
+            super::placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q.bind(e.as_str());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(out)
+}
+
+/// When each of these customers last entered the workflow (those who never did are
+/// absent), for the re-entry rule.
+pub async fn last_entries(
+    conn: &mut AnyConnection,
+    workflow: &str,
+    ids: &[&str],
+) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(super::IN_LIST) {
+        let sql = format!(
+            "SELECT customer_id, MAX(entered_at) FROM enrollments WHERE workflow = $1 AND customer_id IN ({}) GROUP BY customer_id",
+            super::placeholders(2, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(workflow);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            if let Some(at) = from_millis(row.try_get::<Option<i64>, _>(1)?) {
+                out.insert(row.try_get::<String, _>(0)?, at);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// When the customer last entered the workflow, for the re-entry rule.

@@ -678,6 +678,17 @@ pub(crate) fn customer_from_row(r: &AnyRow) -> Result<Customer, StoreError> {
     })
 }
 
+/// Values bound per `IN (...)` list: far below every backend's limit on parameters.
+pub(crate) const IN_LIST: usize = 400;
+
+/// `$first, $first+1, ...` — `n` bound parameters for an `IN` list.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A value the store keeps for itself (`settings`).
 pub(crate) async fn setting(
     conn: &mut sqlx::AnyConnection,

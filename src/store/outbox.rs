@@ -2,11 +2,13 @@
 //! ends `sent`, `retrying` (at a later `due_at`), `failed`, `suppressed`, or — for
 //! `at_most_once` mail whose sender died mid-send — `unknown`.
 
+use std::collections::{BTreeSet, HashMap};
+
 use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
 
-use super::StoreError;
 use super::journeys::{DeliveryRow, delivery_rows};
+use super::{IN_LIST, StoreError, placeholders};
 
 /// Puts back the emails a dead sender left in `sending`: those whose lease ran out before
 /// `expired_before` (every one, when the caller is the only sender). `at_least_once` mail
@@ -45,6 +47,80 @@ pub async fn due(
         .fetch_all(conn)
         .await?;
     delivery_rows(&rows)
+}
+
+/// Claims, in one statement and one commit, up to `limit` due `at_least_once` deliveries of
+/// a channel for sending until `lease_until`, oldest first. A claimed email that dies with
+/// its sender goes back to the queue and is sent again with the same Message-ID, so a claim
+/// need not be committed right before each send; `at_most_once` mail is claimed one email
+/// at a time instead ([`claim`]), since what it leaves in `sending` is never sent again.
+/// `attempts` in the rows returned counts the attempts before this one.
+pub async fn claim_due(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    channel: &str,
+    now: DateTime<Utc>,
+    limit: i64,
+    lease_until: DateTime<Utc>,
+) -> Result<Vec<DeliveryRow>, StoreError> {
+    let lock = match backend {
+        super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        super::Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE channel = $2 AND state IN ('pending', 'retrying') AND due_at <= $3 AND mode = 'at_least_once' ORDER BY due_at, id LIMIT $4{lock}) RETURNING *"
+    );
+    // The statement's text is fixed here but for the lock clause.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(lease_until.timestamp_millis())
+        .bind(channel)
+        .bind(now.timestamp_millis())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    let mut rows = delivery_rows(&rows)?;
+    for row in &mut rows {
+        row.attempts -= 1;
+    }
+    rows.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
+    Ok(rows)
+}
+
+/// Deliveries of a channel in `at_most_once` mode due by `now`, oldest first: each is
+/// claimed on its own right before it leaves.
+pub async fn due_at_most_once(
+    conn: &mut AnyConnection,
+    channel: &str,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM deliveries WHERE channel = $1 AND state IN ('pending', 'retrying') AND due_at <= $2 AND mode = 'at_most_once' ORDER BY due_at, id LIMIT $3")
+        .bind(channel)
+        .bind(now.timestamp_millis())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    delivery_rows(&rows)
+}
+
+/// Records many claimed emails as sent in one statement per few hundred.
+pub async fn finish_sent(
+    conn: &mut AnyConnection,
+    ids: &[String],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for chunk in ids.chunks(IN_LIST) {
+        let sql = format!(
+            "UPDATE deliveries SET state = 'sent', last_error = NULL, sent_at = $1, lease_until = NULL WHERE id IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at.timestamp_millis());
+        for id in chunk {
+            q = q.bind(id.as_str());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Claims one email for sending until `lease_until`; `false` when another sender has it.
@@ -107,34 +183,61 @@ pub async fn suppress(
     Ok(added > 0)
 }
 
-/// Why an email may not go now, if it may not: the address is suppressed, or (for
-/// marketing mail) the customer has unsubscribed — checked at send time, so an unsubscribe
-/// that commits while emails are queued stops them all.
-pub async fn send_blocker(
+/// Why each of these emails may not go now, by delivery id, for those that may not: the
+/// address is suppressed, or (for marketing mail) the customer has unsubscribed — checked
+/// at send time, a batch at a time, so an unsubscribe that commits while emails are queued
+/// stops every one not yet on its way.
+pub async fn send_blockers(
     conn: &mut AnyConnection,
-    d: &DeliveryRow,
-) -> Result<Option<String>, StoreError> {
+    rows: &[DeliveryRow],
+) -> Result<HashMap<String, String>, StoreError> {
     use sqlx::Row;
-    if let Some(row) = sqlx::query("SELECT reason FROM suppressions WHERE email = $1")
-        .bind(d.recipient.to_lowercase())
-        .fetch_optional(&mut *conn)
-        .await?
-    {
-        let reason: String = row.try_get(0)?;
-        return Ok(Some(format!("the address is suppressed ({reason})")));
-    }
-    if d.class == "marketing" {
-        let row = sqlx::query("SELECT unsubscribed_at FROM customers WHERE id = $1")
-            .bind(d.customer_id.clone())
-            .fetch_optional(conn)
-            .await?;
-        if let Some(row) = row
-            && row.try_get::<Option<i64>, _>(0)?.is_some()
-        {
-            return Ok(Some("the customer has unsubscribed".into()));
+    let addresses: BTreeSet<String> = rows.iter().map(|d| d.recipient.to_lowercase()).collect();
+    let mut suppressed = HashMap::new();
+    for chunk in addresses.iter().collect::<Vec<_>>().chunks(IN_LIST) {
+        let sql = format!(
+            "SELECT email, reason FROM suppressions WHERE email IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for a in chunk {
+            q = q.bind(a.as_str());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            suppressed.insert(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
         }
     }
-    Ok(None)
+    let marketing: BTreeSet<&str> = rows
+        .iter()
+        .filter(|d| d.class == "marketing")
+        .map(|d| d.customer_id.as_str())
+        .collect();
+    let mut unsubscribed = BTreeSet::new();
+    for chunk in marketing.iter().collect::<Vec<_>>().chunks(IN_LIST) {
+        let sql = format!(
+            "SELECT id FROM customers WHERE unsubscribed_at IS NOT NULL AND id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(**id);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            unsubscribed.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    let mut blocked = HashMap::new();
+    for d in rows {
+        if let Some(reason) = suppressed.get(&d.recipient.to_lowercase()) {
+            blocked.insert(
+                d.id.clone(),
+                format!("the address is suppressed ({reason})"),
+            );
+        } else if d.class == "marketing" && unsubscribed.contains(&d.customer_id) {
+            blocked.insert(d.id.clone(), "the customer has unsubscribed".into());
+        }
+    }
+    Ok(blocked)
 }
 
 /// Which outbox rows an operator command acts on.

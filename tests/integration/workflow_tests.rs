@@ -439,3 +439,70 @@ tests:
         run.stderr
     );
 }
+
+/// `event_count` reads the customer's past events, which are loaded only for workflows
+/// that call it: in an audience (entry a page of customers at a time) and in an `if`
+/// (a journey's step) it counts what happened, shown by a workflow test that fails when
+/// the counts are not read.
+#[test]
+fn event_count_in_an_audience_and_an_if_counts_past_events() {
+    let dir = examples_copy("event-count");
+    write(
+        &dir,
+        "workflows/loyal-thanks.yaml",
+        r#"name: loyal-thanks
+description: Thanks to customers with two orders this month; a reviewer gets another note.
+trigger:
+  schedule: "0 9 * * *"
+audience: event_count("order_placed", 30) >= 2
+steps:
+  - if: event_count("review_submitted", 30) >= 1
+    then:
+      - id: reviewer
+        email: welcome/tips
+        subject: "Thanks for the review"
+    else:
+      - id: thanks
+        email: welcome/hello
+        subject: "Thanks for ordering again"
+tests:
+  - name: only the customer with two orders enters, and the reviewer branch follows reviews
+    start: 2026-06-01T10:00:00Z
+    customers:
+      - { id: ada, first_name: Ada }
+      - { id: bo, first_name: Bo }
+      - { id: cy, first_name: Cy }
+    steps:
+      - event: { name: order_placed, customer: ada }
+      - event: { name: order_placed, customer: bo }
+      - event: { name: order_placed, customer: cy }
+      - advance: 1h
+      - event: { name: order_placed, customer: ada }
+      - event: { name: order_placed, customer: cy }
+      - event: { name: review_submitted, customer: cy }
+      - advance: 1d
+      - expect_email: { template: welcome/hello, to: ada, at: 2026-06-02T09:00:00Z }
+      - expect_email: { template: welcome/tips, to: cy, at: 2026-06-02T09:00:00Z }
+      - expect_no_email: { template: welcome/hello, to: bo }
+      - expect_no_email: { template: welcome/hello, to: cy }
+"#,
+    );
+    let test = |dir: &std::path::Path| {
+        Tidings::new()
+            .cwd(dir)
+            .args(["test", "workflows/loyal-thanks.yaml"])
+            .run()
+    };
+    let run = test(&dir);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(run.stdout.contains("1 passed, 0 failed"), "{}", run.stdout);
+    // The counts decide: with a threshold nobody reaches, the expected emails are missing.
+    edit(
+        &dir,
+        "workflows/loyal-thanks.yaml",
+        "audience: event_count(\"order_placed\", 30) >= 2",
+        "audience: event_count(\"order_placed\", 30) >= 3",
+    );
+    let run = test(&dir);
+    assert_eq!(run.code, 1, "{}", run.transcript());
+}
