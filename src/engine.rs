@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::customer::{CUSTOMER_FIELDS, Customer, Enrollment, Event};
 use crate::expr::{EvalInput, EventHistory, Expr};
 use crate::plan::{EmailStep, Plan, Reentry, Step, StepKind, Trigger, Wait, Workflow, Zone};
+use crate::pushdown::SqlFilter;
 use crate::store::journeys::{self, CustomerFilter, EnrollmentRow, NewDelivery};
 use crate::store::stages as store_stages;
 use crate::store::{Store, StoreError};
@@ -640,8 +641,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Streams every customer, page by page, enrolling those `key_of` gives a trigger key
-    /// and a fire time.
+    /// Streams every customer the audience's pushed-down part keeps, page by page,
+    /// enrolling those `key_of` gives a trigger key and a fire time.
     async fn enroll_all(
         &self,
         wf: &Workflow,
@@ -649,10 +650,15 @@ impl Engine {
         filter: &CustomerFilter,
         key_of: impl Fn(&Customer) -> Option<(String, DateTime<Utc>)>,
     ) -> Result<(), EngineError> {
+        let pushed = wf
+            .audience
+            .as_ref()
+            .map(|a| SqlFilter::of(&a.source))
+            .unwrap_or_default();
         let mut after = String::new();
         loop {
             let mut conn = self.store.pool.acquire().await?;
-            let page = journeys::customers_page(&mut conn, &after, BATCH, filter).await?;
+            let page = journeys::customers_page(&mut conn, &after, BATCH, filter, &pushed).await?;
             drop(conn);
             let Some(last) = page.last() else {
                 return Ok(());

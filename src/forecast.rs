@@ -20,6 +20,7 @@ use crate::delivery::Transport;
 use crate::deployed::WorkflowPrint;
 use crate::expr::EvalInput;
 use crate::plan::{Plan, Trigger, Workflow, Zone};
+use crate::pushdown::SqlFilter;
 use crate::simulate::{Rehearsal, SimulateError, rehearse};
 use crate::store::journeys::{CustomerFilter, customers_page, history};
 use crate::store::{Store, StoreError};
@@ -242,8 +243,14 @@ async fn audiences(
     let mut conn = store.connection().await?;
     let mut after = String::new();
     loop {
-        let page: Vec<Customer> =
-            customers_page(&mut conn, &after, PAGE, &CustomerFilter::All).await?;
+        let page: Vec<Customer> = customers_page(
+            &mut conn,
+            &after,
+            PAGE,
+            &CustomerFilter::All,
+            &SqlFilter::default(),
+        )
+        .await?;
         let Some(last) = page.last() else {
             break;
         };

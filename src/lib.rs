@@ -24,6 +24,7 @@ pub mod pacing;
 pub mod pass;
 pub mod plan;
 pub mod progress;
+pub mod pushdown;
 pub mod server;
 pub mod simulate;
 pub mod smtp;

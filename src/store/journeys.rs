@@ -614,6 +614,7 @@ pub async fn customers_page(
     after_id: &str,
     limit: i64,
     filter: &CustomerFilter,
+    audience: &crate::pushdown::SqlFilter,
 ) -> Result<Vec<Customer>, StoreError> {
     let (condition, values): (String, Vec<String>) = match filter {
         CustomerFilter::All => (String::new(), Vec::new()),
@@ -627,13 +628,22 @@ pub async fn customers_page(
             )
         }
     };
-    // The condition's text comes from this function only; values are bound.
-    let sql = format!("SELECT * FROM customers WHERE id > $1{condition} ORDER BY id LIMIT $2");
+    let (pushed, pushed_values) = audience.clause(3 + values.len());
+    // The conditions' text comes from this function and `SqlFilter` only; values are bound.
+    let sql =
+        format!("SELECT * FROM customers WHERE id > $1{condition}{pushed} ORDER BY id LIMIT $2");
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(after_id.to_string())
         .bind(limit);
     for v in values {
         q = q.bind(v);
+    }
+    for v in pushed_values {
+        q = match v {
+            crate::pushdown::SqlValue::Int(n) => q.bind(n),
+            crate::pushdown::SqlValue::Float(f) => q.bind(f),
+            crate::pushdown::SqlValue::Text(t) => q.bind(t),
+        };
     }
     let rows = q.fetch_all(conn).await?;
     rows.iter().map(customer_from_row).collect()
