@@ -46,6 +46,8 @@ pub enum DeliveryError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the task recording outcomes stopped: {0}")]
+    Recorder(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("database error")]
@@ -383,9 +385,7 @@ pub async fn dispatch(
     let mut report = match recorder.await {
         Ok(recorded) => recorded?,
         Err(e) => {
-            return Err(DeliveryError::BadSetting(format!(
-                "the recorder failed: {e}"
-            )));
+            return Err(DeliveryError::Recorder(e.to_string()));
         }
     };
     if let Some(problem) = sent? {

@@ -40,7 +40,21 @@ pub async fn due(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM deliveries WHERE channel = $1 AND state IN ('pending', 'retrying') AND due_at <= $2 ORDER BY due_at, id LIMIT $3")
+    due_where(conn, channel, now, limit, "").await
+}
+
+/// [`due`], narrowed by a condition of this module's own.
+async fn due_where(
+    conn: &mut AnyConnection,
+    channel: &str,
+    now: DateTime<Utc>,
+    limit: i64,
+    condition: &'static str,
+) -> Result<Vec<DeliveryRow>, StoreError> {
+    let sql = format!(
+        "SELECT * FROM deliveries WHERE channel = $1 AND state IN ('pending', 'retrying') AND due_at <= $2{condition} ORDER BY due_at, id LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(channel)
         .bind(now.timestamp_millis())
         .bind(limit)
@@ -94,13 +108,7 @@ pub async fn due_at_most_once(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM deliveries WHERE channel = $1 AND state IN ('pending', 'retrying') AND due_at <= $2 AND mode = 'at_most_once' ORDER BY due_at, id LIMIT $3")
-        .bind(channel)
-        .bind(now.timestamp_millis())
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
-    delivery_rows(&rows)
+    due_where(conn, channel, now, limit, " AND mode = 'at_most_once'").await
 }
 
 /// Records many claimed emails as sent in one statement per few hundred.
