@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -46,8 +47,8 @@ pub enum DeliveryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the task recording outcomes stopped: {0}")]
-    Recorder(String),
+    #[error("a sending task stopped: {0}")]
+    Task(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("database error")]
@@ -365,6 +366,46 @@ pub async fn dispatch(
     options: &DispatchOptions,
     now: DateTime<Utc>,
 ) -> Result<DispatchReport, DeliveryError> {
+    dispatch_while(store, transport, options, now, None).await
+}
+
+/// How long a sender working beside the engine waits when nothing is due yet.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How far the engine's pass has come, for a sender working beside it.
+#[derive(Debug, Default)]
+pub struct EngineProgress {
+    /// Every event recorded before the pass is applied: an unsubscribe among them must
+    /// stop mail before any leaves.
+    pub events_applied: AtomicBool,
+    /// The pass has queued all it will.
+    pub done: AtomicBool,
+}
+
+/// Sends emails as the engine queues them — from when it has applied the events recorded
+/// before the pass until it is done and everything due by `now` has gone: the two share
+/// the machine's cores, and the first emails leave while the last journeys are still
+/// being moved on.
+pub async fn dispatch_alongside(
+    store: Store,
+    transport: Transport,
+    options: DispatchOptions,
+    now: DateTime<Utc>,
+    engine: Arc<EngineProgress>,
+) -> Result<DispatchReport, DeliveryError> {
+    while !engine.events_applied.load(Ordering::Acquire) && !engine.done.load(Ordering::Acquire) {
+        tokio::time::sleep(IDLE).await;
+    }
+    dispatch_while(&store, &transport, &options, now, Some(&engine.done)).await
+}
+
+async fn dispatch_while(
+    store: &Store,
+    transport: &Transport,
+    options: &DispatchOptions,
+    now: DateTime<Utc>,
+    engine_done: Option<&AtomicBool>,
+) -> Result<DispatchReport, DeliveryError> {
     if let Transport::Folder(dir) = transport {
         std::fs::create_dir_all(dir).map_err(|source| DeliveryError::Write {
             path: dir.display().to_string(),
@@ -376,7 +417,16 @@ pub async fn dispatch(
         _ => None,
     };
     let (outcomes, recorder) = Outcomes::start(store, options, now);
-    let sent = send_due(store, transport, options, now, &outcomes, &mut smtp).await;
+    let sent = send_due(
+        store,
+        transport,
+        options,
+        now,
+        &outcomes,
+        &mut smtp,
+        engine_done,
+    )
+    .await;
     drop(outcomes);
     if let Some(pool) = smtp {
         pool.close().await;
@@ -385,7 +435,7 @@ pub async fn dispatch(
     let mut report = match recorder.await {
         Ok(recorded) => recorded?,
         Err(e) => {
-            return Err(DeliveryError::Recorder(e.to_string()));
+            return Err(DeliveryError::Task(e.to_string()));
         }
     };
     if let Some(problem) = sent? {
@@ -410,8 +460,9 @@ fn claim_size(options: &DispatchOptions) -> i64 {
     }
 }
 
-/// Claims and sends due emails batch by batch, handing every outcome to the recorder.
-/// Returns a line for the operator when the SMTP server could not be reached.
+/// Claims and sends due emails batch by batch, handing every outcome to the recorder, until
+/// nothing is due (and, beside the engine, the engine is done). Returns a line for the
+/// operator when the SMTP server could not be reached.
 async fn send_due(
     store: &Store,
     transport: &Transport,
@@ -419,9 +470,14 @@ async fn send_due(
     now: DateTime<Utc>,
     outcomes: &Outcomes,
     smtp: &mut Option<SmtpPool>,
+    engine_done: Option<&AtomicBool>,
 ) -> Result<Option<String>, DeliveryError> {
     let size = claim_size(options);
+    let mut unreachable = None;
     loop {
+        // Read before the claim: once the engine is done, a claim that finds nothing means
+        // nothing more will come in this pass.
+        let finished = engine_done.is_none_or(|d| d.load(Ordering::Acquire));
         let mut conn = store.connection().await?;
         let lease_until = Utc::now() + options.lease;
         let mut batch =
@@ -429,7 +485,12 @@ async fn send_due(
         let claimed = batch.len();
         batch.extend(outbox::due_at_most_once(&mut conn, "email", now, size).await?);
         if batch.is_empty() {
-            return Ok(None);
+            if finished {
+                return Ok(unreachable);
+            }
+            drop(conn);
+            tokio::time::sleep(IDLE).await;
+            continue;
         }
         let mut blocked = outbox::send_blockers(&mut conn, &batch).await?;
         drop(conn);
@@ -452,7 +513,7 @@ async fn send_due(
                         continue;
                     }
                     if !outcomes.put(row, outcome).await {
-                        return Ok(None);
+                        return Ok(unreachable);
                     }
                 }
             }
@@ -460,7 +521,15 @@ async fn send_due(
         match (smtp.as_mut(), transport) {
             (Some(pool), _) => {
                 if let Some(problem) = pool.send_all(jobs, store, options, outcomes).await? {
-                    return Ok(Some(problem));
+                    if finished {
+                        return Ok(Some(problem));
+                    }
+                    unreachable = Some(problem);
+                    // Beside the engine: what it still queues waits for a retry like the
+                    // rest, so try once more when it is done rather than at every batch.
+                    while engine_done.is_some_and(|d| !d.load(Ordering::Acquire)) {
+                        tokio::time::sleep(IDLE).await;
+                    }
                 }
             }
             (None, transport) => {
@@ -469,7 +538,7 @@ async fn send_due(
                         continue;
                     }
                     if !outcomes.reserve().await {
-                        return Ok(None);
+                        return Ok(unreachable);
                     }
                     match transport {
                         Transport::Folder(dir) => write_eml(dir, &job.row, &job.bytes)?,
@@ -482,7 +551,7 @@ async fn send_due(
                         _ => {}
                     }
                     if !outcomes.hand_over(job.row, Outcome::Sent) {
-                        return Ok(None);
+                        return Ok(unreachable);
                     }
                 }
             }

@@ -286,6 +286,18 @@ impl Engine {
     /// One pass at `now`: every event up to `now`, then every step due by `now`, until
     /// nothing is left to do.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<PassReport, EngineError> {
+        self.run_once_signalling(now, &std::sync::atomic::AtomicBool::new(false))
+            .await
+    }
+
+    /// [`Engine::run_once`], setting `events_applied` once every event recorded before the
+    /// pass is applied — an unsubscribe among them included — which is when a sender
+    /// working beside the engine may start.
+    pub async fn run_once_signalling(
+        &self,
+        now: DateTime<Utc>,
+        events_applied: &std::sync::atomic::AtomicBool,
+    ) -> Result<PassReport, EngineError> {
         let mut report = PassReport::default();
         self.load_signer().await?;
         self.sweep_stages(now).await?;
@@ -293,6 +305,10 @@ impl Engine {
         self.fire_dates(now, &mut report).await?;
         loop {
             let n = self.process_events(now, &mut report).await?;
+            if n < BATCH as usize {
+                // A short batch: no event recorded before this moment is left.
+                events_applied.store(true, std::sync::atomic::Ordering::Release);
+            }
             let m = self.run_due(now, &mut report).await?;
             if n == 0 && m == 0 {
                 return Ok(report);

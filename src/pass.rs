@@ -3,14 +3,15 @@
 //! daemon's loop so that both behave the same.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use crate::config::Project;
 use crate::delivery::{
-    DeliveryError, DispatchOptions, DispatchReport, Transport, configured_transport, dispatch,
-    recover_interrupted,
+    DeliveryError, DispatchOptions, DispatchReport, EngineProgress, Transport,
+    configured_transport, dispatch_alongside, recover_interrupted,
 };
 use crate::engine::{Engine, PassReport};
 use crate::plan::Plan;
@@ -77,8 +78,26 @@ impl Runner {
     pub async fn pass(&self, now: DateTime<Utc>) -> Result<Outcome, PassError> {
         let failed = |e: crate::engine::EngineError| PassError::Engine(e.to_string());
         self.engine.record_deployed(now).await.map_err(failed)?;
-        let engine = self.engine.run_once(now).await.map_err(failed)?;
-        let emails = dispatch(&self.store, &self.transport, &self.options, now).await?;
+        // The sender runs beside the engine, sending what it queues as it goes, from the
+        // moment the events recorded before the pass (unsubscribes among them) are applied.
+        let progress = Arc::new(EngineProgress::default());
+        let sender = tokio::spawn(dispatch_alongside(
+            self.store.clone(),
+            self.transport.clone(),
+            self.options.clone(),
+            now,
+            progress.clone(),
+        ));
+        let engine = self
+            .engine
+            .run_once_signalling(now, &progress.events_applied)
+            .await;
+        progress.done.store(true, Ordering::Release);
+        let emails = sender
+            .await
+            .map_err(|e| DeliveryError::Task(e.to_string()))?;
+        let engine = engine.map_err(failed)?;
+        let emails = emails?;
         let webhooks = self
             .webhooks
             .dispatch(&self.store, now)
