@@ -739,6 +739,26 @@ impl Engine {
             let mut customers = journeys::customers_for_update(&mut tx, backend, &ids).await?;
             let emails = customers.values().map(|c| c.email.clone()).collect();
             let mut suppressions = Suppressions::load(&mut tx, emails).await?;
+            if backend == crate::store::Backend::Sqlite {
+                // One writer at a time on SQLite: a journey is lost to another worker only
+                // when a second process runs beside this one. Then the whole group is rolled
+                // back and claimed again, which spares every journey a savepoint.
+                let mut lost = false;
+                for row in group.iter_mut() {
+                    let customer = customers.get_mut(&row.customer_id);
+                    self.advance(&mut tx, row, customer, &mut suppressions, report)
+                        .await?;
+                    if !journeys::save_enrollment(&mut tx, row).await? {
+                        lost = true;
+                        break;
+                    }
+                }
+                match lost {
+                    true => tx.rollback().await?,
+                    false => tx.commit().await?,
+                }
+                continue;
+            }
             for row in group {
                 let mut journey = sqlx::Acquire::begin(&mut *tx).await?;
                 let customer = customers.get_mut(&row.customer_id);

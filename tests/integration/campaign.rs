@@ -10,11 +10,8 @@ use mail_parser::MessageParser;
 use crate::common::{Act, SmtpServer, repo_root, write};
 use crate::store::{backends, copy_dir, outbox, tidings};
 
-#[test]
-fn the_benchmark_campaign_delivers_every_message_once() {
-    const N: usize = 2_000;
-    let b = backends("campaign").remove(0);
-    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+/// The campaign's project with `n` customers imported, sending to `port`.
+fn campaign_project(b: &crate::store::Backend, port: u16, n: usize) {
     let bench = repo_root().join("examples/bench");
     for dir in ["workflows", "templates"] {
         copy_dir(&bench.join(dir), &b.dir.join(dir));
@@ -24,20 +21,28 @@ fn the_benchmark_campaign_delivers_every_message_once() {
         "tidings.yaml",
         &format!(
             "database: ${{TIDINGS_DB}}\nemail:\n  from: \"Acme <news@acme.example>\"\n  transport: smtp://127.0.0.1:{}\n  concurrency: 8\nunsubscribe:\n  base_url: https://acme.example/u\n  secret: bench-secret-not-for-production\n",
-            server.port
+            port
         ),
     );
     let mut csv = String::from("id,email,first_name,last_name,locale\n");
-    for i in 0..N {
+    for i in 0..n {
         csv.push_str(&format!(
             "c{i:07},customer{i}@bench.example,Name{i},Family{i},en-GB\n"
         ));
     }
     write(&b.dir, "customers.csv", &csv);
-    let run = tidings(&b)
+    let run = tidings(b)
         .args(["import", "customers", "customers.csv"])
         .run();
     assert_eq!(run.code, 0, "{}", run.transcript());
+}
+
+#[test]
+fn the_benchmark_campaign_delivers_every_message_once() {
+    const N: usize = 2_000;
+    let b = backends("campaign").remove(0);
+    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    campaign_project(&b, server.port, N);
     let run = tidings(&b)
         .args(["run", "--once", "--now", "2026-06-01T10:00:00Z"])
         .run();
@@ -81,4 +86,49 @@ fn the_benchmark_campaign_delivers_every_message_once() {
     let (deliveries, _) = outbox(&b);
     assert_eq!(deliveries.len(), N);
     assert!(deliveries.iter().all(|d| d.state == "sent"));
+}
+
+/// Two passes started at once on one store — a `run --once` beside another, or two
+/// replicas — share the campaign's journeys and emails: each journey moves on once (a group
+/// that lost a journey to the other is rolled back and claimed again), every message
+/// arrives once, and both passes end cleanly.
+#[test]
+fn two_passes_at_once_send_every_message_once() {
+    const N: usize = 1_500;
+    for b in backends("campaign-twice") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        campaign_project(&b, server.port, N);
+        let args = ["run", "--once", "--now", "2026-06-01T10:00:00Z"];
+        let mut one = crate::common::spawn(&b.dir, &b.url, &args);
+        let mut two = crate::common::spawn(&b.dir, &b.url, &args);
+        assert!(one.wait().unwrap().success(), "{}: the first pass", b.label);
+        assert!(
+            two.wait().unwrap().success(),
+            "{}: the second pass",
+            b.label
+        );
+        let received = server.received();
+        let ids: BTreeSet<String> = received
+            .iter()
+            .map(|r| {
+                let m = MessageParser::default().parse(&r.bytes).unwrap();
+                m.message_id().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(ids.len(), N, "{}: every message", b.label);
+        assert_eq!(received.len(), N, "{}: none twice", b.label);
+        let (deliveries, _) = outbox(&b);
+        assert_eq!(deliveries.len(), N, "{}", b.label);
+        assert!(deliveries.iter().all(|d| d.state == "sent"), "{}", b.label);
+        let states = crate::store::text_pairs(
+            &b,
+            "SELECT state, CAST(COUNT(*) AS TEXT) FROM enrollments GROUP BY state",
+        );
+        assert_eq!(
+            states,
+            vec![("completed".to_string(), N.to_string())],
+            "{}",
+            b.label
+        );
+    }
 }
