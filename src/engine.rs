@@ -174,6 +174,14 @@ pub struct Engine {
 /// unsubscribe endpoint records, and what a simulation timeline can carry).
 pub const UNSUBSCRIBED_EVENT: &str = "unsubscribed";
 
+/// Whether a customer enters a workflow.
+enum Entry {
+    No,
+    /// The audience failed for this customer: the enrollment is recorded as failed.
+    Failed(EnrollmentRow),
+    Enters(EnrollmentRow),
+}
+
 /// What decides whether a customer may enter a workflow, read before `enroll` — for a
 /// whole page of customers at once where many enter together.
 struct Admission<'a> {
@@ -465,17 +473,43 @@ impl Engine {
         trigger_key: String,
         at: DateTime<Utc>,
     ) -> Result<bool, EngineError> {
+        let entry = self
+            .admit(conn, wf, customer, event, admission, trigger_key, at)
+            .await?;
+        Ok(match entry {
+            Entry::No => false,
+            Entry::Failed(row) => {
+                journeys::insert_failed_enrollment(conn, &row).await?;
+                false
+            }
+            Entry::Enters(row) => journeys::insert_enrollment(conn, &row).await?,
+        })
+    }
+
+    /// Whether a customer enters — if the audience, consent and the re-entry rule allow
+    /// it — as the enrollment to write; nothing is written here.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        wf: &Workflow,
+        customer: &Customer,
+        event: Option<&Event>,
+        admission: Admission<'_>,
+        trigger_key: String,
+        at: DateTime<Utc>,
+    ) -> Result<Entry, EngineError> {
         if self
             .no_consent(conn, wf.class, customer, admission.suppressions)
             .await?
             .is_some()
         {
-            return Ok(false);
+            return Ok(Entry::No);
         }
         match (wf.reentry, admission.last_entry) {
             (_, None) | (Reentry::Always, _) => {}
-            (Reentry::Never, Some(_)) => return Ok(false),
-            (Reentry::After(d), Some(last)) if at - last < d => return Ok(false),
+            (Reentry::Never, Some(_)) => return Ok(Entry::No),
+            (Reentry::After(d), Some(last)) if at - last < d => return Ok(Entry::No),
             (Reentry::After(_), Some(_)) => {}
         }
         let audience_error = match &wf.audience {
@@ -490,7 +524,7 @@ impl Engine {
                 };
                 match self.plan.engine.eval_bool(audience, &input) {
                     Ok(true) => None,
-                    Ok(false) => return Ok(false),
+                    Ok(false) => return Ok(Entry::No),
                     Err(e) => Some(format!("`audience` failed: {e}")),
                 }
             }
@@ -513,13 +547,14 @@ impl Engine {
             error: None,
             version: 0,
         };
-        if let Some(error) = audience_error {
+        Ok(match audience_error {
             // This customer's enrollment fails with the error recorded; the others go on.
-            row.error = Some(error);
-            journeys::insert_failed_enrollment(conn, &row).await?;
-            return Ok(false);
-        }
-        Ok(journeys::insert_enrollment(conn, &row).await?)
+            Some(error) => {
+                row.error = Some(error);
+                Entry::Failed(row)
+            }
+            None => Entry::Enters(row),
+        })
     }
 
     /// Cron triggers: every fire time after the last one recorded and up to `now` fires
@@ -690,6 +725,7 @@ impl Engine {
             let mut suppressions = Suppressions::load(&mut tx, emails).await?;
             let ids: Vec<&str> = entering.iter().map(|(c, _)| c.id.as_str()).collect();
             let last_entries = journeys::last_entries(&mut tx, &wf.name, &ids).await?;
+            let mut entered = Vec::new();
             for (customer, (trigger_key, at)) in entering {
                 let history = match wf.reads_history() {
                     true => Some(Arc::new(
@@ -702,14 +738,22 @@ impl Engine {
                     last_entry: last_entries.get(&customer.id).copied(),
                     history: history.as_ref(),
                 };
-                if self
-                    .enroll(&mut tx, wf, customer, None, admission, trigger_key, at)
+                match self
+                    .admit(&mut tx, wf, customer, None, admission, trigger_key, at)
                     .await?
                 {
-                    report.enrolled += 1;
-                    crate::progress::count(&crate::progress::METER.enrolled);
+                    Entry::No => {}
+                    Entry::Failed(row) => {
+                        journeys::insert_failed_enrollment(&mut tx, &row).await?;
+                    }
+                    Entry::Enters(row) => entered.push(row),
                 }
             }
+            // The page's enrollments in a few statements; those written before (a pass
+            // that died after enrolling and before recording the fire) are skipped.
+            let n = journeys::insert_enrollments(&mut tx, &entered).await?;
+            report.enrolled += n;
+            crate::progress::add(&crate::progress::METER.enrolled, n);
             tx.commit().await?;
         }
     }

@@ -37,7 +37,12 @@ pub static METER: Meter = Meter {
 
 /// Adds one to a counter of [`METER`].
 pub fn count(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+    add(counter, 1);
+}
+
+/// Adds `n` to a counter of [`METER`].
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 pub fn get(counter: &AtomicU64) -> u64 {

@@ -306,6 +306,42 @@ pub async fn last_entry(
     Ok(from_millis(row.try_get::<Option<i64>, _>(0)?))
 }
 
+/// Inserts enrollments, a few hundred per statement; returns how many were new (a
+/// customer this trigger enrolled before is skipped).
+pub async fn insert_enrollments(
+    conn: &mut AnyConnection,
+    rows: &[EnrollmentRow],
+) -> Result<u64, StoreError> {
+    const COLUMNS: usize = 11;
+    let mut inserted = 0;
+    for chunk in rows.chunks(100) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({}, 0)", super::placeholders(1 + i * COLUMNS, COLUMNS)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, version) VALUES {} ON CONFLICT DO NOTHING",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q
+                .bind(e.id.clone())
+                .bind(e.workflow.clone())
+                .bind(e.customer_id.clone())
+                .bind(e.trigger_key.clone())
+                .bind(e.state.clone())
+                .bind(e.step.clone())
+                .bind(millis(e.due_at))
+                .bind(e.entered_at.timestamp_millis())
+                .bind(e.event_id.clone())
+                .bind(e.orders_count_at_entry)
+                .bind(e.total_spent_at_entry);
+        }
+        inserted += q.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(inserted)
+}
+
 /// Inserts an enrollment; `false` when this trigger already enrolled the customer.
 pub async fn insert_enrollment(
     conn: &mut AnyConnection,
