@@ -186,6 +186,16 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[
         "leases on due journeys",
         &["ALTER TABLE enrollments ADD COLUMN lease_until BIGINT"],
     ),
+    (
+        7,
+        "indexes for what every pass looks up",
+        &[
+            // The zones a `timezone: customer` schedule fires in, read every pass.
+            "CREATE INDEX customers_timezone ON customers (timezone)",
+            // Birthday candidates by month and day (`date: birthday`), read every pass.
+            "CREATE INDEX customers_birthday_day ON customers ((substr(birthday, 6, 5)))",
+        ],
+    ),
 ];
 
 /// What an import did.
