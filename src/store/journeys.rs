@@ -347,24 +347,7 @@ pub async fn insert_enrollment(
     conn: &mut AnyConnection,
     e: &EnrollmentRow,
 ) -> Result<bool, StoreError> {
-    let n = sqlx::query(
-        "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0) ON CONFLICT DO NOTHING",
-    )
-    .bind(e.id.clone())
-    .bind(e.workflow.clone())
-    .bind(e.customer_id.clone())
-    .bind(e.trigger_key.clone())
-    .bind(e.state.clone())
-    .bind(e.step.clone())
-    .bind(millis(e.due_at))
-    .bind(e.entered_at.timestamp_millis())
-    .bind(e.event_id.clone())
-    .bind(e.orders_count_at_entry)
-    .bind(e.total_spent_at_entry)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    Ok(insert_enrollments(conn, std::slice::from_ref(e)).await? == 1)
 }
 
 /// Who may take a due journey, and for how long.
