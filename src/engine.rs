@@ -174,6 +174,43 @@ pub struct Engine {
 /// unsubscribe endpoint records, and what a simulation timeline can carry).
 pub const UNSUBSCRIBED_EVENT: &str = "unsubscribed";
 
+/// The customer's past events up to `at`, read only when an expression will use them.
+async fn history_if(
+    conn: &mut sqlx::AnyConnection,
+    needed: bool,
+    customer_id: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<Arc<EventHistory>>, StoreError> {
+    Ok(match needed {
+        true => Some(Arc::new(journeys::history(conn, customer_id, at).await?)),
+        false => None,
+    })
+}
+
+/// Writes what `admit` decided — failed enrollments one by one, the others a hundred per
+/// statement — and counts the customers who entered. One written before (a pass that died
+/// after enrolling and before recording its fire) is skipped.
+async fn enter(
+    conn: &mut sqlx::AnyConnection,
+    entries: Vec<Entry>,
+    report: &mut PassReport,
+) -> Result<(), StoreError> {
+    let mut entering = Vec::new();
+    for entry in entries {
+        match entry {
+            Entry::No => {}
+            Entry::Failed(row) => {
+                journeys::insert_failed_enrollment(conn, &row).await?;
+            }
+            Entry::Enters(row) => entering.push(row),
+        }
+    }
+    let n = journeys::insert_enrollments(conn, &entering).await?;
+    report.enrolled += n;
+    crate::progress::add(&crate::progress::METER.enrolled, n);
+    Ok(())
+}
+
 /// Whether a customer enters a workflow.
 enum Entry {
     No,
@@ -412,12 +449,8 @@ impl Engine {
                 self.restage(&mut tx, &customer, None, stored.event.at)
                     .await?;
             }
-            let history = match self.plan.workflows.iter().any(|w| w.reads_history()) {
-                true => Some(Arc::new(
-                    journeys::history(&mut tx, &customer.id, stored.event.at).await?,
-                )),
-                false => None,
-            };
+            let reads = self.plan.workflows.iter().any(|w| w.reads_history());
+            let history = history_if(&mut tx, reads, &customer.id, stored.event.at).await?;
             let mut suppressions = Suppressions::default();
             for wf in &self.plan.workflows {
                 let Trigger::Event { name, to_stage } = &wf.trigger else {
@@ -438,8 +471,8 @@ impl Engine {
                     last_entry: journeys::last_entry(&mut tx, &wf.name, &customer.id).await?,
                     history: history.as_ref(),
                 };
-                if self
-                    .enroll(
+                let entry = self
+                    .admit(
                         &mut tx,
                         wf,
                         &customer,
@@ -448,11 +481,8 @@ impl Engine {
                         key,
                         stored.event.at,
                     )
-                    .await?
-                {
-                    report.enrolled += 1;
-                    crate::progress::count(&crate::progress::METER.enrolled);
-                }
+                    .await?;
+                enter(&mut tx, vec![entry], report).await?;
             }
             journeys::mark_event_processed(&mut tx, &stored.event.id, now).await?;
             tx.commit().await?;
@@ -461,33 +491,8 @@ impl Engine {
         Ok(events.len())
     }
 
-    /// Enrolls a customer if the audience, consent and the re-entry rule allow it.
-    #[allow(clippy::too_many_arguments)]
-    async fn enroll(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-        wf: &Workflow,
-        customer: &Customer,
-        event: Option<&Event>,
-        admission: Admission<'_>,
-        trigger_key: String,
-        at: DateTime<Utc>,
-    ) -> Result<bool, EngineError> {
-        let entry = self
-            .admit(conn, wf, customer, event, admission, trigger_key, at)
-            .await?;
-        Ok(match entry {
-            Entry::No => false,
-            Entry::Failed(row) => {
-                journeys::insert_failed_enrollment(conn, &row).await?;
-                false
-            }
-            Entry::Enters(row) => journeys::insert_enrollment(conn, &row).await?,
-        })
-    }
-
     /// Whether a customer enters — if the audience, consent and the re-entry rule allow
-    /// it — as the enrollment to write; nothing is written here.
+    /// it — as the enrollment to write; [`enter`] writes it.
     #[allow(clippy::too_many_arguments)]
     async fn admit(
         &self,
@@ -725,35 +730,20 @@ impl Engine {
             let mut suppressions = Suppressions::load(&mut tx, emails).await?;
             let ids: Vec<&str> = entering.iter().map(|(c, _)| c.id.as_str()).collect();
             let last_entries = journeys::last_entries(&mut tx, &wf.name, &ids).await?;
-            let mut entered = Vec::new();
+            let mut entries = Vec::new();
             for (customer, (trigger_key, at)) in entering {
-                let history = match wf.reads_history() {
-                    true => Some(Arc::new(
-                        journeys::history(&mut tx, &customer.id, at).await?,
-                    )),
-                    false => None,
-                };
+                let history = history_if(&mut tx, wf.reads_history(), &customer.id, at).await?;
                 let admission = Admission {
                     suppressions: &mut suppressions,
                     last_entry: last_entries.get(&customer.id).copied(),
                     history: history.as_ref(),
                 };
-                match self
-                    .admit(&mut tx, wf, customer, None, admission, trigger_key, at)
-                    .await?
-                {
-                    Entry::No => {}
-                    Entry::Failed(row) => {
-                        journeys::insert_failed_enrollment(&mut tx, &row).await?;
-                    }
-                    Entry::Enters(row) => entered.push(row),
-                }
+                entries.push(
+                    self.admit(&mut tx, wf, customer, None, admission, trigger_key, at)
+                        .await?,
+                );
             }
-            // The page's enrollments in a few statements; those written before (a pass
-            // that died after enrolling and before recording the fire) are skipped.
-            let n = journeys::insert_enrollments(&mut tx, &entered).await?;
-            report.enrolled += n;
-            crate::progress::add(&crate::progress::METER.enrolled, n);
+            enter(&mut tx, entries, report).await?;
             tx.commit().await?;
         }
     }
@@ -860,10 +850,7 @@ impl Engine {
             Some(id) => journeys::event(conn, id).await?,
             None => None,
         };
-        let history = match wf.reads_history() {
-            true => Some(Arc::new(journeys::history(conn, &customer.id, at).await?)),
-            false => None,
-        };
+        let history = history_if(conn, wf.reads_history(), &customer.id, at).await?;
         let program = Program::of(&wf);
         for _ in 0..MAX_STEPS_PER_RUN {
             let Some(step_id) = row.step.clone() else {

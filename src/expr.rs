@@ -41,6 +41,14 @@ pub struct Expr {
     pub source: String,
 }
 
+impl Expr {
+    /// Whether the expression calls `event_count`, the one function that reads the
+    /// customer's past events: only then must the caller load them.
+    pub fn reads_history(&self) -> bool {
+        self.source.contains("event_count")
+    }
+}
+
 /// A problem found while compiling, at a character offset in the expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExprIssue {

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::customer::Customer;
 use crate::delivery::Transport;
 use crate::deployed::WorkflowPrint;
-use crate::expr::EvalInput;
+use crate::expr::{EvalInput, Expr};
 use crate::plan::{Plan, Trigger, Workflow, Zone};
 use crate::pushdown::SqlFilter;
 use crate::simulate::{Rehearsal, SimulateError, rehearse};
@@ -234,11 +234,10 @@ async fn audiences(
         .collect();
     // `event_count` reads the customer's past events: loaded per customer, and only when
     // an audience calls it.
-    let needs_history = plan.workflows.iter().any(|w| {
-        w.audience
-            .as_ref()
-            .is_some_and(|a| a.source.contains("event_count"))
-    });
+    let needs_history = plan
+        .workflows
+        .iter()
+        .any(|w| w.audience.as_ref().is_some_and(Expr::reads_history));
     let mut total = 0;
     let mut conn = store.connection().await?;
     let mut after = String::new();

@@ -90,14 +90,13 @@ impl Workflow {
         out
     }
 
-    /// Whether an expression of this workflow calls `event_count`, the one function that
-    /// reads the customer's past events: only then are they loaded.
+    /// Whether an expression of this workflow reads the customer's past events
+    /// ([`Expr::reads_history`]): only then are they loaded.
     pub fn reads_history(&self) -> bool {
-        let calls = |e: &Expr| e.source.contains("event_count");
-        self.audience.as_ref().is_some_and(calls)
-            || self.exit_when.as_ref().is_some_and(calls)
+        self.audience.as_ref().is_some_and(Expr::reads_history)
+            || self.exit_when.as_ref().is_some_and(Expr::reads_history)
             || self.all_steps().iter().any(|s| match &s.kind {
-                StepKind::If { condition, .. } => calls(condition),
+                StepKind::If { condition, .. } => condition.reads_history(),
                 _ => false,
             })
     }

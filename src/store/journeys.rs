@@ -342,14 +342,6 @@ pub async fn insert_enrollments(
     Ok(inserted)
 }
 
-/// Inserts an enrollment; `false` when this trigger already enrolled the customer.
-pub async fn insert_enrollment(
-    conn: &mut AnyConnection,
-    e: &EnrollmentRow,
-) -> Result<bool, StoreError> {
-    Ok(insert_enrollments(conn, std::slice::from_ref(e)).await? == 1)
-}
-
 /// Who may take a due journey, and for how long.
 #[derive(Debug, Clone, Copy)]
 pub struct Lease {
