@@ -235,14 +235,14 @@ struct Admission<'a> {
 struct Suppressions(HashMap<String, bool>);
 
 impl Suppressions {
-    async fn load(conn: &mut sqlx::AnyConnection, emails: Vec<String>) -> Result<Self, StoreError> {
+    async fn load(conn: &mut sqlx::AnyConnection, emails: Vec<&str>) -> Result<Self, StoreError> {
         let found = journeys::suppressed_among(conn, &emails).await?;
         Ok(Self(
             emails
                 .into_iter()
                 .map(|e| {
                     let e = e.to_lowercase();
-                    let suppressed = found.contains(&e);
+                    let suppressed = found.contains_key(&e);
                     (e, suppressed)
                 })
                 .collect(),
@@ -726,7 +726,7 @@ impl Engine {
                 .collect();
             let mut tx = self.store.write_tx().await?;
             // What decides entry, read for the whole page at once.
-            let emails: Vec<String> = entering.iter().map(|(c, _)| c.email.clone()).collect();
+            let emails = entering.iter().map(|(c, _)| c.email.as_str()).collect();
             let mut suppressions = Suppressions::load(&mut tx, emails).await?;
             let ids: Vec<&str> = entering.iter().map(|(c, _)| c.id.as_str()).collect();
             let last_entries = journeys::last_entries(&mut tx, &wf.name, &ids).await?;
@@ -771,7 +771,7 @@ impl Engine {
             let ids: Vec<&str> = group.iter().map(|r| r.customer_id.as_str()).collect();
             let backend = self.store.backend();
             let mut customers = journeys::customers_for_update(&mut tx, backend, &ids).await?;
-            let emails = customers.values().map(|c| c.email.clone()).collect();
+            let emails = customers.values().map(|c| c.email.as_str()).collect();
             let mut suppressions = Suppressions::load(&mut tx, emails).await?;
             if backend == crate::store::Backend::Sqlite {
                 // One writer at a time on SQLite: a journey is lost to another worker only

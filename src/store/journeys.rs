@@ -3,7 +3,7 @@
 //! These functions take a connection, not the pool, so that the engine can advance an
 //! enrollment and write its delivery intent in one transaction.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -218,50 +218,33 @@ pub async fn customers_for_update(
     backend: super::Backend,
     ids: &[&str],
 ) -> Result<HashMap<String, Customer>, StoreError> {
-    let lock = match backend {
-        super::Backend::Postgres => " FOR UPDATE",
-        super::Backend::Sqlite => "",
+    let sql = match backend {
+        super::Backend::Postgres => {
+            "SELECT * FROM customers WHERE id IN ({list}) ORDER BY id FOR UPDATE"
+        }
+        super::Backend::Sqlite => "SELECT * FROM customers WHERE id IN ({list}) ORDER BY id",
     };
     let mut out = HashMap::new();
-    for chunk in ids.chunks(super::IN_LIST) {
-        let sql = format!(
-            "SELECT * FROM customers WHERE id IN ({}) ORDER BY id{lock}",
-            super::placeholders(1, chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            let c = customer_from_row(&row)?;
-            out.insert(c.id.clone(), c);
-        }
+    for row in super::fetch_in(conn, sql, &[], ids).await? {
+        let c = customer_from_row(&row)?;
+        out.insert(c.id.clone(), c);
     }
     Ok(out)
 }
 
-/// Which of these addresses are on the suppression list, lowercased.
+/// Which of these addresses are on the suppression list (lowercased), each with why.
 pub async fn suppressed_among(
     conn: &mut AnyConnection,
-    emails: &[String],
-) -> Result<HashSet<String>, StoreError> {
+    emails: &[&str],
+) -> Result<HashMap<String, String>, StoreError> {
     let lower: BTreeSet<String> = emails.iter().map(|e| e.to_lowercase()).collect();
-    let lower: Vec<&String> = lower.iter().collect();
-    let mut out = HashSet::new();
-    for chunk in lower.chunks(super::IN_LIST) {
-        let sql = format!(
-            "SELECT email FROM suppressions WHERE email IN ({})",
-            super::placeholders(1, chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for e in chunk {
-            q = q.bind(e.as_str());
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            out.insert(row.try_get::<String, _>(0)?);
-        }
-    }
-    Ok(out)
+    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+    let sql = "SELECT email, reason FROM suppressions WHERE email IN ({list})";
+    super::fetch_in(conn, sql, &[], &lower)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
 }
 
 /// When each of these customers last entered the workflow (those who never did are
@@ -271,20 +254,11 @@ pub async fn last_entries(
     workflow: &str,
     ids: &[&str],
 ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    let sql = "SELECT customer_id, MAX(entered_at) FROM enrollments WHERE workflow = $1 AND customer_id IN ({list}) GROUP BY customer_id";
     let mut out = HashMap::new();
-    for chunk in ids.chunks(super::IN_LIST) {
-        let sql = format!(
-            "SELECT customer_id, MAX(entered_at) FROM enrollments WHERE workflow = $1 AND customer_id IN ({}) GROUP BY customer_id",
-            super::placeholders(2, chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(workflow);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            if let Some(at) = from_millis(row.try_get::<Option<i64>, _>(1)?) {
-                out.insert(row.try_get::<String, _>(0)?, at);
-            }
+    for row in super::fetch_in(conn, sql, &[workflow], ids).await? {
+        if let Some(at) = from_millis(row.try_get::<Option<i64>, _>(1)?) {
+            out.insert(row.try_get::<String, _>(0)?, at);
         }
     }
     Ok(out)

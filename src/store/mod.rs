@@ -699,6 +699,27 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// Runs `sql`, whose `IN ({list})` takes `values`, once per few hundred of them — binding
+/// `lead` first, as `$1`, `$2`, … — and returns every row.
+pub(crate) async fn fetch_in(
+    conn: &mut sqlx::AnyConnection,
+    sql: &str,
+    lead: &[&str],
+    values: &[&str],
+) -> Result<Vec<AnyRow>, StoreError> {
+    let mut rows = Vec::new();
+    for chunk in values.chunks(IN_LIST) {
+        // The statement's text comes from the caller's constant; every value is bound.
+        let text = sql.replace("{list}", &placeholders(lead.len() + 1, chunk.len()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+        for v in lead.iter().chain(chunk) {
+            q = q.bind(*v);
+        }
+        rows.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(rows)
+}
+
 /// A value the store keeps for itself (`settings`).
 pub(crate) async fn setting(
     conn: &mut sqlx::AnyConnection,

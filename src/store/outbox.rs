@@ -200,40 +200,20 @@ pub async fn send_blockers(
     rows: &[DeliveryRow],
 ) -> Result<HashMap<String, String>, StoreError> {
     use sqlx::Row;
-    let addresses: BTreeSet<String> = rows.iter().map(|d| d.recipient.to_lowercase()).collect();
-    let mut suppressed = HashMap::new();
-    for chunk in addresses.iter().collect::<Vec<_>>().chunks(IN_LIST) {
-        let sql = format!(
-            "SELECT email, reason FROM suppressions WHERE email IN ({})",
-            placeholders(1, chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for a in chunk {
-            q = q.bind(a.as_str());
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            suppressed.insert(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
-        }
-    }
+    let addresses: Vec<&str> = rows.iter().map(|d| d.recipient.as_str()).collect();
+    let suppressed = super::journeys::suppressed_among(conn, &addresses).await?;
     let marketing: BTreeSet<&str> = rows
         .iter()
         .filter(|d| d.class == "marketing")
         .map(|d| d.customer_id.as_str())
         .collect();
-    let mut unsubscribed = BTreeSet::new();
-    for chunk in marketing.iter().collect::<Vec<_>>().chunks(IN_LIST) {
-        let sql = format!(
-            "SELECT id FROM customers WHERE unsubscribed_at IS NOT NULL AND id IN ({})",
-            placeholders(1, chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            q = q.bind(**id);
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            unsubscribed.insert(row.try_get::<String, _>(0)?);
-        }
-    }
+    let marketing: Vec<&str> = marketing.into_iter().collect();
+    let sql = "SELECT id FROM customers WHERE unsubscribed_at IS NOT NULL AND id IN ({list})";
+    let unsubscribed = super::fetch_in(conn, sql, &[], &marketing)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String, _>(0))
+        .collect::<Result<BTreeSet<_>, _>>()?;
     let mut blocked = HashMap::new();
     for d in rows {
         if let Some(reason) = suppressed.get(&d.recipient.to_lowercase()) {
