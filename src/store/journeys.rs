@@ -296,7 +296,7 @@ pub async fn insert_enrollments(
             "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, version) VALUES {} ON CONFLICT DO NOTHING",
             values.join(", ")
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
         for e in chunk {
             q = q
                 .bind(e.id.clone())

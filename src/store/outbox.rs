@@ -122,6 +122,7 @@ pub async fn finish_sent(
             "UPDATE deliveries SET state = 'sent', last_error = NULL, sent_at = $1, lease_until = NULL WHERE id IN ({})",
             placeholders(2, chunk.len())
         );
+        let sql = super::positional(conn, sql);
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at.timestamp_millis());
         for id in chunk {
             q = q.bind(id.as_str());
