@@ -174,6 +174,34 @@ pub struct Engine {
 /// unsubscribe endpoint records, and what a simulation timeline can carry).
 pub const UNSUBSCRIBED_EVENT: &str = "unsubscribed";
 
+/// The deliveries a group of journeys queued, written together when the group ends — or
+/// before a step reads the outbox back (the frequency cap), so that it counts them.
+#[derive(Default)]
+struct Outgoing(Vec<NewDelivery>);
+
+impl Outgoing {
+    /// Writes what is queued and counts what was new (a key written before is not).
+    async fn write(
+        &mut self,
+        conn: &mut sqlx::AnyConnection,
+        report: &mut PassReport,
+    ) -> Result<(), EngineError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let new = journeys::insert_deliveries(conn, &self.0).await?;
+        for d in self.0.drain(..).filter(|d| new.contains(&d.id)) {
+            if d.channel == "webhook" {
+                report.webhooks += 1;
+            } else {
+                report.emails += 1;
+                crate::progress::count(&crate::progress::METER.queued);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The customer's past events up to `at`, read only when an expression will use them.
 async fn history_if(
     conn: &mut sqlx::AnyConnection,
@@ -777,27 +805,32 @@ impl Engine {
                 // One writer at a time on SQLite: a journey is lost to another worker only
                 // when a second process runs beside this one. Then the whole group is rolled
                 // back and claimed again, which spares every journey a savepoint.
-                let mut lost = false;
+                // The group's deliveries and journeys are written a few statements at a
+                // time, not two per journey: on SQLite each statement is a round trip to
+                // sqlx's worker thread, which cost more than the writing itself.
+                let mut outgoing = Outgoing::default();
                 for row in group.iter_mut() {
                     let customer = customers.get_mut(&row.customer_id);
-                    self.advance(&mut tx, row, customer, &mut suppressions, report)
+                    let out = &mut outgoing;
+                    self.advance(&mut tx, row, customer, &mut suppressions, out, report)
                         .await?;
-                    if !journeys::save_enrollment(&mut tx, row).await? {
-                        lost = true;
-                        break;
-                    }
                 }
-                match lost {
-                    true => tx.rollback().await?,
-                    false => tx.commit().await?,
+                outgoing.write(&mut tx, report).await?;
+                let saved = journeys::save_enrollments(&mut tx, group).await?;
+                match saved == group.len() as u64 {
+                    true => tx.commit().await?,
+                    false => tx.rollback().await?,
                 }
                 continue;
             }
             for row in group {
                 let mut journey = sqlx::Acquire::begin(&mut *tx).await?;
                 let customer = customers.get_mut(&row.customer_id);
-                self.advance(&mut journey, row, customer, &mut suppressions, report)
+                let mut outgoing = Outgoing::default();
+                let out = &mut outgoing;
+                self.advance(&mut journey, row, customer, &mut suppressions, out, report)
                     .await?;
+                outgoing.write(&mut journey, report).await?;
                 if journeys::save_enrollment(&mut journey, row).await? {
                     journey.commit().await?;
                 } else {
@@ -816,13 +849,15 @@ impl Engine {
         Ok(count)
     }
 
-    /// Runs an enrollment's steps from its current one until a wait or the end.
+    /// Runs an enrollment's steps from its current one until a wait or the end. The
+    /// deliveries its steps queue go to `outgoing`, which the caller writes.
     async fn advance(
         &self,
         conn: &mut sqlx::AnyConnection,
         row: &mut EnrollmentRow,
         customer: Option<&mut Customer>,
         suppressions: &mut Suppressions,
+        outgoing: &mut Outgoing,
         report: &mut PassReport,
     ) -> Result<(), EngineError> {
         let at = row.due_at.unwrap_or(row.entered_at);
@@ -921,7 +956,7 @@ impl Engine {
                         return Ok(());
                     }
                     if wf.class == MailClass::Marketing {
-                        match self.fairness(conn, customer, at).await? {
+                        match self.fairness(conn, customer, at, outgoing, report).await? {
                             Fairness::Send => {}
                             Fairness::Hold { until, reason } => {
                                 let policy = if reason == "quiet hours" {
@@ -935,17 +970,14 @@ impl Engine {
                                     report.deferred += 1;
                                     return Ok(());
                                 }
-                                journeys::insert_skipped(conn, &d, reason, at).await?;
+                                journeys::insert_skipped(conn, &d, reason).await?;
                                 report.skipped += 1;
                                 row.step = node.next.map(str::to_string);
                                 continue;
                             }
                         }
                     }
-                    if journeys::insert_delivery(conn, &d, at).await? {
-                        report.emails += 1;
-                        crate::progress::count(&crate::progress::METER.queued);
-                    }
+                    outgoing.0.push(d);
                     row.step = node.next.map(str::to_string);
                 }
                 StepKind::Wait(wait) => {
@@ -1003,9 +1035,7 @@ impl Engine {
                             return Ok(());
                         }
                     };
-                    if journeys::insert_delivery(conn, &d, at).await? {
-                        report.webhooks += 1;
-                    }
+                    outgoing.0.push(d);
                     row.step = node.next.map(str::to_string);
                 }
                 StepKind::Exit { reason } => {
@@ -1048,6 +1078,8 @@ impl Engine {
         conn: &mut sqlx::AnyConnection,
         customer: &Customer,
         at: DateTime<Utc>,
+        outgoing: &mut Outgoing,
+        report: &mut PassReport,
     ) -> Result<Fairness, EngineError> {
         let limits = &self.config.limits;
         if let Some(q) = &limits.quiet_hours
@@ -1073,6 +1105,8 @@ impl Engine {
             && let Ok(per) = crate::duration::parse(&cap.per)
             && cap.count > 0
         {
+            // The cap counts this group's queued emails too: write them first.
+            outgoing.write(conn, report).await?;
             let sends = journeys::marketing_sends_since(conn, &customer.id, at - per).await?;
             if sends.len() >= cap.count as usize {
                 // The slot opens when the oldest send in the window leaves it.

@@ -3,7 +3,7 @@
 //! These functions take a connection, not the pool, so that the engine can advance an
 //! enrollment and write its delivery intent in one transaction.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -391,65 +391,111 @@ pub async fn save_enrollment(
     conn: &mut AnyConnection,
     e: &EnrollmentRow,
 ) -> Result<bool, StoreError> {
-    let n = sqlx::query(
-        "UPDATE enrollments SET state = $1, step = $2, due_at = $3, ended_at = $4, exit_reason = $5, error = $6, version = version + 1, lease_until = NULL WHERE id = $7 AND version = $8",
-    )
-    .bind(e.state.clone())
-    .bind(e.step.clone())
-    .bind(millis(e.due_at))
-    .bind(millis(e.ended_at))
-    .bind(e.exit_reason.clone())
-    .bind(e.error.clone())
-    .bind(e.id.clone())
-    .bind(e.version)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    Ok(save_enrollments(conn, std::slice::from_ref(e)).await? == 1)
+}
+
+/// Saves enrollments, a group per statement, each only if nobody else saved it since it
+/// was read (its `version` is unchanged); returns how many were saved.
+pub async fn save_enrollments(
+    conn: &mut AnyConnection,
+    rows: &[EnrollmentRow],
+) -> Result<u64, StoreError> {
+    const COLUMNS: usize = 8;
+    let mut saved = 0;
+    for chunk in rows.chunks(100) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", super::placeholders(1 + i * COLUMNS, COLUMNS)))
+            .collect();
+        // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
+        let sql = format!(
+            "UPDATE enrollments SET state = v.column2, step = v.column3, due_at = v.column4, ended_at = v.column5, exit_reason = v.column6, error = v.column7, version = version + 1, lease_until = NULL FROM (VALUES {}) AS v WHERE enrollments.id = v.column1 AND enrollments.version = v.column8",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
+        for e in chunk {
+            q = q
+                .bind(e.id.clone())
+                .bind(e.state.clone())
+                .bind(e.step.clone())
+                .bind(millis(e.due_at))
+                .bind(millis(e.ended_at))
+                .bind(e.exit_reason.clone())
+                .bind(e.error.clone())
+                .bind(e.version);
+        }
+        saved += q.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(saved)
 }
 
 /// Writes a delivery and reserves its coupon; `false` when the key was written before.
 pub async fn insert_delivery(
     conn: &mut AnyConnection,
     d: &NewDelivery,
-    now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let n = sqlx::query(
-        "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, html, text, payload, coupon_code, message_id, state, attempts, due_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'pending', 0, $16, $17) ON CONFLICT DO NOTHING",
-    )
-    .bind(d.id.clone())
-    .bind(d.channel)
-    .bind(d.enrollment_id.clone())
-    .bind(d.workflow.clone())
-    .bind(d.customer_id.clone())
-    .bind(d.step.clone())
-    .bind(d.class)
-    .bind(d.mode)
-    .bind(d.recipient.clone())
-    .bind(d.subject.clone())
-    .bind(d.html.clone())
-    .bind(d.text.clone())
-    .bind(d.payload.clone())
-    .bind(d.coupon.as_ref().map(|c| c.0.clone()))
-    .bind(d.message_id.clone())
-    .bind(d.due_at.timestamp_millis())
-    .bind(now.timestamp_millis())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if n == 1
-        && let Some((code, expires)) = &d.coupon
-    {
-        sqlx::query("INSERT INTO coupons (code, delivery_id, customer_id, workflow, expires_at, state) VALUES ($1, $2, $3, $4, $5, 'reserved')")
-            .bind(code.clone())
-            .bind(d.id.clone())
-            .bind(d.customer_id.clone())
-            .bind(d.workflow.clone())
-            .bind(expires.timestamp_millis())
-            .execute(conn)
-            .await?;
+    Ok(!insert_deliveries(conn, std::slice::from_ref(d))
+        .await?
+        .is_empty())
+}
+
+/// Writes deliveries, a group per statement, and reserves their coupons; returns the ids
+/// that were new (a key written before is left as it was). A delivery is created at the
+/// moment it is due: the step that queued it ran then, on the pass's clock.
+pub async fn insert_deliveries(
+    conn: &mut AnyConnection,
+    ds: &[NewDelivery],
+) -> Result<HashSet<String>, StoreError> {
+    const COLUMNS: usize = 17;
+    let mut new = HashSet::new();
+    for chunk in ds.chunks(50) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let params = super::placeholders(1 + i * COLUMNS, COLUMNS);
+                format!("({params}, 'pending', 0)")
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, html, text, payload, coupon_code, message_id, due_at, created_at, state, attempts) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
+        for d in chunk {
+            q = q
+                .bind(d.id.clone())
+                .bind(d.channel)
+                .bind(d.enrollment_id.clone())
+                .bind(d.workflow.clone())
+                .bind(d.customer_id.clone())
+                .bind(d.step.clone())
+                .bind(d.class)
+                .bind(d.mode)
+                .bind(d.recipient.clone())
+                .bind(d.subject.clone())
+                .bind(d.html.clone())
+                .bind(d.text.clone())
+                .bind(d.payload.clone())
+                .bind(d.coupon.as_ref().map(|c| c.0.clone()))
+                .bind(d.message_id.clone())
+                .bind(d.due_at.timestamp_millis())
+                .bind(d.due_at.timestamp_millis());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            new.insert(row.try_get::<String, _>(0)?);
+        }
     }
-    Ok(n == 1)
+    for d in ds.iter().filter(|d| new.contains(&d.id)) {
+        if let Some((code, expires)) = &d.coupon {
+            sqlx::query("INSERT INTO coupons (code, delivery_id, customer_id, workflow, expires_at, state) VALUES ($1, $2, $3, $4, $5, 'reserved')")
+                .bind(code.clone())
+                .bind(d.id.clone())
+                .bind(d.customer_id.clone())
+                .bind(d.workflow.clone())
+                .bind(expires.timestamp_millis())
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(new)
 }
 
 /// A delivery as the tests and `outbox` read it.
@@ -734,11 +780,10 @@ pub async fn insert_skipped(
     conn: &mut AnyConnection,
     d: &NewDelivery,
     reason: &str,
-    now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let mut skipped = d.clone();
     skipped.coupon = None;
-    if insert_delivery(conn, &skipped, now).await? {
+    if insert_delivery(conn, &skipped).await? {
         sqlx::query("UPDATE deliveries SET state = 'skipped', last_error = $1 WHERE id = $2")
             .bind(reason)
             .bind(d.id.clone())

@@ -838,7 +838,10 @@ mod tests {
             Some("UPDATE t SET a = ?, b = '$9?' WHERE id IN (?, ?)")
         );
         let many = format!("VALUES ({})", placeholders(1, 12));
-        assert_eq!(anonymous(&many).unwrap(), format!("VALUES ({})", ["?"; 12].join(", ")));
+        assert_eq!(
+            anonymous(&many).unwrap(),
+            format!("VALUES ({})", ["?"; 12].join(", "))
+        );
         // Repeated, out of order or already anonymous: kept as written.
         assert_eq!(anonymous("SET a = $1 WHERE b = $1"), None);
         assert_eq!(anonymous("SET a = $2 WHERE b = $1"), None);

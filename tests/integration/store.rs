@@ -647,6 +647,69 @@ fn quiet_hours_and_the_frequency_cap() {
     }
 }
 
+/// Two marketing emails due for one customer in the same pass (so in one group of journeys,
+/// whose deliveries are written together) still meet the cap: the second sees the first.
+#[test]
+fn the_frequency_cap_counts_emails_queued_in_the_same_pass() {
+    for b in backends("cap-one-pass") {
+        write(
+            &b.dir,
+            "tidings.yaml",
+            "database: ${TIDINGS_DB}\nlimits:\n  frequency_cap: { count: 1, per: 7d }\n",
+        );
+        write(
+            &b.dir,
+            "templates/promo/offer.html",
+            "<p>Hello {{ customer.email }}</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>\n",
+        );
+        for name in ["spring", "summer", "autumn"] {
+            write(
+                &b.dir,
+                &format!("workflows/{name}.yaml"),
+                &format!(
+                    "name: {name}\ntrigger: {{ event: promo }}\nsteps:\n  - id: offer\n    email: promo/offer\n    subject: Offer\n    when_capped: skip\n"
+                ),
+            );
+        }
+        write(
+            &b.dir,
+            "c.csv",
+            "id,email\nk,ken@example.com\nm,mia@example.com\n",
+        );
+        let run = tidings(&b).args(["import", "customers", "c.csv"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        for customer in ["k", "m"] {
+            let run = tidings(&b)
+                .args([
+                    "event",
+                    "promo",
+                    "--customer",
+                    customer,
+                    "--at",
+                    "2026-06-02T10:00:00Z",
+                ])
+                .run();
+            assert_eq!(run.code, 0, "{}", run.transcript());
+        }
+        pass(&b, "2026-06-02T10:00:00Z");
+        let (deliveries, _) = outbox(&b);
+        for customer in ["k", "m"] {
+            let mut states: Vec<&str> = deliveries
+                .iter()
+                .filter(|d| d.customer_id == customer)
+                .map(|d| d.state.as_str())
+                .collect();
+            states.sort();
+            assert_eq!(
+                states,
+                ["sent", "skipped", "skipped"],
+                "{} {customer}",
+                b.label
+            );
+        }
+    }
+}
+
 /// `--progress always` keeps the final progress line of `import`, `run --once` and
 /// `simulate` on stderr, with the counts the commands report; without a terminal the
 /// default shows none.
