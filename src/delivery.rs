@@ -786,7 +786,7 @@ struct SmtpPool {
 /// What a worker does next.
 enum Next {
     /// Send this job once the overall rate allows.
-    Send(Box<Job>, tokio::time::Instant),
+    Send(Box<Job>, std::time::Instant),
     /// Every queued job's domain is at its rate: wait until one is free.
     Wait(std::time::Instant),
     Done,
@@ -832,7 +832,7 @@ impl SmtpPool {
             })
         };
         match picked.and_then(|i| queue.remove(i)) {
-            Some(job) => Next::Send(Box::new(job), overall.take(now).into()),
+            Some(job) => Next::Send(Box::new(job), overall.take(now)),
             None => Next::Wait(earliest.unwrap_or(now)),
         }
     }
@@ -863,11 +863,11 @@ impl SmtpPool {
                     let job = match Self::next(&queue, &pacing) {
                         Next::Done => break,
                         Next::Wait(until) => {
-                            tokio::time::sleep_until(until.into()).await;
+                            crate::pacing::wait_until(until).await;
                             continue;
                         }
                         Next::Send(job, at) => {
-                            tokio::time::sleep_until(at).await;
+                            crate::pacing::wait_until(at).await;
                             job
                         }
                     };

@@ -40,6 +40,16 @@ impl Pacer {
     }
 }
 
+/// Waits until `at`, or not at all when it has come. Tokio rounds a deadline up to its next
+/// millisecond tick, so sleeping until "now" made every email wait up to a millisecond for
+/// its slot: a third of a campaign's sending time at 8 sessions.
+pub async fn wait_until(at: Instant) {
+    let at = tokio::time::Instant::from_std(at);
+    if at > tokio::time::Instant::now() {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
 /// One pacer per recipient domain, at the rate configured for it or the default.
 #[derive(Debug, Clone, Default)]
 pub struct DomainPacing {
@@ -97,6 +107,23 @@ pub fn domain_of(address: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slot that has come is taken at once; one still ahead is waited for. (On a paused
+    /// clock tokio moves time on only for a sleep that is pending.)
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_that_has_come_is_not_waited_for() {
+        // Between two ticks, as a real clock almost always is.
+        tokio::time::advance(Duration::from_micros(300)).await;
+        let start = tokio::time::Instant::now();
+        let mut pacer = Pacer::new(0);
+        wait_until(pacer.take(start.into_std())).await;
+        wait_until(pacer.take(start.into_std())).await;
+        assert_eq!(tokio::time::Instant::now(), start);
+        let mut pacer = Pacer::new(10);
+        pacer.take(start.into_std());
+        wait_until(pacer.take(start.into_std())).await;
+        assert!(tokio::time::Instant::now() >= start + Duration::from_millis(100));
+    }
 
     #[test]
     fn slots_are_evenly_spaced_and_not_saved_up() {
