@@ -108,9 +108,6 @@ const DELIVERIES: Table = Table {
         ("mode", Text),
         ("recipient", Text),
         ("subject", Text),
-        ("html", Text),
-        ("text", Text),
-        ("payload", Text),
         ("coupon_code", Text),
         ("message_id", Text),
         ("state", Text),
@@ -120,6 +117,17 @@ const DELIVERIES: Table = Table {
         ("sent_at", Int),
         ("last_error", Text),
         ("lease_until", Int),
+    ],
+};
+
+const DELIVERY_BODIES: Table = Table {
+    name: "delivery_bodies",
+    key: "delivery_id",
+    columns: &[
+        ("delivery_id", Text),
+        ("html", Text),
+        ("text", Text),
+        ("payload", Text),
     ],
 };
 
@@ -137,12 +145,13 @@ const COUPONS: Table = Table {
 };
 
 /// What `simulate` copies, in an order that satisfies the foreign keys.
-const TABLES: [&Table; 6] = [
+const TABLES: [&Table; 7] = [
     &CUSTOMERS,
     &SUPPRESSIONS,
     &EVENTS,
     &ENROLLMENTS,
     &DELIVERIES,
+    &DELIVERY_BODIES,
     &COUPONS,
 ];
 
@@ -178,6 +187,10 @@ pub async fn copy_for_rehearsal(
     for table in TABLES {
         let filter = match table.name {
             "deliveries" => Some(("(state = 'pending' OR due_at >= $3)", since)),
+            "delivery_bodies" => Some((
+                "delivery_id IN (SELECT id FROM deliveries WHERE state = 'pending' OR due_at >= $3)",
+                since,
+            )),
             _ => None,
         };
         let n = copy_table(from, to, table, filter).await?;

@@ -445,7 +445,7 @@ pub async fn insert_deliveries(
     conn: &mut AnyConnection,
     ds: &[NewDelivery],
 ) -> Result<HashSet<String>, StoreError> {
-    const COLUMNS: usize = 17;
+    const COLUMNS: usize = 14;
     let mut new = HashSet::new();
     for chunk in ds.chunks(50) {
         let values: Vec<String> = (0..chunk.len())
@@ -455,7 +455,7 @@ pub async fn insert_deliveries(
             })
             .collect();
         let sql = format!(
-            "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, html, text, payload, coupon_code, message_id, due_at, created_at, state, attempts) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+            "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, coupon_code, message_id, due_at, created_at, state, attempts) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
             values.join(", ")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
@@ -471,17 +471,17 @@ pub async fn insert_deliveries(
                 .bind(d.mode)
                 .bind(d.recipient.clone())
                 .bind(d.subject.clone())
-                .bind(d.html.clone())
-                .bind(d.text.clone())
-                .bind(d.payload.clone())
                 .bind(d.coupon.as_ref().map(|c| c.0.clone()))
                 .bind(d.message_id.clone())
                 .bind(d.due_at.timestamp_millis())
                 .bind(d.due_at.timestamp_millis());
         }
+        let mut written = HashSet::new();
         for row in q.fetch_all(&mut *conn).await? {
-            new.insert(row.try_get::<String, _>(0)?);
+            written.insert(row.try_get::<String, _>(0)?);
         }
+        insert_bodies(conn, chunk.iter().filter(|d| written.contains(&d.id))).await?;
+        new.extend(written);
     }
     for d in ds.iter().filter(|d| new.contains(&d.id)) {
         if let Some((code, expires)) = &d.coupon {
@@ -584,7 +584,8 @@ pub async fn sent_emails(conn: &mut AnyConnection) -> Result<Vec<SentEmail>, Sto
 }
 
 pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM deliveries ORDER BY due_at, id")
+    let sql = format!("SELECT {WITH_BODIES} ORDER BY due_at, id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(conn)
         .await?;
     delivery_rows(&rows)
@@ -772,6 +773,65 @@ pub async fn marketing_sends_since(
                 .ok_or_else(|| StoreError::Corrupt("delivery time".into()))
         })
         .collect()
+}
+
+/// Writes what new deliveries carry (HTML, text, a webhook's payload), a group per statement.
+async fn insert_bodies(
+    conn: &mut AnyConnection,
+    ds: impl Iterator<Item = &NewDelivery>,
+) -> Result<(), StoreError> {
+    const COLUMNS: usize = 4;
+    let ds: Vec<&NewDelivery> = ds.collect();
+    if ds.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = (0..ds.len())
+        .map(|i| format!("({})", super::placeholders(1 + i * COLUMNS, COLUMNS)))
+        .collect();
+    let sql = format!(
+        "INSERT INTO delivery_bodies (delivery_id, html, text, payload) VALUES {}",
+        values.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
+    for d in ds {
+        q = q
+            .bind(d.id.clone())
+            .bind(d.html.clone())
+            .bind(d.text.clone())
+            .bind(d.payload.clone());
+    }
+    q.execute(conn).await?;
+    Ok(())
+}
+
+/// What a delivery carries lives beside it in `delivery_bodies`: `SELECT {WITH_BODIES}
+/// WHERE …` reads both, as [`delivery_rows`] expects.
+pub(crate) const WITH_BODIES: &str = "deliveries.*, b.html, b.text, b.payload FROM deliveries LEFT JOIN delivery_bodies b ON b.delivery_id = deliveries.id";
+
+/// Fills in what claimed deliveries carry (a claim's `RETURNING` cannot join).
+pub(crate) async fn fill_bodies(
+    conn: &mut AnyConnection,
+    rows: &mut [DeliveryRow],
+) -> Result<(), StoreError> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let found = super::fetch_in(
+        conn,
+        "SELECT delivery_id, html, text, payload FROM delivery_bodies WHERE delivery_id IN ({list})",
+        &[],
+        &ids,
+    )
+    .await?;
+    let mut bodies = HashMap::new();
+    for r in found {
+        let id: String = r.try_get(0)?;
+        bodies.insert(id, (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
+    }
+    for row in rows {
+        if let Some((html, text, payload)) = bodies.remove(&row.id) {
+            (row.html, row.text, row.payload) = (html, text, payload);
+        }
+    }
+    Ok(())
 }
 
 /// Records an email step that a rule skipped, so that it shows in reports instead of

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
 
-use super::journeys::{DeliveryRow, delivery_rows};
+use super::journeys::{DeliveryRow, WITH_BODIES, delivery_rows, fill_bodies};
 use super::{IN_LIST, StoreError, placeholders};
 
 /// Puts back the emails a dead sender left in `sending`: those whose lease ran out before
@@ -52,7 +52,7 @@ async fn due_where(
     condition: &'static str,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
     let sql = format!(
-        "SELECT * FROM deliveries WHERE channel = $1 AND state IN ('pending', 'retrying') AND due_at <= $2{condition} ORDER BY due_at, id LIMIT $3"
+        "SELECT {WITH_BODIES} WHERE channel = $1 AND state IN ('pending', 'retrying') AND due_at <= $2{condition} ORDER BY due_at, id LIMIT $3"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(channel)
@@ -82,7 +82,7 @@ pub async fn claim_due(
         super::Backend::Sqlite => "",
     };
     let sql = format!(
-        "UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE channel = $2 AND state IN ('pending', 'retrying') AND due_at <= $3 AND mode = 'at_least_once' ORDER BY due_at, id LIMIT $4{lock}) RETURNING *"
+        "UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE channel = $2 AND state IN ('pending', 'retrying') AND due_at <= $3 AND mode = 'at_least_once' ORDER BY due_at, id LIMIT $4{lock}) RETURNING *, CAST(NULL AS TEXT) AS html, CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS payload"
     );
     // The statement's text is fixed here but for the lock clause.
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -90,12 +90,13 @@ pub async fn claim_due(
         .bind(channel)
         .bind(now.timestamp_millis())
         .bind(limit)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await?;
     let mut rows = delivery_rows(&rows)?;
     for row in &mut rows {
         row.attempts -= 1;
     }
+    fill_bodies(conn, &mut rows).await?;
     rows.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
     Ok(rows)
 }
@@ -275,7 +276,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
     let (clause, values) = selection.clause(2);
-    let sql = format!("SELECT * FROM deliveries WHERE {clause} ORDER BY due_at DESC, id LIMIT $1");
+    let sql = format!("SELECT {WITH_BODIES} WHERE {clause} ORDER BY due_at DESC, id LIMIT $1");
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit);
     for v in values {
         q = q.bind(v);

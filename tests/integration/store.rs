@@ -710,6 +710,86 @@ fn the_frequency_cap_counts_emails_queued_in_the_same_pass() {
     }
 }
 
+/// A store made before migration 8 keeps what its queued emails carry: their HTML and text
+/// move to `delivery_bodies`, and the emails leave with them.
+#[test]
+fn queued_emails_keep_their_bodies_across_the_bodies_migration() {
+    for b in backends("bodies-migration") {
+        with_examples(&b);
+        // The server is down: the welcome email waits in the outbox.
+        write(
+            &b.dir,
+            "tidings.yaml",
+            "database: ${TIDINGS_DB}\nemail:\n  transport: smtp://127.0.0.1:1\n",
+        );
+        write(
+            &b.dir,
+            "c.csv",
+            "id,email,first_name\nada,ada@example.com,Ada\n",
+        );
+        let run = tidings(&b).args(["import", "customers", "c.csv"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let run = tidings(&b)
+            .args([
+                "event",
+                "customer_created",
+                "--customer",
+                "ada",
+                "--at",
+                "2026-06-01T09:00:00Z",
+            ])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        pass(&b, "2026-06-01T09:00:00Z");
+        // Back to the schema migration 7 left: the bodies in the deliveries' own rows.
+        with_store(&b, async |s| {
+            let mut conn = s.connection().await.unwrap();
+            for sql in [
+                "ALTER TABLE deliveries ADD COLUMN html TEXT",
+                "ALTER TABLE deliveries ADD COLUMN text TEXT",
+                "ALTER TABLE deliveries ADD COLUMN payload TEXT",
+                "UPDATE deliveries SET html = (SELECT b.html FROM delivery_bodies b WHERE b.delivery_id = deliveries.id), text = (SELECT b.text FROM delivery_bodies b WHERE b.delivery_id = deliveries.id)",
+                "DROP TABLE delivery_bodies",
+                "DELETE FROM tidings_migrations WHERE version = 8",
+            ] {
+                sqlx::query(sql).execute(&mut *conn).await.unwrap();
+            }
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM deliveries WHERE state = 'retrying' AND html LIKE '%Welcome, Ada!%'",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+            assert_eq!(waiting, 1, "{}", b.label);
+        });
+        // The server is back (the default transport: a folder).
+        write(&b.dir, "tidings.yaml", "database: ${TIDINGS_DB}\n");
+        let out = pass(&b, "2026-06-01T12:00:00Z");
+        assert!(out.contains("delivered 1 emails"), "{}: {out}", b.label);
+        let mails: Vec<String> = std::fs::read_dir(b.dir.join("out/mail"))
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        assert_eq!(mails.len(), 1, "{}", b.label);
+        let message = mail_parser::MessageParser::default()
+            .parse(mails[0].as_bytes())
+            .unwrap();
+        assert!(
+            message.body_html(0).unwrap().contains("Welcome, Ada!"),
+            "{}",
+            mails[0]
+        );
+        assert!(
+            message
+                .body_text(0)
+                .unwrap()
+                .contains("Thanks for joining Acme"),
+            "{}",
+            mails[0]
+        );
+    }
+}
+
 /// `--progress always` keeps the final progress line of `import`, `run --once` and
 /// `simulate` on stderr, with the counts the commands report; without a terminal the
 /// default shows none.
