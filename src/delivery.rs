@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -123,8 +123,40 @@ pub struct DispatchReport {
     pub suppressed: u64,
     /// `at_most_once` emails whose fate the server left unknown.
     pub unknown: u64,
-    /// One line per email that did not simply go, for the operator.
+    /// One line per email that did not simply go, for the operator — but for emails to be
+    /// retried, only the first few of each cause, and then one line with how many more.
     pub problems: Vec<String>,
+    /// Emails to be retried, by cause: a server that is down would otherwise print a line
+    /// for every email claimed.
+    retries_by_cause: BTreeMap<String, u64>,
+}
+
+/// Lines printed for emails retried for one cause before the rest are counted.
+const RETRY_LINES_PER_CAUSE: u64 = 3;
+
+impl DispatchReport {
+    /// Notes an email to be retried: its own line while its cause is new.
+    fn retry(&mut self, what: &str, cause: &str) {
+        let seen = self.retries_by_cause.entry(cause.to_string()).or_insert(0);
+        *seen += 1;
+        if *seen <= RETRY_LINES_PER_CAUSE {
+            self.problems
+                .push(format!("{what} will be retried: {cause}"));
+        }
+    }
+
+    /// One line per cause with more emails to be retried than it had lines.
+    fn count_the_rest(&mut self) {
+        for (cause, n) in std::mem::take(&mut self.retries_by_cause) {
+            if n > RETRY_LINES_PER_CAUSE {
+                let more = n - RETRY_LINES_PER_CAUSE;
+                let emails = if more == 1 { "email" } else { "emails" };
+                self.problems.push(format!(
+                    "... and {more} more {emails} will be retried: {cause}"
+                ));
+            }
+        }
+    }
 }
 
 /// Why a single message cannot be built; the delivery fails, the rest go on.
@@ -674,6 +706,7 @@ async fn record_outcomes(
     if result.is_err() {
         window.close();
     }
+    report.count_the_rest();
     result.map(|()| report)
 }
 
@@ -715,9 +748,7 @@ fn tally(
         } else {
             report.retrying += 1;
             count(&METER.retrying);
-            report
-                .problems
-                .push(format!("{what} will be retried: {error}"));
+            report.retry(&what, &error);
             Write {
                 retry_at: Some(now + backoff(&d.id, d.attempts, TimeDelta::minutes(1))),
                 ..write("retrying", Some(error))

@@ -413,6 +413,15 @@ fn a_server_that_is_down_holds_the_queue_until_it_is_back() {
         "{}",
         down.stdout
     );
+    // The first emails of a cause get a line each, the rest one line together.
+    let cause = "will be retried: the SMTP server could not be reached";
+    let lines: Vec<&str> = down.stderr.lines().filter(|l| l.contains(cause)).collect();
+    assert_eq!(lines.len(), 4, "{}", down.stderr);
+    assert!(
+        lines[3].contains(&format!("... and 1 more email {cause}")),
+        "{}",
+        down.stderr
+    );
     let (deliveries, _) = outbox(&b);
     assert!(
         deliveries
