@@ -174,6 +174,19 @@ pub struct Engine {
 /// unsubscribe endpoint records, and what a simulation timeline can carry).
 pub const UNSUBSCRIBED_EVENT: &str = "unsubscribed";
 
+/// Whether this event starts the workflow (an enabled one, with this event as its trigger
+/// and, for a stage trigger, this stage as the one entered).
+fn triggers(wf: &Workflow, event: &Event) -> bool {
+    let Trigger::Event { name, to_stage } = &wf.trigger else {
+        return false;
+    };
+    wf.enabled
+        && *name == event.name
+        && to_stage.as_ref().is_none_or(|stage| {
+            event.properties.get("to").and_then(|v| v.as_str()) == Some(stage.name.as_str())
+        })
+}
+
 /// The deliveries a group of journeys queued, written together when the group ends — or
 /// before a step reads the outbox back (the frequency cap), so that it counts them.
 #[derive(Default)]
@@ -457,7 +470,21 @@ impl Engine {
         let mut conn = self.store.pool.acquire().await?;
         let events = journeys::pending_events(&mut conn, now, BATCH).await?;
         drop(conn);
+        // Events that start nothing and change nothing (most `stage_entered` ones) are
+        // only marked processed, all in one statement.
+        let mut idle = Vec::new();
         for stored in &events {
+            let triggered: Vec<&Arc<Workflow>> = self
+                .plan
+                .workflows
+                .iter()
+                .filter(|wf| triggers(wf, &stored.event))
+                .collect();
+            let unsubscribes = stored.event.name == UNSUBSCRIBED_EVENT;
+            if triggered.is_empty() && stored.set.is_empty() && !unsubscribes {
+                idle.push(stored.event.id.as_str());
+                continue;
+            }
             let mut tx = self.store.write_tx().await?;
             let Some(mut customer) =
                 journeys::customer_for_update(&mut tx, self.store.backend(), &stored.customer_id)
@@ -467,7 +494,6 @@ impl Engine {
                 tx.commit().await?;
                 continue;
             };
-            let unsubscribes = stored.event.name == UNSUBSCRIBED_EVENT;
             if !stored.set.is_empty() || unsubscribes {
                 apply_set(&mut customer, &stored.set);
                 if unsubscribes && customer.unsubscribed_at.is_none() {
@@ -477,22 +503,10 @@ impl Engine {
                 self.restage(&mut tx, &customer, None, stored.event.at)
                     .await?;
             }
-            let reads = self.plan.workflows.iter().any(|w| w.reads_history());
+            let reads = triggered.iter().any(|w| w.reads_history());
             let history = history_if(&mut tx, reads, &customer.id, stored.event.at).await?;
             let mut suppressions = Suppressions::default();
-            for wf in &self.plan.workflows {
-                let Trigger::Event { name, to_stage } = &wf.trigger else {
-                    continue;
-                };
-                if !wf.enabled || *name != stored.event.name {
-                    continue;
-                }
-                if let Some(stage) = to_stage
-                    && stored.event.properties.get("to").and_then(|v| v.as_str())
-                        != Some(stage.name.as_str())
-                {
-                    continue;
-                }
+            for wf in triggered {
                 let key = stored.event.id.clone();
                 let admission = Admission {
                     suppressions: &mut suppressions,
@@ -515,6 +529,12 @@ impl Engine {
             journeys::mark_event_processed(&mut tx, &stored.event.id, now).await?;
             tx.commit().await?;
             report.events += 1;
+        }
+        if !idle.is_empty() {
+            let mut tx = self.store.write_tx().await?;
+            journeys::mark_events_processed(&mut tx, &idle, now).await?;
+            tx.commit().await?;
+            report.events += idle.len() as u64;
         }
         Ok(events.len())
     }

@@ -119,11 +119,23 @@ pub async fn mark_event_processed(
     id: &str,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE events SET processed_at = $1 WHERE id = $2")
-        .bind(at.timestamp_millis())
-        .bind(id)
-        .execute(conn)
-        .await?;
+    mark_events_processed(conn, &[id], at).await
+}
+
+/// Marks events processed, a few hundred per statement.
+pub async fn mark_events_processed(
+    conn: &mut AnyConnection,
+    ids: &[&str],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE events SET processed_at = $1 WHERE id IN ({list})";
+    super::fetch_in(
+        conn,
+        sql,
+        &[super::Lead::Millis(at.timestamp_millis())],
+        ids,
+    )
+    .await?;
     Ok(())
 }
 
@@ -256,7 +268,7 @@ pub async fn last_entries(
 ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
     let sql = "SELECT customer_id, MAX(entered_at) FROM enrollments WHERE workflow = $1 AND customer_id IN ({list}) GROUP BY customer_id";
     let mut out = HashMap::new();
-    for row in super::fetch_in(conn, sql, &[workflow], ids).await? {
+    for row in super::fetch_in(conn, sql, &[super::Lead::Text(workflow)], ids).await? {
         if let Some(at) = from_millis(row.try_get::<Option<i64>, _>(1)?) {
             out.insert(row.try_get::<String, _>(0)?, at);
         }

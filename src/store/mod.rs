@@ -763,12 +763,20 @@ fn anonymous(sql: &str) -> Option<String> {
     Some(out)
 }
 
+/// A value bound ahead of an `IN` list.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Lead<'a> {
+    Text(&'a str),
+    /// A moment, as the store keeps it (milliseconds since the epoch).
+    Millis(i64),
+}
+
 /// Runs `sql`, whose `IN ({list})` takes `values`, once per few hundred of them — binding
-/// `lead` first, as `$1`, `$2`, … — and returns every row.
+/// `lead` first, as `$1`, `$2`, … — and returns every row (none for an `UPDATE`).
 pub(crate) async fn fetch_in(
     conn: &mut sqlx::AnyConnection,
     sql: &str,
-    lead: &[&str],
+    lead: &[Lead<'_>],
     values: &[&str],
 ) -> Result<Vec<AnyRow>, StoreError> {
     let mut rows = Vec::new();
@@ -776,7 +784,13 @@ pub(crate) async fn fetch_in(
         // The statement's text comes from the caller's constant; every value is bound.
         let text = sql.replace("{list}", &placeholders(lead.len() + 1, chunk.len()));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(positional(conn, text)));
-        for v in lead.iter().chain(chunk) {
+        for v in lead {
+            q = match *v {
+                Lead::Text(t) => q.bind(t),
+                Lead::Millis(ms) => q.bind(ms),
+            };
+        }
+        for v in chunk {
             q = q.bind(*v);
         }
         rows.extend(q.fetch_all(&mut *conn).await?);

@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
 
+use super::StoreError;
 use super::journeys::{DeliveryRow, WITH_BODIES, delivery_rows, fill_bodies};
-use super::{IN_LIST, StoreError, placeholders};
 
 /// Puts back the emails a dead sender left in `sending`: those whose lease ran out before
 /// `expired_before` (every one, when the caller is the only sender). `at_least_once` mail
@@ -118,18 +118,15 @@ pub async fn finish_sent(
     ids: &[String],
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    for chunk in ids.chunks(IN_LIST) {
-        let sql = format!(
-            "UPDATE deliveries SET state = 'sent', last_error = NULL, sent_at = $1, lease_until = NULL WHERE id IN ({})",
-            placeholders(2, chunk.len())
-        );
-        let sql = super::positional(conn, sql);
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at.timestamp_millis());
-        for id in chunk {
-            q = q.bind(id.as_str());
-        }
-        q.execute(&mut *conn).await?;
-    }
+    let sql = "UPDATE deliveries SET state = 'sent', last_error = NULL, sent_at = $1, lease_until = NULL WHERE id IN ({list})";
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    super::fetch_in(
+        conn,
+        sql,
+        &[super::Lead::Millis(at.timestamp_millis())],
+        &ids,
+    )
+    .await?;
     Ok(())
 }
 
