@@ -104,8 +104,8 @@ pub struct Session {
     conn: AsyncSmtpConnection,
     /// The server offered PIPELINING (RFC 2920): MAIL, RCPT and DATA go in one write.
     pipelining: bool,
-    /// A reply did not come in time, so a late one could be taken for the answer to the
-    /// next command: the session is not used again.
+    /// A reply did not come in time (a late one could be taken for the answer to the next
+    /// command), or the line was lost: the session is not used again.
     out_of_step: bool,
 }
 
@@ -253,16 +253,16 @@ impl Session {
                 self.out_of_step = true;
                 SendError::Unknown("no answer to the end of data within the timeout".into())
             })?;
-        end.map_err(|e| {
-            if e.is_permanent() {
-                SendError::Rejected(format!("end of data: {e}"))
-            } else if e.is_transient() {
-                SendError::Transient(format!("end of data: {e}"))
-            } else {
-                SendError::Unknown(format!("end of data: {e}"))
+        match end {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(SendError::Rejected(format!("end of data: {e}"))),
+            Err(e) if e.is_transient() => Err(SendError::Transient(format!("end of data: {e}"))),
+            Err(e) => {
+                // No reply: the line is gone, and the next email needs a new session.
+                self.out_of_step = true;
+                Err(SendError::Unknown(format!("end of data: {e}")))
             }
-        })?;
-        Ok(())
+        }
     }
 
     /// What a reply before the data means: a 4xx or a lost line is transient, a 5xx is
@@ -279,7 +279,13 @@ impl Session {
         match reply {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) if e.is_permanent() => Err(permanent(format!("{stage}: {e}"))),
-            Ok(Err(e)) => Err(SendError::Transient(format!("{stage}: {e}"))),
+            Ok(Err(e)) => {
+                if !e.is_transient() {
+                    // Not a 4xx but a lost line or a garbled reply: not used again.
+                    self.out_of_step = true;
+                }
+                Err(SendError::Transient(format!("{stage}: {e}")))
+            }
             Err(_) => {
                 self.out_of_step = true;
                 Err(SendError::Transient(format!(

@@ -396,6 +396,30 @@ fn smtp_faults(mode: &str, start: fn(Box<crate::common::Script>) -> SmtpServer) 
 
 /// A server that is down when the pass runs: every email waits, nothing is lost, and the
 /// queue drains once the server is back.
+/// A line dropped after a message's final `.` ends that session: the next email goes on a
+/// new one, not into the dead connection (where it would fail and wait for a retry).
+#[test]
+fn the_next_email_after_a_dropped_line_goes_on_a_new_session() {
+    let b = backends("smtp-dropped-session").remove(0);
+    let ends = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = ends.clone();
+    let server = SmtpServer::start(Box::new(move |stage, _, _| {
+        let first =
+            stage == Stage::End && counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        if first { Act::Drop } else { Act::Accept }
+    }));
+    let addresses = ["a@example.com", "b@example.com", "c@example.com"].map(String::from);
+    new_customers(&b, server.port, "  concurrency: 1\n", &addresses);
+    let run = pass(&b, "2026-06-01T07:00:00Z");
+    // The first email's fate is unknown (retried with its Message-ID); the rest arrived.
+    assert!(
+        run.stdout.contains("delivered 2 emails"),
+        "{}",
+        run.transcript()
+    );
+    assert!(run.stdout.contains("1 to retry"), "{}", run.transcript());
+}
+
 #[test]
 fn a_server_that_is_down_holds_the_queue_until_it_is_back() {
     let b = backends("smtp-down").remove(0);
