@@ -412,10 +412,7 @@ impl Engine {
         known: Option<Option<String>>,
         at: DateTime<Utc>,
     ) -> Result<(), EngineError> {
-        let Some(stages) = &self.plan.stages else {
-            return Ok(());
-        };
-        let Ok(Some(next)) = stages.stage_of(&self.plan.engine, customer, at) else {
+        let Some(next) = self.stage_for(customer, at) else {
             return Ok(());
         };
         let current = match known {
@@ -426,6 +423,13 @@ impl Engine {
             store_stages::enter(conn, &customer.id, current.as_deref(), next, at).await?;
         }
         Ok(())
+    }
+
+    /// The stage the rules give this customer at `at`; `None` without stages, or when a
+    /// rule fails for this customer (their stage stays as it was).
+    fn stage_for(&self, customer: &Customer, at: DateTime<Utc>) -> Option<&str> {
+        let stages = self.plan.stages.as_ref()?;
+        stages.stage_of(&self.plan.engine, customer, at).ok()?
     }
 
     /// At the first pass of each UTC day (of the pass clock), every customer's stage is
@@ -451,10 +455,18 @@ impl Engine {
             let page = store_stages::page(&mut tx, &after, BATCH).await?;
             let Some((last, _)) = page.last() else { break };
             after = last.id.clone();
-            for (customer, stage) in &page {
-                self.restage(&mut tx, customer, Some(stage.clone()), now)
-                    .await?;
-            }
+            let moves: Vec<store_stages::Move> = page
+                .iter()
+                .filter_map(|(customer, stage)| {
+                    let next = self.stage_for(customer, now)?;
+                    (stage.as_deref() != Some(next)).then_some(store_stages::Move {
+                        id: &customer.id,
+                        from: stage.as_deref(),
+                        to: next,
+                    })
+                })
+                .collect();
+            store_stages::enter_all(&mut tx, &moves, now).await?;
             tx.commit().await?;
         }
         let mut conn = self.store.pool.acquire().await?;

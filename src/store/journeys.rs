@@ -544,16 +544,55 @@ pub async fn insert_event(
     at: DateTime<Utc>,
     properties: &Value,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at) VALUES ($1, $2, $3, $4, $5, '{}', $4) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(customer_id)
-    .bind(name)
-    .bind(at.timestamp_millis())
-    .bind(properties.to_string())
-    .execute(conn)
-    .await?;
+    let event = RaisedEvent {
+        id: id.to_string(),
+        customer_id,
+        name,
+        at,
+        properties: properties.to_string(),
+    };
+    insert_events(conn, &[event]).await
+}
+
+/// An event the store raises itself, as [`insert_events`] writes it.
+pub struct RaisedEvent<'a> {
+    pub id: String,
+    pub customer_id: &'a str,
+    pub name: &'a str,
+    pub at: DateTime<Utc>,
+    /// A JSON object.
+    pub properties: String,
+}
+
+/// Records events the store raises, a group per statement (see [`insert_event`]).
+pub async fn insert_events(
+    conn: &mut AnyConnection,
+    events: &[RaisedEvent<'_>],
+) -> Result<(), StoreError> {
+    const COLUMNS: usize = 6;
+    for chunk in events.chunks(100) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let params = super::placeholders(1 + i * COLUMNS, COLUMNS);
+                format!("({params}, '{{}}')")
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO events (id, customer_id, name, at, properties, recorded_at, changes) VALUES {} ON CONFLICT (id) DO NOTHING",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
+        for e in chunk {
+            q = q
+                .bind(e.id.clone())
+                .bind(e.customer_id)
+                .bind(e.name)
+                .bind(e.at.timestamp_millis())
+                .bind(e.properties.clone())
+                .bind(e.at.timestamp_millis());
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -757,9 +796,20 @@ pub async fn insert_failed_enrollment(
 
 /// The distinct zones customers are in (`None` for customers without one).
 pub async fn customer_zones(conn: &mut AnyConnection) -> Result<Vec<Option<String>>, StoreError> {
-    let rows = sqlx::query("SELECT DISTINCT timezone FROM customers")
-        .fetch_all(conn)
-        .await?;
+    // Zone by zone along the `customers (timezone)` index, a seek each, where `DISTINCT`
+    // read the whole index: every pass asks, and a store holds few zones and many customers.
+    let rows = sqlx::query(
+        "WITH RECURSIVE zones (tz) AS (
+            SELECT (SELECT timezone FROM customers WHERE timezone IS NOT NULL ORDER BY timezone LIMIT 1)
+            UNION ALL
+            SELECT (SELECT timezone FROM customers WHERE timezone > zones.tz ORDER BY timezone LIMIT 1) FROM zones WHERE zones.tz IS NOT NULL
+        )
+        SELECT tz FROM zones WHERE tz IS NOT NULL
+        UNION ALL
+        SELECT NULL WHERE EXISTS (SELECT 1 FROM customers WHERE timezone IS NULL)",
+    )
+    .fetch_all(conn)
+    .await?;
     rows.iter()
         .map(|r| Ok(r.try_get::<Option<String>, _>(0)?))
         .collect()

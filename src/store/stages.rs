@@ -5,6 +5,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
 
 use crate::customer::Customer;
+use std::collections::HashSet;
+
+use crate::store::journeys::RaisedEvent;
 use crate::store::{StoreError, customer_from_row, journeys};
 
 /// The event a change of stage records, with `from` and `to` in its properties.
@@ -45,27 +48,63 @@ pub async fn enter(
     to: &str,
     at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let moved = sqlx::query(
-        "UPDATE customers SET stage = $1, stage_since = $2 WHERE id = $3 AND COALESCE(stage, '') = $4",
-    )
-    .bind(to)
-    .bind(at.timestamp_millis())
-    .bind(id)
-    .bind(from.unwrap_or(""))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        > 0;
-    if moved {
-        journeys::insert_event(
-            conn,
-            &format!("{STAGE_ENTERED}:{id}:{to}:{}", at.timestamp_millis()),
-            id,
-            STAGE_ENTERED,
-            at,
-            &serde_json::json!({ "from": from, "to": to }),
-        )
-        .await?;
+    Ok(enter_all(conn, &[Move { id, from, to }], at).await? == 1)
+}
+
+/// A change of stage: the customer, the stage they were read in, the stage they enter.
+#[derive(Debug, Clone, Copy)]
+pub struct Move<'a> {
+    pub id: &'a str,
+    pub from: Option<&'a str>,
+    pub to: &'a str,
+}
+
+/// Makes many moves as [`enter`] does, a group per statement; returns how many were made.
+pub async fn enter_all(
+    conn: &mut AnyConnection,
+    moves: &[Move<'_>],
+    at: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    const COLUMNS: usize = 3;
+    let mut made = 0;
+    for chunk in moves.chunks(100) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", super::placeholders(2 + i * COLUMNS, COLUMNS)))
+            .collect();
+        // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
+        let sql = format!(
+            "UPDATE customers SET stage = v.column2, stage_since = $1 FROM (VALUES {}) AS v WHERE customers.id = v.column1 AND COALESCE(customers.stage, '') = v.column3 RETURNING id",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)))
+            .bind(at.timestamp_millis());
+        for m in chunk {
+            q = q.bind(m.id).bind(m.to).bind(m.from.unwrap_or(""));
+        }
+        let moved: HashSet<String> = q
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        let events: Vec<RaisedEvent> = chunk
+            .iter()
+            .filter(|m| moved.contains(m.id))
+            .map(|m| RaisedEvent {
+                id: format!(
+                    "{STAGE_ENTERED}:{}:{}:{}",
+                    m.id,
+                    m.to,
+                    at.timestamp_millis()
+                ),
+                customer_id: m.id,
+                name: STAGE_ENTERED,
+                at,
+                properties: serde_json::json!({ "from": m.from, "to": m.to }).to_string(),
+            })
+            .collect();
+        journeys::insert_events(conn, &events).await?;
+        made += moved.len() as u64;
     }
-    Ok(moved)
+    Ok(made)
 }

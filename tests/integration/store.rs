@@ -790,6 +790,41 @@ fn queued_emails_keep_their_bodies_across_the_bodies_migration() {
     }
 }
 
+/// The zones a `timezone: customer` schedule fires in: each zone once, `None` only while
+/// some customer has no zone, nothing for an empty store.
+#[test]
+fn the_zones_customers_are_in() {
+    for b in backends("zones") {
+        let zones = || {
+            with_store(&b, async |s| {
+                let mut conn = s.connection().await.unwrap();
+                let mut zones = tidings::store::journeys::customer_zones(&mut conn)
+                    .await
+                    .unwrap();
+                zones.sort();
+                zones
+            })
+        };
+        assert_eq!(zones(), Vec::<Option<String>>::new(), "{}", b.label);
+        write(
+            &b.dir,
+            "c.csv",
+            "id,email,timezone\n1,a@example.com,Asia/Tokyo\n2,b@example.com,Europe/London\n3,c@example.com,Asia/Tokyo\n4,d@example.com,America/New_York\n",
+        );
+        let run = tidings(&b).args(["import", "customers", "c.csv"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let named =
+            ["America/New_York", "Asia/Tokyo", "Europe/London"].map(|z| Some(z.to_string()));
+        assert_eq!(zones(), named, "{}", b.label);
+        write(&b.dir, "d.csv", "id,email\n5,e@example.com\n");
+        let run = tidings(&b).args(["import", "customers", "d.csv"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let mut all = vec![None];
+        all.extend(named);
+        assert_eq!(zones(), all, "{}", b.label);
+    }
+}
+
 /// `--progress always` keeps the final progress line of `import`, `run --once` and
 /// `simulate` on stderr, with the counts the commands report; without a terminal the
 /// default shows none.
