@@ -735,7 +735,9 @@ impl Engine {
             }
             let (column, at, offset) = (column.clone(), *at, *offset);
             let filter = if column == "birthday" {
-                birthdays_between(from - offset, now - offset)
+                let mut conn = self.store.pool.acquire().await?;
+                let zones = journeys::customer_zones(&mut conn).await?;
+                birthdays_firing(&zones, at, offset, from, now)
             } else {
                 CustomerFilter::All
             };
@@ -1449,14 +1451,14 @@ fn subject_for<'a>(
 /// The birthdays whose anniversary can fall between two instants, in any zone: the UTC
 /// days of the window widened by a day each side (no zone is more than 14 hours off UTC,
 /// and a DST jump adds one), with Feb 29 wherever Feb 28 or Mar 1 is in. A window longer
-/// than a year needs every customer.
-fn birthdays_between(from: DateTime<Utc>, to: DateTime<Utc>) -> CustomerFilter {
+/// than a year needs every customer (`None`).
+fn birthdays_between(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<Vec<String>> {
     let (first, last) = (
         from.date_naive() - TimeDelta::days(2),
         to.date_naive() + TimeDelta::days(2),
     );
     if last - first > TimeDelta::days(366) {
-        return CustomerFilter::All;
+        return None;
     }
     let mut days: Vec<String> = first
         .iter_days()
@@ -1468,7 +1470,49 @@ fn birthdays_between(from: DateTime<Utc>, to: DateTime<Utc>) -> CustomerFilter {
     }
     days.sort();
     days.dedup();
-    CustomerFilter::BirthdayOn(days)
+    Some(days)
+}
+
+/// The customers whose birthday trigger (at `at` local time, moved by `offset`) fires in
+/// `(from, now]`: for each zone customers are in, the days of [`birthdays_between`] whose
+/// anniversary in that zone falls in the window — exactly what a pass then checks for each
+/// customer, so that an hourly pass reads the few customers due rather than five days'
+/// worth of birthdays in every zone.
+fn birthdays_firing(
+    zones: &[Option<String>],
+    at: NaiveTime,
+    offset: TimeDelta,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> CustomerFilter {
+    let Some(days) = birthdays_between(from - offset, now - offset) else {
+        return CustomerFilter::All;
+    };
+    let firing = zones
+        .iter()
+        .filter_map(|zone| {
+            let tz = zone
+                .as_deref()
+                .and_then(|z| z.parse().ok())
+                .unwrap_or(Tz::UTC);
+            let due: Vec<String> = days
+                .iter()
+                .filter(|day| {
+                    // A leap year, so that Feb 29 is a date; only the month and day count.
+                    let Ok(date) =
+                        chrono::NaiveDate::parse_from_str(&format!("2000-{day}"), "%Y-%m-%d")
+                    else {
+                        return true;
+                    };
+                    crate::plan::next_anniversary(date, at, offset, tz, from)
+                        .is_some_and(|fire| fire <= now)
+                })
+                .cloned()
+                .collect();
+            (!due.is_empty()).then(|| (zone.clone(), due))
+        })
+        .collect();
+    CustomerFilter::BirthdayOn(firing)
 }
 
 fn customer_zone(c: &Customer) -> Tz {
@@ -1603,21 +1647,44 @@ mod tests {
     #[test]
     fn birthday_windows_cover_every_zone_and_feb_29() {
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        let CustomerFilter::BirthdayOn(days) =
-            birthdays_between(t("2027-02-28T08:00:00Z"), t("2027-02-28T09:00:00Z"))
-        else {
-            panic!("a one-hour window is filtered");
-        };
+        let days = birthdays_between(t("2027-02-28T08:00:00Z"), t("2027-02-28T09:00:00Z"));
+        let days = days.expect("a one-hour window is filtered");
         assert_eq!(days, ["02-26", "02-27", "02-28", "02-29", "03-01", "03-02"]);
-        let CustomerFilter::BirthdayOn(days) =
-            birthdays_between(t("2026-12-31T23:00:00Z"), t("2027-01-01T01:00:00Z"))
-        else {
-            panic!("a year's turn is filtered");
-        };
+        let days = birthdays_between(t("2026-12-31T23:00:00Z"), t("2027-01-01T01:00:00Z"));
+        let days = days.expect("a year's turn is filtered");
         assert_eq!(days, ["01-01", "01-02", "01-03", "12-29", "12-30", "12-31"]);
         assert_eq!(
             birthdays_between(t("2025-01-01T00:00:00Z"), t("2026-06-01T00:00:00Z")),
-            CustomerFilter::All
+            None
+        );
+    }
+
+    /// Per zone, only the days whose 09:00 local falls in the hour: Tokyo's June 6 at
+    /// 00:00Z; not New York's (13:00Z) nor UTC's (09:00Z), which read nothing. Feb 29
+    /// birthdays fire on Feb 28 in a common year.
+    #[test]
+    fn an_hourly_pass_reads_only_the_birthdays_firing_in_each_zone() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let nine = NaiveTime::from_hms_opt(9, 0, 0).unwrap();
+        let zones = [
+            Some("Asia/Tokyo".to_string()),
+            Some("America/New_York".to_string()),
+            None,
+        ];
+        let window = (t("2026-06-05T23:30:00Z"), t("2026-06-06T00:30:00Z"));
+        assert_eq!(
+            birthdays_firing(&zones, nine, TimeDelta::zero(), window.0, window.1),
+            CustomerFilter::BirthdayOn(vec![(zones[0].clone(), vec!["06-06".to_string()])])
+        );
+        let utc = (t("2027-02-28T08:30:00Z"), t("2027-02-28T09:30:00Z"));
+        assert_eq!(
+            birthdays_firing(&zones, nine, TimeDelta::zero(), utc.0, utc.1),
+            CustomerFilter::BirthdayOn(vec![(None, vec!["02-28".into(), "02-29".into()])])
+        );
+        // A week before: the offset moves the window, not the zones.
+        assert_eq!(
+            birthdays_firing(&zones, nine, TimeDelta::days(-7), utc.0, utc.1),
+            CustomerFilter::BirthdayOn(vec![(None, vec!["03-07".to_string()])])
         );
     }
 

@@ -703,12 +703,40 @@ pub async fn customers_page(
         CustomerFilter::All => (String::new(), Vec::new()),
         CustomerFilter::Zone(None) => (" AND timezone IS NULL".into(), Vec::new()),
         CustomerFilter::Zone(Some(z)) => (" AND timezone = $3".into(), vec![z.clone()]),
-        CustomerFilter::BirthdayOn(days) => {
-            let marks: Vec<String> = (0..days.len()).map(|i| format!("${}", i + 3)).collect();
-            (
-                format!(" AND substr(birthday, 6, 5) IN ({})", marks.join(", ")),
-                days.clone(),
-            )
+        CustomerFilter::BirthdayOn(zones) => {
+            let mut values = Vec::new();
+            let mut mark = |v: &str| {
+                values.push(v.to_string());
+                format!("${}", values.len() + 2)
+            };
+            // Every day at once first, which the birthday index answers; then each zone's.
+            let mut days: Vec<&String> = zones.iter().flat_map(|(_, d)| d).collect();
+            days.sort();
+            days.dedup();
+            let any_day: Vec<String> = days.into_iter().map(|d| mark(d)).collect();
+            let each_zone: Vec<String> = zones
+                .iter()
+                .map(|(zone, days)| {
+                    let zone = match zone {
+                        None => "timezone IS NULL".to_string(),
+                        Some(z) => format!("timezone = {}", mark(z)),
+                    };
+                    let days: Vec<String> = days.iter().map(|d| mark(d)).collect();
+                    format!(
+                        "({zone} AND substr(birthday, 6, 5) IN ({}))",
+                        days.join(", ")
+                    )
+                })
+                .collect();
+            let condition = match each_zone.is_empty() {
+                true => " AND 1 = 0".to_string(),
+                false => format!(
+                    " AND substr(birthday, 6, 5) IN ({}) AND ({})",
+                    any_day.join(", "),
+                    each_zone.join(" OR ")
+                ),
+            };
+            (condition, values)
         }
     };
     let (pushed, pushed_values) = audience.clause(3 + values.len());
@@ -739,8 +767,9 @@ pub enum CustomerFilter {
     All,
     /// Customers whose `timezone` is this (`None`: customers without one).
     Zone(Option<String>),
-    /// Customers whose birthday falls on one of these `MM-DD` days, in any year.
-    BirthdayOn(Vec<String>),
+    /// Customers in each of these zones (`None`: without one) whose birthday falls on one
+    /// of its `MM-DD` days, in any year; nobody when there are none.
+    BirthdayOn(Vec<(Option<String>, Vec<String>)>),
 }
 
 /// The last fire time (or date-trigger pass) recorded for a schedule key.
