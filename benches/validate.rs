@@ -74,9 +74,12 @@ fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
-/// Copies the examples' templates, and writes `n` workflows cycling through the examples.
+/// Copies the examples' templates and stages, and writes `n` workflows cycling through the
+/// examples (some of which expect the stages).
 fn generate(root: &Path, dir: &Path, n: usize) {
     copy_dir(&root.join("templates"), &dir.join("templates"));
+    std::fs::copy(root.join("stages.yaml"), dir.join("stages.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
     std::fs::create_dir_all(dir.join("workflows")).unwrap_or_else(|e| panic!("{e}"));
     let examples: Vec<(String, String)> = tidings::compile::workflow_files(&root.join("workflows"))
         .into_iter()

@@ -301,12 +301,9 @@ pub async fn insert_enrollments(
     const COLUMNS: usize = 11;
     let mut inserted = 0;
     for chunk in rows.chunks(100) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({}, 0)", super::placeholders(1 + i * COLUMNS, COLUMNS)))
-            .collect();
+        let values = super::value_rows(1, chunk.len(), COLUMNS, ", 0");
         let sql = format!(
-            "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, version) VALUES {} ON CONFLICT DO NOTHING",
-            values.join(", ")
+            "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, version) VALUES {values} ON CONFLICT DO NOTHING"
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
         for e in chunk {
@@ -415,13 +412,10 @@ pub async fn save_enrollments(
     const COLUMNS: usize = 8;
     let mut saved = 0;
     for chunk in rows.chunks(100) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", super::placeholders(1 + i * COLUMNS, COLUMNS)))
-            .collect();
+        let values = super::value_rows(1, chunk.len(), COLUMNS, "");
         // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
         let sql = format!(
-            "UPDATE enrollments SET state = v.column2, step = v.column3, due_at = v.column4, ended_at = v.column5, exit_reason = v.column6, error = v.column7, version = version + 1, lease_until = NULL FROM (VALUES {}) AS v WHERE enrollments.id = v.column1 AND enrollments.version = v.column8",
-            values.join(", ")
+            "UPDATE enrollments SET state = v.column2, step = v.column3, due_at = v.column4, ended_at = v.column5, exit_reason = v.column6, error = v.column7, version = version + 1, lease_until = NULL FROM (VALUES {values}) AS v WHERE enrollments.id = v.column1 AND enrollments.version = v.column8"
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
         for e in chunk {
@@ -460,15 +454,9 @@ pub async fn insert_deliveries(
     const COLUMNS: usize = 14;
     let mut new = HashSet::new();
     for chunk in ds.chunks(50) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let params = super::placeholders(1 + i * COLUMNS, COLUMNS);
-                format!("({params}, 'pending', 0)")
-            })
-            .collect();
+        let values = super::value_rows(1, chunk.len(), COLUMNS, ", 'pending', 0");
         let sql = format!(
-            "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, coupon_code, message_id, due_at, created_at, state, attempts) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-            values.join(", ")
+            "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, coupon_code, message_id, due_at, created_at, state, attempts) VALUES {values} ON CONFLICT DO NOTHING RETURNING id"
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
         for d in chunk {
@@ -571,15 +559,9 @@ pub async fn insert_events(
 ) -> Result<(), StoreError> {
     const COLUMNS: usize = 6;
     for chunk in events.chunks(100) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let params = super::placeholders(1 + i * COLUMNS, COLUMNS);
-                format!("({params}, '{{}}')")
-            })
-            .collect();
+        let values = super::value_rows(1, chunk.len(), COLUMNS, ", '{}'");
         let sql = format!(
-            "INSERT INTO events (id, customer_id, name, at, properties, recorded_at, changes) VALUES {} ON CONFLICT (id) DO NOTHING",
-            values.join(", ")
+            "INSERT INTO events (id, customer_id, name, at, properties, recorded_at, changes) VALUES {values} ON CONFLICT (id) DO NOTHING"
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
         for e in chunk {
@@ -876,13 +858,9 @@ async fn insert_bodies(
     if ds.is_empty() {
         return Ok(());
     }
-    let values: Vec<String> = (0..ds.len())
-        .map(|i| format!("({})", super::placeholders(1 + i * COLUMNS, COLUMNS)))
-        .collect();
-    let sql = format!(
-        "INSERT INTO delivery_bodies (delivery_id, html, text, payload) VALUES {}",
-        values.join(", ")
-    );
+    let values = super::value_rows(1, ds.len(), COLUMNS, "");
+    let sql =
+        format!("INSERT INTO delivery_bodies (delivery_id, html, text, payload) VALUES {values}");
     let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
     for d in ds {
         q = q

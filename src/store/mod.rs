@@ -717,6 +717,15 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// `($first, …), (…), …`: `rows` rows of `columns` bound parameters for a multi-row
+/// `VALUES` list, each row ending with `tail` (literals the statement gives every row).
+pub(crate) fn value_rows(first: usize, rows: usize, columns: usize, tail: &str) -> String {
+    (0..rows)
+        .map(|i| format!("({}{tail})", placeholders(first + i * columns, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A generated statement in the form its connection binds fastest. On SQLite, `$1 … $n`
 /// used once each and in order become bare `?`: sqlx resolves every named parameter
 /// through `sqlite3_bind_parameter_name`, which walks the statement's list of names, so a

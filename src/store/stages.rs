@@ -68,13 +68,10 @@ pub async fn enter_all(
     const COLUMNS: usize = 3;
     let mut made = 0;
     for chunk in moves.chunks(100) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", super::placeholders(2 + i * COLUMNS, COLUMNS)))
-            .collect();
+        let values = super::value_rows(2, chunk.len(), COLUMNS, "");
         // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
         let sql = format!(
-            "UPDATE customers SET stage = v.column2, stage_since = $1 FROM (VALUES {}) AS v WHERE customers.id = v.column1 AND COALESCE(customers.stage, '') = v.column3 RETURNING id",
-            values.join(", ")
+            "UPDATE customers SET stage = v.column2, stage_since = $1 FROM (VALUES {values}) AS v WHERE customers.id = v.column1 AND COALESCE(customers.stage, '') = v.column3 RETURNING id"
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)))
             .bind(at.timestamp_millis());
