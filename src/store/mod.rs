@@ -214,6 +214,20 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "ALTER TABLE deliveries DROP COLUMN payload",
         ],
     ),
+    (
+        9,
+        "due journeys and emails in the order they are claimed",
+        &[
+            // Claims take the oldest due journeys `ORDER BY due_at, id`: without `id` in the
+            // index, every claim sorted all the journeys due at one moment (a campaign's
+            // 100,000) to take 500 of them.
+            "DROP INDEX enrollments_due",
+            "CREATE INDEX enrollments_due ON enrollments (state, due_at, id)",
+            // The sender's claims, by channel, mode and state, oldest first: without it,
+            // each claim (and each look for `at_most_once` mail) read every queued email.
+            "CREATE INDEX deliveries_due ON deliveries (channel, mode, state, due_at, id)",
+        ],
+    ),
 ];
 
 /// What an import did.

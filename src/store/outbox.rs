@@ -63,8 +63,10 @@ async fn due_where(
     delivery_rows(&rows)
 }
 
-/// Claims, in one statement and one commit, up to `limit` due `at_least_once` deliveries of
-/// a channel for sending until `lease_until`, oldest first. A claimed email that dies with
+/// Claims, in one commit, up to `limit` due `at_least_once` deliveries of a channel for
+/// sending until `lease_until`: those waiting for a retry first, then new ones, each oldest
+/// first — one statement each, which the `deliveries_due` index answers in order (a single
+/// `state IN (…)` sorted every queued email to take 500). A claimed email that dies with
 /// its sender goes back to the queue and is sent again with the same Message-ID, so a claim
 /// need not be committed right before each send; `at_most_once` mail is claimed one email
 /// at a time instead ([`claim`]), since what it leaves in `sending` is never sent again.
@@ -82,17 +84,25 @@ pub async fn claim_due(
         super::Backend::Sqlite => "",
     };
     let sql = format!(
-        "UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE channel = $2 AND state IN ('pending', 'retrying') AND due_at <= $3 AND mode = 'at_least_once' ORDER BY due_at, id LIMIT $4{lock}) RETURNING *, CAST(NULL AS TEXT) AS html, CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS payload"
+        "UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE channel = $2 AND mode = 'at_least_once' AND state = $3 AND due_at <= $4 ORDER BY due_at, id LIMIT $5{lock}) RETURNING *, CAST(NULL AS TEXT) AS html, CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS payload"
     );
-    // The statement's text is fixed here but for the lock clause.
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(lease_until.timestamp_millis())
-        .bind(channel)
-        .bind(now.timestamp_millis())
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut rows = delivery_rows(&rows)?;
+    let mut rows = Vec::new();
+    for state in ["retrying", "pending"] {
+        let room = limit - rows.len() as i64;
+        if room <= 0 {
+            break;
+        }
+        // The statement's text is fixed here but for the lock clause.
+        let claimed = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(lease_until.timestamp_millis())
+            .bind(channel)
+            .bind(state)
+            .bind(now.timestamp_millis())
+            .bind(room)
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.extend(delivery_rows(&claimed)?);
+    }
     for row in &mut rows {
         row.attempts -= 1;
     }

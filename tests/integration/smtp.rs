@@ -396,6 +396,62 @@ fn smtp_faults(mode: &str, start: fn(Box<crate::common::Script>) -> SmtpServer) 
 
 /// A server that is down when the pass runs: every email waits, nothing is lost, and the
 /// queue drains once the server is back.
+/// A claim takes emails waiting for a retry first, then new ones, each oldest first, and
+/// only `at_least_once` mail that is due: `at_most_once` mail is claimed as it leaves.
+#[test]
+fn a_claim_takes_retries_then_new_emails_oldest_first() {
+    for b in backends("smtp-claim-order") {
+        let addresses = [
+            "a@example.com",
+            "b@example.com",
+            "c@example.com",
+            "d@example.com",
+        ];
+        // The server is down: the welcome emails wait, to be arranged below.
+        new_customers(&b, free_port(), "", &addresses.map(String::from));
+        pass(&b, "2026-06-01T07:00:00Z");
+        let claimed = with_store(&b, async |s| {
+            let mut conn = s.connection().await.unwrap();
+            for (to, state, due, mode) in [
+                ("a@example.com", "pending", 2_000, "at_least_once"),
+                ("b@example.com", "pending", 1_000, "at_least_once"),
+                ("c@example.com", "retrying", 3_000, "at_least_once"),
+                ("d@example.com", "pending", 500, "at_most_once"),
+            ] {
+                sqlx::query(
+                    "UPDATE deliveries SET state = $1, due_at = $2, mode = $3 WHERE recipient = $4",
+                )
+                .bind(state)
+                .bind(due as i64)
+                .bind(mode)
+                .bind(to)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            }
+            let now = chrono::DateTime::from_timestamp_millis(10_000).unwrap();
+            let lease = now + chrono::TimeDelta::minutes(5);
+            let mut claims = Vec::new();
+            for limit in [2, 5, 5] {
+                let rows = tidings::store::outbox::claim_due(
+                    &mut conn,
+                    s.backend(),
+                    "email",
+                    now,
+                    limit,
+                    lease,
+                )
+                .await
+                .unwrap();
+                claims.push(rows.into_iter().map(|r| r.recipient).collect::<Vec<_>>());
+            }
+            claims
+        });
+        let expected: [&[&str]; 3] = [&["b@example.com", "c@example.com"], &["a@example.com"], &[]];
+        assert_eq!(claimed, expected, "{}", b.label);
+    }
+}
+
 /// A line dropped after a message's final `.` ends that session: the next email goes on a
 /// new one, not into the dead connection (where it would fail and wait for a retry).
 #[test]
