@@ -223,9 +223,11 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             // 100,000) to take 500 of them.
             "DROP INDEX enrollments_due",
             "CREATE INDEX enrollments_due ON enrollments (state, due_at, id)",
-            // The sender's claims, by channel, mode and state, oldest first: without it,
+            // The sender's claims, oldest first, one waiting state at a time: without them,
             // each claim (and each look for `at_most_once` mail) read every queued email.
-            "CREATE INDEX deliveries_due ON deliveries (channel, mode, state, due_at, id)",
+            // Partial, so that a sent email leaves them and costs them nothing more.
+            "CREATE INDEX deliveries_queued ON deliveries (channel, mode, due_at, id) WHERE state = 'pending'",
+            "CREATE INDEX deliveries_retrying ON deliveries (channel, mode, due_at, id) WHERE state = 'retrying'",
         ],
     ),
 ];

@@ -51,22 +51,34 @@ async fn due_where(
     limit: i64,
     condition: &'static str,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
-    let sql = format!(
-        "SELECT {WITH_BODIES} WHERE channel = $1 AND state IN ('pending', 'retrying') AND due_at <= $2{condition} ORDER BY due_at, id LIMIT $3"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(channel)
-        .bind(now.timestamp_millis())
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
-    delivery_rows(&rows)
+    let mut rows = Vec::new();
+    for state in QUEUED {
+        // One state at a time, named in the text: each has an index of its own.
+        let sql = format!(
+            "SELECT {WITH_BODIES} WHERE channel = $1 AND state = '{state}' AND due_at <= $2{condition} ORDER BY due_at, id LIMIT $3"
+        );
+        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(channel)
+            .bind(now.timestamp_millis())
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.extend(delivery_rows(&found)?);
+    }
+    rows.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(rows)
 }
+
+/// The states of a delivery waiting to go, those waiting for a retry first. Each has a
+/// partial index (`deliveries_retrying`, `deliveries_queued`, migration 9) holding only its
+/// rows, by channel, mode and due time: a claim reads them in order and stops at its limit,
+/// where one `state IN (…)` sorted every queued email, and a sent email leaves the index.
+const QUEUED: [&str; 2] = ["retrying", "pending"];
 
 /// Claims, in one commit, up to `limit` due `at_least_once` deliveries of a channel for
 /// sending until `lease_until`: those waiting for a retry first, then new ones, each oldest
-/// first — one statement each, which the `deliveries_due` index answers in order (a single
-/// `state IN (…)` sorted every queued email to take 500). A claimed email that dies with
+/// first, a statement each (see [`QUEUED`]). A claimed email that dies with
 /// its sender goes back to the queue and is sent again with the same Message-ID, so a claim
 /// need not be committed right before each send; `at_most_once` mail is claimed one email
 /// at a time instead ([`claim`]), since what it leaves in `sending` is never sent again.
@@ -83,20 +95,19 @@ pub async fn claim_due(
         super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         super::Backend::Sqlite => "",
     };
-    let sql = format!(
-        "UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE channel = $2 AND mode = 'at_least_once' AND state = $3 AND due_at <= $4 ORDER BY due_at, id LIMIT $5{lock}) RETURNING *, CAST(NULL AS TEXT) AS html, CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS payload"
-    );
     let mut rows = Vec::new();
-    for state in ["retrying", "pending"] {
+    for state in QUEUED {
         let room = limit - rows.len() as i64;
         if room <= 0 {
             break;
         }
-        // The statement's text is fixed here but for the lock clause.
-        let claimed = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        // The statement's text is fixed here but for the state and the lock clause.
+        let sql = format!(
+            "UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE channel = $2 AND mode = 'at_least_once' AND state = '{state}' AND due_at <= $3 ORDER BY due_at, id LIMIT $4{lock}) RETURNING *, CAST(NULL AS TEXT) AS html, CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS payload"
+        );
+        let claimed = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(lease_until.timestamp_millis())
             .bind(channel)
-            .bind(state)
             .bind(now.timestamp_millis())
             .bind(room)
             .fetch_all(&mut *conn)
