@@ -292,37 +292,28 @@ pub async fn last_entry(
     Ok(from_millis(row.try_get::<Option<i64>, _>(0)?))
 }
 
-/// Inserts enrollments, a few hundred per statement; returns how many were new (a
-/// customer this trigger enrolled before is skipped).
+/// Inserts enrollments, a hundred per statement; returns how many were new (a customer
+/// this trigger enrolled before is skipped).
 pub async fn insert_enrollments(
     conn: &mut AnyConnection,
     rows: &[EnrollmentRow],
 ) -> Result<u64, StoreError> {
-    const COLUMNS: usize = 11;
-    let mut inserted = 0;
-    for chunk in rows.chunks(100) {
-        let values = super::value_rows(1, chunk.len(), COLUMNS, ", 0");
-        let sql = format!(
-            "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, version) VALUES {values} ON CONFLICT DO NOTHING"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
-        for e in chunk {
-            q = q
-                .bind(e.id.clone())
-                .bind(e.workflow.clone())
-                .bind(e.customer_id.clone())
-                .bind(e.trigger_key.clone())
-                .bind(e.state.clone())
-                .bind(e.step.clone())
-                .bind(millis(e.due_at))
-                .bind(e.entered_at.timestamp_millis())
-                .bind(e.event_id.clone())
-                .bind(e.orders_count_at_entry)
-                .bind(e.total_spent_at_entry);
-        }
-        inserted += q.execute(&mut *conn).await?.rows_affected();
-    }
-    Ok(inserted)
+    let sql = "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, version) VALUES {values} ON CONFLICT DO NOTHING RETURNING id";
+    let inserted = super::for_rows(conn, sql, 11, ", 0", rows, |q, e| {
+        q.bind(e.id.clone())
+            .bind(e.workflow.clone())
+            .bind(e.customer_id.clone())
+            .bind(e.trigger_key.clone())
+            .bind(e.state.clone())
+            .bind(e.step.clone())
+            .bind(millis(e.due_at))
+            .bind(e.entered_at.timestamp_millis())
+            .bind(e.event_id.clone())
+            .bind(e.orders_count_at_entry)
+            .bind(e.total_spent_at_entry)
+    })
+    .await?;
+    Ok(inserted.len() as u64)
 }
 
 /// Who may take a due journey, and for how long.
@@ -403,35 +394,26 @@ pub async fn save_enrollment(
     Ok(save_enrollments(conn, std::slice::from_ref(e)).await? == 1)
 }
 
-/// Saves enrollments, a group per statement, each only if nobody else saved it since it
+/// Saves enrollments, a hundred per statement, each only if nobody else saved it since it
 /// was read (its `version` is unchanged); returns how many were saved.
 pub async fn save_enrollments(
     conn: &mut AnyConnection,
     rows: &[EnrollmentRow],
 ) -> Result<u64, StoreError> {
-    const COLUMNS: usize = 8;
-    let mut saved = 0;
-    for chunk in rows.chunks(100) {
-        let values = super::value_rows(1, chunk.len(), COLUMNS, "");
-        // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
-        let sql = format!(
-            "UPDATE enrollments SET state = v.column2, step = v.column3, due_at = v.column4, ended_at = v.column5, exit_reason = v.column6, error = v.column7, version = version + 1, lease_until = NULL FROM (VALUES {values}) AS v WHERE enrollments.id = v.column1 AND enrollments.version = v.column8"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
-        for e in chunk {
-            q = q
-                .bind(e.id.clone())
-                .bind(e.state.clone())
-                .bind(e.step.clone())
-                .bind(millis(e.due_at))
-                .bind(millis(e.ended_at))
-                .bind(e.exit_reason.clone())
-                .bind(e.error.clone())
-                .bind(e.version);
-        }
-        saved += q.execute(&mut *conn).await?.rows_affected();
-    }
-    Ok(saved)
+    // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
+    let sql = "UPDATE enrollments SET state = v.column2, step = v.column3, due_at = v.column4, ended_at = v.column5, exit_reason = v.column6, error = v.column7, version = version + 1, lease_until = NULL FROM (VALUES {values}) AS v WHERE enrollments.id = v.column1 AND enrollments.version = v.column8 RETURNING id";
+    let saved = super::for_rows(conn, sql, 8, "", rows, |q, e| {
+        q.bind(e.id.clone())
+            .bind(e.state.clone())
+            .bind(e.step.clone())
+            .bind(millis(e.due_at))
+            .bind(millis(e.ended_at))
+            .bind(e.exit_reason.clone())
+            .bind(e.error.clone())
+            .bind(e.version)
+    })
+    .await?;
+    Ok(saved.len() as u64)
 }
 
 /// Writes a delivery and reserves its coupon; `false` when the key was written before.
@@ -444,46 +426,38 @@ pub async fn insert_delivery(
         .is_empty())
 }
 
-/// Writes deliveries, a group per statement, and reserves their coupons; returns the ids
+/// Writes deliveries, a hundred per statement, and reserves their coupons; returns the ids
 /// that were new (a key written before is left as it was). A delivery is created at the
 /// moment it is due: the step that queued it ran then, on the pass's clock.
 pub async fn insert_deliveries(
     conn: &mut AnyConnection,
     ds: &[NewDelivery],
 ) -> Result<HashSet<String>, StoreError> {
-    const COLUMNS: usize = 14;
-    let mut new = HashSet::new();
-    for chunk in ds.chunks(50) {
-        let values = super::value_rows(1, chunk.len(), COLUMNS, ", 'pending', 0");
-        let sql = format!(
-            "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, coupon_code, message_id, due_at, created_at, state, attempts) VALUES {values} ON CONFLICT DO NOTHING RETURNING id"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
-        for d in chunk {
-            q = q
-                .bind(d.id.clone())
-                .bind(d.channel)
-                .bind(d.enrollment_id.clone())
-                .bind(d.workflow.clone())
-                .bind(d.customer_id.clone())
-                .bind(d.step.clone())
-                .bind(d.class)
-                .bind(d.mode)
-                .bind(d.recipient.clone())
-                .bind(d.subject.clone())
-                .bind(d.coupon.as_ref().map(|c| c.0.clone()))
-                .bind(d.message_id.clone())
-                .bind(d.due_at.timestamp_millis())
-                .bind(d.due_at.timestamp_millis());
-        }
-        let mut written = HashSet::new();
-        for row in q.fetch_all(&mut *conn).await? {
-            written.insert(row.try_get::<String, _>(0)?);
-        }
-        insert_bodies(conn, chunk.iter().filter(|d| written.contains(&d.id))).await?;
-        new.extend(written);
-    }
-    for d in ds.iter().filter(|d| new.contains(&d.id)) {
+    let sql = "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, coupon_code, message_id, due_at, created_at, state, attempts) VALUES {values} ON CONFLICT DO NOTHING RETURNING id";
+    let written = super::for_rows(conn, sql, 14, ", 'pending', 0", ds, |q, d| {
+        q.bind(d.id.clone())
+            .bind(d.channel)
+            .bind(d.enrollment_id.clone())
+            .bind(d.workflow.clone())
+            .bind(d.customer_id.clone())
+            .bind(d.step.clone())
+            .bind(d.class)
+            .bind(d.mode)
+            .bind(d.recipient.clone())
+            .bind(d.subject.clone())
+            .bind(d.coupon.as_ref().map(|c| c.0.clone()))
+            .bind(d.message_id.clone())
+            .bind(d.due_at.timestamp_millis())
+            .bind(d.due_at.timestamp_millis())
+    })
+    .await?;
+    let new = written
+        .iter()
+        .map(|row| row.try_get::<String, _>(0))
+        .collect::<Result<HashSet<_>, _>>()?;
+    let new_ones: Vec<&NewDelivery> = ds.iter().filter(|d| new.contains(&d.id)).collect();
+    insert_bodies(conn, &new_ones).await?;
+    for d in new_ones {
         if let Some((code, expires)) = &d.coupon {
             sqlx::query("INSERT INTO coupons (code, delivery_id, customer_id, workflow, expires_at, state) VALUES ($1, $2, $3, $4, $5, 'reserved')")
                 .bind(code.clone())
@@ -552,29 +526,21 @@ pub struct RaisedEvent<'a> {
     pub properties: String,
 }
 
-/// Records events the store raises, a group per statement (see [`insert_event`]).
+/// Records events the store raises, a hundred per statement (see [`insert_event`]).
 pub async fn insert_events(
     conn: &mut AnyConnection,
     events: &[RaisedEvent<'_>],
 ) -> Result<(), StoreError> {
-    const COLUMNS: usize = 6;
-    for chunk in events.chunks(100) {
-        let values = super::value_rows(1, chunk.len(), COLUMNS, ", '{}'");
-        let sql = format!(
-            "INSERT INTO events (id, customer_id, name, at, properties, recorded_at, changes) VALUES {values} ON CONFLICT (id) DO NOTHING"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
-        for e in chunk {
-            q = q
-                .bind(e.id.clone())
-                .bind(e.customer_id)
-                .bind(e.name)
-                .bind(e.at.timestamp_millis())
-                .bind(e.properties.clone())
-                .bind(e.at.timestamp_millis());
-        }
-        q.execute(&mut *conn).await?;
-    }
+    let sql = "INSERT INTO events (id, customer_id, name, at, properties, recorded_at, changes) VALUES {values} ON CONFLICT (id) DO NOTHING";
+    super::for_rows(conn, sql, 6, ", '{}'", events, |q, e| {
+        q.bind(e.id.clone())
+            .bind(e.customer_id)
+            .bind(e.name)
+            .bind(e.at.timestamp_millis())
+            .bind(e.properties.clone())
+            .bind(e.at.timestamp_millis())
+    })
+    .await?;
     Ok(())
 }
 
@@ -848,28 +814,16 @@ pub async fn marketing_sends_since(
         .collect()
 }
 
-/// Writes what new deliveries carry (HTML, text, a webhook's payload), a group per statement.
-async fn insert_bodies(
-    conn: &mut AnyConnection,
-    ds: impl Iterator<Item = &NewDelivery>,
-) -> Result<(), StoreError> {
-    const COLUMNS: usize = 4;
-    let ds: Vec<&NewDelivery> = ds.collect();
-    if ds.is_empty() {
-        return Ok(());
-    }
-    let values = super::value_rows(1, ds.len(), COLUMNS, "");
-    let sql =
-        format!("INSERT INTO delivery_bodies (delivery_id, html, text, payload) VALUES {values}");
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)));
-    for d in ds {
-        q = q
-            .bind(d.id.clone())
+/// Writes what new deliveries carry (HTML, text, a webhook's payload).
+async fn insert_bodies(conn: &mut AnyConnection, ds: &[&NewDelivery]) -> Result<(), StoreError> {
+    let sql = "INSERT INTO delivery_bodies (delivery_id, html, text, payload) VALUES {values}";
+    super::for_rows(conn, sql, 4, "", ds, |q, d| {
+        q.bind(d.id.clone())
             .bind(d.html.clone())
             .bind(d.text.clone())
-            .bind(d.payload.clone());
-    }
-    q.execute(conn).await?;
+            .bind(d.payload.clone())
+    })
+    .await?;
     Ok(())
 }
 

@@ -733,13 +733,35 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// `($first, …), (…), …`: `rows` rows of `columns` bound parameters for a multi-row
-/// `VALUES` list, each row ending with `tail` (literals the statement gives every row).
-pub(crate) fn value_rows(first: usize, rows: usize, columns: usize, tail: &str) -> String {
-    (0..rows)
-        .map(|i| format!("({}{tail})", placeholders(first + i * columns, columns)))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// A statement being bound, as [`for_rows`] hands it to its caller's binder.
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Runs `statement` for `rows`, a hundred a statement: its `{values}` becomes a multi-row
+/// `VALUES` list of `columns` bound parameters a row, each row ending with `tail` (literals
+/// the statement gives every row), and `bind` binds one row's values in that order.
+/// Returns every row the statements return (`RETURNING`).
+pub(crate) async fn for_rows<'q, T>(
+    conn: &mut sqlx::AnyConnection,
+    statement: &str,
+    columns: usize,
+    tail: &str,
+    rows: &'q [T],
+    bind: impl Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+) -> Result<Vec<AnyRow>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in rows.chunks(100) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({}{tail})", placeholders(1 + i * columns, columns)))
+            .collect();
+        // The statement's text comes from the caller's constant; every value is bound.
+        let text = statement.replace("{values}", &values.join(", "));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(positional(conn, text)));
+        for row in chunk {
+            q = bind(q, row);
+        }
+        out.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
 }
 
 /// A generated statement in the form its connection binds fastest. On SQLite, `$1 … $n`
@@ -760,7 +782,7 @@ fn anonymous(sql: &str) -> Option<String> {
     let mut out = String::with_capacity(sql.len());
     let mut next = 1;
     let mut quoted = false;
-    let mut chars = sql.char_indices().peekable();
+    let mut chars = sql.char_indices();
     while let Some((i, c)) = chars.next() {
         match c {
             '\'' => {

@@ -59,49 +59,36 @@ pub struct Move<'a> {
     pub to: &'a str,
 }
 
-/// Makes many moves as [`enter`] does, a group per statement; returns how many were made.
+/// Makes many moves as [`enter`] does, a hundred per statement; returns how many were made.
 pub async fn enter_all(
     conn: &mut AnyConnection,
     moves: &[Move<'_>],
     at: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    const COLUMNS: usize = 3;
-    let mut made = 0;
-    for chunk in moves.chunks(100) {
-        let values = super::value_rows(2, chunk.len(), COLUMNS, "");
-        // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
-        let sql = format!(
-            "UPDATE customers SET stage = v.column2, stage_since = $1 FROM (VALUES {values}) AS v WHERE customers.id = v.column1 AND COALESCE(customers.stage, '') = v.column3 RETURNING id"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(super::positional(conn, sql)))
-            .bind(at.timestamp_millis());
-        for m in chunk {
-            q = q.bind(m.id).bind(m.to).bind(m.from.unwrap_or(""));
-        }
-        let moved: HashSet<String> = q
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?;
-        let events: Vec<RaisedEvent> = chunk
-            .iter()
-            .filter(|m| moved.contains(m.id))
-            .map(|m| RaisedEvent {
-                id: format!(
-                    "{STAGE_ENTERED}:{}:{}:{}",
-                    m.id,
-                    m.to,
-                    at.timestamp_millis()
-                ),
-                customer_id: m.id,
-                name: STAGE_ENTERED,
-                at,
-                properties: serde_json::json!({ "from": m.from, "to": m.to }).to_string(),
-            })
-            .collect();
-        journeys::insert_events(conn, &events).await?;
-        made += moved.len() as u64;
-    }
-    Ok(made)
+    // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
+    let sql = "UPDATE customers SET stage = v.column2, stage_since = v.column4 FROM (VALUES {values}) AS v WHERE customers.id = v.column1 AND COALESCE(customers.stage, '') = v.column3 RETURNING id";
+    let since = at.timestamp_millis();
+    let moved: HashSet<String> = super::for_rows(conn, sql, 4, "", moves, |q, m| {
+        q.bind(m.id)
+            .bind(m.to)
+            .bind(m.from.unwrap_or(""))
+            .bind(since)
+    })
+    .await?
+    .iter()
+    .map(|r| r.try_get::<String, _>(0))
+    .collect::<Result<_, _>>()?;
+    let events: Vec<RaisedEvent> = moves
+        .iter()
+        .filter(|m| moved.contains(m.id))
+        .map(|m| RaisedEvent {
+            id: format!("{STAGE_ENTERED}:{}:{}:{since}", m.id, m.to),
+            customer_id: m.id,
+            name: STAGE_ENTERED,
+            at,
+            properties: serde_json::json!({ "from": m.from, "to": m.to }).to_string(),
+        })
+        .collect();
+    journeys::insert_events(conn, &events).await?;
+    Ok(moved.len() as u64)
 }
