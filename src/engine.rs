@@ -645,7 +645,7 @@ impl Engine {
                         .await?
                         .into_iter()
                         .map(|z| {
-                            let tz = z.as_deref().and_then(|n| n.parse().ok()).unwrap_or(Tz::UTC);
+                            let tz = zone_named(z.as_deref());
                             (
                                 format!("{}@{}", wf.name, z.as_deref().unwrap_or("UTC")),
                                 tz,
@@ -1491,10 +1491,7 @@ fn birthdays_firing(
     let firing = zones
         .iter()
         .filter_map(|zone| {
-            let tz = zone
-                .as_deref()
-                .and_then(|z| z.parse().ok())
-                .unwrap_or(Tz::UTC);
+            let tz = zone_named(zone.as_deref());
             let due: Vec<String> = days
                 .iter()
                 .filter(|day| {
@@ -1516,10 +1513,12 @@ fn birthdays_firing(
 }
 
 fn customer_zone(c: &Customer) -> Tz {
-    c.timezone
-        .as_deref()
-        .and_then(|z| z.parse().ok())
-        .unwrap_or(Tz::UTC)
+    zone_named(c.timezone.as_deref())
+}
+
+/// The zone a customer's stored `timezone` names: UTC when it names none, or none known.
+pub(crate) fn zone_named(name: Option<&str>) -> Tz {
+    name.and_then(|z| z.parse().ok()).unwrap_or(Tz::UTC)
 }
 
 /// The next time the clock shows `time` in `tz`, strictly after `after`.

@@ -178,7 +178,7 @@ pub(crate) async fn next_moment(
                         journeys::customer_zones(&mut conn)
                             .await?
                             .iter()
-                            .map(|z| z.as_deref().and_then(|z| z.parse().ok()).unwrap_or(Tz::UTC))
+                            .map(|z| crate::engine::zone_named(z.as_deref()))
                             .collect(),
                     );
                 }
