@@ -221,6 +221,21 @@ impl ExprEngine {
 
     /// Evaluates a condition for one customer. `()` (a missing value) counts as false.
     pub fn eval_bool(&self, expr: &Expr, input: &EvalInput<'_>) -> Result<bool, EvalError> {
+        match self.first_true([expr], input) {
+            Ok(found) => Ok(found.is_some()),
+            Err((_, e)) => Err(e),
+        }
+    }
+
+    /// The position of the first of `exprs` that holds for one customer, as
+    /// [`ExprEngine::eval_bool`] would find it, or where the first failure is. The scope
+    /// (a copy of the customer) is built once for them all: a lifecycle's stage rules are
+    /// read for every customer every day, and the copy cost more than most rules.
+    pub fn first_true<'e>(
+        &self,
+        exprs: impl IntoIterator<Item = &'e Expr>,
+        input: &EvalInput<'_>,
+    ) -> Result<Option<usize>, (usize, EvalError)> {
         let mut scope = Scope::new();
         scope.push_constant("customer", input.customer.clone());
         scope.push_constant("now", Timestamp(input.now));
@@ -230,24 +245,35 @@ impl ExprEngine {
         if let Some(enrollment) = input.enrollment {
             scope.push_constant("enrollment", enrollment.clone());
         }
-        STATE.with(|s| {
-            *s.borrow_mut() = Some(EvalState {
-                now: input.now,
-                deadline: Instant::now() + self.budget(),
-                history: input.history.clone(),
+        let budget = self.budget();
+        let mut found = Ok(None);
+        for (i, expr) in exprs.into_iter().enumerate() {
+            STATE.with(|s| {
+                *s.borrow_mut() = Some(EvalState {
+                    now: input.now,
+                    deadline: Instant::now() + budget,
+                    history: input.history.clone(),
+                });
             });
-        });
-        let result = self
-            .engine
-            .eval_ast_with_scope::<Dynamic>(&mut scope, &expr.ast);
-        STATE.with(|s| *s.borrow_mut() = None);
-        match result {
-            Ok(v) if v.is_unit() => Ok(false),
-            Ok(v) => v.as_bool().map_err(|found| EvalError::NotABool {
-                found: found.to_string(),
-            }),
-            Err(e) => Err(runtime_error(*e, self.budget())),
+            let result = self
+                .engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &expr.ast);
+            let holds = match result {
+                Ok(v) if v.is_unit() => Ok(false),
+                Ok(v) => v.as_bool().map_err(|found| EvalError::NotABool {
+                    found: found.to_string(),
+                }),
+                Err(e) => Err(runtime_error(*e, budget)),
+            };
+            match holds {
+                Ok(false) => continue,
+                Ok(true) => found = Ok(Some(i)),
+                Err(e) => found = Err((i, e)),
+            }
+            break;
         }
+        STATE.with(|s| *s.borrow_mut() = None);
+        found
     }
 }
 
@@ -588,6 +614,50 @@ mod tests {
             e[0].help
                 .contains("only in workflows with an `event:` trigger")
         );
+    }
+
+    /// Stage rules share one scope: the first rule that holds wins, later ones are not
+    /// run (a failing one included), and a failure says which rule failed.
+    #[test]
+    fn the_first_rule_that_holds_is_found_in_one_scope() {
+        let engine = ExprEngine::new();
+        let rules: Vec<Expr> = [
+            "customer.total_spent > 100.0",
+            "customer.first_name.len() > 0",
+            "customer.orders_count >= 2",
+            "true",
+        ]
+        .iter()
+        .map(|t| engine.compile(t, vars()).unwrap())
+        .collect();
+        let now = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let first = |c: &Customer, from: usize| {
+            let input = EvalInput {
+                customer: c,
+                event: None,
+                enrollment: None,
+                now,
+                history: None,
+            };
+            engine.first_true(&rules[from..], &input)
+        };
+        let mut c = Customer::new("1", "a@example.com");
+        c.total_spent = 150.0;
+        // The second rule would fail (no first name); it is not reached.
+        assert_eq!(first(&c, 0), Ok(Some(0)));
+        c.total_spent = 5.0;
+        let (at, error) = first(&c, 0).unwrap_err();
+        assert_eq!(at, 1);
+        assert!(matches!(error, EvalError::Runtime(_)), "{error:?}");
+        c.first_name = Some("Ada".into());
+        assert_eq!(first(&c, 0), Ok(Some(1)));
+        c.orders_count = 2;
+        assert_eq!(first(&c, 2), Ok(Some(0)));
+        c.orders_count = 0;
+        assert_eq!(first(&c, 2), Ok(Some(1)));
+        assert_eq!(first(&c, 4), Ok(None));
     }
 
     #[test]

@@ -58,15 +58,10 @@ impl Stages {
             now,
             history: None,
         };
-        for (name, rule) in &self.list {
-            if engine
-                .eval_bool(rule, &input)
-                .map_err(|e| (name.clone(), e))?
-            {
-                return Ok(Some(name));
-            }
+        match engine.first_true(self.list.iter().map(|(_, rule)| rule), &input) {
+            Ok(found) => Ok(found.map(|i| self.list[i].0.as_str())),
+            Err((i, e)) => Err((self.list[i].0.clone(), e)),
         }
-        Ok(None)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

@@ -186,9 +186,9 @@ pub async fn copy_for_rehearsal(
     let since = keep_sends_since.timestamp_millis();
     for table in TABLES {
         let filter = match table.name {
-            "deliveries" => Some(("(state = 'pending' OR due_at >= $3)", since)),
+            "deliveries" => Some(("(state = 'pending' OR due_at >= $2)", since)),
             "delivery_bodies" => Some((
-                "delivery_id IN (SELECT id FROM deliveries WHERE state = 'pending' OR due_at >= $3)",
+                "delivery_id IN (SELECT id FROM deliveries WHERE state = 'pending' OR due_at >= $2)",
                 since,
             )),
             _ => None,
@@ -217,7 +217,7 @@ async fn copy_table(
     let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
     // Table and column names come from the constants above, never from input.
     let select = format!(
-        "SELECT {} FROM {} WHERE {} > $1{} ORDER BY {} LIMIT $2",
+        "SELECT {} FROM {} WHERE {} > $1{} ORDER BY {} LIMIT {PAGE}",
         names.join(", "),
         table.name,
         table.key,
@@ -238,9 +238,7 @@ async fn copy_table(
     let mut after = String::new();
     let mut copied = 0;
     loop {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
-            .bind(after.clone())
-            .bind(PAGE);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(select.clone())).bind(after.clone());
         if let Some((_, value)) = filter {
             q = q.bind(value);
         }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::{AnyConnection, Row};
 
-use super::{StoreError, customer_from_row, from_millis, millis};
+use super::{StoreError, customers, from_millis, millis};
 use crate::customer::{Customer, Event};
 use crate::expr::EventHistory;
 
@@ -70,13 +70,13 @@ pub async fn pending_events(
     until: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT * FROM events WHERE processed_at IS NULL AND at <= $1 ORDER BY at, id LIMIT $2",
-    )
-    .bind(until.timestamp_millis())
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+    let sql = format!(
+        "SELECT * FROM events WHERE processed_at IS NULL AND at <= $1 ORDER BY at, id LIMIT {limit}"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(until.timestamp_millis())
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(event_from_row).collect()
 }
 
@@ -166,7 +166,7 @@ pub async fn customer(conn: &mut AnyConnection, id: &str) -> Result<Option<Custo
         .bind(id)
         .fetch_optional(conn)
         .await?;
-    row.map(|r| customer_from_row(&r)).transpose()
+    row.map(|r| customers::from_row(&r)).transpose()
 }
 
 /// A customer read in a transaction that may write them back: on PostgreSQL the row is
@@ -183,7 +183,7 @@ pub async fn customer_for_update(
         super::Backend::Sqlite => "SELECT * FROM customers WHERE id = $1",
     };
     let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
-    row.map(|r| customer_from_row(&r)).transpose()
+    row.map(|r| customers::from_row(&r)).transpose()
 }
 
 /// Writes every field of a customer back (after an event's `set` or an `update` step).
@@ -236,12 +236,13 @@ pub async fn customers_for_update(
         }
         super::Backend::Sqlite => "SELECT * FROM customers WHERE id IN ({list}) ORDER BY id",
     };
-    let mut out = HashMap::new();
-    for row in super::fetch_in(conn, sql, &[], ids).await? {
-        let c = customer_from_row(&row)?;
-        out.insert(c.id.clone(), c);
-    }
-    Ok(out)
+    let sql = customers::select(&*conn, sql);
+    let rows = super::fetch_in(&mut *conn, &sql, &[], ids).await?;
+    Ok(customers::decode(conn, &rows)
+        .await?
+        .into_iter()
+        .map(|(c, _)| (c.id.clone(), c))
+        .collect())
 }
 
 /// Which of these addresses are on the suppression list (lowercased), each with why.
@@ -345,7 +346,7 @@ pub async fn claim_due(
         super::Backend::Sqlite => "",
     };
     let sql = format!(
-        "UPDATE enrollments SET lease_until = $1, version = version + 1 WHERE id IN (SELECT id FROM enrollments WHERE state = 'active' AND due_at <= $2 AND (lease_until IS NULL OR lease_until < $3) ORDER BY due_at, id LIMIT $4{lock}) RETURNING *"
+        "UPDATE enrollments SET lease_until = $1, version = version + 1 WHERE id IN (SELECT id FROM enrollments WHERE state = 'active' AND due_at <= $2 AND (lease_until IS NULL OR lease_until < $3) ORDER BY due_at, id LIMIT {limit}{lock}) RETURNING *"
     );
     let free_after = if lease.sole {
         i64::MAX
@@ -357,7 +358,6 @@ pub async fn claim_due(
         .bind(lease.until.timestamp_millis())
         .bind(due_by.timestamp_millis())
         .bind(free_after)
-        .bind(limit)
         .fetch_all(conn)
         .await?;
     let mut out = rows
@@ -650,12 +650,12 @@ pub async fn customers_page(
     let (condition, values): (String, Vec<String>) = match filter {
         CustomerFilter::All => (String::new(), Vec::new()),
         CustomerFilter::Zone(None) => (" AND timezone IS NULL".into(), Vec::new()),
-        CustomerFilter::Zone(Some(z)) => (" AND timezone = $3".into(), vec![z.clone()]),
+        CustomerFilter::Zone(Some(z)) => (" AND timezone = $2".into(), vec![z.clone()]),
         CustomerFilter::BirthdayOn(zones) => {
             let mut values = Vec::new();
             let mut mark = |v: &str| {
                 values.push(v.to_string());
-                format!("${}", values.len() + 2)
+                format!("${}", values.len() + 1)
             };
             // Every day at once first, which the birthday index answers; then each zone's.
             let mut days: Vec<&String> = zones.iter().flat_map(|(_, d)| d).collect();
@@ -687,13 +687,15 @@ pub async fn customers_page(
             (condition, values)
         }
     };
-    let (pushed, pushed_values) = audience.clause(3 + values.len());
+    let (pushed, pushed_values) = audience.clause(2 + values.len());
     // The conditions' text comes from this function and `SqlFilter` only; values are bound.
-    let sql =
-        format!("SELECT * FROM customers WHERE id > $1{condition}{pushed} ORDER BY id LIMIT $2");
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(after_id.to_string())
-        .bind(limit);
+    let sql = customers::select(
+        conn,
+        &format!(
+            "SELECT * FROM customers WHERE id > $1{condition}{pushed} ORDER BY id LIMIT {limit}"
+        ),
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after_id.to_string());
     for v in values {
         q = q.bind(v);
     }
@@ -704,8 +706,9 @@ pub async fn customers_page(
             crate::pushdown::SqlValue::Text(t) => q.bind(t),
         };
     }
-    let rows = q.fetch_all(conn).await?;
-    rows.iter().map(customer_from_row).collect()
+    let rows = q.fetch_all(&mut *conn).await?;
+    let page = customers::decode(conn, &rows).await?;
+    Ok(page.into_iter().map(|(c, _)| c).collect())
 }
 
 /// Which customers a trigger needs to look at: the part of its rule the database can

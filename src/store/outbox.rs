@@ -55,12 +55,11 @@ async fn due_where(
     for state in QUEUED {
         // One state at a time, named in the text: each has an index of its own.
         let sql = format!(
-            "SELECT {WITH_BODIES} WHERE channel = $1 AND state = '{state}' AND due_at <= $2{condition} ORDER BY due_at, id LIMIT $3"
+            "SELECT {WITH_BODIES} WHERE channel = $1 AND state = '{state}' AND due_at <= $2{condition} ORDER BY due_at, id LIMIT {limit}"
         );
         let found = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(channel)
             .bind(now.timestamp_millis())
-            .bind(limit)
             .fetch_all(&mut *conn)
             .await?;
         rows.extend(delivery_rows(&found)?);
@@ -103,13 +102,12 @@ pub async fn claim_due(
         }
         // The statement's text is fixed here but for the state and the lock clause.
         let sql = format!(
-            "UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE channel = $2 AND mode = 'at_least_once' AND state = '{state}' AND due_at <= $3 ORDER BY due_at, id LIMIT $4{lock}) RETURNING *, CAST(NULL AS TEXT) AS html, CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS payload"
+            "UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE channel = $2 AND mode = 'at_least_once' AND state = '{state}' AND due_at <= $3 ORDER BY due_at, id LIMIT {room}{lock}) RETURNING *, CAST(NULL AS TEXT) AS html, CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS payload"
         );
         let claimed = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(lease_until.timestamp_millis())
             .bind(channel)
             .bind(now.timestamp_millis())
-            .bind(room)
             .fetch_all(&mut *conn)
             .await?;
         rows.extend(delivery_rows(&claimed)?);
@@ -293,9 +291,9 @@ pub async fn list(
     selection: &Selection,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
-    let (clause, values) = selection.clause(2);
-    let sql = format!("SELECT {WITH_BODIES} WHERE {clause} ORDER BY due_at DESC, id LIMIT $1");
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit);
+    let (clause, values) = selection.clause(1);
+    let sql = format!("SELECT {WITH_BODIES} WHERE {clause} ORDER BY due_at DESC, id LIMIT {limit}");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for v in values {
         q = q.bind(v);
     }

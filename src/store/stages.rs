@@ -8,7 +8,7 @@ use crate::customer::Customer;
 use std::collections::HashSet;
 
 use crate::store::journeys::RaisedEvent;
-use crate::store::{StoreError, customer_from_row, journeys};
+use crate::store::{StoreError, customers, journeys};
 
 /// The event a change of stage records, with `from` and `to` in its properties.
 pub const STAGE_ENTERED: &str = "stage_entered";
@@ -19,14 +19,15 @@ pub async fn page(
     after_id: &str,
     limit: i64,
 ) -> Result<Vec<(Customer, Option<String>)>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM customers WHERE id > $1 ORDER BY id LIMIT $2")
+    let sql = customers::select(
+        conn,
+        &format!("SELECT * FROM customers WHERE id > $1 ORDER BY id LIMIT {limit}"),
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(after_id.to_string())
-        .bind(limit)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await?;
-    rows.iter()
-        .map(|r| Ok((customer_from_row(r)?, r.try_get("stage")?)))
-        .collect()
+    customers::decode(conn, &rows).await
 }
 
 pub async fn current(conn: &mut AnyConnection, id: &str) -> Result<Option<String>, StoreError> {

@@ -1043,3 +1043,77 @@ fn opening_the_store_does_not_wait_for_a_writer() {
         sqlx::query("ROLLBACK").execute(&mut *writer).await.unwrap();
     });
 }
+
+/// A page of customers (how triggers, the stage sweep and a group of journeys read them;
+/// on SQLite one JSON row a page) gives back every field as a single read gives it:
+/// quotes, Unicode, NULLs, nested attributes, and money to the last bit of its `f64`.
+#[test]
+fn a_page_of_customers_reads_back_every_field_exactly() {
+    use tidings::store::{journeys, stages};
+    for b in backends("customer-page") {
+        write(
+            &b.dir,
+            "c.csv",
+            "id,email\na1,a@example.com\n\"b\"\"2\",b@example.com\nc3,c@example.com\n",
+        );
+        let run = tidings(&b).args(["import", "customers", "c.csv"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        with_store(&b, async |s| {
+            let mut conn = s.connection().await.unwrap();
+            let at = |t: &str| Some(t.parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+            let mut written = Vec::new();
+            for (id, spent) in [("a1", 0.1 + 0.2), ("b\"2", 1e300), ("c3", 1234567.891)] {
+                let mut c = journeys::customer(&mut conn, id).await.unwrap().unwrap();
+                if id == "a1" {
+                    c.first_name = Some("Zoë \"Z\" O'Brien; DROP TABLE customers; --".into());
+                    c.last_name = Some("山田 \\ \u{1F600}\n".into());
+                    c.locale = Some("fr-CA".into());
+                    c.timezone = Some("Asia/Tokyo".into());
+                    c.birthday = Some(chrono::NaiveDate::from_ymd_opt(2000, 2, 29).unwrap());
+                    c.created_at = at("2025-06-01T10:00:00.123Z");
+                    c.last_order_at = at("1969-12-31T23:59:59.999Z");
+                    c.unsubscribed_at = at("2026-01-02T03:04:05Z");
+                    c.orders_count = i64::MAX;
+                    c.tags = vec!["vip".into(), "\"quoted\"".into()];
+                    c.attributes = serde_json::json!({
+                        "plan": {"tier": "gold", "seats": [1, 2.5, null]},
+                        "note": "line\nbreak ü"
+                    })
+                    .as_object()
+                    .unwrap()
+                    .clone();
+                }
+                c.total_spent = spent;
+                journeys::save_customer(&mut conn, &c, chrono::Utc::now())
+                    .await
+                    .unwrap();
+                written.push(c);
+            }
+            let filter = journeys::CustomerFilter::All;
+            let everyone = tidings::pushdown::SqlFilter::default();
+            let page = journeys::customers_page(&mut conn, "", 10, &filter, &everyone)
+                .await
+                .unwrap();
+            assert_eq!(page, written, "{}", b.label);
+            let bits: Vec<u64> = page.iter().map(|c| c.total_spent.to_bits()).collect();
+            let expected: Vec<u64> = written.iter().map(|c| c.total_spent.to_bits()).collect();
+            assert_eq!(bits, expected, "{}", b.label);
+            let after_first = journeys::customers_page(&mut conn, "a1", 1, &filter, &everyone)
+                .await
+                .unwrap();
+            assert_eq!(after_first, written[1..2], "{}", b.label);
+            let staged = stages::page(&mut conn, "", 10).await.unwrap();
+            let read: Vec<_> = staged.iter().map(|(c, _)| c.clone()).collect();
+            assert_eq!(read, written, "{}", b.label);
+            assert!(staged.iter().all(|(_, s)| s.is_none()), "{}", b.label);
+            let backend = s.backend();
+            let ids = ["c3", "a1"];
+            let locked = journeys::customers_for_update(&mut conn, backend, &ids)
+                .await
+                .unwrap();
+            assert_eq!(locked.len(), 2, "{}", b.label);
+            assert_eq!(locked["a1"], written[0], "{}", b.label);
+            assert_eq!(locked["c3"], written[2], "{}", b.label);
+        });
+    }
+}
