@@ -299,8 +299,8 @@ pub async fn insert_enrollments(
     conn: &mut AnyConnection,
     rows: &[EnrollmentRow],
 ) -> Result<u64, StoreError> {
-    let sql = "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, version) VALUES {values} ON CONFLICT DO NOTHING RETURNING id";
-    let inserted = super::for_rows(conn, sql, 11, ", 0", rows, |q, e| {
+    let sql = "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, version) VALUES {values} ON CONFLICT DO NOTHING";
+    let inserted = super::count_rows(conn, sql, 11, ", 0", rows, |q, e| {
         q.bind(e.id.clone())
             .bind(e.workflow.clone())
             .bind(e.customer_id.clone())
@@ -314,7 +314,7 @@ pub async fn insert_enrollments(
             .bind(e.total_spent_at_entry)
     })
     .await?;
-    Ok(inserted.len() as u64)
+    Ok(inserted)
 }
 
 /// Who may take a due journey, and for how long.
@@ -401,8 +401,8 @@ pub async fn save_enrollments(
     rows: &[EnrollmentRow],
 ) -> Result<u64, StoreError> {
     // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
-    let sql = "UPDATE enrollments SET state = v.column2, step = v.column3, due_at = v.column4, ended_at = v.column5, exit_reason = v.column6, error = v.column7, version = version + 1, lease_until = NULL FROM (VALUES {values}) AS v WHERE enrollments.id = v.column1 AND enrollments.version = v.column8 RETURNING id";
-    let saved = super::for_rows(conn, sql, 8, "", rows, |q, e| {
+    let sql = "UPDATE enrollments SET state = v.column2, step = v.column3, due_at = v.column4, ended_at = v.column5, exit_reason = v.column6, error = v.column7, version = version + 1, lease_until = NULL FROM (VALUES {values}) AS v WHERE enrollments.id = v.column1 AND enrollments.version = v.column8";
+    let saved = super::count_rows(conn, sql, 8, "", rows, |q, e| {
         q.bind(e.id.clone())
             .bind(e.state.clone())
             .bind(e.step.clone())
@@ -413,7 +413,7 @@ pub async fn save_enrollments(
             .bind(e.version)
     })
     .await?;
-    Ok(saved.len() as u64)
+    Ok(saved)
 }
 
 /// Writes a delivery and reserves its coupon; `false` when the key was written before.
@@ -457,18 +457,26 @@ pub async fn insert_deliveries(
         .collect::<Result<HashSet<_>, _>>()?;
     let new_ones: Vec<&NewDelivery> = ds.iter().filter(|d| new.contains(&d.id)).collect();
     insert_bodies(conn, &new_ones).await?;
-    for d in new_ones {
-        if let Some((code, expires)) = &d.coupon {
-            sqlx::query("INSERT INTO coupons (code, delivery_id, customer_id, workflow, expires_at, state) VALUES ($1, $2, $3, $4, $5, 'reserved')")
-                .bind(code.clone())
-                .bind(d.id.clone())
-                .bind(d.customer_id.clone())
-                .bind(d.workflow.clone())
+    let coupons: Vec<(&NewDelivery, &(String, DateTime<Utc>))> = new_ones
+        .iter()
+        .filter_map(|d| Some((*d, d.coupon.as_ref()?)))
+        .collect();
+    let sql = "INSERT INTO coupons (code, delivery_id, customer_id, workflow, expires_at, state) VALUES {values}";
+    super::count_rows(
+        conn,
+        sql,
+        5,
+        ", 'reserved'",
+        &coupons,
+        |q, (d, (code, expires))| {
+            q.bind(code.as_str())
+                .bind(d.id.as_str())
+                .bind(d.customer_id.as_str())
+                .bind(d.workflow.as_str())
                 .bind(expires.timestamp_millis())
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
+        },
+    )
+    .await?;
     Ok(new)
 }
 

@@ -728,19 +728,51 @@ pub(crate) async fn for_rows<'q, T>(
     bind: impl Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
 ) -> Result<Vec<AnyRow>, StoreError> {
     let mut out = Vec::new();
-    for chunk in rows.chunks(100) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({}{tail})", placeholders(1 + i * columns, columns)))
-            .collect();
-        // The statement's text comes from the caller's constant; every value is bound.
-        let text = statement.replace("{values}", &values.join(", "));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(positional(conn, text)));
-        for row in chunk {
-            q = bind(q, row);
-        }
+    for q in multi_row(conn, statement, columns, tail, rows, bind) {
         out.extend(q.fetch_all(&mut *conn).await?);
     }
     Ok(out)
+}
+
+/// Runs `statement` for `rows` as [`for_rows`] does, and returns how many rows it wrote. A
+/// count needs no `RETURNING`: on SQLite each returned row is handed across threads.
+pub(crate) async fn count_rows<'q, T>(
+    conn: &mut sqlx::AnyConnection,
+    statement: &str,
+    columns: usize,
+    tail: &str,
+    rows: &'q [T],
+    bind: impl Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+) -> Result<u64, StoreError> {
+    let mut written = 0;
+    for q in multi_row(conn, statement, columns, tail, rows, bind) {
+        written += q.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(written)
+}
+
+/// The bound statements [`for_rows`] and [`count_rows`] run.
+fn multi_row<'q, T>(
+    conn: &sqlx::AnyConnection,
+    statement: &str,
+    columns: usize,
+    tail: &str,
+    rows: &'q [T],
+    bind: impl Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+) -> Vec<AnyQuery<'q>> {
+    rows.chunks(100)
+        .map(|chunk| {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({}{tail})", placeholders(1 + i * columns, columns)))
+                .collect();
+            // The statement's text comes from the caller's constant; every value is bound.
+            let text = statement.replace("{values}", &values.join(", "));
+            chunk.iter().fold(
+                sqlx::query(sqlx::AssertSqlSafe(positional(conn, text))),
+                &bind,
+            )
+        })
+        .collect()
 }
 
 /// A generated statement in the form its connection binds fastest. On SQLite, `$1 … $n`

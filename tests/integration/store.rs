@@ -1117,3 +1117,37 @@ fn a_page_of_customers_reads_back_every_field_exactly() {
         });
     }
 }
+
+/// Emails queued together reserve their coupons together: each of a pass's birthday gifts
+/// has its own coupon row, for its own customer, under the code its email carries.
+#[test]
+fn each_email_of_a_group_reserves_its_own_coupon() {
+    for b in backends("coupon-group") {
+        with_examples(&b);
+        write(
+            &b.dir,
+            "c.csv",
+            "id,email,birthday\n1,a@example.com,1990-06-02\n2,b@example.com,1985-06-02\n\
+             3,c@example.com,2001-06-02\n4,d@example.com,1990-06-03\n",
+        );
+        let run = tidings(&b).args(["import", "customers", "c.csv"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        pass(&b, "2026-06-02T09:00:00Z");
+        let coupons = text_pairs(
+            &b,
+            "SELECT c.customer_id, c.code || ' ' || d.customer_id || ' ' || COALESCE(d.coupon_code, '') FROM coupons c JOIN deliveries d ON d.id = c.delivery_id ORDER BY c.customer_id",
+        );
+        let customers: Vec<&str> = coupons.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(customers, ["1", "2", "3"], "{}", b.label);
+        let mut codes = std::collections::HashSet::new();
+        for (customer, joined) in &coupons {
+            let parts: Vec<&str> = joined.split(' ').collect();
+            assert_eq!(parts.len(), 3, "{}: {joined}", b.label);
+            assert!(parts[0].starts_with("BDAY-"), "{}: {joined}", b.label);
+            assert_eq!(parts[1], customer, "{}", b.label);
+            assert_eq!(parts[2], parts[0], "{}: the email carries its coupon", b.label);
+            codes.insert(parts[0].to_string());
+        }
+        assert_eq!(codes.len(), 3, "{}: {coupons:?}", b.label);
+    }
+}
