@@ -1145,7 +1145,11 @@ fn each_email_of_a_group_reserves_its_own_coupon() {
             assert_eq!(parts.len(), 3, "{}: {joined}", b.label);
             assert!(parts[0].starts_with("BDAY-"), "{}: {joined}", b.label);
             assert_eq!(parts[1], customer, "{}", b.label);
-            assert_eq!(parts[2], parts[0], "{}: the email carries its coupon", b.label);
+            assert_eq!(
+                parts[2], parts[0],
+                "{}: the email carries its coupon",
+                b.label
+            );
             codes.insert(parts[0].to_string());
         }
         assert_eq!(codes.len(), 3, "{}: {coupons:?}", b.label);
