@@ -46,6 +46,9 @@ pub struct Runner {
     pub transport: Transport,
     pub options: DispatchOptions,
     webhooks: WebhookSender,
+    /// `FILE.sender.lock` of a SQLite store, held while this runner lives (see
+    /// [`sole_sender`]).
+    _sender_lock: Option<std::fs::File>,
 }
 
 impl Runner {
@@ -54,12 +57,9 @@ impl Runner {
     pub fn new(project: &Project, store: Store, plan: Arc<Plan>) -> Result<Self, PassError> {
         let setting = |e: &dyn std::fmt::Display| PassError::Setting(e.to_string());
         let transport = configured_transport(project).map_err(|e| setting(&e))?;
-        let options = DispatchOptions::from_config(
-            &project.config.email,
-            &project.root,
-            store.backend() == Backend::Sqlite,
-        )
-        .map_err(|e| setting(&e))?;
+        let (sole, sender_lock) = sole_sender(project, store.backend());
+        let options = DispatchOptions::from_config(&project.config.email, &project.root, sole)
+            .map_err(|e| setting(&e))?;
         let webhooks = WebhookSender::new(&project.config.webhooks).map_err(|e| setting(&e))?;
         Ok(Self {
             engine: Engine::new(plan, store.clone(), project.config.clone()),
@@ -67,6 +67,7 @@ impl Runner {
             transport,
             options,
             webhooks,
+            _sender_lock: sender_lock,
         })
     }
 
@@ -108,5 +109,35 @@ impl Runner {
             emails,
             webhooks,
         })
+    }
+}
+
+/// Whether this process is the only sender on its store, so that emails a stopped sender
+/// left `sending` may be sent again at once rather than when their lease runs out. On
+/// SQLite that is whoever holds `FILE.sender.lock` (the OS releases it when the process ends,
+/// however it ends): a `run --once` started beside another, or beside the daemon, does not
+/// get it and leaves the other's emails in flight alone — taking them back sent them twice.
+/// PostgreSQL runs several senders and always waits for the lease.
+fn sole_sender(project: &Project, backend: Backend) -> (bool, Option<std::fs::File>) {
+    if backend != Backend::Sqlite {
+        return (false, None);
+    }
+    let url = project.database_url().unwrap_or_default();
+    let Some(path) = url
+        .strip_prefix("sqlite://")
+        .map(|p| p.split('?').next().unwrap_or(p))
+        .filter(|p| !p.is_empty() && !p.starts_with(":memory:"))
+    else {
+        // A memory database has no other process.
+        return (true, None);
+    };
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(format!("{path}.sender.lock"));
+    match lock {
+        Ok(file) if file.try_lock().is_ok() => (true, Some(file)),
+        _ => (false, None),
     }
 }

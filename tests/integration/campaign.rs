@@ -132,3 +132,59 @@ fn two_passes_at_once_send_every_message_once() {
         );
     }
 }
+
+/// On SQLite, emails another live sender has in flight (it holds the store's sender lock)
+/// are left alone by a `run --once` started beside it — taking them back sent them twice
+/// when two passes ran at once — and are taken back at once, with their Message-IDs, by the
+/// next run once that sender is gone.
+#[test]
+fn only_the_sole_sender_takes_back_emails_in_flight() {
+    let b = backends("in-flight").remove(0);
+    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    campaign_project(&b, server.port, 3);
+    let args = ["run", "--once", "--now", "2026-06-01T10:00:00Z"];
+    let run = tidings(&b).args(args).run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert_eq!(server.received().len(), 3);
+    // As if a sender that is still running had claimed them again, with a lease for hours.
+    crate::store::with_store(&b, async |s| {
+        let mut conn = s.connection().await.unwrap();
+        sqlx::query("UPDATE deliveries SET state = 'sending', lease_until = 4102444800000")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    });
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(b.dir.join("tidings.db.sender.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let run = tidings(&b).args(args).run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert_eq!(server.received().len(), 3, "{}", run.transcript());
+    let (deliveries, _) = outbox(&b);
+    assert!(deliveries.iter().all(|d| d.state == "sending"));
+    drop(lock);
+    let run = tidings(&b).args(args).run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(
+        run.transcript()
+            .contains("3 emails interrupted by a stopped sender are sent again"),
+        "{}",
+        run.transcript()
+    );
+    let received = server.received();
+    assert_eq!(received.len(), 6);
+    let ids: BTreeSet<String> = received
+        .iter()
+        .map(|r| {
+            let m = MessageParser::default().parse(&r.bytes).unwrap();
+            m.message_id().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 3, "the same three messages, sent again");
+    let (deliveries, _) = outbox(&b);
+    assert!(deliveries.iter().all(|d| d.state == "sent"));
+}
