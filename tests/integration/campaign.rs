@@ -10,6 +10,17 @@ use mail_parser::MessageParser;
 use crate::common::{Act, SmtpServer, repo_root, write};
 use crate::store::{backends, copy_dir, outbox, tidings};
 
+/// The distinct Message-IDs of the messages a server received.
+fn message_ids(received: &[crate::common::Received]) -> BTreeSet<String> {
+    received
+        .iter()
+        .map(|r| {
+            let m = MessageParser::default().parse(&r.bytes).unwrap();
+            m.message_id().unwrap().to_string()
+        })
+        .collect()
+}
+
 /// The campaign's project with `n` customers imported, sending to `port`.
 fn campaign_project(b: &crate::store::Backend, port: u16, n: usize) {
     let bench = repo_root().join("examples/bench");
@@ -108,13 +119,7 @@ fn two_passes_at_once_send_every_message_once() {
             b.label
         );
         let received = server.received();
-        let ids: BTreeSet<String> = received
-            .iter()
-            .map(|r| {
-                let m = MessageParser::default().parse(&r.bytes).unwrap();
-                m.message_id().unwrap().to_string()
-            })
-            .collect();
+        let ids = message_ids(&received);
         assert_eq!(ids.len(), N, "{}: every message", b.label);
         assert_eq!(received.len(), N, "{}: none twice", b.label);
         let (deliveries, _) = outbox(&b);
@@ -177,13 +182,7 @@ fn only_the_sole_sender_takes_back_emails_in_flight() {
     );
     let received = server.received();
     assert_eq!(received.len(), 6);
-    let ids: BTreeSet<String> = received
-        .iter()
-        .map(|r| {
-            let m = MessageParser::default().parse(&r.bytes).unwrap();
-            m.message_id().unwrap().to_string()
-        })
-        .collect();
+    let ids = message_ids(&received);
     assert_eq!(ids.len(), 3, "the same three messages, sent again");
     let (deliveries, _) = outbox(&b);
     assert!(deliveries.iter().all(|d| d.state == "sent"));
