@@ -123,21 +123,15 @@ fn sole_sender(project: &Project, backend: Backend) -> (bool, Option<std::fs::Fi
         return (false, None);
     }
     let url = project.database_url().unwrap_or_default();
-    let Some(path) = url
-        .strip_prefix("sqlite://")
-        .map(|p| p.split('?').next().unwrap_or(p))
-        .filter(|p| !p.is_empty() && !p.starts_with(":memory:"))
+    let Some(path) =
+        crate::store::sqlite_file(&url).filter(|p| !p.is_empty() && !p.starts_with(":memory:"))
     else {
         // A memory database has no other process.
         return (true, None);
     };
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(format!("{path}.sender.lock"));
-    match lock {
-        Ok(file) if file.try_lock().is_ok() => (true, Some(file)),
+    match crate::store::try_lock_file(&format!("{path}.sender.lock")) {
+        Ok(Some(file)) => (true, Some(file)),
+        // Held elsewhere, or not to be had: another sender may be alive.
         _ => (false, None),
     }
 }

@@ -53,8 +53,8 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         .enable_all()
         .build()?;
     // SQLite has one writer: a second daemon on the same file would only fight the first.
-    let _sole = match url.strip_prefix("sqlite://") {
-        Some(path) => Some(sole_daemon(path.split('?').next().unwrap_or(path))?),
+    let _sole = match crate::store::sqlite_file(&url) {
+        Some(path) => Some(sole_daemon(path)?),
         None => None,
     };
     runtime.block_on(async move {
@@ -179,21 +179,12 @@ fn init_logs(format: LogFormat) {
 /// process ends, however it ends); a second daemon on the same SQLite file is refused.
 fn sole_daemon(db: &str) -> Result<std::fs::File, CommandError> {
     let path = format!("{db}.daemon.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| CommandError::Read {
-            path: path.clone(),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(CommandError::Usage(format!(
+    match crate::store::try_lock_file(&path) {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(CommandError::Usage(format!(
             "another tidings daemon is running on the SQLite store `{db}`; SQLite runs one daemon — stop the other one, or use PostgreSQL to run several"
         ))),
-        Err(std::fs::TryLockError::Error(source)) => Err(CommandError::Read { path, source }),
+        Err(source) => Err(CommandError::Read { path, source }),
     }
 }
 

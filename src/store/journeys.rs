@@ -540,7 +540,7 @@ pub async fn insert_events(
     events: &[RaisedEvent<'_>],
 ) -> Result<(), StoreError> {
     let sql = "INSERT INTO events (id, customer_id, name, at, properties, recorded_at, changes) VALUES {values} ON CONFLICT (id) DO NOTHING";
-    super::for_rows(conn, sql, 6, ", '{}'", events, |q, e| {
+    super::count_rows(conn, sql, 6, ", '{}'", events, |q, e| {
         q.bind(e.id.clone())
             .bind(e.customer_id)
             .bind(e.name)
@@ -828,7 +828,7 @@ pub async fn marketing_sends_since(
 /// Writes what new deliveries carry (HTML, text, a webhook's payload).
 async fn insert_bodies(conn: &mut AnyConnection, ds: &[&NewDelivery]) -> Result<(), StoreError> {
     let sql = "INSERT INTO delivery_bodies (delivery_id, html, text, payload) VALUES {values}";
-    super::for_rows(conn, sql, 4, "", ds, |q, d| {
+    super::count_rows(conn, sql, 4, "", ds, |q, d| {
         q.bind(d.id.clone())
             .bind(d.html.clone())
             .bind(d.text.clone())

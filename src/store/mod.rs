@@ -712,6 +712,28 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// The file a `sqlite://FILE[?OPTIONS]` URL names; `None` for any other database.
+pub fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://")?;
+    rest.split('?').next()
+}
+
+/// Takes the lock file at `path` without waiting; `None` while another process holds it.
+/// The OS releases it when its holder ends, however it ends: how one SQLite store keeps one
+/// daemon and one sender that may take back another's emails in flight.
+pub fn try_lock_file(path: &str) -> std::io::Result<Option<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// A statement being bound, as [`for_rows`] hands it to its caller's binder.
 pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
