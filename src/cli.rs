@@ -64,6 +64,10 @@ pub enum Command {
     Test(TestArgs),
     /// Run continuously: passes on a timer, and the HTTP endpoints (unsubscribe links,
     /// bounce and complaint reports, health).
+    ///
+    /// The write endpoints (`POST /v1/...`) take `Authorization: Bearer TOKEN` with the
+    /// token of `server.token` in tidings.yaml or, when that is not set, of the
+    /// environment variable TIDINGS_API_TOKEN; with neither they are off (403).
     Daemon(DaemonArgs),
 }
 

@@ -371,22 +371,40 @@ struct Job {
     claimed: bool,
 }
 
-/// Takes back the emails a stopped sender left `sending` (at once when this process is the
-/// only sender, else once their lease ran out): once when a sender starts, not on every
-/// dispatch. Returns a line for the operator when there were any.
+/// Takes back the emails a stopped sender left `sending` when a sender starts: all of them
+/// when this process is the only sender, else those whose lease ran out (as every dispatch
+/// does, see [`take_over_expired`]). Returns a line for the operator when there were any.
 pub async fn recover_interrupted(
     store: &Store,
     options: &DispatchOptions,
 ) -> Result<Option<String>, DeliveryError> {
-    let mut conn = store.connection().await?;
     let expired = (!options.sole_sender).then_some(Utc::now());
-    let (requeued, unknown) = outbox::recover_interrupted(&mut conn, expired).await?;
+    recover(store, expired).await
+}
+
+/// Takes over what any sender — another replica, or a process killed long ago — left
+/// `sending` past its lease: emails and webhook calls alike. Every dispatch does this, not
+/// only a sender that starts, so a live replica finishes a dead one's claims once their
+/// lease runs out, with the same Message-ID.
+pub async fn take_over_expired(store: &Store) -> Result<Option<String>, DeliveryError> {
+    recover(store, Some(Utc::now())).await
+}
+
+async fn recover(
+    store: &Store,
+    expired_before: Option<DateTime<Utc>>,
+) -> Result<Option<String>, DeliveryError> {
+    let mut conn = store.connection().await?;
+    let (requeued, unknown) = outbox::recover_interrupted(&mut conn, expired_before).await?;
     Ok((requeued + unknown > 0).then(|| {
         format!(
             "{requeued} emails interrupted by a stopped sender are sent again; {unknown} (at_most_once) are left `unknown`"
         )
     }))
 }
+
+/// How often a long dispatch looks for claims whose lease ran out.
+const TAKE_OVER_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Emails claimed per statement (fewer under a rate limit: see [`claim_size`]).
 const CLAIM_BATCH: i64 = 500;
@@ -506,7 +524,14 @@ async fn send_due(
 ) -> Result<Option<String>, DeliveryError> {
     let size = claim_size(options);
     let mut unreachable = None;
+    let mut looked_for_expired: Option<std::time::Instant> = None;
     loop {
+        if looked_for_expired.is_none_or(|t| t.elapsed() >= TAKE_OVER_EVERY) {
+            looked_for_expired = Some(std::time::Instant::now());
+            if let Some(line) = take_over_expired(store).await? {
+                tracing::warn!("{line}");
+            }
+        }
         // Read before the claim: once the engine is done, a claim that finds nothing means
         // nothing more will come in this pass.
         let finished = engine_done.is_none_or(|d| d.load(Ordering::Acquire));

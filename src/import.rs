@@ -62,12 +62,28 @@ pub struct CustomerRow {
     pub present: Vec<&'static str>,
 }
 
+/// Where an event's id comes from, which decides when two events are one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EventId {
+    /// The row's `id`, or a POST's `Idempotency-Key` scoped to its customer and event name:
+    /// the same id with the same fingerprint is a retry, recorded once; with another
+    /// fingerprint it is refused.
+    Given(String),
+    /// The id a file row gets from its content and how often that content came before in
+    /// the file: importing the file again records nothing new, and two equal rows are two
+    /// events.
+    Row(String),
+    /// None given (an API event without a key): a new event, with an id of its own.
+    None,
+}
+
 /// An event as read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
     pub line: u64,
-    /// The idempotency key: given, or derived from the row.
-    pub id: String,
+    pub id: EventId,
+    /// What the event says, hashed: see [`EventId::Given`].
+    pub fingerprint: String,
     pub customer_id: String,
     pub name: String,
     pub at: DateTime<Utc>,
@@ -92,16 +108,25 @@ impl Cell<'_> {
         }
     }
 
-    /// `None` for an empty CSV cell or a JSON null: the value is missing.
-    fn text(&self) -> Option<String> {
-        match self {
-            Cell::Text("") => None,
-            Cell::Text(t) => Some((*t).to_string()),
-            Cell::Json(Value::Null) => None,
-            Cell::Json(Value::String(s)) if s.is_empty() => None,
-            Cell::Json(Value::String(s)) => Some(s.clone()),
-            Cell::Json(v) => Some(v.to_string()),
+    /// A text field: `None` for an empty CSV cell or a JSON null (the value is missing); a
+    /// JSON value must be a string (as `docs/openapi.json` says), and no text may hold a
+    /// NUL character, which PostgreSQL cannot store and no address or name contains.
+    fn text(&self) -> Result<Option<&str>, String> {
+        let text = match self {
+            Cell::Text("") | Cell::Json(Value::Null) => return Ok(None),
+            Cell::Text(t) => *t,
+            Cell::Json(Value::String(s)) => s.as_str(),
+            Cell::Json(v) => return Err(format!("must be text (a JSON string), found `{v}`")),
+        };
+        if text.contains('\0') {
+            return Err("text may not contain a NUL character (\\u0000)".into());
         }
+        Ok(Some(text))
+    }
+
+    /// A text field where an empty string means the value is missing (names, ids).
+    fn nonempty_text(&self) -> Result<Option<String>, String> {
+        Ok(self.text()?.filter(|t| !t.is_empty()).map(str::to_string))
     }
 }
 
@@ -125,10 +150,23 @@ pub fn events(
     let build = move |line: u64, cells: Vec<(String, Option<usize>, Cell<'_>)>| {
         event_from_cells(line, cells, now)
     };
-    match format {
+    let rows = match format {
         FileFormat::Csv => csv_rows(reader, build),
         FileFormat::Jsonl => jsonl_rows(reader, build),
+    };
+    let mut seen = std::collections::HashMap::new();
+    Box::new(rows.map(move |row| row.map(|row| numbered(row, &mut seen))))
+}
+
+/// An event without an id gets [`EventId::Row`]: its fingerprint and how many rows with
+/// the same fingerprint came before it.
+fn numbered(mut row: EventRow, seen: &mut std::collections::HashMap<String, u32>) -> EventRow {
+    if row.id == EventId::None {
+        let n = seen.entry(row.fingerprint.clone()).or_insert(0);
+        row.id = EventId::Row(format!("row:{}:{n}", row.fingerprint));
+        *n += 1;
     }
+    row
 }
 
 type Build<T> = dyn Fn(u64, Vec<(String, Option<usize>, Cell<'_>)>) -> Result<T, Vec<RowError>>;
@@ -234,15 +272,41 @@ pub fn customers_of(objects: &[Map<String, Value>]) -> Vec<Result<CustomerRow, V
         .collect()
 }
 
-/// Events given as JSON objects, read as JSONL lines would be, a missing time being `now`.
+/// Events given as JSON objects, read as JSONL lines would be, a missing time being `now`;
+/// events without an id are numbered as a file's rows are (a test's fixtures).
 pub fn events_of(
     objects: &[Map<String, Value>],
     now: DateTime<Utc>,
+) -> Vec<Result<EventRow, Vec<RowError>>> {
+    let mut seen = std::collections::HashMap::new();
+    objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| event_from_cells(i as u64 + 1, cells_of(o), now))
+        .map(|row| row.map(|row| numbered(row, &mut seen)))
+        .collect()
+}
+
+/// Events POSTed to the API: an event without an `id` is a new event, unless the request's
+/// `Idempotency-Key` names it (a single event), which is scoped to its customer and event
+/// name.
+pub fn events_posted(
+    objects: &[Map<String, Value>],
+    now: DateTime<Utc>,
+    idempotency_key: Option<&str>,
 ) -> Vec<Result<EventRow, Vec<RowError>>> {
     objects
         .iter()
         .enumerate()
         .map(|(i, o)| event_from_cells(i as u64 + 1, cells_of(o), now))
+        .map(|row| {
+            row.map(|mut row| {
+                if let (EventId::None, Some(key)) = (&row.id, idempotency_key) {
+                    row.id = EventId::Given(format!("key:{}:{}:{key}", row.customer_id, row.name));
+                }
+                row
+            })
+        })
         .collect()
 }
 
@@ -272,16 +336,26 @@ fn customer_from_cells(
             continue;
         };
         present.push(fixed);
-        let text = cell.text();
+        let text = match fixed {
+            "orders_count" | "total_spent" | "tags" | "attributes" => None,
+            _ => match cell.text() {
+                Ok(t) => t.map(str::to_string),
+                Err(m) => {
+                    fail(format!("`{field}` {m}"));
+                    continue;
+                }
+            },
+        };
+        let name = |t: Option<String>| t.filter(|t| !t.is_empty());
         match fixed {
-            "id" => match text {
+            "id" => match name(text) {
                 Some(t) => {
                     has_id = true;
                     c.id = t;
                 }
                 None => fail("a customer needs an id".into()),
             },
-            "email" => match text {
+            "email" => match name(text) {
                 Some(t) if is_email(&t) => {
                     has_email = true;
                     c.email = t;
@@ -289,16 +363,16 @@ fn customer_from_cells(
                 Some(t) => fail(format!("`{t}` is not an email address")),
                 None => fail("a customer needs an email address".into()),
             },
-            "first_name" => c.first_name = text,
-            "last_name" => c.last_name = text,
-            "locale" => match text {
+            "first_name" => c.first_name = name(text),
+            "last_name" => c.last_name = name(text),
+            "locale" => match name(text) {
                 Some(t) if is_locale(&t) => c.locale = Some(t),
                 Some(t) => fail(format!(
                     "`{t}` is not a locale; write a BCP 47 tag such as `ja-JP` or `en`"
                 )),
                 None => c.locale = None,
             },
-            "timezone" => match text {
+            "timezone" => match name(text) {
                 Some(t) if chrono_tz::Tz::from_str(&t).is_ok() => c.timezone = Some(t),
                 Some(t) => fail(format!(
                     "`{t}` is not an IANA time zone such as `Asia/Tokyo`"
@@ -328,24 +402,16 @@ fn customer_from_cells(
                     _ => c.unsubscribed_at = value,
                 }
             }
-            "orders_count" => match text
-                .as_deref()
-                .map(|t| t.trim().parse::<i64>().map_err(|_| t.to_string()))
-            {
+            "orders_count" => match number(cell, |t| t.parse::<i64>().ok(), Value::as_i64) {
                 Some(Ok(n)) if n >= 0 => c.orders_count = n,
                 Some(Ok(n)) => fail(format!("`{n}` is negative; an order count is 0 or more")),
                 Some(Err(t)) => fail(format!("`{t}` is not a whole number")),
                 None => c.orders_count = 0,
             },
-            "total_spent" => match text
-                .as_deref()
-                .map(|t| t.trim().parse::<f64>().map_err(|_| t.to_string()))
-            {
+            "total_spent" => match number(cell, |t| t.parse::<f64>().ok(), Value::as_f64) {
                 Some(Ok(n)) if n.is_finite() => c.total_spent = n,
-                Some(Ok(_)) | Some(Err(_)) => fail(format!(
-                    "`{}` is not a number; write e.g. `149.50`",
-                    text.unwrap_or_default()
-                )),
+                Some(Ok(n)) => fail(format!("`{n}` is not a number; write e.g. `149.50`")),
+                Some(Err(t)) => fail(format!("`{t}` is not a number; write e.g. `149.50`")),
                 None => c.total_spent = 0.0,
             },
             "tags" => match cell {
@@ -429,14 +495,27 @@ fn event_from_cells(
                 message,
             })
         };
+        let text = match field.as_str() {
+            "id" => Some(&mut id),
+            "customer_id" | "customer" => Some(&mut customer_id),
+            "name" | "event" => Some(&mut name),
+            _ => None,
+        };
+        if let Some(slot) = text {
+            match cell.nonempty_text() {
+                Ok(t) => *slot = t,
+                Err(m) => fail(format!("`{field}` {m}")),
+            }
+            continue;
+        }
         match field.as_str() {
-            "id" => id = cell.text(),
-            "customer_id" | "customer" => customer_id = cell.text(),
-            "name" | "event" => name = cell.text(),
-            "at" => match cell.text().as_deref().map(parse_time) {
-                Some(Ok(t)) => at = Some(t),
-                Some(Err(m)) => fail(m),
-                None => {}
+            "at" => match cell.text() {
+                Ok(None) => {}
+                Ok(Some(t)) => match parse_time(t) {
+                    Ok(t) => at = Some(t),
+                    Err(m) => fail(m),
+                },
+                Err(m) => fail(format!("`at` {m}")),
             },
             "properties" | "set" => {
                 let map = match cell {
@@ -447,7 +526,10 @@ fn event_from_cells(
                     Cell::Json(_) => None,
                 };
                 match map {
-                    Some(m) if field == "set" => set = m,
+                    Some(m) if field == "set" => {
+                        errors.extend(set_errors(line, *column, &m));
+                        set = m;
+                    }
                     Some(m) => properties.extend(m),
                     None => fail(format!("`{field}` must be a JSON object")),
                 }
@@ -479,18 +561,97 @@ fn event_from_cells(
         return Err(errors);
     }
     let (customer_id, name) = (customer_id.unwrap_or_default(), name.unwrap_or_default());
-    let at = at.unwrap_or(now);
-    // Without a given id, the same row imported twice is the same event.
-    let id = id.unwrap_or_else(|| format!("{name}:{customer_id}:{}", at.timestamp_millis()));
+    let fingerprint = fingerprint(&customer_id, &name, at, &properties, &set);
     Ok(EventRow {
         line,
-        id,
+        id: id.map_or(EventId::None, EventId::Given),
+        fingerprint,
         customer_id,
         name,
-        at,
+        at: at.unwrap_or(now),
         properties,
         set,
     })
+}
+
+/// Customer fields an event's `set` may not change: who the customer is and their consent
+/// belong to `POST /v1/customers` and the unsubscribe link; `attributes` are set by name.
+const NOT_SETTABLE: [&str; 4] = ["id", "email", "unsubscribed_at", "attributes"];
+
+/// An event's `set`, checked by the rules of a customer row (the same messages as
+/// `POST /v1/customers`), each problem named `set/FIELD`.
+fn set_errors(line: u64, column: Option<usize>, set: &Map<String, Value>) -> Vec<RowError> {
+    let at = |field: &str, message: String| RowError {
+        line,
+        column,
+        field: format!("set/{field}"),
+        message,
+    };
+    let mut errors: Vec<RowError> = set
+        .keys()
+        .filter(|k| NOT_SETTABLE.contains(&k.as_str()))
+        .map(|k| {
+            at(
+                k,
+                format!("an event cannot set `{k}`; change it with `POST /v1/customers`"),
+            )
+        })
+        .collect();
+    let (id, email) = (Value::from("-"), Value::from("set@example.com"));
+    let mut cells: Vec<(String, Option<usize>, Cell<'_>)> = vec![
+        ("id".into(), None, Cell::Json(&id)),
+        ("email".into(), None, Cell::Json(&email)),
+    ];
+    cells.extend(
+        set.iter()
+            .filter(|(k, _)| !NOT_SETTABLE.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), None, Cell::Json(v))),
+    );
+    if let Err(found) = customer_from_cells(line, cells) {
+        errors.extend(found.into_iter().map(|e| at(&e.field, e.message)));
+    }
+    errors.sort_by(|a, b| a.field.cmp(&b.field));
+    errors
+}
+
+/// What tells a recorded event from another, as given: a retry of the same event has the
+/// same fingerprint, a different event under a reused key does not. `at` counts only when
+/// given (a retry without it arrives at another moment).
+fn fingerprint(
+    customer_id: &str,
+    name: &str,
+    at: Option<DateTime<Utc>>,
+    properties: &Map<String, Value>,
+    set: &Map<String, Value>,
+) -> String {
+    let canonical = serde_json::json!([
+        customer_id,
+        name,
+        at.map(|t| t.timestamp_millis()),
+        properties,
+        set
+    ])
+    .to_string();
+    let (a, b) = (
+        crate::engine::fnv(&canonical),
+        crate::engine::fnv(&format!("{canonical}#2")),
+    );
+    format!("{a:016x}{b:016x}")
+}
+
+/// A numeric field: CSV text parsed by `parse`, a JSON number read by `read` (a string,
+/// even of digits, is not a number in JSON); `None` when the value is missing, else the
+/// number or the text shown in the error.
+fn number<T>(
+    cell: &Cell<'_>,
+    parse: impl Fn(&str) -> Option<T>,
+    read: impl Fn(&Value) -> Option<T>,
+) -> Option<Result<T, String>> {
+    match cell {
+        Cell::Text("") | Cell::Json(Value::Null) => None,
+        Cell::Text(t) => Some(parse(t.trim()).ok_or_else(|| (*t).to_string())),
+        Cell::Json(v) => Some(read(v).ok_or_else(|| v.to_string())),
+    }
 }
 
 /// RFC 3339, e.g. `2026-05-01T10:00:00Z`.
@@ -603,18 +764,123 @@ mod tests {
         );
     }
 
+    /// A file's rows without an id: the same file read again gives the same ids (an import
+    /// run twice records nothing new), and rows that differ only in their properties, or
+    /// not at all, are separate events — none is merged into another.
     #[test]
-    fn events_get_a_stable_id() {
+    fn file_events_without_an_id_are_never_merged() {
         let now = parse_time("2026-06-01T00:00:00Z").unwrap();
-        let text = "customer_id,name,at,order_id\n1,order_placed,2026-05-01T10:00:00Z,1001\n";
-        let rows: Vec<_> = events(
-            Box::new(std::io::Cursor::new(text.to_string())),
-            FileFormat::Csv,
-            now,
-        )
-        .collect();
-        let e = rows[0].as_ref().unwrap();
-        assert_eq!(e.id, "order_placed:1:1777629600000");
-        assert_eq!(e.properties["order_id"], "1001");
+        let text = "customer_id,name,at,order_id\n1,order_placed,2026-05-01T10:00:00Z,1001\n1,order_placed,2026-05-01T10:00:00Z,1002\n1,page_view,2026-05-01T10:00:00Z,\n1,page_view,2026-05-01T10:00:00Z,\n";
+        let read = || -> Vec<EventRow> {
+            events(
+                Box::new(std::io::Cursor::new(text.to_string())),
+                FileFormat::Csv,
+                now,
+            )
+            .map(Result::unwrap)
+            .collect()
+        };
+        let (first, again) = (read(), read());
+        assert_eq!(first[0].properties["order_id"], "1001");
+        let ids: std::collections::BTreeSet<&EventId> = first.iter().map(|e| &e.id).collect();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+        assert!(first.iter().all(|e| matches!(e.id, EventId::Row(_))));
+        assert_eq!(
+            first.iter().map(|e| &e.id).collect::<Vec<_>>(),
+            again.iter().map(|e| &e.id).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn api_events_are_new_unless_keyed_and_keys_are_scoped() {
+        let now = parse_time("2026-06-01T00:00:00Z").unwrap();
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let a = obj(serde_json::json!({"customer_id": "c1", "name": "page_view"}));
+        let b = obj(serde_json::json!({"customer_id": "c1", "name": "order_placed"}));
+        let rows = events_posted(&[a.clone(), a.clone()], now, None);
+        assert!(rows.iter().all(|r| r.as_ref().unwrap().id == EventId::None));
+        let keyed = |o: &Map<String, Value>| {
+            events_posted(std::slice::from_ref(o), now, Some("k1"))
+                .remove(0)
+                .unwrap()
+        };
+        assert_eq!(keyed(&a).id, EventId::Given("key:c1:page_view:k1".into()));
+        assert_ne!(keyed(&a).id, keyed(&b).id);
+        assert_eq!(keyed(&a).fingerprint, keyed(&a).fingerprint);
+        let mut other = a.clone();
+        other.insert("properties".into(), serde_json::json!({"page": "/x"}));
+        assert_ne!(keyed(&a).fingerprint, keyed(&other).fingerprint);
+    }
+
+    #[test]
+    fn an_events_set_follows_the_customer_rules() {
+        let now = parse_time("2026-06-01T00:00:00Z").unwrap();
+        let row = serde_json::json!({"customer_id": "c1", "name": "moved", "set": {
+            "timezone": "Mars/Olympus", "locale": "!!", "orders_count": "two",
+            "email": "x@y.z", "id": "c2", "tier": "gold"
+        }});
+        let errors = events_of(&[row.as_object().unwrap().clone()], now)
+            .remove(0)
+            .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "set/email",
+                "set/id",
+                "set/locale",
+                "set/orders_count",
+                "set/timezone"
+            ]
+        );
+        assert!(
+            errors[3]
+                .message
+                .contains("`\"two\"` is not a whole number"),
+            "{}",
+            errors[3].message
+        );
+    }
+
+    #[test]
+    fn json_fields_must_have_the_schemas_types() {
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let problems = |v: Value| -> Vec<String> {
+            match customers_of(&[obj(v)]).remove(0) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.into_iter().map(|e| e.field).collect(),
+            }
+        };
+        let base = |extra: Value| {
+            let mut o = obj(serde_json::json!({"id": "1", "email": "a@b.co"}));
+            o.extend(obj(extra));
+            Value::Object(o)
+        };
+        assert_eq!(
+            problems(serde_json::json!({"id": {"a": 1}, "email": "a@b.co"})),
+            ["id"]
+        );
+        assert_eq!(
+            problems(base(serde_json::json!({"birthday": ""}))),
+            ["birthday"]
+        );
+        assert_eq!(
+            problems(base(serde_json::json!({"created_at": ""}))),
+            ["created_at"]
+        );
+        assert_eq!(
+            problems(base(serde_json::json!({"orders_count": "2"}))),
+            ["orders_count"]
+        );
+        assert_eq!(
+            problems(base(serde_json::json!({"first_name": "A\u{0}"}))),
+            ["first_name"]
+        );
+        assert!(problems(base(serde_json::json!({"orders_count": 2, "tags": null}))).is_empty());
+        let event = events_of(
+            &[obj(serde_json::json!({"customer_id": "1", "name": 5}))],
+            Utc::now(),
+        );
+        assert_eq!(event[0].as_ref().unwrap_err()[0].field, "name");
     }
 }

@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
-use crate::store::{Store, Unsubscribed};
+use crate::store::{MailReport, Store, Unsubscribed};
 use crate::templates::escape_html;
 use crate::unsubscribe::{Signer, TokenError};
 
@@ -320,20 +320,38 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
+    let refused = |message: &str, error: &str| {
+        let mut response = problem(StatusCode::UNAUTHORIZED, message, None);
+        if let Ok(challenge) =
+            header::HeaderValue::from_str(&format!("Bearer realm=\"tidings\", error=\"{error}\""))
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
+    };
     match given {
         Some(g) if same_secret(g, expected) => Ok(()),
-        Some(_) => Err(problem(
-            StatusCode::UNAUTHORIZED,
+        Some(_) => Err(refused(
             "the bearer token is not the one in `server.token`",
-            None,
+            "invalid_token",
         )),
-        None => Err(problem(
-            StatusCode::UNAUTHORIZED,
+        None => Err(refused(
             "send `Authorization: Bearer <token>` with the token of `server.token`",
-            None,
+            "invalid_request",
         )),
     }
+}
+
+/// The token of `Bearer TOKEN`; the scheme's name is case-insensitive (RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Compares without leaking where they differ: HMAC tags of both, checked by ring in
@@ -349,18 +367,10 @@ fn same_secret(given: &str, expected: &str) -> bool {
     .is_ok()
 }
 
-/// One bounce or complaint, checked.
-#[derive(Debug, PartialEq, Eq)]
-struct Report {
-    email: String,
-    complaint: bool,
-    reason: String,
-}
-
 /// Reads `{"email", "type", "reason"?}` or a list of them; an error names the field by
-/// JSON pointer.
-fn reports(body: &[u8]) -> Result<Vec<Report>, (String, Option<String>)> {
-    let (items, list) = body_items(body).map_err(|e| (e, None))?;
+/// JSON pointer (`None`: the body is not JSON).
+fn reports(body: &[u8]) -> Result<Vec<MailReport>, (String, Option<String>)> {
+    let (items, list) = body_items(body)?;
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let at = |field: &str| pointer(list, i, field);
@@ -388,12 +398,16 @@ fn reports(body: &[u8]) -> Result<Vec<Report>, (String, Option<String>)> {
                 ));
             }
         };
+        let kind = if complaint { "complaint" } else { "bounce" };
         let reason = match map.get("reason") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(r)) => r.chars().take(500).collect(),
+            None | Some(Value::Null) => kind.to_string(),
+            Some(Value::String(r)) if r.is_empty() => kind.to_string(),
+            Some(Value::String(r)) => {
+                format!("{kind}: {}", r.chars().take(500).collect::<String>())
+            }
             Some(_) => return Err(("`reason` must be a string".into(), Some(at("reason")))),
         };
-        out.push(Report {
+        out.push(MailReport {
             email,
             complaint,
             reason,
@@ -404,7 +418,7 @@ fn reports(body: &[u8]) -> Result<Vec<Report>, (String, Option<String>)> {
 
 /// A bounce suppresses the address (nothing more is sent to it); a complaint unsubscribes
 /// its customers from marketing (receipts still go), or suppresses an address no customer
-/// has. All are checked before any is stored.
+/// has. All are checked before any is stored, and stored in one transaction.
 async fn suppressions(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return r;
@@ -420,51 +434,71 @@ async fn suppressions(State(api): State<Arc<Api>>, headers: HeaderMap, body: Byt
             return problem(status, &message, pointer.as_deref());
         }
     };
-    let now = Utc::now();
-    let (mut suppressed, mut unsubscribed) = (0, 0);
-    for r in &reports {
-        let kind = if r.complaint { "complaint" } else { "bounce" };
-        let reason = if r.reason.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}: {}", r.reason)
-        };
-        let result = async {
-            let customers = if r.complaint {
-                api.store.customers_with_email(&r.email).await?
-            } else {
-                Vec::new()
-            };
-            if customers.is_empty() {
-                suppressed += usize::from(api.store.suppress(&r.email, &reason, now).await?);
-            }
-            for id in customers {
-                let done = api.store.unsubscribe(&id, &reason, now).await?;
-                unsubscribed += usize::from(done == Unsubscribed::Now);
-            }
-            Ok::<_, crate::store::StoreError>(())
-        };
-        if result.await.is_err() {
-            return problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the store could not record this; send it again (recording twice is harmless)",
-                None,
-            );
-        }
+    match api.store.record_reports(&reports, Utc::now()).await {
+        Ok((suppressed, unsubscribed)) => Json(
+            json!({ "received": reports.len(), "suppressed": suppressed, "unsubscribed": unsubscribed }),
+        )
+        .into_response(),
+        Err(_) => unavailable(),
     }
-    Json(json!({ "received": reports.len(), "suppressed": suppressed, "unsubscribed": unsubscribed }))
-        .into_response()
 }
 
 /// A body of one JSON object or a list of them: the items, and whether it was a list
-/// (which decides how a JSON pointer names an item).
-fn body_items(body: &[u8]) -> Result<(Vec<Value>, bool), String> {
+/// (which decides how a JSON pointer names an item). Not JSON: the message alone (400);
+/// JSON this API cannot take — a number beyond what a double holds, a NUL character in
+/// any text or key, which PostgreSQL cannot store — the message and its pointer (422), the
+/// same on every store.
+fn body_items(body: &[u8]) -> Result<(Vec<Value>, bool), (String, Option<String>)> {
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        return Err((format!("the body is not JSON: {e}"), None));
+    }
     let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
+            .map_err(|e| (format!("{}", e.inner()), Some(json_pointer(e.path()))))?;
+    if let Some(at) = nul_in(&value, &mut String::new()) {
+        return Err((
+            "text may not contain a NUL character (\\u0000)".into(),
+            Some(at),
+        ));
+    }
     Ok(match value {
         Value::Array(items) => (items, true),
         one => (vec![one], false),
     })
+}
+
+/// The RFC 6901 pointer of a place serde went through.
+fn json_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .map(|segment| match segment {
+            Segment::Seq { index } => format!("/{index}"),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                format!("/{}", key.replace('~', "~0").replace('/', "~1"))
+            }
+            Segment::Unknown => "/?".to_string(),
+        })
+        .collect()
+}
+
+/// The pointer to the first string or key holding a NUL character, if any.
+fn nul_in(value: &Value, at: &mut String) -> Option<String> {
+    let escaped = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    match value {
+        Value::String(s) if s.contains('\0') => Some(at.clone()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            let mut here = format!("{at}/{i}");
+            nul_in(v, &mut here)
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let mut here = format!("{at}/{}", escaped(k));
+            if k.contains('\0') {
+                return Some(here);
+            }
+            nul_in(v, &mut here)
+        }),
+        _ => None,
+    }
 }
 
 /// The JSON pointer to item `index`'s `field` (`""`: the item itself).
@@ -474,17 +508,21 @@ fn pointer(list: bool, index: usize, field: &str) -> String {
     } else {
         String::new()
     };
-    match (base.is_empty(), field.is_empty()) {
-        (true, true) => "/".into(),
-        (false, true) => base,
-        _ => format!("{base}/{field}"),
+    if field.is_empty() {
+        // RFC 6901: the whole document is "", not "/".
+        base
+    } else {
+        format!("{base}/{field}")
     }
 }
 
 /// A body of import rows: one JSON object or a list of them.
 #[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
 fn rows_of(body: &[u8]) -> Result<(Vec<Map<String, Value>>, bool), Response> {
-    let (items, list) = body_items(body).map_err(|e| problem(StatusCode::BAD_REQUEST, &e, None))?;
+    let (items, list) = body_items(body).map_err(|(e, at)| match at {
+        Some(at) => problem(StatusCode::UNPROCESSABLE_ENTITY, &e, Some(&at)),
+        None => problem(StatusCode::BAD_REQUEST, &e, None),
+    })?;
     let mut rows = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let Value::Object(row) = item else {
@@ -534,19 +572,16 @@ async fn events(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) ->
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
-    let (mut rows, list) = match rows_of(&body) {
+    let (rows, list) = match rows_of(&body) {
         Ok(r) => r,
         Err(r) => return r,
     };
     // A single event may carry its idempotency key in the header instead of `id`.
-    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok())
-        && !list
-        && let Some(one) = rows.first_mut()
-    {
-        one.entry("id")
-            .or_insert_with(|| Value::String(key.to_string()));
-    }
-    let rows = crate::import::events_of(&rows, Utc::now());
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| !list);
+    let rows = crate::import::events_posted(&rows, Utc::now(), key);
     match api.store.record_events(rows.into_iter(), false).await {
         Ok(report) if !report.errors.is_empty() => row_problems(&report.errors, list),
         Ok(report) => Json(json!({ "stored": report.written })).into_response(),

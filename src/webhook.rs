@@ -113,6 +113,10 @@ impl WebhookSender {
         now: DateTime<Utc>,
     ) -> Result<WebhookReport, WebhookError> {
         let mut report = WebhookReport::default();
+        // A call another sender left mid-call past its lease is ours to make again.
+        let mut conn = store.connection().await?;
+        outbox::recover_interrupted(&mut conn, Some(Utc::now())).await?;
+        drop(conn);
         loop {
             let mut conn = store.connection().await?;
             let batch = outbox::due(&mut conn, "webhook", now, 100).await?;

@@ -17,6 +17,9 @@ use crate::server::{Api, Health, PassMetrics, router};
 use crate::source::files_under;
 use crate::store::Store;
 
+/// The bearer token of the write endpoints when tidings.yaml names none.
+const API_TOKEN_ENV: &str = "TIDINGS_API_TOKEN";
+
 pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
     init_logs(args.log_format);
     let every = crate::duration::parse(&args.every)
@@ -39,7 +42,7 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         Some(t) => Some(expand_env(t, &env).map_err(|e| {
             CommandError::Usage(format!("{e} (in `server.token` of tidings.yaml)"))
         })?),
-        None => None,
+        None => env(API_TOKEN_ENV).filter(|t| !t.trim().is_empty()),
     };
     let listen = args
         .listen
@@ -99,6 +102,17 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
                 .await
         });
         tracing::info!(address = %address, every = %args.every, workflows = names(&runner).len(), "tidings daemon listening");
+        match (&project.config.server.token, &health_api.token) {
+            (_, None) => tracing::warn!(
+                "the write endpoints (POST /v1/...) are off: set {API_TOKEN_ENV}, or `server.token` in tidings.yaml"
+            ),
+            (Some(_), Some(_)) => tracing::info!(
+                "the write endpoints (POST /v1/...) take the bearer token of `server.token`"
+            ),
+            (None, Some(_)) => tracing::info!(
+                "the write endpoints (POST /v1/...) take the bearer token of {API_TOKEN_ENV}"
+            ),
+        }
         if let Some(line) = runner.recover().await.map_err(|e| CommandError::Usage(e.to_string()))? {
             tracing::warn!("{line}");
         }

@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use crate::cli::{EventArgs, ImportArgs, ImportFormat, ImportKind};
 use crate::commands::{CommandError, open_store};
-use crate::import::{self, EventRow, FileFormat, RowError};
+use crate::import::{self, FileFormat, RowError};
 use crate::progress::{METER, Progress, ProgressMode, count, get, rate};
 use crate::store::ImportReport;
 
@@ -135,7 +135,7 @@ pub fn event(root: &Path, args: &EventArgs) -> Result<ExitCode, CommandError> {
         None => now,
         Some(t) => import::parse_time(t).map_err(CommandError::Usage)?,
     };
-    let mut properties = match &args.data {
+    let properties = match &args.data {
         None => serde_json::Map::new(),
         Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(serde_json::Value::Object(m)) => m,
@@ -146,28 +146,33 @@ pub fn event(root: &Path, args: &EventArgs) -> Result<ExitCode, CommandError> {
             }
         },
     };
-    let set = match properties.remove("set") {
-        None => serde_json::Map::new(),
-        Some(serde_json::Value::Object(m)) => m,
-        Some(_) => {
-            return Err(CommandError::Usage(
-                "`set` in --data must be a JSON object of customer fields".into(),
-            ));
+    // Read as the API reads a POSTed event, so `set` meets the same rules.
+    let mut event = serde_json::Map::new();
+    event.insert("properties".into(), serde_json::Value::Object(properties));
+    for (key, value) in [
+        ("set", event["properties"].get("set").cloned()),
+        ("id", args.id.clone().map(serde_json::Value::from)),
+        ("customer_id", Some(args.customer.clone().into())),
+        ("name", Some(args.name.clone().into())),
+        ("at", Some(at.to_rfc3339().into())),
+    ] {
+        if let Some(value) = value {
+            event.insert(key.into(), value);
         }
-    };
-    let row = EventRow {
-        line: 1,
-        id: args.id.clone().unwrap_or_else(|| {
-            format!("{}:{}:{}", args.name, args.customer, at.timestamp_millis())
-        }),
-        customer_id: args.customer.clone(),
-        name: args.name.clone(),
-        at,
-        properties,
-        set,
-    };
+    }
+    if let Some(serde_json::Value::Object(p)) = event.get_mut("properties") {
+        p.remove("set");
+    }
+    let row = import::events_posted(std::slice::from_ref(&event), now, None).remove(0);
+    if let Err(errors) = &row {
+        let all: Vec<String> = errors
+            .iter()
+            .map(|e| format!("`{}`: {}", e.field, e.message))
+            .collect();
+        return Err(CommandError::Usage(all.join("; ")));
+    }
     let (runtime, _project, store) = open_store(root)?;
-    let report = runtime.block_on(store.record_events(std::iter::once(Ok(row)), false))?;
+    let report = runtime.block_on(store.record_events(std::iter::once(row), false))?;
     runtime.block_on(store.close());
     if let Some(e) = report.errors.first() {
         return Err(CommandError::Usage(e.message.clone()));

@@ -17,7 +17,7 @@ use sqlx::{AnyPool, Row};
 use thiserror::Error;
 
 use crate::customer::Customer;
-use crate::import::{CustomerRow, EventRow, RowError};
+use crate::import::{CustomerRow, EventId, EventRow, RowError};
 
 pub mod copy;
 pub mod customers;
@@ -233,6 +233,11 @@ const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "CREATE INDEX deliveries_queued ON deliveries (channel, mode, due_at, id) WHERE state = 'pending'",
             "CREATE INDEX deliveries_retrying ON deliveries (channel, mode, due_at, id) WHERE state = 'retrying'",
         ],
+    ),
+    (
+        10,
+        "what an event said, to tell a retry from a reused key",
+        &["ALTER TABLE events ADD COLUMN fingerprint TEXT"],
     ),
 ];
 
@@ -558,20 +563,42 @@ impl Store {
                 m.insert("set".into(), Value::Object(row.set.clone()));
                 Value::Object(m).to_string()
             };
+            let id = match &row.id {
+                EventId::Given(id) | EventId::Row(id) => id.clone(),
+                EventId::None => fresh_event_id()?,
+            };
             let inserted = sqlx::query(
-                "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at, fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
             )
-            .bind(&row.id)
+            .bind(&id)
             .bind(&row.customer_id)
             .bind(&row.name)
             .bind(row.at.timestamp_millis())
             .bind(Value::Object(row.properties.clone()).to_string())
             .bind(changes)
             .bind(now)
+            .bind(&row.fingerprint)
             .execute(&mut *tx)
             .await?
             .rows_affected();
             report.written += inserted;
+            if inserted == 0 && matches!(row.id, EventId::Given(_)) {
+                // Seen before: a retry of the same event, or a key reused for another.
+                let earlier: Option<String> =
+                    sqlx::query_scalar("SELECT fingerprint FROM events WHERE id = $1")
+                        .bind(&id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .flatten();
+                if earlier.is_some_and(|f| f != row.fingerprint) {
+                    report.errors.push(RowError {
+                        line: row.line,
+                        column: None,
+                        field: "id".into(),
+                        message: "this id (or Idempotency-Key) was recorded before for a different event; give a new event a new key".into(),
+                    });
+                }
+            }
         }
         finish_import(tx, report, skip_invalid).await
     }
@@ -597,48 +624,46 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<Unsubscribed, StoreError> {
         let mut tx = self.write_tx().await?;
-        let changed = sqlx::query(
-            "UPDATE customers SET unsubscribed_at = $1, updated_at = $1 WHERE id = $2 AND unsubscribed_at IS NULL",
-        )
-        .bind(at.timestamp_millis())
-        .bind(customer_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            let known = sqlx::query("SELECT 1 FROM customers WHERE id = $1")
-                .bind(customer_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-            return Ok(if known {
-                Unsubscribed::Already
-            } else {
-                Unsubscribed::NoSuchCustomer
-            });
-        }
-        journeys::insert_event(
-            &mut tx,
-            &format!("unsubscribed:{customer_id}:{}", at.timestamp_millis()),
-            customer_id,
-            crate::engine::UNSUBSCRIBED_EVENT,
-            at,
-            &serde_json::json!({ "source": source }),
-        )
-        .await?;
+        let done = unsubscribe_in(&mut tx, customer_id, source, at).await?;
         tx.commit().await?;
-        Ok(Unsubscribed::Now)
+        Ok(done)
+    }
+
+    /// Records a mail provider's bounce and complaint reports in one transaction: all of
+    /// them, or — when the store fails half-way — none. A bounce suppresses the address; a
+    /// complaint unsubscribes the customers with that address from marketing, or suppresses
+    /// an address no customer has. Returns (addresses newly suppressed, customers newly
+    /// unsubscribed).
+    pub async fn record_reports(
+        &self,
+        reports: &[MailReport],
+        at: DateTime<Utc>,
+    ) -> Result<(usize, usize), StoreError> {
+        let (mut suppressed, mut unsubscribed) = (0, 0);
+        let mut tx = self.write_tx().await?;
+        for r in reports {
+            let customers = if r.complaint {
+                customers_with_email_in(&mut tx, &r.email).await?
+            } else {
+                Vec::new()
+            };
+            if customers.is_empty() {
+                suppressed +=
+                    usize::from(outbox::suppress(&mut tx, &r.email, &r.reason, at).await?);
+            }
+            for id in customers {
+                let done = unsubscribe_in(&mut tx, &id, &r.reason, at).await?;
+                unsubscribed += usize::from(done == Unsubscribed::Now);
+            }
+        }
+        tx.commit().await?;
+        Ok((suppressed, unsubscribed))
     }
 
     /// The ids of the customers with this address (compared without case).
     pub async fn customers_with_email(&self, email: &str) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT id FROM customers WHERE LOWER(email) = $1 ORDER BY id")
-            .bind(email.to_lowercase())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>(0)?))
-            .collect()
+        let mut conn = self.pool.acquire().await?;
+        customers_with_email_in(&mut conn, email).await
     }
 
     /// Adds an address to the suppression list (a hard bounce, a 5xx): nothing more is
@@ -683,6 +708,73 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// An id for an event that came without one: a new event, never taken for another.
+fn fresh_event_id() -> Result<String, StoreError> {
+    let random = crate::unsubscribe::random_secret()
+        .map_err(|_| StoreError::Corrupt("no random source for an event id".into()))?;
+    Ok(format!("ev:{}", &random[..32]))
+}
+
+/// One bounce or complaint from the mail provider, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailReport {
+    pub email: String,
+    pub complaint: bool,
+    /// What is recorded: the kind, and the provider's reason when it gave one.
+    pub reason: String,
+}
+
+async fn unsubscribe_in(
+    conn: &mut sqlx::AnyConnection,
+    customer_id: &str,
+    source: &str,
+    at: DateTime<Utc>,
+) -> Result<Unsubscribed, StoreError> {
+    let changed = sqlx::query(
+        "UPDATE customers SET unsubscribed_at = $1, updated_at = $1 WHERE id = $2 AND unsubscribed_at IS NULL",
+    )
+    .bind(at.timestamp_millis())
+    .bind(customer_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        let known = sqlx::query("SELECT 1 FROM customers WHERE id = $1")
+            .bind(customer_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
+        return Ok(if known {
+            Unsubscribed::Already
+        } else {
+            Unsubscribed::NoSuchCustomer
+        });
+    }
+    journeys::insert_event(
+        conn,
+        &format!("unsubscribed:{customer_id}:{}", at.timestamp_millis()),
+        customer_id,
+        crate::engine::UNSUBSCRIBED_EVENT,
+        at,
+        &serde_json::json!({ "source": source }),
+    )
+    .await?;
+    Ok(Unsubscribed::Now)
+}
+
+async fn customers_with_email_in(
+    conn: &mut sqlx::AnyConnection,
+    email: &str,
+) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query("SELECT id FROM customers WHERE LOWER(email) = $1 ORDER BY id")
+        .bind(email.to_lowercase())
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<String, _>(0)?))
+        .collect()
 }
 
 /// Keeps an import's rows when all were good (or bad ones may be skipped), else none.
@@ -994,7 +1086,8 @@ mod tests {
                     for n in 0..40 {
                         let event = EventRow {
                             line: 1,
-                            id: format!("e{w}-{n}"),
+                            id: EventId::Given(format!("e{w}-{n}")),
+                            fingerprint: String::new(),
                             customer_id: format!("c{w}"),
                             name: "ping".into(),
                             at: Utc::now(),

@@ -136,7 +136,7 @@ fn unsubscribed(b: &Backend, id: &str) -> bool {
     })
 }
 
-fn count(b: &Backend, sql: &'static str) -> i64 {
+pub(crate) fn count(b: &Backend, sql: &'static str) -> i64 {
     with_store(b, async move |s| {
         use sqlx::Row;
         let mut conn = s.connection().await.unwrap();

@@ -15,6 +15,7 @@ mod simulate;
 mod smtp;
 mod status;
 mod store;
+mod takeover;
 mod validate;
 mod webhook;
 mod workflow_tests;

@@ -1,0 +1,137 @@
+//! Claims whose lease ran out are taken over by a sender that is alive, without a restart:
+//! a replica killed mid-send leaves its emails `sending`, and another finishes them within
+//! the lease and a few passes, with the same Message-IDs.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use mail_parser::MessageParser;
+
+use crate::common::{Act, SmtpServer, free_port};
+use crate::daemon::{Daemon, count};
+use crate::store::{backends, with_store};
+
+/// Message-ID → (copies, recipient) of what a server received.
+fn copies(server: &SmtpServer) -> BTreeMap<String, (usize, String)> {
+    let mut out: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for r in server.received() {
+        let m = MessageParser::default().parse(&r.bytes).unwrap();
+        let entry = out
+            .entry(m.message_id().unwrap().to_string())
+            .or_insert((0, r.to.clone()));
+        entry.0 += 1;
+        assert_eq!(entry.1, r.to, "one Message-ID, one recipient");
+    }
+    out
+}
+
+fn wait_for(what: &str, limit: Duration, done: &dyn Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A daemon that is running (on SQLite, the sole sender) finds emails another sender left
+/// `sending` past their lease, and sends them again with their Message-IDs — it does not
+/// wait to be restarted.
+#[test]
+fn a_running_daemon_takes_over_emails_whose_lease_ran_out() {
+    for b in backends("takeover-running") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        let addresses: Vec<String> = (0..3).map(|i| format!("t{i}@example.com")).collect();
+        crate::smtp::new_customers(&b, server.port, "  lease: 2s\n", &addresses);
+        crate::common::write(
+            &b.dir,
+            "workflows/welcome-series.yaml",
+            "name: welcome-series\nclass: transactional\ntrigger:\n  event: customer_created\nsteps:\n  - id: hello\n    email: welcome/hello\n    subject: \"Welcome, {{ customer.first_name }}\"\n",
+        );
+        let daemon = Daemon::start(&b, free_port(), "1s");
+        wait_for("the first sends", Duration::from_secs(60), &|| {
+            server.received().len() >= 3
+        });
+        // As a sender that died mid-send leaves them: claimed, the lease long gone.
+        with_store(&b, async |s| {
+            let mut conn = s.connection().await.unwrap();
+            let past = chrono::Utc::now().timestamp_millis() - 1_000;
+            sqlx::query("UPDATE deliveries SET state = 'sending', lease_until = $1")
+                .bind(past)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        });
+        wait_for(
+            "the daemon to send the abandoned emails",
+            Duration::from_secs(30),
+            &|| server.received().len() >= 6,
+        );
+        assert!(daemon.stop().success());
+        let copies = copies(&server);
+        assert_eq!(copies.len(), 3, "{}: the same three messages", b.label);
+        assert!(copies.values().all(|c| c.0 == 2), "{}: {copies:?}", b.label);
+        assert_eq!(
+            count(&b, "SELECT COUNT(*) FROM deliveries WHERE state = 'sent'"),
+            3,
+            "{}",
+            b.label
+        );
+    }
+}
+
+/// Two daemons share a PostgreSQL queue; one is killed mid-send and never restarted. The
+/// other finishes the queue within the lease and a few passes: every email arrives, and the
+/// only repeats are what the killed one's SMTP sessions had in flight, with their own
+/// Message-IDs.
+#[test]
+fn a_live_replica_finishes_what_a_killed_one_was_sending() {
+    const N: usize = 3_000;
+    const SESSIONS: usize = 4;
+    let Some(b) = crate::store::postgres("takeover-replicas") else {
+        return;
+    };
+    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    let addresses: Vec<String> = (0..N).map(|i| format!("r{i}@example.com")).collect();
+    crate::smtp::new_customers(
+        &b,
+        server.port,
+        &format!("  concurrency: {SESSIONS}\n  lease: 5s\n"),
+        &addresses,
+    );
+    crate::common::write(
+        &b.dir,
+        "workflows/welcome-series.yaml",
+        "name: welcome-series\nclass: transactional\ntrigger:\n  event: customer_created\nsteps:\n  - id: hello\n    email: welcome/hello\n    subject: \"Welcome, {{ customer.first_name }}\"\n",
+    );
+    let doomed = Daemon::start(&b, free_port(), "1s");
+    let survivor = Daemon::start(&b, free_port(), "1s");
+    wait_for("sending to begin", Duration::from_secs(300), &|| {
+        server.received().len() >= N / 3
+    });
+    doomed.kill();
+    let killed_at = Instant::now();
+    let sent = || {
+        count(
+            &b,
+            "SELECT COUNT(*) FROM deliveries WHERE channel = 'email' AND state = 'sent'",
+        )
+    };
+    // The lease (5 s), a few passes of 1 s, and the sending itself.
+    wait_for("the survivor to finish", Duration::from_secs(60), &|| {
+        sent() >= N as i64
+    });
+    let took = killed_at.elapsed();
+    assert!(survivor.stop().success());
+    assert_eq!(
+        count(&b, "SELECT COUNT(*) FROM deliveries WHERE state <> 'sent'"),
+        0
+    );
+    let copies = copies(&server);
+    assert_eq!(copies.len(), N, "every email arrived");
+    let duplicates: usize = copies.values().map(|c| c.0 - 1).sum();
+    assert!(
+        duplicates <= SESSIONS,
+        "{duplicates} duplicates after one kill"
+    );
+    eprintln!("the survivor finished {took:?} after the kill; {duplicates} duplicates");
+}
