@@ -80,7 +80,7 @@ fn main() {
             mode: "at_least_once".into(),
             created_at: now,
         };
-        let message = build_message(&row, &from).expect("it builds");
+        let message = build_message(&row, &from, row.due_at).expect("it builds");
         bytes += message.formatted().len();
     }
     let build = started.elapsed();

@@ -165,9 +165,14 @@ impl DispatchReport {
 pub struct MessageError(String);
 
 /// Builds the MIME message of a delivery: `multipart/alternative` when there is a text
-/// part, the stable Message-ID, the (virtual) send time as `Date`, the workflow and step
-/// as `X-Tidings-*`, and RFC 8058 one-click unsubscribe headers on marketing mail.
-pub fn build_message(d: &DeliveryRow, from: &Mailbox) -> Result<Message, MessageError> {
+/// part, the stable Message-ID, `date` (when it leaves, or the virtual moment) as `Date`,
+/// the workflow and step as `X-Tidings-*`, and RFC 8058 one-click unsubscribe headers on
+/// marketing mail.
+pub fn build_message(
+    d: &DeliveryRow,
+    from: &Mailbox,
+    date: DateTime<Utc>,
+) -> Result<Message, MessageError> {
     let bad = |e: &dyn std::fmt::Display| MessageError(e.to_string());
     let to: Mailbox = d
         .recipient
@@ -182,7 +187,7 @@ pub fn build_message(d: &DeliveryRow, from: &Mailbox) -> Result<Message, Message
         .to(to)
         .subject(subject)
         .message_id(Some(d.message_id.clone()))
-        .date(SystemTime::from(d.due_at))
+        .date(SystemTime::from(date))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Tidings-Workflow"),
             d.workflow.clone(),
@@ -246,6 +251,18 @@ pub struct DispatchOptions {
     pub rate_per_domain: std::collections::BTreeMap<String, u32>,
     /// Signs every message when `email.dkim` is configured.
     pub dkim: Option<Arc<DkimConfig>>,
+    /// What an email's `Date` says.
+    pub dates: MessageDates,
+}
+
+/// What an email's `Date` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageDates {
+    /// The moment it leaves: a step that fell due long ago is sent, and dated, now.
+    WhenSent,
+    /// The pass's moment: a rehearsal, a workflow test or `run --once --now` runs on a
+    /// virtual clock, and its mail is dated by it.
+    PassMoment,
 }
 
 impl DispatchOptions {
@@ -284,6 +301,7 @@ impl DispatchOptions {
             rate_per_domain: email.rate_per_domain.clone(),
             give_up_after,
             sole_sender,
+            dates: MessageDates::WhenSent,
         })
     }
 }
@@ -556,7 +574,7 @@ async fn send_due(
             let claimed = i < claimed;
             let prepared = match blocked.remove(&row.id) {
                 Some(reason) => Err(Outcome::Suppressed(reason)),
-                None => prepare(&row, options),
+                None => prepare(&row, options, now),
             };
             match prepared {
                 Ok((bytes, to)) => jobs.push(Job {
@@ -621,8 +639,13 @@ async fn send_due(
 fn prepare(
     row: &DeliveryRow,
     options: &DispatchOptions,
+    now: DateTime<Utc>,
 ) -> Result<(Vec<u8>, lettre::Address), Outcome> {
-    let mut message = build_message(row, &options.from).map_err(|e| Outcome::Failed(e.0))?;
+    let date = match options.dates {
+        MessageDates::WhenSent => Utc::now(),
+        MessageDates::PassMoment => now,
+    };
+    let mut message = build_message(row, &options.from, date).map_err(|e| Outcome::Failed(e.0))?;
     let to = row
         .recipient
         .parse::<lettre::Address>()

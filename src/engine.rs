@@ -188,9 +188,11 @@ fn triggers(wf: &Workflow, event: &Event) -> bool {
 }
 
 /// The deliveries a group of journeys queued, written together when the group ends — or
-/// before a step reads the outbox back (the frequency cap), so that it counts them.
-#[derive(Default)]
-struct Outgoing(Vec<NewDelivery>);
+/// before a step reads the outbox back (the frequency cap), so that it counts them — and
+/// the pass's moment, from which the links in them stay valid: a step that fell due long
+/// ago (an old event, a missed fire time) is sent now, and its links must work when it
+/// arrives.
+struct Outgoing(Vec<NewDelivery>, DateTime<Utc>);
 
 impl Outgoing {
     /// Writes what is queued and counts what was new (a key written before is not).
@@ -842,7 +844,7 @@ impl Engine {
                 // The group's deliveries and journeys are written a few statements at a
                 // time, not two per journey: on SQLite each statement is a round trip to
                 // sqlx's worker thread, which cost more than the writing itself.
-                let mut outgoing = Outgoing::default();
+                let mut outgoing = Outgoing(Vec::new(), now);
                 for row in group.iter_mut() {
                     let customer = customers.get_mut(&row.customer_id);
                     let out = &mut outgoing;
@@ -860,7 +862,7 @@ impl Engine {
             for row in group {
                 let mut journey = sqlx::Acquire::begin(&mut *tx).await?;
                 let customer = customers.get_mut(&row.customer_id);
-                let mut outgoing = Outgoing::default();
+                let mut outgoing = Outgoing(Vec::new(), now);
                 let out = &mut outgoing;
                 self.advance(&mut journey, row, customer, &mut suppressions, out, report)
                     .await?;
@@ -971,8 +973,19 @@ impl Engine {
             crate::progress::count(&crate::progress::METER.steps);
             match &node.step.kind {
                 StepKind::Email(email) => {
-                    let delivery =
-                        self.email(&wf, email, &node.step.id, row, customer, event.as_ref(), at);
+                    let moment = Moment {
+                        at,
+                        links_from: outgoing.1,
+                    };
+                    let delivery = self.email(
+                        &wf,
+                        email,
+                        &node.step.id,
+                        row,
+                        customer,
+                        event.as_ref(),
+                        moment,
+                    );
                     let d = match delivery {
                         Ok(d) => d,
                         Err(e) => {
@@ -1159,8 +1172,9 @@ impl Engine {
         wf: &Workflow,
         customer: &Customer,
         event: Option<&Event>,
-        at: DateTime<Utc>,
+        moment: Moment,
     ) -> Context {
+        let at = moment.at;
         let mut ctx = Context::new();
         ctx.insert("customer", customer);
         if let Some(e) = event {
@@ -1180,7 +1194,7 @@ impl Engine {
             s.token(&Unsubscribe {
                 customer_id: customer.id.clone(),
                 workflow: wf.name.clone(),
-                expires_at: at + valid_for,
+                expires_at: at.max(moment.links_from) + valid_for,
             })
         });
         ctx.insert(
@@ -1236,7 +1250,7 @@ impl Engine {
             let StepKind::Email(email) = &s.kind else {
                 continue;
             };
-            let mut ctx = self.context(wf, &customer, event.as_ref(), at);
+            let mut ctx = self.context(wf, &customer, event.as_ref(), Moment::now(at));
             if let Some(c) = &email.coupon {
                 let code = coupon_code(
                     &c.prefix,
@@ -1277,10 +1291,11 @@ impl Engine {
         row: &EnrollmentRow,
         customer: &Customer,
         event: Option<&Event>,
-        at: DateTime<Utc>,
+        moment: Moment,
     ) -> Result<NewDelivery, tera::Error> {
+        let at = moment.at;
         let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
-        let mut ctx = self.context(wf, customer, event, at);
+        let mut ctx = self.context(wf, customer, event, moment);
         let coupon = email
             .coupon
             .as_ref()
@@ -1333,7 +1348,7 @@ impl Engine {
         at: DateTime<Utc>,
     ) -> Result<NewDelivery, tera::Error> {
         let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
-        let ctx = self.context(wf, customer, event, at);
+        let ctx = self.context(wf, customer, event, Moment::now(at));
         // String values of the body are Tera templates; the URL's `${ENV}` is resolved at
         // send time, so no secret is ever stored in the outbox.
         let body = hook
@@ -1577,6 +1592,20 @@ fn apply_set(c: &mut Customer, set: &Map<String, Value>) {
             }
             _ => {}
         }
+    }
+}
+
+/// When a step runs (`at`, when it fell due) and from when the links it writes must stay
+/// valid (the pass's moment, later when the step fell due long ago).
+#[derive(Debug, Clone, Copy)]
+struct Moment {
+    at: DateTime<Utc>,
+    links_from: DateTime<Utc>,
+}
+
+impl Moment {
+    fn now(at: DateTime<Utc>) -> Self {
+        Self { at, links_from: at }
     }
 }
 

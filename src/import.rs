@@ -123,11 +123,6 @@ impl Cell<'_> {
         }
         Ok(Some(text))
     }
-
-    /// A text field where an empty string means the value is missing (names, ids).
-    fn nonempty_text(&self) -> Result<Option<String>, String> {
-        Ok(self.text()?.filter(|t| !t.is_empty()).map(str::to_string))
-    }
 }
 
 /// Reads customers; each item is a row or the errors of one row.
@@ -158,12 +153,13 @@ pub fn events(
     Box::new(rows.map(move |row| row.map(|row| numbered(row, &mut seen))))
 }
 
-/// An event without an id gets [`EventId::Row`]: its fingerprint and how many rows with
-/// the same fingerprint came before it.
+/// An event without an id gets [`EventId::Row`]: what it says, when it happened, and how
+/// many rows saying the same at the same moment came before it.
 fn numbered(mut row: EventRow, seen: &mut std::collections::HashMap<String, u32>) -> EventRow {
     if row.id == EventId::None {
-        let n = seen.entry(row.fingerprint.clone()).or_insert(0);
-        row.id = EventId::Row(format!("row:{}:{n}", row.fingerprint));
+        let content = format!("row:{}:{}", row.fingerprint, row.at.timestamp_millis());
+        let n = seen.entry(content.clone()).or_insert(0);
+        row.id = EventId::Row(format!("{content}:{n}"));
         *n += 1;
     }
     row
@@ -502,8 +498,10 @@ fn event_from_cells(
             _ => None,
         };
         if let Some(slot) = text {
-            match cell.nonempty_text() {
-                Ok(t) => *slot = t,
+            match cell.text() {
+                // A JSON "" is given, and names nothing: not a key, customer or event.
+                Ok(Some("")) => fail(format!("`{field}` is empty")),
+                Ok(t) => *slot = t.map(str::to_string),
                 Err(m) => fail(format!("`{field}` {m}")),
             }
             continue;

@@ -111,7 +111,8 @@ pub async fn rehearse(
         dkim: None,
         ..config.email.clone()
     };
-    let options = DispatchOptions::from_config(&email, std::path::Path::new("."), true)?;
+    let mut options = DispatchOptions::from_config(&email, std::path::Path::new("."), true)?;
+    options.dates = crate::delivery::MessageDates::PassMoment;
     // The copy may hold emails the real sender had in flight.
     recover_interrupted(&scratch, &options).await?;
     let clock = VirtualClock::new(from);

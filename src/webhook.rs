@@ -96,6 +96,9 @@ impl WebhookSender {
                 allow_hosts: allow_hosts.clone(),
             }))
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would connect on our behalf, to addresses the
+            // resolver's guard never sees: calls always go direct.
+            .no_proxy()
             .user_agent(concat!("tidings/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(WebhookError::Client)?;
@@ -351,12 +354,25 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            let first = s[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                // `::a.b.c.d`, the deprecated IPv4-compatible form (`[::127.0.0.1]`).
+                || s[..6].iter().all(|x| *x == 0)
+                // NAT64 (64:ff9b::/96 and the local-use 64:ff9b:1::/48): a gateway
+                // reaches whatever IPv4 address is inside, private ones too.
+                || (first == 0x64 && s[1] == 0xff9b)
+                // 6to4 (2002::/16) likewise carries an IPv4 address.
+                || first == 0x2002
+                // Documentation (2001:db8::/32) and discard (100::/64).
+                || (first == 0x2001 && s[1] == 0x0db8)
+                || (first == 0x0100 && s[1..4].iter().all(|x| *x == 0))
                 || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+                || (first & 0xffc0) == 0xfe80
+                // Site-local (fec0::/10), deprecated but still routed inside some sites.
+                || (first & 0xffc0) == 0xfec0)
         }
     }
 }
@@ -382,6 +398,14 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::808:808",
+            "64:ff9b:1::a00:1",
+            "2002:7f00:1::1",
+            "fec0::1",
+            "2001:db8::1",
+            "100::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
@@ -405,6 +429,10 @@ mod tests {
             "http://100.64.1.1/",
             "http://[::1]/",
             "http://[::ffff:127.0.0.1]/",
+            "http://[::127.0.0.1]/",
+            "http://[64:ff9b::127.0.0.1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[fec0::1]/",
             "http://[::ffff:a9fe:a9fe]/",
             "http://[fd00::1]/",
             "http://[fe80::1]/",

@@ -18,8 +18,12 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
     let Some(compiled) = compile_or_report(&project, "nothing was run") else {
         return Ok(ExitCode::FAILURE);
     };
-    let runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
+    let mut runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
         .map_err(|e| CommandError::Usage(e.to_string()))?;
+    if args.now.is_some() {
+        // A moment rehearsed by hand: its mail is dated by the virtual clock.
+        runner.options.dates = crate::delivery::MessageDates::PassMoment;
+    }
     let line = Progress::start(progress, Box::new(crate::progress::pass_line));
     let outcome = runtime.block_on(async {
         let recovered = runner.recover().await?;

@@ -68,6 +68,7 @@ const EVENTS: Table = Table {
         ("changes", Text),
         ("recorded_at", Int),
         ("processed_at", Int),
+        ("fingerprint", Text),
     ],
 };
 

@@ -67,6 +67,28 @@ impl Daemon {
         more: &[&str],
         log: std::process::Stdio,
     ) -> Self {
+        Self::launch(b, port, every, more, &[], log)
+    }
+
+    /// With more environment variables, and its log going to `log`.
+    pub fn start_env(
+        b: &Backend,
+        port: u16,
+        every: &str,
+        env: &[(&str, &str)],
+        log: std::process::Stdio,
+    ) -> Self {
+        Self::launch(b, port, every, &[], env, log)
+    }
+
+    fn launch(
+        b: &Backend,
+        port: u16,
+        every: &str,
+        more: &[&str],
+        env: &[(&str, &str)],
+        log: std::process::Stdio,
+    ) -> Self {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
             .args([
                 "daemon",
@@ -79,6 +101,7 @@ impl Daemon {
             .current_dir(&b.dir)
             .env("TIDINGS_DB", &b.url)
             .env("TIDINGS_TEST_API_TOKEN", "s3cret-token")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()

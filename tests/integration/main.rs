@@ -1,6 +1,7 @@
 //! The one integration-test binary: the `tidings` command run as a user runs it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api;
 mod audience;
 mod campaign;
 mod common;

@@ -230,6 +230,8 @@ fn events_need_a_known_customer_and_are_recorded_once() {
             "2026-05-02T09:00:00Z",
             "--data",
             "{\"order_id\":\"7\",\"set\":{\"orders_count\":1}}",
+            "--id",
+            "order-7",
         ];
         let first = tidings(&b).args(args).run();
         assert_eq!(
@@ -250,6 +252,39 @@ fn events_need_a_known_customer_and_are_recorded_once() {
                 .await
                 .unwrap()),
             1,
+            "{}",
+            b.label
+        );
+
+        // The same id for a different event is refused, not dropped in silence.
+        let mut reused = args;
+        reused[7] = "{\"order_id\":\"8\"}";
+        let reused = tidings(&b).args(reused).run();
+        assert_eq!(reused.code, 1, "{}", reused.transcript());
+        assert!(
+            reused
+                .stderr
+                .contains("was recorded before for a different event"),
+            "{}",
+            reused.stderr
+        );
+        // Without an id, each is an event of its own, however alike.
+        for _ in 0..2 {
+            let run = tidings(&b)
+                .args([
+                    "event",
+                    "page_view",
+                    "--customer",
+                    "1",
+                    "--at",
+                    "2026-05-02T09:00:00Z",
+                ])
+                .run();
+            assert_eq!(run.code, 0, "{}", run.transcript());
+        }
+        assert_eq!(
+            with_store(&b, async |s| s.event_count("1", "page_view").await.unwrap()),
+            2,
             "{}",
             b.label
         );

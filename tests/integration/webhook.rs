@@ -324,3 +324,44 @@ fn an_endless_answer_is_read_only_a_few_kilobytes() {
         assert!(error.len() < 300, "{} bytes kept", error.len());
     }
 }
+
+/// With a proxy in the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`), a webhook
+/// to a name resolving to loopback is still refused: the call goes direct, checked on the
+/// address connected to, and the proxy hears nothing (it would have been asked to connect
+/// to `localhost` on our behalf, past the guard).
+#[test]
+fn a_proxy_in_the_environment_does_not_bypass_the_guard() {
+    let b = backends("webhook-proxy").remove(0);
+    let receiver = HttpReceiver::start(Box::new(|_, _| 200));
+    let proxy = HttpReceiver::start(Box::new(|_, _| 200));
+    project(&b, "");
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+    let mut run = tidings(&b).env("CRM_URL", &format!("http://localhost:{}", receiver.port));
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        run = run.env(var, &proxy_url);
+    }
+    let run = run
+        .env("NO_PROXY", "")
+        .args(["run", "--once", "--now", "2026-06-01T08:00:00Z"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(
+        run.stderr
+            .contains("`localhost` is a loopback, private or link-local address"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        proxy.requests().is_empty(),
+        "the proxy was asked: {:?}",
+        proxy.requests().len()
+    );
+    assert!(receiver.requests().is_empty());
+    assert!(webhook_states(&b).iter().all(|(_, s, _, _)| s == "failed"));
+}
