@@ -17,6 +17,7 @@ mod smtp;
 mod status;
 mod store;
 mod takeover;
+mod trust;
 mod validate;
 mod webhook;
 mod workflow_tests;

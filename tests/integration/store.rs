@@ -378,7 +378,8 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
         assert!(again.contains("0 steps, 0 emails"), "{again}");
         assert!(again.contains("delivered 0 emails"), "{again}");
 
-        // The default transport wrote one .eml per delivery, dated with the step's time.
+        // The default transport wrote one .eml per delivery, dated when it left: the pass
+        // of 9 June sent the offer that fell due on the 8th.
         let mut mails: Vec<String> = std::fs::read_dir(b.dir.join("out/mail"))
             .unwrap()
             .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -390,7 +391,7 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
             .find(|m| m.contains("X-Tidings-Step: first-order-offer"))
             .unwrap();
         assert!(
-            offer.contains("Date: Mon, 08 Jun 2026 09:00:00 +0000"),
+            offer.contains("Date: Tue, 09 Jun 2026 10:00:00 +0000"),
             "{offer}"
         );
         assert!(
