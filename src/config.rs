@@ -188,6 +188,12 @@ pub struct ServerConfig {
     pub listen: String,
     /// `token: ${TIDINGS_API_TOKEN}` — bearer token for write endpoints.
     pub token: Option<String>,
+    /// `header_timeout: 10s` — how long a client may take to send a request's head.
+    pub header_timeout: String,
+    /// `request_timeout: 30s` — how long a request may take, its body included (408).
+    pub request_timeout: String,
+    /// `max_connections: 256` — connections served at once; more are answered 503.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -195,6 +201,9 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             token: None,
+            header_timeout: "10s".into(),
+            request_timeout: "30s".into(),
+            max_connections: 256,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod pass;
 pub mod plan;
 pub mod progress;
 pub mod pushdown;
+pub mod serve;
 pub mod server;
 pub mod simulate;
 pub mod smtp;

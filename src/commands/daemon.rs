@@ -44,6 +44,7 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         })?),
         None => env(API_TOKEN_ENV).filter(|t| !t.trim().is_empty()),
     };
+    let limits = server_limits(&project.config.server)?;
     let listen = args
         .listen
         .clone()
@@ -94,13 +95,14 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         tokio::spawn(forward_hangups(hangup.clone()));
         let mut seen = fingerprint(&project);
         let mut server_stop = stopped.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router(api))
-                .with_graceful_shutdown(async move {
-                    let _ = server_stop.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let server = tokio::spawn(crate::serve::serve(
+            listener,
+            router(api),
+            limits,
+            async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            },
+        ));
         tracing::info!(address = %address, every = %args.every, workflows = names(&runner).len(), "tidings daemon listening");
         match (&project.config.server.token, &health_api.token) {
             (_, None) => tracing::warn!(
@@ -172,6 +174,34 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         let _ = server.await;
         store.close().await;
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `server:`'s timeouts and connection limit, or what to change.
+fn server_limits(
+    server: &crate::config::ServerConfig,
+) -> Result<crate::serve::Limits, CommandError> {
+    let duration = |key: &str, text: &str| {
+        crate::duration::parse(text)
+            .ok()
+            .and_then(|d| d.to_std().ok())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                CommandError::Usage(format!(
+                    "`server.{key}: {text}` is not a duration above zero; {}",
+                    crate::duration::DURATION_HELP
+                ))
+            })
+    };
+    if server.max_connections == 0 {
+        return Err(CommandError::Usage(
+            "`server.max_connections` must be at least 1".into(),
+        ));
+    }
+    Ok(crate::serve::Limits {
+        header_read: duration("header_timeout", &server.header_timeout)?,
+        request: duration("request_timeout", &server.request_timeout)?,
+        max_connections: server.max_connections,
     })
 }
 

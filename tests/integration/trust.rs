@@ -78,3 +78,81 @@ fn an_email_is_dated_when_it_leaves_and_its_links_work_on_arrival() {
     assert_eq!(status, 200, "the link expired on arrival: {page}");
     assert!(daemon.stop().success());
 }
+
+/// Clients that send their headers a line at a time, or never finish a body, are cut off
+/// (header and request timeouts), connections past `server.max_connections` are answered
+/// 503 at once, and `/healthz` stays answerable through it all.
+#[test]
+fn slow_clients_are_cut_off_and_health_stays_answerable() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let b = backends("slow-clients").remove(0);
+    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    crate::smtp::project(
+        &b,
+        server.port,
+        "server:\n  header_timeout: 1s\n  request_timeout: 2s\n  max_connections: 16\n  token: ${TIDINGS_TEST_API_TOKEN}\n",
+    );
+    let port = free_port();
+    let daemon = Daemon::start(&b, port, "1h");
+    // 40 slow clients, each a header line every 300 ms for 6 s (a slowloris).
+    let started = Instant::now();
+    let slow: Vec<std::thread::JoinHandle<Option<Duration>>> = (0..40)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                let opened = Instant::now();
+                let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+                for n in 0..20 {
+                    std::thread::sleep(Duration::from_millis(300));
+                    if stream.write_all(format!("X-Slow-{i}-{n}: 1\r\n").as_bytes()).is_err() {
+                        return Some(opened.elapsed());
+                    }
+                }
+                // Still open after 6 s of dribbling: the server never cut it off.
+                stream.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+                let mut buf = [0u8; 64];
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => Some(opened.elapsed()),
+                    Ok(_) => Some(opened.elapsed()),
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // Health answers while the slow clients are connected (a 503 while every slot is
+    // taken is an answer too, and says to retry; a 200 comes within the header timeout).
+    let mut healthy = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        let (status, _) = http(port, "GET", "/healthz", &[], b"");
+        assert!(status == 200 || status == 503, "{status}");
+        if status == 200 {
+            healthy = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let healthy = healthy.expect("/healthz answered 200 while slow clients were connected");
+    assert!(healthy < Duration::from_secs(3), "{healthy:?}");
+    for t in slow {
+        if let Some(lasted) = t.join().unwrap() {
+            assert!(
+                lasted < Duration::from_secs(3),
+                "a slow client was served for {lasted:?}"
+            );
+        }
+    }
+    // A body that never comes in full: 408 once the request timeout runs out.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"POST /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\nContent-Length: 100\r\n\r\n{\"id\":")
+        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let asked = Instant::now();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+    assert!(daemon.stop().success());
+}
