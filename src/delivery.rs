@@ -174,10 +174,7 @@ pub fn build_message(
     date: DateTime<Utc>,
 ) -> Result<Message, MessageError> {
     let bad = |e: &dyn std::fmt::Display| MessageError(e.to_string());
-    let to: Mailbox = d
-        .recipient
-        .parse()
-        .map_err(|e| bad(&format!("recipient `{}`: {e}", d.recipient)))?;
+    let to: Mailbox = Mailbox::new(None, envelope_address(&d.recipient).map_err(MessageError)?);
     let subject = d.subject.clone().unwrap_or_default();
     if subject.contains(['\r', '\n']) {
         return Err(MessageError("the subject contains a line break".into()));
@@ -185,7 +182,7 @@ pub fn build_message(
     let mut builder = Message::builder()
         .from(from.clone())
         .to(to)
-        .subject(subject)
+        .raw_header(subject_header(subject))
         .message_id(Some(d.message_id.clone()))
         .date(SystemTime::from(date))
         .raw_header(HeaderValue::new(
@@ -230,6 +227,41 @@ pub fn build_message(
         None => builder.singlepart(html),
     };
     message.map_err(|e| bad(&e))
+}
+
+/// The address as SMTP carries it: the domain in ASCII (IDNA, so `ana@bücher.example`
+/// needs no extension), the local part as written (a non-ASCII one needs SMTPUTF8, which
+/// the session asks for or refuses).
+pub fn envelope_address(recipient: &str) -> Result<lettre::Address, String> {
+    let bad = |why: &dyn std::fmt::Display| format!("recipient `{recipient}`: {why}");
+    let (local, domain) = recipient.rsplit_once('@').ok_or_else(|| bad(&"no `@`"))?;
+    let domain = idna::domain_to_ascii(domain)
+        .map_err(|_| bad(&"the domain is not a valid international domain name"))?;
+    lettre::Address::new(local, domain).map_err(|e| bad(&e))
+}
+
+/// The Subject header. Text that only looks like an RFC 2047 encoded word (a customer's
+/// name `=?utf-8?q?Spoof?=`) is data: the whole subject is then encoded, so that the
+/// reader's client shows those characters and decodes nothing the sender did not encode.
+fn subject_header(subject: String) -> HeaderValue {
+    let name = HeaderName::new_from_ascii_str("Subject");
+    if !subject.contains("=?") {
+        return HeaderValue::new(name, subject);
+    }
+    let mut encoded = String::new();
+    let written = {
+        let mut writer = email_encoding::headers::writer::EmailWriter::new(
+            &mut encoded,
+            "Subject: ".len(),
+            0,
+            false,
+        );
+        email_encoding::headers::rfc2047::encode(&subject, &mut writer)
+    };
+    if written.is_err() {
+        return HeaderValue::new(name, subject);
+    }
+    HeaderValue::dangerous_new_pre_encoded(name, subject, encoded)
 }
 
 /// How the dispatcher behaves, from `email:` in tidings.yaml.
@@ -646,10 +678,7 @@ fn prepare(
         MessageDates::PassMoment => now,
     };
     let mut message = build_message(row, &options.from, date).map_err(|e| Outcome::Failed(e.0))?;
-    let to = row
-        .recipient
-        .parse::<lettre::Address>()
-        .map_err(|e| Outcome::Failed(format!("recipient `{}`: {e}", row.recipient)))?;
+    let to = envelope_address(&row.recipient).map_err(Outcome::Failed)?;
     if let Some(dkim) = &options.dkim {
         message.sign(dkim);
     }
@@ -980,6 +1009,7 @@ impl SmtpPool {
                                         Outcome::Rejected(e)
                                     }
                                     Err(SendError::Unknown(e)) => Outcome::Unknown(e),
+                                    Err(SendError::Unsupported(e)) => Outcome::Failed(e),
                                     Err(e) => Outcome::Retry(e.text().to_string()),
                                 }
                             }
@@ -1045,6 +1075,7 @@ fn write_eml(dir: &Path, d: &DeliveryRow, bytes: &[u8]) -> Result<(), DeliveryEr
 mod tests {
     use super::*;
     use crate::config::{DkimAlgorithm, DkimConfig as DkimSettings};
+    use lettre::message::header::Headers;
 
     fn settings(key_file: &str, algorithm: DkimAlgorithm) -> DkimSettings {
         DkimSettings {
@@ -1057,6 +1088,26 @@ mod tests {
 
     /// A claim takes no more emails than the slowest configured rate sends in half a lease,
     /// so that none of them is still waiting when another sender may take it over.
+    #[test]
+    fn a_subject_shaped_like_an_encoded_word_is_encoded() {
+        let built = |subject: &str| {
+            let mut header = Headers::new();
+            header.insert_raw(subject_header(subject.to_string()));
+            header.to_string()
+        };
+        let spoof = built("=?utf-8?q?Spoof?= \"Quote\" <x@y>, your order");
+        assert!(!spoof.contains("=?utf-8?q?Spoof?="), "{spoof}");
+        assert!(spoof.starts_with("Subject: =?utf-8?b?"), "{spoof}");
+        let decoded = mail_parser::MessageParser::default()
+            .parse(format!("{spoof}\r\nbody").as_bytes())
+            .and_then(|m| m.subject().map(str::to_string));
+        assert_eq!(
+            decoded.as_deref(),
+            Some("=?utf-8?q?Spoof?= \"Quote\" <x@y>, your order")
+        );
+        assert_eq!(built("Welcome, Ada"), "Subject: Welcome, Ada\r\n");
+    }
+
     #[test]
     fn a_rate_limit_makes_the_claim_smaller() {
         let mut options = DispatchOptions::from_config(

@@ -85,6 +85,10 @@ pub enum SendError {
     Refused(String),
     /// The line dropped after the final `.`: the server may or may not have the message.
     Unknown(String),
+    /// The message needs an extension the server does not offer (SMTPUTF8 for an address
+    /// with a non-ASCII local part, 8BITMIME for 8-bit data): it cannot go to this server,
+    /// and sending it anyway would garble it. Nothing was sent; the address is not to blame.
+    Unsupported(String),
 }
 
 impl SendError {
@@ -94,7 +98,8 @@ impl SendError {
             | SendError::Transient(t)
             | SendError::Rejected(t)
             | SendError::Refused(t)
-            | SendError::Unknown(t) => t,
+            | SendError::Unknown(t)
+            | SendError::Unsupported(t) => t,
         }
     }
 }
@@ -104,6 +109,10 @@ pub struct Session {
     conn: AsyncSmtpConnection,
     /// The server offered PIPELINING (RFC 2920): MAIL, RCPT and DATA go in one write.
     pipelining: bool,
+    /// The server offered SMTPUTF8 (RFC 6531): addresses and headers may be UTF-8.
+    smtputf8: bool,
+    /// The server offered 8BITMIME (RFC 6152): the data may hold 8-bit bytes.
+    eightbit: bool,
     /// A reply did not come in time (a late one could be taken for the answer to the next
     /// command), or the line was lost: the session is not used again.
     out_of_step: bool,
@@ -158,9 +167,15 @@ impl Session {
             .await
             .map_err(|_| connect(&"no answer to EHLO within the timeout"))?
             .map_err(|e| connect(&e))?;
-        let pipelining = ehlo
-            .message()
-            .any(|line| line.trim().eq_ignore_ascii_case("PIPELINING"));
+        let offers = |extension: &str| {
+            ehlo.message().any(|line| {
+                line.split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case(extension))
+            })
+        };
+        let (pipelining, smtputf8, eightbit) =
+            (offers("PIPELINING"), offers("SMTPUTF8"), offers("8BITMIME"));
         if let Some((user, password)) = &server.credentials {
             let mechanisms = [
                 lettre::transport::smtp::authentication::Mechanism::Plain,
@@ -176,6 +191,8 @@ impl Session {
         Ok(Self {
             conn,
             pipelining,
+            smtputf8,
+            eightbit,
             out_of_step: false,
         })
     }
@@ -192,6 +209,9 @@ impl Session {
 
     /// Sends one message to one recipient, reporting where a failure happened. A
     /// transaction refused before its data leaves the session reset (RSET) for the next.
+    /// An address that is not ASCII (after IDNA, its local part) goes with SMTPUTF8, and
+    /// 8-bit data with `BODY=8BITMIME`, only where the server offers them: otherwise the
+    /// email fails here, before anything is sent, saying which extension was missing.
     pub async fn send(
         &mut self,
         from: &Address,
@@ -200,7 +220,22 @@ impl Session {
         timeout: Duration,
     ) -> Result<(), SendError> {
         let mut options = Vec::new();
+        let ascii = |a: &Address| a.user().is_ascii() && a.domain().is_ascii();
+        let utf8 = !ascii(to) || !ascii(from);
+        if utf8 && !self.smtputf8 {
+            return Err(SendError::Unsupported(format!(
+                "`{to}` is not an ASCII address and the SMTP server does not offer SMTPUTF8"
+            )));
+        }
+        if utf8 {
+            options.push(MailParameter::SmtpUtfEight);
+        }
         if !message.is_ascii() {
+            if !self.eightbit && !self.smtputf8 {
+                return Err(SendError::Unsupported(
+                    "the message holds 8-bit text and the SMTP server offers neither 8BITMIME nor SMTPUTF8".into(),
+                ));
+            }
             options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
         let mail = Mail::new(Some(from.clone()), options);

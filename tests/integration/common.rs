@@ -254,6 +254,8 @@ pub struct SmtpServer {
     pub port: u16,
     pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     pub offered: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every `MAIL FROM` line as it came, parameters and all.
+    pub mail_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// Transactions whose RCPT had arrived before the reply to MAIL was written: the
     /// client pipelined.
     pipelined: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -263,19 +265,48 @@ pub struct SmtpServer {
 #[derive(Clone, Copy)]
 struct Offer {
     pipelining: bool,
+    /// 8BITMIME and SMTPUTF8.
+    utf8: bool,
 }
 
 impl SmtpServer {
     /// A server that offers PIPELINING, as most do.
     pub fn start(script: Box<Script>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        Self::serve(listener, script, Offer { pipelining: true })
+        Self::serve(
+            listener,
+            script,
+            Offer {
+                pipelining: true,
+                utf8: true,
+            },
+        )
     }
 
     /// A server that does not offer PIPELINING: commands must come one at a time.
     pub fn start_without_pipelining(script: Box<Script>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        Self::serve(listener, script, Offer { pipelining: false })
+        Self::serve(
+            listener,
+            script,
+            Offer {
+                pipelining: false,
+                utf8: true,
+            },
+        )
+    }
+
+    /// A server of plain 7-bit SMTP: neither 8BITMIME nor SMTPUTF8.
+    pub fn start_seven_bit(script: Box<Script>) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(
+            listener,
+            script,
+            Offer {
+                pipelining: true,
+                utf8: false,
+            },
+        )
     }
 
     /// Starts on a port picked earlier (the "server down at start" test).
@@ -283,7 +314,10 @@ impl SmtpServer {
         Self::serve(
             std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
             script,
-            Offer { pipelining: true },
+            Offer {
+                pipelining: true,
+                utf8: true,
+            },
         )
     }
 
@@ -292,20 +326,24 @@ impl SmtpServer {
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let offered = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mail_lines = Arc::new(Mutex::new(Vec::<String>::new()));
         let pipelined = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let script: Arc<Script> = Arc::from(script);
         let (r, o, p) = (received.clone(), offered.clone(), pipelined.clone());
+        let m = mail_lines.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 let (r, o, p, script) = (r.clone(), o.clone(), p.clone(), script.clone());
-                std::thread::spawn(move || smtp_session(stream, &*script, offer, &r, &o, &p));
+                let m = m.clone();
+                std::thread::spawn(move || smtp_session(stream, &*script, offer, &r, &o, &p, &m));
             }
         });
         Self {
             port,
             received,
             offered,
+            mail_lines,
             pipelined,
         }
     }
@@ -330,6 +368,7 @@ fn smtp_session(
     received: &std::sync::Mutex<Vec<Received>>,
     offered: &std::sync::Mutex<Vec<String>>,
     pipelined: &std::sync::atomic::AtomicUsize,
+    mail_lines: &std::sync::Mutex<Vec<String>>,
 ) {
     use std::io::{BufRead, BufReader, Write};
     let mut out = stream.try_clone().unwrap();
@@ -370,8 +409,13 @@ fn smtp_session(
             } else {
                 ""
             };
+            let utf8 = if offer.utf8 {
+                "250-8BITMIME\r\n250-SMTPUTF8\r\n"
+            } else {
+                ""
+            };
             Some(format!(
-                "250-test.localhost\r\n{pipelining}250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 10000000"
+                "250-test.localhost\r\n{pipelining}{utf8}250 SIZE 10000000"
             ))
         } else if upper.starts_with("RSET") {
             (mail_ok, rcpt_ok) = (false, false);
@@ -382,6 +426,7 @@ fn smtp_session(
             say("221 bye", false);
             return;
         } else if upper.starts_with("MAIL FROM") {
+            mail_lines.lock().unwrap().push(line.trim_end().to_string());
             if mail_ok {
                 Some("503 5.5.1 nested MAIL command".into())
             } else {

@@ -106,12 +106,17 @@ fn slow_clients_are_cut_off_and_health_stays_answerable() {
                 let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
                 for n in 0..20 {
                     std::thread::sleep(Duration::from_millis(300));
-                    if stream.write_all(format!("X-Slow-{i}-{n}: 1\r\n").as_bytes()).is_err() {
+                    if stream
+                        .write_all(format!("X-Slow-{i}-{n}: 1\r\n").as_bytes())
+                        .is_err()
+                    {
                         return Some(opened.elapsed());
                     }
                 }
                 // Still open after 6 s of dribbling: the server never cut it off.
-                stream.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(100)))
+                    .ok()?;
                 let mut buf = [0u8; 64];
                 match stream.read(&mut buf) {
                     Ok(0) | Err(_) => Some(opened.elapsed()),
@@ -148,11 +153,124 @@ fn slow_clients_are_cut_off_and_health_stays_answerable() {
     stream
         .write_all(b"POST /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\nContent-Length: 100\r\n\r\n{\"id\":")
         .unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let asked = Instant::now();
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
     assert!(daemon.stop().success());
+}
+
+/// Internationalised addresses follow SMTP's rules: the domain goes in ASCII (IDNA), a
+/// non-ASCII local part goes with SMTPUTF8 where the server offers it, and where it does
+/// not, that email fails with the reason (the address is not suppressed); nothing is sent
+/// as raw 8-bit to a server that did not offer 8BITMIME.
+#[test]
+fn international_addresses_follow_smtps_rules() {
+    let addresses: Vec<String> = [
+        "josé@example.com",
+        "用户@例子.广告",
+        "ana@bücher.example",
+        "plain@example.com",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    for seven_bit in [true, false] {
+        let b = backends(if seven_bit { "idn-7bit" } else { "idn-utf8" }).remove(0);
+        let server = if seven_bit {
+            SmtpServer::start_seven_bit(Box::new(|_, _, _| Act::Accept))
+        } else {
+            SmtpServer::start(Box::new(|_, _, _| Act::Accept))
+        };
+        crate::smtp::new_customers(
+            &b,
+            server.port,
+            "  from: \"Acme <hello@acme.example>\"\n",
+            &addresses,
+        );
+        let run = tidings(&b)
+            .args(["run", "--once", "--now", "2026-06-01T08:00:00Z"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let mut offered = server.offered();
+        offered.sort();
+        let (deliveries, _) = crate::store::outbox(&b);
+        let welcome = |to: &str| {
+            deliveries
+                .iter()
+                .find(|d| d.recipient == to && d.step == "hello")
+                .unwrap_or_else(|| panic!("no welcome to {to}"))
+        };
+        if seven_bit {
+            assert_eq!(offered, ["ana@xn--bcher-kva.example", "plain@example.com"]);
+            for to in ["josé@example.com", "用户@例子.广告"] {
+                let d = welcome(to);
+                assert_eq!(d.state, "failed", "{to}");
+                assert!(
+                    d.last_error
+                        .as_deref()
+                        .unwrap_or("")
+                        .contains("does not offer SMTPUTF8"),
+                    "{to}: {:?}",
+                    d.last_error
+                );
+            }
+            for r in server.received() {
+                assert!(r.bytes.is_ascii(), "8-bit data to a 7-bit server");
+            }
+            assert!(
+                server
+                    .mail_lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .all(|l| !l.contains("8BITMIME"))
+            );
+        } else {
+            assert_eq!(
+                offered,
+                [
+                    "ana@xn--bcher-kva.example",
+                    "josé@example.com",
+                    "plain@example.com",
+                    "用户@xn--fsqu00a.xn--4rr70v"
+                ]
+            );
+            let mails = server.mail_lines.lock().unwrap().clone();
+            assert_eq!(
+                mails.iter().filter(|l| l.contains("SMTPUTF8")).count(),
+                2,
+                "{mails:?}"
+            );
+            assert!(
+                deliveries
+                    .iter()
+                    .filter(|d| d.step == "hello")
+                    .all(|d| d.state == "sent")
+            );
+        }
+        let ana = server
+            .received()
+            .into_iter()
+            .find(|r| r.to == "ana@xn--bcher-kva.example")
+            .unwrap();
+        let parsed = MessageParser::default().parse(&ana.bytes).unwrap();
+        assert_eq!(
+            parsed.to().unwrap().first().unwrap().address(),
+            Some("ana@xn--bcher-kva.example")
+        );
+        assert_eq!(
+            crate::store::text_pairs(&b, "SELECT email, reason FROM suppressions"),
+            Vec::<(String, String)>::new(),
+            "nobody is suppressed for what the server lacks"
+        );
+    }
 }
