@@ -121,8 +121,9 @@ pub enum DkimAlgorithm {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", default)]
 pub struct UnsubscribeConfig {
-    /// `base_url: https://acme.example/u` — the daemon serves `/u/{token}`.
-    pub base_url: String,
+    /// `base_url: https://acme.example/u` — the daemon serves `/u/{token}`. Default:
+    /// `server.public_url` + `/u`.
+    pub base_url: Option<String>,
     /// `secret: ${TIDINGS_UNSUBSCRIBE_SECRET}` — signs unsubscribe tokens (default: a
     /// random key the store makes and keeps).
     pub secret: Option<String>,
@@ -133,7 +134,7 @@ pub struct UnsubscribeConfig {
 impl Default for UnsubscribeConfig {
     fn default() -> Self {
         Self {
-            base_url: "http://127.0.0.1:8080/u".into(),
+            base_url: None,
             secret: None,
             valid_for: "365d".into(),
         }
@@ -188,6 +189,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// `token: ${TIDINGS_API_TOKEN}` — bearer token for write endpoints.
     pub token: Option<String>,
+    /// `public_url: https://mail.acme.example` — where the daemon is reached from the
+    /// internet; every link tidings writes (unsubscribe, tracked links) hangs off it.
+    pub public_url: Option<String>,
     /// `header_timeout: 10s` — how long a client may take to send a request's head.
     pub header_timeout: String,
     /// `request_timeout: 30s` — how long a request may take, its body included (408).
@@ -201,6 +205,7 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             token: None,
+            public_url: None,
             header_timeout: "10s".into(),
             request_timeout: "30s".into(),
             max_connections: 256,
@@ -226,6 +231,85 @@ impl Default for WebhookConfig {
             max_attempts: 5,
         }
     }
+}
+
+/// Where unsubscribe links point when neither `server.public_url` nor
+/// `unsubscribe.base_url` says: the daemon's default address, which works on this machine
+/// only (see [`Config::production_problems`]).
+pub const LOCAL_UNSUBSCRIBE_BASE: &str = "http://127.0.0.1:8080/u";
+
+impl Config {
+    /// Where unsubscribe links point: `unsubscribe.base_url`, else `server.public_url`'s
+    /// `/u`, else the daemon's local default.
+    pub fn unsubscribe_base(&self) -> String {
+        match (&self.unsubscribe.base_url, &self.server.public_url) {
+            (Some(base), _) => base.trim_end_matches('/').to_string(),
+            (None, Some(public)) => format!("{}/u", public.trim_end_matches('/')),
+            (None, None) => LOCAL_UNSUBSCRIBE_BASE.to_string(),
+        }
+    }
+
+    /// What makes mail sent over the network (`smtp://`, `smtps://`) unfit to leave: an
+    /// unsubscribe link no recipient can reach (unset, or on a loopback address) and a
+    /// sender at `localhost`. Each is (the key to change, the message, what to do). Mail
+    /// written to a folder or stdout is a rehearsal, and may have them.
+    pub fn production_problems(&self) -> Vec<(&'static str, String, String)> {
+        let transport = self.email.transport.trim();
+        if !(transport.starts_with("smtp://") || transport.starts_with("smtps://")) {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        let base = self.unsubscribe_base();
+        let key = match (&self.unsubscribe.base_url, &self.server.public_url) {
+            (Some(_), _) => "unsubscribe.base_url",
+            _ => "server.public_url",
+        };
+        if self.unsubscribe.base_url.is_none() && self.server.public_url.is_none() {
+            problems.push((
+                key,
+                format!("mail goes out over SMTP with unsubscribe links to `{base}`, which no recipient can reach"),
+                "set `server.public_url` to where the daemon is reached from the internet, e.g. `public_url: https://mail.acme.example`".to_string(),
+            ));
+        } else if is_local_url(&base) {
+            problems.push((
+                key,
+                format!("mail goes out over SMTP with unsubscribe links to `{base}`, a loopback address no recipient can reach"),
+                "point it at where the daemon is reached from the internet, e.g. `https://mail.acme.example`".to_string(),
+            ));
+        }
+        let domain = self
+            .email
+            .from
+            .rsplit_once('@')
+            .map(|(_, d)| d.trim_end_matches('>').trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if domain == "localhost" || domain.ends_with(".localhost") || domain.is_empty() {
+            problems.push((
+                "email.from",
+                format!("mail goes out over SMTP from `{}`, an address at no real domain", self.email.from),
+                "set `email.from` to your sending address, e.g. `from: \"Acme <hello@acme.example>\"`".to_string(),
+            ));
+        }
+        problems
+    }
+}
+
+/// Whether a URL's host is this machine (a loopback name or address, or unspecified).
+fn is_local_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    let host = host.to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
 /// A project: its root folder and settings.
@@ -270,6 +354,34 @@ impl Project {
         project.check_env_references()?;
         project.check_limits()?;
         Ok(project)
+    }
+
+    /// [`Config::production_problems`] as errors at the key to change (the transport when
+    /// the key is not written): `validate` reports them, `run` and the daemon refuse to
+    /// send with them.
+    pub fn production_diagnostics(&self) -> Vec<Diagnostic> {
+        let problems = self.config.production_problems();
+        let doc = self.file.as_ref().map(Document::index);
+        problems
+            .into_iter()
+            .map(|(key, message, help)| {
+                let d = Diagnostic::error("config-production", format!("{message} (`{key}`)"))
+                    .help(help);
+                match &doc {
+                    Some(doc) => {
+                        let route =
+                            |dotted: &str| dotted.split('.').fold(Route::root(), |r, k| r.key(k));
+                        let at = if doc.node(&route(key)).is_some() {
+                            route(key)
+                        } else {
+                            route("email.transport")
+                        };
+                        d.at(doc.value_span(&at))
+                    }
+                    None => d,
+                }
+            })
+            .collect()
     }
 
     pub fn workflows_dir(&self) -> PathBuf {
@@ -475,6 +587,35 @@ mod tests {
         std::fs::write(dir.join(CONFIG_FILE), "email:\n  give_up_after: 0s\n").unwrap();
         assert!(Project::load(&dir).is_ok(), "giving up at once is allowed");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn mail_over_smtp_needs_a_public_link_and_a_real_sender() {
+        let mut c = Config::default();
+        assert!(
+            c.production_problems().is_empty(),
+            "a folder is a rehearsal"
+        );
+        c.email.transport = "smtp://relay.acme.example:587".into();
+        let keys =
+            |c: &Config| -> Vec<&str> { c.production_problems().iter().map(|p| p.0).collect() };
+        assert_eq!(keys(&c), ["server.public_url", "email.from"]);
+        c.email.from = "Acme <hello@acme.example>".into();
+        for local in [
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "https://[::1]:8443",
+            "http://0.0.0.0",
+            "https://shop.localhost/",
+        ] {
+            c.server.public_url = Some(local.into());
+            assert_eq!(keys(&c), ["server.public_url"], "{local}");
+        }
+        c.server.public_url = Some("https://mail.acme.example/".into());
+        assert!(c.production_problems().is_empty());
+        assert_eq!(c.unsubscribe_base(), "https://mail.acme.example/u");
+        c.unsubscribe.base_url = Some("http://127.0.0.2/u".into());
+        assert_eq!(keys(&c), ["unsubscribe.base_url"]);
     }
 
     #[test]

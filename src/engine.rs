@@ -1187,7 +1187,7 @@ impl Engine {
         ctx.insert("now", &at.to_rfc3339());
         // A signed token (customer, workflow, expiry): the one-click endpoint (RFC 8058)
         // acts on it without a lookup, and a forged or altered link does nothing.
-        let base = self.config.unsubscribe.base_url.trim_end_matches('/');
+        let base = self.config.unsubscribe_base();
         let valid_for = crate::duration::parse(&self.config.unsubscribe.valid_for)
             .unwrap_or(TimeDelta::days(365));
         let token = self.signer.get().map(|s| {

@@ -37,6 +37,9 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
     let Some(compiled) = compile_or_report(&project, "the daemon did not start") else {
         return Ok(ExitCode::FAILURE);
     };
+    if !crate::commands::fit_to_send(&project, "the daemon did not start") {
+        return Ok(ExitCode::FAILURE);
+    }
     let env = |name: &str| std::env::var(name).ok();
     let token = match &project.config.server.token {
         Some(t) => Some(expand_env(t, &env).map_err(|e| {

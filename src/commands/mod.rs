@@ -83,6 +83,18 @@ pub fn compile_or_report(
     Some(compiled)
 }
 
+/// Refuses to send real mail with settings that would make it unfit to leave (see
+/// [`crate::config::Project::production_diagnostics`]); `true` when it may go.
+pub fn fit_to_send(project: &crate::config::Project, consequence: &str) -> bool {
+    let problems = project.production_diagnostics();
+    if problems.is_empty() {
+        return true;
+    }
+    eprint_diagnostics(&problems);
+    eprintln!("error: tidings.yaml is not ready to send mail over SMTP; {consequence}");
+    false
+}
+
 /// Whether to colour diagnostics on stderr.
 pub fn color_stderr() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()

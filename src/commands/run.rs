@@ -18,6 +18,9 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
     let Some(compiled) = compile_or_report(&project, "nothing was run") else {
         return Ok(ExitCode::FAILURE);
     };
+    if !crate::commands::fit_to_send(&project, "nothing was run") {
+        return Ok(ExitCode::FAILURE);
+    }
     let mut runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
         .map_err(|e| CommandError::Usage(e.to_string()))?;
     if args.now.is_some() {

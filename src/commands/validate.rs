@@ -33,6 +33,7 @@ pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
             // The tests' syntax too: a broken test fails the pull request like a broken
             // workflow, without running anything.
             let mut diagnostics = compiled.diagnostics;
+            diagnostics.extend(project.production_diagnostics());
             crate::testing::spec::load(&compiled.plan, &mut diagnostics);
             crate::diagnostic::sort(&mut diagnostics);
             (diagnostics, summaries, compiled.files.len())

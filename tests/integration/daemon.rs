@@ -171,14 +171,13 @@ pub(crate) fn count(b: &Backend, sql: &'static str) -> i64 {
     })
 }
 
-/// The demo shop sending over SMTP, its unsubscribe links pointing at the daemon's port.
-fn setup(b: &Backend, smtp: u16, http_port: u16) {
+/// The demo shop sending over SMTP, its unsubscribe links at the public address that
+/// fronts the daemon (the tests ask the daemon's port for the same path).
+fn setup(b: &Backend, smtp: u16) {
     crate::smtp::project(
         b,
         smtp,
-        &format!(
-            "unsubscribe:\n  base_url: http://127.0.0.1:{http_port}/u\n  valid_for: 36500d\nserver:\n  token: ${{TIDINGS_TEST_API_TOKEN}}\n"
-        ),
+        "unsubscribe:\n  base_url: https://mail.acme.example/u\n  valid_for: 36500d\nserver:\n  token: ${TIDINGS_TEST_API_TOKEN}\n",
     );
 }
 
@@ -191,7 +190,7 @@ fn the_unsubscribe_link_confirms_on_get_and_unsubscribes_on_post() {
     for b in backends("daemon-unsubscribe") {
         let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
         let port = free_port();
-        setup(&b, server.port, port);
+        setup(&b, server.port);
         let run = tidings(&b)
             .args(["run", "--once", "--now", "2026-06-01T08:00:00Z"])
             .run();
@@ -214,7 +213,7 @@ fn the_unsubscribe_link_confirms_on_get_and_unsubscribes_on_post() {
             .trim_end_matches('>')
             .to_string();
         let path = url
-            .strip_prefix(&format!("http://127.0.0.1:{port}"))
+            .strip_prefix("https://mail.acme.example")
             .expect("the configured base URL")
             .to_string();
 
@@ -349,7 +348,7 @@ fn bounce_and_complaint_reports_suppress_and_unsubscribe() {
     for b in backends("daemon-suppressions") {
         let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
         let port = free_port();
-        setup(&b, server.port, port);
+        setup(&b, server.port);
         let daemon = Daemon::start(&b, port, "1h");
         let auth = ("Authorization", "Bearer s3cret-token");
         let json = ("Content-Type", "application/json");

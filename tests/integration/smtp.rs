@@ -19,7 +19,8 @@ pub(crate) fn project(b: &Backend, port: u16, extra: &str) {
         &b.dir,
         "tidings.yaml",
         &format!(
-            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{port}\n  from: \"Acme <hello@acme.example>\"\n{extra}"
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{port}\n  from: \"Acme <hello@acme.example>\"\n{extra}{}",
+            public_links(extra)
         ),
     );
     let demo = crate::common::repo_root().join("examples/demo");
@@ -32,6 +33,16 @@ pub(crate) fn project(b: &Backend, port: u16, extra: &str) {
     }
 }
 
+/// Mail over SMTP must carry links a recipient can reach (`run` and the daemon refuse
+/// loopback ones): the public address the test projects use, unless `extra` sets its own.
+pub(crate) fn public_links(extra: &str) -> &'static str {
+    if extra.contains("unsubscribe:") {
+        ""
+    } else {
+        "unsubscribe:\n  base_url: https://mail.acme.example/u\n"
+    }
+}
+
 /// A project sending over SMTP (with `email:` settings `extra`) to new customers at these
 /// addresses, each created at 07:00 on 1 June: the welcome series greets them at once.
 pub(crate) fn new_customers(b: &Backend, port: u16, extra: &str, addresses: &[String]) {
@@ -40,7 +51,13 @@ pub(crate) fn new_customers(b: &Backend, port: u16, extra: &str, addresses: &[St
         &b.dir,
         "tidings.yaml",
         &format!(
-            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{port}\n{extra}"
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{port}\n{}{extra}{}",
+            if extra.contains("  from:") {
+                ""
+            } else {
+                "  from: \"Acme <hello@acme.example>\"\n"
+            },
+            public_links(extra)
         ),
     );
     let mut customers = String::from("id,email,first_name\n");
@@ -771,7 +788,7 @@ fn a_line_break_in_customer_data_never_reaches_a_header() {
             &b.dir,
             "tidings.yaml",
             &format!(
-                "database: ${{TIDINGS_DB}}\nemail: {{ transport: \"smtp://127.0.0.1:{}\" }}\n",
+                "database: ${{TIDINGS_DB}}\nemail: {{ transport: \"smtp://127.0.0.1:{}\", from: \"Acme <hello@acme.example>\" }}\nserver: {{ public_url: \"https://mail.acme.example\" }}\n",
                 server.port
             ),
         );

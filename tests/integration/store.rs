@@ -756,7 +756,7 @@ fn queued_emails_keep_their_bodies_across_the_bodies_migration() {
         write(
             &b.dir,
             "tidings.yaml",
-            "database: ${TIDINGS_DB}\nemail:\n  transport: smtp://127.0.0.1:1\n",
+            "database: ${TIDINGS_DB}\nemail:\n  transport: smtp://127.0.0.1:1\n  from: \"Acme <hello@acme.example>\"\nserver:\n  public_url: https://mail.acme.example\n",
         );
         write(
             &b.dir,

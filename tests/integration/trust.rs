@@ -22,7 +22,7 @@ fn an_email_is_dated_when_it_leaves_and_its_links_work_on_arrival() {
         &b.dir,
         "tidings.yaml",
         &format!(
-            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{}\n  from: \"Acme <hello@acme.example>\"\nunsubscribe:\n  base_url: http://127.0.0.1:{port}/u\n",
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{}\n  from: \"Acme <hello@acme.example>\"\nserver:\n  public_url: https://mail.acme.example\n",
             server.port
         ),
     );
@@ -70,7 +70,7 @@ fn an_email_is_dated_when_it_leaves_and_its_links_work_on_arrival() {
         .trim_end_matches('>')
         .to_string();
     let path = url
-        .strip_prefix(&format!("http://127.0.0.1:{port}"))
+        .strip_prefix("https://mail.acme.example")
         .unwrap()
         .to_string();
     let daemon = Daemon::start(&b, port, "1h");
@@ -273,4 +273,88 @@ fn international_addresses_follow_smtps_rules() {
             "nobody is suppressed for what the server lacks"
         );
     }
+}
+
+/// Real mail must not carry a dead unsubscribe link or come from `localhost`: with an SMTP
+/// transport and no public URL (or a loopback one), or no real sender, `validate` reports
+/// it at the key to change and `run` refuses to send; with a public URL and a sender, both
+/// go ahead.
+#[test]
+fn mail_over_smtp_needs_a_reachable_link_and_a_real_sender() {
+    let b = backends("production-links").remove(0);
+    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    crate::smtp::new_customers(&b, server.port, "", &["ada@example.com".to_string()]);
+    // The shipped tests expect the shipped stages.
+    std::fs::copy(
+        crate::common::repo_root().join("stages.yaml"),
+        b.dir.join("stages.yaml"),
+    )
+    .unwrap();
+    for (config, problems) in [
+        (
+            format!("email:\n  transport: smtp://127.0.0.1:{}\n", server.port),
+            vec!["server.public_url", "email.from"],
+        ),
+        (
+            format!(
+                "email:\n  transport: smtp://127.0.0.1:{}\n  from: \"Acme <hello@acme.example>\"\nserver:\n  public_url: http://127.0.0.1:8080\n",
+                server.port
+            ),
+            vec!["server.public_url"],
+        ),
+        (
+            format!(
+                "email:\n  transport: smtp://127.0.0.1:{}\n  from: \"Acme <hello@acme.example>\"\nserver:\n  public_url: https://mail.acme.example\n",
+                server.port
+            ),
+            vec![],
+        ),
+    ] {
+        write(
+            &b.dir,
+            "tidings.yaml",
+            &format!("database: ${{TIDINGS_DB}}\n{config}"),
+        );
+        let validate = tidings(&b).args(["validate", "--format", "json"]).run();
+        let json: serde_json::Value = serde_json::from_str(&validate.stdout).unwrap();
+        let found: Vec<String> = json["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["code"] == "config-production")
+            .map(|d| {
+                assert!(d["file"].as_str().unwrap().ends_with("tidings.yaml"), "{d}");
+                assert!(d["line"].as_u64().is_some(), "{d}");
+                d["message"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(found.len(), problems.len(), "{config}: {found:?}");
+        for (message, key) in found.iter().zip(&problems) {
+            assert!(message.contains(&format!("(`{key}`)")), "{message}");
+        }
+        let run = tidings(&b)
+            .args(["run", "--once", "--now", "2026-06-01T08:00:00Z"])
+            .run();
+        if problems.is_empty() {
+            assert_eq!(validate.code, 0, "{}", validate.transcript());
+            assert_eq!(run.code, 0, "{}", run.transcript());
+            assert_eq!(server.received().len(), 1);
+        } else {
+            assert_eq!(validate.code, 1, "{}", validate.transcript());
+            assert_eq!(run.code, 1, "{}", run.transcript());
+            assert!(
+                run.stderr
+                    .contains("not ready to send mail over SMTP; nothing was run"),
+                "{}",
+                run.stderr
+            );
+            assert!(server.received().is_empty());
+        }
+    }
+    let received = server.received();
+    let mail = String::from_utf8_lossy(&received[0].bytes);
+    assert!(
+        mail.contains("List-Unsubscribe: <https://mail.acme.example/u/"),
+        "{mail}"
+    );
 }
