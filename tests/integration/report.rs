@@ -99,8 +99,8 @@ fn in_a_browser(page: &Path, charts: &[String]) {
             std::env::var_os("CI").is_none(),
             "CI must check the report in a browser: install Debian's chromium and run `npm ci --prefix tests/browser` (.ci/run does both)"
         );
-        eprintln!(
-            "note: skipping the browser check of the report: needs Debian's chromium and `npm ci --prefix tests/browser`"
+        crate::common::say_skipped(
+            "skipping the browser check of the report: needs Debian's chromium and `npm ci --prefix tests/browser`",
         );
         return;
     }

@@ -25,10 +25,8 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
 fn say_skipped() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "note: skipping the PostgreSQL runs of the store tests: TIDINGS_TEST_DATABASE_URL is not set"
+        crate::common::say_skipped(
+            "skipping the PostgreSQL runs of the store tests: TIDINGS_TEST_DATABASE_URL is not set",
         );
     });
 }
