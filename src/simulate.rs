@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::delivery::{DeliveryError, DispatchOptions, Transport, dispatch, recover_interrupted};
 use crate::engine::{Clock, Engine, EngineError, VirtualClock};
 use crate::plan::{Plan, Trigger, Zone};
-use crate::store::copy::{CopyReport, copy_for_rehearsal};
+use crate::store::copy::{self, CopyReport, copy_for_rehearsal};
 use crate::store::{Store, StoreError, journeys};
 use crate::tempdir::TempDir;
 
@@ -77,6 +77,11 @@ pub struct Rehearsal {
     pub sends: Vec<(String, DateTime<Utc>)>,
     /// Each journey that entered in the window (workflow, entry time).
     pub entries: Vec<(String, DateTime<Utc>)>,
+    /// Emails the store had already sent in the window, by workflow: the rehearsal starts
+    /// from what the store holds and cannot send them again, so they are not its own.
+    pub already_sent: BTreeMap<String, u64>,
+    /// Emails the rehearsal wrote through its transport (a folder's `.eml` files).
+    pub written: u64,
 }
 
 /// Runs the plan from `from` to `to` over a copy of `source`, writing emails through
@@ -116,22 +121,23 @@ pub async fn rehearse(
     // The copy may hold emails the real sender had in flight.
     recover_interrupted(&scratch, &options).await?;
     let clock = VirtualClock::new(from);
-    let mut passes = 0;
+    let (mut passes, mut written) = (0, 0);
     loop {
         let now = clock.now();
         crate::progress::METER
             .clock
             .store(now.timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
         engine.run_once(now).await?;
-        dispatch(&scratch, transport, &options, now).await?;
+        written += dispatch(&scratch, transport, &options, now).await?.sent;
         passes += 1;
         if now >= to {
             break;
         }
         clock.set(next_moment(&scratch, &plan, now, MAX_JUMP).await?.min(to));
     }
-    let mut rehearsal = summarize(&scratch, from, to).await?;
+    let mut rehearsal = summarize(&scratch, &plan, from, to).await?;
     rehearsal.passes = passes;
+    rehearsal.written = written;
     rehearsal.copied = copied;
     scratch.close().await;
     drop(scratch_dir);
@@ -203,78 +209,69 @@ pub(crate) async fn next_moment(
     Ok(next)
 }
 
-/// Counts the sends (by due time) and the journeys that entered or ended in the window.
+/// Counts the sends (by due time) and the journeys that entered or ended in the window —
+/// what the rehearsal itself did, for the workflows it ran. What the store had already sent
+/// in the window is counted apart, in `already_sent`.
 async fn summarize(
     store: &Store,
+    plan: &Plan,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Rehearsal, SimulateError> {
-    let (a, b) = (from.timestamp_millis(), to.timestamp_millis());
+    let ran = |w: &str| plan.workflow(w).is_some();
     let mut rehearsal = Rehearsal::default();
-    let rows = sqlx::query(
-        "SELECT workflow, channel, state, due_at FROM deliveries WHERE due_at >= $1 AND due_at <= $2",
-    )
-    .bind(a)
-    .bind(b)
-    .fetch_all(&store.pool)
-    .await?;
-    for r in rows {
-        let workflow: String = r.try_get(0)?;
-        let channel: String = r.try_get(1)?;
-        let state: String = r.try_get(2)?;
-        let Some(at) = DateTime::from_timestamp_millis(r.try_get(3)?) else {
+    for d in copy::window_deliveries(store, from, to).await? {
+        let Some(at) = DateTime::from_timestamp_millis(d.due_at) else {
             continue;
         };
+        if !ran(&d.workflow) {
+            continue;
+        }
+        if d.done_before {
+            if d.channel == "email" && d.state == "sent" {
+                *rehearsal.already_sent.entry(d.workflow).or_default() += 1;
+            }
+            continue;
+        }
         let day = rehearsal
             .days
-            .entry((at.date_naive(), workflow.clone()))
+            .entry((at.date_naive(), d.workflow.clone()))
             .or_default();
-        match (channel.as_str(), state.as_str()) {
+        match (d.channel.as_str(), d.state.as_str()) {
             ("webhook", _) => day.webhooks += 1,
             (_, "skipped" | "suppressed" | "cancelled") => day.skipped += 1,
             (_, "failed") => day.failed += 1,
             _ => {
                 day.emails += 1;
-                rehearsal.sends.push((workflow, at));
+                rehearsal.sends.push((d.workflow, at));
             }
         }
     }
-    let rows = sqlx::query(
-        "SELECT workflow, state, entered_at, ended_at, customer_id, error FROM enrollments WHERE (entered_at >= $1 AND entered_at <= $2) OR (ended_at >= $1 AND ended_at <= $2)",
-    )
-    .bind(a)
-    .bind(b)
-    .fetch_all(&store.pool)
-    .await?;
-    for r in rows {
-        let workflow: String = r.try_get(0)?;
-        let state: String = r.try_get(1)?;
-        let entered: i64 = r.try_get(2)?;
-        let ended: Option<i64> = r.try_get(3)?;
-        let o = rehearsal.workflows.entry(workflow.clone()).or_default();
-        if (a..=b).contains(&entered) {
-            o.enrolled += 1;
-            if let Some(at) = DateTime::from_timestamp_millis(entered) {
-                rehearsal.entries.push((workflow.clone(), at));
-            }
+    for j in copy::window_journeys(store, from, to).await? {
+        if !ran(&j.workflow) {
+            continue;
         }
-        if ended.is_some_and(|e| (a..=b).contains(&e)) {
-            match state.as_str() {
+        let o = rehearsal.workflows.entry(j.workflow.clone()).or_default();
+        if let Some(at) = j.entered_at.and_then(DateTime::from_timestamp_millis) {
+            o.enrolled += 1;
+            rehearsal.entries.push((j.workflow.clone(), at));
+        }
+        if j.ended_at.is_some() {
+            match j.state.as_str() {
                 "completed" => o.completed += 1,
                 "converted" => o.converted += 1,
                 "failed" => {
                     o.failed += 1;
-                    if rehearsal
+                    let shown = rehearsal
                         .failures
                         .iter()
-                        .filter(|f| f.0 == workflow)
-                        .count()
-                        < 3
-                    {
+                        .filter(|f| f.0 == j.workflow)
+                        .count();
+                    if shown < 3 {
                         rehearsal.failures.push((
-                            workflow,
-                            r.try_get(4)?,
-                            r.try_get::<Option<String>, _>(5)?.unwrap_or_default(),
+                            j.workflow,
+                            j.customer_id,
+                            j.error.unwrap_or_default(),
                         ));
                     }
                 }

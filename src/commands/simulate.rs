@@ -86,10 +86,11 @@ pub fn run(
             path: path.display().to_string(),
             source,
         })?;
-        let emails: u64 = rehearsal.days.values().map(|d| d.emails).sum();
+        let emails = rehearsal.written;
         writeln!(
             out,
-            "\n{emails} emails written to {} (with summary.csv)",
+            "\n{emails} email{} written to {} (with summary.csv)",
+            if emails == 1 { "" } else { "s" },
             dir.display()
         )?;
     }
@@ -205,6 +206,20 @@ fn render(r: &Rehearsal, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
     }
     for (workflow, customer, error) in &r.failures {
         let _ = writeln!(s, "failed: {workflow} for customer {customer}: {error}");
+    }
+    if !r.already_sent.is_empty() {
+        let each: Vec<String> = r
+            .already_sent
+            .iter()
+            .map(|(w, n)| format!("{w} {n}"))
+            .collect();
+        let total: u64 = r.already_sent.values().sum();
+        let _ = writeln!(
+            s,
+            "\nalready sent by the store in this window, not rehearsed: {total} email{} ({})",
+            if total == 1 { "" } else { "s" },
+            each.join(", ")
+        );
     }
     s
 }

@@ -206,7 +206,102 @@ pub async fn copy_for_rehearsal(
         .bind(start.timestamp_millis())
         .execute(&to.pool)
         .await?;
+    // What the store had done before the rehearsal, so that the rehearsal counts only what
+    // it does itself (the scratch store is the rehearsal's own, so these tables are too).
+    for sql in [
+        "CREATE TABLE copied_deliveries AS SELECT id, state FROM deliveries",
+        "CREATE UNIQUE INDEX copied_deliveries_id ON copied_deliveries (id)",
+        "CREATE TABLE copied_enrollments AS SELECT id, state FROM enrollments",
+        "CREATE UNIQUE INDEX copied_enrollments_id ON copied_enrollments (id)",
+    ] {
+        sqlx::query(sql).execute(&to.pool).await?;
+    }
     Ok(report)
+}
+
+/// A delivery of the rehearsal's window, and whether the store had already sent (or
+/// otherwise ended) it before the rehearsal began.
+pub struct WindowDelivery {
+    pub workflow: String,
+    pub channel: String,
+    pub state: String,
+    pub due_at: i64,
+    pub done_before: bool,
+}
+
+/// The deliveries due in `[from, to]` of a rehearsal's scratch store.
+pub async fn window_deliveries(
+    scratch: &Store,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<WindowDelivery>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT d.workflow, d.channel, d.state, d.due_at, c.state FROM deliveries d LEFT JOIN copied_deliveries c ON c.id = d.id WHERE d.due_at >= $1 AND d.due_at <= $2",
+    )
+    .bind(from.timestamp_millis())
+    .bind(to.timestamp_millis())
+    .fetch_all(&scratch.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let before: Option<String> = r.try_get(4)?;
+            Ok(WindowDelivery {
+                workflow: r.try_get(0)?,
+                channel: r.try_get(1)?,
+                state: r.try_get(2)?,
+                due_at: r.try_get(3)?,
+                done_before: before
+                    .is_some_and(|s| !matches!(s.as_str(), "pending" | "retrying" | "sending")),
+            })
+        })
+        .collect()
+}
+
+/// A journey that entered or ended in a rehearsal's window, as far as the rehearsal moved
+/// it: `entered_at` only when the rehearsal enrolled it, `ended_at` only when the
+/// rehearsal ended it.
+pub struct WindowJourney {
+    pub workflow: String,
+    pub state: String,
+    pub entered_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub customer_id: String,
+    pub error: Option<String>,
+}
+
+/// The journeys a rehearsal enrolled or ended within `[from, to]`.
+pub async fn window_journeys(
+    scratch: &Store,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<WindowJourney>, StoreError> {
+    let (a, b) = (from.timestamp_millis(), to.timestamp_millis());
+    let rows = sqlx::query(
+        "SELECT e.workflow, e.state, e.entered_at, e.ended_at, e.customer_id, e.error, c.state FROM enrollments e LEFT JOIN copied_enrollments c ON c.id = e.id WHERE (e.entered_at >= $1 AND e.entered_at <= $2) OR (e.ended_at >= $1 AND e.ended_at <= $2)",
+    )
+    .bind(a)
+    .bind(b)
+    .fetch_all(&scratch.pool)
+    .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let before: Option<String> = r.try_get(6)?;
+        let entered: i64 = r.try_get(2)?;
+        let ended: Option<i64> = r.try_get(3)?;
+        let journey = WindowJourney {
+            workflow: r.try_get(0)?,
+            state: r.try_get(1)?,
+            entered_at: (before.is_none() && (a..=b).contains(&entered)).then_some(entered),
+            ended_at: ended
+                .filter(|e| (a..=b).contains(e) && before.as_deref().is_none_or(|s| s == "active")),
+            customer_id: r.try_get(4)?,
+            error: r.try_get(5)?,
+        };
+        if journey.entered_at.is_some() || journey.ended_at.is_some() {
+            out.push(journey);
+        }
+    }
+    Ok(out)
 }
 
 async fn copy_table(

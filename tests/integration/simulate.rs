@@ -531,3 +531,84 @@ fn the_copy_knows_every_column() {
         });
     }
 }
+
+/// After the quickstart's passes, a rehearsal of a window the store already ran counts
+/// only what the rehearsal does: what the store sent there is shown apart, `--workflow`
+/// holds in every table, and the files it says it wrote are the files in the folder.
+#[test]
+fn a_window_the_store_already_ran_is_not_counted_as_rehearsed() {
+    let b = backends("simulate-ran").remove(0);
+    with_examples(&b);
+    let root = crate::common::repo_root().join("examples/demo");
+    for kind in ["customers", "events"] {
+        let file = root.join(format!("{kind}.csv"));
+        let run = tidings(&b)
+            .args(["import", kind, file.to_str().unwrap()])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+    }
+    for now in [
+        "2026-06-01T08:00:00Z",
+        "2026-06-03T10:00:00Z",
+        "2026-06-09T10:00:00Z",
+    ] {
+        crate::store::pass(&b, now);
+    }
+    let sent_welcomes = crate::store::outbox(&b)
+        .0
+        .iter()
+        .filter(|d| d.workflow == "welcome-series" && d.state == "sent")
+        .count();
+    assert!(sent_welcomes > 0);
+    let out = b.dir.join("rehearsal");
+    let run = tidings(&b)
+        .args([
+            "simulate",
+            "--from",
+            "2026-06-01",
+            "--to",
+            "2026-06-10",
+            "--workflow",
+            "welcome-series",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    for other in [
+        "birthday-offer",
+        "reactivation-deal",
+        "review-request",
+        "post-purchase-thank-you",
+    ] {
+        assert!(!run.stdout.contains(other), "{other} in {}", run.stdout);
+    }
+    assert!(
+        run.stdout.contains(&format!(
+            "already sent by the store in this window, not rehearsed: {sent_welcomes} email{} (welcome-series {sent_welcomes})",
+            if sent_welcomes == 1 { "" } else { "s" }
+        )),
+        "{}",
+        run.stdout
+    );
+    let files = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "eml")
+        })
+        .count();
+    let said = run
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once(" email")
+                .filter(|(_, rest)| rest.contains("written to"))
+        })
+        .map(|(n, _)| n.trim().parse::<usize>().unwrap())
+        .unwrap_or_else(|| panic!("no count of written files in {}", run.stdout));
+    assert_eq!(said, files, "{}", run.stdout);
+}
