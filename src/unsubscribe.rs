@@ -1,7 +1,9 @@
-//! Signed unsubscribe tokens: the link in every marketing email names the customer and
-//! the workflow and an expiry, signed with HMAC-SHA256, so the endpoint can act on a
-//! one-click POST (RFC 8058) without a lookup table and a forged, altered or expired link
-//! changes nothing.
+//! Unsubscribe tokens: the link in every marketing email carries the customer, the workflow
+//! and an expiry, sealed with an AEAD (ChaCha20-Poly1305) under a key derived from the
+//! secret, so the endpoint can act on a one-click POST (RFC 8058) without a lookup table, a
+//! forged, altered or expired link changes nothing, and the link reveals neither who it is
+//! for nor which workflow sent it (a forwarded email, a link in a log). Links of the earlier
+//! form, `<payload>.<HMAC-SHA256>` with the payload readable, keep working until they expire.
 //!
 //! The key is `unsubscribe.secret` when configured; otherwise a random key kept in the
 //! store, so that links keep working across restarts and replicas.
@@ -9,7 +11,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use ring::hmac;
+use ring::{aead, hmac};
 use thiserror::Error;
 
 /// What a valid token says.
@@ -30,9 +32,20 @@ pub enum TokenError {
     Expired(String),
 }
 
-/// Signs and checks tokens with one key.
+/// Seals and checks tokens with one secret.
 #[derive(Clone)]
-pub struct Signer(hmac::Key);
+pub struct Signer {
+    /// Checks links of the earlier, readable form.
+    legacy: hmac::Key,
+    /// Seals and opens tokens.
+    seal: std::sync::Arc<aead::LessSafeKey>,
+    /// Derives each token's nonce from its content: the same link for the same content
+    /// (stable previews), and a nonce used twice only for the same plaintext.
+    nonce: hmac::Key,
+}
+
+/// Bound to every sealed token: a ciphertext made for anything else does not open.
+const CONTEXT: &[u8] = b"tidings unsubscribe token v1";
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,36 +54,56 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    pub fn new(secret: &[u8]) -> Self {
-        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
-    }
-
-    /// `<payload>.<signature>`, both base64url: safe in a URL path.
-    pub fn token(&self, u: &Unsubscribe) -> String {
-        let payload = format!(
-            "{}\n{}\n{}",
-            u.customer_id,
-            u.workflow,
-            u.expires_at.timestamp()
+    pub fn new(secret: &[u8]) -> Result<Self, KeyError> {
+        let legacy = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let derive = |purpose: &[u8]| hmac::sign(&legacy, purpose);
+        let key = derive(b"tidings unsubscribe: sealing key");
+        let seal = aead::UnboundKey::new(&aead::CHACHA20_POLY1305, key.as_ref())
+            .map(aead::LessSafeKey::new);
+        let nonce = hmac::Key::new(
+            hmac::HMAC_SHA256,
+            derive(b"tidings unsubscribe: nonce key").as_ref(),
         );
-        let signature = hmac::sign(&self.0, payload.as_bytes());
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(payload),
-            URL_SAFE_NO_PAD.encode(signature.as_ref())
-        )
+        // ChaCha20-Poly1305 takes the 32 bytes an HMAC-SHA256 tag has: this does not fail.
+        let seal = seal.map_err(|_| KeyError::Seal)?;
+        Ok(Self {
+            legacy,
+            seal: std::sync::Arc::new(seal),
+            nonce,
+        })
     }
 
-    /// The token's content, if it was signed with this key and has not expired by `now`.
+    /// The nonce and the sealed content, base64url: safe in a URL path, and opaque.
+    pub fn token(&self, u: &Unsubscribe) -> String {
+        let payload = payload(u);
+        let tag = hmac::sign(&self.nonce, payload.as_bytes());
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        nonce.copy_from_slice(&tag.as_ref()[..aead::NONCE_LEN]);
+        let mut sealed = payload.into_bytes();
+        let mut token = nonce.to_vec();
+        if self
+            .seal
+            .seal_in_place_append_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(CONTEXT),
+                &mut sealed,
+            )
+            .is_err()
+        {
+            // Only a plaintext beyond 256 GiB fails to seal.
+            return String::new();
+        }
+        token.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(token)
+    }
+
+    /// The token's content, if this secret sealed it (or, for a link of the earlier form,
+    /// signed it) and it has not expired by `now`.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Unsubscribe, TokenError> {
-        let (payload, signature) = token.split_once('.').ok_or(TokenError::Malformed)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| TokenError::Malformed)?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| TokenError::Malformed)?;
-        hmac::verify(&self.0, &payload, &signature).map_err(|_| TokenError::BadSignature)?;
+        let payload = match token.split_once('.') {
+            Some((payload, signature)) => self.legacy_payload(payload, signature)?,
+            None => self.open(token)?,
+        };
         let text = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
         let mut parts = text.splitn(3, '\n');
         let (Some(customer_id), Some(workflow), Some(expiry)) =
@@ -96,12 +129,55 @@ impl Signer {
     }
 }
 
+impl Signer {
+    fn open(&self, token: &str) -> Result<Vec<u8>, TokenError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| TokenError::Malformed)?;
+        if bytes.len() < aead::NONCE_LEN + aead::CHACHA20_POLY1305.tag_len() {
+            return Err(TokenError::Malformed);
+        }
+        let (nonce, sealed) = bytes.split_at(aead::NONCE_LEN);
+        let nonce =
+            aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| TokenError::Malformed)?;
+        let mut sealed = sealed.to_vec();
+        let plain = self
+            .seal
+            .open_in_place(nonce, aead::Aad::from(CONTEXT), &mut sealed)
+            .map_err(|_| TokenError::BadSignature)?;
+        Ok(plain.to_vec())
+    }
+
+    fn legacy_payload(&self, payload: &str, signature: &str) -> Result<Vec<u8>, TokenError> {
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Malformed)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| TokenError::Malformed)?;
+        hmac::verify(&self.legacy, &payload, &signature).map_err(|_| TokenError::BadSignature)?;
+        Ok(payload)
+    }
+}
+
+/// What a token carries, before it is sealed.
+fn payload(u: &Unsubscribe) -> String {
+    format!(
+        "{}\n{}\n{}",
+        u.customer_id,
+        u.workflow,
+        u.expires_at.timestamp()
+    )
+}
+
 #[derive(Debug, Error)]
 pub enum KeyError {
     #[error("{0} (in `unsubscribe.secret` of tidings.yaml)")]
     Env(crate::config::EnvError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("cannot make the key that seals unsubscribe links")]
+    Seal,
 }
 
 /// The project's signer: `unsubscribe.secret` when configured, else the store's own key —
@@ -116,7 +192,7 @@ pub async fn project_signer(
         }
         None => store.signing_secret().await?,
     };
-    Ok(Signer::new(secret.as_bytes()))
+    Signer::new(secret.as_bytes())
 }
 
 /// 32 random bytes, hex: a new store's signing key.
@@ -145,7 +221,7 @@ mod tests {
 
     #[test]
     fn a_token_verifies_with_its_key_until_it_expires() {
-        let signer = Signer::new(b"k1");
+        let signer = Signer::new(b"k1").unwrap();
         let token = signer.token(&sample());
         assert!(
             token
@@ -164,19 +240,63 @@ mod tests {
 
     #[test]
     fn forged_and_tampered_tokens_are_rejected() {
-        let signer = Signer::new(b"k1");
+        let signer = Signer::new(b"k1").unwrap();
         let now = t("2026-06-01T00:00:00Z");
-        let forged = Signer::new(b"another key").token(&sample());
+        let forged = Signer::new(b"another key").unwrap().token(&sample());
         assert_eq!(signer.verify(&forged, now), Err(TokenError::BadSignature));
         let token = signer.token(&sample());
-        let (_, signature) = token.split_once('.').unwrap();
+        // Every bit flipped, one at a time, is refused.
+        let bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        for i in 0..bytes.len() * 8 {
+            let mut altered = bytes.clone();
+            altered[i / 8] ^= 1 << (i % 8);
+            let altered = URL_SAFE_NO_PAD.encode(altered);
+            assert_eq!(
+                signer.verify(&altered, now),
+                Err(TokenError::BadSignature),
+                "bit {i}"
+            );
+        }
+        assert_eq!(signer.verify("nonsense", now), Err(TokenError::Malformed));
+        assert_eq!(signer.verify("a.b!", now), Err(TokenError::Malformed));
+        // A link of the earlier, signed form: still honoured, and still checked.
+        let payload = payload(&sample());
+        let signature = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, b"k1"),
+            payload.as_bytes(),
+        );
+        let legacy = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&payload),
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        );
+        assert_eq!(signer.verify(&legacy, now), Ok(sample()));
         let other = URL_SAFE_NO_PAD.encode("c2\nbirthday-offer\n1811808000");
+        let (_, signature) = legacy.split_once('.').unwrap();
         assert_eq!(
             signer.verify(&format!("{other}.{signature}"), now),
             Err(TokenError::BadSignature)
         );
-        assert_eq!(signer.verify("nonsense", now), Err(TokenError::Malformed));
-        assert_eq!(signer.verify("a.b!", now), Err(TokenError::Malformed));
+    }
+
+    /// The link names neither the customer nor the workflow, in any decoding.
+    #[test]
+    fn a_token_is_opaque() {
+        let signer = Signer::new(b"k1").unwrap();
+        let token = signer.token(&sample());
+        assert_eq!(
+            token,
+            signer.token(&sample()),
+            "the same content, the same link"
+        );
+        let bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        for needle in ["c-山田", "birthday-offer", "1811808000"] {
+            assert!(!token.contains(needle), "{needle} in {token}");
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} in the decoded token"
+            );
+        }
     }
 
     #[test]

@@ -232,22 +232,23 @@ fn the_unsubscribe_link_confirms_on_get_and_unsubscribes_on_post() {
 
         // Every way a link can be wrong, each refused without a change.
         let token = path.trim_start_matches("/u/");
-        let (payload, signature) = token.split_once('.').unwrap();
-        let mut tampered_payload = payload.to_string();
-        let last = tampered_payload.pop().unwrap();
-        tampered_payload.push(if last == 'A' { 'B' } else { 'A' });
+        let mut tampered = token.to_string();
+        let first = tampered.remove(0);
+        tampered.insert(0, if first == 'A' { 'B' } else { 'A' });
         let secret = with_store(&b, async |s| s.signing_secret().await.unwrap());
         let mint = |key: &[u8], expires: chrono::DateTime<chrono::Utc>| {
-            tidings::unsubscribe::Signer::new(key).token(&tidings::unsubscribe::Unsubscribe {
-                customer_id: "c2".into(),
-                workflow: "reactivation-deal".into(),
-                expires_at: expires,
-            })
+            tidings::unsubscribe::Signer::new(key).unwrap().token(
+                &tidings::unsubscribe::Unsubscribe {
+                    customer_id: "c2".into(),
+                    workflow: "reactivation-deal".into(),
+                    expires_at: expires,
+                },
+            )
         };
         let later = chrono::Utc::now() + chrono::TimeDelta::days(30);
         let earlier = chrono::Utc::now() - chrono::TimeDelta::days(1);
         for (what, bad, expected) in [
-            ("tampered", format!("{tampered_payload}.{signature}"), 400),
+            ("tampered", tampered, 400),
             ("forged", mint(b"not the key", later), 400),
             ("expired", mint(secret.as_bytes(), earlier), 410),
             ("malformed", "nonsense".to_string(), 400),

@@ -120,7 +120,7 @@ fn emails_arrive_over_smtp_as_standard_mime() {
         assert_eq!(received.len(), sent.len(), "{}", b.label);
         assert_eq!(server.pipelined(), received.len(), "{}", b.label);
         let secret = with_store(&b, async |s| s.signing_secret().await.unwrap());
-        let signer = tidings::unsubscribe::Signer::new(secret.as_bytes());
+        let signer = tidings::unsubscribe::Signer::new(secret.as_bytes()).unwrap();
 
         let mut subjects = BTreeMap::new();
         for r in &received {
