@@ -12,6 +12,55 @@ pub(crate) struct Backend {
     pub(crate) label: &'static str,
     pub(crate) dir: PathBuf,
     pub(crate) url: String,
+    /// The PostgreSQL schema of this test, dropped with the backend.
+    schema: Option<(String, String)>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some((base, schema)) = self.schema.take() {
+            runtime().block_on(drop_schema(&base, &schema));
+        }
+    }
+}
+
+async fn drop_schema(base: &str, schema: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(base).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}
+
+/// Drops the schemas of test runs whose process is gone (one killed before its backends
+/// were dropped), once per run.
+fn sweep_stale_schemas(base: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        runtime().block_on(async {
+            use sqlx::{Connection, Row};
+            let Ok(mut conn) = sqlx::PgConnection::connect(base).await else {
+                return;
+            };
+            let names: Vec<String> =
+                sqlx::query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'")
+                    .fetch_all(&mut conn)
+                    .await
+                    .map(|rows| rows.iter().filter_map(|r| r.try_get(0).ok()).collect())
+                    .unwrap_or_default();
+            for name in names {
+                let pid = name.split('_').nth(1).and_then(|p| p.parse::<u32>().ok());
+                let alive =
+                    pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+                if pid.is_some() && !alive {
+                    drop_schema(base, &name).await;
+                }
+            }
+        });
+    });
 }
 
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
@@ -40,9 +89,11 @@ pub(crate) fn backends(test: &str) -> Vec<Backend> {
         label: "sqlite",
         url: format!("sqlite://{}", dir.join("tidings.db").display()),
         dir,
+        schema: None,
     });
     match std::env::var("TIDINGS_TEST_DATABASE_URL") {
         Ok(base) if !base.is_empty() => {
+            sweep_stale_schemas(&base);
             let schema = format!("t_{}_{}", std::process::id(), test.replace('-', "_"));
             runtime().block_on(async {
                 use sqlx::Connection;
@@ -66,6 +117,7 @@ pub(crate) fn backends(test: &str) -> Vec<Backend> {
                 label: "postgres",
                 url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
                 dir,
+                schema: Some((base.clone(), schema)),
             });
         }
         _ => say_skipped(),
