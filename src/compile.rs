@@ -510,7 +510,7 @@ impl Compiler {
         if let Some(stage) = &t.stage_entered {
             // Whether the stage exists is checked once `stages.yaml` is read.
             return Some(Trigger::Event {
-                name: crate::store::stages::STAGE_ENTERED.to_string(),
+                name: crate::customer::STAGE_ENTERED.to_string(),
                 to_stage: Some(crate::plan::StageRef {
                     name: stage.clone(),
                     span: doc.value_span(&route.key("stage_entered")),

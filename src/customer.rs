@@ -29,6 +29,13 @@ pub const CUSTOMER_FIELDS: &[&str] = &[
 /// Customer columns that hold a date or a timestamp (what a `date:` trigger may name).
 pub const DATE_FIELDS: &[&str] = &["birthday", "created_at", "last_order_at"];
 
+/// The event that unsubscribes its customer from marketing mail when processed (what the
+/// unsubscribe endpoint records, and what a simulation timeline can carry).
+pub const UNSUBSCRIBED_EVENT: &str = "unsubscribed";
+
+/// The event a change of stage records, with `from` and `to` in its properties.
+pub const STAGE_ENTERED: &str = "stage_entered";
+
 /// What an event carries.
 pub const EVENT_FIELDS: &[&str] = &["id", "name", "at", "properties"];
 

@@ -875,7 +875,7 @@ fn tally(
 /// do not all come back together). Emails and webhook calls both use it.
 pub(crate) fn backoff(key: &str, attempts: i64, first: TimeDelta) -> TimeDelta {
     let base = (first.num_seconds() << attempts.clamp(0, 7)).min(3_600);
-    let jitter = crate::engine::fnv(&format!("{key}#{attempts}")) % (base as u64 / 5 + 1);
+    let jitter = crate::ids::fnv(&format!("{key}#{attempts}")) % (base as u64 / 5 + 1);
     TimeDelta::seconds(base + jitter as i64)
 }
 

@@ -631,8 +631,8 @@ fn fingerprint(
     ])
     .to_string();
     let (a, b) = (
-        crate::engine::fnv(&canonical),
-        crate::engine::fnv(&format!("{canonical}#2")),
+        crate::ids::fnv(&canonical),
+        crate::ids::fnv(&format!("{canonical}#2")),
     );
     format!("{a:016x}{b:016x}")
 }

@@ -19,6 +19,7 @@ pub mod duration;
 pub mod engine;
 pub mod expr;
 pub mod forecast;
+pub mod ids;
 pub mod import;
 pub mod pacing;
 pub mod pass;

@@ -195,14 +195,6 @@ pub async fn project_signer(
     Signer::new(secret.as_bytes())
 }
 
-/// 32 random bytes, hex: a new store's signing key.
-pub fn random_secret() -> Result<String, ring::error::Unspecified> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,12 +289,5 @@ mod tests {
                 "{needle} in the decoded token"
             );
         }
-    }
-
-    #[test]
-    fn secrets_are_random() {
-        let (a, b) = (random_secret().unwrap(), random_secret().unwrap());
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, b);
     }
 }

@@ -283,7 +283,7 @@ fn fingerprint(project: &Project) -> u64 {
         .filter_map(|p| std::fs::metadata(p).ok().map(|meta| stamp(p, &meta)))
         .collect();
     files.sort();
-    crate::engine::fnv(&files.join("\n")).max(1)
+    crate::ids::fnv(&files.join("\n")).max(1)
 }
 
 /// A file's name, size and modification time, as one line of the fingerprint.

@@ -686,7 +686,7 @@ impl Store {
         if let Some(secret) = setting(&mut conn, KEY).await? {
             return Ok(secret);
         }
-        let fresh = crate::unsubscribe::random_secret()
+        let fresh = crate::ids::random_secret()
             .map_err(|_| StoreError::Corrupt("no random source for a signing key".into()))?;
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
@@ -712,7 +712,7 @@ impl Store {
 
 /// An id for an event that came without one: a new event, never taken for another.
 fn fresh_event_id() -> Result<String, StoreError> {
-    let random = crate::unsubscribe::random_secret()
+    let random = crate::ids::random_secret()
         .map_err(|_| StoreError::Corrupt("no random source for an event id".into()))?;
     Ok(format!("ev:{}", &random[..32]))
 }
@@ -756,7 +756,7 @@ async fn unsubscribe_in(
         conn,
         &format!("unsubscribed:{customer_id}:{}", at.timestamp_millis()),
         customer_id,
-        crate::engine::UNSUBSCRIBED_EVENT,
+        crate::customer::UNSUBSCRIBED_EVENT,
         at,
         &serde_json::json!({ "source": source }),
     )

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use sqlx::{AnyConnection, Row};
 
+use crate::customer::STAGE_ENTERED;
 use crate::store::StoreError;
-use crate::store::stages::STAGE_ENTERED;
 
 const DAY_MS: i64 = 86_400_000;
 

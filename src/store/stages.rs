@@ -7,11 +7,9 @@ use sqlx::{AnyConnection, Row};
 use crate::customer::Customer;
 use std::collections::HashSet;
 
+use crate::customer::STAGE_ENTERED;
 use crate::store::journeys::RaisedEvent;
 use crate::store::{StoreError, customers, journeys};
-
-/// The event a change of stage records, with `from` and `to` in its properties.
-pub const STAGE_ENTERED: &str = "stage_entered";
 
 /// A page of customers after `after_id` with their current stage, for the daily sweep.
 pub async fn page(
