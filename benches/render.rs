@@ -25,7 +25,7 @@ fn main() {
         .unwrap_or(20_000);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bench");
     let project = Project::load(&root).expect("the bench project loads");
-    let compiled = tidings::compile::compile_project(&project, &[]);
+    let compiled = tidings::workflow::compile::compile_project(&project, &[]);
     assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

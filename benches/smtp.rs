@@ -1,6 +1,6 @@
 //! `cargo bench --bench smtp`: SMTP throughput of the dispatcher's sessions.
 //!
-//! Sends 100,000 ~5 KB messages through `tidings::smtp::Session` (our TCP_NODELAY socket,
+//! Sends 100,000 ~5 KB messages through `tidings::delivery::smtp::Session` (our TCP_NODELAY socket,
 //! lettre's protocol code) to a minimal SMTP sink in the same process, at concurrency 1
 //! (commands one by one, then pipelined), 8 and 32, and prints messages per second. Client and sink share the machine's cores, as
 //! they would with Postfix's `smtp-sink` on loopback. Set `TIDINGS_BENCH_MESSAGES` for a
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use lettre::transport::smtp::extension::ClientId;
-use tidings::smtp::{Session, SmtpServer};
+use tidings::delivery::smtp::{Session, SmtpServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Accepts everything; counts messages. Offers PIPELINING when `pipelining` and then

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tidings::compile::compile_project;
 use tidings::config::Project;
+use tidings::workflow::compile::compile_project;
 
 const FILES: usize = 500;
 const RUNS: usize = 7;
@@ -81,17 +81,18 @@ fn generate(root: &Path, dir: &Path, n: usize) {
     std::fs::copy(root.join("stages.yaml"), dir.join("stages.yaml"))
         .unwrap_or_else(|e| panic!("{e}"));
     std::fs::create_dir_all(dir.join("workflows")).unwrap_or_else(|e| panic!("{e}"));
-    let examples: Vec<(String, String)> = tidings::compile::workflow_files(&root.join("workflows"))
-        .into_iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{e}"));
-            let stem = p
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (stem, text)
-        })
-        .collect();
+    let examples: Vec<(String, String)> =
+        tidings::workflow::compile::workflow_files(&root.join("workflows"))
+            .into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{e}"));
+                let stem = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (stem, text)
+            })
+            .collect();
     for i in 0..n {
         let (stem, text) = &examples[i % examples.len()];
         let name = format!("{stem}-{i}");

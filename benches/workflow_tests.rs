@@ -9,9 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use tidings::compile::compile_project;
 use tidings::config::Project;
-use tidings::testing::{runner, spec};
+use tidings::rehearsal::workflow_tests::{runner, spec};
+use tidings::workflow::compile::compile_project;
 
 const CASES: usize = 200;
 const RUNS: usize = 5;

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::diagnostic::{Diagnostic, Span};
 use crate::source::SourceFile;
-use crate::yaml::{Document, Route};
+use crate::source::diagnostic::{Diagnostic, Span};
+use crate::source::yaml::{Document, Route};
 
 pub const CONFIG_FILE: &str = "tidings.yaml";
 
@@ -344,7 +344,7 @@ impl Project {
         let config: Config = if file.text().trim().is_empty() {
             Config::default()
         } else {
-            crate::yaml::parse_typed(&file)?
+            crate::source::yaml::parse_typed(&file)?
         };
         let project = Self {
             root: root.to_path_buf(),
@@ -424,7 +424,7 @@ impl Project {
         let limits = Route::root().key("limits");
         if let Some(q) = &self.config.limits.quiet_hours {
             for (key, value) in [("from", &q.from), ("to", &q.to)] {
-                if crate::duration::parse_time_of_day(value).is_none() {
+                if crate::time::duration::parse_time_of_day(value).is_none() {
                     return Err(Box::new(
                         Diagnostic::error(
                             "config-limits",
@@ -437,7 +437,8 @@ impl Project {
             }
         }
         if let Some(cap) = &self.config.limits.frequency_cap
-            && crate::duration::parse(&cap.per).map_or(true, |d| d <= chrono::TimeDelta::zero())
+            && crate::time::duration::parse(&cap.per)
+                .map_or(true, |d| d <= chrono::TimeDelta::zero())
         {
             return Err(Box::new(
                 Diagnostic::error(
@@ -445,7 +446,7 @@ impl Project {
                     format!("`{}` is not a period for the frequency cap", cap.per),
                 )
                 .at(doc.value_span(&limits.key("frequency_cap").key("per")))
-                .help(crate::duration::DURATION_HELP),
+                .help(crate::time::duration::DURATION_HELP),
             ));
         }
         // Durations the delivery side reads: wrong ones are found here, with a position,
@@ -458,7 +459,7 @@ impl Project {
             ("email", "lease", &c.email.lease),
             ("unsubscribe", "valid_for", &c.unsubscribe.valid_for),
         ] {
-            if crate::duration::parse(value).map_or(true, |d| d <= chrono::TimeDelta::zero())
+            if crate::time::duration::parse(value).map_or(true, |d| d <= chrono::TimeDelta::zero())
                 && !(key == "give_up_after" && value.trim() == "0s")
             {
                 return Err(Box::new(
@@ -467,7 +468,7 @@ impl Project {
                         format!("`{value}` is not a duration for `{section}.{key}`"),
                     )
                     .at(doc.value_span(&Route::root().key(section).key(key)))
-                    .help(crate::duration::DURATION_HELP),
+                    .help(crate::time::duration::DURATION_HELP),
                 ));
             }
         }

@@ -1,43 +1,35 @@
 //! tidings: lifecycle-marketing workflows kept in git.
 //!
-//! The data flows one way, and the modules follow it:
-//! `workflow` (the YAML as written) → `compile` (every check, into a `plan::Plan`) →
-//! the engine and delivery, which run from the plan. `yaml`, `source` and `diagnostic`
-//! carry positions from the files to the messages a user reads.
+//! The modules follow the data flow, and depend only on those above them:
+//!
+//! - `source`: files, positions, YAML routes and the diagnostics a user reads;
+//!   `time`: durations, cron, zones; `ids`: stable and random ids; `customer`: the model
+//!   every stage shares; `config`: `tidings.yaml`.
+//! - `workflow`: a YAML file (`raw`) compiled, with every check, into a `plan`.
+//! - `import`: customers and events from files and the API, checked row by row.
+//! - `store`: SQLite or PostgreSQL — customers, events, journeys, the outbox; all the SQL.
+//! - `unsubscribe`: the tokens of the links in every email.
+//! - `engine`: a pass — triggers, journeys and their steps, what each email says.
+//! - `delivery`: the outbox leaves — SMTP, `.eml` files, webhooks; retries and pacing.
+//! - `pass`: one pass of the engine and the senders, for `run` and the daemon.
+//! - `rehearsal`: the same on a virtual clock over a scratch store (`simulate`, `plan`'s
+//!   forecast, `tidings test`).
+//! - `daemon`: the HTTP endpoints and their accept loop.
+//! - `cli`: the commands a person or CI runs; `progress`: what a run shows while it runs.
 
-pub mod charts;
 pub mod cli;
-pub mod commands;
-pub mod compile;
 pub mod config;
-pub mod cron;
 pub mod customer;
+pub mod daemon;
 pub mod delivery;
-pub mod deployed;
-pub mod diagnostic;
-pub mod duration;
 pub mod engine;
-pub mod expr;
-pub mod forecast;
 pub mod ids;
 pub mod import;
-pub mod pacing;
 pub mod pass;
-pub mod plan;
 pub mod progress;
-pub mod pushdown;
-pub mod serve;
-pub mod server;
-pub mod simulate;
-pub mod smtp;
+pub mod rehearsal;
 pub mod source;
-pub mod stages;
 pub mod store;
-pub mod tempdir;
-pub mod templates;
-pub mod testing;
-pub mod tls;
+pub mod time;
 pub mod unsubscribe;
-pub mod webhook;
 pub mod workflow;
-pub mod yaml;

@@ -9,14 +9,14 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use crate::config::Project;
+use crate::delivery::webhook::{WebhookReport, WebhookSender};
 use crate::delivery::{
     DeliveryError, DispatchOptions, DispatchReport, EngineProgress, Transport,
     configured_transport, dispatch_alongside, recover_interrupted,
 };
 use crate::engine::{Engine, PassReport};
-use crate::plan::Plan;
 use crate::store::{Backend, Store};
-use crate::webhook::{WebhookReport, WebhookSender};
+use crate::workflow::plan::Plan;
 
 #[derive(Debug, Error)]
 pub enum PassError {

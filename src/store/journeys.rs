@@ -11,7 +11,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::{StoreError, customers, from_millis, millis};
 use crate::customer::{Customer, Event};
-use crate::expr::EventHistory;
+use crate::workflow::expr::EventHistory;
 
 /// An event as stored, with the customer changes it carries.
 #[derive(Debug, Clone)]
@@ -653,7 +653,7 @@ pub async fn customers_page(
     after_id: &str,
     limit: i64,
     filter: &CustomerFilter,
-    audience: &crate::pushdown::SqlFilter,
+    audience: &crate::workflow::expr::pushdown::SqlFilter,
 ) -> Result<Vec<Customer>, StoreError> {
     let (condition, values): (String, Vec<String>) = match filter {
         CustomerFilter::All => (String::new(), Vec::new()),
@@ -709,9 +709,9 @@ pub async fn customers_page(
     }
     for v in pushed_values {
         q = match v {
-            crate::pushdown::SqlValue::Int(n) => q.bind(n),
-            crate::pushdown::SqlValue::Float(f) => q.bind(f),
-            crate::pushdown::SqlValue::Text(t) => q.bind(t),
+            crate::workflow::expr::pushdown::SqlValue::Int(n) => q.bind(n),
+            crate::workflow::expr::pushdown::SqlValue::Float(f) => q.bind(f),
+            crate::workflow::expr::pushdown::SqlValue::Text(t) => q.bind(t),
         };
     }
     let rows = q.fetch_all(&mut *conn).await?;

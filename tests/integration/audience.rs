@@ -7,11 +7,11 @@ use std::collections::BTreeSet;
 
 use chrono::Utc;
 use tidings::customer::{CUSTOMER_FIELDS, Customer};
-use tidings::expr::{EvalInput, ExprEngine, Vars};
 use tidings::import::CustomerRow;
-use tidings::pushdown::SqlFilter;
 use tidings::store::Store;
 use tidings::store::journeys::{CustomerFilter, customers_page};
+use tidings::workflow::expr::pushdown::SqlFilter;
+use tidings::workflow::expr::{EvalInput, ExprEngine, Vars};
 
 use crate::store::{backends, runtime};
 
@@ -114,7 +114,7 @@ fn audience(rng: &mut Rng) -> String {
 /// Ids Rhai accepts or fails on, among these customers.
 fn decided(
     engine: &ExprEngine,
-    expr: &tidings::expr::Expr,
+    expr: &tidings::workflow::expr::Expr,
     customers: &[Customer],
 ) -> (BTreeSet<String>, BTreeSet<String>) {
     let (mut accepted, mut failed) = (BTreeSet::new(), BTreeSet::new());

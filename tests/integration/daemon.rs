@@ -106,16 +106,24 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .unwrap();
-        let daemon = Self { child };
+        let mut daemon = Self { child };
+        // Ready once `/healthz` answers 200 (a connection taken before the server serves
+        // may be closed unanswered).
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            if let Some(exited) = daemon.child.try_wait().unwrap() {
+                panic!("the daemon exited before it was ready: {exited}");
+            }
+            let answer = std::panic::catch_unwind(|| http(port, "GET", "/healthz", &[], b""));
+            if matches!(answer, Ok((200, _))) {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "the daemon did not start listening"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(http(port, "GET", "/healthz", &[], b"").0, 200);
         daemon
     }
 

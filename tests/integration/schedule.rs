@@ -231,7 +231,7 @@ fn agrees_with_the_cron_crate_where_dialects_coincide() {
         ("0 12 * JUN-AUG *", "0 0 12 * JUN-AUG *"),
     ];
     for (ours, quartz) in lines {
-        let ours_schedule = tidings::cron::CronSchedule::parse(ours).unwrap();
+        let ours_schedule = tidings::time::cron::CronSchedule::parse(ours).unwrap();
         for tz in [Tz::UTC, Tz::Asia__Tokyo, Tz::America__New_York] {
             let got: Vec<String> = ours_schedule
                 .upcoming(utc("2026-01-01T00:00:00Z"), tz, 15)

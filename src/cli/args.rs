@@ -1,0 +1,307 @@
+//! The command line: clap definitions and the dispatch to `commands`. Nothing else.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::source::diagnostic::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidings",
+    version,
+    about = "Lifecycle-marketing workflows kept in git: validate, test, preview and run them.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The workflows repository (where `tidings.yaml` lives).
+    #[arg(
+        short = 'C',
+        long,
+        global = true,
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    pub project: PathBuf,
+
+    /// A progress line on stderr for `run`, `import` and `simulate`: on a terminal
+    /// (`auto`), `always` (the final line only, when not a terminal) or `never`.
+    #[arg(long, global = true, value_enum, default_value_t = crate::progress::ProgressMode::Auto)]
+    pub progress: crate::progress::ProgressMode,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check workflow files and templates; report every problem with file, line and column.
+    Validate(ValidateArgs),
+    /// Print the next fire times of a schedule- or date-triggered workflow.
+    Schedule(ScheduleArgs),
+    /// Load customers or events from a CSV or JSONL file into the store.
+    Import(ImportArgs),
+    /// Record one event for a customer.
+    Event(EventArgs),
+    /// Run one pass of every trigger and every due step, then exit.
+    Run(RunArgs),
+    /// Rehearse a time window on a copy of the store: what would be sent, when, to whom.
+    Simulate(SimulateArgs),
+    /// The operator's view of queued and sent emails: list, retry, cancel.
+    Outbox(OutboxArgs),
+    /// What the workflows would do now, and what a change does to running journeys: a
+    /// table for a pull request.
+    Plan(PlanArgs),
+    /// Customers per lifecycle stage; journeys and emails per workflow.
+    Status(StatusArgs),
+    /// One self-contained HTML page with charts: stages, stage flow, funnels, sends per day.
+    Report(ReportArgs),
+    /// Show a workflow's emails as one customer will see them.
+    Preview(PreviewArgs),
+    /// Run the workflows' behaviour tests (`tests:` blocks and `NAME.test.yaml` files).
+    Test(TestArgs),
+    /// Run continuously: passes on a timer, and the HTTP endpoints (unsubscribe links,
+    /// bounce and complaint reports, health).
+    ///
+    /// The write endpoints (`POST /v1/...`) take `Authorization: Bearer TOKEN` with the
+    /// token of `server.token` in tidings.yaml or, when that is not set, of the
+    /// environment variable TIDINGS_API_TOKEN; with neither they are off (403).
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Compare with the workflows at this git ref (default: the set the store last ran).
+    #[arg(long, value_name = "REF")]
+    pub against: Option<String>,
+    #[arg(long, value_enum, default_value_t = PlanFormat::Markdown)]
+    pub format: PlanFormat,
+    /// The moment to plan from (RFC 3339; default now).
+    #[arg(long)]
+    pub now: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// A table to paste into a pull request.
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Where to write the page.
+    #[arg(long, value_name = "FILE", default_value = "report.html")]
+    pub out: std::path::PathBuf,
+    /// Weeks of stage flow to chart.
+    #[arg(long, default_value_t = 8)]
+    pub weeks: u32,
+    /// Days of sends to chart.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// The moment the report is made at (RFC 3339; default now).
+    #[arg(long)]
+    pub now: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// One JSON document instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PreviewArgs {
+    /// The workflow's name.
+    pub workflow: String,
+    /// One email step's id (default: every email of the workflow).
+    pub step: Option<String>,
+    /// The customer, from the store.
+    #[arg(long, value_name = "ID")]
+    pub customer: Option<String>,
+    /// A generated customer with every field set.
+    #[arg(long)]
+    pub sample: bool,
+    /// Every locale the templates have, and the default.
+    #[arg(long)]
+    pub all_locales: bool,
+    /// Render as of this time (RFC 3339; default now).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Write an HTML page here instead of printing.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write the HTML page to the temp folder and print its path.
+    #[arg(long)]
+    pub open: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Workflow or test files, or folders, whose tests to run (default: all).
+    pub paths: Vec<PathBuf>,
+    /// `human`, `json`, `github` (Actions annotations) or `junit` (XML).
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: TestFormat,
+    /// Cases run at once (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TestFormat {
+    Human,
+    Json,
+    Github,
+    Junit,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Where to serve HTTP (default: `server.listen` of tidings.yaml).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Time between passes, e.g. `15s` or `1m`.
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    pub every: String,
+    /// `text` for people, `json` (one object a line) for a log pipeline.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutboxAction {
+    /// Show the selected emails (newest first).
+    List,
+    /// Queue failed, unknown or retrying emails to go on the next pass.
+    Retry,
+    /// Cancel emails that have not left yet.
+    Cancel,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OutboxArgs {
+    #[arg(value_enum, default_value = "list")]
+    pub action: OutboxAction,
+    /// Only this workflow's emails.
+    #[arg(long, value_name = "NAME")]
+    pub workflow: Option<String>,
+    /// Only this customer's emails.
+    #[arg(long, value_name = "ID")]
+    pub customer: Option<String>,
+    /// Only emails in these states (repeatable): pending, sending, sent, retrying, failed,
+    /// suppressed, unknown, cancelled, skipped.
+    #[arg(long, value_name = "STATE")]
+    pub state: Vec<String>,
+    /// How many to list.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Where the rehearsal starts: a date (midnight UTC) or an RFC 3339 time (default now).
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<String>,
+    /// Where it ends (inclusive): a date (midnight UTC) or an RFC 3339 time.
+    #[arg(long, value_name = "DATE")]
+    pub to: String,
+    /// Write each email as an `.eml` file here, plus `summary.csv`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Only these workflows (repeatable; default all).
+    #[arg(long = "workflow", value_name = "NAME")]
+    pub workflows: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Required: one pass and exit (`tidings daemon` runs continuously).
+    #[arg(long, required = true)]
+    pub once: bool,
+    /// The pass's time (RFC 3339; default now).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportKind {
+    Customers,
+    Events,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// What the file holds.
+    #[arg(value_enum)]
+    pub kind: ImportKind,
+    /// A CSV file with a header row, or JSONL (one object a line); `-` reads stdin.
+    pub file: PathBuf,
+    /// The file's format (default: from its extension; `.jsonl`/`.ndjson` are JSONL).
+    #[arg(long, value_enum)]
+    pub format: Option<ImportFormat>,
+    /// Write the good rows and list the bad ones, instead of writing nothing.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventArgs {
+    /// The event's name, e.g. `order_placed`.
+    pub name: String,
+    /// The customer's id.
+    #[arg(long, value_name = "ID")]
+    pub customer: String,
+    /// Properties as a JSON object; `{"set": {...}}` inside changes the customer.
+    #[arg(long, value_name = "JSON")]
+    pub data: Option<String>,
+    /// When it happened (RFC 3339; default now).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// An idempotency key: recording the same id twice records one event.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Workflow files or folders to check (default: the configured workflows folder).
+    pub paths: Vec<PathBuf>,
+    /// Output shape: `human` for people, `json` for programs, `github` for Actions annotations.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Treat warnings as errors.
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScheduleArgs {
+    /// The workflow's name.
+    pub name: String,
+    /// How many fire times to print.
+    #[arg(long, default_value_t = 10)]
+    pub count: usize,
+    /// Start after this time (RFC 3339, e.g. 2026-03-01T00:00:00Z; default: now).
+    #[arg(long, value_name = "TIME")]
+    pub after: Option<String>,
+    /// For a date trigger: the customer's date, e.g. 2000-02-29.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: Option<String>,
+    /// The zone for a date trigger or a `timezone: customer` schedule (default UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+}

@@ -1,0 +1,329 @@
+//! `tidings daemon`: passes on a timer and the HTTP endpoints, until SIGTERM or SIGINT —
+//! then the pass in progress finishes and the process exits 0.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::cli::args::{DaemonArgs, LogFormat};
+use crate::cli::shared::{CommandError, compile_or_report};
+use crate::config::{Project, expand_env};
+use crate::daemon::api::{Api, Health, PassMetrics, router};
+use crate::engine::Engine;
+use crate::pass::Runner;
+use crate::source::files_under;
+use crate::store::Store;
+use crate::workflow::compile::compile_project;
+
+/// The bearer token of the write endpoints when tidings.yaml names none.
+const API_TOKEN_ENV: &str = "TIDINGS_API_TOKEN";
+
+pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
+    init_logs(args.log_format);
+    let every = crate::time::duration::parse(&args.every)
+        .ok()
+        .and_then(|d| d.to_std().ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            CommandError::Usage(format!(
+                "`--every {}` is not a time between passes; {}",
+                args.every,
+                crate::time::duration::DURATION_HELP
+            ))
+        })?;
+    let project = Project::load(root).map_err(CommandError::Diagnostic)?;
+    let Some(compiled) = compile_or_report(&project, "the daemon did not start") else {
+        return Ok(ExitCode::FAILURE);
+    };
+    if !crate::cli::shared::fit_to_send(&project, "the daemon did not start") {
+        return Ok(ExitCode::FAILURE);
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    let token = match &project.config.server.token {
+        Some(t) => Some(expand_env(t, &env).map_err(|e| {
+            CommandError::Usage(format!("{e} (in `server.token` of tidings.yaml)"))
+        })?),
+        None => env(API_TOKEN_ENV).filter(|t| !t.trim().is_empty()),
+    };
+    let limits = server_limits(&project.config.server)?;
+    let listen = args
+        .listen
+        .clone()
+        .unwrap_or_else(|| project.config.server.listen.clone());
+    let url = project
+        .database_url()
+        .map_err(|e| CommandError::Usage(format!("{e} (in `database:` of tidings.yaml)")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // SQLite has one writer: a second daemon on the same file would only fight the first.
+    let _sole = match crate::store::sqlite_file(&url) {
+        Some(path) => Some(sole_daemon(path)?),
+        None => None,
+    };
+    runtime.block_on(async move {
+        let store = Store::open(&url).await?;
+        let mut runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
+            .map_err(|e| CommandError::Usage(e.to_string()))?;
+        let signer = crate::unsubscribe::project_signer(&project.config.unsubscribe, &store)
+            .await
+            .map_err(|e| CommandError::Usage(e.to_string()))?;
+        let api = Arc::new(Api {
+            store: store.clone(),
+            signer,
+            token,
+            sender: runner.options.from.name.clone().unwrap_or_else(|| runner.options.from.email.to_string()),
+            health: std::sync::RwLock::new(Health {
+                workflows: names(&runner),
+                reload_error: None,
+            }),
+            passes: std::sync::Mutex::new(PassMetrics::default()),
+        });
+        let health_api = api.clone();
+        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+            CommandError::Usage(format!(
+                "cannot listen on `{listen}`: {e}; pick another address with `--listen` or `server.listen`"
+            ))
+        })?;
+        let address = listener.local_addr()?;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = stop.send(true);
+        });
+        let hangup = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(forward_hangups(hangup.clone()));
+        let mut seen = fingerprint(&project);
+        let mut server_stop = stopped.clone();
+        let server = tokio::spawn(crate::daemon::serve::serve(
+            listener,
+            router(api),
+            limits,
+            async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            },
+        ));
+        tracing::info!(address = %address, every = %args.every, workflows = names(&runner).len(), "tidings daemon listening");
+        match (&project.config.server.token, &health_api.token) {
+            (_, None) => tracing::warn!(
+                "the write endpoints (POST /v1/...) are off: set {API_TOKEN_ENV}, or `server.token` in tidings.yaml"
+            ),
+            (Some(_), Some(_)) => tracing::info!(
+                "the write endpoints (POST /v1/...) take the bearer token of `server.token`"
+            ),
+            (None, Some(_)) => tracing::info!(
+                "the write endpoints (POST /v1/...) take the bearer token of {API_TOKEN_ENV}"
+            ),
+        }
+        if let Some(line) = runner.recover().await.map_err(|e| CommandError::Usage(e.to_string()))? {
+            tracing::warn!("{line}");
+        }
+        loop {
+            // A changed workflow set (a merge deployed by git pull, or SIGHUP) is checked
+            // first; only a valid one replaces the running one.
+            let now_seen = fingerprint(&project);
+            if now_seen != seen {
+                seen = now_seen;
+                reload(&project, &mut runner, &store, &health_api);
+            }
+            let started = std::time::Instant::now();
+            let result = runner.pass(Utc::now()).await;
+            if let Ok(mut m) = health_api.passes.lock() {
+                let seconds = started.elapsed().as_secs_f64();
+                m.passes += 1;
+                m.seconds_total += seconds;
+                m.last_seconds = seconds;
+                match &result {
+                    Ok(o) => {
+                        m.steps += o.engine.steps;
+                        m.emails_sent += o.emails.sent;
+                        m.emails_failed += o.emails.failed;
+                        m.emails_retried += o.emails.retrying;
+                    }
+                    Err(_) => m.failed_passes += 1,
+                }
+            }
+            match result {
+                Ok(outcome) => {
+                    let (e, m) = (&outcome.engine, &outcome.emails);
+                    if e.enrolled + e.steps + m.sent + m.failed + m.retrying > 0 {
+                        tracing::info!(
+                            enrolled = e.enrolled,
+                            steps = e.steps,
+                            emails_sent = m.sent,
+                            emails_failed = m.failed,
+                            emails_retrying = m.retrying,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "pass"
+                        );
+                    }
+                    for problem in m.problems.iter().chain(&outcome.webhooks.problems) {
+                        tracing::warn!("{problem}");
+                    }
+                }
+                // A failed pass is retried on the next tick: the store may be back by then.
+                Err(e) => tracing::error!(error = %crate::source::diagnostic::error_chain(&e), "pass failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = hangup.notified() => seen = 0,
+                _ = stopped.wait_for(|s| *s) => break,
+            }
+        }
+        tracing::info!("tidings daemon stopping");
+        let _ = server.await;
+        store.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `server:`'s timeouts and connection limit, or what to change.
+fn server_limits(
+    server: &crate::config::ServerConfig,
+) -> Result<crate::daemon::serve::Limits, CommandError> {
+    let duration = |key: &str, text: &str| {
+        crate::time::duration::parse(text)
+            .ok()
+            .and_then(|d| d.to_std().ok())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                CommandError::Usage(format!(
+                    "`server.{key}: {text}` is not a duration above zero; {}",
+                    crate::time::duration::DURATION_HELP
+                ))
+            })
+    };
+    if server.max_connections == 0 {
+        return Err(CommandError::Usage(
+            "`server.max_connections` must be at least 1".into(),
+        ));
+    }
+    Ok(crate::daemon::serve::Limits {
+        header_read: duration("header_timeout", &server.header_timeout)?,
+        request: duration("request_timeout", &server.request_timeout)?,
+        max_connections: server.max_connections,
+    })
+}
+
+/// Logs on stderr: lines for people, or one JSON object a line (`--log-format json`) for a
+/// log pipeline.
+fn init_logs(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(crate::cli::shared::color_stderr())
+            .try_init(),
+    };
+}
+
+/// Holds `FILE.daemon.lock` for as long as the daemon runs (the OS releases it when the
+/// process ends, however it ends); a second daemon on the same SQLite file is refused.
+fn sole_daemon(db: &str) -> Result<std::fs::File, CommandError> {
+    let path = format!("{db}.daemon.lock");
+    match crate::store::try_lock_file(&path) {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(CommandError::Usage(format!(
+            "another tidings daemon is running on the SQLite store `{db}`; SQLite runs one daemon — stop the other one, or use PostgreSQL to run several"
+        ))),
+        Err(source) => Err(CommandError::Read { path, source }),
+    }
+}
+
+fn names(runner: &Runner) -> Vec<String> {
+    runner
+        .engine
+        .plan()
+        .workflows
+        .iter()
+        .map(|w| w.name.clone())
+        .collect()
+}
+
+/// Compiles the workflows again; a valid set replaces the running one (enrollments go on
+/// by step id), an invalid one is refused with its diagnostics logged and in `/healthz`.
+fn reload(project: &Project, runner: &mut Runner, store: &Store, api: &Api) {
+    let compiled = compile_project(project, &[]);
+    let mut health = api.health.write().unwrap_or_else(|e| e.into_inner());
+    if compiled.has_errors() {
+        let text: Vec<String> = compiled
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| crate::source::diagnostic::render_human(d, false))
+            .collect();
+        let text = text.join("\n");
+        tracing::error!(diagnostics = %text, "the changed workflows were refused; the previous set keeps running");
+        health.reload_error = Some(text);
+        return;
+    }
+    runner.engine = Engine::new(
+        Arc::new(compiled.plan),
+        store.clone(),
+        project.config.clone(),
+    );
+    health.workflows = names(runner);
+    health.reload_error = None;
+    tracing::info!(workflows = health.workflows.len(), "reloaded the workflows");
+}
+
+/// What the workflow set is made of: every file's name, size and modification time under
+/// the workflows and templates folders, and `stages.yaml`. A change means a reload.
+fn fingerprint(project: &Project) -> u64 {
+    let mut paths = files_under(&project.workflows_dir());
+    paths.extend(files_under(&project.templates_dir()));
+    paths.push(project.path(&project.config.stages));
+    let mut files: Vec<String> = paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok().map(|meta| stamp(p, &meta)))
+        .collect();
+    files.sort();
+    crate::ids::fnv(&files.join("\n")).max(1)
+}
+
+/// A file's name, size and modification time, as one line of the fingerprint.
+fn stamp(path: &Path, meta: &std::fs::Metadata) -> String {
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{}:{}:{modified}", path.display(), meta.len())
+}
+
+/// SIGHUP asks for a reload now.
+async fn forward_hangups(hangup: Arc<tokio::sync::Notify>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            while hup.recv().await.is_some() {
+                hangup.notify_one();
+            }
+        }
+    }
+}
+
+/// SIGTERM (a service manager) or SIGINT (Ctrl-C).
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

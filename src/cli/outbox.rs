@@ -1,0 +1,77 @@
+//! `tidings outbox [list|retry|cancel]`: what the operator needs when mail is stuck.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::cli::args::{OutboxAction, OutboxArgs};
+use crate::cli::shared::{CommandError, open_store};
+use crate::store::outbox::{self, Selection};
+
+const STATES: [&str; 9] = [
+    "pending",
+    "sending",
+    "sent",
+    "retrying",
+    "failed",
+    "suppressed",
+    "unknown",
+    "cancelled",
+    "skipped",
+];
+
+pub fn run(root: &Path, args: &OutboxArgs) -> Result<ExitCode, CommandError> {
+    if let Some(bad) = args.state.iter().find(|s| !STATES.contains(&s.as_str())) {
+        return Err(CommandError::Usage(format!(
+            "`{bad}` is not an outbox state; use one of {}",
+            STATES.join(", ")
+        )));
+    }
+    if args.action != OutboxAction::List && args.workflow.is_none() && args.customer.is_none() {
+        return Err(CommandError::Usage(
+            "name the emails to act on with --workflow or --customer (or both)".into(),
+        ));
+    }
+    let selection = Selection {
+        workflow: args.workflow.clone(),
+        customer_id: args.customer.clone(),
+        states: args.state.clone(),
+    };
+    let (runtime, _project, store) = open_store(root)?;
+    let mut out = std::io::stdout().lock();
+    runtime.block_on(async {
+        let mut conn = store.connection().await?;
+        match args.action {
+            OutboxAction::List => {
+                let rows = outbox::list(&mut conn, &selection, args.limit.max(1)).await?;
+                for d in &rows {
+                    writeln!(
+                        out,
+                        "{}  {:<10} {:<24} {:<18} {}{}",
+                        d.due_at.format("%Y-%m-%d %H:%M"),
+                        d.state,
+                        d.workflow,
+                        d.step,
+                        d.recipient,
+                        d.last_error
+                            .as_deref()
+                            .map(|e| format!("  ({e})"))
+                            .unwrap_or_default()
+                    )?;
+                }
+                writeln!(out, "{} emails", rows.len())?;
+            }
+            OutboxAction::Retry => {
+                let n = outbox::retry(&mut conn, &selection, chrono::Utc::now()).await?;
+                writeln!(out, "{n} emails queued again; they go on the next pass")?;
+            }
+            OutboxAction::Cancel => {
+                let n = outbox::cancel(&mut conn, &selection).await?;
+                writeln!(out, "{n} emails cancelled; their coupon codes are released")?;
+            }
+        }
+        Ok::<_, CommandError>(())
+    })?;
+    runtime.block_on(store.close());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,147 @@
+//! `tidings preview WORKFLOW [STEP] --customer ID | --sample`: a workflow's emails as one
+//! customer will see them — subject, text and HTML in their locale — on stdout, or as an
+//! HTML page (`--out FILE`, or `--open` for a file in the temp folder).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::cli::args::PreviewArgs;
+use crate::cli::shared::{CommandError, compile_or_report, open_store, time_arg};
+use crate::customer::Customer;
+use crate::engine::{Engine, Rendered};
+use crate::workflow::plan::StepKind;
+use crate::workflow::templates::escape_html;
+
+pub fn run(root: &Path, args: &PreviewArgs) -> Result<ExitCode, CommandError> {
+    let at = time_arg(args.now.as_deref())?;
+    let (runtime, project, store) = open_store(root)?;
+    let Some(compiled) = compile_or_report(&project, "nothing to preview") else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let plan = Arc::new(compiled.plan);
+    let Some(wf) = plan.workflow(&args.workflow).cloned() else {
+        return Err(CommandError::Usage(plan.no_such_workflow(&args.workflow)));
+    };
+    let customer = match (&args.customer, args.sample) {
+        (Some(id), false) => runtime.block_on(store.customer(id))?.ok_or_else(|| {
+            CommandError::Usage(format!(
+                "no customer has the id `{id}`; import it, or use `--sample`"
+            ))
+        })?,
+        (None, true) => Customer::sample(at),
+        _ => {
+            return Err(CommandError::Usage(
+                "say whose emails to show: `--customer ID` or `--sample`".into(),
+            ));
+        }
+    };
+    // The customer's own locale, or each locale the templates have (and the default).
+    let locales: Vec<Option<String>> = if args.all_locales {
+        let mut tags: Vec<String> = wf
+            .all_steps()
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StepKind::Email(e) => Some(e.files.variants.keys().cloned().collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        tags.sort();
+        tags.dedup();
+        std::iter::once(Some(String::new()))
+            .chain(tags.into_iter().map(Some))
+            .collect()
+    } else {
+        vec![None]
+    };
+    let engine = Engine::new(plan.clone(), store.clone(), project.config.clone());
+    let mut rendered = Vec::new();
+    for locale in &locales {
+        let mut r = runtime
+            .block_on(engine.preview(
+                &wf.name,
+                args.step.as_deref(),
+                &customer,
+                locale.as_deref(),
+                at,
+            ))
+            .map_err(|e| CommandError::Usage(e.to_string()))?;
+        rendered.append(&mut r);
+    }
+    runtime.block_on(store.close());
+    let page = match (&args.out, args.open) {
+        (Some(path), _) => Some(path.clone()),
+        (None, true) => Some(
+            std::env::temp_dir().join(format!("tidings-preview-{}-{}.html", wf.name, customer.id)),
+        ),
+        (None, false) => None,
+    };
+    let mut out = std::io::stdout().lock();
+    match page {
+        None => out.write_all(as_text(&wf.name, &rendered).as_bytes())?,
+        Some(path) => {
+            write_page(&path, &wf.name, &rendered)?;
+            writeln!(out, "{}", path.display())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn locale_label(r: &Rendered) -> &str {
+    match r.locale.as_deref() {
+        None | Some("") => "default",
+        Some(l) => l,
+    }
+}
+
+pub fn as_text(workflow: &str, rendered: &[Rendered]) -> String {
+    let mut s = String::new();
+    for r in rendered {
+        s.push_str(&format!(
+            "=== {workflow} › {} · to {} · locale {}\nSubject: {}\n",
+            r.step,
+            r.to,
+            locale_label(r),
+            r.subject
+        ));
+        if let (Some(file), Some(text)) = (&r.text_file, &r.text) {
+            s.push_str(&format!("--- text ({file})\n{}\n", text.trim_end()));
+        }
+        s.push_str(&format!(
+            "--- html ({})\n{}\n\n",
+            r.html_file,
+            r.html.trim_end()
+        ));
+    }
+    s
+}
+
+/// One page: each email's subject and text above its HTML, shown in a sandboxed frame so
+/// that its styles do not leak into the page.
+fn write_page(path: &PathBuf, workflow: &str, rendered: &[Rendered]) -> Result<(), CommandError> {
+    let mut html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{w} — preview</title>\n<style>body{{font-family:sans-serif;margin:2em;background:#f4f4f4}}section{{background:#fff;margin:0 0 2em;padding:1em;border-radius:6px}}iframe{{width:100%;height:600px;border:1px solid #ddd}}pre{{white-space:pre-wrap;background:#fafafa;padding:1em}}</style></head><body>\n<h1>{w}</h1>\n",
+        w = escape_html(workflow)
+    );
+    for r in rendered {
+        html.push_str(&format!(
+            "<section><h2>{} · {}</h2><p>To {} — <b>Subject:</b> {}</p>\n<iframe sandbox srcdoc=\"{}\"></iframe>\n",
+            escape_html(&r.step),
+            escape_html(locale_label(r)),
+            escape_html(&r.to),
+            escape_html(&r.subject),
+            escape_html(&r.html)
+        ));
+        if let Some(text) = &r.text {
+            html.push_str(&format!("<pre>{}</pre>\n", escape_html(text)));
+        }
+        html.push_str("</section>\n");
+    }
+    html.push_str("</body></html>\n");
+    std::fs::write(path, html).map_err(|source| CommandError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}

@@ -1,0 +1,241 @@
+//! `tidings report --out report.html`: one self-contained page a marketer opens in a
+//! browser — stage distribution, stage flow by week, each workflow's funnel, sends per day,
+//! and the numbers behind them. The charts are inline SVG; the page loads nothing and runs
+//! no script (its content security policy says so to the browser).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+
+use crate::cli::args::ReportArgs;
+use crate::cli::charts::{ChartError, Series, WIDTH, bars, stacked};
+use crate::cli::shared::{CommandError, open_store, time_arg};
+use crate::cli::status::{EMAILS, JOURNEYS, emails, journeys, order, stage_rows};
+use crate::store::report::{History, history, week_of};
+use crate::store::status::{Counts, counts};
+use crate::workflow::compile::compile_project;
+use crate::workflow::templates::escape_html;
+
+pub fn run(root: &Path, args: &ReportArgs) -> Result<ExitCode, CommandError> {
+    let now = time_arg(args.now.as_deref())?;
+    if args.weeks == 0 || args.days == 0 {
+        return Err(CommandError::Usage(
+            "--weeks and --days need at least 1".into(),
+        ));
+    }
+    let (runtime, project, store) = open_store(root)?;
+    let compiled = compile_project(&project, &[]);
+    let flow_since = (week_of(now.date_naive()) - TimeDelta::weeks(i64::from(args.weeks) - 1))
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    let sends_since = (now.date_naive() - TimeDelta::days(i64::from(args.days) - 1))
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    let (c, h) = runtime.block_on(async {
+        let mut conn = store.connection().await?;
+        let c = counts(&mut conn).await?;
+        let h = history(&mut conn, flow_since, sends_since).await?;
+        Ok::<_, crate::store::StoreError>((c, h))
+    })?;
+    runtime.block_on(store.close());
+    let (stage_order, workflows) = order(&compiled.plan, &c);
+    let page = Page {
+        now,
+        counts: &c,
+        history: &h,
+        stage_order: &stage_order,
+        workflows: &workflows,
+        weeks: (0..args.weeks)
+            .map(|k| week_of(flow_since.date_naive()) + TimeDelta::weeks(i64::from(k)))
+            .collect(),
+        days: (0..args.days)
+            .map(|k| sends_since.date_naive() + TimeDelta::days(i64::from(k)))
+            .collect(),
+    }
+    .render()
+    .map_err(|e| CommandError::Usage(e.to_string()))?;
+    std::fs::write(&args.out, page).map_err(|source| CommandError::Read {
+        path: args.out.display().to_string(),
+        source,
+    })?;
+    println!("{}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Page<'a> {
+    now: DateTime<Utc>,
+    counts: &'a Counts,
+    history: &'a History,
+    stage_order: &'a [String],
+    workflows: &'a [String],
+    weeks: Vec<NaiveDate>,
+    days: Vec<NaiveDate>,
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:780px;color:#222}\
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2.2rem}\
+.meta{color:#666;margin-top:0}figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}\
+svg{max-width:100%;height:auto}table{border-collapse:collapse;font-size:.9rem;margin:1rem 0}\
+th,td{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:right}\
+th:first-child,td:first-child{text-align:left}.none{color:#888}\
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:0 12px}.grid figure{margin:0}";
+
+impl Page<'_> {
+    fn render(&self) -> Result<String, ChartError> {
+        let mut out = String::new();
+        let customers: i64 = self.counts.stages.values().sum();
+        let _ = write!(
+            out,
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>tidings report</title><style>{STYLE}</style></head><body>\n\
+             <h1>tidings report</h1>\n<p class=\"meta\">{} customers · made {}</p>\n",
+            customers,
+            self.now.format("%Y-%m-%d %H:%M UTC")
+        );
+        out.push_str("<h2>Lifecycle stages</h2>\n");
+        if self.stage_order.is_empty() {
+            out.push_str("<p class=\"none\">No <code>stages.yaml</code>: customers are not placed in stages.</p>\n");
+        } else {
+            let rows = stage_rows(self.counts, self.stage_order);
+            let (labels, values): (Vec<String>, Vec<i64>) = rows.into_iter().unzip();
+            figure(
+                &mut out,
+                "stage-distribution",
+                &bars("Customers per stage", &labels, &values, WIDTH)?,
+                "Where customers stand now, in the order of stages.yaml.",
+            );
+            figure(
+                &mut out,
+                "stage-flow",
+                &self.stage_flow()?,
+                &format!(
+                    "Customers entering each stage, per week (weeks start on Monday, UTC), over the last {} weeks.",
+                    self.weeks.len()
+                ),
+            );
+        }
+        out.push_str(
+            "<h2>Workflows</h2>\n<p>Each funnel counts the journeys that entered, that were sent \
+             at least one email, that met <code>exit_when</code> (converted), that finished every \
+             step, and that left otherwise (exited or failed).</p>\n<div class=\"grid\">\n",
+        );
+        for wf in self.workflows {
+            let entered: i64 = JOURNEYS.iter().map(|s| journeys(self.counts, wf, s)).sum();
+            let labels: Vec<String> = ["entered", "emailed", "converted", "completed", "exited"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let values = vec![
+                entered,
+                self.history.emailed.get(wf).copied().unwrap_or(0),
+                journeys(self.counts, wf, "converted"),
+                journeys(self.counts, wf, "completed"),
+                journeys(self.counts, wf, "exited") + journeys(self.counts, wf, "failed"),
+            ];
+            figure(
+                &mut out,
+                &format!("funnel-{wf}"),
+                &bars(wf, &labels, &values, WIDTH / 2 - 6)?,
+                "",
+            );
+        }
+        out.push_str("</div>\n");
+        figure(
+            &mut out,
+            "sends-per-day",
+            &self.sends_per_day()?,
+            &format!(
+                "Emails sent per day (UTC), by workflow, over the last {} days.",
+                self.days.len()
+            ),
+        );
+        self.numbers(&mut out);
+        out.push_str("</body></html>\n");
+        Ok(out)
+    }
+
+    fn stage_flow(&self) -> Result<String, ChartError> {
+        let labels: Vec<String> = self
+            .weeks
+            .iter()
+            .map(|w| w.format("%b %d").to_string())
+            .collect();
+        let mut names: Vec<String> = self.stage_order.to_vec();
+        for week in self.history.stage_flow.values() {
+            for stage in week.keys() {
+                if !names.contains(stage) {
+                    names.push(stage.clone());
+                }
+            }
+        }
+        let series = columns(&names, &self.weeks, &self.history.stage_flow);
+        stacked("Stage entries per week", &labels, &series)
+    }
+
+    fn sends_per_day(&self) -> Result<String, ChartError> {
+        let labels: Vec<String> = self
+            .days
+            .iter()
+            .map(|d| d.format("%m-%d").to_string())
+            .collect();
+        let series = columns(self.workflows, &self.days, &self.history.sends);
+        stacked("Emails sent per day", &labels, &series)
+    }
+
+    /// `status`'s table, for the numbers behind the charts.
+    fn numbers(&self, out: &mut String) {
+        out.push_str("<h2>The numbers</h2>\n<table><thead><tr><th>workflow</th>");
+        for h in JOURNEYS {
+            let _ = write!(out, "<th>{h}</th>");
+        }
+        for (h, _) in EMAILS {
+            let _ = write!(out, "<th>emails {h}</th>");
+        }
+        out.push_str("</tr></thead><tbody>\n");
+        for wf in self.workflows {
+            let _ = write!(out, "<tr><td>{}</td>", escape_html(wf));
+            for h in JOURNEYS {
+                let _ = write!(out, "<td>{}</td>", journeys(self.counts, wf, h));
+            }
+            for (_, states) in EMAILS {
+                let _ = write!(out, "<td>{}</td>", emails(self.counts, wf, states));
+            }
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</tbody></table>\n");
+    }
+}
+
+/// One series per name, with its count in each column (day or week) of `table`.
+fn columns(
+    names: &[String],
+    keys: &[NaiveDate],
+    table: &std::collections::BTreeMap<NaiveDate, std::collections::BTreeMap<String, i64>>,
+) -> Vec<Series> {
+    names
+        .iter()
+        .map(|name| Series {
+            name: name.clone(),
+            values: keys
+                .iter()
+                .map(|k| table.get(k).and_then(|m| m.get(name)).copied().unwrap_or(0))
+                .collect(),
+        })
+        .collect()
+}
+
+fn figure(out: &mut String, id: &str, svg: &str, caption: &str) {
+    let _ = write!(
+        out,
+        "<figure class=\"chart\" data-chart=\"{}\">\n{svg}\n",
+        escape_html(id)
+    );
+    if !caption.is_empty() {
+        let _ = write!(out, "<figcaption>{}</figcaption>", escape_html(caption));
+    }
+    out.push_str("</figure>\n");
+}

@@ -1,0 +1,84 @@
+//! `tidings run --once [--now TIME]`: one pass of the engine, then the outbox is drained
+//! through the configured transport — for cron-driven setups and for rehearsing a moment.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::cli::args::RunArgs;
+use crate::cli::shared::{CommandError, compile_or_report, open_store, time_arg};
+use crate::delivery::Transport;
+use crate::pass::{Outcome, Runner};
+use crate::progress::{Progress, ProgressMode};
+
+pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCode, CommandError> {
+    let now = time_arg(args.now.as_deref())?;
+    let (runtime, project, store) = open_store(root)?;
+    let Some(compiled) = compile_or_report(&project, "nothing was run") else {
+        return Ok(ExitCode::FAILURE);
+    };
+    if !crate::cli::shared::fit_to_send(&project, "nothing was run") {
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
+    if args.now.is_some() {
+        // A moment rehearsed by hand: its mail is dated by the virtual clock.
+        runner.options.dates = crate::delivery::MessageDates::PassMoment;
+    }
+    let line = Progress::start(progress, Box::new(crate::progress::pass_line));
+    let outcome = runtime.block_on(async {
+        let recovered = runner.recover().await?;
+        let mut outcome = runner.pass(now).await?;
+        outcome.emails.problems.splice(0..0, recovered);
+        Ok::<_, crate::pass::PassError>(outcome)
+    });
+    line.finish();
+    runtime.block_on(store.close());
+    let Outcome {
+        engine: report,
+        emails: sent,
+        webhooks: calls,
+    } = outcome.map_err(|e| CommandError::Usage(e.to_string()))?;
+    let transport = &runner.transport;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "pass at {}: {} events, {} enrolled, {} steps, {} emails and {} webhooks queued; {} completed, {} converted, {} exited, {} failed",
+        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        report.events,
+        report.enrolled,
+        report.steps,
+        report.emails,
+        report.webhooks,
+        report.completed,
+        report.converted,
+        report.exited,
+        report.failed
+    )?;
+    let where_ = match transport {
+        Transport::Folder(dir) => format!(" to {}", dir.display()),
+        Transport::Smtp(server) => format!(" to {}:{}", server.host, server.port),
+        Transport::Stdout | Transport::Discard => String::new(),
+    };
+    writeln!(
+        out,
+        "delivered {} emails{where_}; {} failed, {} to retry, {} suppressed, {} unknown",
+        sent.sent, sent.failed, sent.retrying, sent.suppressed, sent.unknown
+    )?;
+    for problem in &sent.problems {
+        eprintln!("warning: {problem}");
+    }
+    if calls.sent + calls.retrying + calls.failed > 0 {
+        writeln!(
+            out,
+            "called {} webhooks; {} will be retried, {} failed",
+            calls.sent, calls.retrying, calls.failed
+        )?;
+    }
+    for problem in &calls.problems {
+        eprintln!("warning: {problem}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,96 @@
+//! One module per command; each returns the exit status it wants.
+
+use std::io::IsTerminal;
+
+use thiserror::Error;
+
+use crate::source::diagnostic::{Diagnostic, render_human};
+
+/// Failures that are not findings in the user's files.
+#[derive(Debug, Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot write output")]
+    Io(#[from] std::io::Error),
+    #[error("cannot read `{path}`")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{}", .0.message)]
+    Diagnostic(Box<Diagnostic>),
+}
+
+/// Loads the project and opens its store, on a runtime that lives as long as the command.
+pub fn open_store(
+    root: &std::path::Path,
+) -> Result<
+    (
+        tokio::runtime::Runtime,
+        crate::config::Project,
+        crate::store::Store,
+    ),
+    CommandError,
+> {
+    let project = crate::config::Project::load(root).map_err(CommandError::Diagnostic)?;
+    let url = project
+        .database_url()
+        .map_err(|e| CommandError::Usage(format!("{e} (in `database:` of tidings.yaml)")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = runtime.block_on(crate::store::Store::open(&url))?;
+    Ok((runtime, project, store))
+}
+
+/// `--now TIME` (RFC 3339), or the present.
+pub fn time_arg(arg: Option<&str>) -> Result<chrono::DateTime<chrono::Utc>, CommandError> {
+    match arg {
+        None => Ok(chrono::Utc::now()),
+        Some(t) => crate::import::parse_time(t).map_err(CommandError::Usage),
+    }
+}
+
+/// The project's workflows, compiled; when they have errors, the diagnostics are printed
+/// with "the workflows have errors; {consequence}" and `None` says to stop.
+pub fn compile_or_report(
+    project: &crate::config::Project,
+    consequence: &str,
+) -> Option<crate::workflow::compile::Compiled> {
+    let compiled = crate::workflow::compile::compile_project(project, &[]);
+    if compiled.has_errors() {
+        eprint_diagnostics(&compiled.diagnostics);
+        eprintln!("error: the workflows have errors; {consequence}");
+        return None;
+    }
+    Some(compiled)
+}
+
+/// Refuses to send real mail with settings that would make it unfit to leave (see
+/// [`crate::config::Project::production_diagnostics`]); `true` when it may go.
+pub fn fit_to_send(project: &crate::config::Project, consequence: &str) -> bool {
+    let problems = project.production_diagnostics();
+    if problems.is_empty() {
+        return true;
+    }
+    eprint_diagnostics(&problems);
+    eprintln!("error: tidings.yaml is not ready to send mail over SMTP; {consequence}");
+    false
+}
+
+/// Whether to colour diagnostics on stderr.
+pub fn color_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Prints diagnostics for a person, on stderr.
+pub fn eprint_diagnostics(diagnostics: &[Diagnostic]) {
+    let color = color_stderr();
+    for d in diagnostics {
+        eprintln!("{}\n", render_human(d, color));
+    }
+}

@@ -1,0 +1,156 @@
+//! `tidings status`: customers per lifecycle stage, and per workflow the journeys (active,
+//! completed, converted, exited, failed) and emails (sent, failed, suppressed, waiting).
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::cli::args::StatusArgs;
+use crate::cli::shared::{CommandError, open_store};
+use crate::store::status::{Counts, counts};
+use crate::workflow::compile::compile_project;
+
+pub(crate) const JOURNEYS: [&str; 5] = ["active", "completed", "converted", "exited", "failed"];
+pub(crate) const EMAILS: [(&str, &[&str]); 5] = [
+    ("sent", &["sent"]),
+    ("failed", &["failed"]),
+    ("suppressed", &["suppressed", "cancelled"]),
+    ("waiting", &["pending", "sending", "retrying"]),
+    ("unknown", &["unknown"]),
+];
+
+pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
+    let (runtime, project, store) = open_store(root)?;
+    let compiled = compile_project(&project, &[]);
+    let c = runtime.block_on(async {
+        let mut conn = store.connection().await?;
+        counts(&mut conn).await
+    })?;
+    runtime.block_on(store.close());
+    let (stage_order, workflows) = order(&compiled.plan, &c);
+    let text = if args.json {
+        json(&c, &stage_order, &workflows)
+    } else {
+        table(&c, &stage_order, &workflows)
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stages in the order of stages.yaml; workflows as deployed, then any the store
+/// remembers that are gone.
+pub(crate) fn order(plan: &crate::workflow::plan::Plan, c: &Counts) -> (Vec<String>, Vec<String>) {
+    let stage_order: Vec<String> = plan
+        .stages
+        .as_ref()
+        .map(|s| s.names().map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut workflows: Vec<String> = plan.workflows.iter().map(|w| w.name.clone()).collect();
+    for name in c.journeys.keys().chain(c.emails.keys()) {
+        if !workflows.contains(name) {
+            workflows.push(name.clone());
+        }
+    }
+    (stage_order, workflows)
+}
+
+pub(crate) fn emails(c: &Counts, wf: &str, states: &[&str]) -> i64 {
+    c.emails.get(wf).map_or(0, |m| {
+        states.iter().map(|s| m.get(*s).copied().unwrap_or(0)).sum()
+    })
+}
+
+pub(crate) fn journeys(c: &Counts, wf: &str, state: &str) -> i64 {
+    c.journeys
+        .get(wf)
+        .and_then(|m| m.get(state))
+        .copied()
+        .unwrap_or(0)
+}
+
+pub(crate) fn stage_rows(c: &Counts, order: &[String]) -> Vec<(String, i64)> {
+    let mut rows: Vec<(String, i64)> = order
+        .iter()
+        .map(|s| {
+            (
+                s.clone(),
+                c.stages.get(&Some(s.clone())).copied().unwrap_or(0),
+            )
+        })
+        .collect();
+    for (stage, n) in &c.stages {
+        match stage {
+            Some(s) if !order.contains(s) => rows.push((s.clone(), *n)),
+            None if !order.is_empty() => rows.push(("(not placed yet)".into(), *n)),
+            _ => {}
+        }
+    }
+    rows
+}
+
+pub fn table(c: &Counts, order: &[String], workflows: &[String]) -> String {
+    let mut out = String::new();
+    let customers: i64 = c.stages.values().sum();
+    let _ = writeln!(out, "customers: {customers}");
+    if !order.is_empty() {
+        let _ = writeln!(out, "\n{:<20} {:>10}", "stage", "customers");
+        for (stage, n) in stage_rows(c, order) {
+            let _ = writeln!(out, "{stage:<20} {n:>10}");
+        }
+    }
+    let width = workflows.iter().map(String::len).max().unwrap_or(8).max(8);
+    let _ = writeln!(
+        out,
+        "\n{:<width$} {:>49} │ {:>54}",
+        "", "journeys", "emails"
+    );
+    let _ = write!(out, "{:<width$}", "workflow");
+    for h in JOURNEYS {
+        let _ = write!(out, " {h:>9}");
+    }
+    let _ = write!(out, " │");
+    for (h, _) in EMAILS {
+        let _ = write!(out, " {h:>10}");
+    }
+    out.push('\n');
+    for wf in workflows {
+        let _ = write!(out, "{wf:<width$}");
+        for h in JOURNEYS {
+            let _ = write!(out, " {:>9}", journeys(c, wf, h));
+        }
+        let _ = write!(out, " │");
+        for (_, states) in EMAILS {
+            let _ = write!(out, " {:>10}", emails(c, wf, states));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn json(c: &Counts, order: &[String], workflows: &[String]) -> String {
+    let stages: serde_json::Map<String, serde_json::Value> = stage_rows(c, order)
+        .into_iter()
+        .map(|(s, n)| (s, n.into()))
+        .collect();
+    let workflows: Vec<serde_json::Value> = workflows
+        .iter()
+        .map(|wf| {
+            let journeys: serde_json::Map<String, serde_json::Value> = JOURNEYS
+                .iter()
+                .map(|h| (h.to_string(), journeys(c, wf, h).into()))
+                .collect();
+            let emails: serde_json::Map<String, serde_json::Value> = EMAILS
+                .iter()
+                .map(|(h, states)| (h.to_string(), emails(c, wf, states).into()))
+                .collect();
+            serde_json::json!({ "workflow": wf, "journeys": journeys, "emails": emails })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "customers": c.stages.values().sum::<i64>(),
+        "stages": stages,
+        "workflows": workflows,
+    });
+    format!("{doc:#}\n")
+}

@@ -1,0 +1,105 @@
+//! `tidings validate`: what CI runs on every pull request.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::cli::args::ValidateArgs;
+use crate::cli::shared::{CommandError, eprint_diagnostics};
+use crate::config::Project;
+use crate::source::diagnostic::{Format, Severity, render_github, to_json_value};
+use crate::workflow::compile::compile_project;
+
+pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
+    let (diagnostics, summaries, files) = match Project::load(root) {
+        Ok(project) => {
+            let compiled = compile_project(&project, &args.paths);
+            let summaries: Vec<(String, String)> = compiled
+                .plan
+                .workflows
+                .iter()
+                .map(|w| (w.name.clone(), w.summary()))
+                .collect();
+            if compiled.files.is_empty() {
+                let dir = if args.paths.is_empty() {
+                    project.workflows_dir().display().to_string()
+                } else {
+                    "the given paths".into()
+                };
+                return Err(CommandError::Usage(format!(
+                    "no workflow files found in {dir}; pass paths to `tidings validate`, or set `workflows:` in tidings.yaml"
+                )));
+            }
+            // The tests' syntax too: a broken test fails the pull request like a broken
+            // workflow, without running anything.
+            let mut diagnostics = compiled.diagnostics;
+            diagnostics.extend(project.production_diagnostics());
+            crate::rehearsal::workflow_tests::spec::load(&compiled.plan, &mut diagnostics);
+            crate::source::diagnostic::sort(&mut diagnostics);
+            (diagnostics, summaries, compiled.files.len())
+        }
+        Err(d) => (vec![*d], Vec::new(), 0),
+    };
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = diagnostics.len() - errors;
+    let failed = errors > 0 || (args.deny_warnings && warnings > 0);
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Human => {
+            eprint_diagnostics(&diagnostics);
+            for (name, summary) in &summaries {
+                writeln!(out, "ok    {name}: {summary}")?;
+            }
+            writeln!(
+                out,
+                "{files} file{} checked: {} valid workflow{}, {errors} error{}, {warnings} warning{}",
+                plural(files),
+                summaries.len(),
+                plural(summaries.len()),
+                plural(errors),
+                plural(warnings),
+            )?;
+        }
+        Format::Json => {
+            let json = serde_json::json!({
+                "ok": !failed,
+                "files": files,
+                "workflows": summaries.iter().map(|(n, s)| serde_json::json!({"name": n, "summary": s})).collect::<Vec<_>>(),
+                "errors": errors,
+                "warnings": warnings,
+                "diagnostics": diagnostics.iter().map(to_json_value).collect::<Vec<_>>(),
+            });
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            )?;
+        }
+        Format::Github => {
+            for d in &diagnostics {
+                writeln!(out, "{}", render_github(d))?;
+            }
+            writeln!(
+                out,
+                "{files} file{} checked: {} valid workflow{}, {errors} error{}, {warnings} warning{}",
+                plural(files),
+                summaries.len(),
+                plural(summaries.len()),
+                plural(errors),
+                plural(warnings),
+            )?;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

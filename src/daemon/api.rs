@@ -1,0 +1,636 @@
+//! The daemon's HTTP endpoints (axum): the unsubscribe link of every marketing email, the
+//! bounce and complaint webhook of the mail provider, and a health check.
+//!
+//! `POST /v1/customers` upserts customers and `POST /v1/events` records events (each a JSON
+//! object or a list of them, with the bearer token; an event's `id`, or the
+//! `Idempotency-Key` header for a single one, makes a retried POST record it once).
+//!
+//! `GET /u/{token}` only shows a confirmation page — mail scanners follow links, and a GET
+//! must not unsubscribe anyone. `POST /u/{token}` is RFC 8058's one-click unsubscribe (and
+//! the page's button). `POST /v1/suppressions` takes `{"email", "type": "bounce" |
+//! "complaint", "reason"?}`, or a list of them, with the bearer token of `server.token`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+
+use crate::store::{MailReport, Store, Unsubscribed};
+use crate::unsubscribe::{Signer, TokenError};
+use crate::workflow::templates::escape_html;
+
+/// Request bodies larger than this are refused with 413 before they are read.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What the handlers share.
+pub struct Api {
+    pub store: Store,
+    pub signer: Signer,
+    /// The bearer token write endpoints require; `None` turns them off.
+    pub token: Option<String>,
+    /// Shown on the unsubscribe pages: who is writing.
+    pub sender: String,
+    /// What the daemon runs, for `/healthz`.
+    pub health: std::sync::RwLock<Health>,
+    /// What the passes did, for `/metrics`.
+    pub passes: std::sync::Mutex<PassMetrics>,
+}
+
+/// Counters the daemon's loop keeps.
+#[derive(Debug, Clone, Default)]
+pub struct PassMetrics {
+    pub passes: u64,
+    pub failed_passes: u64,
+    pub seconds_total: f64,
+    pub last_seconds: f64,
+    pub emails_sent: u64,
+    pub emails_failed: u64,
+    pub emails_retried: u64,
+    pub steps: u64,
+}
+
+/// The running workflow set and the last reload's failure, if the last one failed.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub workflows: Vec<String>,
+    pub reload_error: Option<String>,
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/u/{token}", get(confirm).post(unsubscribe))
+        .route("/v1/suppressions", post(suppressions))
+        .route("/v1/customers", post(customers))
+        .route("/v1/events", post(events))
+        .route("/openapi.json", get(openapi))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+/// The checked-in description of these endpoints (`docs/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// 200 while the daemon serves; `degraded` with the error while a changed workflow set is
+/// refused (the previous set keeps running).
+async fn healthz(State(api): State<Arc<Api>>) -> impl IntoResponse {
+    let health = api.health.read().map(|h| h.clone()).unwrap_or_default();
+    let status = if health.reload_error.is_some() {
+        "degraded"
+    } else {
+        "ok"
+    };
+    Json(json!({
+        "status": status,
+        "workflows": health.workflows,
+        "reload_error": health.reload_error,
+    }))
+}
+
+/// Prometheus text: the store's counts (journeys and emails by workflow and state,
+/// customers by stage, queue depth) and the passes' counters and durations.
+async fn metrics(State(api): State<Arc<Api>>) -> Response {
+    use std::fmt::Write as _;
+    let counts = async {
+        let mut conn = api.store.connection().await?;
+        crate::store::status::counts(&mut conn).await
+    };
+    let Ok(c) = counts.await else {
+        return unavailable();
+    };
+    let p = api.passes.lock().map(|p| p.clone()).unwrap_or_default();
+    let label = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let mut out = String::new();
+    for (name, help, by_workflow) in [
+        (
+            "tidings_enrollments",
+            "Journeys by workflow and state.",
+            &c.journeys,
+        ),
+        (
+            "tidings_emails",
+            "Emails by workflow and outbox state.",
+            &c.emails,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (wf, states) in by_workflow {
+            for (state, n) in states {
+                let _ = writeln!(
+                    out,
+                    "{name}{{workflow=\"{}\",state=\"{}\"}} {n}",
+                    label(wf),
+                    label(state)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tidings_customers Customers by lifecycle stage.\n# TYPE tidings_customers gauge"
+    );
+    for (stage, n) in &c.stages {
+        let _ = writeln!(
+            out,
+            "tidings_customers{{stage=\"{}\"}} {n}",
+            label(stage.as_deref().unwrap_or(""))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tidings_queue_depth Emails and webhook calls waiting to go.\n# TYPE tidings_queue_depth gauge\ntidings_queue_depth {}",
+        c.queued
+    );
+    for (name, help, value) in [
+        ("tidings_passes_total", "Passes run.", p.passes as f64),
+        (
+            "tidings_failed_passes_total",
+            "Passes that stopped with an error.",
+            p.failed_passes as f64,
+        ),
+        (
+            "tidings_pass_seconds_total",
+            "Time spent in passes.",
+            p.seconds_total,
+        ),
+        ("tidings_steps_total", "Journey steps run.", p.steps as f64),
+        (
+            "tidings_emails_sent_total",
+            "Emails sent by this process.",
+            p.emails_sent as f64,
+        ),
+        (
+            "tidings_emails_failed_total",
+            "Emails failed for good by this process.",
+            p.emails_failed as f64,
+        ),
+        (
+            "tidings_emails_retried_total",
+            "Email attempts to be retried.",
+            p.emails_retried as f64,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tidings_last_pass_seconds How long the last pass took.\n# TYPE tidings_last_pass_seconds gauge\ntidings_last_pass_seconds {}",
+        p.last_seconds
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// A JSON response (axum's `Json` extractor is not used for bodies: its rejections do not
+/// say where in the document the problem is).
+struct Json(Value);
+
+impl IntoResponse for Json {
+    fn into_response(self) -> Response {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            self.0.to_string(),
+        )
+            .into_response()
+    }
+}
+
+fn problem(status: StatusCode, message: &str, pointer: Option<&str>) -> Response {
+    let mut body = json!({ "error": message });
+    if let Some(p) = pointer {
+        body["pointer"] = json!(p);
+    }
+    (status, Json(body)).into_response()
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\"><title>{title}</title></head>\n<body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\"><h1>{title}</h1>\n{body}\n</body></html>\n"
+    );
+    (status, Html(html)).into_response()
+}
+
+/// The page for a link that cannot be used; nothing has changed.
+fn refused(e: &TokenError) -> Response {
+    let status = match e {
+        TokenError::Expired(_) => StatusCode::GONE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    page(
+        status,
+        "This link cannot be used",
+        &format!(
+            "<p>{}. Nothing was changed. Use the link in a recent email, or reply to it to be removed.</p>",
+            escape_html(&e.to_string())
+        ),
+    )
+}
+
+/// `a•••@example.com`: enough for the reader to recognise the address, not enough to
+/// disclose it to whoever holds a forwarded link.
+fn masked(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}•••@{domain}")
+        }
+        None => "your address".into(),
+    }
+}
+
+async fn confirm(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
+    let checked = match api.signer.verify(&token, Utc::now()) {
+        Ok(c) => c,
+        Err(e) => return refused(&e),
+    };
+    let who = match api.store.customer(&checked.customer_id).await {
+        Ok(Some(c)) => masked(&c.email),
+        _ => "your address".into(),
+    };
+    page(
+        StatusCode::OK,
+        "Unsubscribe?",
+        &format!(
+            "<p>Stop marketing email from {} to {}? Receipts and other emails about your orders still arrive.</p>\n<form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\"><button type=\"submit\">Unsubscribe</button></form>",
+            escape_html(&api.sender),
+            escape_html(&who)
+        ),
+    )
+}
+
+async fn unsubscribe(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
+    let checked = match api.signer.verify(&token, Utc::now()) {
+        Ok(c) => c,
+        Err(e) => return refused(&e),
+    };
+    let source = format!("link in `{}`", checked.workflow);
+    match api
+        .store
+        .unsubscribe(&checked.customer_id, &source, Utc::now())
+        .await
+    {
+        Ok(Unsubscribed::Now | Unsubscribed::Already) => page(
+            StatusCode::OK,
+            "You are unsubscribed",
+            &format!(
+                "<p>{} will send you no more marketing email. Emails about your orders still arrive.</p>",
+                escape_html(&api.sender)
+            ),
+        ),
+        Ok(Unsubscribed::NoSuchCustomer) => page(
+            StatusCode::NOT_FOUND,
+            "Unknown subscriber",
+            "<p>This address is not on our list any more; nothing will be sent to it.</p>",
+        ),
+        Err(_) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Please try again",
+            "<p>We could not record your request just now. Nothing was changed; please try again in a minute.</p>",
+        ),
+    }
+}
+
+/// Checks `Authorization: Bearer <server.token>`, comparing in constant time.
+#[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &api.token else {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "write endpoints are off: set `server.token` in tidings.yaml (e.g. `token: ${TIDINGS_API_TOKEN}`)",
+            None,
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token);
+    let refused = |message: &str, error: &str| {
+        let mut response = problem(StatusCode::UNAUTHORIZED, message, None);
+        if let Ok(challenge) =
+            header::HeaderValue::from_str(&format!("Bearer realm=\"tidings\", error=\"{error}\""))
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
+    };
+    match given {
+        Some(g) if same_secret(g, expected) => Ok(()),
+        Some(_) => Err(refused(
+            "the bearer token is not the one in `server.token`",
+            "invalid_token",
+        )),
+        None => Err(refused(
+            "send `Authorization: Bearer <token>` with the token of `server.token`",
+            "invalid_request",
+        )),
+    }
+}
+
+/// The token of `Bearer TOKEN`; the scheme's name is case-insensitive (RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Compares without leaking where they differ: HMAC tags of both, checked by ring in
+/// constant time.
+fn same_secret(given: &str, expected: &str) -> bool {
+    use ring::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, b"tidings bearer token");
+    hmac::verify(
+        &key,
+        given.as_bytes(),
+        hmac::sign(&key, expected.as_bytes()).as_ref(),
+    )
+    .is_ok()
+}
+
+/// Reads `{"email", "type", "reason"?}` or a list of them; an error names the field by
+/// JSON pointer (`None`: the body is not JSON).
+fn reports(body: &[u8]) -> Result<Vec<MailReport>, (String, Option<String>)> {
+    let (items, list) = body_items(body)?;
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = |field: &str| pointer(list, i, field);
+        let Value::Object(map) = item else {
+            return Err((
+                "expected an object like {\"email\": \"a@example.com\", \"type\": \"bounce\"}"
+                    .into(),
+                Some(at("")),
+            ));
+        };
+        let email = match map.get("email") {
+            Some(Value::String(e)) if e.contains('@') && !e.contains(char::is_whitespace) => {
+                e.trim().to_lowercase()
+            }
+            Some(_) => return Err(("`email` must be an email address".into(), Some(at("email")))),
+            None => return Err(("`email` is missing".into(), Some(at("email")))),
+        };
+        let complaint = match map.get("type").and_then(Value::as_str) {
+            Some("bounce") => false,
+            Some("complaint") => true,
+            _ => {
+                return Err((
+                    "`type` must be \"bounce\" or \"complaint\"".into(),
+                    Some(at("type")),
+                ));
+            }
+        };
+        let kind = if complaint { "complaint" } else { "bounce" };
+        let reason = match map.get("reason") {
+            None | Some(Value::Null) => kind.to_string(),
+            Some(Value::String(r)) if r.is_empty() => kind.to_string(),
+            Some(Value::String(r)) => {
+                format!("{kind}: {}", r.chars().take(500).collect::<String>())
+            }
+            Some(_) => return Err(("`reason` must be a string".into(), Some(at("reason")))),
+        };
+        out.push(MailReport {
+            email,
+            complaint,
+            reason,
+        });
+    }
+    Ok(out)
+}
+
+/// A bounce suppresses the address (nothing more is sent to it); a complaint unsubscribes
+/// its customers from marketing (receipts still go), or suppresses an address no customer
+/// has. All are checked before any is stored, and stored in one transaction.
+async fn suppressions(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let reports = match reports(&body) {
+        Ok(r) => r,
+        Err((message, pointer)) => {
+            let status = if pointer.is_some() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return problem(status, &message, pointer.as_deref());
+        }
+    };
+    match api.store.record_reports(&reports, Utc::now()).await {
+        Ok((suppressed, unsubscribed)) => Json(
+            json!({ "received": reports.len(), "suppressed": suppressed, "unsubscribed": unsubscribed }),
+        )
+        .into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+/// A body of one JSON object or a list of them: the items, and whether it was a list
+/// (which decides how a JSON pointer names an item). Not JSON: the message alone (400);
+/// JSON this API cannot take — a number beyond what a double holds, a NUL character in
+/// any text or key, which PostgreSQL cannot store — the message and its pointer (422), the
+/// same on every store.
+fn body_items(body: &[u8]) -> Result<(Vec<Value>, bool), (String, Option<String>)> {
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        return Err((format!("the body is not JSON: {e}"), None));
+    }
+    let value: Value =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
+            .map_err(|e| (format!("{}", e.inner()), Some(json_pointer(e.path()))))?;
+    if let Some(at) = nul_in(&value, &mut String::new()) {
+        return Err((
+            "text may not contain a NUL character (\\u0000)".into(),
+            Some(at),
+        ));
+    }
+    Ok(match value {
+        Value::Array(items) => (items, true),
+        one => (vec![one], false),
+    })
+}
+
+/// The RFC 6901 pointer of a place serde went through.
+fn json_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .map(|segment| match segment {
+            Segment::Seq { index } => format!("/{index}"),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                format!("/{}", key.replace('~', "~0").replace('/', "~1"))
+            }
+            Segment::Unknown => "/?".to_string(),
+        })
+        .collect()
+}
+
+/// The pointer to the first string or key holding a NUL character, if any.
+fn nul_in(value: &Value, at: &mut String) -> Option<String> {
+    let escaped = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    match value {
+        Value::String(s) if s.contains('\0') => Some(at.clone()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            let mut here = format!("{at}/{i}");
+            nul_in(v, &mut here)
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let mut here = format!("{at}/{}", escaped(k));
+            if k.contains('\0') {
+                return Some(here);
+            }
+            nul_in(v, &mut here)
+        }),
+        _ => None,
+    }
+}
+
+/// The JSON pointer to item `index`'s `field` (`""`: the item itself).
+fn pointer(list: bool, index: usize, field: &str) -> String {
+    let base = if list {
+        format!("/{index}")
+    } else {
+        String::new()
+    };
+    if field.is_empty() {
+        // RFC 6901: the whole document is "", not "/".
+        base
+    } else {
+        format!("{base}/{field}")
+    }
+}
+
+/// A body of import rows: one JSON object or a list of them.
+#[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
+fn rows_of(body: &[u8]) -> Result<(Vec<Map<String, Value>>, bool), Response> {
+    let (items, list) = body_items(body).map_err(|(e, at)| match at {
+        Some(at) => problem(StatusCode::UNPROCESSABLE_ENTITY, &e, Some(&at)),
+        None => problem(StatusCode::BAD_REQUEST, &e, None),
+    })?;
+    let mut rows = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let Value::Object(row) = item else {
+            return Err(problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "expected a JSON object",
+                Some(&pointer(list, i, "")),
+            ));
+        };
+        rows.push(row);
+    }
+    Ok((rows, list))
+}
+
+/// Import row errors as a 422 naming each bad field; nothing was stored.
+fn row_problems(errors: &[crate::import::RowError], list: bool) -> Response {
+    let at = |e: &crate::import::RowError| pointer(list, e.line as usize - 1, &e.field);
+    let all: Vec<Value> = errors
+        .iter()
+        .map(|e| json!({ "pointer": at(e), "error": e.message }))
+        .collect();
+    let first = &errors[0];
+    let mut body = json!({ "error": first.message, "pointer": at(first), "errors": all });
+    body["stored"] = json!(0);
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+/// Upserts customers by `id`: all or none.
+async fn customers(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let (rows, list) = match rows_of(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let rows = crate::import::customers_of(&rows);
+    match api.store.import_customers(rows.into_iter(), false).await {
+        Ok(report) if !report.errors.is_empty() => row_problems(&report.errors, list),
+        Ok(report) => Json(json!({ "stored": report.written })).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+/// Records events: all or none; an event seen before (same `id`) is not recorded again.
+async fn events(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let (rows, list) = match rows_of(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    // A single event may carry its idempotency key in the header instead of `id`.
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| !list);
+    let rows = crate::import::events_posted(&rows, Utc::now(), key);
+    match api.store.record_events(rows.into_iter(), false).await {
+        Ok(report) if !report.errors.is_empty() => row_problems(&report.errors, list),
+        Ok(report) => Json(json!({ "stored": report.written })).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+fn unavailable() -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store could not record this; nothing was stored, send it again",
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounce_reports_are_checked_with_a_pointer_to_the_bad_field() {
+        let ok = reports(br#"[{"email":"Ada@Example.com","type":"bounce","reason":"550 5.1.1"},{"email":"b@x.org","type":"complaint"}]"#).unwrap();
+        assert_eq!(ok[0].email, "ada@example.com");
+        assert!(!ok[0].complaint && ok[1].complaint);
+        assert_eq!(
+            reports(br#"[{"email":"a@x.org","type":"bounce"},{"email":"a@x.org","type":"soft"}]"#),
+            Err((
+                "`type` must be \"bounce\" or \"complaint\"".into(),
+                Some("/1/type".into())
+            ))
+        );
+        assert_eq!(
+            reports(br#"{"type":"bounce"}"#).unwrap_err().1.as_deref(),
+            Some("/email")
+        );
+        assert_eq!(
+            reports(br#"{"email":"nobody","type":"bounce"}"#)
+                .unwrap_err()
+                .1
+                .as_deref(),
+            Some("/email")
+        );
+        assert_eq!(reports(b"[1]").unwrap_err().1.as_deref(), Some("/0"));
+        assert!(
+            reports(b"{nope")
+                .unwrap_err()
+                .0
+                .starts_with("the body is not JSON")
+        );
+        assert_eq!(masked("ada@example.com"), "a•••@example.com");
+    }
+}

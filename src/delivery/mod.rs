@@ -1,0 +1,1170 @@
+//! The outbox dispatcher: pending email deliveries become MIME messages (lettre) and leave
+//! through the configured transport. Only this module talks to the outside.
+//!
+//! A row is marked sent after the message has left; a crash in between sends it again with
+//! the same Message-ID (at-least-once), which receivers and the folder transport (file
+//! named after the key) recognise.
+
+pub mod pacing;
+pub mod smtp;
+pub mod tls;
+pub mod webhook;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use lettre::Message;
+use lettre::message::dkim::{
+    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+    DkimSigningKey,
+};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::extension::ClientId;
+use thiserror::Error;
+
+use crate::delivery::pacing::{DomainPacing, Pacer, domain_of};
+use crate::delivery::smtp::{SendError, Session, SmtpServer};
+use crate::store::journeys::DeliveryRow;
+use crate::store::outbox;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Error)]
+pub enum DeliveryError {
+    #[error(
+        "`{0}` is not an address tidings can send from; write e.g. `Acme <hello@acme.example>`"
+    )]
+    BadFrom(String),
+    #[error("{0}")]
+    BadSetting(String),
+    #[error(
+        "`{0}` is not a transport; use `folder:DIR`, `stdout`, `smtp://HOST:PORT` or `smtps://HOST:PORT`"
+    )]
+    BadTransport(String),
+    #[error("cannot write to `{path}`")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a sending task stopped: {0}")]
+    Task(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database error")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// Where messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// One `.eml` file per message (the default: no server needed).
+    Folder(PathBuf),
+    /// Printed, for debugging.
+    Stdout,
+    /// Recorded as sent and dropped: a rehearsal that only counts.
+    Discard,
+    /// An SMTP server.
+    Smtp(SmtpServer),
+}
+
+impl Transport {
+    /// Parses `email.transport`; a relative folder is under the project root.
+    pub fn parse(text: &str, root: &Path) -> Result<Self, DeliveryError> {
+        if let Some(dir) = text.strip_prefix("folder:") {
+            let dir = Path::new(dir);
+            return Ok(Transport::Folder(
+                if dir.is_absolute() || root == Path::new(".") {
+                    dir.to_path_buf()
+                } else {
+                    root.join(dir)
+                },
+            ));
+        }
+        match text {
+            "stdout" => Ok(Transport::Stdout),
+            t if t.starts_with("smtp://") || t.starts_with("smtps://") => SmtpServer::parse(t)
+                .map(Transport::Smtp)
+                .map_err(|_| DeliveryError::BadTransport(t.to_string())),
+            t => Err(DeliveryError::BadTransport(t.to_string())),
+        }
+    }
+}
+
+/// The configured transport, with SMTP credentials resolved from `${ENV}` (a missing
+/// variable is named; its value never appears in a message).
+pub fn configured_transport(project: &crate::config::Project) -> Result<Transport, DeliveryError> {
+    let email = &project.config.email;
+    let mut transport = Transport::parse(&email.transport, &project.root).map_err(|e| {
+        DeliveryError::BadSetting(format!("{e} (in `email.transport` of tidings.yaml)"))
+    })?;
+    if let Transport::Smtp(server) = &mut transport
+        && let Some(user) = &email.username
+    {
+        let env = |name: &str| std::env::var(name).ok();
+        let resolve = |key: &str, value: &str| {
+            crate::config::expand_env(value, &env).map_err(|e| {
+                DeliveryError::BadSetting(format!("{e} (in `email.{key}` of tidings.yaml)"))
+            })
+        };
+        let password = email.password.as_deref().unwrap_or("");
+        server.credentials = Some((resolve("username", user)?, resolve("password", password)?));
+    }
+    Ok(transport)
+}
+
+/// What one dispatch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DispatchReport {
+    pub sent: u64,
+    pub failed: u64,
+    pub retrying: u64,
+    /// Not sent: the address is suppressed or the customer unsubscribed since it was queued.
+    pub suppressed: u64,
+    /// `at_most_once` emails whose fate the server left unknown.
+    pub unknown: u64,
+    /// One line per email that did not simply go, for the operator — but for emails to be
+    /// retried, only the first few of each cause, and then one line with how many more.
+    pub problems: Vec<String>,
+    /// Emails to be retried, by cause: a server that is down would otherwise print a line
+    /// for every email claimed.
+    retries_by_cause: BTreeMap<String, u64>,
+}
+
+/// Lines printed for emails retried for one cause before the rest are counted.
+const RETRY_LINES_PER_CAUSE: u64 = 3;
+
+impl DispatchReport {
+    /// Notes an email to be retried: its own line while its cause is new.
+    fn retry(&mut self, what: &str, cause: &str) {
+        let seen = self.retries_by_cause.entry(cause.to_string()).or_insert(0);
+        *seen += 1;
+        if *seen <= RETRY_LINES_PER_CAUSE {
+            self.problems
+                .push(format!("{what} will be retried: {cause}"));
+        }
+    }
+
+    /// One line per cause with more emails to be retried than it had lines.
+    fn count_the_rest(&mut self) {
+        for (cause, n) in std::mem::take(&mut self.retries_by_cause) {
+            if n > RETRY_LINES_PER_CAUSE {
+                let more = n - RETRY_LINES_PER_CAUSE;
+                let emails = if more == 1 { "email" } else { "emails" };
+                self.problems.push(format!(
+                    "... and {more} more {emails} will be retried: {cause}"
+                ));
+            }
+        }
+    }
+}
+
+/// Why a single message cannot be built; the delivery fails, the rest go on.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct MessageError(String);
+
+/// Builds the MIME message of a delivery: `multipart/alternative` when there is a text
+/// part, the stable Message-ID, `date` (when it leaves, or the virtual moment) as `Date`,
+/// the workflow and step as `X-Tidings-*`, and RFC 8058 one-click unsubscribe headers on
+/// marketing mail.
+pub fn build_message(
+    d: &DeliveryRow,
+    from: &Mailbox,
+    date: DateTime<Utc>,
+) -> Result<Message, MessageError> {
+    let bad = |e: &dyn std::fmt::Display| MessageError(e.to_string());
+    let to: Mailbox = Mailbox::new(None, envelope_address(&d.recipient).map_err(MessageError)?);
+    let subject = d.subject.clone().unwrap_or_default();
+    if subject.contains(['\r', '\n']) {
+        return Err(MessageError("the subject contains a line break".into()));
+    }
+    let mut builder = Message::builder()
+        .from(from.clone())
+        .to(to)
+        .raw_header(subject_header(subject))
+        .message_id(Some(d.message_id.clone()))
+        .date(SystemTime::from(date))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-Tidings-Workflow"),
+            d.workflow.clone(),
+        ))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-Tidings-Step"),
+            d.step.clone(),
+        ));
+    let unsubscribe = d
+        .payload
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        .and_then(|v| v["unsubscribe_url"].as_str().map(str::to_string));
+    if d.class == "marketing"
+        && let Some(url) = unsubscribe
+    {
+        builder = builder
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                format!("<{url}>"),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".into(),
+            ));
+    }
+    let html = SinglePart::builder()
+        .header(ContentType::TEXT_HTML)
+        .body(d.html.clone().unwrap_or_default());
+    let message = match &d.text {
+        Some(text) => builder.multipart(
+            MultiPart::alternative()
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(text.clone()),
+                )
+                .singlepart(html),
+        ),
+        None => builder.singlepart(html),
+    };
+    message.map_err(|e| bad(&e))
+}
+
+/// The address as SMTP carries it: the domain in ASCII (IDNA, so `ana@bücher.example`
+/// needs no extension), the local part as written (a non-ASCII one needs SMTPUTF8, which
+/// the session asks for or refuses).
+pub fn envelope_address(recipient: &str) -> Result<lettre::Address, String> {
+    let bad = |why: &dyn std::fmt::Display| format!("recipient `{recipient}`: {why}");
+    let (local, domain) = recipient.rsplit_once('@').ok_or_else(|| bad(&"no `@`"))?;
+    let domain = idna::domain_to_ascii(domain)
+        .map_err(|_| bad(&"the domain is not a valid international domain name"))?;
+    lettre::Address::new(local, domain).map_err(|e| bad(&e))
+}
+
+/// The Subject header. Text that only looks like an RFC 2047 encoded word (a customer's
+/// name `=?utf-8?q?Spoof?=`) is data: the whole subject is then encoded, so that the
+/// reader's client shows those characters and decodes nothing the sender did not encode.
+fn subject_header(subject: String) -> HeaderValue {
+    let name = HeaderName::new_from_ascii_str("Subject");
+    if !subject.contains("=?") {
+        return HeaderValue::new(name, subject);
+    }
+    let mut encoded = String::new();
+    let written = {
+        let mut writer = email_encoding::headers::writer::EmailWriter::new(
+            &mut encoded,
+            "Subject: ".len(),
+            0,
+            false,
+        );
+        email_encoding::headers::rfc2047::encode(&subject, &mut writer)
+    };
+    if written.is_err() {
+        return HeaderValue::new(name, subject);
+    }
+    HeaderValue::dangerous_new_pre_encoded(name, subject, encoded)
+}
+
+/// How the dispatcher behaves, from `email:` in tidings.yaml.
+#[derive(Debug, Clone)]
+pub struct DispatchOptions {
+    pub from: Mailbox,
+    /// SMTP sessions in parallel.
+    pub concurrency: usize,
+    /// At most this many messages a second (0: no limit).
+    pub rate_per_second: u32,
+    /// A message still failing this long after it was queued is given up on.
+    pub give_up_after: TimeDelta,
+    /// Whether this process is the only sender (SQLite): emails a dead sender left in
+    /// `sending` are recovered at once, not when their lease runs out.
+    pub sole_sender: bool,
+    /// How long a claimed email stays ours before another sender may take it over.
+    pub lease: TimeDelta,
+    /// At most so many messages a second to one recipient domain (`default`: any other).
+    pub rate_per_domain: std::collections::BTreeMap<String, u32>,
+    /// Signs every message when `email.dkim` is configured.
+    pub dkim: Option<Arc<DkimConfig>>,
+    /// What an email's `Date` says.
+    pub dates: MessageDates,
+}
+
+/// What an email's `Date` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageDates {
+    /// The moment it leaves: a step that fell due long ago is sent, and dated, now.
+    WhenSent,
+    /// The pass's moment: a rehearsal, a workflow test or `run --once --now` runs on a
+    /// virtual clock, and its mail is dated by it.
+    PassMoment,
+}
+
+impl DispatchOptions {
+    /// Reads `email:`; `root` is where a relative DKIM key file lives.
+    pub fn from_config(
+        email: &crate::config::EmailConfig,
+        root: &Path,
+        sole_sender: bool,
+    ) -> Result<Self, DeliveryError> {
+        let from: Mailbox = email
+            .from
+            .parse()
+            .map_err(|_| DeliveryError::BadFrom(email.from.clone()))?;
+        let give_up_after = crate::time::duration::parse(&email.give_up_after).map_err(|_| {
+            DeliveryError::BadSetting(format!(
+                "`email.give_up_after: {}` is not a duration; write e.g. `3d`",
+                email.give_up_after
+            ))
+        })?;
+        let lease = crate::time::duration::parse(&email.lease).map_err(|_| {
+            DeliveryError::BadSetting(format!(
+                "`email.lease: {}` is not a duration; write e.g. `5m`",
+                email.lease
+            ))
+        })?;
+        let dkim = match &email.dkim {
+            Some(d) => Some(Arc::new(load_dkim(d, root)?)),
+            None => None,
+        };
+        Ok(Self {
+            from,
+            dkim,
+            lease,
+            concurrency: email.concurrency.max(1),
+            rate_per_second: email.rate_per_second,
+            rate_per_domain: email.rate_per_domain.clone(),
+            give_up_after,
+            sole_sender,
+            dates: MessageDates::WhenSent,
+        })
+    }
+}
+
+/// The headers a DKIM signature covers: the ones a receiver shows or acts on. Those a
+/// message lacks (List-Unsubscribe on transactional mail) are signed as absent, so they
+/// cannot be added on the way either. Not Content-Type: lettre writes a MIME body's own
+/// headers after the signature and does not see them when it signs.
+const DKIM_SIGNED: [&str; 8] = [
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+];
+
+/// Loads the signing key named by `email.dkim`, failing with what to do when the file is
+/// missing or holds the wrong kind of key: a send must not go out unsigned by surprise.
+fn load_dkim(config: &crate::config::DkimConfig, root: &Path) -> Result<DkimConfig, DeliveryError> {
+    use crate::config::DkimAlgorithm;
+    let path = crate::config::expand_env(&config.key_file, &|name| std::env::var(name).ok())
+        .map_err(|e| {
+            DeliveryError::BadSetting(format!("{e} (in `email.dkim.key_file` of tidings.yaml)"))
+        })?;
+    let path = root.join(path);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        DeliveryError::BadSetting(format!(
+            "cannot read the DKIM key `{}` named by `email.dkim.key_file`: {e}",
+            path.display()
+        ))
+    })?;
+    let (algorithm, expected) = match config.algorithm {
+        DkimAlgorithm::Rsa => (
+            DkimSigningAlgorithm::Rsa,
+            "an RSA private key in PKCS#1 PEM (`-----BEGIN RSA PRIVATE KEY-----`); convert a PKCS#8 key with `openssl rsa -in key.pem -traditional`",
+        ),
+        DkimAlgorithm::Ed25519 => (
+            DkimSigningAlgorithm::Ed25519,
+            "the base64 of a 32-byte Ed25519 secret key",
+        ),
+    };
+    let key = DkimSigningKey::new(text.trim(), algorithm).map_err(|_| {
+        DeliveryError::BadSetting(format!(
+            "the DKIM key `{}` is not {expected}",
+            path.display()
+        ))
+    })?;
+    Ok(DkimConfig::new(
+        config.selector.clone(),
+        config.domain.clone(),
+        key,
+        DKIM_SIGNED
+            .iter()
+            .map(|h| HeaderName::new_from_ascii_str(h))
+            .collect(),
+        DkimCanonicalization {
+            header: DkimCanonicalizationType::Relaxed,
+            body: DkimCanonicalizationType::Relaxed,
+        },
+    ))
+}
+
+/// How one email's send ended.
+enum Outcome {
+    Sent,
+    Failed(String),
+    Suppressed(String),
+    /// Retried later (unless it is too old), with the reason.
+    Retry(String),
+    /// The server may have it: retried (`at_least_once`) or left `unknown` (`at_most_once`).
+    Unknown(String),
+    /// The address refused the mail for good: failed, and the address suppressed.
+    Rejected(String),
+}
+
+/// A message ready to go.
+struct Job {
+    row: DeliveryRow,
+    bytes: Vec<u8>,
+    to: lettre::Address,
+    /// Claimed with its batch (`at_least_once`); else claimed right before it leaves.
+    claimed: bool,
+}
+
+/// Takes back the emails a stopped sender left `sending` when a sender starts: all of them
+/// when this process is the only sender, else those whose lease ran out (as every dispatch
+/// does, see [`take_over_expired`]). Returns a line for the operator when there were any.
+pub async fn recover_interrupted(
+    store: &Store,
+    options: &DispatchOptions,
+) -> Result<Option<String>, DeliveryError> {
+    let expired = (!options.sole_sender).then_some(Utc::now());
+    recover(store, expired).await
+}
+
+/// Takes over what any sender — another replica, or a process killed long ago — left
+/// `sending` past its lease: emails and webhook calls alike. Every dispatch does this, not
+/// only a sender that starts, so a live replica finishes a dead one's claims once their
+/// lease runs out, with the same Message-ID.
+pub async fn take_over_expired(store: &Store) -> Result<Option<String>, DeliveryError> {
+    recover(store, Some(Utc::now())).await
+}
+
+async fn recover(
+    store: &Store,
+    expired_before: Option<DateTime<Utc>>,
+) -> Result<Option<String>, DeliveryError> {
+    let mut conn = store.connection().await?;
+    let (requeued, unknown) = outbox::recover_interrupted(&mut conn, expired_before).await?;
+    Ok((requeued + unknown > 0).then(|| {
+        format!(
+            "{requeued} emails interrupted by a stopped sender are sent again; {unknown} (at_most_once) are left `unknown`"
+        )
+    }))
+}
+
+/// How often a long dispatch looks for claims whose lease ran out.
+const TAKE_OVER_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Emails claimed per statement (fewer under a rate limit: see [`claim_size`]).
+const CLAIM_BATCH: i64 = 500;
+
+/// Sends every email due by `now` through the transport, recording each outcome.
+pub async fn dispatch(
+    store: &Store,
+    transport: &Transport,
+    options: &DispatchOptions,
+    now: DateTime<Utc>,
+) -> Result<DispatchReport, DeliveryError> {
+    dispatch_while(store, transport, options, now, None).await
+}
+
+/// How long a sender working beside the engine waits when nothing is due yet.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How far the engine's pass has come, for a sender working beside it.
+#[derive(Debug, Default)]
+pub struct EngineProgress {
+    /// Every event recorded before the pass is applied: an unsubscribe among them must
+    /// stop mail before any leaves.
+    pub events_applied: AtomicBool,
+    /// The pass has queued all it will.
+    pub done: AtomicBool,
+}
+
+/// Sends emails as the engine queues them — from when it has applied the events recorded
+/// before the pass until it is done and everything due by `now` has gone: the two share
+/// the machine's cores, and the first emails leave while the last journeys are still
+/// being moved on.
+pub async fn dispatch_alongside(
+    store: Store,
+    transport: Transport,
+    options: DispatchOptions,
+    now: DateTime<Utc>,
+    engine: Arc<EngineProgress>,
+) -> Result<DispatchReport, DeliveryError> {
+    while !engine.events_applied.load(Ordering::Acquire) && !engine.done.load(Ordering::Acquire) {
+        tokio::time::sleep(IDLE).await;
+    }
+    dispatch_while(&store, &transport, &options, now, Some(&engine.done)).await
+}
+
+async fn dispatch_while(
+    store: &Store,
+    transport: &Transport,
+    options: &DispatchOptions,
+    now: DateTime<Utc>,
+    engine_done: Option<&AtomicBool>,
+) -> Result<DispatchReport, DeliveryError> {
+    if let Transport::Folder(dir) = transport {
+        std::fs::create_dir_all(dir).map_err(|source| DeliveryError::Write {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let mut smtp = match transport {
+        Transport::Smtp(server) => Some(SmtpPool::start(server.clone(), options)),
+        _ => None,
+    };
+    let (outcomes, recorder) = Outcomes::start(store, options, now);
+    let sent = send_due(
+        store,
+        transport,
+        options,
+        now,
+        &outcomes,
+        &mut smtp,
+        engine_done,
+    )
+    .await;
+    drop(outcomes);
+    if let Some(pool) = smtp {
+        pool.close().await;
+    }
+    // The recorder's error first: when it stopped, sending stopped because of it.
+    let mut report = match recorder.await {
+        Ok(recorded) => recorded?,
+        Err(e) => {
+            return Err(DeliveryError::Task(e.to_string()));
+        }
+    };
+    if let Some(problem) = sent? {
+        report.problems.push(problem);
+    }
+    Ok(report)
+}
+
+/// How many emails one claim takes: all of them must leave within the lease, or another
+/// sender would take them over and send them too, so a rate limit makes the claim smaller.
+fn claim_size(options: &DispatchOptions) -> i64 {
+    let slowest = options
+        .rate_per_domain
+        .values()
+        .copied()
+        .chain((options.rate_per_second > 0).then_some(options.rate_per_second))
+        .filter(|r| *r > 0)
+        .min();
+    match slowest {
+        None => CLAIM_BATCH,
+        Some(rate) => (i64::from(rate) * options.lease.num_seconds() / 2).clamp(1, CLAIM_BATCH),
+    }
+}
+
+/// Claims and sends due emails batch by batch, handing every outcome to the recorder, until
+/// nothing is due (and, beside the engine, the engine is done). Returns a line for the
+/// operator when the SMTP server could not be reached.
+async fn send_due(
+    store: &Store,
+    transport: &Transport,
+    options: &DispatchOptions,
+    now: DateTime<Utc>,
+    outcomes: &Outcomes,
+    smtp: &mut Option<SmtpPool>,
+    engine_done: Option<&AtomicBool>,
+) -> Result<Option<String>, DeliveryError> {
+    let size = claim_size(options);
+    let mut unreachable = None;
+    let mut looked_for_expired: Option<std::time::Instant> = None;
+    loop {
+        if looked_for_expired.is_none_or(|t| t.elapsed() >= TAKE_OVER_EVERY) {
+            looked_for_expired = Some(std::time::Instant::now());
+            if let Some(line) = take_over_expired(store).await? {
+                tracing::warn!("{line}");
+            }
+        }
+        // Read before the claim: once the engine is done, a claim that finds nothing means
+        // nothing more will come in this pass.
+        let finished = engine_done.is_none_or(|d| d.load(Ordering::Acquire));
+        let mut conn = store.connection().await?;
+        let lease_until = Utc::now() + options.lease;
+        let mut batch =
+            outbox::claim_due(&mut conn, store.backend(), "email", now, size, lease_until).await?;
+        let claimed = batch.len();
+        batch.extend(outbox::due_at_most_once(&mut conn, "email", now, size).await?);
+        if batch.is_empty() {
+            if finished {
+                return Ok(unreachable);
+            }
+            drop(conn);
+            tokio::time::sleep(IDLE).await;
+            continue;
+        }
+        let mut blocked = outbox::send_blockers(&mut conn, &batch).await?;
+        drop(conn);
+        let mut jobs = Vec::new();
+        for (i, row) in batch.into_iter().enumerate() {
+            let claimed = i < claimed;
+            let prepared = match blocked.remove(&row.id) {
+                Some(reason) => Err(Outcome::Suppressed(reason)),
+                None => prepare(&row, options, now),
+            };
+            match prepared {
+                Ok((bytes, to)) => jobs.push(Job {
+                    row,
+                    bytes,
+                    to,
+                    claimed,
+                }),
+                Err(outcome) => {
+                    if !claimed && !claim_one(store, &row, options).await? {
+                        continue;
+                    }
+                    if !outcomes.put(row, outcome).await {
+                        return Ok(unreachable);
+                    }
+                }
+            }
+        }
+        match (smtp.as_mut(), transport) {
+            (Some(pool), _) => {
+                if let Some(problem) = pool.send_all(jobs, store, options, outcomes).await? {
+                    if finished {
+                        return Ok(Some(problem));
+                    }
+                    unreachable = Some(problem);
+                    // Beside the engine: what it still queues waits for a retry like the
+                    // rest, so try once more when it is done rather than at every batch.
+                    while engine_done.is_some_and(|d| !d.load(Ordering::Acquire)) {
+                        tokio::time::sleep(IDLE).await;
+                    }
+                }
+            }
+            (None, transport) => {
+                for job in jobs {
+                    if !job.claimed && !claim_one(store, &job.row, options).await? {
+                        continue;
+                    }
+                    if !outcomes.reserve().await {
+                        return Ok(unreachable);
+                    }
+                    match transport {
+                        Transport::Folder(dir) => write_eml(dir, &job.row, &job.bytes)?,
+                        Transport::Stdout => {
+                            use std::io::Write;
+                            let mut stdout = std::io::stdout().lock();
+                            let _ = stdout.write_all(&job.bytes);
+                            let _ = stdout.write_all(b"\n");
+                        }
+                        _ => {}
+                    }
+                    if !outcomes.hand_over(job.row, Outcome::Sent) {
+                        return Ok(unreachable);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The wire bytes of a delivery's message and its envelope recipient, or the outcome
+/// that ends the delivery here.
+fn prepare(
+    row: &DeliveryRow,
+    options: &DispatchOptions,
+    now: DateTime<Utc>,
+) -> Result<(Vec<u8>, lettre::Address), Outcome> {
+    let date = match options.dates {
+        MessageDates::WhenSent => Utc::now(),
+        MessageDates::PassMoment => now,
+    };
+    let mut message = build_message(row, &options.from, date).map_err(|e| Outcome::Failed(e.0))?;
+    let to = envelope_address(&row.recipient).map_err(Outcome::Failed)?;
+    if let Some(dkim) = &options.dkim {
+        message.sign(dkim);
+    }
+    Ok((message.formatted(), to))
+}
+
+/// Claims an `at_most_once` email right before it leaves; `false` when another sender has it.
+async fn claim_one(
+    store: &Store,
+    row: &DeliveryRow,
+    options: &DispatchOptions,
+) -> Result<bool, DeliveryError> {
+    let mut conn = store.connection().await?;
+    Ok(outbox::claim(&mut conn, &row.id, Utc::now() + options.lease).await?)
+}
+
+/// Where senders hand their outcomes: a recorder task commits all that are waiting in one
+/// transaction, so that one wait for the disk serves many emails. A window of one slot per
+/// SMTP session (`email.concurrency`) holds the senders back until an email's outcome is
+/// committed: a sender killed at the worst moment sends at most that many again (with the
+/// same Message-ID), as when each outcome had a commit of its own.
+#[derive(Clone)]
+struct Outcomes {
+    queue: tokio::sync::mpsc::UnboundedSender<(DeliveryRow, Outcome)>,
+    window: Arc<tokio::sync::Semaphore>,
+}
+
+type RecorderTask = tokio::task::JoinHandle<Result<DispatchReport, DeliveryError>>;
+
+impl Outcomes {
+    fn start(store: &Store, options: &DispatchOptions, now: DateTime<Utc>) -> (Self, RecorderTask) {
+        let (queue, received) = tokio::sync::mpsc::unbounded_channel();
+        let window = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
+        let task = tokio::spawn(record_outcomes(
+            store.clone(),
+            options.clone(),
+            now,
+            received,
+            window.clone(),
+        ));
+        (Self { queue, window }, task)
+    }
+
+    /// Waits for a slot before an email leaves; `false` when the recorder has stopped (its
+    /// error is the dispatch's).
+    async fn reserve(&self) -> bool {
+        match self.window.acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Hands over the outcome of an email that holds a slot.
+    fn hand_over(&self, row: DeliveryRow, outcome: Outcome) -> bool {
+        self.queue.send((row, outcome)).is_ok()
+    }
+
+    /// Takes a slot and hands over an outcome decided without sending.
+    async fn put(&self, row: DeliveryRow, outcome: Outcome) -> bool {
+        self.reserve().await && self.hand_over(row, outcome)
+    }
+}
+
+/// Commits outcomes as they arrive, all that are waiting in one transaction, and frees
+/// their slots once committed. On an error it closes the window, which stops the senders.
+async fn record_outcomes(
+    store: Store,
+    options: DispatchOptions,
+    now: DateTime<Utc>,
+    mut received: tokio::sync::mpsc::UnboundedReceiver<(DeliveryRow, Outcome)>,
+    window: Arc<tokio::sync::Semaphore>,
+) -> Result<DispatchReport, DeliveryError> {
+    let mut report = DispatchReport::default();
+    let mut batch = Vec::new();
+    let result = async {
+        while received.recv_many(&mut batch, 1_000).await > 0 {
+            let n = batch.len();
+            let mut tx = store.write_tx().await?;
+            let mut sent = Vec::new();
+            for (row, outcome) in batch.drain(..) {
+                let write = tally(&row, outcome, now, &options, &mut report);
+                if write.state == "sent" {
+                    sent.push(row.id);
+                    continue;
+                }
+                if let Some(reason) = &write.suppress {
+                    outbox::suppress(&mut tx, &row.recipient, reason, now).await?;
+                }
+                let error = write.error.as_deref();
+                outbox::finish(&mut tx, &row.id, write.state, error, now, write.retry_at).await?;
+            }
+            outbox::finish_sent(&mut tx, &sent, now).await?;
+            tx.commit().await?;
+            window.add_permits(n);
+        }
+        Ok::<_, DeliveryError>(())
+    }
+    .await;
+    if result.is_err() {
+        window.close();
+    }
+    report.count_the_rest();
+    result.map(|()| report)
+}
+
+/// What to write for one outcome.
+struct Write {
+    state: &'static str,
+    error: Option<String>,
+    retry_at: Option<DateTime<Utc>>,
+    /// The address goes on the suppression list, for this reason.
+    suppress: Option<String>,
+}
+
+/// Decides what an outcome writes, and counts it in the report and the progress line.
+fn tally(
+    d: &DeliveryRow,
+    outcome: Outcome,
+    now: DateTime<Utc>,
+    options: &DispatchOptions,
+    report: &mut DispatchReport,
+) -> Write {
+    use crate::progress::{METER, count};
+    let what = format!(
+        "email `{}` step `{}` to {}",
+        d.workflow, d.step, d.recipient
+    );
+    let write = |state, error: Option<String>| Write {
+        state,
+        error,
+        retry_at: None,
+        suppress: None,
+    };
+    let retry = |error: String, report: &mut DispatchReport| {
+        if now - d.created_at >= options.give_up_after {
+            report.failed += 1;
+            count(&METER.failed);
+            let e = format!("gave up after {} attempts: {error}", d.attempts + 1);
+            report.problems.push(format!("{what} failed: {e}"));
+            write("failed", Some(e))
+        } else {
+            report.retrying += 1;
+            count(&METER.retrying);
+            report.retry(&what, &error);
+            Write {
+                retry_at: Some(now + backoff(&d.id, d.attempts, TimeDelta::minutes(1))),
+                ..write("retrying", Some(error))
+            }
+        }
+    };
+    match outcome {
+        Outcome::Sent => {
+            report.sent += 1;
+            count(&METER.sent);
+            write("sent", None)
+        }
+        Outcome::Failed(e) => {
+            report.failed += 1;
+            count(&METER.failed);
+            report.problems.push(format!("{what} failed: {e}"));
+            write("failed", Some(e))
+        }
+        Outcome::Suppressed(e) => {
+            report.suppressed += 1;
+            write("suppressed", Some(e))
+        }
+        Outcome::Rejected(e) => {
+            report.failed += 1;
+            count(&METER.failed);
+            report
+                .problems
+                .push(format!("{what} failed, and the address is suppressed: {e}"));
+            Write {
+                suppress: Some(format!("smtp: {e}")),
+                ..write("failed", Some(e))
+            }
+        }
+        Outcome::Unknown(e) if d.mode == "at_most_once" => {
+            report.unknown += 1;
+            report.problems.push(format!(
+                "{what} may or may not have arrived (at_most_once: not sent again): {e}"
+            ));
+            write("unknown", Some(e))
+        }
+        Outcome::Unknown(e) | Outcome::Retry(e) => retry(e, report),
+    }
+}
+
+/// The wait before another try: `first`, doubling with each attempt to at most an hour,
+/// plus up to a fifth of jitter derived from the key (so that messages failing together
+/// do not all come back together). Emails and webhook calls both use it.
+pub(crate) fn backoff(key: &str, attempts: i64, first: TimeDelta) -> TimeDelta {
+    let base = (first.num_seconds() << attempts.clamp(0, 7)).min(3_600);
+    let jitter = crate::ids::fnv(&format!("{key}#{attempts}")) % (base as u64 / 5 + 1);
+    TimeDelta::seconds(base + jitter as i64)
+}
+
+/// SMTP sessions working through a batch together: each worker holds one session and
+/// takes the next message when it is done with the last, so a slow message never holds up
+/// the others. An address rejected for good is not tried again in the same batch.
+struct SmtpPool {
+    server: SmtpServer,
+    from: lettre::Address,
+    concurrency: usize,
+    /// The overall rate and each recipient domain's, kept across batches.
+    pacing: Arc<Mutex<(Pacer, DomainPacing)>>,
+    sessions: Vec<Session>,
+}
+
+/// What a worker does next.
+enum Next {
+    /// Send this job once the overall rate allows.
+    Send(Box<Job>, std::time::Instant),
+    /// Every queued job's domain is at its rate: wait until one is free.
+    Wait(std::time::Instant),
+    Done,
+}
+
+impl SmtpPool {
+    fn start(server: SmtpServer, options: &DispatchOptions) -> Self {
+        Self {
+            server,
+            from: options.from.email.clone(),
+            concurrency: options.concurrency,
+            pacing: Arc::new(Mutex::new((
+                Pacer::new(options.rate_per_second),
+                DomainPacing::new(&options.rate_per_domain),
+            ))),
+            sessions: Vec::new(),
+        }
+    }
+
+    /// The first queued job whose recipient domain may take a message now, so that a
+    /// domain at its rate holds up only its own mail.
+    fn next(queue: &Mutex<VecDeque<Job>>, pacing: &Mutex<(Pacer, DomainPacing)>) -> Next {
+        let (Ok(mut queue), Ok(mut pacing)) = (queue.lock(), pacing.lock()) else {
+            return Next::Done;
+        };
+        if queue.is_empty() {
+            return Next::Done;
+        }
+        let now = std::time::Instant::now();
+        let (overall, domains) = &mut *pacing;
+        let mut earliest: Option<std::time::Instant> = None;
+        let picked = if domains.is_unlimited() {
+            Some(0)
+        } else {
+            queue.iter().position(|job| {
+                match domains.try_take(&domain_of(&job.row.recipient), now) {
+                    Ok(()) => true,
+                    Err(at) => {
+                        earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                        false
+                    }
+                }
+            })
+        };
+        match picked.and_then(|i| queue.remove(i)) {
+            Some(job) => Next::Send(Box::new(job), overall.take(now)),
+            None => Next::Wait(earliest.unwrap_or(now)),
+        }
+    }
+
+    /// Sends the jobs, handing each outcome to the recorder as soon as it is known. Returns
+    /// a line for the operator when the server could not be reached.
+    async fn send_all(
+        &mut self,
+        jobs: Vec<Job>,
+        store: &Store,
+        options: &DispatchOptions,
+        outcomes: &Outcomes,
+    ) -> Result<Option<String>, DeliveryError> {
+        let total = jobs.len();
+        let queue = Arc::new(Mutex::new(jobs.into_iter().collect::<VecDeque<_>>()));
+        let rejected = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
+        let workers = self.concurrency.min(total.max(1));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let session = self.sessions.pop();
+            let (queue, rejected, pacing) = (queue.clone(), rejected.clone(), self.pacing.clone());
+            let (server, from) = (self.server.clone(), self.from.clone());
+            let (store, options, outcomes) = (store.clone(), options.clone(), outcomes.clone());
+            set.spawn(async move {
+                let mut session = session;
+                let mut server_down = false;
+                loop {
+                    let job = match Self::next(&queue, &pacing) {
+                        Next::Done => break,
+                        Next::Wait(until) => {
+                            crate::delivery::pacing::wait_until(until).await;
+                            continue;
+                        }
+                        Next::Send(job, at) => {
+                            crate::delivery::pacing::wait_until(at).await;
+                            job
+                        }
+                    };
+                    if !job.claimed && !claim_one(&store, &job.row, &options).await? {
+                        continue;
+                    }
+                    if !outcomes.reserve().await {
+                        break;
+                    }
+                    let key = job.row.recipient.to_lowercase();
+                    let outcome = if rejected.lock().map(|r| r.contains(&key)).unwrap_or(false) {
+                        Outcome::Suppressed("the address rejected an earlier email".into())
+                    } else if server_down {
+                        Outcome::Retry("the SMTP server could not be reached".into())
+                    } else {
+                        if session.as_ref().is_none_or(|s| !s.is_usable()) {
+                            session = Session::open(&server, &ClientId::default())
+                                .await
+                                .inspect_err(|_| server_down = true)
+                                .ok();
+                        }
+                        match session.as_mut() {
+                            None => Outcome::Retry("the SMTP server could not be reached".into()),
+                            Some(s) => {
+                                match s.send(&from, &job.to, &job.bytes, server.timeout).await {
+                                    Ok(()) => Outcome::Sent,
+                                    Err(SendError::Rejected(e)) => {
+                                        if let Ok(mut r) = rejected.lock() {
+                                            r.insert(key);
+                                        }
+                                        Outcome::Rejected(e)
+                                    }
+                                    Err(SendError::Unknown(e)) => Outcome::Unknown(e),
+                                    Err(SendError::Unsupported(e)) => Outcome::Failed(e),
+                                    Err(e) => Outcome::Retry(e.text().to_string()),
+                                }
+                            }
+                        }
+                    };
+                    if !outcomes.hand_over(job.row, outcome) {
+                        break;
+                    }
+                }
+                Ok::<_, DeliveryError>((session, server_down))
+            });
+        }
+        let mut down = false;
+        while let Some(joined) = set.join_next().await {
+            let Ok(result) = joined else { continue };
+            let (session, server_down) = result?;
+            if let Some(s) = session.filter(Session::is_usable) {
+                self.sessions.push(s);
+            }
+            down |= server_down;
+        }
+        Ok(down.then(|| {
+            format!(
+                "cannot reach the SMTP server {}:{}; the queue waits and is retried",
+                self.server.host, self.server.port
+            )
+        }))
+    }
+
+    async fn close(self) {
+        for s in self.sessions {
+            s.close().await;
+        }
+    }
+}
+
+/// Writes `<due time>-<key hash>.eml` through a temporary file, so a reader never sees half a
+/// message and a resend after a crash replaces the same file.
+fn write_eml(dir: &Path, d: &DeliveryRow, bytes: &[u8]) -> Result<(), DeliveryError> {
+    let id: String = d
+        .message_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(32)
+        .collect();
+    let name = format!(
+        "{}-{}-{id}.eml",
+        d.due_at.format("%Y%m%dT%H%M%S"),
+        d.workflow
+    );
+    let path = dir.join(&name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let err = |source| DeliveryError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DkimAlgorithm, DkimConfig as DkimSettings};
+    use lettre::message::header::Headers;
+
+    fn settings(key_file: &str, algorithm: DkimAlgorithm) -> DkimSettings {
+        DkimSettings {
+            selector: "s1".into(),
+            domain: "acme.example".into(),
+            key_file: key_file.into(),
+            algorithm,
+        }
+    }
+
+    /// A claim takes no more emails than the slowest configured rate sends in half a lease,
+    /// so that none of them is still waiting when another sender may take it over.
+    #[test]
+    fn a_subject_shaped_like_an_encoded_word_is_encoded() {
+        let built = |subject: &str| {
+            let mut header = Headers::new();
+            header.insert_raw(subject_header(subject.to_string()));
+            header.to_string()
+        };
+        let spoof = built("=?utf-8?q?Spoof?= \"Quote\" <x@y>, your order");
+        assert!(!spoof.contains("=?utf-8?q?Spoof?="), "{spoof}");
+        assert!(spoof.starts_with("Subject: =?utf-8?b?"), "{spoof}");
+        let decoded = mail_parser::MessageParser::default()
+            .parse(format!("{spoof}\r\nbody").as_bytes())
+            .and_then(|m| m.subject().map(str::to_string));
+        assert_eq!(
+            decoded.as_deref(),
+            Some("=?utf-8?q?Spoof?= \"Quote\" <x@y>, your order")
+        );
+        assert_eq!(built("Welcome, Ada"), "Subject: Welcome, Ada\r\n");
+    }
+
+    #[test]
+    fn a_rate_limit_makes_the_claim_smaller() {
+        let mut options = DispatchOptions::from_config(
+            &crate::config::EmailConfig::default(),
+            Path::new("."),
+            true,
+        )
+        .unwrap();
+        options.lease = TimeDelta::minutes(5);
+        assert_eq!(claim_size(&options), CLAIM_BATCH);
+        options.rate_per_second = 1;
+        assert_eq!(claim_size(&options), 150);
+        options.rate_per_domain.insert("slow.example".into(), 0);
+        assert_eq!(claim_size(&options), 150, "0 is no limit");
+        options.rate_per_second = 0;
+        options.rate_per_domain.insert("default".into(), 1_000);
+        assert_eq!(claim_size(&options), CLAIM_BATCH);
+        options.lease = TimeDelta::seconds(1);
+        options.rate_per_domain.insert("default".into(), 1);
+        assert_eq!(claim_size(&options), 1);
+    }
+
+    /// A DKIM key tidings cannot use stops the sender before anything leaves unsigned,
+    /// naming the file and what to do.
+    #[test]
+    fn an_unusable_dkim_key_is_refused_with_what_to_do() {
+        let dir = std::env::temp_dir().join(format!("tidings-dkim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = load_dkim(&settings("nope.pem", DkimAlgorithm::Rsa), &dir).unwrap_err();
+        assert!(
+            missing.to_string().contains("cannot read the DKIM key")
+                && missing.to_string().contains("nope.pem"),
+            "{missing}"
+        );
+        std::fs::write(
+            dir.join("pkcs8.pem"),
+            "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let wrong = load_dkim(&settings("pkcs8.pem", DkimAlgorithm::Rsa), &dir).unwrap_err();
+        assert!(wrong.to_string().contains("-traditional"), "{wrong}");
+        let unset = load_dkim(
+            &settings("${TIDINGS_TEST_UNSET_DKIM_KEY}", DkimAlgorithm::Ed25519),
+            &dir,
+        )
+        .unwrap_err();
+        assert!(
+            unset.to_string().contains("TIDINGS_TEST_UNSET_DKIM_KEY"),
+            "{unset}"
+        );
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dkim");
+        assert!(load_dkim(&settings("rsa.pem", DkimAlgorithm::Rsa), &shipped).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
