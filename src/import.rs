@@ -6,6 +6,8 @@ use std::io::BufRead;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::time::parse_time;
 use serde_json::{Map, Value};
 
 use crate::customer::{CUSTOMER_FIELDS, Customer};
@@ -650,13 +652,6 @@ fn number<T>(
         Cell::Text(t) => Some(parse(t.trim()).ok_or_else(|| (*t).to_string())),
         Cell::Json(v) => Some(read(v).ok_or_else(|| v.to_string())),
     }
-}
-
-/// RFC 3339, e.g. `2026-05-01T10:00:00Z`.
-pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| format!("`{text}` is not a time; write RFC 3339, e.g. `2026-05-01T10:00:00Z`"))
 }
 
 /// A pragmatic address check: one `@`, a non-empty local part, a dotted domain, no spaces.

@@ -133,7 +133,7 @@ pub fn event(root: &Path, args: &EventArgs) -> Result<ExitCode, CommandError> {
     let now = Utc::now();
     let at = match &args.at {
         None => now,
-        Some(t) => import::parse_time(t).map_err(CommandError::Usage)?,
+        Some(t) => crate::time::parse_time(t).map_err(CommandError::Usage)?,
     };
     let properties = match &args.data {
         None => serde_json::Map::new(),

@@ -51,7 +51,7 @@ pub fn open_store(
 pub fn time_arg(arg: Option<&str>) -> Result<chrono::DateTime<chrono::Utc>, CommandError> {
     match arg {
         None => Ok(chrono::Utc::now()),
-        Some(t) => crate::import::parse_time(t).map_err(CommandError::Usage),
+        Some(t) => crate::time::parse_time(t).map_err(CommandError::Usage),
     }
 }
 

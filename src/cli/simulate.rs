@@ -102,7 +102,7 @@ fn parse_moment(text: &str) -> Result<DateTime<Utc>, CommandError> {
     if let Ok(d) = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
         return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
     }
-    crate::import::parse_time(text).map_err(|_| {
+    crate::time::parse_time(text).map_err(|_| {
         CommandError::Usage(format!(
             "`{text}` is not a date or a time; write `2026-03-01` or `2026-03-01T09:00:00Z`"
         ))

@@ -16,10 +16,11 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::delivery::{DeliveryError, DispatchOptions, Transport, dispatch, recover_interrupted};
-use crate::engine::{Clock, Engine, EngineError, VirtualClock};
+use crate::engine::{Engine, EngineError};
 use crate::rehearsal::tempdir::TempDir;
 use crate::store::copy::{self, CopyReport, copy_for_rehearsal};
 use crate::store::{Store, StoreError, journeys};
+use crate::time::clock::{Clock, VirtualClock};
 use crate::workflow::plan::{Plan, Trigger, Zone};
 
 #[derive(Debug, Error)]
@@ -185,7 +186,7 @@ pub(crate) async fn next_moment(
                         journeys::customer_zones(&mut conn)
                             .await?
                             .iter()
-                            .map(|z| crate::engine::zone_named(z.as_deref()))
+                            .map(|z| crate::time::zones::zone_named(z.as_deref()))
                             .collect(),
                     );
                 }
@@ -197,7 +198,7 @@ pub(crate) async fn next_moment(
             let t = match &wf.trigger {
                 Trigger::Schedule { cron, .. } => cron.next_after(now, *tz),
                 Trigger::Date { at, offset, .. } => {
-                    Some(crate::engine::next_local_time(now - *offset, *at, *tz) + *offset)
+                    Some(crate::time::zones::next_local_time(now - *offset, *at, *tz) + *offset)
                 }
                 Trigger::Event { .. } => None,
             };

@@ -239,7 +239,7 @@ impl Reader<'_> {
         {
             return Some(start + d);
         }
-        match import::parse_time(&text) {
+        match crate::time::parse_time(&text) {
             Ok(t) => Some(t),
             Err(m) => {
                 let relative = if start.is_some() {

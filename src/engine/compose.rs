@@ -1,0 +1,314 @@
+//! What an email or a webhook call says: one composition (context, subject by locale,
+//! templates, coupon, unsubscribe link) for real sends and for previews alike.
+
+use super::*;
+use crate::customer::{Customer, Event};
+use crate::store::journeys::{EnrollmentRow, NewDelivery};
+use crate::unsubscribe::Unsubscribe;
+use crate::workflow::plan::{EmailStep, StepKind, Trigger, Workflow};
+use crate::workflow::raw::{DeliveryMode, MailClass};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::Value;
+use tera::Context;
+
+impl Engine {
+    pub(super) fn context(
+        &self,
+        wf: &Workflow,
+        customer: &Customer,
+        event: Option<&Event>,
+        moment: Moment,
+    ) -> Context {
+        let at = moment.at;
+        let mut ctx = Context::new();
+        ctx.insert("customer", customer);
+        if let Some(e) = event {
+            ctx.insert("event", e);
+        }
+        ctx.insert(
+            "workflow",
+            &serde_json::json!({ "name": wf.name, "description": wf.description }),
+        );
+        ctx.insert("now", &at.to_rfc3339());
+        // A signed token (customer, workflow, expiry): the one-click endpoint (RFC 8058)
+        // acts on it without a lookup, and a forged or altered link does nothing.
+        let base = self.config.unsubscribe_base();
+        let valid_for = crate::time::duration::parse(&self.config.unsubscribe.valid_for)
+            .unwrap_or(TimeDelta::days(365));
+        let token = self.signer.get().map(|s| {
+            s.token(&Unsubscribe {
+                customer_id: customer.id.clone(),
+                workflow: wf.name.clone(),
+                expires_at: at.max(moment.links_from) + valid_for,
+            })
+        });
+        ctx.insert(
+            "unsubscribe_url",
+            &format!("{base}/{}", token.unwrap_or_default()),
+        );
+        ctx
+    }
+
+    /// The emails of a workflow (or one step) as this customer would get them at `at`:
+    /// the same context as a real send, with a sample event for event-triggered workflows
+    /// and a coupon code derived from the preview. `locale` overrides the customer's.
+    pub async fn preview(
+        &self,
+        workflow: &str,
+        step: Option<&str>,
+        customer: &Customer,
+        locale: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Rendered>, EngineError> {
+        self.load_signer().await?;
+        let wf = self
+            .plan
+            .workflow(workflow)
+            .ok_or_else(|| EngineError::Config(self.plan.no_such_workflow(workflow)))?;
+        let steps: Vec<_> = wf
+            .all_steps()
+            .into_iter()
+            .filter(|s| matches!(s.kind, StepKind::Email(_)))
+            .collect();
+        if let Some(id) = step
+            && !steps.iter().any(|s| s.id == id)
+        {
+            let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+            return Err(EngineError::Config(format!(
+                "workflow `{workflow}` has no email step `{id}`; its email steps are: {}",
+                ids.join(", ")
+            )));
+        }
+        let event = match &wf.trigger {
+            Trigger::Event { name, .. } => Some(Event::sample(name, at)),
+            _ => None,
+        };
+        let mut customer = customer.clone();
+        if let Some(l) = locale {
+            customer.locale = Some(l.to_string());
+        }
+        let mut out = Vec::new();
+        for s in steps
+            .into_iter()
+            .filter(|s| step.is_none_or(|id| s.id == id))
+        {
+            let StepKind::Email(email) = &s.kind else {
+                continue;
+            };
+            let mut ctx = self.context(wf, &customer, event.as_ref(), Moment::now(at));
+            if let Some(c) = &email.coupon {
+                let code = coupon_code(
+                    &c.prefix,
+                    &format!("preview/{}/{}/{}", wf.name, customer.id, s.id),
+                );
+                let expires = (at + c.valid_for).format("%Y-%m-%d").to_string();
+                ctx.insert(
+                    "coupon",
+                    &serde_json::json!({ "code": code, "expires_at": expires }),
+                );
+            }
+            let render = |name: &str| {
+                self.plan.templates.tera().render(name, &ctx).map_err(|e| {
+                    EngineError::Config(format!(
+                        "`{name}`: {}",
+                        crate::source::diagnostic::error_chain(&e)
+                    ))
+                })
+            };
+            let (html_file, text_file) = email.files.for_locale(customer.locale.as_deref());
+            out.push(Rendered {
+                step: s.id.clone(),
+                to: customer.email.clone(),
+                locale: customer.locale.clone(),
+                subject: render(subject_for(&email.subjects, customer.locale.as_deref()))?,
+                html_file: html_file.to_string(),
+                html: render(html_file)?,
+                text_file: text_file.map(str::to_string),
+                text: text_file.map(render).transpose()?,
+            });
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn email(
+        &self,
+        wf: &Workflow,
+        email: &EmailStep,
+        step: &str,
+        row: &EnrollmentRow,
+        customer: &Customer,
+        event: Option<&Event>,
+        moment: Moment,
+    ) -> Result<NewDelivery, tera::Error> {
+        let at = moment.at;
+        let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
+        let mut ctx = self.context(wf, customer, event, moment);
+        let coupon = email
+            .coupon
+            .as_ref()
+            .map(|c| (coupon_code(&c.prefix, &key), at + c.valid_for));
+        if let Some((code, expires)) = &coupon {
+            ctx.insert("coupon", &serde_json::json!({ "code": code, "expires_at": expires.format("%Y-%m-%d").to_string() }));
+        }
+        let unsubscribe = ctx.get("unsubscribe_url").cloned();
+        let tera = self.plan.templates.tera();
+        let (html, text) = email.files.for_locale(customer.locale.as_deref());
+        let subject_template = subject_for(&email.subjects, customer.locale.as_deref());
+        let subject = tera.render(subject_template, &ctx)?;
+        if subject.contains(['\r', '\n']) {
+            return Err(tera::Error::message(
+                "the subject has a line break after rendering; remove it from the customer data or the template",
+            ));
+        }
+        Ok(NewDelivery {
+            id: key.clone(),
+            channel: "email",
+            enrollment_id: row.id.clone(),
+            workflow: wf.name.clone(),
+            customer_id: customer.id.clone(),
+            step: step.to_string(),
+            class: class_name(wf.class),
+            mode: mode_name(wf.delivery),
+            recipient: customer.email.clone(),
+            subject: Some(subject),
+            html: Some(tera.render(html, &ctx)?),
+            text: text.map(|t| tera.render(t, &ctx)).transpose()?,
+            payload: Some(
+                serde_json::json!({ "unsubscribe_url": unsubscribe.map(|u| u.to_string()) })
+                    .to_string(),
+            ),
+            coupon,
+            message_id: crate::ids::message_id(&key, &self.config.email.from),
+            due_at: at,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn webhook(
+        &self,
+        wf: &Workflow,
+        hook: &crate::workflow::plan::WebhookStep,
+        step: &str,
+        row: &EnrollmentRow,
+        customer: &Customer,
+        event: Option<&Event>,
+        at: DateTime<Utc>,
+    ) -> Result<NewDelivery, tera::Error> {
+        let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
+        let ctx = self.context(wf, customer, event, Moment::now(at));
+        // String values of the body are Tera templates; the URL's `${ENV}` is resolved at
+        // send time, so no secret is ever stored in the outbox.
+        let body = hook
+            .json
+            .as_ref()
+            .map(|j| render_json(j, &ctx))
+            .transpose()?;
+        let payload = serde_json::json!({ "method": hook.method, "url": hook.url, "headers": hook.headers, "body": body, "timeout_s": hook.timeout.num_seconds() });
+        Ok(NewDelivery {
+            id: key.clone(),
+            channel: "webhook",
+            enrollment_id: row.id.clone(),
+            workflow: wf.name.clone(),
+            customer_id: customer.id.clone(),
+            step: step.to_string(),
+            class: class_name(wf.class),
+            mode: mode_name(wf.delivery),
+            recipient: hook.url.clone(),
+            subject: None,
+            html: None,
+            text: None,
+            payload: Some(payload.to_string()),
+            coupon: None,
+            message_id: crate::ids::message_id(&key, &self.config.email.from),
+            due_at: at,
+        })
+    }
+}
+
+/// Renders the string values of a webhook body as templates; an error fails the step
+/// rather than sending the template's text.
+pub(super) fn render_json(v: &Value, ctx: &Context) -> Result<Value, tera::Error> {
+    Ok(match v {
+        Value::String(s) if s.contains("{{") || s.contains("{%") => {
+            Value::String(tera::Tera::one_off(s, ctx, false)?)
+        }
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| render_json(x, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| Ok((k.clone(), render_json(x, ctx)?)))
+                .collect::<Result<_, tera::Error>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+pub(super) fn class_name(c: MailClass) -> &'static str {
+    match c {
+        MailClass::Marketing => "marketing",
+        MailClass::Transactional => "transactional",
+    }
+}
+
+pub(super) fn mode_name(m: DeliveryMode) -> &'static str {
+    match m {
+        DeliveryMode::AtLeastOnce => "at_least_once",
+        DeliveryMode::AtMostOnce => "at_most_once",
+    }
+}
+
+/// The subject for a locale: `ja-JP` tries `ja-JP`, then `ja`, then the default.
+pub(super) fn subject_for<'a>(
+    subjects: &'a std::collections::BTreeMap<String, String>,
+    locale: Option<&str>,
+) -> &'a str {
+    let mut tag = locale.unwrap_or("").to_string();
+    while !tag.is_empty() {
+        if let Some(name) = subjects
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(&tag))
+            .map(|(_, v)| v)
+        {
+            return name;
+        }
+        match tag.rfind('-') {
+            Some(i) => tag.truncate(i),
+            None => tag.clear(),
+        }
+    }
+    subjects.get("").map_or("", String::as_str)
+}
+
+/// When a step runs (`at`, when it fell due) and from when the links it writes must stay
+/// valid (the pass's moment, later when the step fell due long ago).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Moment {
+    pub(super) at: DateTime<Utc>,
+    pub(super) links_from: DateTime<Utc>,
+}
+
+/// `PREFIX-XXXX-XXXX`, derived from the delivery key: each delivery (and so each
+/// re-entry) gets its own code, and a retried step gets the same one.
+pub(super) fn coupon_code(prefix: &str, key: &str) -> String {
+    const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+    let mut h = crate::ids::fnv(key);
+    let mut code = String::new();
+    for i in 0..8 {
+        if i == 4 {
+            code.push('-');
+        }
+        code.push(ALPHABET[(h % 32) as usize] as char);
+        h /= 32;
+    }
+    format!("{prefix}-{code}")
+}
+
+impl Moment {
+    pub(super) fn now(at: DateTime<Utc>) -> Self {
+        Self { at, links_from: at }
+    }
+}

@@ -1,0 +1,538 @@
+//! Journeys moving on: due enrollments are claimed in batches under a lease, and each runs
+//! its steps until a wait or the end — conditions, waits, emails and webhooks queued in the
+//! outbox in the same commit, updates, exits — with consent, the frequency cap and quiet
+//! hours checked at every email.
+
+use super::*;
+use crate::customer::{Customer, Enrollment};
+use crate::store::StoreError;
+use crate::store::journeys::{self, EnrollmentRow, NewDelivery};
+use crate::workflow::expr::{EvalInput, Expr};
+use crate::workflow::plan::{Step, StepKind, Wait, Workflow};
+use crate::workflow::raw::{Deferral, MailClass};
+use chrono::{DateTime, TimeDelta, Utc};
+use std::collections::HashMap;
+
+/// Whether a marketing email may go now.
+pub(super) enum Fairness {
+    Send,
+    Hold {
+        until: DateTime<Utc>,
+        reason: &'static str,
+    },
+}
+
+/// How the steps of one workflow follow each other, by id.
+pub(super) struct Program<'a> {
+    pub(super) nodes: HashMap<&'a str, Node<'a>>,
+    pub(super) first: Option<&'a str>,
+}
+
+pub(super) struct Node<'a> {
+    step: &'a Step,
+    next: Option<&'a str>,
+    then_first: Option<&'a str>,
+    else_first: Option<&'a str>,
+}
+
+pub(super) fn link<'a>(
+    steps: &'a [Step],
+    after: Option<&'a str>,
+    nodes: &mut HashMap<&'a str, Node<'a>>,
+) {
+    for (i, step) in steps.iter().enumerate() {
+        let next = steps.get(i + 1).map(|s| s.id.as_str()).or(after);
+        let (mut then_first, mut else_first) = (None, None);
+        if let StepKind::If { then, else_, .. } = &step.kind {
+            link(then, next, nodes);
+            link(else_, next, nodes);
+            then_first = then.first().map(|s| s.id.as_str());
+            else_first = else_.first().map(|s| s.id.as_str());
+        }
+        nodes.insert(
+            step.id.as_str(),
+            Node {
+                step,
+                next,
+                then_first,
+                else_first,
+            },
+        );
+    }
+}
+
+/// The deliveries a group of journeys queued, written together when the group ends — or
+/// before a step reads the outbox back (the frequency cap), so that it counts them — and
+/// the pass's moment, from which the links in them stay valid: a step that fell due long
+/// ago (an old event, a missed fire time) is sent now, and its links must work when it
+/// arrives.
+pub(super) struct Outgoing(Vec<NewDelivery>, DateTime<Utc>);
+
+/// The suppression list as far as one batch of work needs it: read for a page or a group
+/// of customers in one query, and one address at a time for any other address.
+#[derive(Default)]
+pub(super) struct Suppressions(HashMap<String, bool>);
+
+/// Enough steps for any sane journey; a longer run without a wait is cut off.
+pub(super) const MAX_STEPS_PER_RUN: usize = 1_000;
+
+/// Journeys moved on per transaction: enough to spread a commit's wait for the disk, few
+/// enough that the write lock (SQLite) is not held long against the API's imports.
+pub(super) const STEPS_PER_COMMIT: usize = 50;
+
+impl Engine {
+    pub(super) async fn run_due(
+        &self,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<usize, EngineError> {
+        let wall = Utc::now();
+        let lease = journeys::Lease {
+            now: wall,
+            until: wall + self.lease(),
+            sole: self.store.backend() == crate::store::Backend::Sqlite,
+        };
+        let mut tx = self.store.write_tx().await?;
+        let mut due = journeys::claim_due(&mut tx, self.store.backend(), now, BATCH, lease).await?;
+        tx.commit().await?;
+        let count = due.len();
+        // One commit for a group of journeys (a commit waits for the disk), each journey in
+        // a savepoint of its own, so that one lost to another worker drops only its work.
+        for group in due.chunks_mut(STEPS_PER_COMMIT) {
+            let mut tx = self.store.write_tx().await?;
+            // The group's customers and their suppressions, read at once.
+            let ids: Vec<&str> = group.iter().map(|r| r.customer_id.as_str()).collect();
+            let backend = self.store.backend();
+            let mut customers = journeys::customers_for_update(&mut tx, backend, &ids).await?;
+            let emails = customers.values().map(|c| c.email.as_str()).collect();
+            let mut suppressions = Suppressions::load(&mut tx, emails).await?;
+            if backend == crate::store::Backend::Sqlite {
+                // One writer at a time on SQLite: a journey is lost to another worker only
+                // when a second process runs beside this one. Then the whole group is rolled
+                // back and claimed again, which spares every journey a savepoint.
+                // The group's deliveries and journeys are written a few statements at a
+                // time, not two per journey: on SQLite each statement is a round trip to
+                // sqlx's worker thread, which cost more than the writing itself.
+                let mut outgoing = Outgoing(Vec::new(), now);
+                for row in group.iter_mut() {
+                    let customer = customers.get_mut(&row.customer_id);
+                    let out = &mut outgoing;
+                    self.advance(&mut tx, row, customer, &mut suppressions, out, report)
+                        .await?;
+                }
+                outgoing.write(&mut tx, report).await?;
+                let saved = journeys::save_enrollments(&mut tx, group).await?;
+                match saved == group.len() as u64 {
+                    true => tx.commit().await?,
+                    false => tx.rollback().await?,
+                }
+                continue;
+            }
+            for row in group {
+                let mut journey = sqlx::Acquire::begin(&mut *tx).await?;
+                let customer = customers.get_mut(&row.customer_id);
+                let mut outgoing = Outgoing(Vec::new(), now);
+                let out = &mut outgoing;
+                self.advance(&mut journey, row, customer, &mut suppressions, out, report)
+                    .await?;
+                outgoing.write(&mut journey, report).await?;
+                if journeys::save_enrollment(&mut journey, row).await? {
+                    journey.commit().await?;
+                } else {
+                    // Another worker took it after our lease ran out; its work stands, and
+                    // the customer as this journey changed it is forgotten.
+                    journey.rollback().await?;
+                    if let Some(c) =
+                        journeys::customer_for_update(&mut tx, backend, &row.customer_id).await?
+                    {
+                        customers.insert(c.id.clone(), c);
+                    }
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(count)
+    }
+
+    /// Runs an enrollment's steps from its current one until a wait or the end. The
+    /// deliveries its steps queue go to `outgoing`, which the caller writes.
+    pub(super) async fn advance(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        row: &mut EnrollmentRow,
+        customer: Option<&mut Customer>,
+        suppressions: &mut Suppressions,
+        outgoing: &mut Outgoing,
+        report: &mut PassReport,
+    ) -> Result<(), EngineError> {
+        let at = row.due_at.unwrap_or(row.entered_at);
+        let Some(wf) = self.plan.workflow(&row.workflow).cloned() else {
+            end(
+                row,
+                "exited",
+                Some(format!("workflow `{}` no longer exists", row.workflow)),
+                at,
+                report,
+            );
+            return Ok(());
+        };
+        let Some(customer) = customer else {
+            end(
+                row,
+                "exited",
+                Some("customer no longer exists".into()),
+                at,
+                report,
+            );
+            return Ok(());
+        };
+        let event = match &row.event_id {
+            Some(id) => journeys::event(conn, id).await?,
+            None => None,
+        };
+        let history = history_if(conn, wf.reads_history(), &customer.id, at).await?;
+        let program = Program::of(&wf);
+        for _ in 0..MAX_STEPS_PER_RUN {
+            let Some(step_id) = row.step.clone() else {
+                end(row, "completed", None, at, report);
+                return Ok(());
+            };
+            let Some(node) = program.nodes.get(step_id.as_str()) else {
+                end(
+                    row,
+                    "exited",
+                    Some(format!("step `{step_id}` no longer exists")),
+                    at,
+                    report,
+                );
+                return Ok(());
+            };
+            let enrollment = Enrollment {
+                id: row.id.clone(),
+                workflow: row.workflow.clone(),
+                entered_at: row.entered_at,
+                step: row.step.clone(),
+                orders_count_at_entry: row.orders_count_at_entry,
+                total_spent_at_entry: row.total_spent_at_entry,
+            };
+            let eval = |expr: &Expr, customer: &Customer| {
+                let input = EvalInput {
+                    customer,
+                    event: event.as_ref(),
+                    enrollment: Some(&enrollment),
+                    now: at,
+                    history: history.clone(),
+                };
+                self.plan.engine.eval_bool(expr, &input)
+            };
+            if let Some(goal) = &wf.exit_when {
+                match eval(goal, customer) {
+                    Ok(true) => {
+                        end(row, "converted", Some("goal met".into()), at, report);
+                        return Ok(());
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        fail(row, format!("`exit_when` failed: {e}"), at, report);
+                        return Ok(());
+                    }
+                }
+            }
+            report.steps += 1;
+            crate::progress::count(&crate::progress::METER.steps);
+            match &node.step.kind {
+                StepKind::Email(email) => {
+                    let moment = Moment {
+                        at,
+                        links_from: outgoing.1,
+                    };
+                    let delivery = self.email(
+                        &wf,
+                        email,
+                        &node.step.id,
+                        row,
+                        customer,
+                        event.as_ref(),
+                        moment,
+                    );
+                    let d = match delivery {
+                        Ok(d) => d,
+                        Err(e) => {
+                            fail(row, format!("step `{}`: {e}", node.step.id), at, report);
+                            return Ok(());
+                        }
+                    };
+                    // Consent is checked at every email, not only at entry: an unsubscribe
+                    // in the middle of a series ends it for every workflow at once.
+                    if let Some(reason) = self
+                        .no_consent(conn, wf.class, customer, suppressions)
+                        .await?
+                    {
+                        end(row, "exited", Some(reason.into()), at, report);
+                        return Ok(());
+                    }
+                    if wf.class == MailClass::Marketing {
+                        match self.fairness(conn, customer, at, outgoing, report).await? {
+                            Fairness::Send => {}
+                            Fairness::Hold { until, reason } => {
+                                let policy = if reason == "quiet hours" {
+                                    email.in_quiet_hours
+                                } else {
+                                    email.when_capped
+                                };
+                                if policy == Deferral::Wait {
+                                    // The step stays where it is and runs again when allowed.
+                                    row.due_at = Some(until);
+                                    report.deferred += 1;
+                                    return Ok(());
+                                }
+                                journeys::insert_skipped(conn, &d, reason).await?;
+                                report.skipped += 1;
+                                row.step = node.next.map(str::to_string);
+                                continue;
+                            }
+                        }
+                    }
+                    outgoing.0.push(d);
+                    row.step = node.next.map(str::to_string);
+                }
+                StepKind::Wait(wait) => {
+                    row.step = node.next.map(str::to_string);
+                    row.due_at = Some(match wait {
+                        Wait::For(d) => at + *d,
+                        Wait::Until(t) => next_local_time(at, *t, customer_zone(customer)),
+                    });
+                    return Ok(());
+                }
+                StepKind::If { condition, .. } => match eval(condition, customer) {
+                    Ok(true) => row.step = node.then_first.or(node.next).map(str::to_string),
+                    Ok(false) => row.step = node.else_first.or(node.next).map(str::to_string),
+                    Err(e) => {
+                        fail(
+                            row,
+                            format!("`if` of step `{}` failed: {e}", node.step.id),
+                            at,
+                            report,
+                        );
+                        return Ok(());
+                    }
+                },
+                StepKind::Update(update) => {
+                    apply_set(
+                        customer,
+                        &update
+                            .set
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    );
+                    customer.tags.retain(|t| !update.remove_tags.contains(t));
+                    for tag in &update.add_tags {
+                        if !customer.has_tag(tag) {
+                            customer.tags.push(tag.clone());
+                        }
+                    }
+                    journeys::save_customer(conn, customer, at).await?;
+                    row.step = node.next.map(str::to_string);
+                }
+                StepKind::Webhook(hook) => {
+                    let d = match self.webhook(
+                        &wf,
+                        hook,
+                        &node.step.id,
+                        row,
+                        customer,
+                        event.as_ref(),
+                        at,
+                    ) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            fail(row, format!("step `{}`: {e}", node.step.id), at, report);
+                            return Ok(());
+                        }
+                    };
+                    outgoing.0.push(d);
+                    row.step = node.next.map(str::to_string);
+                }
+                StepKind::Exit { reason } => {
+                    end(row, "exited", Some(reason.clone()), at, report);
+                    return Ok(());
+                }
+            }
+        }
+        fail(
+            row,
+            format!("more than {MAX_STEPS_PER_RUN} steps ran without a wait"),
+            at,
+            report,
+        );
+        Ok(())
+    }
+
+    /// Why this customer may not be mailed by a workflow of this class, if they may not: a
+    /// suppressed address gets nothing, an unsubscribed customer only transactional mail.
+    pub(super) async fn no_consent(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        class: MailClass,
+        customer: &Customer,
+        suppressions: &mut Suppressions,
+    ) -> Result<Option<&'static str>, EngineError> {
+        if suppressions.contains(conn, &customer.email).await? {
+            return Ok(Some("suppressed"));
+        }
+        if class == MailClass::Marketing && customer.unsubscribed_at.is_some() {
+            return Ok(Some("unsubscribed"));
+        }
+        Ok(None)
+    }
+
+    /// The rules across all marketing workflows: quiet hours in the customer's zone, then
+    /// the frequency cap.
+    pub(super) async fn fairness(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        customer: &Customer,
+        at: DateTime<Utc>,
+        outgoing: &mut Outgoing,
+        report: &mut PassReport,
+    ) -> Result<Fairness, EngineError> {
+        let limits = &self.config.limits;
+        if let Some(q) = &limits.quiet_hours
+            && let (Some(from), Some(to)) = (
+                crate::time::duration::parse_time_of_day(&q.from),
+                crate::time::duration::parse_time_of_day(&q.to),
+            )
+        {
+            let local = at.with_timezone(&customer_zone(customer)).time();
+            let quiet = if from <= to {
+                local >= from && local < to
+            } else {
+                local >= from || local < to
+            };
+            if quiet {
+                return Ok(Fairness::Hold {
+                    until: next_local_time(at, to, customer_zone(customer)),
+                    reason: "quiet hours",
+                });
+            }
+        }
+        if let Some(cap) = &limits.frequency_cap
+            && let Ok(per) = crate::time::duration::parse(&cap.per)
+            && cap.count > 0
+        {
+            // The cap counts this group's queued emails too: write them first.
+            outgoing.write(conn, report).await?;
+            let sends = journeys::marketing_sends_since(conn, &customer.id, at - per).await?;
+            if sends.len() >= cap.count as usize {
+                // The slot opens when the oldest send in the window leaves it.
+                let until = sends[sends.len() - cap.count as usize] + per;
+                return Ok(Fairness::Hold {
+                    until: until.max(at + TimeDelta::seconds(1)),
+                    reason: "frequency cap",
+                });
+            }
+        }
+        Ok(Fairness::Send)
+    }
+}
+
+pub(super) fn end(
+    row: &mut EnrollmentRow,
+    state: &str,
+    reason: Option<String>,
+    at: DateTime<Utc>,
+    report: &mut PassReport,
+) {
+    row.state = state.to_string();
+    row.exit_reason = reason;
+    row.ended_at = Some(at);
+    row.step = None;
+    row.due_at = None;
+    match state {
+        "completed" => report.completed += 1,
+        "converted" => report.converted += 1,
+        _ => report.exited += 1,
+    }
+}
+
+/// One customer's journey fails with the error recorded; the others go on.
+pub(super) fn fail(
+    row: &mut EnrollmentRow,
+    error: String,
+    at: DateTime<Utc>,
+    report: &mut PassReport,
+) {
+    row.state = "failed".into();
+    row.error = Some(error);
+    row.ended_at = Some(at);
+    row.due_at = None;
+    report.failed += 1;
+}
+
+impl<'a> Program<'a> {
+    pub(super) fn of(workflow: &'a Workflow) -> Self {
+        let mut nodes = HashMap::new();
+        link(&workflow.steps, None, &mut nodes);
+        Self {
+            nodes,
+            first: workflow.steps.first().map(|s| s.id.as_str()),
+        }
+    }
+}
+
+impl Outgoing {
+    /// Writes what is queued and counts what was new (a key written before is not).
+    pub(super) async fn write(
+        &mut self,
+        conn: &mut sqlx::AnyConnection,
+        report: &mut PassReport,
+    ) -> Result<(), EngineError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let new = journeys::insert_deliveries(conn, &self.0).await?;
+        for d in self.0.drain(..).filter(|d| new.contains(&d.id)) {
+            if d.channel == "webhook" {
+                report.webhooks += 1;
+            } else {
+                report.emails += 1;
+                crate::progress::count(&crate::progress::METER.queued);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Suppressions {
+    pub(super) async fn load(
+        conn: &mut sqlx::AnyConnection,
+        emails: Vec<&str>,
+    ) -> Result<Self, StoreError> {
+        let found = journeys::suppressed_among(conn, &emails).await?;
+        Ok(Self(
+            emails
+                .into_iter()
+                .map(|e| {
+                    let e = e.to_lowercase();
+                    let suppressed = found.contains_key(&e);
+                    (e, suppressed)
+                })
+                .collect(),
+        ))
+    }
+
+    pub(super) async fn contains(
+        &mut self,
+        conn: &mut sqlx::AnyConnection,
+        email: &str,
+    ) -> Result<bool, StoreError> {
+        let email = email.to_lowercase();
+        if let Some(known) = self.0.get(&email) {
+            return Ok(*known);
+        }
+        let suppressed = journeys::is_suppressed(conn, &email).await?;
+        self.0.insert(email, suppressed);
+        Ok(suppressed)
+    }
+}

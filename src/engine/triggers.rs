@@ -1,0 +1,500 @@
+//! How customers enter journeys: the events of a pass (their `set` changes applied, the
+//! workflows they trigger), schedules that fire (catch-up included), and yearly dates such
+//! as birthdays, each customer in their own zone. Entry is decided in pages and written
+//! with its enrollments, keyed by the trigger, so a pass run twice enrolls nobody twice.
+
+use super::*;
+use crate::customer::{Customer, Event};
+use crate::store::StoreError;
+use crate::store::journeys::{self, CustomerFilter, EnrollmentRow};
+use crate::workflow::expr::pushdown::SqlFilter;
+use crate::workflow::expr::{EvalInput, EventHistory};
+use crate::workflow::plan::{Reentry, Trigger, Workflow, Zone};
+use crate::workflow::raw::CatchUp;
+use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
+use chrono_tz::Tz;
+use std::sync::Arc;
+
+/// Whether this event starts the workflow (an enabled one, with this event as its trigger
+/// and, for a stage trigger, this stage as the one entered).
+pub(super) fn triggers(wf: &Workflow, event: &Event) -> bool {
+    let Trigger::Event { name, to_stage } = &wf.trigger else {
+        return false;
+    };
+    wf.enabled
+        && *name == event.name
+        && to_stage.as_ref().is_none_or(|stage| {
+            event.properties.get("to").and_then(|v| v.as_str()) == Some(stage.name.as_str())
+        })
+}
+
+/// The customer's past events up to `at`, read only when an expression will use them.
+pub(super) async fn history_if(
+    conn: &mut sqlx::AnyConnection,
+    needed: bool,
+    customer_id: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<Arc<EventHistory>>, StoreError> {
+    Ok(match needed {
+        true => Some(Arc::new(journeys::history(conn, customer_id, at).await?)),
+        false => None,
+    })
+}
+
+/// Writes what `admit` decided — failed enrollments one by one, the others a hundred per
+/// statement — and counts the customers who entered. One written before (a pass that died
+/// after enrolling and before recording its fire) is skipped.
+pub(super) async fn enter(
+    conn: &mut sqlx::AnyConnection,
+    entries: Vec<Entry>,
+    report: &mut PassReport,
+) -> Result<(), StoreError> {
+    let mut entering = Vec::new();
+    for entry in entries {
+        match entry {
+            Entry::No => {}
+            Entry::Failed(row) => {
+                journeys::insert_failed_enrollment(conn, &row).await?;
+            }
+            Entry::Enters(row) => entering.push(row),
+        }
+    }
+    let n = journeys::insert_enrollments(conn, &entering).await?;
+    report.enrolled += n;
+    crate::progress::add(&crate::progress::METER.enrolled, n);
+    Ok(())
+}
+
+/// Whether a customer enters a workflow.
+pub(super) enum Entry {
+    No,
+    /// The audience failed for this customer: the enrollment is recorded as failed.
+    Failed(EnrollmentRow),
+    Enters(EnrollmentRow),
+}
+
+/// What decides whether a customer may enter a workflow, read before `enroll` — for a
+/// whole page of customers at once where many enter together.
+pub(super) struct Admission<'a> {
+    suppressions: &'a mut Suppressions,
+    /// When the customer last entered this workflow, for the re-entry rule.
+    last_entry: Option<DateTime<Utc>>,
+    /// The customer's past events, read only for workflows that call `event_count`.
+    history: Option<&'a Arc<EventHistory>>,
+}
+
+/// A fire time this old when its pass runs was missed (nothing ran when it fell due) and
+/// fires only under `catch_up: run_once`; a younger one is on time.
+pub(super) const CATCH_UP_GRACE: TimeDelta = TimeDelta::minutes(5);
+
+impl Engine {
+    pub(super) async fn process_events(
+        &self,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<usize, EngineError> {
+        let mut conn = self.store.pool.acquire().await?;
+        let events = journeys::pending_events(&mut conn, now, BATCH).await?;
+        drop(conn);
+        // Events that start nothing and change nothing (most `stage_entered` ones) are
+        // only marked processed, all in one statement.
+        let mut idle = Vec::new();
+        for stored in &events {
+            let triggered: Vec<&Arc<Workflow>> = self
+                .plan
+                .workflows
+                .iter()
+                .filter(|wf| triggers(wf, &stored.event))
+                .collect();
+            let unsubscribes = stored.event.name == crate::customer::UNSUBSCRIBED_EVENT;
+            if triggered.is_empty() && stored.set.is_empty() && !unsubscribes {
+                idle.push(stored.event.id.as_str());
+                continue;
+            }
+            let mut tx = self.store.write_tx().await?;
+            let Some(mut customer) =
+                journeys::customer_for_update(&mut tx, self.store.backend(), &stored.customer_id)
+                    .await?
+            else {
+                journeys::mark_event_processed(&mut tx, &stored.event.id, now).await?;
+                tx.commit().await?;
+                continue;
+            };
+            if !stored.set.is_empty() || unsubscribes {
+                apply_set(&mut customer, &stored.set);
+                if unsubscribes && customer.unsubscribed_at.is_none() {
+                    customer.unsubscribed_at = Some(stored.event.at);
+                }
+                journeys::save_customer(&mut tx, &customer, stored.event.at).await?;
+                self.restage(&mut tx, &customer, None, stored.event.at)
+                    .await?;
+            }
+            let reads = triggered.iter().any(|w| w.reads_history());
+            let history = history_if(&mut tx, reads, &customer.id, stored.event.at).await?;
+            let mut suppressions = Suppressions::default();
+            for wf in triggered {
+                let key = stored.event.id.clone();
+                let admission = Admission {
+                    suppressions: &mut suppressions,
+                    last_entry: journeys::last_entry(&mut tx, &wf.name, &customer.id).await?,
+                    history: history.as_ref(),
+                };
+                let entry = self
+                    .admit(
+                        &mut tx,
+                        wf,
+                        &customer,
+                        Some(&stored.event),
+                        admission,
+                        key,
+                        stored.event.at,
+                    )
+                    .await?;
+                enter(&mut tx, vec![entry], report).await?;
+            }
+            journeys::mark_event_processed(&mut tx, &stored.event.id, now).await?;
+            tx.commit().await?;
+            report.events += 1;
+        }
+        if !idle.is_empty() {
+            let mut tx = self.store.write_tx().await?;
+            journeys::mark_events_processed(&mut tx, &idle, now).await?;
+            tx.commit().await?;
+            report.events += idle.len() as u64;
+        }
+        Ok(events.len())
+    }
+
+    /// Whether a customer enters — if the audience, consent and the re-entry rule allow
+    /// it — as the enrollment to write; [`enter`] writes it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn admit(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        wf: &Workflow,
+        customer: &Customer,
+        event: Option<&Event>,
+        admission: Admission<'_>,
+        trigger_key: String,
+        at: DateTime<Utc>,
+    ) -> Result<Entry, EngineError> {
+        if self
+            .no_consent(conn, wf.class, customer, admission.suppressions)
+            .await?
+            .is_some()
+        {
+            return Ok(Entry::No);
+        }
+        match (wf.reentry, admission.last_entry) {
+            (_, None) | (Reentry::Always, _) => {}
+            (Reentry::Never, Some(_)) => return Ok(Entry::No),
+            (Reentry::After(d), Some(last)) if at - last < d => return Ok(Entry::No),
+            (Reentry::After(_), Some(_)) => {}
+        }
+        let audience_error = match &wf.audience {
+            None => None,
+            Some(audience) => {
+                let input = EvalInput {
+                    customer,
+                    event,
+                    enrollment: None,
+                    now: at,
+                    history: admission.history.cloned(),
+                };
+                match self.plan.engine.eval_bool(audience, &input) {
+                    Ok(true) => None,
+                    Ok(false) => return Ok(Entry::No),
+                    Err(e) => Some(format!("`audience` failed: {e}")),
+                }
+            }
+        };
+        let program = Program::of(wf);
+        let mut row = EnrollmentRow {
+            id: format!("{}:{}:{}", wf.name, customer.id, trigger_key),
+            workflow: wf.name.clone(),
+            customer_id: customer.id.clone(),
+            trigger_key,
+            state: "active".into(),
+            step: program.first.map(str::to_string),
+            due_at: Some(at),
+            entered_at: at,
+            ended_at: None,
+            exit_reason: None,
+            event_id: event.map(|e| e.id.clone()),
+            orders_count_at_entry: customer.orders_count,
+            total_spent_at_entry: customer.total_spent,
+            error: None,
+            version: 0,
+        };
+        Ok(match audience_error {
+            // This customer's enrollment fails with the error recorded; the others go on.
+            Some(error) => {
+                row.error = Some(error);
+                Entry::Failed(row)
+            }
+            None => Entry::Enters(row),
+        })
+    }
+
+    /// Cron triggers: every fire time after the last one recorded and up to `now` fires
+    /// once (on a fresh store, only one exactly at `now`). A `timezone: customer` schedule
+    /// fires per zone, for the customers in that zone.
+    pub(super) async fn fire_schedules(
+        &self,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<(), EngineError> {
+        for wf in self.plan.workflows.clone() {
+            let Trigger::Schedule { cron, zone, .. } = &wf.trigger else {
+                continue;
+            };
+            if !wf.enabled {
+                continue;
+            }
+            let zones: Vec<(String, Tz, CustomerFilter)> = match zone {
+                Zone::Fixed(tz) => vec![(wf.name.clone(), *tz, CustomerFilter::All)],
+                Zone::Customer => {
+                    let mut conn = self.store.pool.acquire().await?;
+                    journeys::customer_zones(&mut conn)
+                        .await?
+                        .into_iter()
+                        .map(|z| {
+                            let tz = zone_named(z.as_deref());
+                            (
+                                format!("{}@{}", wf.name, z.as_deref().unwrap_or("UTC")),
+                                tz,
+                                CustomerFilter::Zone(z),
+                            )
+                        })
+                        .collect()
+                }
+            };
+            for (key, tz, only_zone) in zones {
+                let mut conn = self.store.pool.acquire().await?;
+                let from = journeys::last_fire(&mut conn, &key)
+                    .await?
+                    .unwrap_or(now - TimeDelta::seconds(1));
+                drop(conn);
+                // Fire times older than the catch-up age never fire, so the search starts
+                // there at the earliest: a store left for a year with a minutely schedule
+                // does not walk half a million fire times.
+                let mut cursor = from.max(now - self.catch_up_max_age() - TimeDelta::seconds(1));
+                let mut latest = None;
+                let mut missed = 0u64;
+                let mut budget = 100_000;
+                while let Some(fire) = cron.next_after(cursor, tz).filter(|t| *t <= now) {
+                    cursor = fire;
+                    missed += u64::from(latest.is_some());
+                    latest = Some(fire);
+                    budget -= 1;
+                    if budget == 0 {
+                        // A schedule of seconds: skip ahead; only the latest fires anyway.
+                        cursor = cursor.max(now - TimeDelta::minutes(10));
+                        budget = 100_000;
+                    }
+                }
+                // Each pass fires a schedule once at most: its latest fire time. One that
+                // is late (nothing ran when it fell due) fires under `catch_up` — once
+                // (`run_once`, the default), or not at all (`skip`).
+                let late = latest.is_some_and(|t| now - t > CATCH_UP_GRACE);
+                let fire = match wf.catch_up {
+                    CatchUp::Skip if late => None,
+                    _ => latest,
+                };
+                report.missed_fires += missed + u64::from(late && fire.is_none());
+                if let Some(fire) = fire {
+                    // Enroll first, record the fire after: a pass that dies in between
+                    // fires again on the next one, and the enrollments' unique key
+                    // (workflow, customer, fire time) makes the second time add only those
+                    // the first did not reach.
+                    let trigger_key = fire.timestamp_millis().to_string();
+                    self.enroll_all(&wf, report, &only_zone, |_| {
+                        Some((trigger_key.clone(), fire))
+                    })
+                    .await?;
+                    let mut conn = self.store.pool.acquire().await?;
+                    journeys::record_fire(&mut conn, &key, fire, now).await?;
+                }
+                // The pass itself is the watermark: the next pass starts after it, even when
+                // nothing fired (a fresh store's first pass).
+                let mut conn = self.store.pool.acquire().await?;
+                journeys::record_fire(&mut conn, &key, now, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Date triggers: customers whose anniversary (at the local time, with the offset)
+    /// fell after the previous pass and by `now` enter, once per anniversary.
+    pub(super) async fn fire_dates(
+        &self,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<(), EngineError> {
+        for wf in self.plan.workflows.clone() {
+            let Trigger::Date { column, at, offset } = &wf.trigger else {
+                continue;
+            };
+            if !wf.enabled {
+                continue;
+            }
+            let key = format!("{}#date", wf.name);
+            let mut conn = self.store.pool.acquire().await?;
+            let from = journeys::last_fire(&mut conn, &key)
+                .await?
+                .unwrap_or(now - TimeDelta::seconds(1));
+            drop(conn);
+            if from >= now {
+                continue;
+            }
+            let (column, at, offset) = (column.clone(), *at, *offset);
+            let filter = if column == "birthday" {
+                let mut conn = self.store.pool.acquire().await?;
+                let zones = journeys::customer_zones(&mut conn).await?;
+                birthdays_firing(&zones, at, offset, from, now)
+            } else {
+                CustomerFilter::All
+            };
+            self.enroll_all(&wf, report, &filter, |c| {
+                let date = match column.as_str() {
+                    "birthday" => c.birthday,
+                    "created_at" => c.created_at.map(|t| t.date_naive()),
+                    "last_order_at" => c.last_order_at.map(|t| t.date_naive()),
+                    _ => None,
+                }?;
+                let fire = crate::workflow::plan::next_anniversary(
+                    date,
+                    at,
+                    offset,
+                    customer_zone(c),
+                    from,
+                )?;
+                (fire <= now).then(|| (fire.timestamp_millis().to_string(), fire))
+            })
+            .await?;
+            // Recorded once every customer was seen (see `fire_schedules`).
+            let mut conn = self.store.pool.acquire().await?;
+            journeys::record_fire(&mut conn, &key, now, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Streams every customer the audience's pushed-down part keeps, page by page,
+    /// enrolling those `key_of` gives a trigger key and a fire time.
+    pub(super) async fn enroll_all(
+        &self,
+        wf: &Workflow,
+        report: &mut PassReport,
+        filter: &CustomerFilter,
+        key_of: impl Fn(&Customer) -> Option<(String, DateTime<Utc>)>,
+    ) -> Result<(), EngineError> {
+        let pushed = wf
+            .audience
+            .as_ref()
+            .map(|a| SqlFilter::of(&a.source))
+            .unwrap_or_default();
+        let mut after = String::new();
+        loop {
+            let mut conn = self.store.pool.acquire().await?;
+            let page = journeys::customers_page(&mut conn, &after, BATCH, filter, &pushed).await?;
+            drop(conn);
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.id.clone();
+            let entering: Vec<(&Customer, (String, DateTime<Utc>))> = page
+                .iter()
+                .filter_map(|c| key_of(c).map(|k| (c, k)))
+                .collect();
+            let mut tx = self.store.write_tx().await?;
+            // What decides entry, read for the whole page at once.
+            let emails = entering.iter().map(|(c, _)| c.email.as_str()).collect();
+            let mut suppressions = Suppressions::load(&mut tx, emails).await?;
+            let ids: Vec<&str> = entering.iter().map(|(c, _)| c.id.as_str()).collect();
+            let last_entries = journeys::last_entries(&mut tx, &wf.name, &ids).await?;
+            let mut entries = Vec::new();
+            for (customer, (trigger_key, at)) in entering {
+                let history = history_if(&mut tx, wf.reads_history(), &customer.id, at).await?;
+                let admission = Admission {
+                    suppressions: &mut suppressions,
+                    last_entry: last_entries.get(&customer.id).copied(),
+                    history: history.as_ref(),
+                };
+                entries.push(
+                    self.admit(&mut tx, wf, customer, None, admission, trigger_key, at)
+                        .await?,
+                );
+            }
+            enter(&mut tx, entries, report).await?;
+            tx.commit().await?;
+        }
+    }
+}
+
+/// The birthdays whose anniversary can fall between two instants, in any zone: the UTC
+/// days of the window widened by a day each side (no zone is more than 14 hours off UTC,
+/// and a DST jump adds one), with Feb 29 wherever Feb 28 or Mar 1 is in. A window longer
+/// than a year needs every customer (`None`).
+pub(super) fn birthdays_between(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<Vec<String>> {
+    let (first, last) = (
+        from.date_naive() - TimeDelta::days(2),
+        to.date_naive() + TimeDelta::days(2),
+    );
+    if last - first > TimeDelta::days(366) {
+        return None;
+    }
+    let mut days: Vec<String> = first
+        .iter_days()
+        .take_while(|d| *d <= last)
+        .map(|d| d.format("%m-%d").to_string())
+        .collect();
+    if days.iter().any(|d| d == "02-28" || d == "03-01") {
+        days.push("02-29".into());
+    }
+    days.sort();
+    days.dedup();
+    Some(days)
+}
+
+/// The customers whose birthday trigger (at `at` local time, moved by `offset`) fires in
+/// `(from, now]`: for each zone customers are in, the days of [`birthdays_between`] whose
+/// anniversary in that zone falls in the window — exactly what a pass then checks for each
+/// customer, so that an hourly pass reads the few customers due rather than five days'
+/// worth of birthdays in every zone.
+pub(super) fn birthdays_firing(
+    zones: &[Option<String>],
+    at: NaiveTime,
+    offset: TimeDelta,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> CustomerFilter {
+    let Some(days) = birthdays_between(from - offset, now - offset) else {
+        return CustomerFilter::All;
+    };
+    let firing = zones
+        .iter()
+        .filter_map(|zone| {
+            let tz = zone_named(zone.as_deref());
+            let due: Vec<String> = days
+                .iter()
+                .filter(|day| {
+                    // A leap year, so that Feb 29 is a date; only the month and day count.
+                    let Ok(date) =
+                        chrono::NaiveDate::parse_from_str(&format!("2000-{day}"), "%Y-%m-%d")
+                    else {
+                        return true;
+                    };
+                    crate::workflow::plan::next_anniversary(date, at, offset, tz, from)
+                        .is_some_and(|fire| fire <= now)
+                })
+                .cloned()
+                .collect();
+            (!due.is_empty()).then(|| (zone.clone(), due))
+        })
+        .collect();
+    CustomerFilter::BirthdayOn(firing)
+}
+
+pub(super) fn customer_zone(c: &Customer) -> Tz {
+    zone_named(c.timezone.as_deref())
+}
