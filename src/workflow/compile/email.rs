@@ -1,0 +1,303 @@
+//! An email step (templates by locale, subjects, the coupon, the unsubscribe link) and a
+//! webhook step (URL, method, headers, a JSON body of templates), each rendered once for a
+//! sample customer so that a mistake fails `validate`, not a send.
+
+use super::*;
+use crate::customer::{Customer, Event};
+use crate::source::SourceFile;
+use crate::source::diagnostic::Diagnostic;
+use crate::source::yaml::Route;
+use crate::workflow::plan::{self};
+use crate::workflow::raw::{self as raw, Deferral, MailClass, Subject};
+use crate::workflow::templates::{self, TemplateScope};
+use chrono::TimeDelta;
+use std::collections::{BTreeMap, HashSet};
+use tera::{Context, Tera};
+
+impl Compiler {
+    pub(super) fn email(
+        &mut self,
+        s: &raw::Step,
+        route: &Route,
+        id: &str,
+        ctx: &FileCtx<'_>,
+    ) -> Option<plan::EmailStep> {
+        let doc = ctx.doc;
+        let base = s.email.as_deref()?.trim_end_matches(".html");
+        let eroute = route.key("email");
+        let coupon = match &s.coupon {
+            None => None,
+            Some(c) => {
+                let croute = route.key("coupon");
+                if c.prefix.is_empty()
+                    || !c
+                        .prefix
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+                {
+                    self.error(
+                        "bad-coupon",
+                        format!(
+                            "coupon prefix `{}` may only use letters, digits and `-`",
+                            c.prefix
+                        ),
+                        doc.value_span(&croute.key("prefix")),
+                        "e.g. `prefix: BDAY`",
+                    );
+                }
+                let valid_for = self.positive_duration(
+                    &c.valid_for,
+                    doc,
+                    &croute.key("valid_for"),
+                    "a coupon's lifetime",
+                );
+                valid_for.map(|valid_for| plan::Coupon {
+                    prefix: c.prefix.to_uppercase(),
+                    valid_for,
+                })
+            }
+        };
+        let scope = TemplateScope {
+            event: ctx.has_event,
+            coupon: s.coupon.is_some(),
+        };
+        let context = self.sample_context(ctx.workflow, scope);
+        let subjects = self.subjects(s.subject.as_ref(), route, ctx, id, scope, &context);
+        let Some(files) = self.templates.resolve(base) else {
+            let folder = self.templates.folder().to_string();
+            let help = match self.templates.suggest(base) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!("create `{folder}{base}.html` (and optionally `{base}.txt`)"),
+            };
+            self.error(
+                "missing-template",
+                format!("template `{base}.html` does not exist"),
+                doc.value_span(&eroute),
+                help,
+            );
+            return None;
+        };
+        for name in files.all_files().map(str::to_string).collect::<Vec<_>>() {
+            if !self
+                .checked_templates
+                .insert((name.clone(), scope.event, scope.coupon))
+            {
+                continue;
+            }
+            let found = self.templates.check_file(&name, scope, &context);
+            self.diags.extend(found);
+        }
+        if ctx.class == MailClass::Marketing {
+            for html in files.all_html().map(str::to_string).collect::<Vec<_>>() {
+                if self.templates.is_broken(&html) {
+                    continue;
+                }
+                if !self.templates.variables(&html).contains("unsubscribe_url") {
+                    self.error(
+                        "missing-unsubscribe",
+                        format!("marketing email `{html}` has no unsubscribe link"),
+                        doc.value_span(&eroute),
+                        format!("add `<a href=\"{{{{ unsubscribe_url }}}}\">Unsubscribe</a>` to `{}{html}`, or mark the workflow `class: transactional` if it is not marketing", self.templates.folder()),
+                    );
+                }
+            }
+        }
+        Some(plan::EmailStep {
+            files,
+            subjects: subjects?,
+            coupon,
+            when_capped: s.when_capped.unwrap_or(Deferral::Wait),
+            in_quiet_hours: s.in_quiet_hours.unwrap_or(Deferral::Wait),
+        })
+    }
+
+    pub(super) fn sample_context(&self, workflow: &str, scope: TemplateScope) -> Context {
+        let mut context = Context::new();
+        context.insert("customer", &Customer::sample(self.now));
+        if scope.event {
+            context.insert("event", &Event::sample("sample", self.now));
+        }
+        if scope.coupon {
+            context.insert("coupon", &serde_json::json!({ "code": "SAMPLE-7KQ2-M9XD", "expires_at": self.now.to_rfc3339() }));
+        }
+        context.insert(
+            "workflow",
+            &serde_json::json!({ "name": workflow, "description": "" }),
+        );
+        context.insert("now", &self.now.to_rfc3339());
+        context.insert("unsubscribe_url", "https://example.com/u/sample-token");
+        context
+    }
+
+    pub(super) fn subjects(
+        &mut self,
+        subject: Option<&Subject>,
+        route: &Route,
+        ctx: &FileCtx<'_>,
+        id: &str,
+        scope: TemplateScope,
+        context: &Context,
+    ) -> Option<BTreeMap<String, String>> {
+        let doc = ctx.doc;
+        let sroute = route.key("subject");
+        let entries: Vec<(String, String, Route)> = match subject {
+            None => {
+                self.error("missing-subject", "email step has no `subject:`", doc.value_span(&route.key("email")), "add `subject: \"...\"` to the step (Tera, e.g. `\"{{ customer.first_name }}, a gift for you\"`)");
+                return None;
+            }
+            Some(Subject::One(text)) => vec![(String::new(), text.clone(), sroute.clone())],
+            Some(Subject::ByLocale(map)) => {
+                if !map.contains_key("default") {
+                    self.error("missing-subject", "subject by locale has no `default`", doc.key_span(&sroute), "add `default: \"...\"` for customers whose locale has no subject of its own");
+                }
+                map.iter()
+                    .map(|(k, v)| {
+                        (
+                            if k == "default" {
+                                String::new()
+                            } else {
+                                k.clone()
+                            },
+                            v.clone(),
+                            sroute.key(k),
+                        )
+                    })
+                    .collect()
+            }
+        };
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (locale, text, r) in entries {
+            if text.contains('\n') || text.contains('\r') {
+                self.error(
+                    "bad-subject",
+                    "a subject must be one line",
+                    doc.value_span(&r),
+                    "remove the line break",
+                );
+                ok = false;
+                continue;
+            }
+            let name = format!(
+                "@subject/{}/{}/{}",
+                ctx.workflow,
+                id,
+                if locale.is_empty() {
+                    "default"
+                } else {
+                    &locale
+                }
+            );
+            let mut scratch = Tera::new();
+            if let Err(e) = scratch.add_raw_template(&name, &text) {
+                ok = false;
+                let (msg, span) = match e.kind() {
+                    tera::ErrorKind::SyntaxError(r2) => (
+                        crate::source::diagnostic::lowercase_first(r2.message()),
+                        Some(r2.span().clone()),
+                    ),
+                    _ => (e.to_string(), None),
+                };
+                let at = span.map_or(0, |s| text[..s.range.start.min(text.len())].chars().count());
+                self.diags.push(
+                    Diagnostic::error("template-syntax", format!("subject syntax error: {msg}"))
+                        .at(doc.locate(&r, at, 1))
+                        .help("subjects are Tera templates: `{{ customer.first_name }}`"),
+                );
+                continue;
+            }
+            // Names are checked against a one-off file holding the subject, then moved onto
+            // the workflow file at the subject's position.
+            let tmp = SourceFile::new(doc.file.path(), text.clone());
+            let top: HashSet<String> = scratch
+                .get_template_variables(&name)
+                .map(|v| v.into_iter().map(str::to_string).collect())
+                .unwrap_or_default();
+            for mut d in templates::check_names(&tmp, &top, scope, &|_| true) {
+                ok = false;
+                if let Some(span) = &d.span {
+                    let offset = tmp.byte_offset(span.start);
+                    let chars = text[..offset.min(text.len())].chars().count();
+                    d.span = Some(doc.locate(&r, chars, span.len));
+                }
+                self.diags.push(d);
+            }
+            if ok && let Err(e) = scratch.render(&name, context) {
+                ok = false;
+                self.error(
+                    "template-render",
+                    format!("subject fails to render for a sample customer: {e}"),
+                    doc.value_span(&r),
+                    "check filters and value types in the subject",
+                );
+            }
+            self.subjects.push((name.clone(), text));
+            out.insert(locale, name);
+        }
+        ok.then_some(out)
+    }
+
+    pub(super) fn webhook(
+        &mut self,
+        w: &raw::Webhook,
+        route: &Route,
+        ctx: &FileCtx<'_>,
+    ) -> Option<plan::WebhookStep> {
+        let doc = ctx.doc;
+        let wroute = route.key("webhook");
+        let mut ok = true;
+        if let Err(crate::config::EnvError::Malformed { at }) =
+            crate::config::env_references(&w.url)
+        {
+            self.diags.push(
+                Diagnostic::error(
+                    "bad-webhook",
+                    "malformed environment reference in the webhook URL",
+                )
+                .at(doc.locate(&wroute.key("url"), at, 2))
+                .help("write `${NAME}`; the value comes from the daemon's environment"),
+            );
+            ok = false;
+        } else if !(w.url.starts_with("https://")
+            || w.url.starts_with("http://")
+            || w.url.starts_with("${"))
+        {
+            self.error(
+                "bad-webhook",
+                format!(
+                    "webhook URL `{}` must start with `https://` or `http://`",
+                    w.url
+                ),
+                doc.value_span(&wroute.key("url")),
+                "use a full URL; put secrets and hosts in `${ENV}` references",
+            );
+            ok = false;
+        }
+        let method = w
+            .method
+            .clone()
+            .unwrap_or_else(|| "POST".into())
+            .to_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+            self.error(
+                "bad-webhook",
+                format!("`{method}` is not an HTTP method a webhook can use"),
+                doc.value_span(&wroute.key("method")),
+                "use `POST`, `PUT`, `PATCH`, `GET` or `DELETE`",
+            );
+            ok = false;
+        }
+        let timeout = match &w.timeout {
+            None => Some(TimeDelta::seconds(10)),
+            Some(t) => self.positive_duration(t, doc, &wroute.key("timeout"), "a webhook timeout"),
+        };
+        let json = w.json.as_ref().and_then(|j| serde_json::to_value(j).ok());
+        (ok && timeout.is_some()).then(|| plan::WebhookStep {
+            url: w.url.clone(),
+            method,
+            json,
+            headers: w.headers.clone(),
+            timeout: timeout.unwrap_or_default(),
+        })
+    }
+}

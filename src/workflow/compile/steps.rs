@@ -1,0 +1,276 @@
+//! A workflow's steps, one kind at a time: emails, waits, conditions, webhooks, updates,
+//! exits — with ids, positions and what may follow what.
+
+use super::*;
+use crate::source::yaml::Route;
+use crate::time::duration;
+use crate::workflow::expr::Vars;
+use crate::workflow::plan::{self, StepKind, Wait};
+use crate::workflow::raw::{self as raw};
+
+impl Compiler {
+    pub(super) fn steps(
+        &mut self,
+        steps: &[raw::Step],
+        route: &Route,
+        prefix: &str,
+        ctx: &mut FileCtx<'_>,
+    ) -> Vec<plan::Step> {
+        let mut out = Vec::new();
+        let mut exited: Option<usize> = None;
+        for (i, step) in steps.iter().enumerate() {
+            let sroute = route.index(i);
+            if let Some(at) = exited {
+                self.error(
+                    "unreachable-step",
+                    format!("step {} comes after an `exit` and never runs", i + 1),
+                    ctx.doc.value_span(&sroute),
+                    format!(
+                        "remove it, or move the `exit` (step {}) into an `if`",
+                        at + 1
+                    ),
+                );
+                exited = None;
+            }
+            let position = format!("{prefix}{}", i + 1);
+            if let Some(s) = self.step(step, &sroute, &position, ctx) {
+                if matches!(s.kind, StepKind::Exit { .. }) && i + 1 < steps.len() {
+                    exited = Some(i);
+                }
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    pub(super) fn step(
+        &mut self,
+        s: &raw::Step,
+        route: &Route,
+        position: &str,
+        ctx: &mut FileCtx<'_>,
+    ) -> Option<plan::Step> {
+        let doc = ctx.doc;
+        let kinds: Vec<&str> = [
+            ("email", s.email.is_some()),
+            ("wait", s.wait.is_some()),
+            ("if", s.if_.is_some()),
+            ("webhook", s.webhook.is_some()),
+            ("update", s.update.is_some()),
+            ("exit", s.exit.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, present)| present.then_some(k))
+        .collect();
+        if kinds.len() != 1 {
+            let msg = if kinds.is_empty() {
+                "step does nothing".to_string()
+            } else {
+                format!(
+                    "step has more than one action: {}",
+                    kinds
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            self.error("bad-step", msg, doc.value_span(route), "each step is one of `email`, `wait`, `if`, `webhook`, `update` or `exit`; split it into several steps");
+            return None;
+        }
+        let kind = kinds[0];
+        let email_only = [
+            ("subject", s.subject.is_some()),
+            ("coupon", s.coupon.is_some()),
+            ("when_capped", s.when_capped.is_some()),
+            ("in_quiet_hours", s.in_quiet_hours.is_some()),
+        ];
+        for (key, present) in email_only {
+            if present && kind != "email" {
+                self.error(
+                    "misplaced-key",
+                    format!("`{key}` belongs to an `email` step, not `{kind}`"),
+                    doc.key_span(&route.key(key)),
+                    format!("move `{key}` to the email step it is for"),
+                );
+            }
+        }
+        for (key, present) in [("then", s.then.is_some()), ("else", s.else_.is_some())] {
+            if present && kind != "if" {
+                self.error(
+                    "misplaced-key",
+                    format!("`{key}` belongs to an `if` step"),
+                    doc.key_span(&route.key(key)),
+                    "add `if: CONDITION` to this step, or remove the branch",
+                );
+            }
+        }
+        let id = match &s.id {
+            Some(id) => {
+                let span = doc.value_span(&route.key("id"));
+                if id.is_empty()
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+                {
+                    self.error(
+                        "bad-step-id",
+                        format!("step id `{id}` may only use letters, digits, `-` and `_`"),
+                        span.clone(),
+                        "e.g. `id: last-chance`",
+                    );
+                }
+                if let Some(first) = ctx.ids.get(id) {
+                    let line = first.start.line;
+                    self.error(
+                        "duplicate-step-id",
+                        format!("step id `{id}` is already used on line {line}"),
+                        span,
+                        "give each step a unique `id:`; enrollments resume by it",
+                    );
+                } else {
+                    ctx.ids.insert(id.clone(), span);
+                }
+                id.clone()
+            }
+            None => {
+                let derived = match &s.email {
+                    Some(t) if !ctx.ids.contains_key(t) => t.clone(),
+                    _ => position.to_string(),
+                };
+                ctx.ids
+                    .entry(derived.clone())
+                    .or_insert_with(|| doc.value_span(route));
+                derived
+            }
+        };
+        let kind = match kind {
+            "email" => StepKind::Email(self.email(s, route, &id, ctx)?),
+            "wait" => StepKind::Wait(match s.wait.as_ref()? {
+                raw::Wait::For(text) => {
+                    Wait::For(self.positive_duration(text, doc, &route.key("wait"), "a wait")?)
+                }
+                raw::Wait::Until(text) => match duration::parse_time_of_day(text) {
+                    Some(t) => Wait::Until(t),
+                    None => {
+                        self.error(
+                            "bad-time",
+                            format!("`{text}` is not a time of day"),
+                            doc.value_span(&route.key("wait").key("until")),
+                            "write 24-hour local time as `HH:MM`, e.g. `09:00`",
+                        );
+                        return None;
+                    }
+                },
+            }),
+            "if" => {
+                let text = s.if_.as_deref()?;
+                let condition = self.expression(
+                    text,
+                    doc,
+                    &route.key("if"),
+                    Vars {
+                        event: ctx.has_event,
+                        enrollment: true,
+                    },
+                    "if",
+                );
+                if s.then.is_none() {
+                    self.error(
+                        "missing-then",
+                        "`if` step has no `then:`",
+                        doc.key_span(&route.key("if")),
+                        "add `then:` with the steps to run when the condition holds",
+                    );
+                }
+                let then = self.steps(
+                    s.then.as_deref().unwrap_or(&[]),
+                    &route.key("then"),
+                    &format!("{position}.then."),
+                    ctx,
+                );
+                let else_ = self.steps(
+                    s.else_.as_deref().unwrap_or(&[]),
+                    &route.key("else"),
+                    &format!("{position}.else."),
+                    ctx,
+                );
+                StepKind::If {
+                    condition: condition?,
+                    then,
+                    else_,
+                }
+            }
+            "webhook" => StepKind::Webhook(self.webhook(s.webhook.as_ref()?, route, ctx)?),
+            "update" => StepKind::Update(self.update(s.update.as_ref()?, route, ctx)?),
+            _ => {
+                let reason = s.exit.clone()?;
+                if reason.trim().is_empty() {
+                    self.error("bad-exit", "`exit` needs a reason", doc.value_span(&route.key("exit")), "e.g. `exit: already-reviewed`; the reason is recorded and shown in reports");
+                }
+                StepKind::Exit { reason }
+            }
+        };
+        Some(plan::Step { id, kind })
+    }
+
+    pub(super) fn update(
+        &mut self,
+        u: &raw::Update,
+        route: &Route,
+        ctx: &FileCtx<'_>,
+    ) -> Option<plan::UpdateStep> {
+        let doc = ctx.doc;
+        let uroute = route.key("update");
+        let mut ok = true;
+        for key in u.set.keys() {
+            if [
+                "id",
+                "email",
+                "tags",
+                "attributes",
+                "unsubscribed_at",
+                "created_at",
+            ]
+            .contains(&key.as_str())
+            {
+                let help = if key == "tags" {
+                    "use `tags: { add: [...], remove: [...] }`"
+                } else {
+                    "a workflow may change attributes and profile fields, not the customer's identity or consent"
+                };
+                self.error(
+                    "bad-update",
+                    format!("`{key}` cannot be set by a workflow"),
+                    doc.key_span(&uroute.key("set").key(key)),
+                    help,
+                );
+                ok = false;
+            }
+        }
+        if u.set.is_empty() && u.tags.add.is_empty() && u.tags.remove.is_empty() {
+            self.error(
+                "bad-update",
+                "update changes nothing",
+                doc.key_span(&uroute),
+                "add `set: { ... }` or `tags: { add: [...] }`",
+            );
+            ok = false;
+        }
+        let set = u
+            .set
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect();
+        ok.then(|| plan::UpdateStep {
+            set,
+            add_tags: u.tags.add.clone(),
+            remove_tags: u.tags.remove.clone(),
+        })
+    }
+}
