@@ -16,7 +16,7 @@ use tidings::customer::Customer;
 use tidings::delivery::build_message;
 use tidings::engine::Engine;
 use tidings::store::Store;
-use tidings::store::journeys::DeliveryRow;
+use tidings::store::deliveries::DeliveryRow;
 
 fn main() {
     let n: usize = std::env::var("TIDINGS_BENCH_MESSAGES")

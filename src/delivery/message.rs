@@ -3,7 +3,7 @@
 //! SMTP carries them, and the DKIM signature.
 
 use super::*;
-use crate::store::journeys::DeliveryRow;
+use crate::store::deliveries::DeliveryRow;
 use chrono::{DateTime, Utc};
 use lettre::Message;
 use lettre::message::dkim::{

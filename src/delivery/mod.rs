@@ -29,7 +29,7 @@ use lettre::message::dkim::DkimConfig;
 use thiserror::Error;
 
 use crate::delivery::smtp::SmtpServer;
-use crate::store::journeys::DeliveryRow;
+use crate::store::deliveries::DeliveryRow;
 use crate::store::outbox;
 use crate::store::{Store, StoreError};
 

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::store::Store;
-use crate::store::journeys::DeliveryRow;
+use crate::store::deliveries::DeliveryRow;
 use crate::store::outbox;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;

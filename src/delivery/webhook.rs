@@ -17,7 +17,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::config::{WebhookConfig, expand_env};
-use crate::store::journeys::DeliveryRow;
+use crate::store::deliveries::DeliveryRow;
 use crate::store::outbox;
 use crate::store::{Store, StoreError};
 

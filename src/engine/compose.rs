@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::customer::{Customer, Event};
-use crate::store::journeys::{EnrollmentRow, NewDelivery};
+use crate::store::deliveries::NewDelivery;
+use crate::store::enrollments::EnrollmentRow;
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::plan::{EmailStep, StepKind, Trigger, Workflow};
 use crate::workflow::raw::{DeliveryMode, MailClass};

@@ -215,7 +215,7 @@ fn apply_set(c: &mut Customer, set: &Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::journeys::CustomerFilter;
+    use crate::store::customer_rows::CustomerFilter;
     use chrono::NaiveTime;
     use chrono_tz::Tz;
 

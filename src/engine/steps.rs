@@ -6,7 +6,9 @@
 use super::*;
 use crate::customer::{Customer, Enrollment};
 use crate::store::StoreError;
-use crate::store::journeys::{self, EnrollmentRow, NewDelivery};
+use crate::store::deliveries::NewDelivery;
+use crate::store::enrollments::EnrollmentRow;
+use crate::store::{customer_rows, deliveries, enrollments, events, suppressions};
 use crate::workflow::expr::{EvalInput, Expr};
 use crate::workflow::plan::{Step, StepKind, Wait, Workflow};
 use crate::workflow::raw::{Deferral, MailClass};
@@ -87,13 +89,14 @@ impl Engine {
         report: &mut PassReport,
     ) -> Result<usize, EngineError> {
         let wall = Utc::now();
-        let lease = journeys::Lease {
+        let lease = enrollments::Lease {
             now: wall,
             until: wall + self.lease(),
             sole: self.store.backend() == crate::store::Backend::Sqlite,
         };
         let mut tx = self.store.write_tx().await?;
-        let mut due = journeys::claim_due(&mut tx, self.store.backend(), now, BATCH, lease).await?;
+        let mut due =
+            enrollments::claim_due(&mut tx, self.store.backend(), now, BATCH, lease).await?;
         tx.commit().await?;
         let count = due.len();
         // One commit for a group of journeys (a commit waits for the disk), each journey in
@@ -103,7 +106,7 @@ impl Engine {
             // The group's customers and their suppressions, read at once.
             let ids: Vec<&str> = group.iter().map(|r| r.customer_id.as_str()).collect();
             let backend = self.store.backend();
-            let mut customers = journeys::customers_for_update(&mut tx, backend, &ids).await?;
+            let mut customers = customer_rows::customers_for_update(&mut tx, backend, &ids).await?;
             let emails = customers.values().map(|c| c.email.as_str()).collect();
             let mut suppressions = Suppressions::load(&mut tx, emails).await?;
             if backend == crate::store::Backend::Sqlite {
@@ -121,7 +124,7 @@ impl Engine {
                         .await?;
                 }
                 outgoing.write(&mut tx, report).await?;
-                let saved = journeys::save_enrollments(&mut tx, group).await?;
+                let saved = enrollments::save_enrollments(&mut tx, group).await?;
                 match saved == group.len() as u64 {
                     true => tx.commit().await?,
                     false => tx.rollback().await?,
@@ -136,14 +139,15 @@ impl Engine {
                 self.advance(&mut journey, row, customer, &mut suppressions, out, report)
                     .await?;
                 outgoing.write(&mut journey, report).await?;
-                if journeys::save_enrollment(&mut journey, row).await? {
+                if enrollments::save_enrollment(&mut journey, row).await? {
                     journey.commit().await?;
                 } else {
                     // Another worker took it after our lease ran out; its work stands, and
                     // the customer as this journey changed it is forgotten.
                     journey.rollback().await?;
                     if let Some(c) =
-                        journeys::customer_for_update(&mut tx, backend, &row.customer_id).await?
+                        customer_rows::customer_for_update(&mut tx, backend, &row.customer_id)
+                            .await?
                     {
                         customers.insert(c.id.clone(), c);
                     }
@@ -187,7 +191,7 @@ impl Engine {
             return Ok(());
         };
         let event = match &row.event_id {
-            Some(id) => journeys::event(conn, id).await?,
+            Some(id) => events::event(conn, id).await?,
             None => None,
         };
         let history = history_if(conn, wf.reads_history(), &customer.id, at).await?;
@@ -286,7 +290,7 @@ impl Engine {
                                     report.deferred += 1;
                                     return Ok(());
                                 }
-                                journeys::insert_skipped(conn, &d, reason).await?;
+                                enrollments::insert_skipped(conn, &d, reason).await?;
                                 report.skipped += 1;
                                 row.step = node.next.map(str::to_string);
                                 continue;
@@ -332,7 +336,7 @@ impl Engine {
                             customer.tags.push(tag.clone());
                         }
                     }
-                    journeys::save_customer(conn, customer, at).await?;
+                    customer_rows::save_customer(conn, customer, at).await?;
                     row.step = node.next.map(str::to_string);
                 }
                 StepKind::Webhook(hook) => {
@@ -423,7 +427,7 @@ impl Engine {
         {
             // The cap counts this group's queued emails too: write them first.
             outgoing.write(conn, report).await?;
-            let sends = journeys::marketing_sends_since(conn, &customer.id, at - per).await?;
+            let sends = deliveries::marketing_sends_since(conn, &customer.id, at - per).await?;
             if sends.len() >= cap.count as usize {
                 // The slot opens when the oldest send in the window leaves it.
                 let until = sends[sends.len() - cap.count as usize] + per;
@@ -491,7 +495,7 @@ impl Outgoing {
         if self.0.is_empty() {
             return Ok(());
         }
-        let new = journeys::insert_deliveries(conn, &self.0).await?;
+        let new = deliveries::insert_deliveries(conn, &self.0).await?;
         for d in self.0.drain(..).filter(|d| new.contains(&d.id)) {
             if d.channel == "webhook" {
                 report.webhooks += 1;
@@ -509,7 +513,7 @@ impl Suppressions {
         conn: &mut sqlx::AnyConnection,
         emails: Vec<&str>,
     ) -> Result<Self, StoreError> {
-        let found = journeys::suppressed_among(conn, &emails).await?;
+        let found = suppressions::suppressed_among(conn, &emails).await?;
         Ok(Self(
             emails
                 .into_iter()
@@ -531,7 +535,7 @@ impl Suppressions {
         if let Some(known) = self.0.get(&email) {
             return Ok(*known);
         }
-        let suppressed = journeys::is_suppressed(conn, &email).await?;
+        let suppressed = suppressions::is_suppressed(conn, &email).await?;
         self.0.insert(email, suppressed);
         Ok(suppressed)
     }

@@ -6,7 +6,9 @@
 use super::*;
 use crate::customer::{Customer, Event};
 use crate::store::StoreError;
-use crate::store::journeys::{self, CustomerFilter, EnrollmentRow};
+use crate::store::customer_rows::CustomerFilter;
+use crate::store::enrollments::EnrollmentRow;
+use crate::store::{customer_rows, enrollments, events, schedules};
 use crate::workflow::expr::pushdown::SqlFilter;
 use crate::workflow::expr::{EvalInput, EventHistory};
 use crate::workflow::plan::{Reentry, Trigger, Workflow, Zone};
@@ -36,7 +38,7 @@ pub(super) async fn history_if(
     at: DateTime<Utc>,
 ) -> Result<Option<Arc<EventHistory>>, StoreError> {
     Ok(match needed {
-        true => Some(Arc::new(journeys::history(conn, customer_id, at).await?)),
+        true => Some(Arc::new(events::history(conn, customer_id, at).await?)),
         false => None,
     })
 }
@@ -54,12 +56,12 @@ pub(super) async fn enter(
         match entry {
             Entry::No => {}
             Entry::Failed(row) => {
-                journeys::insert_failed_enrollment(conn, &row).await?;
+                enrollments::insert_failed_enrollment(conn, &row).await?;
             }
             Entry::Enters(row) => entering.push(row),
         }
     }
-    let n = journeys::insert_enrollments(conn, &entering).await?;
+    let n = enrollments::insert_enrollments(conn, &entering).await?;
     report.enrolled += n;
     crate::progress::add(&crate::progress::METER.enrolled, n);
     Ok(())
@@ -94,7 +96,7 @@ impl Engine {
         report: &mut PassReport,
     ) -> Result<usize, EngineError> {
         let mut conn = self.store.pool.acquire().await?;
-        let events = journeys::pending_events(&mut conn, now, BATCH).await?;
+        let events = events::pending_events(&mut conn, now, BATCH).await?;
         drop(conn);
         // Events that start nothing and change nothing (most `stage_entered` ones) are
         // only marked processed, all in one statement.
@@ -112,11 +114,14 @@ impl Engine {
                 continue;
             }
             let mut tx = self.store.write_tx().await?;
-            let Some(mut customer) =
-                journeys::customer_for_update(&mut tx, self.store.backend(), &stored.customer_id)
-                    .await?
+            let Some(mut customer) = customer_rows::customer_for_update(
+                &mut tx,
+                self.store.backend(),
+                &stored.customer_id,
+            )
+            .await?
             else {
-                journeys::mark_event_processed(&mut tx, &stored.event.id, now).await?;
+                events::mark_event_processed(&mut tx, &stored.event.id, now).await?;
                 tx.commit().await?;
                 continue;
             };
@@ -125,7 +130,7 @@ impl Engine {
                 if unsubscribes && customer.unsubscribed_at.is_none() {
                     customer.unsubscribed_at = Some(stored.event.at);
                 }
-                journeys::save_customer(&mut tx, &customer, stored.event.at).await?;
+                customer_rows::save_customer(&mut tx, &customer, stored.event.at).await?;
                 self.restage(&mut tx, &customer, None, stored.event.at)
                     .await?;
             }
@@ -136,7 +141,7 @@ impl Engine {
                 let key = stored.event.id.clone();
                 let admission = Admission {
                     suppressions: &mut suppressions,
-                    last_entry: journeys::last_entry(&mut tx, &wf.name, &customer.id).await?,
+                    last_entry: enrollments::last_entry(&mut tx, &wf.name, &customer.id).await?,
                     history: history.as_ref(),
                 };
                 let entry = self
@@ -152,13 +157,13 @@ impl Engine {
                     .await?;
                 enter(&mut tx, vec![entry], report).await?;
             }
-            journeys::mark_event_processed(&mut tx, &stored.event.id, now).await?;
+            events::mark_event_processed(&mut tx, &stored.event.id, now).await?;
             tx.commit().await?;
             report.events += 1;
         }
         if !idle.is_empty() {
             let mut tx = self.store.write_tx().await?;
-            journeys::mark_events_processed(&mut tx, &idle, now).await?;
+            events::mark_events_processed(&mut tx, &idle, now).await?;
             tx.commit().await?;
             report.events += idle.len() as u64;
         }
@@ -255,7 +260,7 @@ impl Engine {
                 Zone::Fixed(tz) => vec![(wf.name.clone(), *tz, CustomerFilter::All)],
                 Zone::Customer => {
                     let mut conn = self.store.pool.acquire().await?;
-                    journeys::customer_zones(&mut conn)
+                    customer_rows::customer_zones(&mut conn)
                         .await?
                         .into_iter()
                         .map(|z| {
@@ -271,7 +276,7 @@ impl Engine {
             };
             for (key, tz, only_zone) in zones {
                 let mut conn = self.store.pool.acquire().await?;
-                let from = journeys::last_fire(&mut conn, &key)
+                let from = schedules::last_fire(&mut conn, &key)
                     .await?
                     .unwrap_or(now - TimeDelta::seconds(1));
                 drop(conn);
@@ -313,12 +318,12 @@ impl Engine {
                     })
                     .await?;
                     let mut conn = self.store.pool.acquire().await?;
-                    journeys::record_fire(&mut conn, &key, fire, now).await?;
+                    schedules::record_fire(&mut conn, &key, fire, now).await?;
                 }
                 // The pass itself is the watermark: the next pass starts after it, even when
                 // nothing fired (a fresh store's first pass).
                 let mut conn = self.store.pool.acquire().await?;
-                journeys::record_fire(&mut conn, &key, now, now).await?;
+                schedules::record_fire(&mut conn, &key, now, now).await?;
             }
         }
         Ok(())
@@ -340,7 +345,7 @@ impl Engine {
             }
             let key = format!("{}#date", wf.name);
             let mut conn = self.store.pool.acquire().await?;
-            let from = journeys::last_fire(&mut conn, &key)
+            let from = schedules::last_fire(&mut conn, &key)
                 .await?
                 .unwrap_or(now - TimeDelta::seconds(1));
             drop(conn);
@@ -350,7 +355,7 @@ impl Engine {
             let (column, at, offset) = (column.clone(), *at, *offset);
             let filter = if column == "birthday" {
                 let mut conn = self.store.pool.acquire().await?;
-                let zones = journeys::customer_zones(&mut conn).await?;
+                let zones = customer_rows::customer_zones(&mut conn).await?;
                 birthdays_firing(&zones, at, offset, from, now)
             } else {
                 CustomerFilter::All
@@ -374,7 +379,7 @@ impl Engine {
             .await?;
             // Recorded once every customer was seen (see `fire_schedules`).
             let mut conn = self.store.pool.acquire().await?;
-            journeys::record_fire(&mut conn, &key, now, now).await?;
+            schedules::record_fire(&mut conn, &key, now, now).await?;
         }
         Ok(())
     }
@@ -396,7 +401,8 @@ impl Engine {
         let mut after = String::new();
         loop {
             let mut conn = self.store.pool.acquire().await?;
-            let page = journeys::customers_page(&mut conn, &after, BATCH, filter, &pushed).await?;
+            let page =
+                customer_rows::customers_page(&mut conn, &after, BATCH, filter, &pushed).await?;
             drop(conn);
             let Some(last) = page.last() else {
                 return Ok(());
@@ -411,7 +417,7 @@ impl Engine {
             let emails = entering.iter().map(|(c, _)| c.email.as_str()).collect();
             let mut suppressions = Suppressions::load(&mut tx, emails).await?;
             let ids: Vec<&str> = entering.iter().map(|(c, _)| c.id.as_str()).collect();
-            let last_entries = journeys::last_entries(&mut tx, &wf.name, &ids).await?;
+            let last_entries = enrollments::last_entries(&mut tx, &wf.name, &ids).await?;
             let mut entries = Vec::new();
             for (customer, (trigger_key, at)) in entering {
                 let history = history_if(&mut tx, wf.reads_history(), &customer.id, at).await?;

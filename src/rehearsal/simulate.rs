@@ -19,7 +19,7 @@ use crate::delivery::{DeliveryError, DispatchOptions, Transport, dispatch, recov
 use crate::engine::{Engine, EngineError};
 use crate::rehearsal::tempdir::TempDir;
 use crate::store::copy::{self, CopyReport, copy_for_rehearsal};
-use crate::store::{Store, StoreError, journeys};
+use crate::store::{Store, StoreError, customer_rows};
 use crate::time::clock::{Clock, VirtualClock};
 use crate::workflow::plan::{Plan, Trigger, Zone};
 
@@ -183,7 +183,7 @@ pub(crate) async fn next_moment(
                 if zones.is_none() {
                     let mut conn = store.connection().await?;
                     zones = Some(
-                        journeys::customer_zones(&mut conn)
+                        customer_rows::customer_zones(&mut conn)
                             .await?
                             .iter()
                             .map(|z| crate::time::zones::zone_named(z.as_deref()))

@@ -20,12 +20,17 @@ use crate::customer::Customer;
 use crate::import::{CustomerRow, EventId, EventRow, RowError};
 
 pub mod copy;
+pub mod customer_rows;
 pub mod customers;
-pub mod journeys;
+pub mod deliveries;
+pub mod enrollments;
+pub mod events;
 pub mod outbox;
 pub mod report;
+pub mod schedules;
 pub mod stages;
 pub mod status;
+pub mod suppressions;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -752,7 +757,7 @@ async fn unsubscribe_in(
             Unsubscribed::NoSuchCustomer
         });
     }
-    journeys::insert_event(
+    events::insert_event(
         conn,
         &format!("unsubscribed:{customer_id}:{}", at.timestamp_millis()),
         customer_id,

@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
 
 use super::StoreError;
-use super::journeys::{DeliveryRow, WITH_BODIES, delivery_rows, fill_bodies};
+use super::deliveries::DeliveryRow;
+use super::deliveries::WITH_BODIES;
+use super::deliveries::delivery_rows;
+use super::deliveries::fill_bodies;
 
 /// Puts back the emails a dead sender left in `sending`: those whose lease ran out before
 /// `expired_before` (every one, when the caller is the only sender). `at_least_once` mail
@@ -219,7 +222,7 @@ pub async fn send_blockers(
 ) -> Result<HashMap<String, String>, StoreError> {
     use sqlx::Row;
     let addresses: Vec<&str> = rows.iter().map(|d| d.recipient.as_str()).collect();
-    let suppressed = super::journeys::suppressed_among(conn, &addresses).await?;
+    let suppressed = super::suppressions::suppressed_among(conn, &addresses).await?;
     let marketing: BTreeSet<&str> = rows
         .iter()
         .filter(|d| d.class == "marketing")

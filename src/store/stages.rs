@@ -8,8 +8,8 @@ use crate::customer::Customer;
 use std::collections::HashSet;
 
 use crate::customer::STAGE_ENTERED;
-use crate::store::journeys::RaisedEvent;
-use crate::store::{StoreError, customers, journeys};
+use crate::store::events::RaisedEvent;
+use crate::store::{StoreError, customers};
 
 /// A page of customers after `after_id` with their current stage, for the daily sweep.
 pub async fn page(
@@ -88,6 +88,6 @@ pub async fn enter_all(
             properties: serde_json::json!({ "from": m.from, "to": m.to }).to_string(),
         })
         .collect();
-    journeys::insert_events(conn, &events).await?;
+    super::events::insert_events(conn, &events).await?;
     Ok(moved.len() as u64)
 }

@@ -9,7 +9,8 @@ use chrono::Utc;
 use tidings::customer::{CUSTOMER_FIELDS, Customer};
 use tidings::import::CustomerRow;
 use tidings::store::Store;
-use tidings::store::journeys::{CustomerFilter, customers_page};
+use tidings::store::customer_rows::CustomerFilter;
+use tidings::store::customer_rows::customers_page;
 use tidings::workflow::expr::pushdown::SqlFilter;
 use tidings::workflow::expr::{EvalInput, ExprEngine, Vars};
 

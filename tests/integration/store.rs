@@ -524,14 +524,14 @@ pub(crate) fn pass(b: &Backend, now: &str) -> String {
 pub(crate) type Enrollments = Vec<(String, String, String, Option<String>, Option<String>)>;
 
 /// The outbox and the enrollments, as stored.
-pub(crate) fn outbox(b: &Backend) -> (Vec<tidings::store::journeys::DeliveryRow>, Enrollments) {
+pub(crate) fn outbox(b: &Backend) -> (Vec<tidings::store::deliveries::DeliveryRow>, Enrollments) {
     with_store(b, async |s| {
         let mut conn = s.connection().await.unwrap();
         (
-            tidings::store::journeys::deliveries(&mut conn)
+            tidings::store::deliveries::deliveries(&mut conn)
                 .await
                 .unwrap(),
-            tidings::store::journeys::enrollments(&mut conn)
+            tidings::store::enrollments::enrollments(&mut conn)
                 .await
                 .unwrap(),
         )
@@ -884,7 +884,7 @@ fn the_zones_customers_are_in() {
         let zones = || {
             with_store(&b, async |s| {
                 let mut conn = s.connection().await.unwrap();
-                let mut zones = tidings::store::journeys::customer_zones(&mut conn)
+                let mut zones = tidings::store::customer_rows::customer_zones(&mut conn)
                     .await
                     .unwrap();
                 zones.sort();
@@ -989,7 +989,9 @@ fn long_commands_show_progress_when_asked() {
 #[test]
 fn due_journeys_are_leased_and_fenced() {
     use sqlx::Connection;
-    use tidings::store::journeys::{Lease, claim_due, save_enrollment};
+    use tidings::store::enrollments::Lease;
+    use tidings::store::enrollments::claim_due;
+    use tidings::store::enrollments::save_enrollment;
     for b in backends("leases") {
         with_examples(&b);
         import_demo(&b, "customers");
@@ -1075,7 +1077,8 @@ fn due_journeys_are_leased_and_fenced() {
 #[test]
 fn an_unsubscribe_is_not_overwritten_by_a_step_in_flight() {
     use sqlx::Connection;
-    use tidings::store::journeys::{customer_for_update, save_customer};
+    use tidings::store::customer_rows::customer_for_update;
+    use tidings::store::customer_rows::save_customer;
     let Some(b) = postgres("lost-update") else {
         return;
     };
@@ -1135,7 +1138,7 @@ fn opening_the_store_does_not_wait_for_a_writer() {
 /// quotes, Unicode, NULLs, nested attributes, and money to the last bit of its `f64`.
 #[test]
 fn a_page_of_customers_reads_back_every_field_exactly() {
-    use tidings::store::{journeys, stages};
+    use tidings::store::{customer_rows as journeys, stages};
     for b in backends("customer-page") {
         write(
             &b.dir,

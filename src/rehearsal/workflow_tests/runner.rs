@@ -16,7 +16,8 @@ use crate::import;
 use crate::rehearsal::workflow_tests::spec::{Action, Case, EmailMatch, Suite};
 use crate::source::diagnostic::Span;
 use crate::store::Store;
-use crate::store::journeys::{self, SentEmail};
+use crate::store::deliveries::SentEmail;
+use crate::store::{deliveries, enrollments};
 use crate::workflow::plan::Plan;
 
 /// The longest the clock jumps without a pass. Every moment something can happen is
@@ -218,7 +219,7 @@ impl Run {
 
     async fn sent(&self) -> Result<Vec<SentEmail>, String> {
         let mut conn = self.store.connection().await.map_err(why)?;
-        let mut sent = journeys::sent_emails(&mut conn).await.map_err(why)?;
+        let mut sent = deliveries::sent_emails(&mut conn).await.map_err(why)?;
         for s in &mut sent {
             if let Some(t) = self.templates.get(&s.step) {
                 s.template = t.clone();
@@ -331,7 +332,7 @@ impl Run {
                 }
                 Action::ExpectExit { customer, reason } => {
                     let mut conn = self.store.connection().await.map_err(why)?;
-                    let all = journeys::enrollments(&mut conn).await.map_err(why)?;
+                    let all = enrollments::enrollments(&mut conn).await.map_err(why)?;
                     drop(conn);
                     let mine: Vec<_> = all
                         .iter()

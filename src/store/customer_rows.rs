@@ -1,0 +1,191 @@
+//! Customers as the engine reads and changes them: one, a group for a batch of journeys
+//! (locked on PostgreSQL), a page for an audience, and the zones customers live in.
+
+use super::{StoreError, customers, millis};
+use crate::customer::Customer;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{AnyConnection, Row};
+use std::collections::HashMap;
+
+pub async fn customer(conn: &mut AnyConnection, id: &str) -> Result<Option<Customer>, StoreError> {
+    let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| customers::from_row(&r)).transpose()
+}
+
+/// A customer read in a transaction that may write them back: on PostgreSQL the row is
+/// locked until it commits, so that an unsubscribe (or an API upsert) committed meanwhile
+/// is not overwritten by this transaction's older copy. (On SQLite the write transaction
+/// already holds the database's one write lock.)
+pub async fn customer_for_update(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    id: &str,
+) -> Result<Option<Customer>, StoreError> {
+    let sql = match backend {
+        super::Backend::Postgres => "SELECT * FROM customers WHERE id = $1 FOR UPDATE",
+        super::Backend::Sqlite => "SELECT * FROM customers WHERE id = $1",
+    };
+    let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
+    row.map(|r| customers::from_row(&r)).transpose()
+}
+
+/// Writes every field of a customer back (after an event's `set` or an `update` step).
+pub async fn save_customer(
+    conn: &mut AnyConnection,
+    c: &Customer,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE customers SET email = $1, first_name = $2, last_name = $3, locale = $4, timezone = $5, birthday = $6, created_at = $7, last_order_at = $8, orders_count = $9, total_spent = $10, tags = $11, unsubscribed_at = $12, attributes = $13, updated_at = $14 WHERE id = $15",
+    )
+    .bind(c.email.clone())
+    .bind(c.first_name.clone())
+    .bind(c.last_name.clone())
+    .bind(c.locale.clone())
+    .bind(c.timezone.clone())
+    .bind(c.birthday.map(|d| d.to_string()))
+    .bind(millis(c.created_at))
+    .bind(millis(c.last_order_at))
+    .bind(c.orders_count)
+    .bind(c.total_spent)
+    .bind(serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".into()))
+    .bind(millis(c.unsubscribed_at))
+    .bind(Value::Object(c.attributes.clone()).to_string())
+    .bind(now.timestamp_millis())
+    .bind(c.id.clone())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The customers with these ids, by id, read in a transaction that may write them back
+/// (locked on PostgreSQL, in id order so that two workers lock shared customers alike).
+pub async fn customers_for_update(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    ids: &[&str],
+) -> Result<HashMap<String, Customer>, StoreError> {
+    let sql = match backend {
+        super::Backend::Postgres => {
+            "SELECT * FROM customers WHERE id IN ({list}) ORDER BY id FOR UPDATE"
+        }
+        super::Backend::Sqlite => "SELECT * FROM customers WHERE id IN ({list}) ORDER BY id",
+    };
+    let sql = customers::select(&*conn, sql);
+    let rows = super::fetch_in(&mut *conn, &sql, &[], ids).await?;
+    Ok(customers::decode(conn, &rows)
+        .await?
+        .into_iter()
+        .map(|(c, _)| (c.id.clone(), c))
+        .collect())
+}
+
+/// A page of customers after `after_id`, in id order: how triggers stream the whole table
+/// without holding it, or a read cursor, in memory.
+pub async fn customers_page(
+    conn: &mut AnyConnection,
+    after_id: &str,
+    limit: i64,
+    filter: &CustomerFilter,
+    audience: &crate::workflow::expr::pushdown::SqlFilter,
+) -> Result<Vec<Customer>, StoreError> {
+    let (condition, values): (String, Vec<String>) = match filter {
+        CustomerFilter::All => (String::new(), Vec::new()),
+        CustomerFilter::Zone(None) => (" AND timezone IS NULL".into(), Vec::new()),
+        CustomerFilter::Zone(Some(z)) => (" AND timezone = $2".into(), vec![z.clone()]),
+        CustomerFilter::BirthdayOn(zones) => {
+            let mut values = Vec::new();
+            let mut mark = |v: &str| {
+                values.push(v.to_string());
+                format!("${}", values.len() + 1)
+            };
+            // Every day at once first, which the birthday index answers; then each zone's.
+            let mut days: Vec<&String> = zones.iter().flat_map(|(_, d)| d).collect();
+            days.sort();
+            days.dedup();
+            let any_day: Vec<String> = days.into_iter().map(|d| mark(d)).collect();
+            let each_zone: Vec<String> = zones
+                .iter()
+                .map(|(zone, days)| {
+                    let zone = match zone {
+                        None => "timezone IS NULL".to_string(),
+                        Some(z) => format!("timezone = {}", mark(z)),
+                    };
+                    let days: Vec<String> = days.iter().map(|d| mark(d)).collect();
+                    format!(
+                        "({zone} AND substr(birthday, 6, 5) IN ({}))",
+                        days.join(", ")
+                    )
+                })
+                .collect();
+            let condition = match each_zone.is_empty() {
+                true => " AND 1 = 0".to_string(),
+                false => format!(
+                    " AND substr(birthday, 6, 5) IN ({}) AND ({})",
+                    any_day.join(", "),
+                    each_zone.join(" OR ")
+                ),
+            };
+            (condition, values)
+        }
+    };
+    let (pushed, pushed_values) = audience.clause(2 + values.len());
+    // The conditions' text comes from this function and `SqlFilter` only; values are bound.
+    let sql = customers::select(
+        conn,
+        &format!(
+            "SELECT * FROM customers WHERE id > $1{condition}{pushed} ORDER BY id LIMIT {limit}"
+        ),
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after_id.to_string());
+    for v in values {
+        q = q.bind(v);
+    }
+    for v in pushed_values {
+        q = match v {
+            crate::workflow::expr::pushdown::SqlValue::Int(n) => q.bind(n),
+            crate::workflow::expr::pushdown::SqlValue::Float(f) => q.bind(f),
+            crate::workflow::expr::pushdown::SqlValue::Text(t) => q.bind(t),
+        };
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let page = customers::decode(conn, &rows).await?;
+    Ok(page.into_iter().map(|(c, _)| c).collect())
+}
+
+/// Which customers a trigger needs to look at: the part of its rule the database can
+/// answer, so that a pass does not read every customer to find today's birthdays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomerFilter {
+    All,
+    /// Customers whose `timezone` is this (`None`: customers without one).
+    Zone(Option<String>),
+    /// Customers in each of these zones (`None`: without one) whose birthday falls on one
+    /// of its `MM-DD` days, in any year; nobody when there are none.
+    BirthdayOn(Vec<(Option<String>, Vec<String>)>),
+}
+
+/// The distinct zones customers are in (`None` for customers without one).
+pub async fn customer_zones(conn: &mut AnyConnection) -> Result<Vec<Option<String>>, StoreError> {
+    // Zone by zone along the `customers (timezone)` index, a seek each, where `DISTINCT`
+    // read the whole index: every pass asks, and a store holds few zones and many customers.
+    let rows = sqlx::query(
+        "WITH RECURSIVE zones (tz) AS (
+            SELECT (SELECT timezone FROM customers WHERE timezone IS NOT NULL ORDER BY timezone LIMIT 1)
+            UNION ALL
+            SELECT (SELECT timezone FROM customers WHERE timezone > zones.tz ORDER BY timezone LIMIT 1) FROM zones WHERE zones.tz IS NOT NULL
+        )
+        SELECT tz FROM zones WHERE tz IS NOT NULL
+        UNION ALL
+        SELECT NULL WHERE EXISTS (SELECT 1 FROM customers WHERE timezone IS NULL)",
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<Option<String>, _>(0)?))
+        .collect()
+}

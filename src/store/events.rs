@@ -1,0 +1,162 @@
+//! Events: those a pass has yet to process, a customer's history for `event_count`, and
+//! the events the store raises itself (a stage entered, an unsubscribe).
+
+use super::{StoreError, from_millis};
+use crate::customer::Event;
+use crate::workflow::expr::EventHistory;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::{AnyConnection, Row};
+use std::collections::BTreeMap;
+
+/// An event as stored, with the customer changes it carries.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event: Event,
+    pub customer_id: String,
+    pub set: Map<String, Value>,
+}
+
+pub async fn pending_events(
+    conn: &mut AnyConnection,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "SELECT * FROM events WHERE processed_at IS NULL AND at <= $1 ORDER BY at, id LIMIT {limit}"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(until.timestamp_millis())
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+pub(super) fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
+    let corrupt = |w: &str| StoreError::Corrupt(w.to_string());
+    let properties: String = r.try_get("properties")?;
+    let changes: String = r.try_get("changes")?;
+    let changes: Map<String, Value> =
+        serde_json::from_str(&changes).map_err(|_| corrupt("event changes"))?;
+    let set = match changes.get("set") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    Ok(StoredEvent {
+        event: Event {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            at: from_millis(Some(r.try_get("at")?)).ok_or_else(|| corrupt("event time"))?,
+            properties: serde_json::from_str(&properties)
+                .map_err(|_| corrupt("event properties"))?,
+        },
+        customer_id: r.try_get("customer_id")?,
+        set,
+    })
+}
+
+pub async fn event(conn: &mut AnyConnection, id: &str) -> Result<Option<Event>, StoreError> {
+    let row = sqlx::query("SELECT * FROM events WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row
+        .map(|r| event_from_row(&r))
+        .transpose()?
+        .map(|e| e.event))
+}
+
+pub async fn mark_event_processed(
+    conn: &mut AnyConnection,
+    id: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    mark_events_processed(conn, &[id], at).await
+}
+
+/// Marks events processed, a few hundred per statement.
+pub async fn mark_events_processed(
+    conn: &mut AnyConnection,
+    ids: &[&str],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE events SET processed_at = $1 WHERE id IN ({list})";
+    super::fetch_in(
+        conn,
+        sql,
+        &[super::Lead::Millis(at.timestamp_millis())],
+        ids,
+    )
+    .await?;
+    Ok(())
+}
+
+/// When the customer's events happened, by name: what `event_count` reads.
+pub async fn history(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    until: DateTime<Utc>,
+) -> Result<EventHistory, StoreError> {
+    let rows =
+        sqlx::query("SELECT name, at FROM events WHERE customer_id = $1 AND at <= $2 ORDER BY at")
+            .bind(customer_id)
+            .bind(until.timestamp_millis())
+            .fetch_all(conn)
+            .await?;
+    let mut map: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
+    for r in rows {
+        let name: String = r.try_get(0)?;
+        if let Some(at) = from_millis(Some(r.try_get(1)?)) {
+            map.entry(name).or_default().push(at);
+        }
+    }
+    Ok(EventHistory(map))
+}
+
+/// Records an event the store itself raises (an unsubscribe, a change of stage), to be
+/// processed by the next pass like any other; an id seen before is not recorded again.
+pub async fn insert_event(
+    conn: &mut AnyConnection,
+    id: &str,
+    customer_id: &str,
+    name: &str,
+    at: DateTime<Utc>,
+    properties: &Value,
+) -> Result<(), StoreError> {
+    let event = RaisedEvent {
+        id: id.to_string(),
+        customer_id,
+        name,
+        at,
+        properties: properties.to_string(),
+    };
+    insert_events(conn, &[event]).await
+}
+
+/// An event the store raises itself, as [`insert_events`] writes it.
+pub struct RaisedEvent<'a> {
+    pub id: String,
+    pub customer_id: &'a str,
+    pub name: &'a str,
+    pub at: DateTime<Utc>,
+    /// A JSON object.
+    pub properties: String,
+}
+
+/// Records events the store raises, a hundred per statement (see [`insert_event`]).
+pub async fn insert_events(
+    conn: &mut AnyConnection,
+    events: &[RaisedEvent<'_>],
+) -> Result<(), StoreError> {
+    let sql = "INSERT INTO events (id, customer_id, name, at, properties, recorded_at, changes) VALUES {values} ON CONFLICT (id) DO NOTHING";
+    super::count_rows(conn, sql, 6, ", '{}'", events, |q, e| {
+        q.bind(e.id.clone())
+            .bind(e.customer_id)
+            .bind(e.name)
+            .bind(e.at.timestamp_millis())
+            .bind(e.properties.clone())
+            .bind(e.at.timestamp_millis())
+    })
+    .await?;
+    Ok(())
+}
