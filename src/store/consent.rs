@@ -1,0 +1,140 @@
+//! Unsubscribes and the mail provider's bounce and complaint reports, each body in one
+//! transaction.
+
+use super::*;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+impl Store {
+    /// Unsubscribes a customer from all marketing mail at once, and records an
+    /// `unsubscribed` event (so workflows can react to it) — in one transaction, and only
+    /// once however often the link is used.
+    pub async fn unsubscribe(
+        &self,
+        customer_id: &str,
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Unsubscribed, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let done = unsubscribe_in(&mut tx, customer_id, source, at).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Records a mail provider's bounce and complaint reports in one transaction: all of
+    /// them, or — when the store fails half-way — none. A bounce suppresses the address; a
+    /// complaint unsubscribes the customers with that address from marketing, or suppresses
+    /// an address no customer has. Returns (addresses newly suppressed, customers newly
+    /// unsubscribed).
+    pub async fn record_reports(
+        &self,
+        reports: &[MailReport],
+        at: DateTime<Utc>,
+    ) -> Result<(usize, usize), StoreError> {
+        let (mut suppressed, mut unsubscribed) = (0, 0);
+        let mut tx = self.write_tx().await?;
+        for r in reports {
+            let customers = if r.complaint {
+                customers_with_email_in(&mut tx, &r.email).await?
+            } else {
+                Vec::new()
+            };
+            if customers.is_empty() {
+                suppressed +=
+                    usize::from(outbox::suppress(&mut tx, &r.email, &r.reason, at).await?);
+            }
+            for id in customers {
+                let done = unsubscribe_in(&mut tx, &id, &r.reason, at).await?;
+                unsubscribed += usize::from(done == Unsubscribed::Now);
+            }
+        }
+        tx.commit().await?;
+        Ok((suppressed, unsubscribed))
+    }
+
+    /// The ids of the customers with this address (compared without case).
+    pub async fn customers_with_email(&self, email: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        customers_with_email_in(&mut conn, email).await
+    }
+
+    /// Adds an address to the suppression list (a hard bounce, a 5xx): nothing more is
+    /// sent to it. Returns whether it is new.
+    pub async fn suppress(
+        &self,
+        email: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        outbox::suppress(&mut conn, email, reason, at).await
+    }
+}
+
+/// One bounce or complaint from the mail provider, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailReport {
+    pub email: String,
+    pub complaint: bool,
+    /// What is recorded: the kind, and the provider's reason when it gave one.
+    pub reason: String,
+}
+
+pub(super) async fn unsubscribe_in(
+    conn: &mut sqlx::AnyConnection,
+    customer_id: &str,
+    source: &str,
+    at: DateTime<Utc>,
+) -> Result<Unsubscribed, StoreError> {
+    let changed = sqlx::query(
+        "UPDATE customers SET unsubscribed_at = $1, updated_at = $1 WHERE id = $2 AND unsubscribed_at IS NULL",
+    )
+    .bind(at.timestamp_millis())
+    .bind(customer_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        let known = sqlx::query("SELECT 1 FROM customers WHERE id = $1")
+            .bind(customer_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
+        return Ok(if known {
+            Unsubscribed::Already
+        } else {
+            Unsubscribed::NoSuchCustomer
+        });
+    }
+    events::insert_event(
+        conn,
+        &format!("unsubscribed:{customer_id}:{}", at.timestamp_millis()),
+        customer_id,
+        crate::customer::UNSUBSCRIBED_EVENT,
+        at,
+        &serde_json::json!({ "source": source }),
+    )
+    .await?;
+    Ok(Unsubscribed::Now)
+}
+
+pub(super) async fn customers_with_email_in(
+    conn: &mut sqlx::AnyConnection,
+    email: &str,
+) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query("SELECT id FROM customers WHERE LOWER(email) = $1 ORDER BY id")
+        .bind(email.to_lowercase())
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<String, _>(0)?))
+        .collect()
+}
+
+/// What an unsubscribe did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsubscribed {
+    Now,
+    Already,
+    NoSuchCustomer,
+}

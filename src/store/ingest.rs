@@ -1,0 +1,216 @@
+//! Customers and events coming in (imports and the API): upserted or recorded in one
+//! transaction, all or none, an event's id telling a retry from a new event.
+
+use super::*;
+use crate::import::{CustomerRow, EventId, EventRow, RowError};
+use chrono::Utc;
+use serde_json::{Map, Value};
+
+/// What an import did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub written: u64,
+    /// Bad rows, with every problem of each.
+    pub errors: Vec<RowError>,
+    /// Whether the good rows were kept (`--skip-invalid`, or no errors at all).
+    pub committed: bool,
+}
+
+impl Store {
+    /// Upserts customers by id in one transaction. With `skip_invalid` false, one bad row
+    /// means nothing is written; with it true, the good rows are kept.
+    pub async fn import_customers(
+        &self,
+        rows: impl Iterator<Item = Result<CustomerRow, Vec<RowError>>>,
+        skip_invalid: bool,
+    ) -> Result<ImportReport, StoreError> {
+        let mut report = ImportReport::default();
+        let mut tx = self.write_tx().await?;
+        let now = Utc::now().timestamp_millis();
+        for row in rows {
+            match row {
+                Ok(row) => {
+                    if !report.errors.is_empty() && !skip_invalid {
+                        continue; // keep reading, to report every bad row; nothing will be kept
+                    }
+                    self.upsert_customer(&mut tx, &row, now).await?;
+                    report.written += 1;
+                }
+                Err(mut errors) => report.errors.append(&mut errors),
+            }
+        }
+        finish_import(tx, report, skip_invalid).await
+    }
+
+    pub(super) async fn upsert_customer(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        row: &CustomerRow,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let c = &row.customer;
+        // Columns the row gave; an upsert leaves the others as they were.
+        let mut columns: Vec<&str> = row
+            .present
+            .iter()
+            .copied()
+            .filter(|f| *f != "id" && *f != "attributes")
+            .collect();
+        columns.dedup();
+        let mut names = vec!["id"];
+        names.extend(&columns);
+        names.extend(["attributes", "updated_at"]);
+        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let mut updates: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        updates.push(match self.backend {
+            Backend::Sqlite => {
+                "attributes = json_patch(customers.attributes, excluded.attributes)".into()
+            }
+            Backend::Postgres => {
+                "attributes = (customers.attributes::jsonb || excluded.attributes::jsonb)::text"
+                    .into()
+            }
+        });
+        updates.push("updated_at = excluded.updated_at".into());
+        let sql = format!(
+            "INSERT INTO customers ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
+            names.join(", "),
+            placeholders.join(", "),
+            updates.join(", ")
+        );
+        // Column names come from the fixed customer field list, never from the file; every
+        // value is a bound parameter.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(c.id.clone());
+        for col in &columns {
+            q = match *col {
+                "email" => q.bind(c.email.clone()),
+                "first_name" => q.bind(c.first_name.clone()),
+                "last_name" => q.bind(c.last_name.clone()),
+                "locale" => q.bind(c.locale.clone()),
+                "timezone" => q.bind(c.timezone.clone()),
+                "birthday" => q.bind(c.birthday.map(|d| d.to_string())),
+                "created_at" => q.bind(millis(c.created_at)),
+                "last_order_at" => q.bind(millis(c.last_order_at)),
+                "orders_count" => q.bind(c.orders_count),
+                "total_spent" => q.bind(c.total_spent),
+                "tags" => q.bind(serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".into())),
+                "unsubscribed_at" => q.bind(millis(c.unsubscribed_at)),
+                _ => q,
+            };
+        }
+        q.bind(Value::Object(c.attributes.clone()).to_string())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Records events in one transaction; an id seen before is ignored (a retried import or
+    /// POST records one event). Returns how many were new. An event for an unknown customer
+    /// is a row error.
+    pub async fn record_events(
+        &self,
+        rows: impl Iterator<Item = Result<EventRow, Vec<RowError>>>,
+        skip_invalid: bool,
+    ) -> Result<ImportReport, StoreError> {
+        let mut report = ImportReport::default();
+        let mut tx = self.write_tx().await?;
+        let now = Utc::now().timestamp_millis();
+        for row in rows {
+            let row = match row {
+                Ok(r) => r,
+                Err(mut e) => {
+                    report.errors.append(&mut e);
+                    continue;
+                }
+            };
+            let known = sqlx::query("SELECT 1 FROM customers WHERE id = $1")
+                .bind(&row.customer_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !known {
+                report.errors.push(RowError {
+                    line: row.line,
+                    column: None,
+                    field: "customer_id".into(),
+                    message: format!(
+                        "no customer has the id `{}`; import the customer first",
+                        row.customer_id
+                    ),
+                });
+                continue;
+            }
+            let changes = if row.set.is_empty() {
+                "{}".to_string()
+            } else {
+                let mut m = Map::new();
+                m.insert("set".into(), Value::Object(row.set.clone()));
+                Value::Object(m).to_string()
+            };
+            let id = match &row.id {
+                EventId::Given(id) | EventId::Row(id) => id.clone(),
+                EventId::None => fresh_event_id()?,
+            };
+            let inserted = sqlx::query(
+                "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at, fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(&row.customer_id)
+            .bind(&row.name)
+            .bind(row.at.timestamp_millis())
+            .bind(Value::Object(row.properties.clone()).to_string())
+            .bind(changes)
+            .bind(now)
+            .bind(&row.fingerprint)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            report.written += inserted;
+            if inserted == 0 && matches!(row.id, EventId::Given(_)) {
+                // Seen before: a retry of the same event, or a key reused for another.
+                let earlier: Option<String> =
+                    sqlx::query_scalar("SELECT fingerprint FROM events WHERE id = $1")
+                        .bind(&id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .flatten();
+                if earlier.is_some_and(|f| f != row.fingerprint) {
+                    report.errors.push(RowError {
+                        line: row.line,
+                        column: None,
+                        field: "id".into(),
+                        message: "this id (or Idempotency-Key) was recorded before for a different event; give a new event a new key".into(),
+                    });
+                }
+            }
+        }
+        finish_import(tx, report, skip_invalid).await
+    }
+}
+
+/// An id for an event that came without one: a new event, never taken for another.
+pub(super) fn fresh_event_id() -> Result<String, StoreError> {
+    let random = crate::ids::random_secret()
+        .map_err(|_| StoreError::Corrupt("no random source for an event id".into()))?;
+    Ok(format!("ev:{}", &random[..32]))
+}
+
+/// Keeps an import's rows when all were good (or bad ones may be skipped), else none.
+pub(super) async fn finish_import(
+    tx: sqlx::Transaction<'_, sqlx::Any>,
+    mut report: ImportReport,
+    skip_invalid: bool,
+) -> Result<ImportReport, StoreError> {
+    if report.errors.is_empty() || skip_invalid {
+        tx.commit().await?;
+        report.committed = true;
+    } else {
+        tx.rollback().await?;
+        report.written = 0;
+    }
+    Ok(report)
+}

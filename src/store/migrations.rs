@@ -1,0 +1,188 @@
+//! The schema, as numbered migrations that each run once, in a transaction. Times are
+//! `BIGINT` milliseconds, dates `TEXT`, JSON `TEXT`, keys `TEXT`, so that SQLite and
+//! PostgreSQL run the same statements.
+
+/// The numbered migrations; never edit one that has shipped, add the next.
+pub(super) const MIGRATIONS: &[(i64, &str, &[&str])] = &[
+    (
+        1,
+        "customers, events, suppressions, schedule fires",
+        &[
+            "CREATE TABLE customers (
+            id TEXT PRIMARY KEY,
+            email TEXT NOT NULL,
+            first_name TEXT,
+            last_name TEXT,
+            locale TEXT,
+            timezone TEXT,
+            birthday TEXT,
+            created_at BIGINT,
+            last_order_at BIGINT,
+            orders_count BIGINT NOT NULL DEFAULT 0,
+            total_spent DOUBLE PRECISION NOT NULL DEFAULT 0,
+            tags TEXT NOT NULL DEFAULT '[]',
+            unsubscribed_at BIGINT,
+            attributes TEXT NOT NULL DEFAULT '{}',
+            updated_at BIGINT NOT NULL
+        )",
+            "CREATE INDEX customers_email ON customers (email)",
+            "CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL REFERENCES customers (id),
+            name TEXT NOT NULL,
+            at BIGINT NOT NULL,
+            properties TEXT NOT NULL DEFAULT '{}',
+            changes TEXT NOT NULL DEFAULT '{}',
+            recorded_at BIGINT NOT NULL,
+            processed_at BIGINT
+        )",
+            "CREATE INDEX events_unprocessed ON events (processed_at, at)",
+            "CREATE INDEX events_by_customer ON events (customer_id, name, at)",
+            "CREATE TABLE suppressions (
+            email TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        )",
+            "CREATE TABLE schedule_fires (
+            workflow TEXT NOT NULL,
+            fire_at BIGINT NOT NULL,
+            processed_at BIGINT NOT NULL,
+            PRIMARY KEY (workflow, fire_at)
+        )",
+        ],
+    ),
+    (
+        2,
+        "enrollments, the outbox, coupons",
+        &[
+            "CREATE TABLE enrollments (
+            id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL,
+            customer_id TEXT NOT NULL REFERENCES customers (id),
+            trigger_key TEXT NOT NULL,
+            state TEXT NOT NULL,
+            step TEXT,
+            due_at BIGINT,
+            entered_at BIGINT NOT NULL,
+            ended_at BIGINT,
+            exit_reason TEXT,
+            event_id TEXT,
+            orders_count_at_entry BIGINT NOT NULL,
+            total_spent_at_entry DOUBLE PRECISION NOT NULL,
+            error TEXT,
+            version BIGINT NOT NULL DEFAULT 0,
+            UNIQUE (workflow, customer_id, trigger_key)
+        )",
+            "CREATE INDEX enrollments_due ON enrollments (state, due_at)",
+            "CREATE INDEX enrollments_by_customer ON enrollments (customer_id, workflow, entered_at)",
+            "CREATE TABLE deliveries (
+            id TEXT PRIMARY KEY,
+            channel TEXT NOT NULL,
+            enrollment_id TEXT NOT NULL REFERENCES enrollments (id),
+            workflow TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            step TEXT NOT NULL,
+            class TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            subject TEXT,
+            html TEXT,
+            text TEXT,
+            payload TEXT,
+            coupon_code TEXT,
+            message_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts BIGINT NOT NULL DEFAULT 0,
+            due_at BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            sent_at BIGINT,
+            last_error TEXT
+        )",
+            "CREATE INDEX deliveries_pending ON deliveries (state, due_at)",
+            "CREATE INDEX deliveries_by_customer ON deliveries (customer_id, created_at)",
+            "CREATE TABLE coupons (
+            code TEXT PRIMARY KEY,
+            delivery_id TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            workflow TEXT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            state TEXT NOT NULL
+        )",
+        ],
+    ),
+    (
+        3,
+        "delivery leases",
+        &[
+            "ALTER TABLE deliveries ADD COLUMN lease_until BIGINT",
+            "CREATE INDEX suppressions_reason ON suppressions (created_at)",
+        ],
+    ),
+    (
+        4,
+        "settings kept by the store",
+        &["CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)"],
+    ),
+    (
+        5,
+        "lifecycle stages",
+        &[
+            "ALTER TABLE customers ADD COLUMN stage TEXT",
+            "ALTER TABLE customers ADD COLUMN stage_since BIGINT",
+        ],
+    ),
+    (
+        6,
+        "leases on due journeys",
+        &["ALTER TABLE enrollments ADD COLUMN lease_until BIGINT"],
+    ),
+    (
+        7,
+        "indexes for what every pass looks up",
+        &[
+            // The zones a `timezone: customer` schedule fires in, read every pass.
+            "CREATE INDEX customers_timezone ON customers (timezone)",
+            // Birthday candidates by month and day (`date: birthday`), read every pass.
+            "CREATE INDEX customers_birthday_day ON customers ((substr(birthday, 6, 5)))",
+        ],
+    ),
+    (
+        8,
+        "what a delivery carries, in a table of its own",
+        &[
+            // A sending email changes state two or three times; with its HTML and text in
+            // the row, SQLite rewrote ~8 KB of overflow pages each time.
+            "CREATE TABLE delivery_bodies (
+            delivery_id TEXT PRIMARY KEY REFERENCES deliveries (id),
+            html TEXT,
+            text TEXT,
+            payload TEXT
+        )",
+            "INSERT INTO delivery_bodies (delivery_id, html, text, payload) SELECT id, html, text, payload FROM deliveries",
+            "ALTER TABLE deliveries DROP COLUMN html",
+            "ALTER TABLE deliveries DROP COLUMN text",
+            "ALTER TABLE deliveries DROP COLUMN payload",
+        ],
+    ),
+    (
+        9,
+        "due journeys and emails in the order they are claimed",
+        &[
+            // Claims take the oldest due journeys `ORDER BY due_at, id`: without `id` in the
+            // index, every claim sorted all the journeys due at one moment (a campaign's
+            // 100,000) to take 500 of them.
+            "DROP INDEX enrollments_due",
+            "CREATE INDEX enrollments_due ON enrollments (state, due_at, id)",
+            // The sender's claims, oldest first, one waiting state at a time: without them,
+            // each claim (and each look for `at_most_once` mail) read every queued email.
+            // Partial, so that a sent email leaves them and costs them nothing more.
+            "CREATE INDEX deliveries_queued ON deliveries (channel, mode, due_at, id) WHERE state = 'pending'",
+            "CREATE INDEX deliveries_retrying ON deliveries (channel, mode, due_at, id) WHERE state = 'retrying'",
+        ],
+    ),
+    (
+        10,
+        "what an event said, to tell a retry from a reused key",
+        &["ALTER TABLE events ADD COLUMN fingerprint TEXT"],
+    ),
+];
