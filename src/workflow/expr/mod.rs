@@ -5,6 +5,11 @@
 //! limits (operations, depth, sizes, and a wall-clock budget) stop a hostile or careless
 //! expression from hanging the daemon or exhausting memory.
 
+mod environment;
+mod issues;
+use environment::*;
+use issues::*;
+
 pub mod check;
 pub mod pushdown;
 
@@ -13,15 +18,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use rhai::{
-    AST, ASTNode, Dynamic, Engine, EvalAltResult, Expr as RExpr, ImmutableString, Position, Scope,
-};
+use chrono::{DateTime, Utc};
+use rhai::{AST, Dynamic, Engine, Scope};
 use thiserror::Error;
 
-use crate::customer::{
-    CUSTOMER_FIELDS, Customer, ENROLLMENT_FIELDS, EVENT_FIELDS, Enrollment, Event,
-};
+use crate::customer::{Customer, Enrollment, Event};
 
 /// Operation budget per evaluation: a 4-condition audience uses well under 100.
 pub const MAX_OPERATIONS: u64 = 100_000;
@@ -72,18 +73,6 @@ pub enum EvalError {
     #[error("{0}")]
     Runtime(String),
 }
-
-/// A timestamp as expressions see it. Compared with `<`, `>`, `==`; `days_since(t)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Timestamp(pub DateTime<Utc>);
-
-/// A calendar date (a birthday), as expressions see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Date(pub NaiveDate);
-
-/// A length of time: `days(30)`, `hours(12)`; `now - days(30)` is a timestamp.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Span(pub TimeDelta);
 
 /// What an evaluation can see besides its variables.
 pub struct EvalInput<'a> {
@@ -278,296 +267,6 @@ impl ExprEngine {
         STATE.with(|s| *s.borrow_mut() = None);
         found
     }
-}
-
-fn runtime_error(e: EvalAltResult, budget: Duration) -> EvalError {
-    match e {
-        EvalAltResult::ErrorTerminated(..) => EvalError::TooSlow {
-            budget_ms: budget.as_millis(),
-        },
-        other => {
-            let pos = other.position();
-            // Rhai appends the call stack, one line per frame, each with its position; the
-            // first line says what happened, and the position is given once, below.
-            let full = other.to_string();
-            let mut msg = full.lines().next().unwrap_or_default().to_string();
-            if let Some(i) = msg.find(" (line ") {
-                msg.truncate(i);
-            }
-            if !pos.is_none() {
-                msg = format!("{msg} (at column {})", pos.position().unwrap_or(0));
-            }
-            EvalError::Runtime(msg)
-        }
-    }
-}
-
-fn offset_of(text: &str, pos: Position) -> usize {
-    let (Some(line), Some(col)) = (pos.line(), pos.position()) else {
-        return 0;
-    };
-    let mut offset = 0;
-    for (i, l) in text.split('\n').enumerate() {
-        if i + 1 == line {
-            return offset + col.saturating_sub(1);
-        }
-        offset += l.chars().count() + 1;
-    }
-    offset
-}
-
-fn word_len_at(text: &str, offset: usize) -> usize {
-    text.chars()
-        .skip(offset)
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .count()
-        .max(1)
-}
-
-fn parse_issue(text: &str, e: &rhai::ParseError, vars: Vars) -> ExprIssue {
-    use rhai::ParseErrorType as P;
-    let offset = offset_of(text, e.position());
-    match e.err_type() {
-        P::VariableUndefined(name) => {
-            let mut known = vec!["customer", "now"];
-            if vars.event {
-                known.push("event");
-            }
-            if vars.enrollment {
-                known.push("enrollment");
-            }
-            let help = match name.as_str() {
-                "event" => "`event` exists only in workflows with an `event:` trigger; use `customer` fields here".to_string(),
-                "enrollment" => "`enrollment` exists only in `exit_when` and `if`, after the customer has entered".to_string(),
-                _ => match crate::source::yaml::closest(name, known.iter().copied()) {
-                    Some(best) => format!("did you mean `{best}`?"),
-                    None => format!(
-                        "the variables here are {}",
-                        known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-                    ),
-                },
-            };
-            ExprIssue {
-                code: "rhai-unknown-variable",
-                message: format!("unknown variable `{name}`"),
-                offset,
-                len: name.chars().count(),
-                help,
-            }
-        }
-        other => ExprIssue {
-            code: "rhai-syntax",
-            message: format!("expression syntax error: {}", crate::source::diagnostic::lowercase_first(&other.to_string())),
-            offset,
-            len: word_len_at(text, offset),
-            help: "fix the Rhai expression; it must be one expression such as `customer.orders_count >= 1 && has_tag(customer, \"vip\")`".into(),
-        },
-    }
-}
-
-/// Finds `customer.x`, `event.x` and `enrollment.x` where `x` is not a field.
-fn field_issues(text: &str, ast: &AST, vars: Vars) -> Vec<ExprIssue> {
-    let mut issues = Vec::new();
-    ast.walk(&mut |path: &[ASTNode]| {
-        let Some(ASTNode::Expr(RExpr::Dot(binary, _, _))) = path.last() else {
-            return true;
-        };
-        let RExpr::Variable(var, _, _) = &binary.lhs else {
-            return true;
-        };
-        let name = var.1.as_str();
-        let fields: &[&str] = match name {
-            "customer" => CUSTOMER_FIELDS,
-            "event" if vars.event => EVENT_FIELDS,
-            "enrollment" if vars.enrollment => ENROLLMENT_FIELDS,
-            _ => return true,
-        };
-        if let Some((prop, pos)) = first_property(&binary.rhs)
-            && !fields.contains(&prop.as_str())
-        {
-            let help = match crate::source::yaml::closest(&prop, fields.iter().copied()) {
-                Some(best) => format!("did you mean `{name}.{best}`?"),
-                None if name == "customer" => format!(
-                    "custom fields live under `customer.attributes`, e.g. `customer.attributes.{prop}`"
-                ),
-                None if name == "event" => format!(
-                    "event data lives under `event.properties`, e.g. `event.properties.{prop}`"
-                ),
-                None => format!("`{name}` has {}", fields.join(", ")),
-            };
-            issues.push(ExprIssue {
-                code: "rhai-unknown-field",
-                message: format!("`{name}` has no field `{prop}`"),
-                offset: offset_of(text, pos),
-                len: prop.chars().count(),
-                help,
-            });
-        }
-        true
-    });
-    issues
-}
-
-fn first_property(rhs: &RExpr) -> Option<(ImmutableString, Position)> {
-    match rhs {
-        RExpr::Property(p, pos) => Some((p.2.clone(), *pos)),
-        RExpr::Dot(b, _, _) | RExpr::Index(b, _, _) => first_property(&b.lhs),
-        _ => None,
-    }
-}
-
-fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
-    match v {
-        serde_json::Value::Null => Dynamic::UNIT,
-        serde_json::Value::Bool(b) => (*b).into(),
-        serde_json::Value::Number(n) => match n.as_i64() {
-            Some(i) => i.into(),
-            None => n.as_f64().unwrap_or(0.0).into(),
-        },
-        serde_json::Value::String(s) => s.clone().into(),
-        serde_json::Value::Array(a) => a.iter().map(json_to_dynamic).collect::<Vec<_>>().into(),
-        serde_json::Value::Object(o) => map_to_dynamic(o),
-    }
-}
-
-fn map_to_dynamic(o: &serde_json::Map<String, serde_json::Value>) -> Dynamic {
-    let map: rhai::Map = o
-        .iter()
-        .map(|(k, v)| (k.as_str().into(), json_to_dynamic(v)))
-        .collect();
-    map.into()
-}
-
-fn opt<T: Clone + Send + Sync + 'static>(v: Option<T>) -> Dynamic {
-    v.map_or(Dynamic::UNIT, Dynamic::from)
-}
-
-fn opt_str(v: &Option<String>) -> Dynamic {
-    v.clone().map_or(Dynamic::UNIT, Dynamic::from)
-}
-
-fn whole_days(d: TimeDelta) -> i64 {
-    d.num_seconds().div_euclid(86_400)
-}
-
-fn date_start(d: Date) -> DateTime<Utc> {
-    d.0.and_time(chrono::NaiveTime::MIN).and_utc()
-}
-
-fn register_types(engine: &mut Engine) {
-    engine
-        .register_type_with_name::<Customer>("Customer")
-        .register_get("id", |c: &mut Customer| c.id.clone())
-        .register_get("email", |c: &mut Customer| c.email.clone())
-        .register_get("first_name", |c: &mut Customer| opt_str(&c.first_name))
-        .register_get("last_name", |c: &mut Customer| opt_str(&c.last_name))
-        .register_get("locale", |c: &mut Customer| opt_str(&c.locale))
-        .register_get("timezone", |c: &mut Customer| opt_str(&c.timezone))
-        .register_get("birthday", |c: &mut Customer| opt(c.birthday.map(Date)))
-        .register_get("created_at", |c: &mut Customer| {
-            opt(c.created_at.map(Timestamp))
-        })
-        .register_get("last_order_at", |c: &mut Customer| {
-            opt(c.last_order_at.map(Timestamp))
-        })
-        .register_get("orders_count", |c: &mut Customer| c.orders_count)
-        .register_get("total_spent", |c: &mut Customer| c.total_spent)
-        .register_get("tags", |c: &mut Customer| {
-            c.tags
-                .iter()
-                .cloned()
-                .map(Dynamic::from)
-                .collect::<rhai::Array>()
-        })
-        .register_get("unsubscribed_at", |c: &mut Customer| {
-            opt(c.unsubscribed_at.map(Timestamp))
-        })
-        .register_get("attributes", |c: &mut Customer| {
-            map_to_dynamic(&c.attributes)
-        })
-        .register_fn("has_tag", |c: &mut Customer, tag: &str| c.has_tag(tag));
-
-    engine
-        .register_type_with_name::<Event>("Event")
-        .register_get("id", |e: &mut Event| e.id.clone())
-        .register_get("name", |e: &mut Event| e.name.clone())
-        .register_get("at", |e: &mut Event| Timestamp(e.at))
-        .register_get("properties", |e: &mut Event| map_to_dynamic(&e.properties));
-
-    engine
-        .register_type_with_name::<Enrollment>("Enrollment")
-        .register_get("id", |e: &mut Enrollment| e.id.clone())
-        .register_get("workflow", |e: &mut Enrollment| e.workflow.clone())
-        .register_get("entered_at", |e: &mut Enrollment| Timestamp(e.entered_at))
-        .register_get("step", |e: &mut Enrollment| opt_str(&e.step))
-        .register_get("orders_count_at_entry", |e: &mut Enrollment| {
-            e.orders_count_at_entry
-        })
-        .register_get("total_spent_at_entry", |e: &mut Enrollment| {
-            e.total_spent_at_entry
-        });
-
-    engine
-        .register_type_with_name::<Timestamp>("Timestamp")
-        .register_type_with_name::<Date>("Date")
-        .register_type_with_name::<Span>("Duration")
-        .register_fn("to_string", |t: &mut Timestamp| t.0.to_rfc3339())
-        .register_fn("to_string", |d: &mut Date| d.0.to_string())
-        .register_fn("days", |n: i64| {
-            Span(TimeDelta::try_days(n).unwrap_or(TimeDelta::MAX))
-        })
-        .register_fn("hours", |n: i64| {
-            Span(TimeDelta::try_hours(n).unwrap_or(TimeDelta::MAX))
-        })
-        .register_fn("-", |t: Timestamp, d: Span| {
-            Timestamp(t.0.checked_sub_signed(d.0).unwrap_or(t.0))
-        })
-        .register_fn("+", |t: Timestamp, d: Span| {
-            Timestamp(t.0.checked_add_signed(d.0).unwrap_or(t.0))
-        })
-        .register_fn("days_since", |t: Timestamp| whole_days(state_now() - t.0))
-        .register_fn("days_since", |d: Date| {
-            whole_days(state_now() - date_start(d))
-        })
-        .register_fn("days_since", |_: ()| ())
-        .register_fn("days_until", |t: Timestamp| whole_days(t.0 - state_now()))
-        .register_fn("days_until", |d: Date| {
-            whole_days(date_start(d) - state_now())
-        })
-        .register_fn("days_until", |_: ()| ())
-        .register_fn("event_count", |name: &str, days: i64| {
-            event_count(
-                name,
-                state_now() - TimeDelta::try_days(days).unwrap_or(TimeDelta::MAX),
-            )
-        })
-        .register_fn("event_count", |name: &str, since: Timestamp| {
-            event_count(name, since.0)
-        });
-
-    macro_rules! compare {
-        ($t:ty) => {
-            engine
-                .register_fn("<", |a: $t, b: $t| a < b)
-                .register_fn(">", |a: $t, b: $t| a > b)
-                .register_fn("<=", |a: $t, b: $t| a <= b)
-                .register_fn(">=", |a: $t, b: $t| a >= b)
-                .register_fn("==", |a: $t, b: $t| a == b)
-                .register_fn("!=", |a: $t, b: $t| a != b);
-        };
-    }
-    compare!(Timestamp);
-    compare!(Date);
-    compare!(Span);
-}
-
-fn event_count(name: &str, since: DateTime<Utc>) -> i64 {
-    STATE.with(|s| {
-        s.borrow()
-            .as_ref()
-            .and_then(|s| s.history.as_ref().map(|h| h.count_since(name, since)))
-            .unwrap_or(0)
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,284 @@
+//! A test case's steps: clock advances, events, customer updates, and the expectations
+//! (an email, no email, a coupon, an exit, a stage).
+
+use super::*;
+use crate::import::{self, RowError};
+use crate::source::yaml::{Route, closest};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Map, Value as Json};
+use yaml_serde::Value;
+
+/// The route of a step's one key, for its position.
+pub(super) fn step_route(step: &Value, route: &Route) -> Route {
+    match step {
+        Value::Mapping(m) => match m.keys().next().and_then(Value::as_str) {
+            Some(k) => route.key(k),
+            None => route.clone(),
+        },
+        _ => route.clone(),
+    }
+}
+
+/// An event for the import reader: `customer` defaults to the only fixture customer.
+pub(super) fn event_row(
+    r: &mut Reader<'_>,
+    value: &Value,
+    route: &Route,
+    ids: &[String],
+    start: Option<DateTime<Utc>>,
+) -> Option<Map<String, Json>> {
+    let mut obj = r.json_object(value, route, "an event")?;
+    if let Some(at) = obj.get("at").cloned() {
+        let text = match at {
+            Json::String(t) => t,
+            other => other.to_string(),
+        };
+        let t = r.time_text(text, &route.key("at"), start)?;
+        obj.insert("at".into(), Json::String(t.to_rfc3339()));
+    } else if let Some(start) = start {
+        obj.insert("at".into(), Json::String(start.to_rfc3339()));
+    }
+    let given = obj.remove("customer").or_else(|| obj.remove("customer_id"));
+    let customer = r.customer(given, route, ids)?;
+    obj.insert("customer_id".into(), Json::String(customer));
+    if !obj.contains_key("name") {
+        r.error(
+            route,
+            "an event needs a `name`",
+            "e.g. `name: order_placed`",
+        );
+        return None;
+    }
+    let errors: Vec<RowError> =
+        import::events_of(std::slice::from_ref(&obj), start.unwrap_or_default())
+            .into_iter()
+            .filter_map(Result::err)
+            .flatten()
+            .collect();
+    if !errors.is_empty() {
+        r.row_errors(errors, std::slice::from_ref(route));
+        return None;
+    }
+    Some(obj)
+}
+
+pub(super) fn read_step(
+    r: &mut Reader<'_>,
+    value: &Value,
+    route: &Route,
+    ids: &[String],
+    start: Option<DateTime<Utc>>,
+) -> Option<Action> {
+    let map = r.mapping(value, route, "a step")?;
+    if map.len() != 1 {
+        r.error(
+            route,
+            "each step is one of `advance`, `event`, `update_customer` or an `expect_...`",
+            "write one per list item: `- advance: 2d`",
+        );
+        return None;
+    }
+    let (key, arg) = map.iter().next()?;
+    let key = key.as_str().unwrap_or("");
+    let at = route.key(key);
+    match key {
+        "advance" => {
+            let text = r.string(arg, &at, "advance")?;
+            match crate::time::duration::parse(&text) {
+                Ok(d) if d > TimeDelta::zero() => Some(Action::Advance(d)),
+                _ => {
+                    r.error(
+                        &at,
+                        format!("`{text}` is not a time to advance by"),
+                        crate::time::duration::DURATION_HELP,
+                    );
+                    None
+                }
+            }
+        }
+        "event" => {
+            let mut obj = event_row(r, arg, &at, ids, None)?;
+            obj.remove("at"); // now, on the case's clock
+            Some(Action::Event(obj))
+        }
+        "update_customer" => {
+            let mut obj = r.json_object(arg, &at, "`update_customer`")?;
+            let given = obj.remove("customer").or_else(|| obj.remove("id"));
+            let customer = r.customer(given, &at, ids)?;
+            if obj.is_empty() {
+                r.error(
+                    &at,
+                    "`update_customer` changes nothing",
+                    "give the fields to set, e.g. `{ orders_count: 1 }`",
+                );
+                return None;
+            }
+            Some(Action::UpdateCustomer { customer, set: obj })
+        }
+        "expect_email" => Some(Action::ExpectEmail(email_match(r, arg, &at, start, true)?)),
+        "expect_no_email" => Some(Action::ExpectNoEmail(email_match(
+            r, arg, &at, start, false,
+        )?)),
+        "expect_coupon" => {
+            let mut prefix = None;
+            let mut filtered = Value::Mapping(Default::default());
+            if let Value::Mapping(m) = arg {
+                let mut rest = m.clone();
+                if let Some(p) = rest.remove("prefix") {
+                    prefix = r.string(&p, &at.key("prefix"), "prefix");
+                }
+                filtered = Value::Mapping(rest);
+            } else if !matches!(arg, Value::Null) {
+                r.error(
+                    &at,
+                    "`expect_coupon` takes `{ prefix?, template?, to? }`",
+                    "e.g. `expect_coupon: { prefix: WELCOME }`",
+                );
+                return None;
+            }
+            Some(Action::ExpectCoupon {
+                email: email_match(r, &filtered, &at, start, false)?,
+                prefix,
+            })
+        }
+        "expect_exit" => {
+            let obj = r.mapping(arg, &at, "`expect_exit`")?;
+            let mut reason = None;
+            let mut customer = None;
+            for (k, v) in obj {
+                let k = k.as_str().unwrap_or("");
+                match k {
+                    "reason" => reason = r.string(v, &at.key("reason"), "reason"),
+                    "customer" => customer = r.string(v, &at.key("customer"), "customer"),
+                    other => r.unknown_key(
+                        &at.key(other),
+                        other,
+                        &["reason", "customer"],
+                        "key in `expect_exit`",
+                    ),
+                }
+            }
+            match reason {
+                Some(reason) => Some(Action::ExpectExit { customer, reason }),
+                None => {
+                    r.error(&at, "`expect_exit` needs a `reason`", "`converted` (exit_when met), `completed`, `failed`, or an `exit:` step's reason");
+                    None
+                }
+            }
+        }
+        "expect_stage" => {
+            let mut obj = r.json_object(arg, &at, "`expect_stage`")?;
+            let given = obj.remove("customer");
+            let customer = r.customer(given, &at, ids)?;
+            let stage = match obj.remove("stage") {
+                Some(Json::String(s)) => s,
+                _ => {
+                    r.error(
+                        &at,
+                        "`expect_stage` needs a `stage`",
+                        "e.g. `expect_stage: { stage: first-time }`",
+                    );
+                    return None;
+                }
+            };
+            if let Some(other) = obj.keys().next() {
+                let other = other.clone();
+                r.unknown_key(
+                    &at.key(&other),
+                    &other,
+                    &["stage", "customer"],
+                    "key in `expect_stage`",
+                );
+                return None;
+            }
+            match &r.stages {
+                None => {
+                    r.error(
+                        &at.key("stage"),
+                        "there are no lifecycle stages to expect",
+                        "define them in `stages.yaml` (see README.md, \"Lifecycle stages\")",
+                    );
+                    None
+                }
+                Some(names) if !names.contains(&stage) => {
+                    let help = match closest(&stage, names.iter().map(String::as_str)) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!("the stages are: {}", names.join(", ")),
+                    };
+                    r.error(
+                        &at.key("stage"),
+                        format!("there is no stage `{stage}`"),
+                        help,
+                    );
+                    None
+                }
+                Some(_) => Some(Action::ExpectStage { customer, stage }),
+            }
+        }
+        other => {
+            r.unknown_key(&at, other, &STEP_KEYS, "step or expectation");
+            None
+        }
+    }
+}
+
+pub(super) fn email_match(
+    r: &mut Reader<'_>,
+    arg: &Value,
+    route: &Route,
+    start: Option<DateTime<Utc>>,
+    needs_template: bool,
+) -> Option<EmailMatch> {
+    let mut m = EmailMatch::default();
+    let errors_before = r.diagnostics.len();
+    match arg {
+        Value::Null => {}
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                let k = k.as_str().unwrap_or("");
+                let at = route.key(k);
+                match k {
+                    "template" => m.template = r.string(v, &at, "template"),
+                    "to" => m.to = r.string(v, &at, "to"),
+                    "at" => m.at = r.time(v, &at, start),
+                    "subject_contains" => m.subject_contains = r.string(v, &at, "subject_contains"),
+                    other => r.unknown_key(&at, other, &EMAIL_KEYS, "key in an email expectation"),
+                }
+            }
+        }
+        _ => {
+            r.error(
+                route,
+                "an email expectation is a mapping",
+                "e.g. `{ template: welcome/hello, to: ada@example.com }`",
+            );
+            return None;
+        }
+    }
+    if let Some(t) = &m.template
+        && !r.templates.contains(t)
+    {
+        let sent = r.templates.clone();
+        let help = match closest(t, sent.iter().map(String::as_str)) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None if sent.is_empty() => "this workflow sends no email".to_string(),
+            None => format!("it sends: {}", sent.join(", ")),
+        };
+        r.error(
+            &route.key("template"),
+            format!(
+                "workflow `{}` sends no email from template `{t}`",
+                r.wf.name
+            ),
+            help,
+        );
+    }
+    if needs_template && m.template.is_none() && r.diagnostics.len() == errors_before {
+        r.error(
+            route,
+            "`expect_email` needs a `template`",
+            "e.g. `expect_email: { template: welcome/hello }`",
+        );
+    }
+    (r.diagnostics.len() == errors_before).then_some(m)
+}

@@ -1,0 +1,173 @@
+//! What an expression sees: the customer, event and enrollment as Rhai types with getters
+//! (faster than a map per row), and the helpers (`days_since`, `has_tag`, `event_count`…).
+
+use super::*;
+use crate::customer::{Customer, Enrollment, Event};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use rhai::{Dynamic, Engine};
+
+/// A timestamp as expressions see it. Compared with `<`, `>`, `==`; `days_since(t)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+/// A calendar date (a birthday), as expressions see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date(pub NaiveDate);
+
+/// A length of time: `days(30)`, `hours(12)`; `now - days(30)` is a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(pub TimeDelta);
+
+pub(super) fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
+    match v {
+        serde_json::Value::Null => Dynamic::UNIT,
+        serde_json::Value::Bool(b) => (*b).into(),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64().unwrap_or(0.0).into(),
+        },
+        serde_json::Value::String(s) => s.clone().into(),
+        serde_json::Value::Array(a) => a.iter().map(json_to_dynamic).collect::<Vec<_>>().into(),
+        serde_json::Value::Object(o) => map_to_dynamic(o),
+    }
+}
+
+pub(super) fn map_to_dynamic(o: &serde_json::Map<String, serde_json::Value>) -> Dynamic {
+    let map: rhai::Map = o
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), json_to_dynamic(v)))
+        .collect();
+    map.into()
+}
+
+pub(super) fn opt<T: Clone + Send + Sync + 'static>(v: Option<T>) -> Dynamic {
+    v.map_or(Dynamic::UNIT, Dynamic::from)
+}
+
+pub(super) fn opt_str(v: &Option<String>) -> Dynamic {
+    v.clone().map_or(Dynamic::UNIT, Dynamic::from)
+}
+
+pub(super) fn whole_days(d: TimeDelta) -> i64 {
+    d.num_seconds().div_euclid(86_400)
+}
+
+pub(super) fn date_start(d: Date) -> DateTime<Utc> {
+    d.0.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+pub(super) fn register_types(engine: &mut Engine) {
+    engine
+        .register_type_with_name::<Customer>("Customer")
+        .register_get("id", |c: &mut Customer| c.id.clone())
+        .register_get("email", |c: &mut Customer| c.email.clone())
+        .register_get("first_name", |c: &mut Customer| opt_str(&c.first_name))
+        .register_get("last_name", |c: &mut Customer| opt_str(&c.last_name))
+        .register_get("locale", |c: &mut Customer| opt_str(&c.locale))
+        .register_get("timezone", |c: &mut Customer| opt_str(&c.timezone))
+        .register_get("birthday", |c: &mut Customer| opt(c.birthday.map(Date)))
+        .register_get("created_at", |c: &mut Customer| {
+            opt(c.created_at.map(Timestamp))
+        })
+        .register_get("last_order_at", |c: &mut Customer| {
+            opt(c.last_order_at.map(Timestamp))
+        })
+        .register_get("orders_count", |c: &mut Customer| c.orders_count)
+        .register_get("total_spent", |c: &mut Customer| c.total_spent)
+        .register_get("tags", |c: &mut Customer| {
+            c.tags
+                .iter()
+                .cloned()
+                .map(Dynamic::from)
+                .collect::<rhai::Array>()
+        })
+        .register_get("unsubscribed_at", |c: &mut Customer| {
+            opt(c.unsubscribed_at.map(Timestamp))
+        })
+        .register_get("attributes", |c: &mut Customer| {
+            map_to_dynamic(&c.attributes)
+        })
+        .register_fn("has_tag", |c: &mut Customer, tag: &str| c.has_tag(tag));
+
+    engine
+        .register_type_with_name::<Event>("Event")
+        .register_get("id", |e: &mut Event| e.id.clone())
+        .register_get("name", |e: &mut Event| e.name.clone())
+        .register_get("at", |e: &mut Event| Timestamp(e.at))
+        .register_get("properties", |e: &mut Event| map_to_dynamic(&e.properties));
+
+    engine
+        .register_type_with_name::<Enrollment>("Enrollment")
+        .register_get("id", |e: &mut Enrollment| e.id.clone())
+        .register_get("workflow", |e: &mut Enrollment| e.workflow.clone())
+        .register_get("entered_at", |e: &mut Enrollment| Timestamp(e.entered_at))
+        .register_get("step", |e: &mut Enrollment| opt_str(&e.step))
+        .register_get("orders_count_at_entry", |e: &mut Enrollment| {
+            e.orders_count_at_entry
+        })
+        .register_get("total_spent_at_entry", |e: &mut Enrollment| {
+            e.total_spent_at_entry
+        });
+
+    engine
+        .register_type_with_name::<Timestamp>("Timestamp")
+        .register_type_with_name::<Date>("Date")
+        .register_type_with_name::<Span>("Duration")
+        .register_fn("to_string", |t: &mut Timestamp| t.0.to_rfc3339())
+        .register_fn("to_string", |d: &mut Date| d.0.to_string())
+        .register_fn("days", |n: i64| {
+            Span(TimeDelta::try_days(n).unwrap_or(TimeDelta::MAX))
+        })
+        .register_fn("hours", |n: i64| {
+            Span(TimeDelta::try_hours(n).unwrap_or(TimeDelta::MAX))
+        })
+        .register_fn("-", |t: Timestamp, d: Span| {
+            Timestamp(t.0.checked_sub_signed(d.0).unwrap_or(t.0))
+        })
+        .register_fn("+", |t: Timestamp, d: Span| {
+            Timestamp(t.0.checked_add_signed(d.0).unwrap_or(t.0))
+        })
+        .register_fn("days_since", |t: Timestamp| whole_days(state_now() - t.0))
+        .register_fn("days_since", |d: Date| {
+            whole_days(state_now() - date_start(d))
+        })
+        .register_fn("days_since", |_: ()| ())
+        .register_fn("days_until", |t: Timestamp| whole_days(t.0 - state_now()))
+        .register_fn("days_until", |d: Date| {
+            whole_days(date_start(d) - state_now())
+        })
+        .register_fn("days_until", |_: ()| ())
+        .register_fn("event_count", |name: &str, days: i64| {
+            event_count(
+                name,
+                state_now() - TimeDelta::try_days(days).unwrap_or(TimeDelta::MAX),
+            )
+        })
+        .register_fn("event_count", |name: &str, since: Timestamp| {
+            event_count(name, since.0)
+        });
+
+    macro_rules! compare {
+        ($t:ty) => {
+            engine
+                .register_fn("<", |a: $t, b: $t| a < b)
+                .register_fn(">", |a: $t, b: $t| a > b)
+                .register_fn("<=", |a: $t, b: $t| a <= b)
+                .register_fn(">=", |a: $t, b: $t| a >= b)
+                .register_fn("==", |a: $t, b: $t| a == b)
+                .register_fn("!=", |a: $t, b: $t| a != b);
+        };
+    }
+    compare!(Timestamp);
+    compare!(Date);
+    compare!(Span);
+}
+
+pub(super) fn event_count(name: &str, since: DateTime<Utc>) -> i64 {
+    STATE.with(|s| {
+        s.borrow()
+            .as_ref()
+            .and_then(|s| s.history.as_ref().map(|h| h.count_since(name, since)))
+            .unwrap_or(0)
+    })
+}
