@@ -4,7 +4,7 @@
 //! hours checked at every email.
 
 use super::*;
-use crate::customer::{Customer, Enrollment};
+use crate::customer::{Customer, Enrollment, Event};
 use crate::store::StoreError;
 use crate::store::deliveries::NewDelivery;
 use crate::store::enrollments::EnrollmentRow;
@@ -22,6 +22,46 @@ pub(super) enum Fairness {
         until: DateTime<Utc>,
         reason: &'static str,
     },
+}
+
+/// What a journey's steps share while it runs.
+pub(super) struct Journey<'a> {
+    wf: &'a Workflow,
+    event: Option<&'a Event>,
+    history: Option<Arc<crate::workflow::expr::EventHistory>>,
+    /// When the step fell due: the moment every step of this run happens at.
+    at: DateTime<Utc>,
+}
+
+/// What an email step reads and adds to: the group's suppressions and queued deliveries.
+pub(super) struct Mail<'a> {
+    suppressions: &'a mut Suppressions,
+    outgoing: &'a mut Outgoing,
+}
+
+/// Whether a journey runs its next step now, or has stopped (a wait, the end, a failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    Continue,
+    Stop,
+}
+
+/// An `update` step: fields set, tags removed and added.
+fn apply_update(customer: &mut Customer, update: &crate::workflow::plan::UpdateStep) {
+    apply_set(
+        customer,
+        &update
+            .set
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
+    customer.tags.retain(|t| !update.remove_tags.contains(t));
+    for tag in &update.add_tags {
+        if !customer.has_tag(tag) {
+            customer.tags.push(tag.clone());
+        }
+    }
 }
 
 /// How the steps of one workflow follow each other, by id.
@@ -171,23 +211,13 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let at = row.due_at.unwrap_or(row.entered_at);
         let Some(wf) = self.plan.workflow(&row.workflow).cloned() else {
-            end(
-                row,
-                "exited",
-                Some(format!("workflow `{}` no longer exists", row.workflow)),
-                at,
-                report,
-            );
+            let gone = format!("workflow `{}` no longer exists", row.workflow);
+            end(row, "exited", Some(gone), at, report);
             return Ok(());
         };
         let Some(customer) = customer else {
-            end(
-                row,
-                "exited",
-                Some("customer no longer exists".into()),
-                at,
-                report,
-            );
+            let gone = "customer no longer exists".to_string();
+            end(row, "exited", Some(gone), at, report);
             return Ok(());
         };
         let event = match &row.event_id {
@@ -195,182 +225,233 @@ impl Engine {
             None => None,
         };
         let history = history_if(conn, wf.reads_history(), &customer.id, at).await?;
+        let journey = Journey {
+            wf: &wf,
+            event: event.as_ref(),
+            history,
+            at,
+        };
         let program = Program::of(&wf);
+        let mut mail = Mail {
+            suppressions,
+            outgoing,
+        };
         for _ in 0..MAX_STEPS_PER_RUN {
             let Some(step_id) = row.step.clone() else {
                 end(row, "completed", None, at, report);
                 return Ok(());
             };
             let Some(node) = program.nodes.get(step_id.as_str()) else {
-                end(
-                    row,
-                    "exited",
-                    Some(format!("step `{step_id}` no longer exists")),
-                    at,
-                    report,
-                );
+                let gone = format!("step `{step_id}` no longer exists");
+                end(row, "exited", Some(gone), at, report);
                 return Ok(());
             };
-            let enrollment = Enrollment {
-                id: row.id.clone(),
-                workflow: row.workflow.clone(),
-                entered_at: row.entered_at,
-                step: row.step.clone(),
-                orders_count_at_entry: row.orders_count_at_entry,
-                total_spent_at_entry: row.total_spent_at_entry,
-            };
-            let eval = |expr: &Expr, customer: &Customer| {
-                let input = EvalInput {
-                    customer,
-                    event: event.as_ref(),
-                    enrollment: Some(&enrollment),
-                    now: at,
-                    history: history.clone(),
-                };
-                self.plan.engine.eval_bool(expr, &input)
-            };
-            if let Some(goal) = &wf.exit_when {
-                match eval(goal, customer) {
-                    Ok(true) => {
-                        end(row, "converted", Some("goal met".into()), at, report);
-                        return Ok(());
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        fail(row, format!("`exit_when` failed: {e}"), at, report);
-                        return Ok(());
-                    }
-                }
+            if self.goal_reached(&journey, row, customer, report) {
+                return Ok(());
             }
             report.steps += 1;
             crate::progress::count(&crate::progress::METER.steps);
-            match &node.step.kind {
-                StepKind::Email(email) => {
-                    let moment = Moment {
-                        at,
-                        links_from: outgoing.1,
-                    };
-                    let delivery = self.email(
-                        &wf,
-                        email,
-                        &node.step.id,
-                        row,
-                        customer,
-                        event.as_ref(),
-                        moment,
-                    );
-                    let d = match delivery {
-                        Ok(d) => d,
-                        Err(e) => {
-                            fail(row, format!("step `{}`: {e}", node.step.id), at, report);
-                            return Ok(());
-                        }
-                    };
-                    // Consent is checked at every email, not only at entry: an unsubscribe
-                    // in the middle of a series ends it for every workflow at once.
-                    if let Some(reason) = self
-                        .no_consent(conn, wf.class, customer, suppressions)
-                        .await?
-                    {
-                        end(row, "exited", Some(reason.into()), at, report);
-                        return Ok(());
-                    }
-                    if wf.class == MailClass::Marketing {
-                        match self.fairness(conn, customer, at, outgoing, report).await? {
-                            Fairness::Send => {}
-                            Fairness::Hold { until, reason } => {
-                                let policy = if reason == "quiet hours" {
-                                    email.in_quiet_hours
-                                } else {
-                                    email.when_capped
-                                };
-                                if policy == Deferral::Wait {
-                                    // The step stays where it is and runs again when allowed.
-                                    row.due_at = Some(until);
-                                    report.deferred += 1;
-                                    return Ok(());
-                                }
-                                enrollments::insert_skipped(conn, &d, reason).await?;
-                                report.skipped += 1;
-                                row.step = node.next.map(str::to_string);
-                                continue;
-                            }
-                        }
-                    }
-                    outgoing.0.push(d);
-                    row.step = node.next.map(str::to_string);
-                }
-                StepKind::Wait(wait) => {
-                    row.step = node.next.map(str::to_string);
-                    row.due_at = Some(match wait {
-                        Wait::For(d) => at + *d,
-                        Wait::Until(t) => next_local_time(at, *t, customer_zone(customer)),
-                    });
-                    return Ok(());
-                }
-                StepKind::If { condition, .. } => match eval(condition, customer) {
-                    Ok(true) => row.step = node.then_first.or(node.next).map(str::to_string),
-                    Ok(false) => row.step = node.else_first.or(node.next).map(str::to_string),
-                    Err(e) => {
-                        fail(
-                            row,
-                            format!("`if` of step `{}` failed: {e}", node.step.id),
-                            at,
-                            report,
-                        );
-                        return Ok(());
-                    }
-                },
-                StepKind::Update(update) => {
-                    apply_set(
-                        customer,
-                        &update
-                            .set
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                    );
-                    customer.tags.retain(|t| !update.remove_tags.contains(t));
-                    for tag in &update.add_tags {
-                        if !customer.has_tag(tag) {
-                            customer.tags.push(tag.clone());
-                        }
-                    }
-                    customer_rows::save_customer(conn, customer, at).await?;
-                    row.step = node.next.map(str::to_string);
-                }
-                StepKind::Webhook(hook) => {
-                    let d = match self.webhook(
-                        &wf,
-                        hook,
-                        &node.step.id,
-                        row,
-                        customer,
-                        event.as_ref(),
-                        at,
-                    ) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            fail(row, format!("step `{}`: {e}", node.step.id), at, report);
-                            return Ok(());
-                        }
-                    };
-                    outgoing.0.push(d);
-                    row.step = node.next.map(str::to_string);
-                }
-                StepKind::Exit { reason } => {
-                    end(row, "exited", Some(reason.clone()), at, report);
-                    return Ok(());
-                }
+            let flow = self
+                .step(conn, &journey, node, row, customer, &mut mail, report)
+                .await?;
+            if flow == Flow::Stop {
+                return Ok(());
             }
         }
-        fail(
-            row,
-            format!("more than {MAX_STEPS_PER_RUN} steps ran without a wait"),
-            at,
-            report,
-        );
+        let runaway = format!("more than {MAX_STEPS_PER_RUN} steps ran without a wait");
+        fail(row, runaway, at, report);
         Ok(())
+    }
+
+    /// Whether `exit_when` ended the journey (met, or failing) before the next step.
+    fn goal_reached(
+        &self,
+        journey: &Journey<'_>,
+        row: &mut EnrollmentRow,
+        customer: &Customer,
+        report: &mut PassReport,
+    ) -> bool {
+        let Some(goal) = &journey.wf.exit_when else {
+            return false;
+        };
+        match self.eval(journey, row, goal, customer) {
+            Ok(true) => end(
+                row,
+                "converted",
+                Some("goal met".into()),
+                journey.at,
+                report,
+            ),
+            Ok(false) => return false,
+            Err(e) => fail(row, format!("`exit_when` failed: {e}"), journey.at, report),
+        }
+        true
+    }
+
+    /// An expression of the journey's workflow, for this customer at the journey's moment.
+    fn eval(
+        &self,
+        journey: &Journey<'_>,
+        row: &EnrollmentRow,
+        expr: &Expr,
+        customer: &Customer,
+    ) -> Result<bool, crate::workflow::expr::EvalError> {
+        let enrollment = Enrollment {
+            id: row.id.clone(),
+            workflow: row.workflow.clone(),
+            entered_at: row.entered_at,
+            step: row.step.clone(),
+            orders_count_at_entry: row.orders_count_at_entry,
+            total_spent_at_entry: row.total_spent_at_entry,
+        };
+        let input = EvalInput {
+            customer,
+            event: journey.event,
+            enrollment: Some(&enrollment),
+            now: journey.at,
+            history: journey.history.clone(),
+        };
+        self.plan.engine.eval_bool(expr, &input)
+    }
+
+    /// Runs one step: one small function per kind.
+    #[allow(clippy::too_many_arguments)] // the journey's parts, each changed by some step
+    async fn step(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        journey: &Journey<'_>,
+        node: &Node<'_>,
+        row: &mut EnrollmentRow,
+        customer: &mut Customer,
+        mail: &mut Mail<'_>,
+        report: &mut PassReport,
+    ) -> Result<Flow, EngineError> {
+        let at = journey.at;
+        let next = node.next.map(str::to_string);
+        match &node.step.kind {
+            StepKind::Email(email) => {
+                return self
+                    .email_step(conn, journey, node, email, row, customer, mail, report)
+                    .await;
+            }
+            StepKind::Wait(wait) => {
+                row.step = next;
+                row.due_at = Some(match wait {
+                    Wait::For(d) => at + *d,
+                    Wait::Until(t) => next_local_time(at, *t, customer_zone(customer)),
+                });
+                return Ok(Flow::Stop);
+            }
+            StepKind::If { condition, .. } => match self.eval(journey, row, condition, customer) {
+                Ok(true) => row.step = node.then_first.or(node.next).map(str::to_string),
+                Ok(false) => row.step = node.else_first.or(node.next).map(str::to_string),
+                Err(e) => {
+                    let why = format!("`if` of step `{}` failed: {e}", node.step.id);
+                    fail(row, why, at, report);
+                    return Ok(Flow::Stop);
+                }
+            },
+            StepKind::Update(update) => {
+                apply_update(customer, update);
+                customer_rows::save_customer(conn, customer, at).await?;
+                row.step = next;
+            }
+            StepKind::Webhook(hook) => {
+                let call = self.webhook(
+                    journey.wf,
+                    hook,
+                    &node.step.id,
+                    row,
+                    customer,
+                    journey.event,
+                    at,
+                );
+                match call {
+                    Ok(d) => mail.outgoing.0.push(d),
+                    Err(e) => {
+                        fail(row, format!("step `{}`: {e}", node.step.id), at, report);
+                        return Ok(Flow::Stop);
+                    }
+                }
+                row.step = next;
+            }
+            StepKind::Exit { reason } => {
+                end(row, "exited", Some(reason.clone()), at, report);
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// An email step: composed, then sent only with consent, and for marketing mail only
+    /// within the frequency cap and outside quiet hours (else held or skipped, as the step
+    /// says).
+    #[allow(clippy::too_many_arguments)] // the journey's parts, each changed here
+    async fn email_step(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        journey: &Journey<'_>,
+        node: &Node<'_>,
+        email: &crate::workflow::plan::EmailStep,
+        row: &mut EnrollmentRow,
+        customer: &mut Customer,
+        mail: &mut Mail<'_>,
+        report: &mut PassReport,
+    ) -> Result<Flow, EngineError> {
+        let at = journey.at;
+        let moment = Moment {
+            at,
+            links_from: mail.outgoing.1,
+        };
+        let composed = self.email(
+            journey.wf,
+            email,
+            &node.step.id,
+            row,
+            customer,
+            journey.event,
+            moment,
+        );
+        let d = match composed {
+            Ok(d) => d,
+            Err(e) => {
+                fail(row, format!("step `{}`: {e}", node.step.id), at, report);
+                return Ok(Flow::Stop);
+            }
+        };
+        // Consent is checked at every email, not only at entry: an unsubscribe in the
+        // middle of a series ends it for every workflow at once.
+        if let Some(reason) = self
+            .no_consent(conn, journey.wf.class, customer, mail.suppressions)
+            .await?
+        {
+            end(row, "exited", Some(reason.into()), at, report);
+            return Ok(Flow::Stop);
+        }
+        if journey.wf.class == MailClass::Marketing
+            && let Fairness::Hold { until, reason } = self
+                .fairness(conn, customer, at, mail.outgoing, report)
+                .await?
+        {
+            let policy = if reason == "quiet hours" {
+                email.in_quiet_hours
+            } else {
+                email.when_capped
+            };
+            if policy == Deferral::Wait {
+                // The step stays where it is and runs again when allowed.
+                row.due_at = Some(until);
+                report.deferred += 1;
+                return Ok(Flow::Stop);
+            }
+            enrollments::insert_skipped(conn, &d, reason).await?;
+            report.skipped += 1;
+            row.step = node.next.map(str::to_string);
+            return Ok(Flow::Continue);
+        }
+        mail.outgoing.0.push(d);
+        row.step = node.next.map(str::to_string);
+        Ok(Flow::Continue)
     }
 
     /// Why this customer may not be mailed by a workflow of this class, if they may not: a
