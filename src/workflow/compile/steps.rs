@@ -51,7 +51,29 @@ impl Compiler {
         ctx: &mut FileCtx<'_>,
     ) -> Option<plan::Step> {
         let doc = ctx.doc;
-        let kinds: Vec<&str> = [
+        let kind = self.step_kind(s, route, doc)?;
+        self.misplaced_keys(s, kind, route, doc);
+        let id = self.step_id(s, route, position, ctx);
+        let kind = match kind {
+            "email" => StepKind::Email(self.email(s, route, &id, ctx)?),
+            "wait" => StepKind::Wait(self.wait(s.wait.as_ref()?, route, doc)?),
+            "if" => self.branch(s, route, position, ctx)?,
+            "webhook" => StepKind::Webhook(self.webhook(s.webhook.as_ref()?, route, ctx)?),
+            "update" => StepKind::Update(self.update(s.update.as_ref()?, route, ctx)?),
+            _ => {
+                let reason = s.exit.clone()?;
+                if reason.trim().is_empty() {
+                    self.error("bad-exit", "`exit` needs a reason", doc.value_span(&route.key("exit")), "e.g. `exit: already-reviewed`; the reason is recorded and shown in reports");
+                }
+                StepKind::Exit { reason }
+            }
+        };
+        Some(plan::Step { id, kind })
+    }
+
+    /// Which one action a step takes; none, or more than one, is an error.
+    fn step_kind(&mut self, s: &raw::Step, route: &Route, doc: &Document) -> Option<&'static str> {
+        let kinds: Vec<&'static str> = [
             ("email", s.email.is_some()),
             ("wait", s.wait.is_some()),
             ("if", s.if_.is_some()),
@@ -62,23 +84,27 @@ impl Compiler {
         .into_iter()
         .filter_map(|(k, present)| present.then_some(k))
         .collect();
-        if kinds.len() != 1 {
-            let msg = if kinds.is_empty() {
-                "step does nothing".to_string()
-            } else {
-                format!(
-                    "step has more than one action: {}",
-                    kinds
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            self.error("bad-step", msg, doc.value_span(route), "each step is one of `email`, `wait`, `if`, `webhook`, `update` or `exit`; split it into several steps");
-            return None;
+        if kinds.len() == 1 {
+            return Some(kinds[0]);
         }
-        let kind = kinds[0];
+        let msg = if kinds.is_empty() {
+            "step does nothing".to_string()
+        } else {
+            format!(
+                "step has more than one action: {}",
+                kinds
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        self.error("bad-step", msg, doc.value_span(route), "each step is one of `email`, `wait`, `if`, `webhook`, `update` or `exit`; split it into several steps");
+        None
+    }
+
+    /// Keys that belong to another kind of step (an email's `subject` on a wait).
+    fn misplaced_keys(&mut self, s: &raw::Step, kind: &str, route: &Route, doc: &Document) {
         let email_only = [
             ("subject", s.subject.is_some()),
             ("coupon", s.coupon.is_some()),
@@ -105,113 +131,120 @@ impl Compiler {
                 );
             }
         }
-        let id = match &s.id {
-            Some(id) => {
-                let span = doc.value_span(&route.key("id"));
-                if id.is_empty()
-                    || !id
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-                {
-                    self.error(
-                        "bad-step-id",
-                        format!("step id `{id}` may only use letters, digits, `-` and `_`"),
-                        span.clone(),
-                        "e.g. `id: last-chance`",
-                    );
-                }
-                if let Some(first) = ctx.ids.get(id) {
-                    let line = first.start.line;
-                    self.error(
-                        "duplicate-step-id",
-                        format!("step id `{id}` is already used on line {line}"),
-                        span,
-                        "give each step a unique `id:`; enrollments resume by it",
-                    );
-                } else {
-                    ctx.ids.insert(id.clone(), span);
-                }
-                id.clone()
-            }
-            None => {
-                let derived = match &s.email {
-                    Some(t) if !ctx.ids.contains_key(t) => t.clone(),
-                    _ => position.to_string(),
-                };
-                ctx.ids
-                    .entry(derived.clone())
-                    .or_insert_with(|| doc.value_span(route));
-                derived
-            }
+    }
+
+    /// The step's id: as written (checked, unique in the file), or derived from its template
+    /// or its position.
+    fn step_id(
+        &mut self,
+        s: &raw::Step,
+        route: &Route,
+        position: &str,
+        ctx: &mut FileCtx<'_>,
+    ) -> String {
+        let doc = ctx.doc;
+        let Some(id) = &s.id else {
+            let derived = match &s.email {
+                Some(t) if !ctx.ids.contains_key(t) => t.clone(),
+                _ => position.to_string(),
+            };
+            ctx.ids
+                .entry(derived.clone())
+                .or_insert_with(|| doc.value_span(route));
+            return derived;
         };
-        let kind = match kind {
-            "email" => StepKind::Email(self.email(s, route, &id, ctx)?),
-            "wait" => StepKind::Wait(match s.wait.as_ref()? {
-                raw::Wait::For(text) => {
-                    Wait::For(self.positive_duration(text, doc, &route.key("wait"), "a wait")?)
-                }
-                raw::Wait::Until(text) => match duration::parse_time_of_day(text) {
-                    Some(t) => Wait::Until(t),
-                    None => {
-                        self.error(
-                            "bad-time",
-                            format!("`{text}` is not a time of day"),
-                            doc.value_span(&route.key("wait").key("until")),
-                            "write 24-hour local time as `HH:MM`, e.g. `09:00`",
-                        );
-                        return None;
-                    }
-                },
-            }),
-            "if" => {
-                let text = s.if_.as_deref()?;
-                let condition = self.expression(
-                    text,
-                    doc,
-                    &route.key("if"),
-                    Vars {
-                        event: ctx.has_event,
-                        enrollment: true,
-                    },
-                    "if",
-                );
-                if s.then.is_none() {
+        let span = doc.value_span(&route.key("id"));
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
+            self.error(
+                "bad-step-id",
+                format!("step id `{id}` may only use letters, digits, `-` and `_`"),
+                span.clone(),
+                "e.g. `id: last-chance`",
+            );
+        }
+        if let Some(first) = ctx.ids.get(id) {
+            let line = first.start.line;
+            self.error(
+                "duplicate-step-id",
+                format!("step id `{id}` is already used on line {line}"),
+                span,
+                "give each step a unique `id:`; enrollments resume by it",
+            );
+        } else {
+            ctx.ids.insert(id.clone(), span);
+        }
+        id.clone()
+    }
+
+    /// A `wait:` step: a duration above zero, or `until:` a local time of day.
+    fn wait(&mut self, wait: &raw::Wait, route: &Route, doc: &Document) -> Option<Wait> {
+        match wait {
+            raw::Wait::For(text) => Some(Wait::For(self.positive_duration(
+                text,
+                doc,
+                &route.key("wait"),
+                "a wait",
+            )?)),
+            raw::Wait::Until(text) => match duration::parse_time_of_day(text) {
+                Some(t) => Some(Wait::Until(t)),
+                None => {
                     self.error(
-                        "missing-then",
-                        "`if` step has no `then:`",
-                        doc.key_span(&route.key("if")),
-                        "add `then:` with the steps to run when the condition holds",
+                        "bad-time",
+                        format!("`{text}` is not a time of day"),
+                        doc.value_span(&route.key("wait").key("until")),
+                        "write 24-hour local time as `HH:MM`, e.g. `09:00`",
                     );
+                    None
                 }
-                let then = self.steps(
-                    s.then.as_deref().unwrap_or(&[]),
-                    &route.key("then"),
-                    &format!("{position}.then."),
-                    ctx,
-                );
-                let else_ = self.steps(
-                    s.else_.as_deref().unwrap_or(&[]),
-                    &route.key("else"),
-                    &format!("{position}.else."),
-                    ctx,
-                );
-                StepKind::If {
-                    condition: condition?,
-                    then,
-                    else_,
-                }
-            }
-            "webhook" => StepKind::Webhook(self.webhook(s.webhook.as_ref()?, route, ctx)?),
-            "update" => StepKind::Update(self.update(s.update.as_ref()?, route, ctx)?),
-            _ => {
-                let reason = s.exit.clone()?;
-                if reason.trim().is_empty() {
-                    self.error("bad-exit", "`exit` needs a reason", doc.value_span(&route.key("exit")), "e.g. `exit: already-reviewed`; the reason is recorded and shown in reports");
-                }
-                StepKind::Exit { reason }
-            }
+            },
+        }
+    }
+
+    /// An `if:` step: its condition, and both branches' steps (each checked, so every
+    /// problem of the file is found in one run).
+    fn branch(
+        &mut self,
+        s: &raw::Step,
+        route: &Route,
+        position: &str,
+        ctx: &mut FileCtx<'_>,
+    ) -> Option<StepKind> {
+        let doc = ctx.doc;
+        let text = s.if_.as_deref()?;
+        let vars = Vars {
+            event: ctx.has_event,
+            enrollment: true,
         };
-        Some(plan::Step { id, kind })
+        let condition = self.expression(text, doc, &route.key("if"), vars, "if");
+        if s.then.is_none() {
+            self.error(
+                "missing-then",
+                "`if` step has no `then:`",
+                doc.key_span(&route.key("if")),
+                "add `then:` with the steps to run when the condition holds",
+            );
+        }
+        let then = self.steps(
+            s.then.as_deref().unwrap_or(&[]),
+            &route.key("then"),
+            &format!("{position}.then."),
+            ctx,
+        );
+        let else_ = self.steps(
+            s.else_.as_deref().unwrap_or(&[]),
+            &route.key("else"),
+            &format!("{position}.else."),
+            ctx,
+        );
+        Some(StepKind::If {
+            condition: condition?,
+            then,
+            else_,
+        })
     }
 
     pub(super) fn update(

@@ -18,81 +18,9 @@ use std::str::FromStr;
 impl Compiler {
     pub(super) fn trigger(&mut self, t: &raw::Trigger, doc: &Document) -> Option<Trigger> {
         let route = Route::root().key("trigger");
-        let kinds = [
-            t.schedule.is_some(),
-            t.event.is_some(),
-            t.date.is_some(),
-            t.stage_entered.is_some(),
-        ];
-        let count = kinds.iter().filter(|k| **k).count();
-        if count != 1 {
-            let msg = if count == 0 {
-                "trigger needs one of `schedule`, `event`, `date` or `stage_entered`"
-            } else {
-                "trigger has more than one of `schedule`, `event`, `date` and `stage_entered`"
-            };
-            self.error(
-                "bad-trigger",
-                msg,
-                doc.key_span(&route),
-                "a workflow has exactly one trigger, e.g. `trigger: { event: customer_created }`",
-            );
-            return None;
-        }
-        if t.schedule.is_none() && t.timezone.is_some() {
-            self.error("bad-trigger", "`timezone` goes with a `schedule` trigger", doc.key_span(&route.key("timezone")), "event triggers run when the event arrives and date triggers at the customer's local time; remove `timezone`");
-        }
-        if t.date.is_none() {
-            for key in ["at", "offset"] {
-                if doc.node(&route.key(key)).is_some() {
-                    self.error(
-                        "bad-trigger",
-                        format!("`{key}` goes with a `date` trigger"),
-                        doc.key_span(&route.key(key)),
-                        format!("remove `{key}`, or use `date: birthday` with it"),
-                    );
-                }
-            }
-        }
+        self.one_trigger(t, doc, &route)?;
         if let Some(line) = &t.schedule {
-            let sroute = route.key("schedule");
-            let cron = match CronSchedule::parse(line) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    self.diags.push(
-                        Diagnostic::error("bad-cron", format!("invalid cron line: {}", e.message))
-                            .at(doc.locate(&sroute, e.at, e.len))
-                            .help(e.help),
-                    );
-                    None
-                }
-            };
-            let zone = match t.timezone.as_deref() {
-                None => Some(Zone::Fixed(Tz::UTC)),
-                Some("customer") => Some(Zone::Customer),
-                Some(name) => self
-                    .zone(name, doc, &route.key("timezone"))
-                    .map(Zone::Fixed),
-            };
-            let (cron, zone) = (cron?, zone?);
-            let probe_tz = match zone {
-                Zone::Fixed(tz) => tz,
-                Zone::Customer => Tz::UTC,
-            };
-            if cron.next_after(self.now, probe_tz).is_none() {
-                self.error(
-                    "cron-never-fires",
-                    format!("schedule `{line}` never fires"),
-                    doc.value_span(&sroute),
-                    "check the day and month fields: e.g. February has no 30th",
-                );
-                return None;
-            }
-            return Some(Trigger::Schedule {
-                cron,
-                line: line.clone(),
-                zone,
-            });
+            return self.schedule(line, t.timezone.as_deref(), doc, &route);
         }
         if let Some(name) = &t.event {
             let ok = !name.is_empty()
@@ -123,6 +51,100 @@ impl Compiler {
                 }),
             });
         }
+        self.date_trigger(t, doc, &route)
+    }
+
+    /// Exactly one kind of trigger, and no key that belongs to another kind.
+    fn one_trigger(&mut self, t: &raw::Trigger, doc: &Document, route: &Route) -> Option<()> {
+        let kinds = [
+            t.schedule.is_some(),
+            t.event.is_some(),
+            t.date.is_some(),
+            t.stage_entered.is_some(),
+        ];
+        let count = kinds.iter().filter(|k| **k).count();
+        if count != 1 {
+            let msg = if count == 0 {
+                "trigger needs one of `schedule`, `event`, `date` or `stage_entered`"
+            } else {
+                "trigger has more than one of `schedule`, `event`, `date` and `stage_entered`"
+            };
+            self.error(
+                "bad-trigger",
+                msg,
+                doc.key_span(route),
+                "a workflow has exactly one trigger, e.g. `trigger: { event: customer_created }`",
+            );
+            return None;
+        }
+        if t.schedule.is_none() && t.timezone.is_some() {
+            self.error("bad-trigger", "`timezone` goes with a `schedule` trigger", doc.key_span(&route.key("timezone")), "event triggers run when the event arrives and date triggers at the customer's local time; remove `timezone`");
+        }
+        if t.date.is_none() {
+            for key in ["at", "offset"] {
+                if doc.node(&route.key(key)).is_some() {
+                    self.error(
+                        "bad-trigger",
+                        format!("`{key}` goes with a `date` trigger"),
+                        doc.key_span(&route.key(key)),
+                        format!("remove `{key}`, or use `date: birthday` with it"),
+                    );
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// A `schedule:` trigger: a cron line that fires, in a zone (or each customer's).
+    fn schedule(
+        &mut self,
+        line: &str,
+        timezone: Option<&str>,
+        doc: &Document,
+        route: &Route,
+    ) -> Option<Trigger> {
+        let sroute = route.key("schedule");
+        let cron = match CronSchedule::parse(line) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.diags.push(
+                    Diagnostic::error("bad-cron", format!("invalid cron line: {}", e.message))
+                        .at(doc.locate(&sroute, e.at, e.len))
+                        .help(e.help),
+                );
+                None
+            }
+        };
+        let zone = match timezone {
+            None => Some(Zone::Fixed(Tz::UTC)),
+            Some("customer") => Some(Zone::Customer),
+            Some(name) => self
+                .zone(name, doc, &route.key("timezone"))
+                .map(Zone::Fixed),
+        };
+        let (cron, zone) = (cron?, zone?);
+        let probe_tz = match zone {
+            Zone::Fixed(tz) => tz,
+            Zone::Customer => Tz::UTC,
+        };
+        if cron.next_after(self.now, probe_tz).is_none() {
+            self.error(
+                "cron-never-fires",
+                format!("schedule `{line}` never fires"),
+                doc.value_span(&sroute),
+                "check the day and month fields: e.g. February has no 30th",
+            );
+            return None;
+        }
+        Some(Trigger::Schedule {
+            cron,
+            line: line.to_string(),
+            zone,
+        })
+    }
+
+    /// A `date:` trigger: a date column of the customer, a local time and an offset.
+    fn date_trigger(&mut self, t: &raw::Trigger, doc: &Document, route: &Route) -> Option<Trigger> {
         let column = t.date.clone().unwrap_or_default();
         let mut ok = true;
         if !DATE_FIELDS.contains(&column.as_str()) {
