@@ -15,17 +15,7 @@ pub(super) fn customer_from_cells(
     let mut c = Customer::new("", "");
     let mut present = Vec::new();
     let mut errors = Vec::new();
-    let mut has_id = false;
-    let mut has_email = false;
     for (field, column, cell) in &cells {
-        let mut fail = |message: String| {
-            errors.push(RowError {
-                line,
-                column: *column,
-                field: field.clone(),
-                message,
-            })
-        };
         let Some(&fixed) = CUSTOMER_FIELDS.iter().find(|f| **f == field.as_str()) else {
             // Every other column is an attribute, kept as given.
             if let Some(value) = cell.value() {
@@ -34,135 +24,36 @@ pub(super) fn customer_from_cells(
             continue;
         };
         present.push(fixed);
-        let text = match fixed {
-            "orders_count" | "total_spent" | "tags" | "attributes" => None,
-            _ => match cell.text() {
-                Ok(t) => t.map(str::to_string),
-                Err(m) => {
-                    fail(format!("`{field}` {m}"));
-                    continue;
-                }
-            },
+        let mut fail = |message: String| {
+            errors.push(RowError {
+                line,
+                column: *column,
+                field: field.clone(),
+                message,
+            })
         };
-        let name = |t: Option<String>| t.filter(|t| !t.is_empty());
         match fixed {
-            "id" => match name(text) {
-                Some(t) => {
-                    has_id = true;
-                    c.id = t;
-                }
-                None => fail("a customer needs an id".into()),
+            "orders_count" | "total_spent" => set_number(&mut c, fixed, cell, &mut fail),
+            "tags" => set_tags(&mut c, cell, &mut fail),
+            "attributes" => set_attributes(&mut c, cell, &mut fail),
+            _ => match cell.text() {
+                Ok(text) => set_text(&mut c, fixed, text.map(str::to_string), &mut fail),
+                Err(m) => fail(format!("`{field}` {m}")),
             },
-            "email" => match name(text) {
-                Some(t) if is_email(&t) => {
-                    has_email = true;
-                    c.email = t;
-                }
-                Some(t) => fail(format!("`{t}` is not an email address")),
-                None => fail("a customer needs an email address".into()),
-            },
-            "first_name" => c.first_name = name(text),
-            "last_name" => c.last_name = name(text),
-            "locale" => match name(text) {
-                Some(t) if is_locale(&t) => c.locale = Some(t),
-                Some(t) => fail(format!(
-                    "`{t}` is not a locale; write a BCP 47 tag such as `ja-JP` or `en`"
-                )),
-                None => c.locale = None,
-            },
-            "timezone" => match name(text) {
-                Some(t) if chrono_tz::Tz::from_str(&t).is_ok() => c.timezone = Some(t),
-                Some(t) => fail(format!(
-                    "`{t}` is not an IANA time zone such as `Asia/Tokyo`"
-                )),
-                None => c.timezone = None,
-            },
-            "birthday" => match text
-                .as_deref()
-                .map(|t| NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| t.to_string()))
-            {
-                Some(Ok(d)) => c.birthday = Some(d),
-                Some(Err(t)) => fail(format!("`{t}` is not a date; write YYYY-MM-DD")),
-                None => c.birthday = None,
-            },
-            "created_at" | "last_order_at" | "unsubscribed_at" => {
-                let value = match text.as_deref().map(parse_time) {
-                    Some(Ok(t)) => Some(t),
-                    Some(Err(m)) => {
-                        fail(m);
-                        None
-                    }
-                    None => None,
-                };
-                match fixed {
-                    "created_at" => c.created_at = value,
-                    "last_order_at" => c.last_order_at = value,
-                    _ => c.unsubscribed_at = value,
-                }
-            }
-            "orders_count" => match number(cell, |t| t.parse::<i64>().ok(), Value::as_i64) {
-                Some(Ok(n)) if n >= 0 => c.orders_count = n,
-                Some(Ok(n)) => fail(format!("`{n}` is negative; an order count is 0 or more")),
-                Some(Err(t)) => fail(format!("`{t}` is not a whole number")),
-                None => c.orders_count = 0,
-            },
-            "total_spent" => match number(cell, |t| t.parse::<f64>().ok(), Value::as_f64) {
-                Some(Ok(n)) if n.is_finite() => c.total_spent = n,
-                Some(Ok(n)) => fail(format!("`{n}` is not a number; write e.g. `149.50`")),
-                Some(Err(t)) => fail(format!("`{t}` is not a number; write e.g. `149.50`")),
-                None => c.total_spent = 0.0,
-            },
-            "tags" => match cell {
-                Cell::Text(t) => {
-                    c.tags = t
-                        .split(';')
-                        .map(str::trim)
-                        .filter(|t| !t.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                }
-                Cell::Json(Value::Array(items)) => {
-                    let mut tags = Vec::new();
-                    for item in items {
-                        match item.as_str() {
-                            Some(s) => tags.push(s.to_string()),
-                            None => fail(format!("tags must be text, found `{item}`")),
-                        }
-                    }
-                    c.tags = tags;
-                }
-                Cell::Json(Value::Null) => c.tags = Vec::new(),
-                Cell::Json(other) => {
-                    fail(format!("tags must be an array of text, found `{other}`"))
-                }
-            },
-            "attributes" => match cell {
-                Cell::Json(Value::Object(m)) => c.attributes.extend(m.clone()),
-                Cell::Text("") => {}
-                Cell::Text(t) => match serde_json::from_str::<Map<String, Value>>(t) {
-                    Ok(m) => c.attributes.extend(m),
-                    Err(_) => fail("attributes must be a JSON object".into()),
-                },
-                _ => fail("attributes must be a JSON object".into()),
-            },
-            _ => {}
         }
     }
-    if !has_id && !cells.iter().any(|(f, _, _)| f == "id") {
-        errors.push(RowError {
-            line,
-            column: None,
-            field: "id".into(),
-            message: "a customer needs an id".into(),
-        });
-    }
-    if !has_email && !cells.iter().any(|(f, _, _)| f == "email") {
-        errors.push(RowError {
-            line,
-            column: None,
-            field: "email".into(),
-            message: "a customer needs an email address".into(),
-        });
+    for (required, message) in [
+        ("id", "a customer needs an id"),
+        ("email", "a customer needs an email address"),
+    ] {
+        if !cells.iter().any(|(f, _, _)| f == required) {
+            errors.push(RowError {
+                line,
+                column: None,
+                field: required.into(),
+                message: message.into(),
+            });
+        }
     }
     if errors.is_empty() {
         Ok(CustomerRow {
@@ -172,6 +63,120 @@ pub(super) fn customer_from_cells(
         })
     } else {
         Err(errors)
+    }
+}
+
+/// A column of text: an id, an address, a name, a locale, a zone, a date or a time.
+fn set_text(c: &mut Customer, fixed: &str, text: Option<String>, fail: &mut dyn FnMut(String)) {
+    let name = |t: Option<String>| t.filter(|t| !t.is_empty());
+    match fixed {
+        "id" => match name(text) {
+            Some(t) => c.id = t,
+            None => fail("a customer needs an id".into()),
+        },
+        "email" => match name(text) {
+            Some(t) if is_email(&t) => c.email = t,
+            Some(t) => fail(format!("`{t}` is not an email address")),
+            None => fail("a customer needs an email address".into()),
+        },
+        "first_name" => c.first_name = name(text),
+        "last_name" => c.last_name = name(text),
+        "locale" => match name(text) {
+            Some(t) if is_locale(&t) => c.locale = Some(t),
+            Some(t) => fail(format!(
+                "`{t}` is not a locale; write a BCP 47 tag such as `ja-JP` or `en`"
+            )),
+            None => c.locale = None,
+        },
+        "timezone" => match name(text) {
+            Some(t) if chrono_tz::Tz::from_str(&t).is_ok() => c.timezone = Some(t),
+            Some(t) => fail(format!(
+                "`{t}` is not an IANA time zone such as `Asia/Tokyo`"
+            )),
+            None => c.timezone = None,
+        },
+        "birthday" => match text
+            .as_deref()
+            .map(|t| NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| t.to_string()))
+        {
+            Some(Ok(d)) => c.birthday = Some(d),
+            Some(Err(t)) => fail(format!("`{t}` is not a date; write YYYY-MM-DD")),
+            None => c.birthday = None,
+        },
+        "created_at" | "last_order_at" | "unsubscribed_at" => {
+            let value = match text.as_deref().map(parse_time) {
+                Some(Ok(t)) => Some(t),
+                Some(Err(m)) => {
+                    fail(m);
+                    None
+                }
+                None => None,
+            };
+            match fixed {
+                "created_at" => c.created_at = value,
+                "last_order_at" => c.last_order_at = value,
+                _ => c.unsubscribed_at = value,
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `orders_count` (a whole number, 0 or more) or `total_spent` (a finite number).
+fn set_number(c: &mut Customer, fixed: &str, cell: &Cell<'_>, fail: &mut dyn FnMut(String)) {
+    if fixed == "orders_count" {
+        match number(cell, |t| t.parse::<i64>().ok(), Value::as_i64) {
+            Some(Ok(n)) if n >= 0 => c.orders_count = n,
+            Some(Ok(n)) => fail(format!("`{n}` is negative; an order count is 0 or more")),
+            Some(Err(t)) => fail(format!("`{t}` is not a whole number")),
+            None => c.orders_count = 0,
+        }
+        return;
+    }
+    match number(cell, |t| t.parse::<f64>().ok(), Value::as_f64) {
+        Some(Ok(n)) if n.is_finite() => c.total_spent = n,
+        Some(Ok(n)) => fail(format!("`{n}` is not a number; write e.g. `149.50`")),
+        Some(Err(t)) => fail(format!("`{t}` is not a number; write e.g. `149.50`")),
+        None => c.total_spent = 0.0,
+    }
+}
+
+/// Tags: `;`-separated in CSV, an array of text in JSON.
+fn set_tags(c: &mut Customer, cell: &Cell<'_>, fail: &mut dyn FnMut(String)) {
+    match cell {
+        Cell::Text(t) => {
+            c.tags = t
+                .split(';')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect()
+        }
+        Cell::Json(Value::Array(items)) => {
+            let mut tags = Vec::new();
+            for item in items {
+                match item.as_str() {
+                    Some(s) => tags.push(s.to_string()),
+                    None => fail(format!("tags must be text, found `{item}`")),
+                }
+            }
+            c.tags = tags;
+        }
+        Cell::Json(Value::Null) => c.tags = Vec::new(),
+        Cell::Json(other) => fail(format!("tags must be an array of text, found `{other}`")),
+    }
+}
+
+/// `attributes`: a JSON object, merged into those the customer has.
+fn set_attributes(c: &mut Customer, cell: &Cell<'_>, fail: &mut dyn FnMut(String)) {
+    match cell {
+        Cell::Json(Value::Object(m)) => c.attributes.extend(m.clone()),
+        Cell::Text("") => {}
+        Cell::Text(t) => match serde_json::from_str::<Map<String, Value>>(t) {
+            Ok(m) => c.attributes.extend(m),
+            Err(_) => fail("attributes must be a JSON object".into()),
+        },
+        _ => fail("attributes must be a JSON object".into()),
     }
 }
 
