@@ -40,13 +40,7 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
     if !crate::cli::shared::fit_to_send(&project, "the daemon did not start") {
         return Ok(ExitCode::FAILURE);
     }
-    let env = |name: &str| std::env::var(name).ok();
-    let token = match &project.config.server.token {
-        Some(t) => Some(expand_env(t, &env).map_err(|e| {
-            CommandError::Usage(format!("{e} (in `server.token` of tidings.yaml)"))
-        })?),
-        None => env(API_TOKEN_ENV).filter(|t| !t.trim().is_empty()),
-    };
+    let token = api_token(&project)?;
     let limits = server_limits(&project.config.server)?;
     let listen = args
         .listen
@@ -66,7 +60,7 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
     };
     runtime.block_on(async move {
         let store = Store::open(&url).await?;
-        let mut runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
+        let runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
             .map_err(|e| CommandError::Usage(e.to_string()))?;
         let signer = crate::unsubscribe::project_signer(&project.config.unsubscribe, &store)
             .await
@@ -82,102 +76,146 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
             }),
             passes: std::sync::Mutex::new(PassMetrics::default()),
         });
-        let health_api = api.clone();
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
             CommandError::Usage(format!(
                 "cannot listen on `{listen}`: {e}; pick another address with `--listen` or `server.listen`"
             ))
         })?;
         let address = listener.local_addr()?;
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
             let _ = stop.send(true);
         });
-        let hangup = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(forward_hangups(hangup.clone()));
-        let mut seen = fingerprint(&project);
         let mut server_stop = stopped.clone();
         let server = tokio::spawn(crate::daemon::serve::serve(
             listener,
-            router(api),
+            router(api.clone()),
             limits,
             async move {
                 let _ = server_stop.wait_for(|s| *s).await;
             },
         ));
         tracing::info!(address = %address, every = %args.every, workflows = names(&runner).len(), "tidings daemon listening");
-        match (&project.config.server.token, &health_api.token) {
-            (_, None) => tracing::warn!(
-                "the write endpoints (POST /v1/...) are off: set {API_TOKEN_ENV}, or `server.token` in tidings.yaml"
-            ),
-            (Some(_), Some(_)) => tracing::info!(
-                "the write endpoints (POST /v1/...) take the bearer token of `server.token`"
-            ),
-            (None, Some(_)) => tracing::info!(
-                "the write endpoints (POST /v1/...) take the bearer token of {API_TOKEN_ENV}"
-            ),
-        }
+        say_where_the_token_comes_from(&project, &api);
         if let Some(line) = runner.recover().await.map_err(|e| CommandError::Usage(e.to_string()))? {
             tracing::warn!("{line}");
         }
-        loop {
-            // A changed workflow set (a merge deployed by git pull, or SIGHUP) is checked
-            // first; only a valid one replaces the running one.
-            let now_seen = fingerprint(&project);
-            if now_seen != seen {
-                seen = now_seen;
-                reload(&project, &mut runner, &store, &health_api);
-            }
-            let started = std::time::Instant::now();
-            let result = runner.pass(Utc::now()).await;
-            if let Ok(mut m) = health_api.passes.lock() {
-                let seconds = started.elapsed().as_secs_f64();
-                m.passes += 1;
-                m.seconds_total += seconds;
-                m.last_seconds = seconds;
-                match &result {
-                    Ok(o) => {
-                        m.steps += o.engine.steps;
-                        m.emails_sent += o.emails.sent;
-                        m.emails_failed += o.emails.failed;
-                        m.emails_retried += o.emails.retrying;
-                    }
-                    Err(_) => m.failed_passes += 1,
-                }
-            }
-            match result {
-                Ok(outcome) => {
-                    let (e, m) = (&outcome.engine, &outcome.emails);
-                    if e.enrolled + e.steps + m.sent + m.failed + m.retrying > 0 {
-                        tracing::info!(
-                            enrolled = e.enrolled,
-                            steps = e.steps,
-                            emails_sent = m.sent,
-                            emails_failed = m.failed,
-                            emails_retrying = m.retrying,
-                            seconds = started.elapsed().as_secs_f64(),
-                            "pass"
-                        );
-                    }
-                    for problem in m.problems.iter().chain(&outcome.webhooks.problems) {
-                        tracing::warn!("{problem}");
-                    }
-                }
-                // A failed pass is retried on the next tick: the store may be back by then.
-                Err(e) => tracing::error!(error = %crate::source::diagnostic::error_chain(&e), "pass failed"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = hangup.notified() => seen = 0,
-                _ = stopped.wait_for(|s| *s) => break,
-            }
-        }
+        passes(&project, runner, &store, &api, every, stopped).await;
         tracing::info!("tidings daemon stopping");
         let _ = server.await;
         store.close().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The bearer token of the write endpoints: `server.token`, else `TIDINGS_API_TOKEN`.
+fn api_token(project: &Project) -> Result<Option<String>, CommandError> {
+    let env = |name: &str| std::env::var(name).ok();
+    Ok(match &project.config.server.token {
+        Some(t) => Some(expand_env(t, &env).map_err(|e| {
+            CommandError::Usage(format!("{e} (in `server.token` of tidings.yaml)"))
+        })?),
+        None => env(API_TOKEN_ENV).filter(|t| !t.trim().is_empty()),
+    })
+}
+
+/// Tells the operator whether the write endpoints are on, and with which token.
+fn say_where_the_token_comes_from(project: &Project, api: &Api) {
+    match (&project.config.server.token, &api.token) {
+        (_, None) => tracing::warn!(
+            "the write endpoints (POST /v1/...) are off: set {API_TOKEN_ENV}, or `server.token` in tidings.yaml"
+        ),
+        (Some(_), Some(_)) => tracing::info!(
+            "the write endpoints (POST /v1/...) take the bearer token of `server.token`"
+        ),
+        (None, Some(_)) => tracing::info!(
+            "the write endpoints (POST /v1/...) take the bearer token of {API_TOKEN_ENV}"
+        ),
+    }
+}
+
+/// The loop: a pass every `every` (a changed workflow set reloaded first, at once on
+/// SIGHUP), until SIGTERM or SIGINT; the pass in progress finishes.
+async fn passes(
+    project: &Project,
+    mut runner: Runner,
+    store: &Store,
+    api: &Api,
+    every: std::time::Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let hangup = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(forward_hangups(hangup.clone()));
+    let mut seen = fingerprint(project);
+    loop {
+        // A changed workflow set (a merge deployed by git pull, or SIGHUP) is checked
+        // first; only a valid one replaces the running one.
+        let now_seen = fingerprint(project);
+        if now_seen != seen {
+            seen = now_seen;
+            reload(project, &mut runner, store, api);
+        }
+        let started = std::time::Instant::now();
+        let result = runner.pass(Utc::now()).await;
+        count_pass(api, &result, started.elapsed().as_secs_f64());
+        log_pass(&result, started.elapsed().as_secs_f64());
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = hangup.notified() => seen = 0,
+            _ = stopped.wait_for(|s| *s) => break,
+        }
+    }
+}
+
+/// What `/metrics` counts of a pass.
+fn count_pass(
+    api: &Api,
+    result: &Result<crate::pass::Outcome, crate::pass::PassError>,
+    seconds: f64,
+) {
+    let Ok(mut m) = api.passes.lock() else {
+        return;
+    };
+    m.passes += 1;
+    m.seconds_total += seconds;
+    m.last_seconds = seconds;
+    match result {
+        Ok(o) => {
+            m.steps += o.engine.steps;
+            m.emails_sent += o.emails.sent;
+            m.emails_failed += o.emails.failed;
+            m.emails_retried += o.emails.retrying;
+        }
+        Err(_) => m.failed_passes += 1,
+    }
+}
+
+/// A pass's line in the log (when it did anything), and a line per problem.
+fn log_pass(result: &Result<crate::pass::Outcome, crate::pass::PassError>, seconds: f64) {
+    match result {
+        Ok(outcome) => {
+            let (e, m) = (&outcome.engine, &outcome.emails);
+            if e.enrolled + e.steps + m.sent + m.failed + m.retrying > 0 {
+                tracing::info!(
+                    enrolled = e.enrolled,
+                    steps = e.steps,
+                    emails_sent = m.sent,
+                    emails_failed = m.failed,
+                    emails_retrying = m.retrying,
+                    seconds,
+                    "pass"
+                );
+            }
+            for problem in m.problems.iter().chain(&outcome.webhooks.problems) {
+                tracing::warn!("{problem}");
+            }
+        }
+        // A failed pass is retried on the next tick: the store may be back by then.
+        Err(e) => {
+            tracing::error!(error = %crate::source::diagnostic::error_chain(e), "pass failed")
+        }
+    }
 }
 
 /// `server:`'s timeouts and connection limit, or what to change.
