@@ -82,143 +82,167 @@ pub(super) fn read_step(
     let key = key.as_str().unwrap_or("");
     let at = route.key(key);
     match key {
-        "advance" => {
-            let text = r.string(arg, &at, "advance")?;
-            match crate::time::duration::parse(&text) {
-                Ok(d) if d > TimeDelta::zero() => Some(Action::Advance(d)),
-                _ => {
-                    r.error(
-                        &at,
-                        format!("`{text}` is not a time to advance by"),
-                        crate::time::duration::DURATION_HELP,
-                    );
-                    None
-                }
-            }
-        }
+        "advance" => advance(r, arg, &at),
         "event" => {
             let mut obj = event_row(r, arg, &at, ids, None)?;
             obj.remove("at"); // now, on the case's clock
             Some(Action::Event(obj))
         }
-        "update_customer" => {
-            let mut obj = r.json_object(arg, &at, "`update_customer`")?;
-            let given = obj.remove("customer").or_else(|| obj.remove("id"));
-            let customer = r.customer(given, &at, ids)?;
-            if obj.is_empty() {
-                r.error(
-                    &at,
-                    "`update_customer` changes nothing",
-                    "give the fields to set, e.g. `{ orders_count: 1 }`",
-                );
-                return None;
-            }
-            Some(Action::UpdateCustomer { customer, set: obj })
-        }
+        "update_customer" => update_customer(r, arg, &at, ids),
         "expect_email" => Some(Action::ExpectEmail(email_match(r, arg, &at, start, true)?)),
         "expect_no_email" => Some(Action::ExpectNoEmail(email_match(
             r, arg, &at, start, false,
         )?)),
-        "expect_coupon" => {
-            let mut prefix = None;
-            let mut filtered = Value::Mapping(Default::default());
-            if let Value::Mapping(m) = arg {
-                let mut rest = m.clone();
-                if let Some(p) = rest.remove("prefix") {
-                    prefix = r.string(&p, &at.key("prefix"), "prefix");
-                }
-                filtered = Value::Mapping(rest);
-            } else if !matches!(arg, Value::Null) {
-                r.error(
-                    &at,
-                    "`expect_coupon` takes `{ prefix?, template?, to? }`",
-                    "e.g. `expect_coupon: { prefix: WELCOME }`",
-                );
-                return None;
-            }
-            Some(Action::ExpectCoupon {
-                email: email_match(r, &filtered, &at, start, false)?,
-                prefix,
-            })
-        }
-        "expect_exit" => {
-            let obj = r.mapping(arg, &at, "`expect_exit`")?;
-            let mut reason = None;
-            let mut customer = None;
-            for (k, v) in obj {
-                let k = k.as_str().unwrap_or("");
-                match k {
-                    "reason" => reason = r.string(v, &at.key("reason"), "reason"),
-                    "customer" => customer = r.string(v, &at.key("customer"), "customer"),
-                    other => r.unknown_key(
-                        &at.key(other),
-                        other,
-                        &["reason", "customer"],
-                        "key in `expect_exit`",
-                    ),
-                }
-            }
-            match reason {
-                Some(reason) => Some(Action::ExpectExit { customer, reason }),
-                None => {
-                    r.error(&at, "`expect_exit` needs a `reason`", "`converted` (exit_when met), `completed`, `failed`, or an `exit:` step's reason");
-                    None
-                }
-            }
-        }
-        "expect_stage" => {
-            let mut obj = r.json_object(arg, &at, "`expect_stage`")?;
-            let given = obj.remove("customer");
-            let customer = r.customer(given, &at, ids)?;
-            let stage = match obj.remove("stage") {
-                Some(Json::String(s)) => s,
-                _ => {
-                    r.error(
-                        &at,
-                        "`expect_stage` needs a `stage`",
-                        "e.g. `expect_stage: { stage: first-time }`",
-                    );
-                    return None;
-                }
-            };
-            if let Some(other) = obj.keys().next() {
-                let other = other.clone();
-                r.unknown_key(
-                    &at.key(&other),
-                    &other,
-                    &["stage", "customer"],
-                    "key in `expect_stage`",
-                );
-                return None;
-            }
-            match &r.stages {
-                None => {
-                    r.error(
-                        &at.key("stage"),
-                        "there are no lifecycle stages to expect",
-                        "define them in `stages.yaml` (see README.md, \"Lifecycle stages\")",
-                    );
-                    None
-                }
-                Some(names) if !names.contains(&stage) => {
-                    let help = match closest(&stage, names.iter().map(String::as_str)) {
-                        Some(c) => format!("did you mean `{c}`?"),
-                        None => format!("the stages are: {}", names.join(", ")),
-                    };
-                    r.error(
-                        &at.key("stage"),
-                        format!("there is no stage `{stage}`"),
-                        help,
-                    );
-                    None
-                }
-                Some(_) => Some(Action::ExpectStage { customer, stage }),
-            }
-        }
+        "expect_coupon" => expect_coupon(r, arg, &at, start),
+        "expect_exit" => expect_exit(r, arg, &at),
+        "expect_stage" => expect_stage(r, arg, &at, ids),
         other => {
             r.unknown_key(&at, other, &STEP_KEYS, "step or expectation");
             None
         }
+    }
+}
+
+/// `advance: 2d`: the clock moves on, every pass due on the way running.
+fn advance(r: &mut Reader<'_>, arg: &Value, at: &Route) -> Option<Action> {
+    let text = r.string(arg, at, "advance")?;
+    match crate::time::duration::parse(&text) {
+        Ok(d) if d > TimeDelta::zero() => Some(Action::Advance(d)),
+        _ => {
+            r.error(
+                at,
+                format!("`{text}` is not a time to advance by"),
+                crate::time::duration::DURATION_HELP,
+            );
+            None
+        }
+    }
+}
+
+/// `update_customer: {customer?, FIELD: VALUE}`.
+fn update_customer(r: &mut Reader<'_>, arg: &Value, at: &Route, ids: &[String]) -> Option<Action> {
+    let mut obj = r.json_object(arg, at, "`update_customer`")?;
+    let given = obj.remove("customer").or_else(|| obj.remove("id"));
+    let customer = r.customer(given, at, ids)?;
+    if obj.is_empty() {
+        r.error(
+            at,
+            "`update_customer` changes nothing",
+            "give the fields to set, e.g. `{ orders_count: 1 }`",
+        );
+        return None;
+    }
+    Some(Action::UpdateCustomer { customer, set: obj })
+}
+
+/// `expect_coupon: {prefix?, template?, to?}`.
+fn expect_coupon(
+    r: &mut Reader<'_>,
+    arg: &Value,
+    at: &Route,
+    start: Option<DateTime<Utc>>,
+) -> Option<Action> {
+    let mut prefix = None;
+    let mut filtered = Value::Mapping(Default::default());
+    if let Value::Mapping(m) = arg {
+        let mut rest = m.clone();
+        if let Some(p) = rest.remove("prefix") {
+            prefix = r.string(&p, &at.key("prefix"), "prefix");
+        }
+        filtered = Value::Mapping(rest);
+    } else if !matches!(arg, Value::Null) {
+        r.error(
+            at,
+            "`expect_coupon` takes `{ prefix?, template?, to? }`",
+            "e.g. `expect_coupon: { prefix: WELCOME }`",
+        );
+        return None;
+    }
+    Some(Action::ExpectCoupon {
+        email: email_match(r, &filtered, at, start, false)?,
+        prefix,
+    })
+}
+
+/// `expect_exit: {reason, customer?}`.
+fn expect_exit(r: &mut Reader<'_>, arg: &Value, at: &Route) -> Option<Action> {
+    let obj = r.mapping(arg, at, "`expect_exit`")?;
+    let mut reason = None;
+    let mut customer = None;
+    for (k, v) in obj {
+        let k = k.as_str().unwrap_or("");
+        match k {
+            "reason" => reason = r.string(v, &at.key("reason"), "reason"),
+            "customer" => customer = r.string(v, &at.key("customer"), "customer"),
+            other => r.unknown_key(
+                &at.key(other),
+                other,
+                &["reason", "customer"],
+                "key in `expect_exit`",
+            ),
+        }
+    }
+    match reason {
+        Some(reason) => Some(Action::ExpectExit { customer, reason }),
+        None => {
+            r.error(
+                at,
+                "`expect_exit` needs a `reason`",
+                "`converted` (exit_when met), `completed`, `failed`, or an `exit:` step's reason",
+            );
+            None
+        }
+    }
+}
+
+/// `expect_stage: {stage, customer?}`, the stage one that `stages.yaml` names.
+fn expect_stage(r: &mut Reader<'_>, arg: &Value, at: &Route, ids: &[String]) -> Option<Action> {
+    let mut obj = r.json_object(arg, at, "`expect_stage`")?;
+    let given = obj.remove("customer");
+    let customer = r.customer(given, at, ids)?;
+    let stage = match obj.remove("stage") {
+        Some(Json::String(s)) => s,
+        _ => {
+            r.error(
+                at,
+                "`expect_stage` needs a `stage`",
+                "e.g. `expect_stage: { stage: first-time }`",
+            );
+            return None;
+        }
+    };
+    if let Some(other) = obj.keys().next() {
+        let other = other.clone();
+        r.unknown_key(
+            &at.key(&other),
+            &other,
+            &["stage", "customer"],
+            "key in `expect_stage`",
+        );
+        return None;
+    }
+    match &r.stages {
+        None => {
+            r.error(
+                &at.key("stage"),
+                "there are no lifecycle stages to expect",
+                "define them in `stages.yaml` (see README.md, \"Lifecycle stages\")",
+            );
+            None
+        }
+        Some(names) if !names.contains(&stage) => {
+            let help = match closest(&stage, names.iter().map(String::as_str)) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None => format!("the stages are: {}", names.join(", ")),
+            };
+            r.error(
+                &at.key("stage"),
+                format!("there is no stage `{stage}`"),
+                help,
+            );
+            None
+        }
+        Some(_) => Some(Action::ExpectStage { customer, stage }),
     }
 }
 
