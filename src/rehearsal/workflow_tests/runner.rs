@@ -231,25 +231,15 @@ impl Run {
     /// Runs the steps; the first expectation that fails, if one does.
     async fn steps(&mut self, case: &Case) -> Result<Option<Failure>, String> {
         for (span, action) in &case.steps {
-            match action {
+            let failed = match action {
                 Action::Advance(by) => {
-                    let target = self.now + *by;
-                    while self.now < target {
-                        let next = crate::rehearsal::simulate::next_moment(
-                            &self.store,
-                            &self.plan,
-                            self.now,
-                            MAX_JUMP,
-                        )
-                        .await
-                        .map_err(why)?;
-                        self.now = next.min(target);
-                        self.pass().await?;
-                    }
+                    self.advance(*by).await?;
+                    None
                 }
                 Action::Event(row) => {
                     self.record(std::slice::from_ref(row)).await?;
                     self.pass().await?;
+                    None
                 }
                 Action::UpdateCustomer { customer, set } => {
                     let mut row = Map::new();
@@ -258,119 +248,170 @@ impl Run {
                     row.insert("set".into(), Json::Object(set.clone()));
                     self.record(&[row]).await?;
                     self.pass().await?;
+                    None
                 }
-                Action::ExpectEmail(m) => {
-                    let sent = self.sent().await?;
-                    match sent
-                        .iter()
-                        .find(|s| !self.matched.contains(&s.id) && matches(m, s))
-                    {
-                        Some(s) => {
-                            self.matched.insert(s.id.clone());
-                        }
-                        None => {
-                            let message = format!("expected {}; it was not sent", m.describe());
-                            return Ok(Some(self.failure(span, message, Some(m.describe()), sent)));
-                        }
-                    }
-                }
-                Action::ExpectNoEmail(m) => {
-                    let sent = self.sent().await?;
-                    let extra = sent
-                        .iter()
-                        .filter(|s| !self.matched.contains(&s.id) && matches(m, s))
-                        .count();
-                    if extra > 0 {
-                        let what = if m == &EmailMatch::default() {
-                            "no other email".to_string()
-                        } else {
-                            format!("no {}", m.describe().trim_start_matches("any "))
-                        };
-                        let message = format!(
-                            "expected {what}, but {extra} more {} sent",
-                            if extra == 1 { "was" } else { "were" }
-                        );
-                        return Ok(Some(self.failure(span, message, None, sent)));
-                    }
-                }
+                Action::ExpectEmail(m) => self.expect_email(span, m).await?,
+                Action::ExpectNoEmail(m) => self.expect_no_email(span, m).await?,
                 Action::ExpectCoupon { email, prefix } => {
-                    let sent = self.sent().await?;
-                    let ok = sent.iter().any(|s| {
-                        matches(email, s)
-                            && s.coupon.as_deref().is_some_and(|c| {
-                                prefix
-                                    .as_deref()
-                                    .is_none_or(|p| c.starts_with(&format!("{p}-")))
-                            })
-                    });
-                    if !ok {
-                        let coupon = prefix
-                            .as_deref()
-                            .map_or("a coupon".to_string(), |p| format!("a `{p}-` coupon"));
-                        let message =
-                            format!("expected {} with {coupon}; none was sent", email.describe());
-                        return Ok(Some(self.failure(
-                            span,
-                            message,
-                            Some(format!("{} with {coupon}", email.describe())),
-                            sent,
-                        )));
-                    }
+                    self.expect_coupon(span, email, prefix.as_deref()).await?
                 }
                 Action::ExpectStage { customer, stage } => {
-                    let mut conn = self.store.connection().await.map_err(why)?;
-                    let now = crate::store::stages::current(&mut conn, customer)
-                        .await
-                        .map_err(why)?;
-                    drop(conn);
-                    if now.as_deref() != Some(stage.as_str()) {
-                        let is = now.map_or("in no stage".to_string(), |s| format!("in `{s}`"));
-                        let message =
-                            format!("expected {customer} in stage `{stage}`, but they are {is}");
-                        return Ok(Some(self.failure(span, message, None, Vec::new())));
-                    }
+                    self.expect_stage(span, customer, stage).await?
                 }
                 Action::ExpectExit { customer, reason } => {
-                    let mut conn = self.store.connection().await.map_err(why)?;
-                    let all = enrollments::enrollments(&mut conn).await.map_err(why)?;
-                    drop(conn);
-                    let mine: Vec<_> = all
-                        .iter()
-                        .filter(|(wf, c, ..)| {
-                            *wf == self.workflow && customer.as_ref().is_none_or(|x| x == c)
-                        })
-                        .collect();
-                    let ended = mine.iter().any(|(_, _, state, why, _)| {
-                        state == reason
-                            || (state == "exited" && why.as_deref() == Some(reason.as_str()))
-                    });
-                    if !ended {
-                        let whose = customer
-                            .as_deref()
-                            .map_or(String::new(), |c| format!(" for {c}"));
-                        let message = format!("expected the journey{whose} to end `{reason}`");
-                        let mut failure = self.failure(span, message, None, Vec::new());
-                        failure.journeys = mine
-                            .iter()
-                            .map(|(_, c, state, why, error)| {
-                                let detail = why
-                                    .as_deref()
-                                    .or(error.as_deref())
-                                    .map_or(String::new(), |w| format!(" ({w})"));
-                                format!("{c}: {state}{detail}")
-                            })
-                            .collect();
-                        if failure.journeys.is_empty() {
-                            failure
-                                .journeys
-                                .push("no journey: nobody entered the workflow".into());
-                        }
-                        return Ok(Some(failure));
-                    }
+                    self.expect_exit(span, customer.as_deref(), reason).await?
                 }
+            };
+            if failed.is_some() {
+                return Ok(failed);
             }
         }
         Ok(None)
+    }
+
+    /// Moves the clock on by `by`, running the engine at every moment something is due.
+    async fn advance(&mut self, by: chrono::TimeDelta) -> Result<(), String> {
+        let target = self.now + by;
+        while self.now < target {
+            let next = crate::rehearsal::simulate::next_moment(
+                &self.store,
+                &self.plan,
+                self.now,
+                MAX_JUMP,
+            )
+            .await
+            .map_err(why)?;
+            self.now = next.min(target);
+            self.pass().await?;
+        }
+        Ok(())
+    }
+
+    async fn expect_email(
+        &mut self,
+        span: &Span,
+        m: &EmailMatch,
+    ) -> Result<Option<Failure>, String> {
+        let sent = self.sent().await?;
+        match sent
+            .iter()
+            .find(|s| !self.matched.contains(&s.id) && matches(m, s))
+        {
+            Some(s) => {
+                self.matched.insert(s.id.clone());
+                Ok(None)
+            }
+            None => {
+                let message = format!("expected {}; it was not sent", m.describe());
+                Ok(Some(self.failure(span, message, Some(m.describe()), sent)))
+            }
+        }
+    }
+
+    async fn expect_no_email(
+        &mut self,
+        span: &Span,
+        m: &EmailMatch,
+    ) -> Result<Option<Failure>, String> {
+        let sent = self.sent().await?;
+        let extra = sent
+            .iter()
+            .filter(|s| !self.matched.contains(&s.id) && matches(m, s))
+            .count();
+        if extra == 0 {
+            return Ok(None);
+        }
+        let what = if m == &EmailMatch::default() {
+            "no other email".to_string()
+        } else {
+            format!("no {}", m.describe().trim_start_matches("any "))
+        };
+        let message = format!(
+            "expected {what}, but {extra} more {} sent",
+            if extra == 1 { "was" } else { "were" }
+        );
+        Ok(Some(self.failure(span, message, None, sent)))
+    }
+
+    async fn expect_coupon(
+        &mut self,
+        span: &Span,
+        email: &EmailMatch,
+        prefix: Option<&str>,
+    ) -> Result<Option<Failure>, String> {
+        let sent = self.sent().await?;
+        let ok = sent.iter().any(|s| {
+            matches(email, s)
+                && s.coupon
+                    .as_deref()
+                    .is_some_and(|c| prefix.is_none_or(|p| c.starts_with(&format!("{p}-"))))
+        });
+        if ok {
+            return Ok(None);
+        }
+        let coupon = prefix.map_or("a coupon".to_string(), |p| format!("a `{p}-` coupon"));
+        let message = format!("expected {} with {coupon}; none was sent", email.describe());
+        let expected = Some(format!("{} with {coupon}", email.describe()));
+        Ok(Some(self.failure(span, message, expected, sent)))
+    }
+
+    async fn expect_stage(
+        &mut self,
+        span: &Span,
+        customer: &str,
+        stage: &str,
+    ) -> Result<Option<Failure>, String> {
+        let mut conn = self.store.connection().await.map_err(why)?;
+        let now = crate::store::stages::current(&mut conn, customer)
+            .await
+            .map_err(why)?;
+        drop(conn);
+        if now.as_deref() == Some(stage) {
+            return Ok(None);
+        }
+        let is = now.map_or("in no stage".to_string(), |s| format!("in `{s}`"));
+        let message = format!("expected {customer} in stage `{stage}`, but they are {is}");
+        Ok(Some(self.failure(span, message, None, Vec::new())))
+    }
+
+    async fn expect_exit(
+        &mut self,
+        span: &Span,
+        customer: Option<&str>,
+        reason: &str,
+    ) -> Result<Option<Failure>, String> {
+        let mut conn = self.store.connection().await.map_err(why)?;
+        let all = enrollments::enrollments(&mut conn).await.map_err(why)?;
+        drop(conn);
+        let mine: Vec<_> = all
+            .iter()
+            .filter(|(wf, c, ..)| *wf == self.workflow && customer.is_none_or(|x| x == c))
+            .collect();
+        let ended = mine.iter().any(|(_, _, state, why, _)| {
+            state == reason || (state == "exited" && why.as_deref() == Some(reason))
+        });
+        if ended {
+            return Ok(None);
+        }
+        let whose = customer.map_or(String::new(), |c| format!(" for {c}"));
+        let message = format!("expected the journey{whose} to end `{reason}`");
+        let mut failure = self.failure(span, message, None, Vec::new());
+        failure.journeys = mine
+            .iter()
+            .map(|(_, c, state, why, error)| {
+                let detail = why
+                    .as_deref()
+                    .or(error.as_deref())
+                    .map_or(String::new(), |w| format!(" ({w})"));
+                format!("{c}: {state}{detail}")
+            })
+            .collect();
+        if failure.journeys.is_empty() {
+            failure
+                .journeys
+                .push("no journey: nobody entered the workflow".into());
+        }
+        Ok(Some(failure))
     }
 
     fn failure(
