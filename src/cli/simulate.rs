@@ -127,6 +127,30 @@ fn render(r: &Rehearsal, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
         .map(|(_, w)| w.as_str())
         .chain(r.workflows.keys().map(String::as_str))
         .collect();
+    day_table(r, &workflows, &mut s);
+    journey_table(r, &workflows, &mut s);
+    for (workflow, customer, error) in &r.failures {
+        let _ = writeln!(s, "failed: {workflow} for customer {customer}: {error}");
+    }
+    if !r.already_sent.is_empty() {
+        let each: Vec<String> = r
+            .already_sent
+            .iter()
+            .map(|(w, n)| format!("{w} {n}"))
+            .collect();
+        let total: u64 = r.already_sent.values().sum();
+        let _ = writeln!(
+            s,
+            "\nalready sent by the store in this window, not rehearsed: {total} email{} ({})",
+            if total == 1 { "" } else { "s" },
+            each.join(", ")
+        );
+    }
+    s
+}
+
+/// Emails per day (UTC) and workflow, for the workflows that send any.
+fn day_table(r: &Rehearsal, workflows: &BTreeSet<&str>, s: &mut String) {
     let mailing: Vec<&str> = workflows
         .iter()
         .copied()
@@ -162,6 +186,10 @@ fn render(r: &Rehearsal, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
         let _ = writeln!(s, "\nemails per day (UTC)");
         s.push_str(&table(&rows));
     }
+}
+
+/// Each workflow's journeys: entered, how they ended, and what they sent.
+fn journey_table(r: &Rehearsal, workflows: &BTreeSet<&str>, s: &mut String) {
     let mut rows = vec![
         [
             "workflow",
@@ -177,7 +205,7 @@ fn render(r: &Rehearsal, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
         .map(str::to_string)
         .to_vec(),
     ];
-    for w in &workflows {
+    for w in workflows {
         let o = r.workflows.get(*w).cloned().unwrap_or_default();
         let sends = r.days.iter().filter(|((_, x), _)| x == w).fold(
             DaySends::default(),
@@ -204,24 +232,6 @@ fn render(r: &Rehearsal, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
         let _ = writeln!(s, "\njourneys");
         s.push_str(&table(&rows));
     }
-    for (workflow, customer, error) in &r.failures {
-        let _ = writeln!(s, "failed: {workflow} for customer {customer}: {error}");
-    }
-    if !r.already_sent.is_empty() {
-        let each: Vec<String> = r
-            .already_sent
-            .iter()
-            .map(|(w, n)| format!("{w} {n}"))
-            .collect();
-        let total: u64 = r.already_sent.values().sum();
-        let _ = writeln!(
-            s,
-            "\nalready sent by the store in this window, not rehearsed: {total} email{} ({})",
-            if total == 1 { "" } else { "s" },
-            each.join(", ")
-        );
-    }
-    s
 }
 
 /// Left-aligned first column, right-aligned numbers.

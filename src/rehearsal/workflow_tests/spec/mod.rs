@@ -247,10 +247,36 @@ fn read_case(r: &mut Reader<'_>, item: &Value, route: &Route) -> Option<Case> {
             None
         }
     };
+    let customers = fixture_customers(r, map.get("customers"), route);
+    let ids: Vec<String> = customers
+        .iter()
+        .filter_map(|c| c.get("id").and_then(Json::as_str).map(str::to_string))
+        .collect();
+    let events = fixture_events(r, map.get("events"), route, &ids, start);
+    let steps = case_steps(r, map.get("steps"), route, &ids, start);
+    if r.diagnostics.len() > errors_before {
+        return None;
+    }
+    Some(Case {
+        name: name?,
+        span: r.doc.value_span(&route.key("name")),
+        start: start?,
+        customers,
+        events,
+        steps,
+    })
+}
 
+/// A case's `customers:` (one default customer when none is given), each with an id and an
+/// address, checked as an import checks a row.
+fn fixture_customers(
+    r: &mut Reader<'_>,
+    list: Option<&Value>,
+    route: &Route,
+) -> Vec<Map<String, Json>> {
     let mut customers = Vec::new();
     let mut customer_routes = Vec::new();
-    match map.get("customers") {
+    match list {
         None => customers.push(Map::new()),
         Some(Value::Sequence(list)) => {
             for (i, c) in list.iter().enumerate() {
@@ -282,36 +308,51 @@ fn read_case(r: &mut Reader<'_>, item: &Value, route: &Route) -> Option<Case> {
         .flatten()
         .collect();
     r.row_errors(errors, &customer_routes);
-    let ids: Vec<String> = customers
-        .iter()
-        .filter_map(|c| c.get("id").and_then(Json::as_str).map(str::to_string))
-        .collect();
+    customers
+}
 
+/// A case's `events:`, recorded before its first step.
+fn fixture_events(
+    r: &mut Reader<'_>,
+    list: Option<&Value>,
+    route: &Route,
+    ids: &[String],
+    start: Option<DateTime<Utc>>,
+) -> Vec<Map<String, Json>> {
     let mut events = Vec::new();
-    if let Some(list) = map.get("events") {
-        match list {
-            Value::Sequence(list) => {
-                for (i, e) in list.iter().enumerate() {
-                    let at = route.key("events").index(i);
-                    if let Some(row) = event_row(r, e, &at, &ids, start) {
-                        events.push(row);
-                    }
+    match list {
+        None => {}
+        Some(Value::Sequence(list)) => {
+            for (i, e) in list.iter().enumerate() {
+                let at = route.key("events").index(i);
+                if let Some(row) = event_row(r, e, &at, ids, start) {
+                    events.push(row);
                 }
             }
-            _ => r.error(
-                &route.key("events"),
-                "`events` must be a list",
-                "write `- { name: customer_created, at: ... }` items",
-            ),
         }
+        Some(_) => r.error(
+            &route.key("events"),
+            "`events` must be a list",
+            "write `- { name: customer_created, at: ... }` items",
+        ),
     }
+    events
+}
 
+/// A case's `steps:`, each with the span its report points at.
+fn case_steps(
+    r: &mut Reader<'_>,
+    list: Option<&Value>,
+    route: &Route,
+    ids: &[String],
+    start: Option<DateTime<Utc>>,
+) -> Vec<(Span, Action)> {
     let mut steps = Vec::new();
-    match map.get("steps") {
+    match list {
         Some(Value::Sequence(list)) if !list.is_empty() => {
             for (i, s) in list.iter().enumerate() {
                 let at = route.key("steps").index(i);
-                if let Some(action) = read_step(r, s, &at, &ids, start) {
+                if let Some(action) = read_step(r, s, &at, ids, start) {
                     steps.push((r.doc.key_span(&step_route(s, &at)), action));
                 }
             }
@@ -322,15 +363,5 @@ fn read_case(r: &mut Reader<'_>, item: &Value, route: &Route) -> Option<Case> {
             "e.g. `- expect_email: { template: welcome/hello }` then `- advance: 2d`",
         ),
     }
-    if r.diagnostics.len() > errors_before {
-        return None;
-    }
-    Some(Case {
-        name: name?,
-        span: r.doc.value_span(&route.key("name")),
-        start: start?,
-        customers,
-        events,
-        steps,
-    })
+    steps
 }
