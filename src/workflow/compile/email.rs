@@ -139,32 +139,7 @@ impl Compiler {
         context: &Context,
     ) -> Option<BTreeMap<String, String>> {
         let doc = ctx.doc;
-        let sroute = route.key("subject");
-        let entries: Vec<(String, String, Route)> = match subject {
-            None => {
-                self.error("missing-subject", "email step has no `subject:`", doc.value_span(&route.key("email")), "add `subject: \"...\"` to the step (Tera, e.g. `\"{{ customer.first_name }}, a gift for you\"`)");
-                return None;
-            }
-            Some(Subject::One(text)) => vec![(String::new(), text.clone(), sroute.clone())],
-            Some(Subject::ByLocale(map)) => {
-                if !map.contains_key("default") {
-                    self.error("missing-subject", "subject by locale has no `default`", doc.key_span(&sroute), "add `default: \"...\"` for customers whose locale has no subject of its own");
-                }
-                map.iter()
-                    .map(|(k, v)| {
-                        (
-                            if k == "default" {
-                                String::new()
-                            } else {
-                                k.clone()
-                            },
-                            v.clone(),
-                            sroute.key(k),
-                        )
-                    })
-                    .collect()
-            }
-        };
+        let entries = self.subject_entries(subject, route, doc)?;
         let mut out = BTreeMap::new();
         let mut ok = true;
         for (locale, text, r) in entries {
@@ -178,63 +153,118 @@ impl Compiler {
                 ok = false;
                 continue;
             }
-            let name = format!(
-                "@subject/{}/{}/{}",
-                ctx.workflow,
-                id,
-                if locale.is_empty() {
-                    "default"
-                } else {
-                    &locale
-                }
-            );
-            let mut scratch = Tera::new();
-            if let Err(e) = scratch.add_raw_template(&name, &text) {
+            let shown = if locale.is_empty() {
+                "default"
+            } else {
+                &locale
+            };
+            let name = format!("@subject/{}/{}/{shown}", ctx.workflow, id);
+            let Some(clean) = self.check_subject(&name, &text, &r, doc, scope, context, ok) else {
                 ok = false;
-                let (msg, span) = match e.kind() {
-                    tera::ErrorKind::SyntaxError(r2) => (
-                        crate::source::diagnostic::lowercase_first(r2.message()),
-                        Some(r2.span().clone()),
-                    ),
-                    _ => (e.to_string(), None),
-                };
-                let at = span.map_or(0, |s| text[..s.range.start.min(text.len())].chars().count());
-                self.diags.push(
-                    Diagnostic::error("template-syntax", format!("subject syntax error: {msg}"))
-                        .at(doc.locate(&r, at, 1))
-                        .help("subjects are Tera templates: `{{ customer.first_name }}`"),
-                );
                 continue;
-            }
-            // Names are checked against a one-off file holding the subject, then moved onto
-            // the workflow file at the subject's position.
-            let tmp = SourceFile::new(doc.file.path(), text.clone());
-            let top: HashSet<String> = scratch
-                .get_template_variables(&name)
-                .map(|v| v.into_iter().map(str::to_string).collect())
-                .unwrap_or_default();
-            for mut d in templates::check_names(&tmp, &top, scope, &|_| true) {
-                ok = false;
-                if let Some(span) = &d.span {
-                    let offset = tmp.byte_offset(span.start);
-                    let chars = text[..offset.min(text.len())].chars().count();
-                    d.span = Some(doc.locate(&r, chars, span.len));
-                }
-                self.diags.push(d);
-            }
-            if ok && let Err(e) = scratch.render(&name, context) {
-                ok = false;
-                self.error(
-                    "template-render",
-                    format!("subject fails to render for a sample customer: {e}"),
-                    doc.value_span(&r),
-                    "check filters and value types in the subject",
-                );
-            }
+            };
+            ok &= clean;
             self.subjects.push((name.clone(), text));
             out.insert(locale, name);
         }
         ok.then_some(out)
+    }
+
+    /// The subject, or its variants by locale: (locale, `""` for the default; text; route).
+    fn subject_entries(
+        &mut self,
+        subject: Option<&Subject>,
+        route: &Route,
+        doc: &Document,
+    ) -> Option<Vec<(String, String, Route)>> {
+        let sroute = route.key("subject");
+        match subject {
+            None => {
+                self.error("missing-subject", "email step has no `subject:`", doc.value_span(&route.key("email")), "add `subject: \"...\"` to the step (Tera, e.g. `\"{{ customer.first_name }}, a gift for you\"`)");
+                None
+            }
+            Some(Subject::One(text)) => Some(vec![(String::new(), text.clone(), sroute.clone())]),
+            Some(Subject::ByLocale(map)) => {
+                if !map.contains_key("default") {
+                    self.error("missing-subject", "subject by locale has no `default`", doc.key_span(&sroute), "add `default: \"...\"` for customers whose locale has no subject of its own");
+                }
+                Some(
+                    map.iter()
+                        .map(|(k, v)| {
+                            let locale = if k == "default" {
+                                String::new()
+                            } else {
+                                k.clone()
+                            };
+                            (locale, v.clone(), sroute.key(k))
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    /// One subject template: its syntax (`None` when it does not parse), its names, and —
+    /// while everything so far was clean (`render`) — a render for the sample customer.
+    /// `Some(false)` when a name or the render failed.
+    #[allow(clippy::too_many_arguments)] // the template, where it is written, and its scope
+    fn check_subject(
+        &mut self,
+        name: &str,
+        text: &str,
+        r: &Route,
+        doc: &Document,
+        scope: TemplateScope,
+        context: &Context,
+        render: bool,
+    ) -> Option<bool> {
+        let mut scratch = Tera::new();
+        if let Err(e) = scratch.add_raw_template(name, text) {
+            let (msg, span) = match e.kind() {
+                tera::ErrorKind::SyntaxError(r2) => (
+                    crate::source::diagnostic::lowercase_first(r2.message()),
+                    Some(r2.span().clone()),
+                ),
+                _ => (e.to_string(), None),
+            };
+            let at = span.map_or(0, |s| text[..s.range.start.min(text.len())].chars().count());
+            self.diags.push(
+                Diagnostic::error("template-syntax", format!("subject syntax error: {msg}"))
+                    .at(doc.locate(r, at, 1))
+                    .help("subjects are Tera templates: `{{ customer.first_name }}`"),
+            );
+            return None;
+        }
+        // Names are checked against a one-off file holding the subject, then moved onto the
+        // workflow file at the subject's position.
+        let tmp = SourceFile::new(doc.file.path(), text.to_string());
+        let top: HashSet<String> = scratch
+            .get_template_variables(name)
+            .map(|v| v.into_iter().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut clean = true;
+        for mut d in templates::check_names(&tmp, &top, scope, &|_| true) {
+            clean = false;
+            if let Some(span) = &d.span {
+                let offset = tmp.byte_offset(span.start);
+                let chars = text[..offset.min(text.len())].chars().count();
+                d.span = Some(doc.locate(r, chars, span.len));
+            }
+            self.diags.push(d);
+        }
+        if render
+            && clean
+            && let Err(e) = scratch.render(name, context)
+        {
+            clean = false;
+            self.error(
+                "template-render",
+                format!("subject fails to render for a sample customer: {e}"),
+                doc.value_span(r),
+                "check filters and value types in the subject",
+            );
+        }
+        Some(clean)
     }
 
     pub(super) fn webhook(
