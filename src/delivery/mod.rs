@@ -424,32 +424,12 @@ async fn send_due(
             tokio::time::sleep(IDLE).await;
             continue;
         }
-        let mut blocked = outbox::send_blockers(&mut conn, &batch).await?;
+        let blocked = outbox::send_blockers(&mut conn, &batch).await?;
         drop(conn);
-        let mut jobs = Vec::new();
-        for (i, row) in batch.into_iter().enumerate() {
-            let claimed = i < claimed;
-            let prepared = match blocked.remove(&row.id) {
-                Some(reason) => Err(Outcome::Suppressed(reason)),
-                None => prepare(&row, options, now),
-            };
-            match prepared {
-                Ok((bytes, to)) => jobs.push(Job {
-                    row,
-                    bytes,
-                    to,
-                    claimed,
-                }),
-                Err(outcome) => {
-                    if !claimed && !claim_one(store, &row, options).await? {
-                        continue;
-                    }
-                    if !outcomes.put(row, outcome).await {
-                        return Ok(unreachable);
-                    }
-                }
-            }
-        }
+        let Some(jobs) = jobs_of(batch, claimed, blocked, store, options, outcomes, now).await?
+        else {
+            return Ok(unreachable);
+        };
         match (smtp.as_mut(), transport) {
             (Some(pool), _) => {
                 if let Some(problem) = pool.send_all(jobs, store, options, outcomes).await? {
@@ -465,30 +445,83 @@ async fn send_due(
                 }
             }
             (None, transport) => {
-                for job in jobs {
-                    if !job.claimed && !claim_one(store, &job.row, options).await? {
-                        continue;
-                    }
-                    if !outcomes.reserve().await {
-                        return Ok(unreachable);
-                    }
-                    match transport {
-                        Transport::Folder(dir) => write_eml(dir, &job.row, &job.bytes)?,
-                        Transport::Stdout => {
-                            use std::io::Write;
-                            let mut stdout = std::io::stdout().lock();
-                            let _ = stdout.write_all(&job.bytes);
-                            let _ = stdout.write_all(b"\n");
-                        }
-                        _ => {}
-                    }
-                    if !outcomes.hand_over(job.row, Outcome::Sent) {
-                        return Ok(unreachable);
-                    }
+                if !write_local(jobs, transport, store, options, outcomes).await? {
+                    return Ok(unreachable);
                 }
             }
         }
     }
+}
+
+/// A claimed batch made ready: each email built into its message, or — suppressed since
+/// it was queued, or impossible to build — its outcome handed over at once (`at_most_once`
+/// mail claimed first). `None` when the recorder has stopped.
+async fn jobs_of(
+    batch: Vec<DeliveryRow>,
+    claimed: usize,
+    mut blocked: std::collections::HashMap<String, String>,
+    store: &Store,
+    options: &DispatchOptions,
+    outcomes: &Outcomes,
+    now: DateTime<Utc>,
+) -> Result<Option<Vec<Job>>, DeliveryError> {
+    let mut jobs = Vec::new();
+    for (i, row) in batch.into_iter().enumerate() {
+        let claimed = i < claimed;
+        let prepared = match blocked.remove(&row.id) {
+            Some(reason) => Err(Outcome::Suppressed(reason)),
+            None => prepare(&row, options, now),
+        };
+        match prepared {
+            Ok((bytes, to)) => jobs.push(Job {
+                row,
+                bytes,
+                to,
+                claimed,
+            }),
+            Err(outcome) => {
+                if !claimed && !claim_one(store, &row, options).await? {
+                    continue;
+                }
+                if !outcomes.put(row, outcome).await {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    Ok(Some(jobs))
+}
+
+/// Writes jobs to a folder of `.eml` files or to stdout; `false` when the recorder stopped.
+async fn write_local(
+    jobs: Vec<Job>,
+    transport: &Transport,
+    store: &Store,
+    options: &DispatchOptions,
+    outcomes: &Outcomes,
+) -> Result<bool, DeliveryError> {
+    for job in jobs {
+        if !job.claimed && !claim_one(store, &job.row, options).await? {
+            continue;
+        }
+        if !outcomes.reserve().await {
+            return Ok(false);
+        }
+        match transport {
+            Transport::Folder(dir) => write_eml(dir, &job.row, &job.bytes)?,
+            Transport::Stdout => {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(&job.bytes);
+                let _ = stdout.write_all(b"\n");
+            }
+            _ => {}
+        }
+        if !outcomes.hand_over(job.row, Outcome::Sent) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The wire bytes of a delivery's message and its envelope recipient, or the outcome
