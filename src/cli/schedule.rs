@@ -42,24 +42,7 @@ pub fn run(root: &Path, args: &ScheduleArgs) -> Result<ExitCode, CommandError> {
     };
     let compiled = compile_project(&project, &[]);
     let Some(workflow) = compiled.plan.workflow(&args.name) else {
-        let broken: Vec<_> = compiled
-            .diagnostics
-            .iter()
-            .filter(|d| {
-                d.span.as_ref().is_some_and(|s| {
-                    s.file.path().file_stem().and_then(|f| f.to_str()) == Some(args.name.as_str())
-                })
-            })
-            .cloned()
-            .collect();
-        if !broken.is_empty() {
-            eprint_diagnostics(&broken);
-            eprintln!("error: workflow `{}` has errors; fix them first", args.name);
-            return Ok(ExitCode::FAILURE);
-        }
-        return Err(CommandError::Usage(
-            compiled.plan.no_such_workflow(&args.name),
-        ));
+        return not_found(&compiled, &args.name);
     };
     let times: Vec<DateTime<Utc>> = match &workflow.trigger {
         Trigger::Schedule { cron, zone, .. } => {
@@ -89,18 +72,7 @@ pub fn run(root: &Path, args: &ScheduleArgs) -> Result<ExitCode, CommandError> {
                 ))
             })?;
             let tz = zone_arg.unwrap_or(Tz::UTC);
-            let mut out = Vec::new();
-            let mut cursor = after;
-            while out.len() < args.count {
-                match next_anniversary(date, *at, *offset, tz, cursor) {
-                    Some(t) => {
-                        out.push(t);
-                        cursor = t;
-                    }
-                    None => break,
-                }
-            }
-            out
+            anniversaries(date, (*at, *offset), tz, after, args.count)
         }
         Trigger::Event { name, .. } => {
             return Err(CommandError::Usage(format!(
@@ -114,4 +86,50 @@ pub fn run(root: &Path, args: &ScheduleArgs) -> Result<ExitCode, CommandError> {
         writeln!(out, "{}", t.to_rfc3339_opts(SecondsFormat::Secs, true))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a workflow has no schedule to show: its file has errors (shown), or there is no
+/// workflow of that name.
+fn not_found(
+    compiled: &crate::workflow::compile::Compiled,
+    name: &str,
+) -> Result<ExitCode, CommandError> {
+    let broken: Vec<_> = compiled
+        .diagnostics
+        .iter()
+        .filter(|d| {
+            d.span
+                .as_ref()
+                .is_some_and(|s| s.file.path().file_stem().and_then(|f| f.to_str()) == Some(name))
+        })
+        .cloned()
+        .collect();
+    if !broken.is_empty() {
+        eprint_diagnostics(&broken);
+        eprintln!("error: workflow `{name}` has errors; fix them first");
+        return Ok(ExitCode::FAILURE);
+    }
+    Err(CommandError::Usage(compiled.plan.no_such_workflow(name)))
+}
+
+/// The next `count` fire times of one customer's yearly date after `after`.
+fn anniversaries(
+    date: NaiveDate,
+    (at, offset): (chrono::NaiveTime, chrono::TimeDelta),
+    tz: Tz,
+    after: DateTime<Utc>,
+    count: usize,
+) -> Vec<DateTime<Utc>> {
+    let mut out = Vec::new();
+    let mut cursor = after;
+    while out.len() < count {
+        match next_anniversary(date, at, offset, tz, cursor) {
+            Some(t) => {
+                out.push(t);
+                cursor = t;
+            }
+            None => break,
+        }
+    }
+    out
 }
