@@ -63,23 +63,14 @@ pub(super) fn event_from_cells(
                 },
                 Err(m) => fail(format!("`at` {m}")),
             },
-            "properties" | "set" => {
-                let map = match cell {
-                    Cell::Json(Value::Object(m)) => Some(m.clone()),
-                    Cell::Json(Value::Null) => Some(Map::new()),
-                    Cell::Text("") => Some(Map::new()),
-                    Cell::Text(t) => serde_json::from_str::<Map<String, Value>>(t).ok(),
-                    Cell::Json(_) => None,
-                };
-                match map {
-                    Some(m) if field == "set" => {
-                        errors.extend(set_errors(line, *column, &m));
-                        set = m;
-                    }
-                    Some(m) => properties.extend(m),
-                    None => fail(format!("`{field}` must be a JSON object")),
+            "properties" | "set" => match object_of(cell) {
+                Some(m) if field == "set" => {
+                    errors.extend(set_errors(line, *column, &m));
+                    set = m;
                 }
-            }
+                Some(m) => properties.extend(m),
+                None => fail(format!("`{field}` must be a JSON object")),
+            },
             other => {
                 if let Some(value) = cell.value() {
                     properties.insert(other.to_string(), value);
@@ -87,21 +78,18 @@ pub(super) fn event_from_cells(
             }
         }
     }
-    if customer_id.is_none() {
-        errors.push(RowError {
-            line,
-            column: None,
-            field: "customer_id".into(),
-            message: "an event needs a `customer_id`".into(),
-        });
-    }
-    if name.is_none() {
-        errors.push(RowError {
-            line,
-            column: None,
-            field: "name".into(),
-            message: "an event needs a `name`".into(),
-        });
+    for (field, missing) in [
+        ("customer_id", customer_id.is_none()),
+        ("name", name.is_none()),
+    ] {
+        if missing {
+            errors.push(RowError {
+                line,
+                column: None,
+                field: field.into(),
+                message: format!("an event needs a `{field}`"),
+            });
+        }
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -118,6 +106,17 @@ pub(super) fn event_from_cells(
         properties,
         set,
     })
+}
+
+/// A JSON object given as JSON or as the text of a CSV cell; empty or null is none.
+fn object_of(cell: &Cell<'_>) -> Option<Map<String, Value>> {
+    match cell {
+        Cell::Json(Value::Object(m)) => Some(m.clone()),
+        Cell::Json(Value::Null) => Some(Map::new()),
+        Cell::Text("") => Some(Map::new()),
+        Cell::Text(t) => serde_json::from_str::<Map<String, Value>>(t).ok(),
+        Cell::Json(_) => None,
+    }
 }
 
 /// Customer fields an event's `set` may not change: who the customer is and their consent

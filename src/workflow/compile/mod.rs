@@ -274,6 +274,21 @@ impl Compiler {
         self.diags.iter().filter(|d| d.is_error()).count()
     }
 
+    /// `reentry:` — never, always, or after a duration above zero.
+    fn reentry(&mut self, reentry: &raw::Reentry, doc: &Document) -> Reentry {
+        match reentry {
+            raw::Reentry::Never => Reentry::Never,
+            raw::Reentry::Always => Reentry::Always,
+            raw::Reentry::After(text) => {
+                let route = Route::root().key("reentry").key("after");
+                match self.positive_duration(text, doc, &route, "re-entry delay") {
+                    Some(d) => Reentry::After(d),
+                    None => Reentry::Never,
+                }
+            }
+        }
+    }
+
     fn compile_file(&mut self, file: &SourceFile) -> Option<(Workflow, Span)> {
         let errors_before = self.error_count();
         if file.text().trim().is_empty() {
@@ -299,41 +314,18 @@ impl Compiler {
 
         let trigger = self.trigger(&wf.trigger, &doc);
         let has_event = matches!(trigger, Some(Trigger::Event { .. }));
-        let audience = wf.audience.as_deref().and_then(|text| {
-            self.expression(
-                text,
-                &doc,
-                &root.key("audience"),
-                Vars {
-                    event: has_event,
-                    enrollment: false,
-                },
-                "audience",
-            )
+        let [audience, exit_when] = [
+            ("audience", wf.audience.as_deref(), false),
+            ("exit_when", wf.exit_when.as_deref(), true),
+        ]
+        .map(|(key, text, enrollment)| {
+            let vars = Vars {
+                event: has_event,
+                enrollment,
+            };
+            text.and_then(|text| self.expression(text, &doc, &root.key(key), vars, key))
         });
-        let exit_when = wf.exit_when.as_deref().and_then(|text| {
-            self.expression(
-                text,
-                &doc,
-                &root.key("exit_when"),
-                Vars {
-                    event: has_event,
-                    enrollment: true,
-                },
-                "exit_when",
-            )
-        });
-        let reentry = match &wf.reentry {
-            raw::Reentry::Never => Reentry::Never,
-            raw::Reentry::Always => Reentry::Always,
-            raw::Reentry::After(text) => {
-                let route = root.key("reentry").key("after");
-                match self.positive_duration(text, &doc, &route, "re-entry delay") {
-                    Some(d) => Reentry::After(d),
-                    None => Reentry::Never,
-                }
-            }
-        };
+        let reentry = self.reentry(&wf.reentry, &doc);
         let mut ctx = FileCtx {
             doc: &doc,
             workflow: &wf.name,
