@@ -45,7 +45,7 @@ impl Engine {
             return Ok(());
         }
         // One connection at a time: a scratch store may have only one.
-        let mut conn = self.store.pool.acquire().await?;
+        let mut conn = self.store.connection().await?;
         let last = crate::store::setting(&mut conn, KEY)
             .await?
             .and_then(|v| v.parse::<i64>().ok())
@@ -74,7 +74,7 @@ impl Engine {
             store_stages::enter_all(&mut tx, &moves, now).await?;
             tx.commit().await?;
         }
-        let mut conn = self.store.pool.acquire().await?;
+        let mut conn = self.store.connection().await?;
         crate::store::put_setting(&mut conn, KEY, &now.timestamp_millis().to_string()).await?;
         Ok(())
     }

@@ -95,7 +95,7 @@ impl Engine {
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<usize, EngineError> {
-        let mut conn = self.store.pool.acquire().await?;
+        let mut conn = self.store.connection().await?;
         let events = events::pending_events(&mut conn, now, BATCH).await?;
         drop(conn);
         // Events that start nothing and change nothing (most `stage_entered` ones) are
@@ -259,7 +259,7 @@ impl Engine {
             let zones: Vec<(String, Tz, CustomerFilter)> = match zone {
                 Zone::Fixed(tz) => vec![(wf.name.clone(), *tz, CustomerFilter::All)],
                 Zone::Customer => {
-                    let mut conn = self.store.pool.acquire().await?;
+                    let mut conn = self.store.connection().await?;
                     customer_rows::customer_zones(&mut conn)
                         .await?
                         .into_iter()
@@ -275,7 +275,7 @@ impl Engine {
                 }
             };
             for (key, tz, only_zone) in zones {
-                let mut conn = self.store.pool.acquire().await?;
+                let mut conn = self.store.connection().await?;
                 let from = schedules::last_fire(&mut conn, &key)
                     .await?
                     .unwrap_or(now - TimeDelta::seconds(1));
@@ -317,12 +317,12 @@ impl Engine {
                         Some((trigger_key.clone(), fire))
                     })
                     .await?;
-                    let mut conn = self.store.pool.acquire().await?;
+                    let mut conn = self.store.connection().await?;
                     schedules::record_fire(&mut conn, &key, fire, now).await?;
                 }
                 // The pass itself is the watermark: the next pass starts after it, even when
                 // nothing fired (a fresh store's first pass).
-                let mut conn = self.store.pool.acquire().await?;
+                let mut conn = self.store.connection().await?;
                 schedules::record_fire(&mut conn, &key, now, now).await?;
             }
         }
@@ -344,7 +344,7 @@ impl Engine {
                 continue;
             }
             let key = format!("{}#date", wf.name);
-            let mut conn = self.store.pool.acquire().await?;
+            let mut conn = self.store.connection().await?;
             let from = schedules::last_fire(&mut conn, &key)
                 .await?
                 .unwrap_or(now - TimeDelta::seconds(1));
@@ -354,7 +354,7 @@ impl Engine {
             }
             let (column, at, offset) = (column.clone(), *at, *offset);
             let filter = if column == "birthday" {
-                let mut conn = self.store.pool.acquire().await?;
+                let mut conn = self.store.connection().await?;
                 let zones = customer_rows::customer_zones(&mut conn).await?;
                 birthdays_firing(&zones, at, offset, from, now)
             } else {
@@ -378,7 +378,7 @@ impl Engine {
             })
             .await?;
             // Recorded once every customer was seen (see `fire_schedules`).
-            let mut conn = self.store.pool.acquire().await?;
+            let mut conn = self.store.connection().await?;
             schedules::record_fire(&mut conn, &key, now, now).await?;
         }
         Ok(())
@@ -400,7 +400,7 @@ impl Engine {
             .unwrap_or_default();
         let mut after = String::new();
         loop {
-            let mut conn = self.store.pool.acquire().await?;
+            let mut conn = self.store.connection().await?;
             let page =
                 customer_rows::customers_page(&mut conn, &after, BATCH, filter, &pushed).await?;
             drop(conn);

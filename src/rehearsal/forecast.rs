@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
-use sqlx::Row;
 use thiserror::Error;
 
 use crate::config::Config;
@@ -303,20 +302,5 @@ async fn running_steps(
     store: &Store,
 ) -> Result<BTreeMap<String, BTreeMap<String, u64>>, ForecastError> {
     let mut conn = store.connection().await?;
-    let rows = sqlx::query(
-        "SELECT workflow, step, COUNT(*) FROM enrollments WHERE state = 'active' GROUP BY workflow, step",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for r in rows {
-        let workflow: String = r.try_get(0)?;
-        let step: Option<String> = r.try_get(1)?;
-        let n: i64 = r.try_get(2)?;
-        *out.entry(workflow)
-            .or_default()
-            .entry(step.unwrap_or_else(|| "(start)".into()))
-            .or_default() += n.max(0) as u64;
-    }
-    Ok(out)
+    Ok(crate::store::enrollments::running_steps(&mut conn).await?)
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use chrono_tz::Tz;
-use sqlx::Row;
 use thiserror::Error;
 
 use crate::config::Config;
@@ -154,19 +153,8 @@ pub(crate) async fn next_moment(
     max_jump: TimeDelta,
 ) -> Result<DateTime<Utc>, SimulateError> {
     let mut next = now + max_jump;
-    let ms = now.timestamp_millis();
-    for sql in [
-        "SELECT MIN(at) FROM events WHERE processed_at IS NULL AND at > $1",
-        "SELECT MIN(due_at) FROM enrollments WHERE state = 'active' AND due_at > $1",
-        "SELECT MIN(due_at) FROM deliveries WHERE state = 'pending' AND due_at > $1",
-    ] {
-        let row = sqlx::query(sql).bind(ms).fetch_one(&store.pool).await?;
-        if let Some(t) = row
-            .try_get::<Option<i64>, _>(0)?
-            .and_then(DateTime::from_timestamp_millis)
-        {
-            next = next.min(t);
-        }
+    if let Some(t) = copy::next_due(store, now).await? {
+        next = next.min(t);
     }
     let mut zones: Option<Vec<Tz>> = None;
     for wf in plan.workflows.iter().filter(|w| w.enabled) {

@@ -5,7 +5,7 @@ use super::deliveries::{NewDelivery, insert_delivery};
 use super::{StoreError, from_millis, millis};
 use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// One customer's place in one workflow.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,4 +244,26 @@ pub async fn insert_skipped(
             .await?;
     }
     Ok(())
+}
+
+/// Running enrollments per workflow and step id (`(start)` for one that has not begun).
+pub async fn running_steps(
+    conn: &mut AnyConnection,
+) -> Result<BTreeMap<String, BTreeMap<String, u64>>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT workflow, step, COUNT(*) FROM enrollments WHERE state = 'active' GROUP BY workflow, step",
+    )
+    .fetch_all(conn)
+    .await?;
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for r in rows {
+        let workflow: String = r.try_get(0)?;
+        let step: Option<String> = r.try_get(1)?;
+        let n: i64 = r.try_get(2)?;
+        *out.entry(workflow)
+            .or_default()
+            .entry(step.unwrap_or_else(|| "(start)".into()))
+            .or_default() += n.max(0) as u64;
+    }
+    Ok(out)
 }
