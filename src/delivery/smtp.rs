@@ -1,7 +1,7 @@
 //! SMTP connections for the dispatcher: lettre's `AsyncSmtpConnection` over a socket we open
 //! ourselves, so that TCP_NODELAY is set (lettre's own connect and pool leave Nagle on, and
-//! the body and the final `.` then wait ~40 ms on the peer's delayed ACK — 23 messages/s per
-//! connection), with STARTTLS when the server offers it (or TLS from the first byte for
+//! the body and the final `.` then wait on the peer's delayed ACK: see BENCHMARKS.md), with
+//! STARTTLS when the server offers it (or TLS from the first byte for
 //! `smtps://`) and AUTH when credentials are configured.
 //!
 //! A message is sent command by command rather than with lettre's `send`, because what a

@@ -2,8 +2,8 @@
 //!
 //! On SQLite, sqlx steps a statement on its own worker thread and hands every row to the
 //! async runtime through a channel, copying it into an `AnyRow` (a vector of columns per
-//! row) on the way: about 7 µs a customer, most of it threads waking each other. The daily
-//! stage sweep reads every customer, so that was half of a rehearsal. A page of customers
+//! row) on the way, most of its cost threads waking each other (BENCHMARKS.md). The daily
+//! stage sweep reads every customer, so that was most of a rehearsal. A page of customers
 //! is therefore read on SQLite as one row: a JSON array SQLite builds, parsed here.
 //! PostgreSQL's driver runs on the runtime itself and reads its rows as they are.
 
