@@ -55,7 +55,7 @@ pub fn build_message(
         .as_deref()
         .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
         .and_then(|v| v["unsubscribe_url"].as_str().map(str::to_string));
-    if d.class == "marketing"
+    if d.mail_class() == crate::workflow::raw::MailClass::Marketing
         && let Some(url) = unsubscribe
     {
         builder = builder

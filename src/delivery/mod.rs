@@ -31,6 +31,7 @@ use thiserror::Error;
 use crate::delivery::smtp::SmtpServer;
 use crate::store::deliveries::DeliveryRow;
 use crate::store::outbox;
+use crate::store::states::Channel;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Error)]
@@ -412,10 +413,17 @@ async fn send_due(
         let finished = engine_done.is_none_or(|d| d.load(Ordering::Acquire));
         let mut conn = store.connection().await?;
         let lease_until = Utc::now() + options.lease;
-        let mut batch =
-            outbox::claim_due(&mut conn, store.backend(), "email", now, size, lease_until).await?;
+        let mut batch = outbox::claim_due(
+            &mut conn,
+            store.backend(),
+            Channel::Email,
+            now,
+            size,
+            lease_until,
+        )
+        .await?;
         let claimed = batch.len();
-        batch.extend(outbox::due_at_most_once(&mut conn, "email", now, size).await?);
+        batch.extend(outbox::due_at_most_once(&mut conn, Channel::Email, now, size).await?);
         if batch.is_empty() {
             if finished {
                 return Ok(unreachable);

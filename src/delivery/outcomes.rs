@@ -6,6 +6,7 @@ use super::*;
 use crate::store::Store;
 use crate::store::deliveries::DeliveryRow;
 use crate::store::outbox;
+use crate::store::states::DeliveryState;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;
 
@@ -94,7 +95,7 @@ pub(super) async fn record_outcomes(
             let mut sent = Vec::new();
             for (row, outcome) in batch.drain(..) {
                 let write = tally(&row, outcome, now, &options, &mut report);
-                if write.state == "sent" {
+                if write.state == DeliveryState::Sent {
                     sent.push(row.id);
                     continue;
                 }
@@ -120,7 +121,7 @@ pub(super) async fn record_outcomes(
 
 /// What to write for one outcome.
 pub(super) struct Write {
-    state: &'static str,
+    state: DeliveryState,
     error: Option<String>,
     retry_at: Option<DateTime<Utc>>,
     /// The address goes on the suppression list, for this reason.
@@ -152,14 +153,14 @@ pub(super) fn tally(
             count(&METER.failed);
             let e = format!("gave up after {} attempts: {error}", d.attempts + 1);
             report.problems.push(format!("{what} failed: {e}"));
-            write("failed", Some(e))
+            write(DeliveryState::Failed, Some(e))
         } else {
             report.retrying += 1;
             count(&METER.retrying);
             report.retry(&what, &error);
             Write {
                 retry_at: Some(now + backoff(&d.id, d.attempts, TimeDelta::minutes(1))),
-                ..write("retrying", Some(error))
+                ..write(DeliveryState::Retrying, Some(error))
             }
         }
     };
@@ -167,17 +168,17 @@ pub(super) fn tally(
         Outcome::Sent => {
             report.sent += 1;
             count(&METER.sent);
-            write("sent", None)
+            write(DeliveryState::Sent, None)
         }
         Outcome::Failed(e) => {
             report.failed += 1;
             count(&METER.failed);
             report.problems.push(format!("{what} failed: {e}"));
-            write("failed", Some(e))
+            write(DeliveryState::Failed, Some(e))
         }
         Outcome::Suppressed(e) => {
             report.suppressed += 1;
-            write("suppressed", Some(e))
+            write(DeliveryState::Suppressed, Some(e))
         }
         Outcome::Rejected(e) => {
             report.failed += 1;
@@ -187,15 +188,17 @@ pub(super) fn tally(
                 .push(format!("{what} failed, and the address is suppressed: {e}"));
             Write {
                 suppress: Some(format!("smtp: {e}")),
-                ..write("failed", Some(e))
+                ..write(DeliveryState::Failed, Some(e))
             }
         }
-        Outcome::Unknown(e) if d.mode == "at_most_once" => {
+        Outcome::Unknown(e)
+            if d.delivery_mode() == crate::workflow::raw::DeliveryMode::AtMostOnce =>
+        {
             report.unknown += 1;
             report.problems.push(format!(
                 "{what} may or may not have arrived (at_most_once: not sent again): {e}"
             ));
-            write("unknown", Some(e))
+            write(DeliveryState::Unknown, Some(e))
         }
         Outcome::Unknown(e) | Outcome::Retry(e) => retry(e, report),
     }

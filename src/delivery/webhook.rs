@@ -19,6 +19,7 @@ use thiserror::Error;
 use crate::config::{WebhookConfig, expand_env};
 use crate::store::deliveries::DeliveryRow;
 use crate::store::outbox;
+use crate::store::states::{Channel, DeliveryState};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Error)]
@@ -122,7 +123,7 @@ impl WebhookSender {
         drop(conn);
         loop {
             let mut conn = store.connection().await?;
-            let batch = outbox::due(&mut conn, "webhook", now, 100).await?;
+            let batch = outbox::due(&mut conn, Channel::Webhook, now, 100).await?;
             drop(conn);
             if batch.is_empty() {
                 return Ok(report);
@@ -152,21 +153,21 @@ impl WebhookSender {
                 let (state, error, retry_at) = match outcome {
                     Outcome::Sent => {
                         report.sent += 1;
-                        ("sent", None, None)
+                        (DeliveryState::Sent, None, None)
                     }
                     Outcome::Retry(error) if d.attempts + 1 < i64::from(self.max_attempts) => {
                         report.retrying += 1;
                         let at = now + backoff(&d.id, d.attempts);
-                        ("retrying", Some(error), Some(at))
+                        (DeliveryState::Retrying, Some(error), Some(at))
                     }
                     Outcome::Retry(error) => {
                         report.failed += 1;
                         let error = format!("gave up after {} attempts: {error}", d.attempts + 1);
-                        ("failed", Some(error), None)
+                        (DeliveryState::Failed, Some(error), None)
                     }
                     Outcome::Fail(error) => {
                         report.failed += 1;
-                        ("failed", Some(error), None)
+                        (DeliveryState::Failed, Some(error), None)
                     }
                 };
                 outbox::finish(&mut conn, &d.id, state, error.as_deref(), now, retry_at).await?;

@@ -5,9 +5,10 @@ use super::*;
 use crate::customer::{Customer, Event};
 use crate::store::deliveries::NewDelivery;
 use crate::store::enrollments::EnrollmentRow;
+use crate::store::states::Channel;
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::plan::{EmailStep, StepKind, Trigger, Workflow};
-use crate::workflow::raw::{DeliveryMode, MailClass};
+
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 use tera::Context;
@@ -164,13 +165,13 @@ impl Engine {
         }
         Ok(NewDelivery {
             id: key.clone(),
-            channel: "email",
+            channel: Channel::Email,
             enrollment_id: row.id.clone(),
             workflow: wf.name.clone(),
             customer_id: customer.id.clone(),
             step: step.to_string(),
-            class: class_name(wf.class),
-            mode: mode_name(wf.delivery),
+            class: wf.class,
+            mode: wf.delivery,
             recipient: customer.email.clone(),
             subject: Some(subject),
             html: Some(tera.render(html, &ctx)?),
@@ -208,13 +209,13 @@ impl Engine {
         let payload = serde_json::json!({ "method": hook.method, "url": hook.url, "headers": hook.headers, "body": body, "timeout_s": hook.timeout.num_seconds() });
         Ok(NewDelivery {
             id: key.clone(),
-            channel: "webhook",
+            channel: Channel::Webhook,
             enrollment_id: row.id.clone(),
             workflow: wf.name.clone(),
             customer_id: customer.id.clone(),
             step: step.to_string(),
-            class: class_name(wf.class),
-            mode: mode_name(wf.delivery),
+            class: wf.class,
+            mode: wf.delivery,
             recipient: hook.url.clone(),
             subject: None,
             html: None,
@@ -246,20 +247,6 @@ pub(super) fn render_json(v: &Value, ctx: &Context) -> Result<Value, tera::Error
         ),
         other => other.clone(),
     })
-}
-
-pub(super) fn class_name(c: MailClass) -> &'static str {
-    match c {
-        MailClass::Marketing => "marketing",
-        MailClass::Transactional => "transactional",
-    }
-}
-
-pub(super) fn mode_name(m: DeliveryMode) -> &'static str {
-    match m {
-        DeliveryMode::AtLeastOnce => "at_least_once",
-        DeliveryMode::AtMostOnce => "at_most_once",
-    }
 }
 
 /// The subject for a locale: `ja-JP` tries `ja-JP`, then `ja`, then the default.

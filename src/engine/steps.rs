@@ -8,6 +8,7 @@ use crate::customer::{Customer, Enrollment, Event};
 use crate::store::StoreError;
 use crate::store::deliveries::NewDelivery;
 use crate::store::enrollments::EnrollmentRow;
+use crate::store::states::{Channel, JourneyState};
 use crate::store::{customer_rows, deliveries, enrollments, events, suppressions};
 use crate::workflow::expr::{EvalInput, Expr};
 use crate::workflow::plan::{Step, StepKind, Wait, Workflow};
@@ -20,8 +21,25 @@ pub(super) enum Fairness {
     Send,
     Hold {
         until: DateTime<Utc>,
-        reason: &'static str,
+        reason: HoldReason,
     },
+}
+
+/// Why a marketing email is held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HoldReason {
+    QuietHours,
+    FrequencyCap,
+}
+
+impl HoldReason {
+    /// As the outbox records a skipped email's reason.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::QuietHours => "quiet hours",
+            Self::FrequencyCap => "frequency cap",
+        }
+    }
 }
 
 /// What a journey's steps share while it runs.
@@ -212,12 +230,12 @@ impl Engine {
         let at = row.due_at.unwrap_or(row.entered_at);
         let Some(wf) = self.plan.workflow(&row.workflow).cloned() else {
             let gone = format!("workflow `{}` no longer exists", row.workflow);
-            end(row, "exited", Some(gone), at, report);
+            end(row, JourneyState::Exited, Some(gone), at, report);
             return Ok(());
         };
         let Some(customer) = customer else {
             let gone = "customer no longer exists".to_string();
-            end(row, "exited", Some(gone), at, report);
+            end(row, JourneyState::Exited, Some(gone), at, report);
             return Ok(());
         };
         let event = match &row.event_id {
@@ -238,12 +256,12 @@ impl Engine {
         };
         for _ in 0..MAX_STEPS_PER_RUN {
             let Some(step_id) = row.step.clone() else {
-                end(row, "completed", None, at, report);
+                end(row, JourneyState::Completed, None, at, report);
                 return Ok(());
             };
             let Some(node) = program.nodes.get(step_id.as_str()) else {
                 let gone = format!("step `{step_id}` no longer exists");
-                end(row, "exited", Some(gone), at, report);
+                end(row, JourneyState::Exited, Some(gone), at, report);
                 return Ok(());
             };
             if self.goal_reached(&journey, row, customer, report) {
@@ -277,7 +295,7 @@ impl Engine {
         match self.eval(journey, row, goal, customer) {
             Ok(true) => end(
                 row,
-                "converted",
+                JourneyState::Converted,
                 Some("goal met".into()),
                 journey.at,
                 report,
@@ -376,7 +394,7 @@ impl Engine {
                 row.step = next;
             }
             StepKind::Exit { reason } => {
-                end(row, "exited", Some(reason.clone()), at, report);
+                end(row, JourneyState::Exited, Some(reason.clone()), at, report);
                 return Ok(Flow::Stop);
             }
         }
@@ -425,7 +443,7 @@ impl Engine {
             .no_consent(conn, journey.wf.class, customer, mail.suppressions)
             .await?
         {
-            end(row, "exited", Some(reason.into()), at, report);
+            end(row, JourneyState::Exited, Some(reason.into()), at, report);
             return Ok(Flow::Stop);
         }
         if journey.wf.class == MailClass::Marketing
@@ -433,7 +451,7 @@ impl Engine {
                 .fairness(conn, customer, at, mail.outgoing, report)
                 .await?
         {
-            let policy = if reason == "quiet hours" {
+            let policy = if reason == HoldReason::QuietHours {
                 email.in_quiet_hours
             } else {
                 email.when_capped
@@ -444,7 +462,7 @@ impl Engine {
                 report.deferred += 1;
                 return Ok(Flow::Stop);
             }
-            enrollments::insert_skipped(conn, &d, reason).await?;
+            enrollments::insert_skipped(conn, &d, reason.as_str()).await?;
             report.skipped += 1;
             row.step = node.next.map(str::to_string);
             return Ok(Flow::Continue);
@@ -498,7 +516,7 @@ impl Engine {
             if quiet {
                 return Ok(Fairness::Hold {
                     until: next_local_time(at, to, customer_zone(customer)),
-                    reason: "quiet hours",
+                    reason: HoldReason::QuietHours,
                 });
             }
         }
@@ -514,7 +532,7 @@ impl Engine {
                 let until = sends[sends.len() - cap.count as usize] + per;
                 return Ok(Fairness::Hold {
                     until: until.max(at + TimeDelta::seconds(1)),
-                    reason: "frequency cap",
+                    reason: HoldReason::FrequencyCap,
                 });
             }
         }
@@ -524,20 +542,20 @@ impl Engine {
 
 pub(super) fn end(
     row: &mut EnrollmentRow,
-    state: &str,
+    state: JourneyState,
     reason: Option<String>,
     at: DateTime<Utc>,
     report: &mut PassReport,
 ) {
-    row.state = state.to_string();
+    row.state = state;
     row.exit_reason = reason;
     row.ended_at = Some(at);
     row.step = None;
     row.due_at = None;
     match state {
-        "completed" => report.completed += 1,
-        "converted" => report.converted += 1,
-        _ => report.exited += 1,
+        JourneyState::Completed => report.completed += 1,
+        JourneyState::Converted => report.converted += 1,
+        JourneyState::Active | JourneyState::Exited | JourneyState::Failed => report.exited += 1,
     }
 }
 
@@ -548,7 +566,7 @@ pub(super) fn fail(
     at: DateTime<Utc>,
     report: &mut PassReport,
 ) {
-    row.state = "failed".into();
+    row.state = JourneyState::Failed;
     row.error = Some(error);
     row.ended_at = Some(at);
     row.due_at = None;
@@ -578,7 +596,7 @@ impl Outgoing {
         }
         let new = deliveries::insert_deliveries(conn, &self.0).await?;
         for d in self.0.drain(..).filter(|d| new.contains(&d.id)) {
-            if d.channel == "webhook" {
+            if d.channel == Channel::Webhook {
                 report.webhooks += 1;
             } else {
                 report.emails += 1;

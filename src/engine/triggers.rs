@@ -219,7 +219,7 @@ impl Engine {
             workflow: wf.name.clone(),
             customer_id: customer.id.clone(),
             trigger_key,
-            state: "active".into(),
+            state: crate::store::states::JourneyState::Active,
             step: program.first.map(str::to_string),
             due_at: Some(at),
             entered_at: at,

@@ -18,6 +18,7 @@ use crate::delivery::{DeliveryError, DispatchOptions, Transport, dispatch, recov
 use crate::engine::{Engine, EngineError};
 use crate::rehearsal::tempdir::TempDir;
 use crate::store::copy::{self, CopyReport, copy_for_rehearsal};
+use crate::store::states::{Channel, DeliveryState, JourneyState};
 use crate::store::{Store, StoreError, customer_rows};
 use crate::time::clock::{Clock, VirtualClock};
 use crate::workflow::plan::{Plan, Trigger, Zone};
@@ -217,7 +218,7 @@ async fn summarize(
             continue;
         }
         if d.done_before {
-            if d.channel == "email" && d.state == "sent" {
+            if d.channel == Channel::Email && d.state == DeliveryState::Sent {
                 *rehearsal.already_sent.entry(d.workflow).or_default() += 1;
             }
             continue;
@@ -226,10 +227,12 @@ async fn summarize(
             .days
             .entry((at.date_naive(), d.workflow.clone()))
             .or_default();
-        match (d.channel.as_str(), d.state.as_str()) {
-            ("webhook", _) => day.webhooks += 1,
-            (_, "skipped" | "suppressed" | "cancelled") => day.skipped += 1,
-            (_, "failed") => day.failed += 1,
+        match (d.channel, d.state) {
+            (Channel::Webhook, _) => day.webhooks += 1,
+            (_, DeliveryState::Skipped | DeliveryState::Suppressed | DeliveryState::Cancelled) => {
+                day.skipped += 1
+            }
+            (_, DeliveryState::Failed) => day.failed += 1,
             _ => {
                 day.emails += 1;
                 rehearsal.sends.push((d.workflow, at));
@@ -246,10 +249,10 @@ async fn summarize(
             rehearsal.entries.push((j.workflow.clone(), at));
         }
         if j.ended_at.is_some() {
-            match j.state.as_str() {
-                "completed" => o.completed += 1,
-                "converted" => o.converted += 1,
-                "failed" => {
+            match j.state {
+                JourneyState::Completed => o.completed += 1,
+                JourneyState::Converted => o.converted += 1,
+                JourneyState::Failed => {
                     o.failed += 1;
                     let shown = rehearsal
                         .failures

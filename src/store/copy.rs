@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use super::states::{Channel, DeliveryState, JourneyState};
 use super::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,8 +224,8 @@ pub async fn copy_for_rehearsal(
 /// otherwise ended) it before the rehearsal began.
 pub struct WindowDelivery {
     pub workflow: String,
-    pub channel: String,
-    pub state: String,
+    pub channel: Channel,
+    pub state: DeliveryState,
     pub due_at: i64,
     pub done_before: bool,
 }
@@ -244,14 +245,16 @@ pub async fn window_deliveries(
     .await?;
     rows.iter()
         .map(|r| {
-            let before: Option<String> = r.try_get(4)?;
+            let before: Option<DeliveryState> = r
+                .try_get::<Option<String>, _>(4)?
+                .map(|s| s.parse())
+                .transpose()?;
             Ok(WindowDelivery {
                 workflow: r.try_get(0)?,
-                channel: r.try_get(1)?,
-                state: r.try_get(2)?,
+                channel: r.try_get::<String, _>(1)?.parse()?,
+                state: r.try_get::<String, _>(2)?.parse()?,
                 due_at: r.try_get(3)?,
-                done_before: before
-                    .is_some_and(|s| !matches!(s.as_str(), "pending" | "retrying" | "sending")),
+                done_before: before.is_some_and(|s| !s.is_waiting()),
             })
         })
         .collect()
@@ -262,7 +265,7 @@ pub async fn window_deliveries(
 /// rehearsal ended it.
 pub struct WindowJourney {
     pub workflow: String,
-    pub state: String,
+    pub state: JourneyState,
     pub entered_at: Option<i64>,
     pub ended_at: Option<i64>,
     pub customer_id: String,
@@ -285,15 +288,19 @@ pub async fn window_journeys(
     .await?;
     let mut out = Vec::new();
     for r in &rows {
-        let before: Option<String> = r.try_get(6)?;
+        let before: Option<JourneyState> = r
+            .try_get::<Option<String>, _>(6)?
+            .map(|s| s.parse())
+            .transpose()?;
         let entered: i64 = r.try_get(2)?;
         let ended: Option<i64> = r.try_get(3)?;
         let journey = WindowJourney {
             workflow: r.try_get(0)?,
-            state: r.try_get(1)?,
+            state: r.try_get::<String, _>(1)?.parse()?,
             entered_at: (before.is_none() && (a..=b).contains(&entered)).then_some(entered),
-            ended_at: ended
-                .filter(|e| (a..=b).contains(e) && before.as_deref().is_none_or(|s| s == "active")),
+            ended_at: ended.filter(|e| {
+                (a..=b).contains(e) && before.is_none_or(|s| s == JourneyState::Active)
+            }),
             customer_id: r.try_get(4)?,
             error: r.try_get(5)?,
         };

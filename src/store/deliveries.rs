@@ -1,7 +1,9 @@
 //! The outbox as the engine writes it: deliveries with their bodies, in the transaction
 //! that moves the journey on; and the reads of what was sent.
 
+use super::states::{Channel, DeliveryState};
 use super::{StoreError, from_millis};
+use crate::workflow::raw::{DeliveryMode, MailClass};
 use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
 use std::collections::{HashMap, HashSet};
@@ -11,13 +13,13 @@ use std::collections::{HashMap, HashSet};
 pub struct NewDelivery {
     /// The idempotency key: workflow, customer, enrollment and step.
     pub id: String,
-    pub channel: &'static str,
+    pub channel: Channel,
     pub enrollment_id: String,
     pub workflow: String,
     pub customer_id: String,
     pub step: String,
-    pub class: &'static str,
-    pub mode: &'static str,
+    pub class: MailClass,
+    pub mode: DeliveryMode,
     pub recipient: String,
     pub subject: Option<String>,
     pub html: Option<String>,
@@ -48,13 +50,13 @@ pub async fn insert_deliveries(
     let sql = "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, coupon_code, message_id, due_at, created_at, state, attempts) VALUES {values} ON CONFLICT DO NOTHING RETURNING id";
     let written = super::for_rows(conn, sql, 14, ", 'pending', 0", ds, |q, d| {
         q.bind(d.id.clone())
-            .bind(d.channel)
+            .bind(d.channel.as_str())
             .bind(d.enrollment_id.clone())
             .bind(d.workflow.clone())
             .bind(d.customer_id.clone())
             .bind(d.step.clone())
-            .bind(d.class)
-            .bind(d.mode)
+            .bind(d.class.as_str())
+            .bind(d.mode.as_str())
             .bind(d.recipient.clone())
             .bind(d.subject.clone())
             .bind(d.coupon.as_ref().map(|c| c.0.clone()))
@@ -114,6 +116,29 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
     pub mode: String,
     pub created_at: DateTime<Utc>,
+}
+
+impl DeliveryRow {
+    /// The workflow's class as the row recorded it (an unreadable one counts as marketing,
+    /// to which every rule applies).
+    pub fn mail_class(&self) -> MailClass {
+        self.class.parse().unwrap_or(MailClass::Marketing)
+    }
+
+    /// The workflow's delivery mode as the row recorded it.
+    pub fn delivery_mode(&self) -> DeliveryMode {
+        self.mode.parse().unwrap_or(DeliveryMode::AtLeastOnce)
+    }
+
+    /// The row's channel.
+    pub fn kind(&self) -> Channel {
+        self.channel.parse().unwrap_or(Channel::Email)
+    }
+
+    /// The row's state (an unreadable one as `pending`).
+    pub fn delivery_state(&self) -> DeliveryState {
+        self.state.parse().unwrap_or(DeliveryState::Pending)
+    }
 }
 
 /// One email a test case sent.

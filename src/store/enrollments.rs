@@ -2,6 +2,7 @@
 //! fenced by a version, and saved a group at a time.
 
 use super::deliveries::{NewDelivery, insert_delivery};
+use super::states::JourneyState;
 use super::{StoreError, from_millis, millis};
 use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
@@ -14,7 +15,7 @@ pub struct EnrollmentRow {
     pub workflow: String,
     pub customer_id: String,
     pub trigger_key: String,
-    pub state: String,
+    pub state: JourneyState,
     /// The id of the next step to run; `None` once the journey has ended.
     pub step: Option<String>,
     pub due_at: Option<DateTime<Utc>>,
@@ -74,7 +75,7 @@ pub async fn insert_enrollments(
             .bind(e.workflow.clone())
             .bind(e.customer_id.clone())
             .bind(e.trigger_key.clone())
-            .bind(e.state.clone())
+            .bind(e.state.as_str())
             .bind(e.step.clone())
             .bind(millis(e.due_at))
             .bind(e.entered_at.timestamp_millis())
@@ -137,7 +138,7 @@ pub async fn claim_due(
                 workflow: r.try_get("workflow")?,
                 customer_id: r.try_get("customer_id")?,
                 trigger_key: r.try_get("trigger_key")?,
-                state: r.try_get("state")?,
+                state: r.try_get::<String, _>("state")?.parse()?,
                 step: r.try_get("step")?,
                 due_at: from_millis(r.try_get("due_at")?),
                 entered_at: from_millis(Some(r.try_get("entered_at")?)).unwrap_or_default(),
@@ -173,7 +174,7 @@ pub async fn save_enrollments(
     let sql = "UPDATE enrollments SET state = v.column2, step = v.column3, due_at = v.column4, ended_at = v.column5, exit_reason = v.column6, error = v.column7, version = version + 1, lease_until = NULL FROM (VALUES {values}) AS v WHERE enrollments.id = v.column1 AND enrollments.version = v.column8";
     let saved = super::count_rows(conn, sql, 8, "", rows, |q, e| {
         q.bind(e.id.clone())
-            .bind(e.state.clone())
+            .bind(e.state.as_str())
             .bind(e.step.clone())
             .bind(millis(e.due_at))
             .bind(millis(e.ended_at))

@@ -32,6 +32,7 @@ pub mod schedules;
 mod settings;
 mod sql;
 pub mod stages;
+pub mod states;
 pub mod status;
 pub mod suppressions;
 

@@ -12,6 +12,8 @@ use super::deliveries::DeliveryRow;
 use super::deliveries::WITH_BODIES;
 use super::deliveries::delivery_rows;
 use super::deliveries::fill_bodies;
+use super::states::DeliveryState;
+use crate::workflow::raw::MailClass;
 
 /// Puts back the emails a dead sender left in `sending`: those whose lease ran out before
 /// `expired_before` (every one, when the caller is the only sender). `at_least_once` mail
@@ -39,7 +41,7 @@ pub async fn recover_interrupted(
 /// be retried), oldest first.
 pub async fn due(
     conn: &mut AnyConnection,
-    channel: &str,
+    channel: impl AsRef<str>,
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
@@ -49,7 +51,7 @@ pub async fn due(
 /// [`due`], narrowed by a condition of this module's own.
 async fn due_where(
     conn: &mut AnyConnection,
-    channel: &str,
+    channel: impl AsRef<str>,
     now: DateTime<Utc>,
     limit: i64,
     condition: &'static str,
@@ -61,7 +63,7 @@ async fn due_where(
             "SELECT {WITH_BODIES} WHERE channel = $1 AND state = '{state}' AND due_at <= $2{condition} ORDER BY due_at, id LIMIT {limit}"
         );
         let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(channel)
+            .bind(channel.as_ref().to_string())
             .bind(now.timestamp_millis())
             .fetch_all(&mut *conn)
             .await?;
@@ -88,7 +90,7 @@ const QUEUED: [&str; 2] = ["retrying", "pending"];
 pub async fn claim_due(
     conn: &mut AnyConnection,
     backend: super::Backend,
-    channel: &str,
+    channel: impl AsRef<str>,
     now: DateTime<Utc>,
     limit: i64,
     lease_until: DateTime<Utc>,
@@ -109,7 +111,7 @@ pub async fn claim_due(
         );
         let claimed = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(lease_until.timestamp_millis())
-            .bind(channel)
+            .bind(channel.as_ref().to_string())
             .bind(now.timestamp_millis())
             .fetch_all(&mut *conn)
             .await?;
@@ -127,7 +129,7 @@ pub async fn claim_due(
 /// claimed on its own right before it leaves.
 pub async fn due_at_most_once(
     conn: &mut AnyConnection,
-    channel: &str,
+    channel: impl AsRef<str>,
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
@@ -171,20 +173,20 @@ pub async fn claim(
 pub async fn finish(
     conn: &mut AnyConnection,
     id: &str,
-    state: &str,
+    state: DeliveryState,
     error: Option<&str>,
     at: DateTime<Utc>,
     retry_at: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
     sqlx::query("UPDATE deliveries SET state = $1, last_error = $2, sent_at = CASE WHEN $1 = 'sent' THEN $3 ELSE sent_at END, due_at = COALESCE($4, due_at), lease_until = NULL WHERE id = $5")
-        .bind(state)
+        .bind(state.as_str())
         .bind(error)
         .bind(at.timestamp_millis())
         .bind(retry_at.map(|t| t.timestamp_millis()))
         .bind(id)
         .execute(&mut *conn)
         .await?;
-    if state == "failed" {
+    if state == DeliveryState::Failed {
         // A code that never reached the customer is free again.
         sqlx::query("UPDATE coupons SET state = 'released' WHERE delivery_id = $1")
             .bind(id)
@@ -225,7 +227,7 @@ pub async fn send_blockers(
     let suppressed = super::suppressions::suppressed_among(conn, &addresses).await?;
     let marketing: BTreeSet<&str> = rows
         .iter()
-        .filter(|d| d.class == "marketing")
+        .filter(|d| d.mail_class() == MailClass::Marketing)
         .map(|d| d.customer_id.as_str())
         .collect();
     let marketing: Vec<&str> = marketing.into_iter().collect();
@@ -242,7 +244,7 @@ pub async fn send_blockers(
                 d.id.clone(),
                 format!("the address is suppressed ({reason})"),
             );
-        } else if d.class == "marketing" && unsubscribed.contains(&d.customer_id) {
+        } else if d.mail_class() == MailClass::Marketing && unsubscribed.contains(&d.customer_id) {
             blocked.insert(d.id.clone(), "the customer has unsubscribed".into());
         }
     }
