@@ -20,15 +20,18 @@ use crate::workflow::plan::Plan;
 
 #[derive(Debug, Error)]
 pub enum PassError {
-    /// A setting that stops sending altogether; names the setting.
-    #[error("{0}")]
-    Setting(String),
+    /// A setting that stops sending altogether (the transport, `email:`); names the setting.
+    #[error(transparent)]
+    Setting(DeliveryError),
+    /// The webhook client could not be made.
+    #[error(transparent)]
+    Client(crate::delivery::webhook::WebhookError),
     #[error("the pass stopped: {0}")]
-    Engine(String),
+    Engine(#[from] crate::engine::EngineError),
     #[error("delivery stopped: {0}")]
     Delivery(#[from] DeliveryError),
     #[error("webhook calls stopped: {0}")]
-    Webhooks(String),
+    Webhooks(#[source] crate::delivery::webhook::WebhookError),
 }
 
 /// What one pass did.
@@ -55,12 +58,11 @@ impl Runner {
     /// Resolves the transport, the delivery options and the webhook client: a wrong setting
     /// is an error before anything runs.
     pub fn new(project: &Project, store: Store, plan: Arc<Plan>) -> Result<Self, PassError> {
-        let setting = |e: &dyn std::fmt::Display| PassError::Setting(e.to_string());
-        let transport = configured_transport(project).map_err(|e| setting(&e))?;
+        let transport = configured_transport(project).map_err(PassError::Setting)?;
         let (sole, sender_lock) = sole_sender(project, store.backend());
         let options = DispatchOptions::from_config(&project.config.email, &project.root, sole)
-            .map_err(|e| setting(&e))?;
-        let webhooks = WebhookSender::new(&project.config.webhooks).map_err(|e| setting(&e))?;
+            .map_err(PassError::Setting)?;
+        let webhooks = WebhookSender::new(&project.config.webhooks).map_err(PassError::Client)?;
         Ok(Self {
             engine: Engine::new(plan, store.clone(), project.config.clone()),
             store,
@@ -77,8 +79,7 @@ impl Runner {
     }
 
     pub async fn pass(&self, now: DateTime<Utc>) -> Result<Outcome, PassError> {
-        let failed = |e: crate::engine::EngineError| PassError::Engine(e.to_string());
-        self.engine.record_deployed(now).await.map_err(failed)?;
+        self.engine.record_deployed(now).await?;
         // The sender runs beside the engine, sending what it queues as it goes, from the
         // moment the events recorded before the pass (unsubscribes among them) are applied.
         let progress = Arc::new(EngineProgress::default());
@@ -97,13 +98,13 @@ impl Runner {
         let emails = sender
             .await
             .map_err(|e| DeliveryError::Task(e.to_string()))?;
-        let engine = engine.map_err(failed)?;
+        let engine = engine?;
         let emails = emails?;
         let webhooks = self
             .webhooks
             .dispatch(&self.store, now)
             .await
-            .map_err(|e| PassError::Webhooks(e.to_string()))?;
+            .map_err(PassError::Webhooks)?;
         Ok(Outcome {
             engine,
             emails,

@@ -48,7 +48,10 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         .unwrap_or_else(|| project.config.server.listen.clone());
     let url = project
         .database_url()
-        .map_err(|e| CommandError::Usage(format!("{e} (in `database:` of tidings.yaml)")))?;
+        .map_err(|source| CommandError::Setting {
+            key: "database",
+            source,
+        })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,11 +63,9 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
     };
     runtime.block_on(async move {
         let store = Store::open(&url).await?;
-        let runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
-            .map_err(|e| CommandError::Usage(e.to_string()))?;
-        let signer = crate::unsubscribe::project_signer(&project.config.unsubscribe, &store)
-            .await
-            .map_err(|e| CommandError::Usage(e.to_string()))?;
+        let runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))?;
+        let signer =
+            crate::unsubscribe::project_signer(&project.config.unsubscribe, &store).await?;
         let api = Arc::new(Api {
             store: store.clone(),
             signer,
@@ -98,7 +99,7 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         ));
         tracing::info!(address = %address, every = %args.every, workflows = names(&runner).len(), "tidings daemon listening");
         say_where_the_token_comes_from(&project, &api);
-        if let Some(line) = runner.recover().await.map_err(|e| CommandError::Usage(e.to_string()))? {
+        if let Some(line) = runner.recover().await? {
             tracing::warn!("{line}");
         }
         passes(&project, runner, &store, &api, every, stopped).await;
@@ -113,8 +114,9 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
 fn api_token(project: &Project) -> Result<Option<String>, CommandError> {
     let env = |name: &str| std::env::var(name).ok();
     Ok(match &project.config.server.token {
-        Some(t) => Some(expand_env(t, &env).map_err(|e| {
-            CommandError::Usage(format!("{e} (in `server.token` of tidings.yaml)"))
+        Some(t) => Some(expand_env(t, &env).map_err(|source| CommandError::Setting {
+            key: "server.token",
+            source,
         })?),
         None => env(API_TOKEN_ENV).filter(|t| !t.trim().is_empty()),
     })

@@ -59,15 +59,13 @@ pub fn run(root: &Path, args: &PreviewArgs) -> Result<ExitCode, CommandError> {
     let engine = Engine::new(plan.clone(), store.clone(), project.config.clone());
     let mut rendered = Vec::new();
     for locale in &locales {
-        let mut r = runtime
-            .block_on(engine.preview(
-                &wf.name,
-                args.step.as_deref(),
-                &customer,
-                locale.as_deref(),
-                at,
-            ))
-            .map_err(|e| CommandError::Usage(e.to_string()))?;
+        let mut r = runtime.block_on(engine.preview(
+            &wf.name,
+            args.step.as_deref(),
+            &customer,
+            locale.as_deref(),
+            at,
+        ))?;
         rendered.append(&mut r);
     }
     runtime.block_on(store.close());

@@ -21,8 +21,7 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
     if !crate::cli::shared::fit_to_send(&project, "nothing was run") {
         return Ok(ExitCode::FAILURE);
     }
-    let mut runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))
-        .map_err(|e| CommandError::Usage(e.to_string()))?;
+    let mut runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))?;
     if args.now.is_some() {
         // A moment rehearsed by hand: its mail is dated by the virtual clock.
         runner.options.dates = crate::delivery::MessageDates::PassMoment;
@@ -40,7 +39,7 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
         engine: report,
         emails: sent,
         webhooks: calls,
-    } = outcome.map_err(|e| CommandError::Usage(e.to_string()))?;
+    } = outcome?;
     let transport = &runner.transport;
     let mut out = std::io::stdout().lock();
     writeln!(

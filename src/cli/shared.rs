@@ -23,6 +23,18 @@ pub enum CommandError {
     Store(#[from] crate::store::StoreError),
     #[error("{}", .0.message)]
     Diagnostic(Box<Diagnostic>),
+    /// A setting of tidings.yaml that cannot be used as it is (an unset variable).
+    #[error("{source} (in `{key}` of tidings.yaml)")]
+    Setting {
+        key: &'static str,
+        source: crate::config::EnvError,
+    },
+    #[error(transparent)]
+    Pass(#[from] crate::pass::PassError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Key(#[from] crate::unsubscribe::KeyError),
 }
 
 /// Loads the project and opens its store, on a runtime that lives as long as the command.
@@ -39,7 +51,10 @@ pub fn open_store(
     let project = crate::config::Project::load(root).map_err(CommandError::Diagnostic)?;
     let url = project
         .database_url()
-        .map_err(|e| CommandError::Usage(format!("{e} (in `database:` of tidings.yaml)")))?;
+        .map_err(|source| CommandError::Setting {
+            key: "database",
+            source,
+        })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
