@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use chrono::{NaiveTime, TimeDelta};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -312,6 +313,68 @@ fn is_local_url(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
+/// The settings as running code uses them: durations and times parsed once, where the
+/// project is loaded (which reports a wrong one at its line); nothing downstream parses
+/// configuration text again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `email.lease`: how long a claimed email or batch of journeys stays claimed.
+    pub lease: TimeDelta,
+    /// `email.give_up_after`: retries stop this long after an email was queued.
+    pub give_up_after: TimeDelta,
+    /// `limits.catch_up_max_age`: older missed fire times are not made up.
+    pub catch_up_max_age: TimeDelta,
+    /// `limits.expression_time`: one Rhai evaluation's wall-clock budget.
+    pub expression_time: TimeDelta,
+    /// `unsubscribe.valid_for`: how long an unsubscribe link works.
+    pub unsubscribe_valid_for: TimeDelta,
+    /// `limits.frequency_cap`: at most `count` marketing emails per `per` (0: no cap).
+    pub frequency_cap: Option<(u32, TimeDelta)>,
+    /// `limits.quiet_hours`: from, to (local times; to may be the next morning).
+    pub quiet_hours: Option<(NaiveTime, NaiveTime)>,
+    /// `server.header_timeout` and `server.request_timeout`.
+    pub header_timeout: TimeDelta,
+    pub request_timeout: TimeDelta,
+}
+
+impl Settings {
+    /// The settings of a config; a text that does not parse (which `Project::load` has
+    /// already refused with its position) falls back to the default's.
+    pub fn of(c: &Config) -> Self {
+        let defaults = Config::default();
+        let duration = |text: &str, default: &str| {
+            crate::time::duration::parse(text)
+                .or_else(|_| crate::time::duration::parse(default))
+                .unwrap_or_default()
+        };
+        Self {
+            lease: duration(&c.email.lease, &defaults.email.lease),
+            give_up_after: duration(&c.email.give_up_after, &defaults.email.give_up_after),
+            catch_up_max_age: duration(
+                &c.limits.catch_up_max_age,
+                &defaults.limits.catch_up_max_age,
+            ),
+            expression_time: duration(&c.limits.expression_time, &defaults.limits.expression_time),
+            unsubscribe_valid_for: duration(
+                &c.unsubscribe.valid_for,
+                &defaults.unsubscribe.valid_for,
+            ),
+            frequency_cap: c.limits.frequency_cap.as_ref().and_then(|cap| {
+                let per = crate::time::duration::parse(&cap.per).ok()?;
+                (cap.count > 0).then_some((cap.count, per))
+            }),
+            header_timeout: duration(&c.server.header_timeout, &defaults.server.header_timeout),
+            request_timeout: duration(&c.server.request_timeout, &defaults.server.request_timeout),
+            quiet_hours: c.limits.quiet_hours.as_ref().and_then(|q| {
+                Some((
+                    crate::time::duration::parse_time_of_day(&q.from)?,
+                    crate::time::duration::parse_time_of_day(&q.to)?,
+                ))
+            }),
+        }
+    }
+}
+
 /// A project: its root folder and settings.
 #[derive(Debug, Clone)]
 pub struct Project {
@@ -458,6 +521,8 @@ impl Project {
             ("email", "give_up_after", &c.email.give_up_after),
             ("email", "lease", &c.email.lease),
             ("unsubscribe", "valid_for", &c.unsubscribe.valid_for),
+            ("server", "header_timeout", &c.server.header_timeout),
+            ("server", "request_timeout", &c.server.request_timeout),
         ] {
             if crate::time::duration::parse(value).map_or(true, |d| d <= chrono::TimeDelta::zero())
                 && !(key == "give_up_after" && value.trim() == "0s")

@@ -60,8 +60,10 @@ impl Runner {
     pub fn new(project: &Project, store: Store, plan: Arc<Plan>) -> Result<Self, PassError> {
         let transport = configured_transport(project).map_err(PassError::Setting)?;
         let (sole, sender_lock) = sole_sender(project, store.backend());
-        let options = DispatchOptions::from_config(&project.config.email, &project.root, sole)
-            .map_err(PassError::Setting)?;
+        let settings = crate::config::Settings::of(&project.config);
+        let options =
+            DispatchOptions::from_config(&project.config.email, &settings, &project.root, sole)
+                .map_err(PassError::Setting)?;
         let webhooks = WebhookSender::new(&project.config.webhooks).map_err(PassError::Client)?;
         Ok(Self {
             engine: Engine::new(plan, store.clone(), project.config.clone()),

@@ -41,7 +41,7 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         return Ok(ExitCode::FAILURE);
     }
     let token = api_token(&project)?;
-    let limits = server_limits(&project.config.server)?;
+    let limits = server_limits(&project)?;
     let listen = args
         .listen
         .clone()
@@ -220,30 +220,20 @@ fn log_pass(result: &Result<crate::pass::Outcome, crate::pass::PassError>, secon
     }
 }
 
-/// `server:`'s timeouts and connection limit, or what to change.
-fn server_limits(
-    server: &crate::config::ServerConfig,
-) -> Result<crate::daemon::serve::Limits, CommandError> {
-    let duration = |key: &str, text: &str| {
-        crate::time::duration::parse(text)
-            .ok()
-            .and_then(|d| d.to_std().ok())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                CommandError::Usage(format!(
-                    "`server.{key}: {text}` is not a duration above zero; {}",
-                    crate::time::duration::DURATION_HELP
-                ))
-            })
-    };
+/// `server:`'s timeouts (parsed, and checked, when the project loaded) and connection
+/// limit, or what to change.
+fn server_limits(project: &Project) -> Result<crate::daemon::serve::Limits, CommandError> {
+    let server = &project.config.server;
     if server.max_connections == 0 {
         return Err(CommandError::Usage(
             "`server.max_connections` must be at least 1".into(),
         ));
     }
+    let settings = crate::config::Settings::of(&project.config);
+    let std = |d: chrono::TimeDelta| d.to_std().unwrap_or(std::time::Duration::from_secs(1));
     Ok(crate::daemon::serve::Limits {
-        header_read: duration("header_timeout", &server.header_timeout)?,
-        request: duration("request_timeout", &server.request_timeout)?,
+        header_read: std(settings.header_timeout),
+        request: std(settings.request_timeout),
         max_connections: server.max_connections,
     })
 }

@@ -198,9 +198,11 @@ pub enum MessageDates {
 }
 
 impl DispatchOptions {
-    /// Reads `email:`; `root` is where a relative DKIM key file lives.
+    /// Reads `email:` (its durations as `settings` parsed them); `root` is where a relative
+    /// DKIM key file lives.
     pub fn from_config(
         email: &crate::config::EmailConfig,
+        settings: &crate::config::Settings,
         root: &Path,
         sole_sender: bool,
     ) -> Result<Self, DeliveryError> {
@@ -208,18 +210,7 @@ impl DispatchOptions {
             .from
             .parse()
             .map_err(|_| DeliveryError::BadFrom(email.from.clone()))?;
-        let give_up_after = crate::time::duration::parse(&email.give_up_after).map_err(|_| {
-            DeliveryError::BadSetting(format!(
-                "`email.give_up_after: {}` is not a duration; write e.g. `3d`",
-                email.give_up_after
-            ))
-        })?;
-        let lease = crate::time::duration::parse(&email.lease).map_err(|_| {
-            DeliveryError::BadSetting(format!(
-                "`email.lease: {}` is not a duration; write e.g. `5m`",
-                email.lease
-            ))
-        })?;
+        let (give_up_after, lease) = (settings.give_up_after, settings.lease);
         let dkim = match &email.dkim {
             Some(d) => Some(Arc::new(load_dkim(d, root)?)),
             None => None,
@@ -631,6 +622,7 @@ mod tests {
     fn a_rate_limit_makes_the_claim_smaller() {
         let mut options = DispatchOptions::from_config(
             &crate::config::EmailConfig::default(),
+            &crate::config::Settings::of(&crate::config::Config::default()),
             Path::new("."),
             true,
         )

@@ -9,7 +9,7 @@ use crate::store::states::Channel;
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::plan::{EmailStep, StepKind, Trigger, Workflow};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tera::Context;
 
@@ -35,8 +35,7 @@ impl Engine {
         // A signed token (customer, workflow, expiry): the one-click endpoint (RFC 8058)
         // acts on it without a lookup, and a forged or altered link does nothing.
         let base = self.config.unsubscribe_base();
-        let valid_for = crate::time::duration::parse(&self.config.unsubscribe.valid_for)
-            .unwrap_or(TimeDelta::days(365));
+        let valid_for = self.settings.unsubscribe_valid_for;
         let token = self.signer.get().map(|s| {
             s.token(&Unsubscribe {
                 customer_id: customer.id.clone(),

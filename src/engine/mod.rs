@@ -77,6 +77,8 @@ pub struct Engine {
     plan: Arc<Plan>,
     store: Store,
     config: Config,
+    /// The config's durations and times, parsed once.
+    settings: crate::config::Settings,
     /// Signs unsubscribe links; set by the first pass (the key may live in the store).
     signer: std::sync::OnceLock<Signer>,
     /// Set once this engine's workflow set is recorded as the store's deployed set.
@@ -89,6 +91,7 @@ impl Engine {
         Self {
             plan,
             store,
+            settings: crate::config::Settings::of(&config),
             config,
             signer: std::sync::OnceLock::new(),
             recorded: std::sync::OnceLock::new(),
@@ -98,14 +101,13 @@ impl Engine {
     /// How old a missed fire time may be and still be made up (`limits.catch_up_max_age`,
     /// checked when the config loads).
     fn catch_up_max_age(&self) -> TimeDelta {
-        crate::time::duration::parse(&self.config.limits.catch_up_max_age)
-            .unwrap_or(TimeDelta::days(7))
+        self.settings.catch_up_max_age
     }
 
     /// How long a claim on due journeys holds (`email.lease`, checked when the config
     /// loads): a replica that stops mid-batch leaves its journeys to the others after this.
     fn lease(&self) -> TimeDelta {
-        crate::time::duration::parse(&self.config.email.lease).unwrap_or(TimeDelta::minutes(5))
+        self.settings.lease
     }
 
     /// Records this engine's workflows as the store's deployed set (what `plan` compares

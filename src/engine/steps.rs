@@ -11,7 +11,7 @@ use crate::store::enrollments::EnrollmentRow;
 use crate::store::states::{Channel, JourneyState};
 use crate::store::{customer_rows, deliveries, enrollments, events, suppressions};
 use crate::workflow::expr::{EvalInput, Expr};
-use crate::workflow::plan::{Step, StepKind, Wait, Workflow};
+use crate::workflow::plan::{Step, StepKind, StepLinks, Wait, Workflow};
 use crate::workflow::raw::{Deferral, MailClass};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
@@ -82,42 +82,15 @@ fn apply_update(customer: &mut Customer, update: &crate::workflow::plan::UpdateS
     }
 }
 
-/// How the steps of one workflow follow each other, by id.
-pub(super) struct Program<'a> {
-    pub(super) nodes: HashMap<&'a str, Node<'a>>,
-    pub(super) first: Option<&'a str>,
-}
-
+/// A step and what follows it, as its workflow's graph (computed when it compiled) says.
 pub(super) struct Node<'a> {
     step: &'a Step,
-    next: Option<&'a str>,
-    then_first: Option<&'a str>,
-    else_first: Option<&'a str>,
+    links: &'a StepLinks,
 }
 
-pub(super) fn link<'a>(
-    steps: &'a [Step],
-    after: Option<&'a str>,
-    nodes: &mut HashMap<&'a str, Node<'a>>,
-) {
-    for (i, step) in steps.iter().enumerate() {
-        let next = steps.get(i + 1).map(|s| s.id.as_str()).or(after);
-        let (mut then_first, mut else_first) = (None, None);
-        if let StepKind::If { then, else_, .. } = &step.kind {
-            link(then, next, nodes);
-            link(else_, next, nodes);
-            then_first = then.first().map(|s| s.id.as_str());
-            else_first = else_.first().map(|s| s.id.as_str());
-        }
-        nodes.insert(
-            step.id.as_str(),
-            Node {
-                step,
-                next,
-                then_first,
-                else_first,
-            },
-        );
+impl Node<'_> {
+    fn next(&self) -> Option<String> {
+        self.links.next.clone()
     }
 }
 
@@ -228,7 +201,7 @@ impl Engine {
         report: &mut PassReport,
     ) -> Result<(), EngineError> {
         let at = row.due_at.unwrap_or(row.entered_at);
-        let Some(wf) = self.plan.workflow(&row.workflow).cloned() else {
+        let Some(wf) = self.plan.workflow(&row.workflow) else {
             let gone = format!("workflow `{}` no longer exists", row.workflow);
             end(row, JourneyState::Exited, Some(gone), at, report);
             return Ok(());
@@ -244,12 +217,11 @@ impl Engine {
         };
         let history = history_if(conn, wf.reads_history(), &customer.id, at).await?;
         let journey = Journey {
-            wf: &wf,
+            wf,
             event: event.as_ref(),
             history,
             at,
         };
-        let program = Program::of(&wf);
         let mut mail = Mail {
             suppressions,
             outgoing,
@@ -259,7 +231,11 @@ impl Engine {
                 end(row, JourneyState::Completed, None, at, report);
                 return Ok(());
             };
-            let Some(node) = program.nodes.get(step_id.as_str()) else {
+            let node = wf.graph.nodes.get(&step_id).and_then(|links| {
+                let step = wf.step_at(&links.path)?;
+                Some(Node { step, links })
+            });
+            let Some(node) = node else {
                 let gone = format!("step `{step_id}` no longer exists");
                 end(row, JourneyState::Exited, Some(gone), at, report);
                 return Ok(());
@@ -270,7 +246,7 @@ impl Engine {
             report.steps += 1;
             crate::progress::count(&crate::progress::METER.steps);
             let flow = self
-                .step(conn, &journey, node, row, customer, &mut mail, report)
+                .step(conn, &journey, &node, row, customer, &mut mail, report)
                 .await?;
             if flow == Flow::Stop {
                 return Ok(());
@@ -345,7 +321,7 @@ impl Engine {
         report: &mut PassReport,
     ) -> Result<Flow, EngineError> {
         let at = journey.at;
-        let next = node.next.map(str::to_string);
+        let next = node.next();
         match &node.step.kind {
             StepKind::Email(email) => {
                 return self
@@ -361,8 +337,8 @@ impl Engine {
                 return Ok(Flow::Stop);
             }
             StepKind::If { condition, .. } => match self.eval(journey, row, condition, customer) {
-                Ok(true) => row.step = node.then_first.or(node.next).map(str::to_string),
-                Ok(false) => row.step = node.else_first.or(node.next).map(str::to_string),
+                Ok(true) => row.step = node.links.then_first.clone().or(node.next()),
+                Ok(false) => row.step = node.links.else_first.clone().or(node.next()),
                 Err(e) => {
                     let why = format!("`if` of step `{}` failed: {e}", node.step.id);
                     fail(row, why, at, report);
@@ -464,11 +440,11 @@ impl Engine {
             }
             enrollments::insert_skipped(conn, &d, reason.as_str()).await?;
             report.skipped += 1;
-            row.step = node.next.map(str::to_string);
+            row.step = node.next();
             return Ok(Flow::Continue);
         }
         mail.outgoing.0.push(d);
-        row.step = node.next.map(str::to_string);
+        row.step = node.next();
         Ok(Flow::Continue)
     }
 
@@ -500,13 +476,7 @@ impl Engine {
         outgoing: &mut Outgoing,
         report: &mut PassReport,
     ) -> Result<Fairness, EngineError> {
-        let limits = &self.config.limits;
-        if let Some(q) = &limits.quiet_hours
-            && let (Some(from), Some(to)) = (
-                crate::time::duration::parse_time_of_day(&q.from),
-                crate::time::duration::parse_time_of_day(&q.to),
-            )
-        {
+        if let Some((from, to)) = self.settings.quiet_hours {
             let local = at.with_timezone(&customer_zone(customer)).time();
             let quiet = if from <= to {
                 local >= from && local < to
@@ -520,16 +490,13 @@ impl Engine {
                 });
             }
         }
-        if let Some(cap) = &limits.frequency_cap
-            && let Ok(per) = crate::time::duration::parse(&cap.per)
-            && cap.count > 0
-        {
+        if let Some((count, per)) = self.settings.frequency_cap {
             // The cap counts this group's queued emails too: write them first.
             outgoing.write(conn, report).await?;
             let sends = deliveries::marketing_sends_since(conn, &customer.id, at - per).await?;
-            if sends.len() >= cap.count as usize {
+            if sends.len() >= count as usize {
                 // The slot opens when the oldest send in the window leaves it.
-                let until = sends[sends.len() - cap.count as usize] + per;
+                let until = sends[sends.len() - count as usize] + per;
                 return Ok(Fairness::Hold {
                     until: until.max(at + TimeDelta::seconds(1)),
                     reason: HoldReason::FrequencyCap,
@@ -571,17 +538,6 @@ pub(super) fn fail(
     row.ended_at = Some(at);
     row.due_at = None;
     report.failed += 1;
-}
-
-impl<'a> Program<'a> {
-    pub(super) fn of(workflow: &'a Workflow) -> Self {
-        let mut nodes = HashMap::new();
-        link(&workflow.steps, None, &mut nodes);
-        Self {
-            nodes,
-            first: workflow.steps.first().map(|s| s.id.as_str()),
-        }
-    }
 }
 
 impl Outgoing {

@@ -213,14 +213,13 @@ impl Engine {
                 }
             }
         };
-        let program = Program::of(wf);
         let mut row = EnrollmentRow {
             id: format!("{}:{}:{}", wf.name, customer.id, trigger_key),
             workflow: wf.name.clone(),
             customer_id: customer.id.clone(),
             trigger_key,
             state: crate::store::states::JourneyState::Active,
-            step: program.first.map(str::to_string),
+            step: wf.graph.first.clone(),
             due_at: Some(at),
             entered_at: at,
             ended_at: None,

@@ -104,11 +104,10 @@ pub async fn rehearse(
         scratch_dir.path().join("scratch.db").display()
     );
     let scratch = Store::open_scratch(&url).await?;
-    let cap_window = config
-        .limits
+    let settings = crate::config::Settings::of(config);
+    let cap_window = settings
         .frequency_cap
-        .as_ref()
-        .and_then(|c| crate::time::duration::parse(&c.per).ok())
+        .map(|(_, per)| per)
         .unwrap_or_default();
     let copied = copy_for_rehearsal(source, &scratch, from, from - cap_window).await?;
     let engine = Engine::new(plan.clone(), scratch.clone(), config.clone());
@@ -117,7 +116,8 @@ pub async fn rehearse(
         dkim: None,
         ..config.email.clone()
     };
-    let mut options = DispatchOptions::from_config(&email, std::path::Path::new("."), true)?;
+    let mut options =
+        DispatchOptions::from_config(&email, &settings, std::path::Path::new("."), true)?;
     options.dates = crate::delivery::MessageDates::PassMoment;
     // The copy may hold emails the real sender had in flight.
     recover_interrupted(&scratch, &options).await?;

@@ -2,6 +2,7 @@
 //! from. Everything here has been checked; nothing needs parsing again.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc};
@@ -70,10 +71,77 @@ pub struct Workflow {
     pub delivery: DeliveryMode,
     pub catch_up: CatchUp,
     pub steps: Vec<Step>,
+    /// How the steps follow each other, by id: computed once, when the workflow compiles.
+    pub graph: StepGraph,
     pub file: SourceFile,
 }
 
+/// Where each step stands and what comes after it, by step id.
+#[derive(Debug, Clone, Default)]
+pub struct StepGraph {
+    pub nodes: HashMap<String, StepLinks>,
+    /// The first step's id.
+    pub first: Option<String>,
+}
+
+/// One step's place (indices from the top list: `[i]`, or `[i, 0, j]` for the `then`
+/// branch of step `i`, `[i, 1, j]` for its `else`) and the ids that follow it.
+#[derive(Debug, Clone, Default)]
+pub struct StepLinks {
+    pub path: Vec<usize>,
+    pub next: Option<String>,
+    pub then_first: Option<String>,
+    pub else_first: Option<String>,
+}
+
+impl StepGraph {
+    pub fn of(steps: &[Step]) -> Self {
+        let mut graph = Self {
+            nodes: HashMap::new(),
+            first: steps.first().map(|s| s.id.clone()),
+        };
+        graph.link(steps, &[], None);
+        graph
+    }
+
+    fn link(&mut self, steps: &[Step], prefix: &[usize], after: Option<&str>) {
+        for (i, step) in steps.iter().enumerate() {
+            let next = steps.get(i + 1).map(|s| s.id.as_str()).or(after);
+            let mut path = prefix.to_vec();
+            path.push(i);
+            let (mut then_first, mut else_first) = (None, None);
+            if let StepKind::If { then, else_, .. } = &step.kind {
+                self.link(then, &[path.as_slice(), &[0]].concat(), next);
+                self.link(else_, &[path.as_slice(), &[1]].concat(), next);
+                then_first = then.first().map(|s| s.id.clone());
+                else_first = else_.first().map(|s| s.id.clone());
+            }
+            let links = StepLinks {
+                path,
+                next: next.map(str::to_string),
+                then_first,
+                else_first,
+            };
+            self.nodes.insert(step.id.clone(), links);
+        }
+    }
+}
+
 impl Workflow {
+    /// The step at a graph node's path.
+    pub fn step_at(&self, path: &[usize]) -> Option<&Step> {
+        let (&first, mut rest) = path.split_first()?;
+        let mut step = self.steps.get(first)?;
+        while let [branch, index, more @ ..] = rest {
+            let StepKind::If { then, else_, .. } = &step.kind else {
+                return None;
+            };
+            step = if *branch == 0 { then } else { else_ }.get(*index)?;
+            rest = more;
+        }
+        Some(step)
+    }
+
     /// Every step, depth first, with branches after their `if`.
     pub fn all_steps(&self) -> Vec<&Step> {
         fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {

@@ -48,8 +48,10 @@ fn a_running_daemon_takes_over_emails_whose_lease_ran_out() {
             "name: welcome-series\nclass: transactional\ntrigger:\n  event: customer_created\nsteps:\n  - id: hello\n    email: welcome/hello\n    subject: \"Welcome, {{ customer.first_name }}\"\n",
         );
         let daemon = Daemon::start(&b, free_port(), "1s");
+        // Sent, and recorded as sent (the server has them a moment before the store says so).
         wait_for("the first sends", Duration::from_secs(60), &|| {
             server.received().len() >= 3
+                && count(&b, "SELECT COUNT(*) FROM deliveries WHERE state = 'sent'") == 3
         });
         // As a sender that died mid-send leaves them: claimed, the lease long gone.
         with_store(&b, async |s| {

@@ -174,9 +174,13 @@ impl Run {
             .workflow(workflow)
             .map(|wf| wf.email_templates().into_iter().collect())
             .unwrap_or_default();
-        let mut options =
-            DispatchOptions::from_config(&config.email, std::path::Path::new("."), true)
-                .map_err(why)?;
+        let mut options = DispatchOptions::from_config(
+            &config.email,
+            &crate::config::Settings::of(config),
+            std::path::Path::new("."),
+            true,
+        )
+        .map_err(why)?;
         options.dates = crate::delivery::MessageDates::PassMoment;
         let mut run = Self {
             engine: Engine::new(plan.clone(), store.clone(), config.clone()),

@@ -70,11 +70,8 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
         }
     }
     let mut compiled = compile_sources(&sources, templates, Utc::now());
-    // (Checked when the config loaded.)
-    if let Some(budget) = crate::time::duration::parse(&project.config.limits.expression_time)
-        .ok()
-        .and_then(|d| d.to_std().ok())
-    {
+    let settings = crate::config::Settings::of(&project.config);
+    if let Ok(budget) = settings.expression_time.to_std() {
         compiled.plan.engine.set_time_budget(budget);
     }
     diagnostics.append(&mut compiled.diagnostics);
@@ -358,6 +355,7 @@ impl Compiler {
                 exit_when,
                 delivery: wf.delivery,
                 catch_up: wf.catch_up,
+                graph: crate::workflow::plan::StepGraph::of(&steps),
                 steps,
                 file: file.clone(),
             },
