@@ -9,12 +9,60 @@ use crate::source::diagnostic::Diagnostic;
 use crate::source::yaml::Route;
 use crate::workflow::plan::{self};
 use crate::workflow::raw::{self as raw, Deferral, MailClass, Subject};
+use crate::workflow::templates::EmailFiles;
 use crate::workflow::templates::{self, TemplateScope};
 use chrono::TimeDelta;
 use std::collections::{BTreeMap, HashSet};
 use tera::{Context, Tera};
 
 impl Compiler {
+    /// A step's `coupon:`: a prefix of letters, digits and `-`, and a lifetime above zero.
+    fn coupon(&mut self, c: &raw::Coupon, croute: &Route, doc: &Document) -> Option<plan::Coupon> {
+        if c.prefix.is_empty()
+            || !c
+                .prefix
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        {
+            self.error(
+                "bad-coupon",
+                format!(
+                    "coupon prefix `{}` may only use letters, digits and `-`",
+                    c.prefix
+                ),
+                doc.value_span(&croute.key("prefix")),
+                "e.g. `prefix: BDAY`",
+            );
+        }
+        let valid_for = self.positive_duration(
+            &c.valid_for,
+            doc,
+            &croute.key("valid_for"),
+            "a coupon's lifetime",
+        );
+        valid_for.map(|valid_for| plan::Coupon {
+            prefix: c.prefix.to_uppercase(),
+            valid_for,
+        })
+    }
+
+    /// Every HTML variant of a marketing email carries the unsubscribe link.
+    fn unsubscribe_links(&mut self, files: &EmailFiles, doc: &Document, eroute: &Route) {
+        for html in files.all_html().map(str::to_string).collect::<Vec<_>>() {
+            if self.templates.is_broken(&html) {
+                continue;
+            }
+            if !self.templates.variables(&html).contains("unsubscribe_url") {
+                self.error(
+                    "missing-unsubscribe",
+                    format!("marketing email `{html}` has no unsubscribe link"),
+                    doc.value_span(eroute),
+                    format!("add `<a href=\"{{{{ unsubscribe_url }}}}\">Unsubscribe</a>` to `{}{html}`, or mark the workflow `class: transactional` if it is not marketing", self.templates.folder()),
+                );
+            }
+        }
+    }
+
     pub(super) fn email(
         &mut self,
         s: &raw::Step,
@@ -27,35 +75,7 @@ impl Compiler {
         let eroute = route.key("email");
         let coupon = match &s.coupon {
             None => None,
-            Some(c) => {
-                let croute = route.key("coupon");
-                if c.prefix.is_empty()
-                    || !c
-                        .prefix
-                        .chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
-                {
-                    self.error(
-                        "bad-coupon",
-                        format!(
-                            "coupon prefix `{}` may only use letters, digits and `-`",
-                            c.prefix
-                        ),
-                        doc.value_span(&croute.key("prefix")),
-                        "e.g. `prefix: BDAY`",
-                    );
-                }
-                let valid_for = self.positive_duration(
-                    &c.valid_for,
-                    doc,
-                    &croute.key("valid_for"),
-                    "a coupon's lifetime",
-                );
-                valid_for.map(|valid_for| plan::Coupon {
-                    prefix: c.prefix.to_uppercase(),
-                    valid_for,
-                })
-            }
+            Some(c) => self.coupon(c, &route.key("coupon"), doc),
         };
         let scope = TemplateScope {
             event: ctx.has_event,
@@ -88,19 +108,7 @@ impl Compiler {
             self.diags.extend(found);
         }
         if ctx.class == MailClass::Marketing {
-            for html in files.all_html().map(str::to_string).collect::<Vec<_>>() {
-                if self.templates.is_broken(&html) {
-                    continue;
-                }
-                if !self.templates.variables(&html).contains("unsubscribe_url") {
-                    self.error(
-                        "missing-unsubscribe",
-                        format!("marketing email `{html}` has no unsubscribe link"),
-                        doc.value_span(&eroute),
-                        format!("add `<a href=\"{{{{ unsubscribe_url }}}}\">Unsubscribe</a>` to `{}{html}`, or mark the workflow `class: transactional` if it is not marketing", self.templates.folder()),
-                    );
-                }
-            }
+            self.unsubscribe_links(&files, doc, &eroute);
         }
         Some(plan::EmailStep {
             files,
