@@ -101,7 +101,6 @@ async fn healthz(State(api): State<Arc<Api>>) -> impl IntoResponse {
 /// Prometheus text: the store's counts (journeys and emails by workflow and state,
 /// customers by stage, queue depth) and the passes' counters and durations.
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
-    use std::fmt::Write as _;
     let counts = async {
         let mut conn = api.store.connection().await?;
         crate::store::status::counts(&mut conn).await
@@ -110,6 +109,15 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         return unavailable();
     };
     let p = api.passes.lock().map(|p| p.clone()).unwrap_or_default();
+    let mut out = store_gauges(&c);
+    out.push_str(&pass_counters(&p));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// What the store holds: journeys and emails by workflow and state, customers by stage,
+/// the queue's depth.
+fn store_gauges(c: &crate::store::status::Counts) -> String {
+    use std::fmt::Write as _;
     let label = |v: &str| {
         v.replace('\\', "\\\\")
             .replace('"', "\\\"")
@@ -156,6 +164,13 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         "# HELP tidings_queue_depth Emails and webhook calls waiting to go.\n# TYPE tidings_queue_depth gauge\ntidings_queue_depth {}",
         c.queued
     );
+    out
+}
+
+/// What this process's passes did.
+fn pass_counters(p: &PassMetrics) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     for (name, help, value) in [
         ("tidings_passes_total", "Passes run.", p.passes as f64),
         (
@@ -195,7 +210,7 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         "# HELP tidings_last_pass_seconds How long the last pass took.\n# TYPE tidings_last_pass_seconds gauge\ntidings_last_pass_seconds {}",
         p.last_seconds
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    out
 }
 
 /// A JSON response (axum's `Json` extractor is not used for bodies: its rejections do not
