@@ -46,11 +46,50 @@ pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
         .count();
     let warnings = diagnostics.len() - errors;
     let failed = errors > 0 || (args.deny_warnings && warnings > 0);
+    print_report(
+        args.format,
+        &diagnostics,
+        &summaries,
+        Tally {
+            files,
+            errors,
+            warnings,
+            failed,
+        },
+    )?;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// How a run of `validate` came out.
+struct Tally {
+    files: usize,
+    errors: usize,
+    warnings: usize,
+    failed: bool,
+}
+
+/// The diagnostics and the summary, for a person, as JSON, or as GitHub annotations.
+fn print_report(
+    format: Format,
+    diagnostics: &[crate::source::diagnostic::Diagnostic],
+    summaries: &[(String, String)],
+    tally: Tally,
+) -> Result<(), CommandError> {
+    let Tally {
+        files,
+        errors,
+        warnings,
+        failed,
+    } = tally;
     let mut out = std::io::stdout().lock();
-    match args.format {
+    match format {
         Format::Human => {
-            eprint_diagnostics(&diagnostics);
-            for (name, summary) in &summaries {
+            eprint_diagnostics(diagnostics);
+            for (name, summary) in summaries {
                 writeln!(out, "ok    {name}: {summary}")?;
             }
             writeln!(
@@ -79,7 +118,7 @@ pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
             )?;
         }
         Format::Github => {
-            for d in &diagnostics {
+            for d in diagnostics {
                 writeln!(out, "{}", render_github(d))?;
             }
             writeln!(
@@ -93,11 +132,7 @@ pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
             )?;
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(())
 }
 
 fn plural(n: usize) -> &'static str {
