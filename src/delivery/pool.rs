@@ -130,23 +130,7 @@ impl SmtpPool {
                                 .inspect_err(|_| server_down = true)
                                 .ok();
                         }
-                        match session.as_mut() {
-                            None => Outcome::Retry("the SMTP server could not be reached".into()),
-                            Some(s) => {
-                                match s.send(&from, &job.to, &job.bytes, server.timeout).await {
-                                    Ok(()) => Outcome::Sent,
-                                    Err(SendError::Rejected(e)) => {
-                                        if let Ok(mut r) = rejected.lock() {
-                                            r.insert(key);
-                                        }
-                                        Outcome::Rejected(e)
-                                    }
-                                    Err(SendError::Unknown(e)) => Outcome::Unknown(e),
-                                    Err(SendError::Unsupported(e)) => Outcome::Failed(e),
-                                    Err(e) => Outcome::Retry(e.text().to_string()),
-                                }
-                            }
-                        }
+                        send_one(session.as_mut(), &server, &from, &job, &rejected).await
                     };
                     if !outcomes.hand_over(job.row, outcome) {
                         break;
@@ -176,5 +160,31 @@ impl SmtpPool {
         for s in self.sessions {
             s.close().await;
         }
+    }
+}
+
+/// One email over an open session (none: the server could not be reached); an address that
+/// refuses it for good is remembered, so the batch sends it nothing more.
+async fn send_one(
+    session: Option<&mut Session>,
+    server: &SmtpServer,
+    from: &lettre::Address,
+    job: &Job,
+    rejected: &Mutex<std::collections::HashSet<String>>,
+) -> Outcome {
+    let Some(s) = session else {
+        return Outcome::Retry("the SMTP server could not be reached".into());
+    };
+    match s.send(from, &job.to, &job.bytes, server.timeout).await {
+        Ok(()) => Outcome::Sent,
+        Err(SendError::Rejected(e)) => {
+            if let Ok(mut r) = rejected.lock() {
+                r.insert(job.row.recipient.to_lowercase());
+            }
+            Outcome::Rejected(e)
+        }
+        Err(SendError::Unknown(e)) => Outcome::Unknown(e),
+        Err(SendError::Unsupported(e)) => Outcome::Failed(e),
+        Err(e) => Outcome::Retry(e.text().to_string()),
     }
 }
