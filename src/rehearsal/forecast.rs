@@ -95,6 +95,28 @@ const PAGE: i64 = 1_000;
 
 /// Forecasts `plan` over `store` at `now`, comparing it with `base` (every workflow is
 /// `Added` when there is none).
+/// What a change does to one workflow, against its print in the base set (if it has one).
+fn change_of(old: Option<&WorkflowPrint>, print: &WorkflowPrint) -> Change {
+    match old {
+        None => Change::Added,
+        Some(old) if old.digest == print.digest => Change::Unchanged,
+        Some(old) => Change::Changed {
+            removed_steps: old
+                .steps
+                .iter()
+                .filter(|s| !print.steps.contains(s))
+                .cloned()
+                .collect(),
+            added_steps: print
+                .steps
+                .iter()
+                .filter(|s| !old.steps.contains(s))
+                .cloned()
+                .collect(),
+        },
+    }
+}
+
 pub async fn forecast(
     store: &Store,
     plan: Arc<Plan>,
@@ -116,24 +138,10 @@ pub async fn forecast(
     let mut lines = Vec::new();
     for wf in &plan.workflows {
         let print = WorkflowPrint::of(wf, &plan);
-        let change = match base.map(|b| b.iter().find(|p| p.name == wf.name)) {
-            None | Some(None) => Change::Added,
-            Some(Some(old)) if old.digest == print.digest => Change::Unchanged,
-            Some(Some(old)) => Change::Changed {
-                removed_steps: old
-                    .steps
-                    .iter()
-                    .filter(|s| !print.steps.contains(s))
-                    .cloned()
-                    .collect(),
-                added_steps: print
-                    .steps
-                    .iter()
-                    .filter(|s| !old.steps.contains(s))
-                    .cloned()
-                    .collect(),
-            },
-        };
+        let change = change_of(
+            base.and_then(|b| b.iter().find(|p| p.name == wf.name)),
+            &print,
+        );
         let stranded = running
             .get(&wf.name)
             .map(|steps| {
