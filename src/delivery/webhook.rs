@@ -221,34 +221,7 @@ impl WebhookSender {
                 .body(body.to_string());
         }
         match request.send().await {
-            Ok(response) => {
-                let status = response.status();
-                if status.is_success() {
-                    return Outcome::Sent;
-                }
-                // The first few KB of the answer, for the operator: a receiver that
-                // answers with gigabytes is not read to the end.
-                let mut response = response;
-                let mut body = Vec::new();
-                while body.len() < ERROR_BODY_BYTES {
-                    match response.chunk().await {
-                        Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                        _ => break,
-                    }
-                }
-                body.truncate(ERROR_BODY_BYTES);
-                let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
-                let error = format!("the receiver answered {status}: {}", text.trim());
-                if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-                    Outcome::Retry(error)
-                } else if status.is_redirection() {
-                    Outcome::Fail(format!(
-                        "{error}; webhooks do not follow redirects, use the final URL"
-                    ))
-                } else {
-                    Outcome::Fail(error)
-                }
-            }
+            Ok(response) => answer(response).await,
             Err(e) => {
                 if let Some(refused) = find_source::<Refused>(&e) {
                     return Outcome::Fail(refused.to_string());
@@ -261,6 +234,35 @@ impl WebhookSender {
                 Outcome::Retry(what)
             }
         }
+    }
+}
+
+/// What a receiver's answer means: 2xx sent; 5xx, 408 and 429 retried; anything else
+/// (a redirect too) failed — with the first few KB of the answer for the operator, a
+/// receiver that answers with gigabytes not read to the end.
+async fn answer(mut response: reqwest::Response) -> Outcome {
+    let status = response.status();
+    if status.is_success() {
+        return Outcome::Sent;
+    }
+    let mut body = Vec::new();
+    while body.len() < ERROR_BODY_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(ERROR_BODY_BYTES);
+    let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+    let error = format!("the receiver answered {status}: {}", text.trim());
+    if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+        Outcome::Retry(error)
+    } else if status.is_redirection() {
+        Outcome::Fail(format!(
+            "{error}; webhooks do not follow redirects, use the final URL"
+        ))
+    } else {
+        Outcome::Fail(error)
     }
 }
 
