@@ -219,50 +219,10 @@ impl Session {
         message: &[u8],
         timeout: Duration,
     ) -> Result<(), SendError> {
-        let mut options = Vec::new();
-        let ascii = |a: &Address| a.user().is_ascii() && a.domain().is_ascii();
-        let utf8 = !ascii(to) || !ascii(from);
-        if utf8 && !self.smtputf8 {
-            return Err(SendError::Unsupported(format!(
-                "`{to}` is not an ASCII address and the SMTP server does not offer SMTPUTF8"
-            )));
-        }
-        if utf8 {
-            options.push(MailParameter::SmtpUtfEight);
-        }
-        if !message.is_ascii() {
-            if !self.eightbit && !self.smtputf8 {
-                return Err(SendError::Unsupported(
-                    "the message holds 8-bit text and the SMTP server offers neither 8BITMIME nor SMTPUTF8".into(),
-                ));
-            }
-            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-        }
+        let options = self.mail_parameters(from, to, message)?;
         let mail = Mail::new(Some(from.clone()), options);
         let rcpt = Rcpt::new(to.clone(), vec![]);
-        let (mail, rcpt, data) = if self.pipelining {
-            // One write, then the three replies in order (RFC 2920): each must be read,
-            // whatever the earlier ones said, to keep the session in step.
-            let mail =
-                tokio::time::timeout(timeout, self.conn.command(format!("{mail}{rcpt}{Data}")))
-                    .await;
-            let rcpt = tokio::time::timeout(timeout, self.conn.read_response()).await;
-            let data = tokio::time::timeout(timeout, self.conn.read_response()).await;
-            (mail, Some(rcpt), Some(data))
-        } else {
-            let mail = tokio::time::timeout(timeout, self.conn.command(mail)).await;
-            let rcpt = if matches!(mail, Ok(Ok(_))) {
-                Some(tokio::time::timeout(timeout, self.conn.command(rcpt)).await)
-            } else {
-                None
-            };
-            let data = if matches!(rcpt, Some(Ok(Ok(_)))) {
-                Some(tokio::time::timeout(timeout, self.conn.command(Data)).await)
-            } else {
-                None
-            };
-            (mail, rcpt, data)
-        };
+        let (mail, rcpt, data) = self.envelope(mail, rcpt, timeout).await;
         let data_ok = matches!(data, Some(Ok(Ok(_))));
         let refused = match self.judge(Some(mail), "MAIL", SendError::Refused) {
             Err(e) => Some(e),
@@ -297,6 +257,70 @@ impl Session {
                 self.out_of_step = true;
                 Err(SendError::Unknown(format!("end of data: {e}")))
             }
+        }
+    }
+
+    /// `MAIL FROM`'s parameters: SMTPUTF8 for an address that is not ASCII, `BODY=8BITMIME`
+    /// for 8-bit data — each only where the server offers it, else the email cannot go.
+    fn mail_parameters(
+        &self,
+        from: &Address,
+        to: &Address,
+        message: &[u8],
+    ) -> Result<Vec<MailParameter>, SendError> {
+        let mut options = Vec::new();
+        let ascii = |a: &Address| a.user().is_ascii() && a.domain().is_ascii();
+        let utf8 = !ascii(to) || !ascii(from);
+        if utf8 && !self.smtputf8 {
+            return Err(SendError::Unsupported(format!(
+                "`{to}` is not an ASCII address and the SMTP server does not offer SMTPUTF8"
+            )));
+        }
+        if utf8 {
+            options.push(MailParameter::SmtpUtfEight);
+        }
+        if !message.is_ascii() {
+            if !self.eightbit && !self.smtputf8 {
+                return Err(SendError::Unsupported(
+                    "the message holds 8-bit text and the SMTP server offers neither 8BITMIME nor SMTPUTF8".into(),
+                ));
+            }
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        Ok(options)
+    }
+
+    /// `MAIL`, `RCPT` and `DATA`: in one write when the server pipelines (each reply read,
+    /// whatever the earlier ones said, to keep the session in step), else one by one, each
+    /// only after the one before succeeded.
+    async fn envelope(
+        &mut self,
+        mail: Mail,
+        rcpt: Rcpt,
+        timeout: Duration,
+    ) -> (Reply, Option<Reply>, Option<Reply>) {
+        if self.pipelining {
+            // One write, then the three replies in order (RFC 2920): each must be read,
+            // whatever the earlier ones said, to keep the session in step.
+            let mail =
+                tokio::time::timeout(timeout, self.conn.command(format!("{mail}{rcpt}{Data}")))
+                    .await;
+            let rcpt = tokio::time::timeout(timeout, self.conn.read_response()).await;
+            let data = tokio::time::timeout(timeout, self.conn.read_response()).await;
+            (mail, Some(rcpt), Some(data))
+        } else {
+            let mail = tokio::time::timeout(timeout, self.conn.command(mail)).await;
+            let rcpt = if matches!(mail, Ok(Ok(_))) {
+                Some(tokio::time::timeout(timeout, self.conn.command(rcpt)).await)
+            } else {
+                None
+            };
+            let data = if matches!(rcpt, Some(Ok(Ok(_)))) {
+                Some(tokio::time::timeout(timeout, self.conn.command(Data)).await)
+            } else {
+                None
+            };
+            (mail, rcpt, data)
         }
     }
 
