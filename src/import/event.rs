@@ -27,57 +27,18 @@ pub(super) fn event_from_cells(
     now: DateTime<Utc>,
 ) -> Result<EventRow, Vec<RowError>> {
     let mut errors = Vec::new();
-    let (mut id, mut customer_id, mut name, mut at) = (None, None, None, None);
-    let mut properties = Map::new();
-    let mut set = Map::new();
+    let mut parts = Parts::default();
     for (field, column, cell) in &cells {
-        let mut fail = |message: String| {
-            errors.push(RowError {
-                line,
-                column: *column,
-                field: field.clone(),
-                message,
-            })
-        };
-        let text = match field.as_str() {
-            "id" => Some(&mut id),
-            "customer_id" | "customer" => Some(&mut customer_id),
-            "name" | "event" => Some(&mut name),
-            _ => None,
-        };
-        if let Some(slot) = text {
-            match cell.text() {
-                // A JSON "" is given, and names nothing: not a key, customer or event.
-                Ok(Some("")) => fail(format!("`{field}` is empty")),
-                Ok(t) => *slot = t.map(str::to_string),
-                Err(m) => fail(format!("`{field}` {m}")),
-            }
-            continue;
-        }
-        match field.as_str() {
-            "at" => match cell.text() {
-                Ok(None) => {}
-                Ok(Some(t)) => match parse_time(t) {
-                    Ok(t) => at = Some(t),
-                    Err(m) => fail(m),
-                },
-                Err(m) => fail(format!("`at` {m}")),
-            },
-            "properties" | "set" => match object_of(cell) {
-                Some(m) if field == "set" => {
-                    errors.extend(set_errors(line, *column, &m));
-                    set = m;
-                }
-                Some(m) => properties.extend(m),
-                None => fail(format!("`{field}` must be a JSON object")),
-            },
-            other => {
-                if let Some(value) = cell.value() {
-                    properties.insert(other.to_string(), value);
-                }
-            }
-        }
+        parts.read(field, cell, line, *column, &mut errors);
     }
+    let Parts {
+        id,
+        customer_id,
+        name,
+        at,
+        properties,
+        set,
+    } = parts;
     for (field, missing) in [
         ("customer_id", customer_id.is_none()),
         ("name", name.is_none()),
@@ -106,6 +67,74 @@ pub(super) fn event_from_cells(
         properties,
         set,
     })
+}
+
+/// An event row's fields as its cells give them.
+#[derive(Default)]
+struct Parts {
+    id: Option<String>,
+    customer_id: Option<String>,
+    name: Option<String>,
+    at: Option<DateTime<Utc>>,
+    properties: Map<String, Value>,
+    set: Map<String, Value>,
+}
+
+impl Parts {
+    /// One cell into its place; each problem into `errors`, at the cell's line and column.
+    fn read(
+        &mut self,
+        field: &str,
+        cell: &Cell<'_>,
+        line: u64,
+        column: Option<usize>,
+        errors: &mut Vec<RowError>,
+    ) {
+        let problem = |message: String| RowError {
+            line,
+            column,
+            field: field.to_string(),
+            message,
+        };
+        let text = match field {
+            "id" => Some(&mut self.id),
+            "customer_id" | "customer" => Some(&mut self.customer_id),
+            "name" | "event" => Some(&mut self.name),
+            _ => None,
+        };
+        if let Some(slot) = text {
+            match cell.text() {
+                // A JSON "" is given, and names nothing: not a key, customer or event.
+                Ok(Some("")) => errors.push(problem(format!("`{field}` is empty"))),
+                Ok(t) => *slot = t.map(str::to_string),
+                Err(m) => errors.push(problem(format!("`{field}` {m}"))),
+            }
+            return;
+        }
+        match field {
+            "at" => match cell.text() {
+                Ok(None) => {}
+                Ok(Some(t)) => match parse_time(t) {
+                    Ok(t) => self.at = Some(t),
+                    Err(m) => errors.push(problem(m)),
+                },
+                Err(m) => errors.push(problem(format!("`at` {m}"))),
+            },
+            "properties" | "set" => match object_of(cell) {
+                Some(m) if field == "set" => {
+                    errors.extend(set_errors(line, column, &m));
+                    self.set = m;
+                }
+                Some(m) => self.properties.extend(m),
+                None => errors.push(problem(format!("`{field}` must be a JSON object"))),
+            },
+            other => {
+                if let Some(value) = cell.value() {
+                    self.properties.insert(other.to_string(), value);
+                }
+            }
+        }
+    }
 }
 
 /// A JSON object given as JSON or as the text of a CSV cell; empty or null is none.
