@@ -61,53 +61,91 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         Some(path) => Some(sole_daemon(path)?),
         None => None,
     };
-    runtime.block_on(async move {
-        let store = Store::open(&url).await?;
-        let runner = Runner::new(&project, store.clone(), Arc::new(compiled.plan))?;
-        let signer =
-            crate::unsubscribe::project_signer(&project.config.unsubscribe, &store).await?;
-        let api = Arc::new(Api {
-            store: store.clone(),
-            signer,
+    runtime.block_on(serve_and_pass(
+        project,
+        compiled.plan,
+        Served {
+            url,
+            listen,
             token,
-            sender: runner.options.from.name.clone().unwrap_or_else(|| runner.options.from.email.to_string()),
-            health: std::sync::RwLock::new(Health {
-                workflows: names(&runner),
-                reload_error: None,
-            }),
-            passes: std::sync::Mutex::new(PassMetrics::default()),
-        });
-        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+            limits,
+        },
+        every,
+        &args.every,
+    ))
+}
+
+/// Where and how the daemon serves.
+struct Served {
+    url: String,
+    listen: String,
+    token: Option<String>,
+    limits: crate::daemon::serve::Limits,
+}
+
+/// The daemon's life: the store opened, the endpoints served, passes until a signal.
+async fn serve_and_pass(
+    project: Project,
+    plan: crate::workflow::plan::Plan,
+    served: Served,
+    every: std::time::Duration,
+    every_text: &str,
+) -> Result<ExitCode, CommandError> {
+    let Served {
+        url,
+        listen,
+        token,
+        limits,
+    } = served;
+    let store = Store::open(&url).await?;
+    let runner = Runner::new(&project, store.clone(), Arc::new(plan))?;
+    let signer = crate::unsubscribe::project_signer(&project.config.unsubscribe, &store).await?;
+    let api = Arc::new(Api {
+        store: store.clone(),
+        signer,
+        token,
+        sender: runner
+            .options
+            .from
+            .name
+            .clone()
+            .unwrap_or_else(|| runner.options.from.email.to_string()),
+        health: std::sync::RwLock::new(Health {
+            workflows: names(&runner),
+            reload_error: None,
+        }),
+        passes: std::sync::Mutex::new(PassMetrics::default()),
+    });
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
             CommandError::Usage(format!(
                 "cannot listen on `{listen}`: {e}; pick another address with `--listen` or `server.listen`"
             ))
         })?;
-        let address = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            let _ = stop.send(true);
-        });
-        let mut server_stop = stopped.clone();
-        let server = tokio::spawn(crate::daemon::serve::serve(
-            listener,
-            router(api.clone()),
-            limits,
-            async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            },
-        ));
-        tracing::info!(address = %address, every = %args.every, workflows = names(&runner).len(), "tidings daemon listening");
-        say_where_the_token_comes_from(&project, &api);
-        if let Some(line) = runner.recover().await? {
-            tracing::warn!("{line}");
-        }
-        passes(&project, runner, &store, &api, every, stopped).await;
-        tracing::info!("tidings daemon stopping");
-        let _ = server.await;
-        store.close().await;
-        Ok(ExitCode::SUCCESS)
-    })
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop.send(true);
+    });
+    let mut server_stop = stopped.clone();
+    let server = tokio::spawn(crate::daemon::serve::serve(
+        listener,
+        router(api.clone()),
+        limits,
+        async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        },
+    ));
+    tracing::info!(address = %address, every = %every_text, workflows = names(&runner).len(), "tidings daemon listening");
+    say_where_the_token_comes_from(&project, &api);
+    if let Some(line) = runner.recover().await? {
+        tracing::warn!("{line}");
+    }
+    passes(&project, runner, &store, &api, every, stopped).await;
+    tracing::info!("tidings daemon stopping");
+    let _ = server.await;
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The bearer token of the write endpoints: `server.token`, else `TIDINGS_API_TOKEN`.
