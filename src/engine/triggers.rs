@@ -43,6 +43,32 @@ pub(super) async fn history_if(
     })
 }
 
+/// A schedule's latest fire time in `(start, now]`, and how many earlier ones in the window
+/// were missed (only the latest fires).
+fn latest_fire(
+    cron: &crate::time::cron::CronSchedule,
+    tz: Tz,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> (Option<DateTime<Utc>>, u64) {
+    let mut cursor = start;
+    let mut latest = None;
+    let mut missed = 0u64;
+    let mut budget = 100_000;
+    while let Some(fire) = cron.next_after(cursor, tz).filter(|t| *t <= now) {
+        cursor = fire;
+        missed += u64::from(latest.is_some());
+        latest = Some(fire);
+        budget -= 1;
+        if budget == 0 {
+            // A schedule of seconds: skip ahead; only the latest fires anyway.
+            cursor = cursor.max(now - TimeDelta::minutes(10));
+            budget = 100_000;
+        }
+    }
+    (latest, missed)
+}
+
 /// Writes what `admit` decided — failed enrollments one by one, the others a hundred per
 /// statement — and counts the customers who entered. One written before (a pass that died
 /// after enrolling and before recording its fire) is skipped.
@@ -282,21 +308,8 @@ impl Engine {
                 // Fire times older than the catch-up age never fire, so the search starts
                 // there at the earliest: a store left for a year with a minutely schedule
                 // does not walk half a million fire times.
-                let mut cursor = from.max(now - self.catch_up_max_age() - TimeDelta::seconds(1));
-                let mut latest = None;
-                let mut missed = 0u64;
-                let mut budget = 100_000;
-                while let Some(fire) = cron.next_after(cursor, tz).filter(|t| *t <= now) {
-                    cursor = fire;
-                    missed += u64::from(latest.is_some());
-                    latest = Some(fire);
-                    budget -= 1;
-                    if budget == 0 {
-                        // A schedule of seconds: skip ahead; only the latest fires anyway.
-                        cursor = cursor.max(now - TimeDelta::minutes(10));
-                        budget = 100_000;
-                    }
-                }
+                let start = from.max(now - self.catch_up_max_age() - TimeDelta::seconds(1));
+                let (latest, missed) = latest_fire(cron, tz, start, now);
                 // Each pass fires a schedule once at most: its latest fire time. One that
                 // is late (nothing ran when it fell due) fires under `catch_up` — once
                 // (`run_once`, the default), or not at all (`skip`).
