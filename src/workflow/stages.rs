@@ -71,6 +71,27 @@ impl Stages {
 
 /// Reads and checks `path` when it exists; every problem is a diagnostic at its place.
 /// `None` when there is no file or it is not YAML of the right shape.
+/// What is wrong with a stage's name, if anything: its spelling, or a second use.
+fn name_problem<'a>(
+    name: &'a str,
+    seen: &mut std::collections::HashSet<&'a str>,
+) -> Option<Diagnostic> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        return Some(
+            Diagnostic::error("stage-name", format!("`{name}` is not a stage name"))
+                .help("use lowercase letters, digits and dashes, e.g. `first-time`"),
+        );
+    }
+    (!seen.insert(name)).then(|| {
+        Diagnostic::error("stage-name", format!("stage `{name}` is listed twice"))
+            .help("give each stage one rule; combine conditions with `||`")
+    })
+}
+
 pub fn load(
     path: &Path,
     engine: &ExprEngine,
@@ -109,29 +130,8 @@ pub fn load(
     let mut seen = std::collections::HashSet::new();
     for (i, stage) in raw.stages.iter().enumerate() {
         let route = Route::root().key("stages").index(i);
-        let valid_name = !stage.name.is_empty()
-            && stage
-                .name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !valid_name {
-            diagnostics.push(
-                Diagnostic::error(
-                    "stage-name",
-                    format!("`{}` is not a stage name", stage.name),
-                )
-                .at(doc.value_span(&route.key("name")))
-                .help("use lowercase letters, digits and dashes, e.g. `first-time`"),
-            );
-        } else if !seen.insert(stage.name.as_str()) {
-            diagnostics.push(
-                Diagnostic::error(
-                    "stage-name",
-                    format!("stage `{}` is listed twice", stage.name),
-                )
-                .at(doc.value_span(&route.key("name")))
-                .help("give each stage one rule; combine conditions with `||`"),
-            );
+        if let Some(problem) = name_problem(&stage.name, &mut seen) {
+            diagnostics.push(problem.at(doc.value_span(&route.key("name"))));
         }
         let vars = Vars {
             event: false,
