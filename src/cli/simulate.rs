@@ -44,24 +44,7 @@ pub fn run(
         Some(dir) => Transport::Folder(dir.clone()),
         None => Transport::Discard,
     };
-    let window = (to - from).num_milliseconds().max(1);
-    let line = Progress::start(
-        progress,
-        Box::new(move |elapsed| {
-            let at = METER.clock.load(std::sync::atomic::Ordering::Relaxed);
-            let done = (at - from.timestamp_millis()).clamp(0, window);
-            format!(
-                "{:>5.1}s  virtual clock {} ({}%) · {} enrolled · {} emails",
-                elapsed.as_secs_f64(),
-                DateTime::from_timestamp_millis(at.max(from.timestamp_millis()))
-                    .unwrap_or(from)
-                    .format("%Y-%m-%d %H:%M"),
-                done * 100 / window,
-                get(&METER.enrolled),
-                get(&METER.queued),
-            )
-        }),
-    );
+    let line = Progress::start(progress, clock_line(from, to));
     let rehearsal = runtime.block_on(rehearse(
         &store,
         Arc::new(plan),
@@ -95,6 +78,25 @@ pub fn run(
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The progress line: the virtual clock, how far through the window, and what it did.
+fn clock_line(from: DateTime<Utc>, to: DateTime<Utc>) -> Box<crate::progress::Render> {
+    let window = (to - from).num_milliseconds().max(1);
+    Box::new(move |elapsed| {
+        let at = METER.clock.load(std::sync::atomic::Ordering::Relaxed);
+        let done = (at - from.timestamp_millis()).clamp(0, window);
+        format!(
+            "{:>5.1}s  virtual clock {} ({}%) · {} enrolled · {} emails",
+            elapsed.as_secs_f64(),
+            DateTime::from_timestamp_millis(at.max(from.timestamp_millis()))
+                .unwrap_or(from)
+                .format("%Y-%m-%d %H:%M"),
+            done * 100 / window,
+            get(&METER.enrolled),
+            get(&METER.queued),
+        )
+    })
 }
 
 /// A date is midnight UTC; anything else must be RFC 3339.
