@@ -88,7 +88,12 @@ pub(super) fn register_types(engine: &mut Engine) {
             map_to_dynamic(&c.attributes)
         })
         .register_fn("has_tag", |c: &mut Customer, tag: &str| c.has_tag(tag));
+    register_event_and_enrollment(engine);
+    register_time(engine);
+}
 
+/// `event` and `enrollment`, with getters.
+fn register_event_and_enrollment(engine: &mut Engine) {
     engine
         .register_type_with_name::<Event>("Event")
         .register_get("id", |e: &mut Event| e.id.clone())
@@ -108,7 +113,11 @@ pub(super) fn register_types(engine: &mut Engine) {
         .register_get("total_spent_at_entry", |e: &mut Enrollment| {
             e.total_spent_at_entry
         });
+}
 
+/// Times, dates and durations: their arithmetic, comparisons and the helpers that count
+/// days and past events.
+fn register_time(engine: &mut Engine) {
     engine
         .register_type_with_name::<Timestamp>("Timestamp")
         .register_type_with_name::<Date>("Date")
