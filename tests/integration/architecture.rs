@@ -177,3 +177,107 @@ fn no_source_file_is_longer_than_seven_hundred_lines() {
         .collect();
     assert!(long.is_empty(), "too long: {long:?}");
 }
+
+/// Blanks out string and character literals and `//` comments, so that the braces inside
+/// them are not counted.
+fn code_only(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => break,
+            '"' => {
+                while let Some(d) = chars.next() {
+                    match d {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '\'' => {
+                // A character literal ('{', '\n'), not a lifetime ('a).
+                let rest: String = chars.clone().take(3).collect();
+                if rest.starts_with('\\') {
+                    while let Some(d) = chars.next() {
+                        if d == '\'' {
+                            break;
+                        }
+                    }
+                } else if rest.chars().nth(1) == Some('\'') {
+                    chars.next();
+                    chars.next();
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// No function in `src/` is longer than 80 lines (tests' own modules aside): a function
+/// that does one thing fits on a screen.
+#[test]
+fn no_function_is_longer_than_eighty_lines() {
+    let src = crate::common::repo_root().join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut long = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.starts_with("#[cfg(test)]"))
+            .collect();
+        let mut i = 0;
+        while i < lines.len() {
+            let trimmed = lines[i].trim_start();
+            let header = [
+                "fn ",
+                "pub fn ",
+                "async fn ",
+                "pub async fn ",
+                "pub(super) fn ",
+                "pub(super) async fn ",
+                "pub(crate) fn ",
+                "pub(crate) async fn ",
+                "const fn ",
+            ]
+            .iter()
+            .any(|p| trimmed.starts_with(p));
+            if !header {
+                i += 1;
+                continue;
+            }
+            let (mut depth, mut opened, mut j) = (0i32, false, i);
+            while j < lines.len() {
+                let code = code_only(lines[j]);
+                if !opened && code.trim_end().ends_with(';') && !code.contains('{') {
+                    break; // a declaration without a body
+                }
+                for c in code.chars() {
+                    match c {
+                        '{' => {
+                            depth += 1;
+                            opened = true;
+                        }
+                        '}' => depth -= 1,
+                        _ => {}
+                    }
+                }
+                if opened && depth <= 0 {
+                    break;
+                }
+                j += 1;
+            }
+            let length = j - i + 1;
+            if opened && length > 80 {
+                long.push(format!("{}:{} ({length} lines)", file.display(), i + 1));
+            }
+            i += 1;
+        }
+    }
+    assert!(long.is_empty(), "functions over 80 lines: {long:?}");
+}
