@@ -201,7 +201,7 @@ fn code_only(line: &str) -> String {
                 // A character literal ('{', '\n'), not a lifetime ('a).
                 let rest: String = chars.clone().take(3).collect();
                 if rest.starts_with('\\') {
-                    while let Some(d) = chars.next() {
+                    for d in chars.by_ref() {
                         if d == '\'' {
                             break;
                         }
