@@ -46,12 +46,7 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         .listen
         .clone()
         .unwrap_or_else(|| project.config.server.listen.clone());
-    let url = project
-        .database_url()
-        .map_err(|source| CommandError::Setting {
-            key: "database",
-            source,
-        })?;
+    let url = crate::cli::shared::database_url(&project)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

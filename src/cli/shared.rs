@@ -37,6 +37,16 @@ pub enum CommandError {
     Key(#[from] crate::unsubscribe::KeyError),
 }
 
+/// `database:` of tidings.yaml, its `${ENV}` resolved.
+pub fn database_url(project: &crate::config::Project) -> Result<String, CommandError> {
+    project
+        .database_url()
+        .map_err(|source| CommandError::Setting {
+            key: "database",
+            source,
+        })
+}
+
 /// Loads the project and opens its store, on a runtime that lives as long as the command.
 pub fn open_store(
     root: &std::path::Path,
@@ -49,12 +59,7 @@ pub fn open_store(
     CommandError,
 > {
     let project = crate::config::Project::load(root).map_err(CommandError::Diagnostic)?;
-    let url = project
-        .database_url()
-        .map_err(|source| CommandError::Setting {
-            key: "database",
-            source,
-        })?;
+    let url = database_url(&project)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -85,6 +85,14 @@ fn print_report(
         warnings,
         failed,
     } = tally;
+    let summary_line = format!(
+        "{files} file{} checked: {} valid workflow{}, {errors} error{}, {warnings} warning{}",
+        plural(files),
+        summaries.len(),
+        plural(summaries.len()),
+        plural(errors),
+        plural(warnings),
+    );
     let mut out = std::io::stdout().lock();
     match format {
         Format::Human => {
@@ -92,15 +100,7 @@ fn print_report(
             for (name, summary) in summaries {
                 writeln!(out, "ok    {name}: {summary}")?;
             }
-            writeln!(
-                out,
-                "{files} file{} checked: {} valid workflow{}, {errors} error{}, {warnings} warning{}",
-                plural(files),
-                summaries.len(),
-                plural(summaries.len()),
-                plural(errors),
-                plural(warnings),
-            )?;
+            writeln!(out, "{summary_line}")?;
         }
         Format::Json => {
             let json = serde_json::json!({
@@ -121,15 +121,7 @@ fn print_report(
             for d in diagnostics {
                 writeln!(out, "{}", render_github(d))?;
             }
-            writeln!(
-                out,
-                "{files} file{} checked: {} valid workflow{}, {errors} error{}, {warnings} warning{}",
-                plural(files),
-                summaries.len(),
-                plural(summaries.len()),
-                plural(errors),
-                plural(warnings),
-            )?;
+            writeln!(out, "{summary_line}")?;
         }
     }
     Ok(())
