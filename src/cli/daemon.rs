@@ -110,7 +110,10 @@ async fn serve_and_pass(
             reload_error: None,
         }),
         passes: std::sync::Mutex::new(PassMetrics::default()),
+        wake: Arc::new(tokio::sync::Notify::new()),
     });
+    // Events recorded elsewhere (another replica, `tidings event`) wake this one too.
+    store.listen_for_events(&url, api.wake.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
             CommandError::Usage(format!(
                 "cannot listen on `{listen}`: {e}; pick another address with `--listen` or `server.listen`"
@@ -197,6 +200,8 @@ async fn passes(
         log_pass(&result, started.elapsed().as_secs_f64());
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            // New events: their journeys start now, not at the next timer.
+            _ = api.wake.notified() => {}
             _ = hangup.notified() => seen = 0,
             _ = stopped.wait_for(|s| *s) => break,
         }

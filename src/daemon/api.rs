@@ -40,6 +40,8 @@ pub struct Api {
     pub health: std::sync::RwLock<Health>,
     /// What the passes did, for `/metrics`.
     pub passes: std::sync::Mutex<PassMetrics>,
+    /// Rung when events arrive, so that the daemon runs a pass at once.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// Counters the daemon's loop keeps.
@@ -599,7 +601,12 @@ async fn events(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) ->
     let rows = crate::import::events_posted(&rows, Utc::now(), key);
     match api.store.record_events(rows.into_iter(), false).await {
         Ok(report) if !report.errors.is_empty() => row_problems(&report.errors, list),
-        Ok(report) => Json(json!({ "stored": report.written })).into_response(),
+        Ok(report) => {
+            if report.written > 0 {
+                api.wake.notify_one();
+            }
+            Json(json!({ "stored": report.written })).into_response()
+        }
         Err(_) => unavailable(),
     }
 }

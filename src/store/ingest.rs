@@ -188,7 +188,14 @@ impl Store {
                 }
             }
         }
-        finish_import(tx, report, skip_invalid).await
+        if report.written > 0 && (report.errors.is_empty() || skip_invalid) {
+            super::wake::announce_in(self, &mut tx).await?;
+        }
+        let report = finish_import(tx, report, skip_invalid).await?;
+        if report.committed && report.written > 0 {
+            super::wake::announce_after(self);
+        }
+        Ok(report)
     }
 }
 

@@ -35,6 +35,7 @@ pub mod stages;
 pub mod states;
 pub mod status;
 pub mod suppressions;
+mod wake;
 
 pub use consent::*;
 pub use ingest::*;
@@ -70,6 +71,8 @@ pub enum Backend {
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
+    /// How new events wake a running daemon.
+    wake: wake::Wake,
 }
 
 pub(crate) fn millis(t: Option<DateTime<Utc>>) -> Option<i64> {

@@ -48,6 +48,7 @@ impl Store {
         let mut store = Self {
             pool: connect().await?,
             backend,
+            wake: super::wake::Wake::of(backend, url),
         };
         if backend == Backend::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL")

@@ -10,6 +10,7 @@ mod daemon;
 mod dkim;
 mod plan;
 mod preview;
+mod realtime;
 mod report;
 mod restart;
 mod schedule;
