@@ -79,6 +79,7 @@ fn main() {
             last_error: None,
             mode: "at_least_once".into(),
             created_at: now,
+            accepted_at: None,
         };
         let message = build_message(&row, &from, row.due_at).expect("it builds");
         bytes += message.formatted().len();

@@ -128,6 +128,10 @@ pub struct Event {
     pub name: String,
     pub at: DateTime<Utc>,
     pub properties: Map<String, Value>,
+    /// When tidings accepted it (not shown to templates): where the latency of the email
+    /// it triggers is measured from.
+    #[serde(skip)]
+    pub recorded_at: Option<DateTime<Utc>>,
 }
 
 impl Event {
@@ -140,6 +144,7 @@ impl Event {
             name: name.to_string(),
             at: now,
             properties,
+            recorded_at: None,
         }
     }
 }

@@ -35,6 +35,56 @@ pub static METER: Meter = Meter {
     clock: AtomicI64::new(0),
 };
 
+/// Upper bounds, in seconds, of the buckets of [`HANDOFF`].
+pub const HANDOFF_BUCKETS: [f64; 10] = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
+
+/// A histogram of how long emails took from the moment their event was accepted to the
+/// moment the SMTP server accepted them: for `/metrics`, and the real-time benchmark.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Observations at or under each bound of [`HANDOFF_BUCKETS`] (not cumulative).
+    buckets: [AtomicU64; 10],
+    /// Observations over the last bound.
+    over: AtomicU64,
+    /// The sum of all observations, in microseconds.
+    sum_micros: AtomicU64,
+}
+
+pub static HANDOFF: Histogram = Histogram {
+    buckets: [const { AtomicU64::new(0) }; 10],
+    over: AtomicU64::new(0),
+    sum_micros: AtomicU64::new(0),
+};
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        let seconds = seconds.max(0.0);
+        match HANDOFF_BUCKETS.iter().position(|b| seconds <= *b) {
+            Some(i) => self.buckets[i].fetch_add(1, Ordering::Relaxed),
+            None => self.over.fetch_add(1, Ordering::Relaxed),
+        };
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound (Prometheus' `le`), the total count, and the sum in
+    /// seconds.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let mut total = 0;
+        let cumulative = HANDOFF_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, n)| {
+                total += n.load(Ordering::Relaxed);
+                (*bound, total)
+            })
+            .collect();
+        let count = total + self.over.load(Ordering::Relaxed);
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (cumulative, count, sum)
+    }
+}
+
 /// Adds one to a counter of [`METER`].
 pub fn count(counter: &AtomicU64) {
     add(counter, 1);

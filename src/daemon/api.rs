@@ -207,6 +207,19 @@ fn pass_counters(p: &PassMetrics) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
+    let (buckets, count, sum) = crate::progress::HANDOFF.snapshot();
+    let name = "tidings_event_to_handoff_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} From an event accepted to its email accepted by the SMTP server.\n# TYPE {name} histogram"
+    );
+    for (bound, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+    );
     let _ = writeln!(
         out,
         "# HELP tidings_last_pass_seconds How long the last pass took.\n# TYPE tidings_last_pass_seconds gauge\ntidings_last_pass_seconds {}",

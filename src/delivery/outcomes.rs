@@ -168,6 +168,11 @@ pub(super) fn tally(
         Outcome::Sent => {
             report.sent += 1;
             count(&METER.sent);
+            // On the wall clock only: a rehearsal's virtual sends measure nothing.
+            if let (Some(accepted), MessageDates::WhenSent) = (d.accepted_at, options.dates) {
+                let took = Utc::now() - accepted;
+                crate::progress::HANDOFF.observe(took.num_microseconds().unwrap_or(0) as f64 / 1e6);
+            }
             write(DeliveryState::Sent, None)
         }
         Outcome::Failed(e) => {

@@ -182,6 +182,10 @@ impl Engine {
             coupon,
             message_id: crate::ids::message_id(&key, &self.config.email.from),
             due_at: at,
+            // Due when its event arrived: the email the event asked for, not a later step.
+            accepted_at: event
+                .and_then(|e| e.recorded_at)
+                .filter(|accepted| at <= *accepted),
         })
     }
 
@@ -223,6 +227,7 @@ impl Engine {
             coupon: None,
             message_id: crate::ids::message_id(&key, &self.config.email.from),
             due_at: at,
+            accepted_at: None,
         })
     }
 }

@@ -119,6 +119,7 @@ const DELIVERIES: Table = Table {
         ("sent_at", Int),
         ("last_error", Text),
         ("lease_until", Int),
+        ("accepted_at", Int),
     ],
 };
 

@@ -28,6 +28,8 @@ pub struct NewDelivery {
     pub coupon: Option<(String, DateTime<Utc>)>,
     pub message_id: String,
     pub due_at: DateTime<Utc>,
+    /// When the event that made it due at once was accepted; `None` for anything else.
+    pub accepted_at: Option<DateTime<Utc>>,
 }
 
 /// Writes a delivery and reserves its coupon; `false` when the key was written before.
@@ -47,8 +49,8 @@ pub async fn insert_deliveries(
     conn: &mut AnyConnection,
     ds: &[NewDelivery],
 ) -> Result<HashSet<String>, StoreError> {
-    let sql = "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, coupon_code, message_id, due_at, created_at, state, attempts) VALUES {values} ON CONFLICT DO NOTHING RETURNING id";
-    let written = super::for_rows(conn, sql, 14, ", 'pending', 0", ds, |q, d| {
+    let sql = "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, coupon_code, message_id, due_at, created_at, accepted_at, state, attempts) VALUES {values} ON CONFLICT DO NOTHING RETURNING id";
+    let written = super::for_rows(conn, sql, 15, ", 'pending', 0", ds, |q, d| {
         q.bind(d.id.clone())
             .bind(d.channel.as_str())
             .bind(d.enrollment_id.clone())
@@ -63,6 +65,7 @@ pub async fn insert_deliveries(
             .bind(d.message_id.clone())
             .bind(d.due_at.timestamp_millis())
             .bind(d.due_at.timestamp_millis())
+            .bind(super::millis(d.accepted_at))
     })
     .await?;
     let new = written
@@ -116,6 +119,8 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
     pub mode: String,
     pub created_at: DateTime<Utc>,
+    /// See [`NewDelivery::accepted_at`].
+    pub accepted_at: Option<DateTime<Utc>>,
 }
 
 impl DeliveryRow {
@@ -210,6 +215,7 @@ pub(crate) fn delivery_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<DeliveryRo
                 last_error: r.try_get("last_error")?,
                 mode: r.try_get("mode")?,
                 created_at: from_millis(Some(r.try_get("created_at")?)).unwrap_or_default(),
+                accepted_at: from_millis(r.try_get("accepted_at")?),
             })
         })
         .collect()

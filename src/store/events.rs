@@ -49,6 +49,7 @@ pub(super) fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent, Store
             at: from_millis(Some(r.try_get("at")?)).ok_or_else(|| corrupt("event time"))?,
             properties: serde_json::from_str(&properties)
                 .map_err(|_| corrupt("event properties"))?,
+            recorded_at: from_millis(r.try_get("recorded_at")?),
         },
         customer_id: r.try_get("customer_id")?,
         set,

@@ -185,4 +185,13 @@ pub(super) const MIGRATIONS: &[(i64, &str, &[&str])] = &[
         "what an event said, to tell a retry from a reused key",
         &["ALTER TABLE events ADD COLUMN fingerprint TEXT"],
     ),
+    (
+        11,
+        "when the event that triggered an email was accepted",
+        &[
+            // An email its event made due at once carries the event's acceptance time,
+            // so that the sender can tell how long it took to hand the email over.
+            "ALTER TABLE deliveries ADD COLUMN accepted_at BIGINT",
+        ],
+    ),
 ];

@@ -54,6 +54,29 @@ fn an_event_is_mailed_within_seconds_not_at_the_next_timer() {
         assert_eq!(run.code, 0, "{}", run.transcript());
         let took = within("rt2@example.com", recorded);
         assert!(took < Duration::from_secs(2), "{}: {took:?}", b.label);
+        // `/metrics` measured both, from the event accepted to the SMTP server's reply.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let metrics = loop {
+            let (_, metrics) = http(port, "GET", "/metrics", &[], b"");
+            let count = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("tidings_event_to_handoff_seconds_count "))
+                .and_then(|n| n.trim().parse::<u64>().ok());
+            if count.is_some_and(|n| n >= 2) || Instant::now() > deadline {
+                break metrics;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            metrics.contains("# TYPE tidings_event_to_handoff_seconds histogram"),
+            "{metrics}"
+        );
+        let within_two: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tidings_event_to_handoff_seconds_bucket{le=\"2\"} "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(within_two >= 2, "{}: {metrics}", b.label);
         assert!(daemon.stop().success());
     }
 }
