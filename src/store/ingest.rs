@@ -144,49 +144,7 @@ impl Store {
                 });
                 continue;
             }
-            let changes = if row.set.is_empty() {
-                "{}".to_string()
-            } else {
-                let mut m = Map::new();
-                m.insert("set".into(), Value::Object(row.set.clone()));
-                Value::Object(m).to_string()
-            };
-            let id = match &row.id {
-                EventId::Given(id) | EventId::Row(id) => id.clone(),
-                EventId::None => fresh_event_id()?,
-            };
-            let inserted = sqlx::query(
-                "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at, fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&id)
-            .bind(&row.customer_id)
-            .bind(&row.name)
-            .bind(row.at.timestamp_millis())
-            .bind(Value::Object(row.properties.clone()).to_string())
-            .bind(changes)
-            .bind(now)
-            .bind(&row.fingerprint)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            report.written += inserted;
-            if inserted == 0 && matches!(row.id, EventId::Given(_)) {
-                // Seen before: a retry of the same event, or a key reused for another.
-                let earlier: Option<String> =
-                    sqlx::query_scalar("SELECT fingerprint FROM events WHERE id = $1")
-                        .bind(&id)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .flatten();
-                if earlier.is_some_and(|f| f != row.fingerprint) {
-                    report.errors.push(RowError {
-                        line: row.line,
-                        column: None,
-                        field: "id".into(),
-                        message: "this id (or Idempotency-Key) was recorded before for a different event; give a new event a new key".into(),
-                    });
-                }
-            }
+            insert_event(&mut tx, &row, now, &mut report).await?;
         }
         if report.written > 0 && (report.errors.is_empty() || skip_invalid) {
             super::wake::announce_in(self, &mut tx).await?;
@@ -220,4 +178,58 @@ pub(super) async fn finish_import(
         report.written = 0;
     }
     Ok(report)
+}
+
+/// One checked event row into the store (a new id when it has none); a given id seen before
+/// is a retry, recorded once — or, for a different event, an error.
+async fn insert_event(
+    tx: &mut sqlx::AnyConnection,
+    row: &EventRow,
+    now: i64,
+    report: &mut ImportReport,
+) -> Result<(), StoreError> {
+    let changes = if row.set.is_empty() {
+        "{}".to_string()
+    } else {
+        let mut m = Map::new();
+        m.insert("set".into(), Value::Object(row.set.clone()));
+        Value::Object(m).to_string()
+    };
+    let id = match &row.id {
+        EventId::Given(id) | EventId::Row(id) => id.clone(),
+        EventId::None => fresh_event_id()?,
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at, fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(&row.customer_id)
+    .bind(&row.name)
+    .bind(row.at.timestamp_millis())
+    .bind(Value::Object(row.properties.clone()).to_string())
+    .bind(changes)
+    .bind(now)
+    .bind(&row.fingerprint)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    report.written += inserted;
+    if inserted == 0 && matches!(row.id, EventId::Given(_)) {
+        // Seen before: a retry of the same event, or a key reused for another.
+        let earlier: Option<String> =
+            sqlx::query_scalar("SELECT fingerprint FROM events WHERE id = $1")
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+        if earlier.is_some_and(|f| f != row.fingerprint) {
+            report.errors.push(RowError {
+                line: row.line,
+                column: None,
+                field: "id".into(),
+                message: "this id (or Idempotency-Key) was recorded before for a different event; give a new event a new key".into(),
+            });
+        }
+    }
+    Ok(())
 }
