@@ -62,6 +62,7 @@ name: thanks
 class: transactional
 trigger:
   event: order_placed
+reentry: always
 steps:
   - email: thanks/order
     subject: "Thank you for your order, {{ customer.first_name or \"friend\" }}"
