@@ -123,6 +123,11 @@ fn a_live_replica_finishes_what_a_killed_one_was_sending() {
         sent() >= N as i64
     });
     let took = killed_at.elapsed();
+    // The lease (5 s), then a few passes of 1 s and the sending: not a restart.
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "the survivor took {took:?}"
+    );
     assert!(survivor.stop().success());
     assert_eq!(
         count(&b, "SELECT COUNT(*) FROM deliveries WHERE state <> 'sent'"),
