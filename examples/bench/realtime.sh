@@ -19,15 +19,8 @@ CUSTOMERS=${CUSTOMERS:-2000}
 PORT=${PORT:-2525}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-export PATH="$PATH:/usr/sbin"
-
-if ! command -v smtp-sink >/dev/null 2>&1; then
-  echo "installing Postfix for smtp-sink ..." >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix >/dev/null
-fi
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-bin="$root/target/release/tidings"
+# shellcheck source=postfix.sh
+. "$here/postfix.sh"
 
 work=$(mktemp -d)
 pids=()
