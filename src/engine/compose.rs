@@ -96,39 +96,70 @@ impl Engine {
             let StepKind::Email(email) = &s.kind else {
                 continue;
             };
-            let mut ctx = self.context(wf, &customer, event.as_ref(), Moment::now(at));
-            if let Some(c) = &email.coupon {
-                let code = coupon_code(
-                    &c.prefix,
-                    &format!("preview/{}/{}/{}", wf.name, customer.id, s.id),
-                );
-                let expires = (at + c.valid_for).format("%Y-%m-%d").to_string();
-                ctx.insert(
-                    "coupon",
-                    &serde_json::json!({ "code": code, "expires_at": expires }),
-                );
-            }
-            let render = |name: &str| {
-                self.plan.templates.tera().render(name, &ctx).map_err(|e| {
+            let key = format!("preview/{}/{}/{}", wf.name, customer.id, s.id);
+            let composed = self
+                .compose(wf, email, &customer, event.as_ref(), Moment::now(at), &key)
+                .map_err(|(name, e)| {
                     EngineError::Config(format!(
                         "`{name}`: {}",
                         crate::source::diagnostic::error_chain(&e)
                     ))
-                })
-            };
-            let (html_file, text_file) = email.files.for_locale(customer.locale.as_deref());
+                })?;
             out.push(Rendered {
                 step: s.id.clone(),
                 to: customer.email.clone(),
                 locale: customer.locale.clone(),
-                subject: render(subject_for(&email.subjects, customer.locale.as_deref()))?,
-                html_file: html_file.to_string(),
-                html: render(html_file)?,
-                text_file: text_file.map(str::to_string),
-                text: text_file.map(render).transpose()?,
+                subject: composed.subject,
+                html_file: composed.html_file.to_string(),
+                html: composed.html,
+                text_file: composed.text_file.map(str::to_string),
+                text: composed.text,
             });
         }
         Ok(out)
+    }
+
+    /// What an email says, for a send and a preview alike: the context, the coupon (its
+    /// code derived from `coupon_key`), the subject for the customer's locale, and the
+    /// HTML and text templates rendered. An error names the template that failed.
+    #[allow(clippy::too_many_arguments)] // the email, who it is for, and when
+    pub(super) fn compose<'a>(
+        &self,
+        wf: &Workflow,
+        email: &'a EmailStep,
+        customer: &Customer,
+        event: Option<&Event>,
+        moment: Moment,
+        coupon_key: &str,
+    ) -> Result<Composed<'a>, (String, tera::Error)> {
+        let mut ctx = self.context(wf, customer, event, moment);
+        let coupon = email
+            .coupon
+            .as_ref()
+            .map(|c| (coupon_code(&c.prefix, coupon_key), moment.at + c.valid_for));
+        if let Some((code, expires)) = &coupon {
+            let expires = expires.format("%Y-%m-%d").to_string();
+            ctx.insert(
+                "coupon",
+                &serde_json::json!({ "code": code, "expires_at": expires }),
+            );
+        }
+        let unsubscribe_url = ctx
+            .get("unsubscribe_url")
+            .and_then(|u| u.as_str())
+            .map(str::to_string);
+        let tera = self.plan.templates.tera();
+        let render = |name: &str| tera.render(name, &ctx).map_err(|e| (name.to_string(), e));
+        let (html_file, text_file) = email.files.for_locale(customer.locale.as_deref());
+        Ok(Composed {
+            subject: render(subject_for(&email.subjects, customer.locale.as_deref()))?,
+            html: render(html_file)?,
+            text: text_file.map(render).transpose()?,
+            html_file,
+            text_file,
+            coupon,
+            unsubscribe_url,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -144,24 +175,16 @@ impl Engine {
     ) -> Result<NewDelivery, tera::Error> {
         let at = moment.at;
         let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
-        let mut ctx = self.context(wf, customer, event, moment);
-        let coupon = email
-            .coupon
-            .as_ref()
-            .map(|c| (coupon_code(&c.prefix, &key), at + c.valid_for));
-        if let Some((code, expires)) = &coupon {
-            ctx.insert("coupon", &serde_json::json!({ "code": code, "expires_at": expires.format("%Y-%m-%d").to_string() }));
-        }
-        let unsubscribe = ctx.get("unsubscribe_url").cloned();
-        let tera = self.plan.templates.tera();
-        let (html, text) = email.files.for_locale(customer.locale.as_deref());
-        let subject_template = subject_for(&email.subjects, customer.locale.as_deref());
-        let subject = tera.render(subject_template, &ctx)?;
+        let composed = self
+            .compose(wf, email, customer, event, moment, &key)
+            .map_err(|(_, e)| e)?;
+        let subject = composed.subject;
         if subject.contains(['\r', '\n']) {
             return Err(tera::Error::message(
                 "the subject has a line break after rendering; remove it from the customer data or the template",
             ));
         }
+        let (coupon, unsubscribe) = (composed.coupon, composed.unsubscribe_url);
         Ok(NewDelivery {
             id: key.clone(),
             channel: Channel::Email,
@@ -173,12 +196,9 @@ impl Engine {
             mode: wf.delivery,
             recipient: customer.email.clone(),
             subject: Some(subject),
-            html: Some(tera.render(html, &ctx)?),
-            text: text.map(|t| tera.render(t, &ctx)).transpose()?,
-            payload: Some(
-                serde_json::json!({ "unsubscribe_url": unsubscribe.map(|u| u.to_string()) })
-                    .to_string(),
-            ),
+            html: Some(composed.html),
+            text: composed.text,
+            payload: Some(serde_json::json!({ "unsubscribe_url": unsubscribe }).to_string()),
             coupon,
             message_id: crate::ids::message_id(&key, &self.config.email.from),
             due_at: at,
@@ -230,6 +250,17 @@ impl Engine {
             accepted_at: None,
         })
     }
+}
+
+/// An email as composed: what a send writes to the outbox and a preview shows.
+pub(super) struct Composed<'a> {
+    subject: String,
+    html: String,
+    text: Option<String>,
+    html_file: &'a str,
+    text_file: Option<&'a str>,
+    coupon: Option<(String, DateTime<Utc>)>,
+    unsubscribe_url: Option<String>,
 }
 
 /// Renders the string values of a webhook body as templates; an error fails the step
