@@ -142,3 +142,70 @@ fn a_live_replica_finishes_what_a_killed_one_was_sending() {
     );
     eprintln!("the survivor finished {took:?} after the kill; {duplicates} duplicates");
 }
+
+/// A webhook call another sender left mid-call past its lease is made again by a daemon that
+/// is running, with the same idempotency key, so the receiver can tell it is a repeat.
+#[test]
+fn a_running_daemon_takes_over_webhook_calls_whose_lease_ran_out() {
+    for b in backends("takeover-webhook") {
+        let smtp = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        let receiver = crate::common::HttpReceiver::start(Box::new(|_, _| 200));
+        let addresses: Vec<String> = (0..2).map(|i| format!("w{i}@example.com")).collect();
+        crate::smtp::new_customers(
+            &b,
+            smtp.port,
+            "webhooks: { allow_hosts: [127.0.0.1] }\n",
+            &addresses,
+        );
+        std::fs::remove_dir_all(b.dir.join("workflows")).unwrap();
+        crate::common::write(
+            &b.dir,
+            "workflows/tell-crm.yaml",
+            &format!(
+                "name: tell-crm\nclass: transactional\ntrigger:\n  event: customer_created\nsteps:\n  - webhook: {{ url: \"http://127.0.0.1:{}/hooks/new\", method: POST, json: {{ id: \"{{{{ customer.id }}}}\" }} }}\n",
+                receiver.port
+            ),
+        );
+        let daemon = Daemon::start(&b, free_port(), "1s");
+        let calls = || receiver.requests().len();
+        wait_for("the first calls", Duration::from_secs(60), &|| {
+            calls() >= 2
+                && count(
+                    &b,
+                    "SELECT COUNT(*) FROM deliveries WHERE channel = 'webhook' AND state = 'sent'",
+                ) == 2
+        });
+        // As a sender that died mid-call leaves them: claimed, the lease long gone.
+        with_store(&b, async |s| {
+            let mut conn = s.connection().await.unwrap();
+            let past = chrono::Utc::now().timestamp_millis() - 1_000;
+            sqlx::query(
+                "UPDATE deliveries SET state = 'sending', lease_until = $1 WHERE channel = 'webhook'",
+            )
+            .bind(past)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        });
+        wait_for(
+            "the daemon to make the abandoned calls again",
+            Duration::from_secs(30),
+            &|| calls() >= 4,
+        );
+        assert!(daemon.stop().success());
+        let requests = receiver.requests();
+        let mut keys: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &requests {
+            let key = r.header("idempotency-key").unwrap().to_string();
+            *keys.entry(key).or_default() += 1;
+        }
+        assert_eq!(keys.len(), 2, "{}: two calls, each made twice", b.label);
+        assert!(keys.values().all(|n| *n == 2), "{}: {keys:?}", b.label);
+        assert_eq!(
+            smtp.received().len(),
+            0,
+            "{}: no email in this project",
+            b.label
+        );
+    }
+}
