@@ -76,9 +76,18 @@ impl Store {
                 let mut listener = sqlx::postgres::PgListener::connect(url).await?;
                 listener.listen(CHANNEL).await?;
                 tokio::spawn(async move {
-                    // A lost connection is taken up again by `recv`; the timer still runs.
-                    while listener.recv().await.is_ok() {
-                        wake.notify_one();
+                    // A lost connection is taken up again by `recv`; should that fail, the
+                    // timer still runs, and the operator hears why the wake-ups stopped.
+                    loop {
+                        match listener.recv().await {
+                            Ok(_) => wake.notify_one(),
+                            Err(e) => {
+                                tracing::warn!(
+                                    "no longer hearing of events from other replicas ({e}); they are found at the next timer"
+                                );
+                                break;
+                            }
+                        }
                     }
                 });
             }
