@@ -10,7 +10,7 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc}
 use chrono_tz::Tz;
 
 use crate::common::write;
-use crate::store::{backends, tidings, with_examples, with_store};
+use crate::store::{backends, import_demo, tidings, with_examples, with_store};
 
 const FROM: &str = "2027-02-01T00:00:00Z";
 const TO: &str = "2027-04-02T00:00:00Z";
@@ -430,14 +430,8 @@ fn sixty_days_of_the_shipped_examples_match_the_rules() {
 fn simulate_copies_either_store_and_leaves_it_alone() {
     for b in backends("simulate-demo") {
         with_examples(&b);
-        let root = crate::common::repo_root().join("examples/demo");
-        for kind in ["customers", "events"] {
-            let file = root.join(format!("{kind}.csv"));
-            let run = tidings(&b)
-                .args(["import", kind, file.to_str().unwrap()])
-                .run();
-            assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
-        }
+        import_demo(&b, "customers");
+        import_demo(&b, "events");
         // A pass in the real store first: the rehearsal continues its journeys.
         crate::store::pass(&b, "2026-06-01T08:00:00Z");
         let before = crate::store::outbox(&b);
@@ -539,14 +533,8 @@ fn the_copy_knows_every_column() {
 fn a_window_the_store_already_ran_is_not_counted_as_rehearsed() {
     let b = backends("simulate-ran").remove(0);
     with_examples(&b);
-    let root = crate::common::repo_root().join("examples/demo");
-    for kind in ["customers", "events"] {
-        let file = root.join(format!("{kind}.csv"));
-        let run = tidings(&b)
-            .args(["import", kind, file.to_str().unwrap()])
-            .run();
-        assert_eq!(run.code, 0, "{}", run.transcript());
-    }
+    import_demo(&b, "customers");
+    import_demo(&b, "events");
     for now in [
         "2026-06-01T08:00:00Z",
         "2026-06-03T10:00:00Z",
