@@ -269,56 +269,47 @@ struct Offer {
     utf8: bool,
 }
 
+impl Offer {
+    /// PIPELINING, 8BITMIME and SMTPUTF8, as most servers offer.
+    const USUAL: Offer = Offer {
+        pipelining: true,
+        utf8: true,
+    };
+}
+
 impl SmtpServer {
     /// A server that offers PIPELINING, as most do.
     pub fn start(script: Box<Script>) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        Self::serve(
-            listener,
-            script,
-            Offer {
-                pipelining: true,
-                utf8: true,
-            },
-        )
+        Self::on_any_port(script, Offer::USUAL)
     }
 
     /// A server that does not offer PIPELINING: commands must come one at a time.
     pub fn start_without_pipelining(script: Box<Script>) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        Self::serve(
-            listener,
-            script,
-            Offer {
-                pipelining: false,
-                utf8: true,
-            },
-        )
+        let offer = Offer {
+            pipelining: false,
+            ..Offer::USUAL
+        };
+        Self::on_any_port(script, offer)
     }
 
     /// A server of plain 7-bit SMTP: neither 8BITMIME nor SMTPUTF8.
     pub fn start_seven_bit(script: Box<Script>) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        Self::serve(
-            listener,
-            script,
-            Offer {
-                pipelining: true,
-                utf8: false,
-            },
-        )
+        let offer = Offer {
+            utf8: false,
+            ..Offer::USUAL
+        };
+        Self::on_any_port(script, offer)
     }
 
     /// Starts on a port picked earlier (the "server down at start" test).
     pub fn start_on(port: u16, script: Box<Script>) -> Self {
-        Self::serve(
-            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
-            script,
-            Offer {
-                pipelining: true,
-                utf8: true,
-            },
-        )
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        Self::serve(listener, script, Offer::USUAL)
+    }
+
+    fn on_any_port(script: Box<Script>, offer: Offer) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(listener, script, offer)
     }
 
     fn serve(listener: std::net::TcpListener, script: Box<Script>, offer: Offer) -> Self {
