@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod engine;
 pub mod ids;
+pub mod links;
 pub mod import;
 pub mod pass;
 pub mod progress;

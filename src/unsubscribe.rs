@@ -20,6 +20,9 @@ pub struct Unsubscribe {
     pub customer_id: String,
     pub workflow: String,
     pub expires_at: DateTime<Utc>,
+    /// The email the link was in (its delivery key), so that an unsubscribe is credited to
+    /// its step; links made before this was carried have none.
+    pub delivery: Option<String>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -75,17 +78,25 @@ impl Signer {
 
     /// The nonce and the sealed content, base64url: safe in a URL path, and opaque.
     pub fn token(&self, u: &Unsubscribe) -> String {
-        let payload = payload(u);
-        let tag = hmac::sign(&self.nonce, payload.as_bytes());
+        self.seal(CONTEXT, payload(u).as_bytes())
+    }
+
+    /// Seals `payload` for one purpose (`context`): a token sealed for another purpose
+    /// (an unsubscribe link used as a tracked link) does not open.
+    pub fn seal(&self, context: &[u8], payload: &[u8]) -> String {
+        let mut keyed = context.to_vec();
+        keyed.push(0);
+        keyed.extend_from_slice(payload);
+        let tag = hmac::sign(&self.nonce, &keyed);
         let mut nonce = [0u8; aead::NONCE_LEN];
         nonce.copy_from_slice(&tag.as_ref()[..aead::NONCE_LEN]);
-        let mut sealed = payload.into_bytes();
+        let mut sealed = payload.to_vec();
         let mut token = nonce.to_vec();
         if self
             .seal
             .seal_in_place_append_tag(
                 aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(CONTEXT),
+                aead::Aad::from(context),
                 &mut sealed,
             )
             .is_err()
@@ -97,6 +108,25 @@ impl Signer {
         URL_SAFE_NO_PAD.encode(token)
     }
 
+    /// What [`Signer::seal`] sealed for `context`, if this secret sealed it.
+    pub fn unseal(&self, context: &[u8], token: &str) -> Result<Vec<u8>, TokenError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| TokenError::Malformed)?;
+        if bytes.len() < aead::NONCE_LEN + aead::CHACHA20_POLY1305.tag_len() {
+            return Err(TokenError::Malformed);
+        }
+        let (nonce, sealed) = bytes.split_at(aead::NONCE_LEN);
+        let nonce =
+            aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| TokenError::Malformed)?;
+        let mut sealed = sealed.to_vec();
+        let plain = self
+            .seal
+            .open_in_place(nonce, aead::Aad::from(context), &mut sealed)
+            .map_err(|_| TokenError::BadSignature)?;
+        Ok(plain.to_vec())
+    }
+
     /// The token's content, if this secret sealed it (or, for a link of the earlier form,
     /// signed it) and it has not expired by `now`.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Unsubscribe, TokenError> {
@@ -105,9 +135,9 @@ impl Signer {
             None => self.open(token)?,
         };
         let text = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
-        let mut parts = text.splitn(3, '\n');
-        let (Some(customer_id), Some(workflow), Some(expiry)) =
-            (parts.next(), parts.next(), parts.next())
+        let mut parts = text.splitn(4, '\n');
+        let (Some(customer_id), Some(workflow), Some(expiry), delivery) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(TokenError::Malformed);
         };
@@ -125,27 +155,14 @@ impl Signer {
             customer_id: customer_id.to_string(),
             workflow: workflow.to_string(),
             expires_at,
+            delivery: delivery.filter(|d| !d.is_empty()).map(str::to_string),
         })
     }
 }
 
 impl Signer {
     fn open(&self, token: &str) -> Result<Vec<u8>, TokenError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token)
-            .map_err(|_| TokenError::Malformed)?;
-        if bytes.len() < aead::NONCE_LEN + aead::CHACHA20_POLY1305.tag_len() {
-            return Err(TokenError::Malformed);
-        }
-        let (nonce, sealed) = bytes.split_at(aead::NONCE_LEN);
-        let nonce =
-            aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| TokenError::Malformed)?;
-        let mut sealed = sealed.to_vec();
-        let plain = self
-            .seal
-            .open_in_place(nonce, aead::Aad::from(CONTEXT), &mut sealed)
-            .map_err(|_| TokenError::BadSignature)?;
-        Ok(plain.to_vec())
+        self.unseal(CONTEXT, token)
     }
 
     fn legacy_payload(&self, payload: &str, signature: &str) -> Result<Vec<u8>, TokenError> {
@@ -162,12 +179,17 @@ impl Signer {
 
 /// What a token carries, before it is sealed.
 fn payload(u: &Unsubscribe) -> String {
-    format!(
+    let mut text = format!(
         "{}\n{}\n{}",
         u.customer_id,
         u.workflow,
         u.expires_at.timestamp()
-    )
+    );
+    if let Some(delivery) = &u.delivery {
+        text.push('\n');
+        text.push_str(delivery);
+    }
+    text
 }
 
 #[derive(Debug, Error)]
@@ -208,6 +230,7 @@ mod tests {
             customer_id: "c-山田".into(),
             workflow: "birthday-offer".into(),
             expires_at: t("2027-06-01T00:00:00Z"),
+            delivery: None,
         }
     }
 

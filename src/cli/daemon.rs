@@ -111,6 +111,10 @@ async fn serve_and_pass(
         }),
         passes: std::sync::Mutex::new(PassMetrics::default()),
         wake: Arc::new(tokio::sync::Notify::new()),
+        tracking: crate::daemon::engagement::Tracking {
+            machine_window: crate::config::Settings::of(&project.config).machine_window,
+            store_client: project.config.tracking.store_client,
+        },
     });
     // Events recorded elsewhere (another replica, `tidings event`) wake this one too.
     store.listen_for_events(&url, api.wake.clone()).await?;

@@ -42,6 +42,8 @@ pub struct Api {
     pub passes: std::sync::Mutex<PassMetrics>,
     /// Rung when events arrive, so that the daemon runs a pass at once.
     pub wake: Arc<tokio::sync::Notify>,
+    /// How clicks, opens and answers are told apart from machines and what is kept.
+    pub tracking: super::engagement::Tracking,
 }
 
 /// Counters the daemon's loop keeps.
@@ -69,6 +71,12 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/u/{token}", get(confirm).post(unsubscribe))
+        .route("/c/{token}", get(super::engagement::click))
+        .route("/o/{file}", get(super::engagement::open))
+        .route(
+            "/a/{token}",
+            get(super::engagement::answer).post(super::engagement::comment),
+        )
         .route("/v1/suppressions", post(suppressions))
         .route("/v1/customers", post(customers))
         .route("/v1/events", post(events))
@@ -250,7 +258,7 @@ fn problem(status: StatusCode, message: &str, pointer: Option<&str>) -> Response
     (status, Json(body)).into_response()
 }
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
+pub(super) fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\"><title>{title}</title></head>\n<body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\"><h1>{title}</h1>\n{body}\n</body></html>\n"
     );
@@ -258,7 +266,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
 }
 
 /// The page for a link that cannot be used; nothing has changed.
-fn refused(e: &TokenError) -> Response {
+pub(super) fn refused(e: &TokenError) -> Response {
     let status = match e {
         TokenError::Expired(_) => StatusCode::GONE,
         _ => StatusCode::BAD_REQUEST,
@@ -313,7 +321,7 @@ async fn unsubscribe(State(api): State<Arc<Api>>, Path(token): Path<String>) -> 
     let source = format!("link in `{}`", checked.workflow);
     match api
         .store
-        .unsubscribe(&checked.customer_id, &source, Utc::now())
+        .unsubscribe(&checked.customer_id, &source, checked.delivery.as_deref(), Utc::now())
         .await
     {
         Ok(Unsubscribed::Now | Unsubscribed::Already) => page(

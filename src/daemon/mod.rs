@@ -3,4 +3,6 @@
 //! (`serve`). The loop of passes is the `daemon` command's (`cli::daemon`).
 
 pub mod api;
+pub mod engagement;
+mod pages;
 pub mod serve;

@@ -20,6 +20,7 @@ impl Engine {
         customer: &Customer,
         event: Option<&Event>,
         moment: Moment,
+        delivery: Option<&str>,
     ) -> Context {
         let at = moment.at;
         let mut ctx = Context::new();
@@ -41,6 +42,7 @@ impl Engine {
                 customer_id: customer.id.clone(),
                 workflow: wf.name.clone(),
                 expires_at: at.max(moment.links_from) + valid_for,
+                delivery: delivery.map(str::to_string),
             })
         });
         ctx.insert(
@@ -98,7 +100,14 @@ impl Engine {
             };
             let key = format!("preview/{}/{}/{}", wf.name, customer.id, s.id);
             let composed = self
-                .compose(wf, email, &customer, event.as_ref(), Moment::now(at), &key)
+                .compose(
+                    wf,
+                    (email, &s.id),
+                    &customer,
+                    event.as_ref(),
+                    Moment::now(at),
+                    &key,
+                )
                 .map_err(|(name, e)| {
                     EngineError::Config(format!(
                         "`{name}`: {}",
@@ -121,18 +130,20 @@ impl Engine {
 
     /// What an email says, for a send and a preview alike: the context, the coupon (its
     /// code derived from `coupon_key`), the subject for the customer's locale, and the
-    /// HTML and text templates rendered. An error names the template that failed.
+    /// HTML and text templates rendered, their links tracked as `tracking:` says (the
+    /// delivery key, `coupon_key`, is what the tracked links name). An error names the
+    /// template that failed.
     #[allow(clippy::too_many_arguments)] // the email, who it is for, and when
     pub(super) fn compose<'a>(
         &self,
         wf: &Workflow,
-        email: &'a EmailStep,
+        (email, step): (&'a EmailStep, &str),
         customer: &Customer,
         event: Option<&Event>,
         moment: Moment,
         coupon_key: &str,
     ) -> Result<Composed<'a>, (String, tera::Error)> {
-        let mut ctx = self.context(wf, customer, event, moment);
+        let mut ctx = self.context(wf, customer, event, moment, Some(coupon_key));
         let coupon = email
             .coupon
             .as_ref()
@@ -151,10 +162,31 @@ impl Engine {
         let tera = self.plan.templates.tera();
         let render = |name: &str| tera.render(name, &ctx).map_err(|e| (name.to_string(), e));
         let (html_file, text_file) = email.files.for_locale(customer.locale.as_deref());
+        let (mut html, mut text) = (render(html_file)?, text_file.map(render).transpose()?);
+        if let Some(signer) = self.signer.get() {
+            let names = (wf.name.as_str(), step);
+            let marketing = wf.class == crate::workflow::raw::MailClass::Marketing;
+            let tracking = self
+                .config
+                .tracking
+                .for_email(&wf.tracking, marketing, names);
+            let public = self.config.public_base();
+            let rewriter = crate::links::Rewriter {
+                signer,
+                public: &public,
+                delivery: coupon_key,
+                clicks: tracking.clicks,
+                opens: tracking.opens,
+                utm: &tracking.utm,
+                unsubscribe: unsubscribe_url.as_deref().unwrap_or(""),
+            };
+            html = rewriter.html(&html);
+            text = text.map(|t| rewriter.text(&t));
+        }
         Ok(Composed {
             subject: render(subject_for(&email.subjects, customer.locale.as_deref()))?,
-            html: render(html_file)?,
-            text: text_file.map(render).transpose()?,
+            html,
+            text,
             html_file,
             text_file,
             coupon,
@@ -176,7 +208,7 @@ impl Engine {
         let at = moment.at;
         let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
         let composed = self
-            .compose(wf, email, customer, event, moment, &key)
+            .compose(wf, (email, step), customer, event, moment, &key)
             .map_err(|(_, e)| e)?;
         let subject = composed.subject;
         if subject.contains(['\r', '\n']) {
@@ -221,7 +253,7 @@ impl Engine {
         at: DateTime<Utc>,
     ) -> Result<NewDelivery, tera::Error> {
         let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
-        let ctx = self.context(wf, customer, event, Moment::now(at));
+        let ctx = self.context(wf, customer, event, Moment::now(at), None);
         // String values of the body are Tera templates; the URL's `${ENV}` is resolved at
         // send time, so no secret is ever stored in the outbox.
         let body = hook

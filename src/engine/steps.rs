@@ -215,6 +215,8 @@ impl Engine {
             Some(id) => events::event(conn, id).await?,
             None => None,
         };
+        // Whether the event came or the time ran out, the wait is over.
+        row.waiting = None;
         let history = history_if(conn, wf.reads_history(), &customer.id, at).await?;
         let journey = Journey {
             wf,
@@ -327,6 +329,15 @@ impl Engine {
                 return self
                     .email_step(conn, journey, node, email, row, customer, mail, report)
                     .await;
+            }
+            StepKind::WaitFor(wait) => {
+                row.step = next;
+                row.due_at = Some(at + wait.at_most);
+                row.waiting = Some(crate::store::enrollments::Waiting {
+                    event: wait.event.clone(),
+                    since: at,
+                });
+                return Ok(Flow::Stop);
             }
             StepKind::Wait(wait) => {
                 row.step = next;

@@ -11,7 +11,7 @@ use crate::store::enrollments::EnrollmentRow;
 use crate::store::{customer_rows, enrollments, events, schedules};
 use crate::workflow::expr::pushdown::SqlFilter;
 use crate::workflow::expr::{EvalInput, EventHistory};
-use crate::workflow::plan::{Reentry, Trigger, Workflow, Zone};
+use crate::workflow::plan::{Reentry, StepKind, Trigger, Workflow, Zone};
 use crate::workflow::raw::CatchUp;
 use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use chrono_tz::Tz;
@@ -135,7 +135,8 @@ impl Engine {
                 .filter(|wf| triggers(wf, &stored.event))
                 .collect();
             let unsubscribes = stored.event.name == crate::customer::UNSUBSCRIBED_EVENT;
-            if triggered.is_empty() && stored.set.is_empty() && !unsubscribes {
+            let resumes = self.resumes(&stored.event);
+            if triggered.is_empty() && stored.set.is_empty() && !unsubscribes && !resumes {
                 idle.push(stored.event.id.as_str());
                 continue;
             }
@@ -183,6 +184,10 @@ impl Engine {
                     .await?;
                 enter(&mut tx, vec![entry], report).await?;
             }
+            if resumes {
+                let (name, at) = (&stored.event.name, stored.event.at);
+                enrollments::resume_waiting(&mut tx, &customer.id, name, at).await?;
+            }
             events::mark_event_processed(&mut tx, &stored.event.id, now).await?;
             tx.commit().await?;
             report.events += 1;
@@ -194,6 +199,18 @@ impl Engine {
             report.events += idle.len() as u64;
         }
         Ok(events.len())
+    }
+
+    /// Whether an event may end a `wait: {for: ...}`: some workflow waits for its name, and
+    /// it is a person's doing (a link scanner's click resumes nothing).
+    fn resumes(&self, event: &Event) -> bool {
+        let machine = event.properties.get("machine") == Some(&serde_json::Value::Bool(true));
+        !machine
+            && self.plan.workflows.iter().any(|wf| {
+                wf.all_steps().iter().any(|s| {
+                    matches!(&s.kind, StepKind::WaitFor(w) if w.event == event.name)
+                })
+            })
     }
 
     /// Whether a customer enters — if the audience, consent and the re-entry rule allow
@@ -255,6 +272,7 @@ impl Engine {
             total_spent_at_entry: customer.total_spent,
             error: None,
             version: 0,
+            waiting: None,
         };
         Ok(match audience_error {
             // This customer's enrollment fails with the error recorded; the others go on.

@@ -1,6 +1,7 @@
 //! Unsubscribes and the mail provider's bounce and complaint reports, each body in one
 //! transaction.
 
+use super::states::EngagementKind;
 use super::*;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -8,15 +9,21 @@ use sqlx::Row;
 impl Store {
     /// Unsubscribes a customer from all marketing mail at once, and records an
     /// `unsubscribed` event (so workflows can react to it) — in one transaction, and only
-    /// once however often the link is used.
+    /// once however often the link is used. The unsubscribe is credited to the email whose
+    /// link was used (`delivery`), else to the customer's latest email.
     pub async fn unsubscribe(
         &self,
         customer_id: &str,
         source: &str,
+        delivery: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<Unsubscribed, StoreError> {
         let mut tx = self.write_tx().await?;
         let done = unsubscribe_in(&mut tx, customer_id, source, at).await?;
+        if done == Unsubscribed::Now {
+            let kind = EngagementKind::Unsubscribe;
+            engagement::credit(&mut tx, kind, customer_id, delivery, at).await?;
+        }
         tx.commit().await?;
         Ok(done)
     }
@@ -34,18 +41,23 @@ impl Store {
         let (mut suppressed, mut unsubscribed) = (0, 0);
         let mut tx = self.write_tx().await?;
         for r in reports {
-            let customers = if r.complaint {
-                customers_with_email_in(&mut tx, &r.email).await?
-            } else {
-                Vec::new()
-            };
-            if customers.is_empty() {
-                suppressed +=
-                    usize::from(outbox::suppress(&mut tx, &r.email, &r.reason, at).await?);
+            let customers = customers_with_email_in(&mut tx, &r.email).await?;
+            if !r.complaint || customers.is_empty() {
+                let new = outbox::suppress(&mut tx, &r.email, &r.reason, at).await?;
+                suppressed += usize::from(new);
+                for id in customers.iter().filter(|_| new && !r.complaint) {
+                    let kind = EngagementKind::Bounce;
+                    engagement::credit(&mut tx, kind, id, None, at).await?;
+                }
+                continue;
             }
             for id in customers {
                 let done = unsubscribe_in(&mut tx, &id, &r.reason, at).await?;
                 unsubscribed += usize::from(done == Unsubscribed::Now);
+                if done == Unsubscribed::Now {
+                    let kind = EngagementKind::Complaint;
+                    engagement::credit(&mut tx, kind, &id, None, at).await?;
+                }
             }
         }
         tx.commit().await?;

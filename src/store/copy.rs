@@ -93,6 +93,8 @@ const ENROLLMENTS: Table = Table {
         ("error", Text),
         ("version", Int),
         ("lease_until", Int),
+        ("waiting_for", Text),
+        ("waiting_since", Int),
     ],
 };
 
@@ -147,8 +149,28 @@ const COUPONS: Table = Table {
     ],
 };
 
+const ENGAGEMENTS: Table = Table {
+    name: "engagements",
+    key: "id",
+    columns: &[
+        ("id", Text),
+        ("kind", Text),
+        ("delivery_id", Text),
+        ("enrollment_id", Text),
+        ("workflow", Text),
+        ("step", Text),
+        ("customer_id", Text),
+        ("detail", Text),
+        ("value", Text),
+        ("comment", Text),
+        ("machine", Int),
+        ("at", Int),
+        ("client", Text),
+    ],
+};
+
 /// What `simulate` copies, in an order that satisfies the foreign keys.
-const TABLES: [&Table; 7] = [
+const TABLES: [&Table; 8] = [
     &CUSTOMERS,
     &SUPPRESSIONS,
     &EVENTS,
@@ -156,6 +178,7 @@ const TABLES: [&Table; 7] = [
     &DELIVERIES,
     &DELIVERY_BODIES,
     &COUPONS,
+    &ENGAGEMENTS,
 ];
 
 enum Cell {

@@ -28,6 +28,16 @@ pub struct EnrollmentRow {
     pub error: Option<String>,
     /// Bumped on every save; a save that finds another version lost a race.
     pub version: i64,
+    /// What the journey waits for, when it waits for an event (`wait: {for, at_most}`).
+    pub waiting: Option<Waiting>,
+}
+
+/// A journey waiting for an event: its name, and since when (an earlier event of that
+/// name does not count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub event: String,
+    pub since: DateTime<Utc>,
 }
 
 /// When each of these customers last entered the workflow (those who never did are
@@ -149,6 +159,13 @@ pub async fn claim_due(
                 total_spent_at_entry: r.try_get("total_spent_at_entry")?,
                 error: r.try_get("error")?,
                 version: r.try_get("version")?,
+                waiting: match (
+                    r.try_get::<Option<String>, _>("waiting_for")?,
+                    from_millis(r.try_get("waiting_since")?),
+                ) {
+                    (Some(event), Some(since)) => Some(Waiting { event, since }),
+                    _ => None,
+                },
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -171,8 +188,8 @@ pub async fn save_enrollments(
     rows: &[EnrollmentRow],
 ) -> Result<u64, StoreError> {
     // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
-    let sql = "UPDATE enrollments SET state = v.column2, step = v.column3, due_at = v.column4, ended_at = v.column5, exit_reason = v.column6, error = v.column7, version = version + 1, lease_until = NULL FROM (VALUES {values}) AS v WHERE enrollments.id = v.column1 AND enrollments.version = v.column8";
-    let saved = super::count_rows(conn, sql, 8, "", rows, |q, e| {
+    let sql = "UPDATE enrollments SET state = v.column2, step = v.column3, due_at = v.column4, ended_at = v.column5, exit_reason = v.column6, error = v.column7, waiting_for = v.column9, waiting_since = v.column10, version = version + 1, lease_until = NULL FROM (VALUES {values}) AS v WHERE enrollments.id = v.column1 AND enrollments.version = v.column8";
+    let saved = super::count_rows(conn, sql, 10, "", rows, |q, e| {
         q.bind(e.id.clone())
             .bind(e.state.as_str())
             .bind(e.step.clone())
@@ -181,9 +198,30 @@ pub async fn save_enrollments(
             .bind(e.exit_reason.clone())
             .bind(e.error.clone())
             .bind(e.version)
+            .bind(e.waiting.as_ref().map(|w| w.event.clone()))
+            .bind(e.waiting.as_ref().map(|w| w.since.timestamp_millis()))
     })
     .await?;
     Ok(saved)
+}
+
+/// Resumes the customer's journeys that wait for an event of this name since before `at`
+/// (and whose wait has not run out): they fall due at `at`. Returns how many.
+pub async fn resume_waiting(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    event: &str,
+    at: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let at = at.timestamp_millis();
+    let n = sqlx::query("UPDATE enrollments SET due_at = $1, waiting_for = NULL, waiting_since = NULL WHERE customer_id = $2 AND waiting_for = $3 AND state = 'active' AND waiting_since <= $1 AND due_at > $1")
+        .bind(at)
+        .bind(customer_id)
+        .bind(event)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(n)
 }
 
 /// Every enrollment, for tests and `status`.

@@ -92,7 +92,8 @@ pub async fn mark_events_processed(
     Ok(())
 }
 
-/// When the customer's events happened, by name: what `event_count` reads.
+/// When the customer's events happened, by name, and what they did with their emails: what
+/// `event_count`, `clicked`, `opened` and `answer` read.
 pub async fn history(
     conn: &mut AnyConnection,
     customer_id: &str,
@@ -102,7 +103,7 @@ pub async fn history(
         sqlx::query("SELECT name, at FROM events WHERE customer_id = $1 AND at <= $2 ORDER BY at")
             .bind(customer_id)
             .bind(until.timestamp_millis())
-            .fetch_all(conn)
+            .fetch_all(&mut *conn)
             .await?;
     let mut map: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
     for r in rows {
@@ -111,7 +112,8 @@ pub async fn history(
             map.entry(name).or_default().push(at);
         }
     }
-    Ok(EventHistory(map))
+    let engagement = super::engagement::of_customer(conn, customer_id, until).await?;
+    Ok(EventHistory(map, engagement))
 }
 
 /// Records an event the store itself raises (an unsubscribe, a change of stage), to be

@@ -194,4 +194,38 @@ pub(super) const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "ALTER TABLE deliveries ADD COLUMN accepted_at BIGINT",
         ],
     ),
+    (
+        12,
+        "engagement: clicks, opens, answers, unsubscribes and bounces per email; waits for an event",
+        &[
+            // One row per thing a customer did with an email, credited to the email's
+            // delivery (and so its workflow, step and enrollment). The `events` row beside
+            // it is what workflows react to; this is what rates and `clicked()` read, with
+            // plain columns that both stores index and count alike. An answer's id is its
+            // email and question, so that a later answer replaces the earlier one.
+            "CREATE TABLE engagements (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            delivery_id TEXT NOT NULL,
+            enrollment_id TEXT NOT NULL,
+            workflow TEXT NOT NULL,
+            step TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            detail TEXT,
+            value TEXT,
+            comment TEXT,
+            machine BIGINT NOT NULL DEFAULT 0,
+            at BIGINT NOT NULL,
+            client TEXT
+        )",
+            "CREATE INDEX engagements_by_delivery ON engagements (delivery_id, kind, at)",
+            "CREATE INDEX engagements_by_customer ON engagements (customer_id, kind)",
+            "CREATE INDEX engagements_by_workflow ON engagements (workflow, step, kind)",
+            // A journey waiting for an event (`wait: {for, at_most}`): the event's name and
+            // since when, so that an event of that name after it resumes the journey.
+            "ALTER TABLE enrollments ADD COLUMN waiting_for TEXT",
+            "ALTER TABLE enrollments ADD COLUMN waiting_since BIGINT",
+            "CREATE INDEX enrollments_waiting ON enrollments (customer_id, waiting_for)",
+        ],
+    ),
 ];

@@ -21,6 +21,7 @@ pub mod copy;
 pub mod customer_rows;
 pub mod customers;
 pub mod deliveries;
+pub mod engagement;
 pub mod enrollments;
 pub mod events;
 mod ingest;

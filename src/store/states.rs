@@ -123,6 +123,26 @@ column_text!(Channel {
     Webhook => "webhook",
 });
 
+/// What a customer did with an email (an `engagements` row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EngagementKind {
+    Click,
+    Open,
+    Answer,
+    Unsubscribe,
+    Bounce,
+    Complaint,
+}
+
+column_text!(EngagementKind {
+    Click => "click",
+    Open => "open",
+    Answer => "answer",
+    Unsubscribe => "unsubscribe",
+    Bounce => "bounce",
+    Complaint => "complaint",
+});
+
 column_text!(MailClass {
     Marketing => "marketing",
     Transactional => "transactional",

@@ -70,6 +70,8 @@ pub struct Workflow {
     pub exit_when: Option<Expr>,
     pub delivery: DeliveryMode,
     pub catch_up: CatchUp,
+    /// `tracking:` as the workflow wrote it (combined with the project's at each email).
+    pub tracking: crate::config::WorkflowTracking,
     pub steps: Vec<Step>,
     /// How the steps follow each other, by id: computed once, when the workflow compiles.
     pub graph: StepGraph,
@@ -326,6 +328,7 @@ pub struct Step {
 pub enum StepKind {
     Email(EmailStep),
     Wait(Wait),
+    WaitFor(WaitForEvent),
     If {
         condition: Expr,
         then: Vec<Step>,
@@ -359,6 +362,14 @@ pub enum Wait {
     For(TimeDelta),
     /// Until the next occurrence of this local time in the customer's zone.
     Until(NaiveTime),
+}
+
+/// `wait: { for: EVENT, at_most: DURATION }`: the journey goes on when the customer's
+/// event of that name comes, or when the time runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitForEvent {
+    pub event: String,
+    pub at_most: TimeDelta,
 }
 
 #[derive(Debug)]

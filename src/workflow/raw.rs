@@ -44,6 +44,10 @@ pub struct WorkflowFile {
     /// `catch_up: skip` drops fire times missed while no daemon ran. Default `run_once`.
     #[serde(default)]
     pub catch_up: CatchUp,
+    /// `tracking: { clicks: false, opens: true, utm: { campaign: spring } }` — overrides
+    /// the project's `tracking:` for this workflow's emails.
+    #[serde(default)]
+    pub tracking: crate::config::WorkflowTracking,
     /// The journey, in order.
     pub steps: Vec<Step>,
     /// Behaviour tests for this workflow (see `tidings test`).
@@ -231,6 +235,8 @@ pub enum Deferral {
 pub enum Wait {
     For(String),
     Until(String),
+    /// `{ for: email_clicked, at_most: 3d }`: until the event comes or the time runs out.
+    ForEvent { event: String, at_most: String },
 }
 
 impl<'de> Deserialize<'de> for Wait {
@@ -241,18 +247,30 @@ impl<'de> Deserialize<'de> for Wait {
             until: String,
         }
         #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ForEvent {
+            #[serde(rename = "for")]
+            event: String,
+            at_most: String,
+        }
+        #[derive(Deserialize)]
         #[serde(untagged)]
         enum Either {
             For(String),
             Until(Until),
+            ForEvent(ForEvent),
         }
         match Either::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "invalid value: expected a duration such as `7d` or `{ until: \"09:00\" }` for `wait`",
+                "invalid value: expected a duration such as `7d`, `{ until: \"09:00\" }` or `{ for: email_clicked, at_most: 3d }` for `wait`",
             )
         })? {
             Either::For(s) => Ok(Wait::For(s)),
             Either::Until(u) => Ok(Wait::Until(u.until)),
+            Either::ForEvent(f) => Ok(Wait::ForEvent {
+                event: f.event,
+                at_most: f.at_most,
+            }),
         }
     }
 }

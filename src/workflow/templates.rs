@@ -140,16 +140,14 @@ impl Templates {
                 }
             }
         }
-        let mut tera = Tera::new();
-        tera.autoescape_on([".html", ".htm"]);
+        let mut tera = new_tera();
         if let Err(e) = tera.add_raw_templates(good.iter().map(|(n, t)| (n.as_str(), t.as_str()))) {
             diagnostics.push(
                 Diagnostic::error("template-link", format!("templates do not fit together: {e}"))
                     .help("check that every `{% extends %}` and `{% include %}` names an existing template"),
             );
             // Keep what stands alone, so that other checks still run.
-            tera = Tera::new();
-            tera.autoescape_on([".html", ".htm"]);
+            tera = new_tera();
             for (n, t) in &good {
                 if let Err(e) = tera.add_raw_template(n, t) {
                     let d = Diagnostic::error("template-link", format!("template `{n}` cannot be loaded: {e}"))
@@ -369,6 +367,51 @@ pub fn check_names(
     out
 }
 
+/// Where `answer_url(question=…, value=…)` points until composition knows the email: a
+/// reserved domain (RFC 2606), so a placeholder left in a trial render goes nowhere.
+pub const ANSWER_PREFIX: &str = "https://answer.tidings.invalid/";
+
+/// What `answer_url` renders: the question and the value (as JSON), each percent-encoded
+/// so that neither HTML escaping nor a text body changes them.
+pub fn answer_placeholder(question: &str, value: &serde_json::Value) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!("{ANSWER_PREFIX}{}/{}", enc(question), enc(&value.to_string()))
+}
+
+/// Tera as tidings' templates see it: HTML escaped, and the functions tidings adds.
+fn new_tera() -> Tera {
+    let mut tera = Tera::new();
+    tera.autoescape_on([".html", ".htm"]);
+    tera.register_function("answer_url", answer_url);
+    tera
+}
+
+/// `answer_url(question="nps", value=9)`: where a survey answer goes. What it renders is a
+/// placeholder that composition turns into the email's own signed link.
+fn answer_url(kwargs: tera::Kwargs, _: &tera::State) -> tera::TeraResult<String> {
+    let question: String = kwargs.must_get("question")?;
+    let value: tera::Value = kwargs.must_get("value")?;
+    let value = if let Some(i) = value.as_i64() {
+        serde_json::Value::from(i)
+    } else if let Some(f) = value.as_f64() {
+        serde_json::Value::from(f)
+    } else if let Some(b) = value.as_bool() {
+        serde_json::Value::from(b)
+    } else if let Some(s) = value.as_str() {
+        serde_json::Value::from(s)
+    } else {
+        return Err(tera::Error::message(
+            "`value` of `answer_url` must be a number, a string, true or false",
+        ));
+    };
+    if question.trim().is_empty() {
+        return Err(tera::Error::message(
+            "`question` of `answer_url` must name the question, e.g. `question=\"nps\"`",
+        ));
+    }
+    Ok(answer_placeholder(&question, &value))
+}
+
 /// A dotted name used inside `{{ }}` or `{% %}`, and the byte offset where it starts.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Reference {
@@ -433,9 +476,13 @@ fn scan_tag(text: &str, start: usize, end: usize, out: &mut Vec<Reference>) {
                     break;
                 }
             }
-            // A name after `|` is a filter, after `.` a method on something else.
+            // A name after `|` is a filter, after `.` a method on something else; before
+            // `(` a function, before a single `=` a keyword argument.
             let before = tag[..i].trim_end();
-            let is_filter = before.ends_with('|');
+            let after = chars.peek().map_or("", |&(j, _)| tag[j..].trim_start());
+            let is_call = after.starts_with('(')
+                || (after.starts_with('=') && !after.starts_with("=="));
+            let is_filter = before.ends_with('|') || is_call;
             let is_keyword = path.len() == 1 && TERA_KEYWORDS.contains(&path[0].as_str());
             if !prev_dot && !is_filter && !is_keyword {
                 out.push(Reference {

@@ -1096,7 +1096,7 @@ fn an_unsubscribe_is_not_overwritten_by_a_step_in_flight() {
         // ... the customer unsubscribes meanwhile (it waits for the engine's row) ...
         let store = s.clone();
         let unsubscribe =
-            tokio::spawn(async move { store.unsubscribe("c4", "link", now).await.unwrap() });
+            tokio::spawn(async move { store.unsubscribe("c4", "link", None, now).await.unwrap() });
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         // ... and the engine writes its copy back and commits.
         c4.tags.push("seen".into());

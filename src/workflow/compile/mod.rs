@@ -355,6 +355,7 @@ impl Compiler {
                 exit_when,
                 delivery: wf.delivery,
                 catch_up: wf.catch_up,
+                tracking: wf.tracking.clone(),
                 graph: crate::workflow::plan::StepGraph::of(&steps),
                 steps,
                 file: file.clone(),

@@ -56,7 +56,12 @@ impl Compiler {
         let id = self.step_id(s, route, position, ctx);
         let kind = match kind {
             "email" => StepKind::Email(self.email(s, route, &id, ctx)?),
-            "wait" => StepKind::Wait(self.wait(s.wait.as_ref()?, route, doc)?),
+            "wait" => match s.wait.as_ref()? {
+                raw::Wait::ForEvent { event, at_most } => {
+                    StepKind::WaitFor(self.wait_for(event, at_most, route, doc)?)
+                }
+                wait => StepKind::Wait(self.wait(wait, route, doc)?),
+            },
             "if" => self.branch(s, route, position, ctx)?,
             "webhook" => StepKind::Webhook(self.webhook(s.webhook.as_ref()?, route, ctx)?),
             "update" => StepKind::Update(self.update(s.update.as_ref()?, route, ctx)?),
@@ -189,6 +194,7 @@ impl Compiler {
                 &route.key("wait"),
                 "a wait",
             )?)),
+            raw::Wait::ForEvent { .. } => None,
             raw::Wait::Until(text) => match duration::parse_time_of_day(text) {
                 Some(t) => Some(Wait::Until(t)),
                 None => {
@@ -202,6 +208,35 @@ impl Compiler {
                 }
             },
         }
+    }
+
+    /// `wait: { for: EVENT, at_most: DURATION }`: an event name as triggers write them,
+    /// and a limit above zero (a journey never waits for ever).
+    fn wait_for(
+        &mut self,
+        event: &str,
+        at_most: &str,
+        route: &Route,
+        doc: &Document,
+    ) -> Option<plan::WaitForEvent> {
+        let wroute = route.key("wait");
+        let well_formed = !event.is_empty()
+            && event
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !well_formed {
+            self.error(
+                "bad-event-name",
+                format!("`{event}` is not an event name"),
+                doc.value_span(&wroute.key("for")),
+                "event names use lowercase letters, digits and `_`, e.g. `email_clicked` or `order_placed`",
+            );
+        }
+        let at_most = self.positive_duration(at_most, doc, &wroute.key("at_most"), "a wait")?;
+        well_formed.then(|| plan::WaitForEvent {
+            event: event.to_string(),
+            at_most,
+        })
     }
 
     /// An `if:` step: its condition, and both branches' steps (each checked, so every

@@ -154,6 +154,16 @@ fn register_time(engine: &mut Engine) {
         })
         .register_fn("event_count", |name: &str, since: Timestamp| {
             event_count(name, since.0)
+        })
+        .register_fn("clicked", |step: &str| engaged(true, step))
+        .register_fn("opened", |step: &str| engaged(false, step))
+        .register_fn("answer", |question: &str| {
+            STATE.with(|s| {
+                s.borrow()
+                    .as_ref()
+                    .and_then(|s| s.history.as_ref()?.1.answers.get(question).cloned())
+                    .map_or(Dynamic::UNIT, |v| json_to_dynamic(&v))
+            })
         });
 
     macro_rules! compare {
@@ -170,6 +180,24 @@ fn register_time(engine: &mut Engine) {
     compare!(Timestamp);
     compare!(Date);
     compare!(Span);
+}
+
+/// `clicked` and `opened`: a person's click or open of a step's email.
+fn engaged(click: bool, step: &str) -> bool {
+    STATE.with(|s| {
+        let state = s.borrow();
+        let Some(state) = state.as_ref() else {
+            return false;
+        };
+        let enrollment = state
+            .enrollment
+            .as_ref()
+            .map(|(id, w)| (id.as_str(), w.as_str()));
+        state
+            .history
+            .as_ref()
+            .is_some_and(|h| h.engaged(click, step, enrollment))
+    })
 }
 
 pub(super) fn event_count(name: &str, since: DateTime<Utc>) -> i64 {

@@ -49,7 +49,9 @@ impl Expr {
     /// Whether the expression calls `event_count`, the one function that reads the
     /// customer's past events: only then must the caller load them.
     pub fn reads_history(&self) -> bool {
-        self.source.contains("event_count")
+        ["event_count", "clicked", "opened", "answer"]
+            .iter()
+            .any(|f| self.source.contains(f))
     }
 }
 
@@ -84,11 +86,48 @@ pub struct EvalInput<'a> {
     pub history: Option<Arc<EventHistory>>,
 }
 
-/// When a customer's events of each name happened, oldest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventHistory(pub BTreeMap<String, Vec<DateTime<Utc>>>);
+/// When a customer's events of each name happened, oldest first; the emails they clicked
+/// and opened (a person's, not a scanner's); their latest answer to each question.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventHistory(
+    pub BTreeMap<String, Vec<DateTime<Utc>>>,
+    pub Engagement,
+);
+
+/// What `clicked`, `opened` and `answer` read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Engagement {
+    pub engaged: Vec<Engaged>,
+    /// Each question's latest answer.
+    pub answers: BTreeMap<String, serde_json::Value>,
+}
+
+/// A person clicked or opened one email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Engaged {
+    pub click: bool,
+    pub workflow: String,
+    pub step: String,
+    pub enrollment: String,
+}
 
 impl EventHistory {
+    /// Whether a person clicked (or opened) the email of `step`: `workflow/step` in any
+    /// enrollment, a bare `step` in this enrollment.
+    pub fn engaged(&self, click: bool, step: &str, enrollment: Option<(&str, &str)>) -> bool {
+        let (workflow, step, enrollment) = match (step.split_once('/'), enrollment) {
+            (Some((w, s)), _) => (w, s, None),
+            (None, Some((id, w))) => (w, step, Some(id)),
+            (None, None) => return false,
+        };
+        self.1.engaged.iter().any(|e| {
+            e.click == click
+                && e.workflow == workflow
+                && e.step == step
+                && enrollment.is_none_or(|id| e.enrollment == id)
+        })
+    }
+
     pub fn count_since(&self, name: &str, since: DateTime<Utc>) -> i64 {
         self.0.get(name).map_or(0, |times| {
             times.iter().filter(|t| **t >= since).count() as i64
@@ -100,6 +139,8 @@ struct EvalState {
     now: DateTime<Utc>,
     deadline: Instant,
     history: Option<Arc<EventHistory>>,
+    /// The enrollment's id and workflow, for `clicked("step")` within it.
+    enrollment: Option<(String, String)>,
 }
 
 thread_local! {
@@ -245,6 +286,7 @@ impl ExprEngine {
                     now: input.now,
                     deadline: Instant::now() + budget,
                     history: input.history.clone(),
+                    enrollment: input.enrollment.map(|e| (e.id.clone(), e.workflow.clone())),
                 });
             });
             let result = self

@@ -11,6 +11,9 @@ use crate::source::SourceFile;
 use crate::source::diagnostic::{Diagnostic, Span};
 use crate::source::yaml::{Document, Route};
 
+mod tracking;
+pub use tracking::{EmailTracking, TrackingConfig, WorkflowTracking};
+
 pub const CONFIG_FILE: &str = "tidings.yaml";
 
 /// The settings, as written (with `${ENV}` references unresolved).
@@ -31,6 +34,7 @@ pub struct Config {
     pub limits: Limits,
     pub server: ServerConfig,
     pub webhooks: WebhookConfig,
+    pub tracking: TrackingConfig,
 }
 
 impl Default for Config {
@@ -45,6 +49,7 @@ impl Default for Config {
             limits: Limits::default(),
             server: ServerConfig::default(),
             webhooks: WebhookConfig::default(),
+            tracking: TrackingConfig::default(),
         }
     }
 }
@@ -250,6 +255,21 @@ impl Config {
         }
     }
 
+    /// Where the links tidings writes hang off: `server.public_url`, else the unsubscribe
+    /// base without its `/u`, else the daemon's local default.
+    pub fn public_base(&self) -> String {
+        match (&self.server.public_url, &self.unsubscribe.base_url) {
+            (Some(public), _) => public.trim_end_matches('/').to_string(),
+            (None, Some(base)) => {
+                let base = base.trim_end_matches('/');
+                base.strip_suffix("/u").unwrap_or(base).to_string()
+            }
+            (None, None) => LOCAL_UNSUBSCRIBE_BASE
+                .trim_end_matches("/u")
+                .to_string(),
+        }
+    }
+
     /// What makes mail sent over the network (`smtp://`, `smtps://`) unfit to leave: an
     /// unsubscribe link no recipient can reach (unset, or on a loopback address) and a
     /// sender at `localhost`. Each is (the key to change, the message, what to do). Mail
@@ -335,6 +355,8 @@ pub struct Settings {
     /// `server.header_timeout` and `server.request_timeout`.
     pub header_timeout: TimeDelta,
     pub request_timeout: TimeDelta,
+    /// `tracking.machine_window`: a click this soon after its email left is a machine's.
+    pub machine_window: TimeDelta,
 }
 
 impl Settings {
@@ -365,6 +387,10 @@ impl Settings {
             }),
             header_timeout: duration(&c.server.header_timeout, &defaults.server.header_timeout),
             request_timeout: duration(&c.server.request_timeout, &defaults.server.request_timeout),
+            machine_window: duration(
+                &c.tracking.machine_window,
+                &defaults.tracking.machine_window,
+            ),
             quiet_hours: c.limits.quiet_hours.as_ref().and_then(|q| {
                 Some((
                     crate::time::duration::parse_time_of_day(&q.from)?,
@@ -523,6 +549,7 @@ impl Project {
             ("unsubscribe", "valid_for", &c.unsubscribe.valid_for),
             ("server", "header_timeout", &c.server.header_timeout),
             ("server", "request_timeout", &c.server.request_timeout),
+            ("tracking", "machine_window", &c.tracking.machine_window),
         ] {
             if crate::time::duration::parse(value).map_or(true, |d| d <= chrono::TimeDelta::zero())
                 && !(key == "give_up_after" && value.trim() == "0s")
@@ -625,73 +652,4 @@ pub fn expand_env(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_references_are_found_and_expanded() {
-        assert_eq!(
-            env_references("${A}/x/${B_2}"),
-            Ok(vec!["A".into(), "B_2".into()])
-        );
-        assert_eq!(env_references("x ${A"), Err(EnvError::Malformed { at: 2 }));
-        assert_eq!(env_references("${}"), Err(EnvError::Malformed { at: 0 }));
-        let lookup = |n: &str| (n == "A").then(|| "secret".to_string());
-        assert_eq!(expand_env("p=${A}", &lookup), Ok("p=secret".into()));
-        let missing = expand_env("${B}", &lookup).unwrap_err();
-        assert_eq!(missing.to_string(), "environment variable `B` is not set");
-    }
-
-    #[test]
-    fn delivery_durations_are_checked_at_load() {
-        let dir = std::env::temp_dir().join(format!("tidings-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(CONFIG_FILE), "email:\n  lease: soon\n").unwrap();
-        let d = Project::load(&dir).unwrap_err();
-        assert_eq!(d.message, "`soon` is not a duration for `email.lease`");
-        assert_eq!(d.span.as_ref().map(|s| s.start.line), Some(2));
-        std::fs::write(dir.join(CONFIG_FILE), "email:\n  give_up_after: 0s\n").unwrap();
-        assert!(Project::load(&dir).is_ok(), "giving up at once is allowed");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn mail_over_smtp_needs_a_public_link_and_a_real_sender() {
-        let mut c = Config::default();
-        assert!(
-            c.production_problems().is_empty(),
-            "a folder is a rehearsal"
-        );
-        c.email.transport = "smtp://relay.acme.example:587".into();
-        let keys =
-            |c: &Config| -> Vec<&str> { c.production_problems().iter().map(|p| p.0).collect() };
-        assert_eq!(keys(&c), ["server.public_url", "email.from"]);
-        c.email.from = "Acme <hello@acme.example>".into();
-        for local in [
-            "http://127.0.0.1:8080",
-            "http://localhost",
-            "https://[::1]:8443",
-            "http://0.0.0.0",
-            "https://shop.localhost/",
-        ] {
-            c.server.public_url = Some(local.into());
-            assert_eq!(keys(&c), ["server.public_url"], "{local}");
-        }
-        c.server.public_url = Some("https://mail.acme.example/".into());
-        assert!(c.production_problems().is_empty());
-        assert_eq!(c.unsubscribe_base(), "https://mail.acme.example/u");
-        c.unsubscribe.base_url = Some("http://127.0.0.2/u".into());
-        assert_eq!(keys(&c), ["unsubscribe.base_url"]);
-    }
-
-    #[test]
-    fn defaults_without_a_file() {
-        // A folder of its own: the other tests write config files into theirs meanwhile.
-        let dir = std::env::temp_dir().join(format!("tidings-config-none-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = Project::load(&dir).unwrap();
-        assert_eq!(p.config.database, "sqlite://tidings.db");
-        assert_eq!(p.config.email.transport, "folder:out/mail");
-        assert_eq!(p.workflows_dir(), dir.join("workflows"));
-    }
-}
+mod tests;

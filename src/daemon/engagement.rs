@@ -1,0 +1,256 @@
+//! The public endpoints of the links in emails: `GET /c/TOKEN` (a tracked link: 302 to the
+//! URL the email held, and an `email_clicked` event), `GET /o/TOKEN.gif` (the open pixel)
+//! and `GET`/`POST /a/TOKEN` (a survey answer and its comment).
+//!
+//! A token that does not open is a 400 and changes nothing; it never redirects, so the
+//! endpoint cannot be made to send anyone anywhere the email did not. `HEAD` answers as
+//! `GET` would and records nothing (link checkers and scanners use it). A link whose email
+//! is gone (its customer forgotten) still goes where it went, and records nothing.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{TimeDelta, Utc};
+
+use super::api::{Api, refused};
+use super::pages;
+use crate::links::{Answer, Click, Open, Token};
+use crate::store::engagement::{SentEmail, Visit};
+
+/// What the endpoints are told by `tracking:` in tidings.yaml.
+#[derive(Debug, Clone)]
+pub struct Tracking {
+    /// A click or open this soon after the email left is a scanner's.
+    pub machine_window: TimeDelta,
+    /// Keep the client's address and agent with what it did.
+    pub store_client: bool,
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Self {
+            machine_window: crate::links::robots::DEFAULT_WINDOW,
+            store_client: false,
+        }
+    }
+}
+
+/// A transparent 1×1 GIF.
+const PIXEL: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
+    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// The longest comment kept.
+const MAX_COMMENT: usize = 2_000;
+
+fn visit(api: &Api, headers: &HeaderMap) -> Visit {
+    let header = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(300).collect::<String>())
+    };
+    let agent = header(header::USER_AGENT);
+    let client = api.tracking.store_client.then(|| {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .unwrap_or("");
+        format!("{forwarded}\t{}", agent.as_deref().unwrap_or(""))
+    });
+    Visit {
+        at: Utc::now(),
+        agent,
+        client,
+    }
+}
+
+/// The email a token names, or `None` (it is gone, or the store cannot say just now: the
+/// customer is sent on either way).
+async fn email_of(api: &Api, delivery: &str) -> Option<SentEmail> {
+    match api.store.sent_email(delivery).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "a link's email could not be read; the visit is not recorded");
+            None
+        }
+    }
+}
+
+pub async fn click(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let link = match Click::open(&api.signer, &token) {
+        Ok(l) => l,
+        Err(e) => return refused(&e),
+    };
+    if method != Method::HEAD
+        && let Some(email) = email_of(&api, &link.delivery).await
+    {
+        let seen = visit(&api, &headers);
+        let window = api.tracking.machine_window;
+        match api.store.record_click(&email, &link.url, &seen, window).await {
+            Ok(_) => api.wake.notify_one(),
+            Err(e) => tracing::warn!(error = %e, "a click could not be recorded"),
+        }
+    }
+    (
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, link.url.as_str()),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+    )
+        .into_response()
+}
+
+pub async fn open(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+) -> Response {
+    let Some(token) = file.strip_suffix(".gif") else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let pixel = match Open::open(&api.signer, token) {
+        Ok(p) => p,
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    };
+    if method != Method::HEAD
+        && let Some(email) = email_of(&api, &pixel.delivery).await
+    {
+        let seen = visit(&api, &headers);
+        let window = api.tracking.machine_window;
+        match api.store.record_open(&email, &seen, window).await {
+            Ok(_) => api.wake.notify_one(),
+            Err(e) => tracing::warn!(error = %e, "an open could not be recorded"),
+        }
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            (header::CACHE_CONTROL, "no-store, max-age=0"),
+        ],
+        PIXEL,
+    )
+        .into_response()
+}
+
+/// The answer a link stands for, shown as the customer would read it.
+fn shown(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub async fn answer(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let given = match Answer::open(&api.signer, &token) {
+        Ok(a) => a,
+        Err(e) => return refused(&e),
+    };
+    let Some(email) = email_of(&api, &given.delivery).await else {
+        let words = pages::words(None);
+        let html = pages::page(words, words.closed, "");
+        return (StatusCode::NOT_FOUND, Html(html)).into_response();
+    };
+    let words = pages::words(email.locale.as_deref());
+    if method != Method::HEAD {
+        let seen = visit(&api, &headers);
+        let recorded = api
+            .store
+            .record_answer(&email, &given.question, &given.value, &seen)
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "an answer could not be recorded");
+            return unavailable(words);
+        }
+        api.wake.notify_one();
+    }
+    Html(pages::answer_page(words, &shown(&given.value), None)).into_response()
+}
+
+pub async fn comment(
+    State(api): State<Arc<Api>>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
+    let given = match Answer::open(&api.signer, &token) {
+        Ok(a) => a,
+        Err(e) => return refused(&e),
+    };
+    let Some(email) = email_of(&api, &given.delivery).await else {
+        let words = pages::words(None);
+        let html = pages::page(words, words.closed, "");
+        return (StatusCode::NOT_FOUND, Html(html)).into_response();
+    };
+    let words = pages::words(email.locale.as_deref());
+    let comment = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "comment")
+        .map(|(_, v)| v.trim().chars().take(MAX_COMMENT).collect::<String>())
+        .unwrap_or_default();
+    let saved = api
+        .store
+        .comment_answer(&email, &given.question, &comment)
+        .await;
+    match saved {
+        Ok(true) => {
+            let body = format!(
+                "<p>{}</p>",
+                crate::workflow::templates::escape_html(words.comment_saved)
+            );
+            Html(pages::page(words, words.thanks, &body)).into_response()
+        }
+        // The comment came before any answer was kept (the GET was a HEAD): keep the
+        // answer now, with it.
+        Ok(false) => {
+            let seen = Visit {
+                at: Utc::now(),
+                ..Visit::default()
+            };
+            let store = &api.store;
+            let kept = async {
+                store
+                    .record_answer(&email, &given.question, &given.value, &seen)
+                    .await?;
+                store
+                    .comment_answer(&email, &given.question, &comment)
+                    .await
+            };
+            match kept.await {
+                Ok(_) => {
+                    api.wake.notify_one();
+                    let html = pages::answer_page(words, &shown(&given.value), Some(&comment));
+                    Html(html).into_response()
+                }
+                Err(_) => unavailable(words),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "a comment could not be saved");
+            unavailable(words)
+        }
+    }
+}
+
+fn unavailable(words: &pages::Words) -> Response {
+    let html = pages::page(words, "503", "<p>Please try again in a minute.</p>");
+    (StatusCode::SERVICE_UNAVAILABLE, Html(html)).into_response()
+}

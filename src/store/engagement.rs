@@ -1,0 +1,388 @@
+//! What comes back from sent emails: clicks, opens and survey answers through the public
+//! endpoints, unsubscribes, bounces and complaints — each an `engagements` row credited to
+//! the email (its workflow, step and enrollment) and, for clicks, opens and answers, an
+//! event beside it in the same transaction, which workflows react to.
+
+use super::events::{RaisedEvent, insert_events};
+use super::states::EngagementKind;
+use super::{Store, StoreError, from_millis};
+use crate::links::robots::{self, Seen};
+use crate::workflow::expr::{Engaged, Engagement};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+use sqlx::{AnyConnection, Row};
+use std::collections::BTreeMap;
+
+/// The events engagement records, which workflows may react to.
+pub const CLICKED: &str = "email_clicked";
+pub const OPENED: &str = "email_opened";
+pub const ANSWERED: &str = "survey_answered";
+
+/// An email as the endpoints need it: whose, from which step, and when it left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentEmail {
+    pub delivery: String,
+    pub customer_id: String,
+    pub workflow: String,
+    pub step: String,
+    pub enrollment: String,
+    pub locale: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// How a request reached an endpoint: its moment, its user agent, and (only when
+/// `tracking.store_client` is on) what is kept of the client.
+#[derive(Debug, Clone, Default)]
+pub struct Visit {
+    pub at: DateTime<Utc>,
+    pub agent: Option<String>,
+    /// The address and agent, kept only when configured.
+    pub client: Option<String>,
+}
+
+/// One answer, as the answer page shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    pub question: String,
+    pub value: Value,
+    pub comment: Option<String>,
+}
+
+impl Store {
+    /// The email a token names; `None` when it is gone (its customer forgotten).
+    pub async fn sent_email(&self, delivery: &str) -> Result<Option<SentEmail>, StoreError> {
+        let row = sqlx::query(
+            "SELECT d.id, d.customer_id, d.workflow, d.step, d.enrollment_id, d.sent_at, c.locale FROM deliveries d JOIN customers c ON c.id = d.customer_id WHERE d.id = $1",
+        )
+        .bind(delivery)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SentEmail {
+                delivery: r.try_get(0)?,
+                customer_id: r.try_get(1)?,
+                workflow: r.try_get(2)?,
+                step: r.try_get(3)?,
+                enrollment: r.try_get(4)?,
+                sent_at: from_millis(r.try_get(5)?),
+                locale: r.try_get(6)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records a click and its `email_clicked` event; returns whether it looked like a
+    /// machine's. A burst over the email's links marks the burst's earlier clicks too.
+    pub async fn record_click(
+        &self,
+        email: &SentEmail,
+        url: &str,
+        visit: &Visit,
+        window: TimeDelta,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let since = (visit.at - robots::BURST).timestamp_millis();
+        let others: i64 = sqlx::query(
+            "SELECT COUNT(DISTINCT detail) FROM engagements WHERE delivery_id = $1 AND kind = 'click' AND at >= $2 AND detail <> $3",
+        )
+        .bind(&email.delivery)
+        .bind(since)
+        .bind(url)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let seen = Seen {
+            at: visit.at,
+            agent: visit.agent.as_deref(),
+            sent_at: email.sent_at,
+            other_links_in_burst: usize::try_from(others).unwrap_or(0),
+        };
+        let machine = robots::is_machine(&seen, window);
+        if seen.other_links_in_burst >= robots::BURST_LINKS {
+            sqlx::query("UPDATE engagements SET machine = 1 WHERE delivery_id = $1 AND kind = 'click' AND at >= $2")
+                .bind(&email.delivery)
+                .bind(since)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let properties = json!({ "url": url, "machine": machine });
+        let row = Columns {
+            kind: EngagementKind::Click,
+            detail: Some(url),
+            value: None,
+            machine,
+        };
+        record(&mut tx, email, visit, CLICKED, properties, row, None).await?;
+        super::wake::announce_in(self, &mut tx).await?;
+        tx.commit().await?;
+        super::wake::announce_after(self);
+        Ok(machine)
+    }
+
+    /// Records an open and its `email_opened` event; returns whether it looked automatic
+    /// (an image proxy, or too soon after the email left).
+    pub async fn record_open(
+        &self,
+        email: &SentEmail,
+        visit: &Visit,
+        window: TimeDelta,
+    ) -> Result<bool, StoreError> {
+        let seen = Seen {
+            at: visit.at,
+            agent: visit.agent.as_deref(),
+            sent_at: email.sent_at,
+            other_links_in_burst: 0,
+        };
+        let machine = robots::is_machine(&seen, window);
+        let mut tx = self.write_tx().await?;
+        let row = Columns {
+            kind: EngagementKind::Open,
+            detail: None,
+            value: None,
+            machine,
+        };
+        let properties = json!({ "machine": machine });
+        record(&mut tx, email, visit, OPENED, properties, row, None).await?;
+        super::wake::announce_in(self, &mut tx).await?;
+        tx.commit().await?;
+        super::wake::announce_after(self);
+        Ok(machine)
+    }
+
+    /// Records an answer and its `survey_answered` event. One answer per email and
+    /// question: a later one replaces the earlier (its comment with it).
+    pub async fn record_answer(
+        &self,
+        email: &SentEmail,
+        question: &str,
+        value: &Value,
+        visit: &Visit,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        let properties = json!({ "question": question, "value": value });
+        let row = Columns {
+            kind: EngagementKind::Answer,
+            detail: Some(question),
+            value: Some(value.to_string()),
+            machine: false,
+        };
+        let id = answer_id(&email.delivery, question);
+        record(&mut tx, email, visit, ANSWERED, properties, row, Some(&id)).await?;
+        super::wake::announce_in(self, &mut tx).await?;
+        tx.commit().await?;
+        super::wake::announce_after(self);
+        Ok(())
+    }
+
+    /// Adds a comment to an email's answer to a question; `false` when there is no answer.
+    pub async fn comment_answer(
+        &self,
+        email: &SentEmail,
+        question: &str,
+        comment: &str,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let n = sqlx::query("UPDATE engagements SET comment = $1 WHERE id = $2")
+            .bind(comment)
+            .bind(answer_id(&email.delivery, question))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// An email's answer to a question, if given.
+    pub async fn answer(
+        &self,
+        delivery: &str,
+        question: &str,
+    ) -> Result<Option<Answered>, StoreError> {
+        let row = sqlx::query("SELECT detail, value, comment FROM engagements WHERE id = $1")
+            .bind(answer_id(delivery, question))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let value: Option<String> = r.try_get(1)?;
+            Ok(Answered {
+                question: r.try_get(0)?,
+                value: value
+                    .and_then(|v| serde_json::from_str(&v).ok())
+                    .unwrap_or(Value::Null),
+                comment: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+fn answer_id(delivery: &str, question: &str) -> String {
+    format!("answer\n{delivery}\n{question}")
+}
+
+/// The engagement row's own columns.
+struct Columns<'a> {
+    kind: EngagementKind,
+    detail: Option<&'a str>,
+    value: Option<String>,
+    machine: bool,
+}
+
+/// The event and the engagement row, in the caller's transaction.
+async fn record(
+    conn: &mut AnyConnection,
+    email: &SentEmail,
+    visit: &Visit,
+    name: &str,
+    mut properties: Value,
+    row: Columns<'_>,
+    id: Option<&str>,
+) -> Result<(), StoreError> {
+    let event_id = super::ingest::fresh_event_id()?;
+    if let Value::Object(map) = &mut properties {
+        map.insert("workflow".into(), email.workflow.clone().into());
+        map.insert("step".into(), email.step.clone().into());
+        map.insert("delivery".into(), email.delivery.clone().into());
+        map.entry("variant").or_insert(Value::Null);
+    }
+    let event = RaisedEvent {
+        id: event_id.clone(),
+        customer_id: &email.customer_id,
+        name,
+        at: visit.at,
+        properties: properties.to_string(),
+    };
+    insert_events(conn, &[event]).await?;
+    insert(conn, id.unwrap_or(&event_id), email, row, visit).await
+}
+
+/// Writes an engagement row (replacing one with the same id: a later answer).
+async fn insert(
+    conn: &mut AnyConnection,
+    id: &str,
+    email: &SentEmail,
+    row: Columns<'_>,
+    visit: &Visit,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO engagements (id, kind, delivery_id, enrollment_id, workflow, step, customer_id, detail, value, machine, at, client) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO UPDATE SET value = excluded.value, at = excluded.at, client = excluded.client, comment = NULL")
+        .bind(id)
+        .bind(row.kind.as_str())
+        .bind(&email.delivery)
+        .bind(&email.enrollment)
+        .bind(&email.workflow)
+        .bind(&email.step)
+        .bind(&email.customer_id)
+        .bind(row.detail)
+        .bind(row.value)
+        .bind(i64::from(row.machine))
+        .bind(visit.at.timestamp_millis())
+        .bind(visit.client.clone())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Credits an unsubscribe, bounce or complaint to an email: the one a link was in, or the
+/// customer's latest sent one (a report names an address, not an email).
+pub(super) async fn credit(
+    conn: &mut AnyConnection,
+    kind: EngagementKind,
+    customer_id: &str,
+    delivery: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let query = match delivery {
+        Some(id) => sqlx::query("SELECT id, customer_id, workflow, step, enrollment_id FROM deliveries WHERE id = $1 AND customer_id = $2").bind(id),
+        None => sqlx::query("SELECT id, customer_id, workflow, step, enrollment_id FROM deliveries WHERE customer_id = $1 AND channel = 'email' AND state = 'sent' ORDER BY sent_at DESC, id LIMIT 1"),
+    };
+    let row = query.bind(customer_id).fetch_optional(&mut *conn).await?;
+    let Some(r) = row else {
+        return Ok(());
+    };
+    let email = SentEmail {
+        delivery: r.try_get(0)?,
+        customer_id: r.try_get(1)?,
+        workflow: r.try_get(2)?,
+        step: r.try_get(3)?,
+        enrollment: r.try_get(4)?,
+        locale: None,
+        sent_at: None,
+    };
+    let id = format!("{}\n{}", kind.as_str(), email.delivery);
+    let row = Columns {
+        kind,
+        detail: None,
+        value: None,
+        machine: false,
+    };
+    let visit = Visit {
+        at,
+        ..Visit::default()
+    };
+    insert(conn, &id, &email, row, &visit).await
+}
+
+/// What a customer did with their emails up to `until`, as `clicked`, `opened` and
+/// `answer` read it: a person's clicks and opens, and each question's latest answer.
+pub(super) async fn of_customer(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    until: DateTime<Utc>,
+) -> Result<Engagement, StoreError> {
+    let rows = sqlx::query("SELECT kind, workflow, step, enrollment_id, detail, value FROM engagements WHERE customer_id = $1 AND machine = 0 AND at <= $2 AND kind IN ('click', 'open', 'answer') ORDER BY at, id")
+        .bind(customer_id)
+        .bind(until.timestamp_millis())
+        .fetch_all(conn)
+        .await?;
+    let mut out = Engagement::default();
+    for r in rows {
+        let kind: EngagementKind = r.try_get::<String, _>(0)?.parse()?;
+        if kind == EngagementKind::Answer {
+            let question: Option<String> = r.try_get(4)?;
+            let value: Option<String> = r.try_get(5)?;
+            if let (Some(q), Some(v)) = (question, value) {
+                let v = serde_json::from_str(&v).unwrap_or(Value::Null);
+                out.answers.insert(q, v);
+            }
+            continue;
+        }
+        out.engaged.push(Engaged {
+            click: kind == EngagementKind::Click,
+            workflow: r.try_get(1)?,
+            step: r.try_get(2)?,
+            enrollment: r.try_get(3)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Unique emails per workflow, step and kind that a person engaged with (machine clicks
+/// and opens left out), and every answer's value by question.
+pub async fn counts(
+    conn: &mut AnyConnection,
+) -> Result<(BTreeMap<(String, String, EngagementKind), u64>, Vec<(String, Value)>), StoreError> {
+    let rows = sqlx::query("SELECT workflow, step, kind, COUNT(DISTINCT delivery_id) FROM engagements WHERE machine = 0 AND kind <> 'answer' GROUP BY workflow, step, kind")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut counts = BTreeMap::new();
+    for r in rows {
+        let kind: EngagementKind = r.try_get::<String, _>(2)?.parse()?;
+        let n: i64 = r.try_get(3)?;
+        counts.insert((r.try_get(0)?, r.try_get(1)?, kind), n.max(0) as u64);
+    }
+    let rows = sqlx::query("SELECT workflow, step, detail, value FROM engagements WHERE kind = 'answer' ORDER BY detail")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut answers = Vec::new();
+    for r in rows {
+        let (workflow, step): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+        *counts
+            .entry((workflow, step, EngagementKind::Answer))
+            .or_default() += 1;
+        let question: Option<String> = r.try_get(2)?;
+        let value: Option<String> = r.try_get(3)?;
+        if let (Some(q), Some(v)) = (question, value) {
+            answers.push((q, serde_json::from_str(&v).unwrap_or(Value::Null)));
+        }
+    }
+    Ok((counts, answers))
+}
