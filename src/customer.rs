@@ -36,6 +36,22 @@ pub const UNSUBSCRIBED_EVENT: &str = "unsubscribed";
 /// The event a change of stage records, with `from` and `to` in its properties.
 pub const STAGE_ENTERED: &str = "stage_entered";
 
+/// The events tidings records itself, which workflows may trigger on or wait for.
+pub const RAISED_EVENTS: &[&str] = &[
+    UNSUBSCRIBED_EVENT,
+    STAGE_ENTERED,
+    EMAIL_CLICKED,
+    EMAIL_OPENED,
+    SURVEY_ANSWERED,
+];
+
+/// A person (or a link scanner: `machine: true`) followed a tracked link.
+pub const EMAIL_CLICKED: &str = "email_clicked";
+/// An email's open pixel was fetched.
+pub const EMAIL_OPENED: &str = "email_opened";
+/// A survey answer link was followed.
+pub const SURVEY_ANSWERED: &str = "survey_answered";
+
 /// What an event carries.
 pub const EVENT_FIELDS: &[&str] = &["id", "name", "at", "properties"];
 

@@ -125,6 +125,16 @@ impl Engine {
         &self.plan
     }
 
+    /// The key the links of this engine's emails are sealed with (what `tidings test`
+    /// opens them with).
+    pub async fn signer(&self) -> Result<Signer, EngineError> {
+        self.load_signer().await?;
+        self.signer
+            .get()
+            .cloned()
+            .ok_or_else(|| EngineError::Config("no key to seal links with".into()))
+    }
+
     /// The unsubscribe signer: the configured secret, or the store's own key.
     async fn load_signer(&self) -> Result<(), EngineError> {
         if self.signer.get().is_some() {

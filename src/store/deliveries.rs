@@ -160,6 +160,21 @@ pub struct SentEmail {
     pub at: DateTime<Utc>,
 }
 
+/// What an email said: its HTML and text bodies.
+pub async fn bodies(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<(Option<String>, Option<String>), StoreError> {
+    let row = sqlx::query("SELECT html, text FROM delivery_bodies WHERE delivery_id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(match row {
+        Some(r) => (r.try_get(0)?, r.try_get(1)?),
+        None => (None, None),
+    })
+}
+
 /// The emails sent so far, in the order they left.
 pub async fn sent_emails(conn: &mut AnyConnection) -> Result<Vec<SentEmail>, StoreError> {
     let rows = sqlx::query("SELECT id, step, customer_id, recipient, subject, coupon_code, sent_at FROM deliveries WHERE channel = 'email' AND state = 'sent' ORDER BY sent_at, id")

@@ -13,10 +13,7 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 use std::collections::BTreeMap;
 
-/// The events engagement records, which workflows may react to.
-pub const CLICKED: &str = "email_clicked";
-pub const OPENED: &str = "email_opened";
-pub const ANSWERED: &str = "survey_answered";
+use crate::customer::{EMAIL_CLICKED as CLICKED, EMAIL_OPENED as OPENED, SURVEY_ANSWERED as ANSWERED};
 
 /// An email as the endpoints need it: whose, from which step, and when it left.
 #[derive(Debug, Clone, PartialEq)]

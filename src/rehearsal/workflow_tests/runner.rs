@@ -2,6 +2,8 @@
 //! engine's own passes (the same code the daemon runs), with emails recorded as sent but
 //! sent nowhere and webhooks never called. Cases run in parallel.
 
+mod engage;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -265,6 +267,7 @@ impl Run {
                 Action::ExpectExit { customer, reason } => {
                     self.expect_exit(span, customer.as_deref(), reason).await?
                 }
+                Action::Engage { email, act } => self.engage(span, email, act).await?,
             };
             if failed.is_some() {
                 return Ok(failed);

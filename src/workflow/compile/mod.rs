@@ -189,6 +189,9 @@ pub fn compile_sources(
         now,
         checked_templates: HashSet::new(),
         subjects: Vec::new(),
+        email_steps: HashSet::new(),
+        engagement_refs: Vec::new(),
+        waited_events: Vec::new(),
     };
     let mut workflows: Vec<Workflow> = Vec::new();
     let mut names: HashMap<String, (SourceFile, Span)> = HashMap::new();
@@ -214,6 +217,7 @@ pub fn compile_sources(
         names.insert(wf.name.clone(), (file.clone(), name_span));
         workflows.push(wf);
     }
+    c.check_references(&workflows);
     let subjects = std::mem::take(&mut c.subjects);
     if let Err(e) = c.templates.add_inline(subjects) {
         c.diags.push(Diagnostic::error(
@@ -234,6 +238,55 @@ pub fn compile_sources(
     }
 }
 
+impl Compiler {
+    /// What expressions and waits name across workflows: `clicked("workflow/step")` must
+    /// name an email step of a workflow, and a waited-for event should be one that comes
+    /// (one tidings records, or one that triggers a workflow) — else it is a typo.
+    fn check_references(&mut self, workflows: &[Workflow]) {
+        for (workflow, step, span) in std::mem::take(&mut self.engagement_refs) {
+            let Some(wf) = workflows.iter().find(|w| w.name == workflow) else {
+                let names = workflows.iter().map(|w| w.name.as_str());
+                let help = match crate::source::yaml::closest(&workflow, names) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => "name a workflow of this project".into(),
+                };
+                let message = format!("there is no workflow `{workflow}`");
+                self.error("unknown-workflow", message, span, help);
+                continue;
+            };
+            let emails: Vec<String> = wf.email_templates().into_iter().map(|(id, _)| id).collect();
+            if !emails.contains(&step) {
+                let message = format!("workflow `{workflow}` has no email step `{step}`");
+                let help = format!("its email steps are: {}", emails.join(", "));
+                self.error("unknown-step", message, span, help);
+            }
+        }
+        let mut known: Vec<&str> = crate::customer::RAISED_EVENTS.to_vec();
+        for wf in workflows {
+            if let Trigger::Event { name, .. } = &wf.trigger {
+                known.push(name);
+            }
+        }
+        for (event, span) in std::mem::take(&mut self.waited_events) {
+            if known.contains(&event.as_str()) {
+                continue;
+            }
+            let help = match crate::source::yaml::closest(&event, known.iter().copied()) {
+                Some(best) => format!("did you mean `{best}`? (an event your shop sends is fine: ignore this)"),
+                None => "an event your shop sends is fine; otherwise check the spelling".into(),
+            };
+            self.diags.push(
+                Diagnostic::warning(
+                    "unknown-event",
+                    format!("no workflow is triggered by `{event}`, and tidings does not record it"),
+                )
+                .at(span)
+                .help(help),
+            );
+        }
+    }
+}
+
 struct Compiler {
     engine: Arc<ExprEngine>,
     templates: Templates,
@@ -243,6 +296,12 @@ struct Compiler {
     checked_templates: HashSet<(String, bool, bool)>,
     /// Inline subject templates to register: (name, source).
     subjects: Vec<(String, String)>,
+    /// The email step ids of the file being compiled, for `clicked("step")`.
+    email_steps: HashSet<String>,
+    /// `clicked("workflow/step")` and the like: checked once every workflow is read.
+    engagement_refs: Vec<(String, String, Span)>,
+    /// `wait: {for: EVENT}`: checked against the events tidings records and the triggers.
+    waited_events: Vec<(String, Span)>,
 }
 
 /// What one file's checks need to know as they walk its steps.
@@ -309,6 +368,8 @@ impl Compiler {
         let name_span = doc.value_span(&root.key("name"));
         self.check_name(&wf.name, file, name_span.clone());
 
+        self.email_steps.clear();
+        self.collect_email_steps(&wf.steps);
         let trigger = self.trigger(&wf.trigger, &doc);
         let has_event = matches!(trigger, Some(Trigger::Event { .. }));
         let [audience, exit_when] = [

@@ -232,6 +232,10 @@ impl Compiler {
                 "event names use lowercase letters, digits and `_`, e.g. `email_clicked` or `order_placed`",
             );
         }
+        if well_formed {
+            let span = doc.value_span(&wroute.key("for"));
+            self.waited_events.push((event.to_string(), span));
+        }
         let at_most = self.positive_duration(at_most, doc, &wroute.key("at_most"), "a wait")?;
         well_formed.then(|| plan::WaitForEvent {
             event: event.to_string(),

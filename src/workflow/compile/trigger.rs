@@ -263,7 +263,7 @@ impl Compiler {
         vars: Vars,
         what: &str,
     ) -> Option<Expr> {
-        crate::workflow::expr::check::check_expression(
+        let expr = crate::workflow::expr::check::check_expression(
             &self.engine,
             self.now,
             text,
@@ -272,6 +272,101 @@ impl Compiler {
             vars,
             what,
             &mut self.diags,
-        )
+        )?;
+        self.engagement_steps(text, doc, route, vars, what);
+        Some(expr)
+    }
+
+    /// `clicked("step")` and `opened("step")` name an email step: of this workflow (within
+    /// the enrollment, so not in an audience), or `workflow/step` of any, checked when all
+    /// workflows are read.
+    fn engagement_steps(
+        &mut self,
+        text: &str,
+        doc: &Document,
+        route: &Route,
+        vars: Vars,
+        what: &str,
+    ) {
+        for (function, name, offset) in engagement_calls(text) {
+            let span = doc.locate(route, offset, name.chars().count() + 2);
+            if let Some((workflow, step)) = name.split_once('/') {
+                self.engagement_refs
+                    .push((workflow.to_string(), step.to_string(), span));
+                continue;
+            }
+            if !vars.enrollment {
+                self.error(
+                    "engagement-in-audience",
+                    format!("in `{what}`: `{function}(\"{name}\")` needs an enrollment, and an audience has none"),
+                    span,
+                    format!("name the workflow too: `{function}(\"WORKFLOW/{name}\")` is true when the customer ever did it"),
+                );
+            } else if !self.email_steps.contains(&name) {
+                let mut known: Vec<&str> = self.email_steps.iter().map(String::as_str).collect();
+                known.sort_unstable();
+                let help = match crate::source::yaml::closest(&name, known.iter().copied()) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None if known.is_empty() => "this workflow sends no email".to_string(),
+                    None => format!("its email steps are: {}", known.join(", ")),
+                };
+                self.error(
+                    "unknown-step",
+                    format!("in `{what}`: this workflow has no email step `{name}`"),
+                    span,
+                    help,
+                );
+            }
+        }
+    }
+}
+
+/// Every `clicked("…")` and `opened("…")` of an expression: the function, the name, and
+/// the character offset of its string literal.
+pub(super) fn engagement_calls(text: &str) -> Vec<(&'static str, String, usize)> {
+    let mut out = Vec::new();
+    for function in ["clicked", "opened"] {
+        let mut from = 0;
+        while let Some(rel) = text[from..].find(function) {
+            let at = from + rel;
+            from = at + function.len();
+            let word_before = text[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
+            let rest = text[from..].trim_start();
+            let Some(rest) = rest.strip_prefix('(') else {
+                continue;
+            };
+            let rest = rest.trim_start();
+            let Some(literal) = rest.strip_prefix('"') else {
+                continue;
+            };
+            let Some(end) = literal.find('"') else {
+                continue;
+            };
+            if word_before {
+                continue;
+            }
+            let quote = text.len() - rest.len();
+            let offset = text[..quote].chars().count();
+            out.push((function, literal[..end].to_string(), offset));
+        }
+    }
+    out
+}
+
+impl Compiler {
+    /// The email step ids of a file's steps as written (`id:`, else the template name),
+    /// before the steps compile: an audience is checked before its steps are.
+    pub(super) fn collect_email_steps(&mut self, steps: &[raw::Step]) {
+        for s in steps {
+            if let Some(email) = &s.email {
+                self.email_steps
+                    .insert(s.id.clone().unwrap_or_else(|| email.clone()));
+            }
+            self.collect_email_steps(s.then.as_deref().unwrap_or(&[]));
+            self.collect_email_steps(s.else_.as_deref().unwrap_or(&[]));
+        }
     }
 }

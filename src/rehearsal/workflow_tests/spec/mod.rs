@@ -67,6 +67,22 @@ pub enum Action {
         customer: String,
         stage: String,
     },
+    /// A person clicks, opens or answers the latest email that matches, now.
+    Engage { email: EmailMatch, act: Engagement },
+}
+
+/// What a test's customer does with an email.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Engagement {
+    /// `click: {url?}`: a tracked link (the one to `url`, else the first).
+    Click { url: Option<String> },
+    /// `open:`: the open pixel.
+    Open,
+    /// `answer: {question, value}`: the answer link the email offers for it.
+    Answer {
+        question: String,
+        value: serde_json::Value,
+    },
 }
 
 /// Which sent emails an expectation is about; an absent field matches anything.
@@ -99,10 +115,13 @@ impl EmailMatch {
 }
 
 const CASE_KEYS: [&str; 5] = ["name", "start", "customers", "events", "steps"];
-const STEP_KEYS: [&str; 8] = [
+const STEP_KEYS: [&str; 11] = [
     "advance",
     "event",
     "update_customer",
+    "click",
+    "open",
+    "answer",
     "expect_email",
     "expect_no_email",
     "expect_coupon",

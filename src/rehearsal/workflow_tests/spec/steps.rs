@@ -89,6 +89,7 @@ pub(super) fn read_step(
             Some(Action::Event(obj))
         }
         "update_customer" => update_customer(r, arg, &at, ids),
+        "click" | "open" | "answer" => engage(r, key, arg, &at, start),
         "expect_email" => Some(Action::ExpectEmail(email_match(r, arg, &at, start, true)?)),
         "expect_no_email" => Some(Action::ExpectNoEmail(email_match(
             r, arg, &at, start, false,
@@ -117,6 +118,57 @@ fn advance(r: &mut Reader<'_>, arg: &Value, at: &Route) -> Option<Action> {
             None
         }
     }
+}
+
+/// `click: {template?, to?, url?}`, `open: {template?, to?}`,
+/// `answer: {question, value, template?, to?}`: what a person does with the latest email
+/// that matches.
+fn engage(
+    r: &mut Reader<'_>,
+    key: &str,
+    arg: &Value,
+    at: &Route,
+    start: Option<DateTime<Utc>>,
+) -> Option<Action> {
+    let mut rest = match arg {
+        Value::Mapping(m) => m.clone(),
+        Value::Null => Default::default(),
+        _ => {
+            let example = match key {
+                "answer" => "`answer: { question: nps, value: 9 }`",
+                "click" => "`click: { template: reactivation/deal }`",
+                _ => "`open: { template: reactivation/deal }`",
+            };
+            r.error(at, format!("`{key}` takes a mapping"), format!("e.g. {example}"));
+            return None;
+        }
+    };
+    let act = match key {
+        "click" => Engagement::Click {
+            url: match rest.remove("url") {
+                Some(u) => Some(r.string(&u, &at.key("url"), "url")?),
+                None => None,
+            },
+        },
+        "open" => Engagement::Open,
+        _ => {
+            let question = rest.remove("question");
+            let value = rest.remove("value");
+            let (Some(question), Some(value)) = (question, value) else {
+                r.error(
+                    at,
+                    "`answer` needs a `question` and a `value`",
+                    "e.g. `answer: { question: nps, value: 9 }`",
+                );
+                return None;
+            };
+            let question = r.string(&question, &at.key("question"), "question")?;
+            let value = serde_json::to_value(&value).unwrap_or(Json::Null);
+            Engagement::Answer { question, value }
+        }
+    };
+    let email = email_match(r, &Value::Mapping(rest), at, start, false)?;
+    Some(Action::Engage { email, act })
 }
 
 /// `update_customer: {customer?, FIELD: VALUE}`.
