@@ -383,7 +383,13 @@ fn new_tera() -> Tera {
     let mut tera = Tera::new();
     tera.autoescape_on([".html", ".htm"]);
     tera.register_function("answer_url", answer_url);
+    tera.register_filter("urlencode", urlencode);
     tera
+}
+
+/// `{{ customer.id | urlencode }}`: a value made safe inside a URL's query.
+fn urlencode(value: &str, _: tera::Kwargs, _: &tera::State) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// `answer_url(question="nps", value=9)`: where a survey answer goes. What it renders is a
