@@ -53,9 +53,31 @@ pub fn bars(
     values: &[i64],
     width: u32,
 ) -> Result<String, ChartError> {
+    let values: Vec<f64> = values.iter().map(|v| *v as f64).collect();
+    bar_chart(title, labels, &values, width, &|v| format!("{v:.0}"))
+}
+
+/// Shares as horizontal bars labelled in per cent (`0.125` is `12.5%`).
+pub fn percent_bars(
+    title: &str,
+    labels: &[String],
+    shares: &[f64],
+    width: u32,
+) -> Result<String, ChartError> {
+    let values: Vec<f64> = shares.iter().map(|s| s * 100.0).collect();
+    bar_chart(title, labels, &values, width, &|v| format!("{v:.1}%"))
+}
+
+fn bar_chart(
+    title: &str,
+    labels: &[String],
+    values: &[f64],
+    width: u32,
+    shown: &dyn Fn(f64) -> String,
+) -> Result<String, ChartError> {
     let fail = fail(title);
     let n = labels.len().max(1);
-    let max = values.iter().copied().max().unwrap_or(0).max(1);
+    let max = values.iter().copied().fold(0.0, f64::max).max(1.0);
     let height = 60 + 28 * n as u32;
     let mut svg = String::new();
     {
@@ -67,7 +89,7 @@ pub fn bars(
             .margin(8)
             .x_label_area_size(24)
             .y_label_area_size(16 + 7 * label_width)
-            .build_cartesian_2d(0..max + max / 8 + 1, (0..n).into_segmented())
+            .build_cartesian_2d(0.0..max * 1.2 + 1.0, (0..n).into_segmented())
             .map_err(|e| fail(&e))?;
         let name_of = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) if *i < labels.len() => labels[labels.len() - 1 - i].clone(),
@@ -79,6 +101,7 @@ pub fn bars(
             .y_labels(n)
             .y_label_formatter(&name_of)
             .x_labels(6)
+            .x_label_formatter(&|v| shown(*v))
             .draw()
             .map_err(|e| fail(&e))?;
         let count = labels.len();
@@ -87,7 +110,7 @@ pub fn bars(
                 let row = count - 1 - i;
                 let mut bar = Rectangle::new(
                     [
-                        (0, SegmentValue::Exact(row)),
+                        (0.0, SegmentValue::Exact(row)),
                         (*v, SegmentValue::Exact(row + 1)),
                     ],
                     colour(0).filled(),
@@ -99,7 +122,7 @@ pub fn bars(
         chart
             .draw_series(values.iter().enumerate().map(|(i, v)| {
                 Text::new(
-                    v.to_string(),
+                    shown(*v),
                     (*v, SegmentValue::CenterOf(count - 1 - i)),
                     ("sans-serif", 13).into_font(),
                 )

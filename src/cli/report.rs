@@ -10,10 +10,11 @@ use std::process::ExitCode;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use crate::cli::args::ReportArgs;
-use crate::cli::charts::{ChartError, Series, WIDTH, bars, stacked};
+use crate::cli::charts::{ChartError, Series, WIDTH, bars, percent_bars, stacked};
 use crate::cli::shared::{CommandError, open_store, time_arg};
 use crate::cli::status::{EMAILS, JOURNEYS, emails, journeys, order, stage_rows};
 use crate::store::report::{History, history, week_of};
+use crate::store::rates::{Rates, StepRates, rates};
 use crate::store::status::{Counts, counts};
 use crate::workflow::compile::compile_project;
 use crate::workflow::templates::escape_html;
@@ -33,11 +34,12 @@ pub fn run(root: &Path, args: &ReportArgs) -> Result<ExitCode, CommandError> {
     let sends_since = (now.date_naive() - TimeDelta::days(i64::from(args.days) - 1))
         .and_time(chrono::NaiveTime::MIN)
         .and_utc();
-    let (c, h) = runtime.block_on(async {
+    let (c, h, r) = runtime.block_on(async {
         let mut conn = store.connection().await?;
         let c = counts(&mut conn).await?;
         let h = history(&mut conn, flow_since, sends_since).await?;
-        Ok::<_, crate::store::StoreError>((c, h))
+        let r = rates(&mut conn).await?;
+        Ok::<_, crate::store::StoreError>((c, h, r))
     })?;
     runtime.block_on(store.close());
     let (stage_order, workflows) = order(&compiled.plan, &c);
@@ -45,6 +47,7 @@ pub fn run(root: &Path, args: &ReportArgs) -> Result<ExitCode, CommandError> {
         now,
         counts: &c,
         history: &h,
+        rates: &r,
         stage_order: &stage_order,
         workflows: &workflows,
         weeks: (0..args.weeks)
@@ -68,6 +71,7 @@ struct Page<'a> {
     now: DateTime<Utc>,
     counts: &'a Counts,
     history: &'a History,
+    rates: &'a Rates,
     stage_order: &'a [String],
     workflows: &'a [String],
     weeks: Vec<NaiveDate>,
@@ -153,6 +157,7 @@ impl Page<'_> {
                 self.days.len()
             ),
         );
+        self.engagement(&mut out)?;
         self.numbers(&mut out);
         out.push_str("</body></html>\n");
         Ok(out)
@@ -184,6 +189,75 @@ impl Page<'_> {
             .collect();
         let series = columns(self.workflows, &self.days, &self.history.sends);
         stacked("Emails sent per day", &labels, &series)
+    }
+
+    /// What came back, per email step: the click rate charted, every rate in a table, and
+    /// each survey question's NPS.
+    fn engagement(&self, out: &mut String) -> Result<(), ChartError> {
+        out.push_str("<h2>Engagement</h2>\n");
+        let steps: Vec<_> = self
+            .workflows
+            .iter()
+            .flat_map(|wf| self.rates.steps_of(wf))
+            .filter(|s| s.delivered > 0)
+            .collect();
+        if steps.is_empty() {
+            out.push_str("<p class=\"none\">No email delivered yet.</p>\n");
+            return Ok(());
+        }
+        let labels: Vec<String> = steps
+            .iter()
+            .map(|s| format!("{}/{}", s.workflow, s.step))
+            .collect();
+        type Rate = fn(&StepRates) -> Option<f64>;
+        let charts: [(&str, &str, Rate); 2] = [
+            ("click-rates", "Click rate per email step", StepRates::click_rate),
+            ("answer-rates", "Answer rate per email step", StepRates::answer_rate),
+        ];
+        for (id, title, rate) in charts {
+            let shares: Vec<f64> = steps.iter().map(|s| rate(s).unwrap_or(0.0)).collect();
+            if id == "answer-rates" && shares.iter().all(|s| *s == 0.0) {
+                continue;
+            }
+            let svg = percent_bars(title, &labels, &shares, WIDTH)?;
+            let caption = "Unique emails a person clicked (or answered) per email delivered; link scanners' clicks are left out.";
+            figure(out, id, &svg, caption);
+        }
+        out.push_str("<table><thead><tr><th>email step</th><th>sent</th><th>delivered</th><th>opened</th><th>clicked</th><th>click rate</th><th>answers</th><th>unsubscribed</th><th>bounced</th><th>complaints</th></tr></thead><tbody>\n");
+        for (label, s) in labels.iter().zip(&steps) {
+            let rate = s
+                .click_rate()
+                .map_or("-".into(), |r| format!("{:.1}%", r * 100.0));
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{rate}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape_html(label),
+                s.sent,
+                s.delivered,
+                s.opened,
+                s.clicked,
+                s.answered,
+                s.unsubscribed,
+                s.bounced,
+                s.complained
+            );
+        }
+        out.push_str("</tbody></table>\n");
+        for q in &self.rates.questions {
+            let nps = q.nps.map_or(String::new(), |n| {
+                format!(
+                    " · NPS <strong>{n:+.0}</strong> ({} promoters, {} passives, {} detractors)",
+                    q.promoters, q.passives, q.detractors
+                )
+            });
+            let _ = writeln!(
+                out,
+                "<p>Question <code>{}</code>: {} answers{nps}</p>",
+                escape_html(&q.question),
+                q.answers
+            );
+        }
+        Ok(())
     }
 
     /// `status`'s table, for the numbers behind the charts.

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use crate::cli::args::StatusArgs;
 use crate::cli::shared::{CommandError, open_store};
+use crate::store::rates::{Rates, rates};
 use crate::store::status::{Counts, counts};
 use crate::workflow::compile::compile_project;
 
@@ -23,16 +24,20 @@ pub(crate) const EMAILS: [(&str, &[&str]); 5] = [
 pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     let (runtime, project, store) = open_store(root)?;
     let compiled = compile_project(&project, &[]);
-    let c = runtime.block_on(async {
+    let (c, r) = runtime.block_on(async {
         let mut conn = store.connection().await?;
-        counts(&mut conn).await
+        let c = counts(&mut conn).await?;
+        let r = rates(&mut conn).await?;
+        Ok::<_, crate::store::StoreError>((c, r))
     })?;
     runtime.block_on(store.close());
     let (stage_order, workflows) = order(&compiled.plan, &c);
     let text = if args.json {
-        json(&c, &stage_order, &workflows)
+        json(&c, &r, &stage_order, &workflows)
     } else {
-        table(&c, &stage_order, &workflows)
+        let mut text = table(&c, &stage_order, &workflows);
+        text.push_str(&engagement_table(&r, &workflows));
+        text
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
@@ -128,7 +133,64 @@ pub fn table(c: &Counts, order: &[String], workflows: &[String]) -> String {
     out
 }
 
-fn json(c: &Counts, order: &[String], workflows: &[String]) -> String {
+/// Per email step: what came back, with the rates; then each survey question.
+pub fn engagement_table(r: &Rates, workflows: &[String]) -> String {
+    let mut out = String::new();
+    let rows: Vec<_> = workflows.iter().flat_map(|wf| r.steps_of(wf)).collect();
+    if rows.is_empty() {
+        return out;
+    }
+    let label = |s: &crate::store::rates::StepRates| format!("{}/{}", s.workflow, s.step);
+    let width = rows.iter().map(|s| label(s).len()).max().unwrap_or(8).max(10);
+    let _ = writeln!(
+        out,
+        "\n{:<width$} {:>8} {:>9} {:>7} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>9}",
+        "email step",
+        "sent",
+        "delivered",
+        "opened",
+        "clicked",
+        "click%",
+        "answers",
+        "unsubs",
+        "bounces",
+        "compl.",
+        "answer%",
+    );
+    let pct = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{:.1}", r * 100.0));
+    for s in rows {
+        let _ = writeln!(
+            out,
+            "{:<width$} {:>8} {:>9} {:>7} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>9}",
+            label(s),
+            s.sent,
+            s.delivered,
+            s.opened,
+            s.clicked,
+            pct(s.click_rate()),
+            s.answered,
+            s.unsubscribed,
+            s.bounced,
+            s.complained,
+            pct(s.answer_rate()),
+        );
+    }
+    for q in &r.questions {
+        let values: Vec<String> = q.values.iter().map(|(v, n)| format!("{v}: {n}")).collect();
+        let _ = write!(out, "\nquestion `{}`: {} answers", q.question, q.answers);
+        if let Some(nps) = q.nps {
+            let _ = write!(
+                out,
+                ", NPS {nps:+.0} ({} promoters, {} passives, {} detractors)",
+                q.promoters, q.passives, q.detractors
+            );
+        }
+        let _ = writeln!(out, "\n  {}", values.join(", "));
+    }
+    out
+}
+
+fn json(c: &Counts, r: &Rates, order: &[String], workflows: &[String]) -> String {
     let stages: serde_json::Map<String, serde_json::Value> = stage_rows(c, order)
         .into_iter()
         .map(|(s, n)| (s, n.into()))
@@ -144,13 +206,21 @@ fn json(c: &Counts, order: &[String], workflows: &[String]) -> String {
                 .iter()
                 .map(|(h, states)| (h.to_string(), emails(c, wf, states).into()))
                 .collect();
-            serde_json::json!({ "workflow": wf, "journeys": journeys, "emails": emails })
+            let mut engagement = r.workflow(wf).to_json();
+            if let Some(m) = engagement.as_object_mut() {
+                m.remove("step");
+                m.remove("workflow");
+            }
+            let steps: Vec<serde_json::Value> = r.steps_of(wf).map(|s| s.to_json()).collect();
+            engagement["steps"] = steps.into();
+            serde_json::json!({ "workflow": wf, "journeys": journeys, "emails": emails, "engagement": engagement })
         })
         .collect();
     let doc = serde_json::json!({
         "customers": c.stages.values().sum::<i64>(),
         "stages": stages,
         "workflows": workflows,
+        "questions": r.questions,
     });
     format!("{doc:#}\n")
 }

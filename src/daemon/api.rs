@@ -69,7 +69,7 @@ pub struct Health {
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(super::metrics::metrics))
         .route("/u/{token}", get(confirm).post(unsubscribe))
         .route("/c/{token}", get(super::engagement::click))
         .route("/o/{file}", get(super::engagement::open))
@@ -106,134 +106,6 @@ async fn healthz(State(api): State<Arc<Api>>) -> impl IntoResponse {
         "workflows": health.workflows,
         "reload_error": health.reload_error,
     }))
-}
-
-/// Prometheus text: the store's counts (journeys and emails by workflow and state,
-/// customers by stage, queue depth) and the passes' counters and durations.
-async fn metrics(State(api): State<Arc<Api>>) -> Response {
-    let counts = async {
-        let mut conn = api.store.connection().await?;
-        crate::store::status::counts(&mut conn).await
-    };
-    let Ok(c) = counts.await else {
-        return unavailable();
-    };
-    let p = api.passes.lock().map(|p| p.clone()).unwrap_or_default();
-    let mut out = store_gauges(&c);
-    out.push_str(&pass_counters(&p));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
-/// What the store holds: journeys and emails by workflow and state, customers by stage,
-/// the queue's depth.
-fn store_gauges(c: &crate::store::status::Counts) -> String {
-    use std::fmt::Write as _;
-    let label = |v: &str| {
-        v.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-    };
-    let mut out = String::new();
-    for (name, help, by_workflow) in [
-        (
-            "tidings_enrollments",
-            "Journeys by workflow and state.",
-            &c.journeys,
-        ),
-        (
-            "tidings_emails",
-            "Emails by workflow and outbox state.",
-            &c.emails,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (wf, states) in by_workflow {
-            for (state, n) in states {
-                let _ = writeln!(
-                    out,
-                    "{name}{{workflow=\"{}\",state=\"{}\"}} {n}",
-                    label(wf),
-                    label(state)
-                );
-            }
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tidings_customers Customers by lifecycle stage.\n# TYPE tidings_customers gauge"
-    );
-    for (stage, n) in &c.stages {
-        let _ = writeln!(
-            out,
-            "tidings_customers{{stage=\"{}\"}} {n}",
-            label(stage.as_deref().unwrap_or(""))
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tidings_queue_depth Emails and webhook calls waiting to go.\n# TYPE tidings_queue_depth gauge\ntidings_queue_depth {}",
-        c.queued
-    );
-    out
-}
-
-/// What this process's passes did.
-fn pass_counters(p: &PassMetrics) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    for (name, help, value) in [
-        ("tidings_passes_total", "Passes run.", p.passes as f64),
-        (
-            "tidings_failed_passes_total",
-            "Passes that stopped with an error.",
-            p.failed_passes as f64,
-        ),
-        (
-            "tidings_pass_seconds_total",
-            "Time spent in passes.",
-            p.seconds_total,
-        ),
-        ("tidings_steps_total", "Journey steps run.", p.steps as f64),
-        (
-            "tidings_emails_sent_total",
-            "Emails sent by this process.",
-            p.emails_sent as f64,
-        ),
-        (
-            "tidings_emails_failed_total",
-            "Emails failed for good by this process.",
-            p.emails_failed as f64,
-        ),
-        (
-            "tidings_emails_retried_total",
-            "Email attempts to be retried.",
-            p.emails_retried as f64,
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    }
-    let (buckets, count, sum) = crate::progress::HANDOFF.snapshot();
-    let name = "tidings_event_to_handoff_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} From an event accepted to its email accepted by the SMTP server.\n# TYPE {name} histogram"
-    );
-    for (bound, n) in buckets {
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
-    }
-    let _ = writeln!(
-        out,
-        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP tidings_last_pass_seconds How long the last pass took.\n# TYPE tidings_last_pass_seconds gauge\ntidings_last_pass_seconds {}",
-        p.last_seconds
-    );
-    out
 }
 
 /// A JSON response (axum's `Json` extractor is not used for bodies: its rejections do not
@@ -632,7 +504,7 @@ async fn events(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) ->
     }
 }
 
-fn unavailable() -> Response {
+pub(super) fn unavailable() -> Response {
     problem(
         StatusCode::SERVICE_UNAVAILABLE,
         "the store could not record this; nothing was stored, send it again",

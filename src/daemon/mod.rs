@@ -4,5 +4,6 @@
 
 pub mod api;
 pub mod engagement;
+pub mod metrics;
 mod pages;
 pub mod serve;
