@@ -131,6 +131,7 @@ fn render(r: &Rehearsal, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
         .collect();
     day_table(r, &workflows, &mut s);
     journey_table(r, &workflows, &mut s);
+    step_table(r, &mut s);
     for (workflow, customer, error) in &r.failures {
         let _ = writeln!(s, "failed: {workflow} for customer {customer}: {error}");
     }
@@ -234,6 +235,23 @@ fn journey_table(r: &Rehearsal, workflows: &BTreeSet<&str>, s: &mut String) {
         let _ = writeln!(s, "\njourneys");
         s.push_str(&table(&rows));
     }
+}
+
+/// Emails per email step. A rehearsal's email is read by nobody, so clicks, opens and
+/// answers are not counted: `status` and the report have them for real sends.
+fn step_table(r: &Rehearsal, s: &mut String) {
+    if r.steps.is_empty() {
+        return;
+    }
+    let mut rows = vec![vec!["email step".to_string(), "sent".to_string()]];
+    for ((workflow, step), n) in &r.steps {
+        rows.push(vec![format!("{workflow}/{step}"), n.to_string()]);
+    }
+    let _ = writeln!(
+        s,
+        "\nemails per step (clicks, opens and answers come only from real sends: see `tidings status`)"
+    );
+    s.push_str(&table(&rows));
 }
 
 /// Left-aligned first column, right-aligned numbers.

@@ -83,6 +83,9 @@ pub struct Rehearsal {
     pub already_sent: BTreeMap<String, u64>,
     /// Emails the rehearsal wrote through its transport (a folder's `.eml` files).
     pub written: u64,
+    /// Emails per workflow and email step: the one engagement figure a rehearsal has
+    /// (nobody reads its email, so nothing is clicked, opened or answered).
+    pub steps: BTreeMap<(String, String), u64>,
 }
 
 /// Runs the plan from `from` to `to` over a copy of `source`, writing emails through
@@ -235,6 +238,10 @@ async fn summarize(
             (_, DeliveryState::Failed) => day.failed += 1,
             _ => {
                 day.emails += 1;
+                *rehearsal
+                    .steps
+                    .entry((d.workflow.clone(), d.step))
+                    .or_default() += 1;
                 rehearsal.sends.push((d.workflow, at));
             }
         }

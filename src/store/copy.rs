@@ -248,6 +248,7 @@ pub async fn copy_for_rehearsal(
 /// otherwise ended) it before the rehearsal began.
 pub struct WindowDelivery {
     pub workflow: String,
+    pub step: String,
     pub channel: Channel,
     pub state: DeliveryState,
     pub due_at: i64,
@@ -261,7 +262,7 @@ pub async fn window_deliveries(
     to: DateTime<Utc>,
 ) -> Result<Vec<WindowDelivery>, StoreError> {
     let rows = sqlx::query(
-        "SELECT d.workflow, d.channel, d.state, d.due_at, c.state FROM deliveries d LEFT JOIN copied_deliveries c ON c.id = d.id WHERE d.due_at >= $1 AND d.due_at <= $2",
+        "SELECT d.workflow, d.channel, d.state, d.due_at, c.state, d.step FROM deliveries d LEFT JOIN copied_deliveries c ON c.id = d.id WHERE d.due_at >= $1 AND d.due_at <= $2",
     )
     .bind(from.timestamp_millis())
     .bind(to.timestamp_millis())
@@ -275,6 +276,7 @@ pub async fn window_deliveries(
                 .transpose()?;
             Ok(WindowDelivery {
                 workflow: r.try_get(0)?,
+                step: r.try_get(5)?,
                 channel: r.try_get::<String, _>(1)?.parse()?,
                 state: r.try_get::<String, _>(2)?.parse()?,
                 due_at: r.try_get(3)?,
