@@ -4,11 +4,13 @@
 //!
 //! - `source`: files, positions, YAML routes and the diagnostics a user reads;
 //!   `time`: durations, cron, zones; `ids`: stable and random ids; `customer`: the model
-//!   every stage shares; `config`: `tidings.yaml`.
+//!   every stage shares; `config`: `tidings.yaml`; `robots`: telling a person's click or
+//!   open from a link scanner's.
 //! - `workflow`: a YAML file (`raw`) compiled, with every check, into a `plan`.
 //! - `import`: customers and events from files and the API, checked row by row.
 //! - `store`: SQLite or PostgreSQL — customers, events, journeys, the outbox; all the SQL.
-//! - `unsubscribe`: the tokens of the links in every email.
+//! - `unsubscribe`: the tokens of the links in every email;
+//!   `links`: tracked links, open pixels and answer links, sealed with the same key.
 //! - `engine`: a pass — triggers, journeys and their steps, what each email says.
 //! - `delivery`: the outbox leaves — SMTP, `.eml` files, webhooks; retries and pacing.
 //! - `pass`: one pass of the engine and the senders, for `run` and the daemon.
@@ -29,6 +31,7 @@ pub mod import;
 pub mod pass;
 pub mod progress;
 pub mod rehearsal;
+pub mod robots;
 pub mod source;
 pub mod store;
 pub mod time;

@@ -12,12 +12,10 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
@@ -43,8 +41,27 @@ pub struct Api {
     /// Rung when events arrive, so that the daemon runs a pass at once.
     pub wake: Arc<tokio::sync::Notify>,
     /// How clicks, opens and answers are told apart from machines and what is kept.
-    pub tracking: super::engagement::Tracking,
+    pub tracking: Tracking,
 }
+
+/// What the endpoints are told by `tracking:` in tidings.yaml.
+#[derive(Debug, Clone)]
+pub struct Tracking {
+    /// A click or open this soon after the email left is a scanner's.
+    pub machine_window: chrono::TimeDelta,
+    /// Keep the client's address and agent with what it did.
+    pub store_client: bool,
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Self {
+            machine_window: crate::robots::DEFAULT_WINDOW,
+            store_client: false,
+        }
+    }
+}
+
 
 /// Counters the daemon's loop keeps.
 #[derive(Debug, Clone, Default)]
@@ -66,35 +83,16 @@ pub struct Health {
     pub reload_error: Option<String>,
 }
 
-pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(super::metrics::metrics))
-        .route("/u/{token}", get(confirm).post(unsubscribe))
-        .route("/c/{token}", get(super::engagement::click))
-        .route("/o/{file}", get(super::engagement::open))
-        .route(
-            "/a/{token}",
-            get(super::engagement::answer).post(super::engagement::comment),
-        )
-        .route("/v1/suppressions", post(suppressions))
-        .route("/v1/customers", post(customers))
-        .route("/v1/events", post(events))
-        .route("/openapi.json", get(openapi))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(api)
-}
-
 /// The checked-in description of these endpoints (`docs/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
-async fn openapi() -> impl IntoResponse {
+pub(super) async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 /// 200 while the daemon serves; `degraded` with the error while a changed workflow set is
 /// refused (the previous set keeps running).
-async fn healthz(State(api): State<Arc<Api>>) -> impl IntoResponse {
+pub(super) async fn healthz(State(api): State<Arc<Api>>) -> impl IntoResponse {
     let health = api.health.read().map(|h| h.clone()).unwrap_or_default();
     let status = if health.reload_error.is_some() {
         "degraded"
@@ -165,7 +163,7 @@ fn masked(email: &str) -> String {
     }
 }
 
-async fn confirm(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
+pub(super) async fn confirm(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
     let checked = match api.signer.verify(&token, Utc::now()) {
         Ok(c) => c,
         Err(e) => return refused(&e),
@@ -185,7 +183,7 @@ async fn confirm(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Resp
     )
 }
 
-async fn unsubscribe(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
+pub(super) async fn unsubscribe(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
     let checked = match api.signer.verify(&token, Utc::now()) {
         Ok(c) => c,
         Err(e) => return refused(&e),
@@ -329,7 +327,7 @@ fn reports(body: &[u8]) -> Result<Vec<MailReport>, (String, Option<String>)> {
 /// A bounce suppresses the address (nothing more is sent to it); a complaint unsubscribes
 /// its customers from marketing (receipts still go), or suppresses an address no customer
 /// has. All are checked before any is stored, and stored in one transaction.
-async fn suppressions(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn suppressions(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
@@ -461,7 +459,28 @@ fn row_problems(errors: &[crate::import::RowError], list: bool) -> Response {
 }
 
 /// Upserts customers by `id`: all or none.
-async fn customers(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+/// `DELETE /v1/customers/{id}`: the customer and everything kept about them are gone
+/// (204), or there was no such customer (404).
+pub(super) async fn forget(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(refused) = authorize(&api, &headers) {
+        return refused;
+    }
+    match api.store.forget_customer(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => problem(
+            StatusCode::NOT_FOUND,
+            &format!("no customer has the id `{id}`"),
+            None,
+        ),
+        Err(_) => unavailable(),
+    }
+}
+
+pub(super) async fn customers(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
@@ -478,7 +497,7 @@ async fn customers(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes)
 }
 
 /// Records events: all or none; an event seen before (same `id`) is not recorded again.
-async fn events(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn events(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }

@@ -13,30 +13,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
 
 use super::api::{Api, refused};
+pub use super::api::Tracking;
 use super::pages;
 use crate::links::{Answer, Click, Open, Token};
 use crate::store::engagement::{SentEmail, Visit};
-
-/// What the endpoints are told by `tracking:` in tidings.yaml.
-#[derive(Debug, Clone)]
-pub struct Tracking {
-    /// A click or open this soon after the email left is a scanner's.
-    pub machine_window: TimeDelta,
-    /// Keep the client's address and agent with what it did.
-    pub store_client: bool,
-}
-
-impl Default for Tracking {
-    fn default() -> Self {
-        Self {
-            machine_window: crate::links::robots::DEFAULT_WINDOW,
-            store_client: false,
-        }
-    }
-}
 
 /// A transparent 1×1 GIF.
 const PIXEL: &[u8] = &[

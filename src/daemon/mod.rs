@@ -7,3 +7,28 @@ pub mod engagement;
 pub mod metrics;
 mod pages;
 pub mod serve;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+
+/// Every endpoint, each a handler of `api` (the API and the unsubscribe page),
+/// `engagement` (links in emails) or `metrics`.
+pub fn router(state: Arc<api::Api>) -> Router {
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/u/{token}", get(api::confirm).post(api::unsubscribe))
+        .route("/c/{token}", get(engagement::click))
+        .route("/o/{file}", get(engagement::open))
+        .route("/a/{token}", get(engagement::answer).post(engagement::comment))
+        .route("/v1/suppressions", post(api::suppressions))
+        .route("/v1/customers", post(api::customers))
+        .route("/v1/customers/{id}", delete(api::forget))
+        .route("/v1/events", post(api::events))
+        .route("/openapi.json", get(api::openapi))
+        .layer(DefaultBodyLimit::max(api::MAX_BODY))
+        .with_state(state)
+}

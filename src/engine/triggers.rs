@@ -37,10 +37,11 @@ pub(super) async fn history_if(
     customer_id: &str,
     at: DateTime<Utc>,
 ) -> Result<Option<Arc<EventHistory>>, StoreError> {
-    Ok(match needed {
-        true => Some(Arc::new(events::history(conn, customer_id, at).await?)),
-        false => None,
-    })
+    if !needed {
+        return Ok(None);
+    }
+    let history = crate::store::engagement::history(conn, customer_id, at).await?;
+    Ok(Some(Arc::new(history)))
 }
 
 /// A schedule's latest fire time in `(start, now]`, and how many earlier ones in the window
@@ -128,18 +129,11 @@ impl Engine {
         // only marked processed, all in one statement.
         let mut idle = Vec::new();
         for stored in &events {
-            let triggered: Vec<&Arc<Workflow>> = self
-                .plan
-                .workflows
-                .iter()
-                .filter(|wf| triggers(wf, &stored.event))
-                .collect();
-            let unsubscribes = stored.event.name == crate::customer::UNSUBSCRIBED_EVENT;
-            let resumes = self.resumes(&stored.event);
-            if triggered.is_empty() && stored.set.is_empty() && !unsubscribes && !resumes {
+            let Some((triggered, resumes)) = self.what_it_does(stored) else {
                 idle.push(stored.event.id.as_str());
                 continue;
-            }
+            };
+            let unsubscribes = stored.event.name == crate::customer::UNSUBSCRIBED_EVENT;
             let mut tx = self.store.write_tx().await?;
             let Some(mut customer) = customer_rows::customer_for_update(
                 &mut tx,
@@ -199,6 +193,24 @@ impl Engine {
             report.events += idle.len() as u64;
         }
         Ok(events.len())
+    }
+
+    /// The workflows an event starts and whether it may end a wait; `None` when it does
+    /// nothing at all (no trigger, no change to its customer, no wait for it).
+    fn what_it_does(
+        &self,
+        stored: &events::StoredEvent,
+    ) -> Option<(Vec<&Arc<Workflow>>, bool)> {
+        let triggered: Vec<&Arc<Workflow>> = self
+            .plan
+            .workflows
+            .iter()
+            .filter(|wf| triggers(wf, &stored.event))
+            .collect();
+        let unsubscribes = stored.event.name == crate::customer::UNSUBSCRIBED_EVENT;
+        let resumes = self.resumes(&stored.event);
+        let idle = triggered.is_empty() && stored.set.is_empty() && !unsubscribes && !resumes;
+        (!idle).then_some((triggered, resumes))
     }
 
     /// Whether an event may end a `wait: {for: ...}`: some workflow waits for its name, and

@@ -8,7 +8,6 @@
 //! email pointed: no open redirect, and no table of links to keep.
 
 mod rewrite;
-pub mod robots;
 
 pub use rewrite::{Rewriter, utm_url};
 

@@ -20,7 +20,7 @@ use crate::engine::deployed::WorkflowPrint;
 use crate::rehearsal::simulate::{Rehearsal, SimulateError, rehearse};
 use crate::store::customer_rows::CustomerFilter;
 use crate::store::customer_rows::customers_page;
-use crate::store::events::history;
+use crate::store::engagement::history;
 use crate::store::{Store, StoreError};
 use crate::workflow::expr::pushdown::SqlFilter;
 use crate::workflow::expr::{EvalInput, Expr};

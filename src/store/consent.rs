@@ -64,6 +64,31 @@ impl Store {
         Ok((suppressed, unsubscribed))
     }
 
+    /// Forgets a customer: their record and everything tidings kept about them — events,
+    /// journeys, emails and their bodies, coupons, and what they did with the emails —
+    /// in one transaction. `false` when there is no such customer. Suppressions are
+    /// addresses, not customers, and stay (a bounced address stays unmailable).
+    pub async fn forget_customer(&self, customer_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        for sql in [
+            "DELETE FROM engagements WHERE customer_id = $1",
+            "DELETE FROM delivery_bodies WHERE delivery_id IN (SELECT id FROM deliveries WHERE customer_id = $1)",
+            "DELETE FROM coupons WHERE customer_id = $1",
+            "DELETE FROM deliveries WHERE customer_id = $1",
+            "DELETE FROM enrollments WHERE customer_id = $1",
+            "DELETE FROM events WHERE customer_id = $1",
+        ] {
+            sqlx::query(sql).bind(customer_id).execute(&mut *tx).await?;
+        }
+        let gone = sqlx::query("DELETE FROM customers WHERE id = $1")
+            .bind(customer_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(gone == 1)
+    }
+
     /// The ids of the customers with this address (compared without case).
     pub async fn customers_with_email(&self, email: &str) -> Result<Vec<String>, StoreError> {
         let mut conn = self.pool.acquire().await?;

@@ -6,7 +6,7 @@
 use super::events::{RaisedEvent, insert_events};
 use super::states::EngagementKind;
 use super::{Store, StoreError, from_millis};
-use crate::links::robots::{self, Seen};
+use crate::robots::{self, Seen};
 use crate::workflow::expr::{Engaged, Engagement};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
@@ -318,9 +318,21 @@ pub(super) async fn credit(
     insert(conn, &id, &email, row, &visit).await
 }
 
+/// Everything expressions read of a customer's past up to `until`: their events by name
+/// (`event_count`) and what they did with their emails (`clicked`, `opened`, `answer`).
+pub async fn history(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    until: DateTime<Utc>,
+) -> Result<crate::workflow::expr::EventHistory, StoreError> {
+    let mut history = super::events::history(conn, customer_id, until).await?;
+    history.1 = of_customer(conn, customer_id, until).await?;
+    Ok(history)
+}
+
 /// What a customer did with their emails up to `until`, as `clicked`, `opened` and
 /// `answer` read it: a person's clicks and opens, and each question's latest answer.
-pub(super) async fn of_customer(
+async fn of_customer(
     conn: &mut AnyConnection,
     customer_id: &str,
     until: DateTime<Utc>,

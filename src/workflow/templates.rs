@@ -623,13 +623,11 @@ mod tests {
     #[test]
     fn references_skip_strings_filters_and_methods() {
         let refs = references(
-            "Hi {{ customer.first_name | default(value=\"friend.x\") }} {% if coupon.code %}{{ x.y.z }}{% endif %}",
+            "Hi {{ customer.first_name | default(value=\"friend.x\") }} {% if coupon.code %}{{ x.y.z }}{% endif %} {{ answer_url(question=\"nps\", value=9) }} {% if a == b %}{% endif %}",
         );
         let paths: Vec<String> = refs.iter().map(|r| r.path.join(".")).collect();
-        assert_eq!(
-            paths,
-            ["customer.first_name", "value", "coupon.code", "x.y.z"]
-        );
+        // Functions and their keyword arguments are not names of the context.
+        assert_eq!(paths, ["customer.first_name", "coupon.code", "x.y.z", "a", "b"]);
         assert_eq!(refs[0].at, 6);
     }
 

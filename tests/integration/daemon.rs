@@ -250,6 +250,7 @@ fn the_unsubscribe_link_confirms_on_get_and_unsubscribes_on_post() {
                     customer_id: "c2".into(),
                     workflow: "reactivation-deal".into(),
                     expires_at: expires,
+                    delivery: None,
                 },
             )
         };
@@ -861,12 +862,20 @@ fn the_openapi_document_is_served_and_matches_the_routes() {
     }
     for route in &listed {
         let (method, path) = route.split_once(' ').unwrap();
-        let path = path.replace("{token}", "not-a-token");
+        let path = path
+            .replace("{token}", "not-a-token")
+            .replace("{file}", "not-a-token.gif")
+            .replace("{id}", "nobody");
         let (status, body) = http(port, method, &path, &[], b"{}");
         assert!(status != 404 && status != 405, "{route}: {status} {body}");
     }
     listed.sort();
     let mut routes = vec![
+        "GET /a/{token}",
+        "POST /a/{token}",
+        "GET /c/{token}",
+        "GET /o/{file}",
+        "DELETE /v1/customers/{id}",
         "GET /healthz",
         "GET /metrics",
         "GET /openapi.json",

@@ -8,6 +8,7 @@ mod campaign;
 mod common;
 mod daemon;
 mod dkim;
+mod engagement;
 mod plan;
 mod preview;
 mod realtime;

@@ -1,0 +1,276 @@
+//! What comes back from an email, through the real daemon on loopback: a tracked link in a
+//! real `.eml` followed (302 to exactly its URL with the UTM parameters, one
+//! `email_clicked`), a scanner's early click and a HEAD left out of the rates, a forged
+//! token refused, the open pixel, an answer and its comment; a journey waiting for the
+//! click goes on at once; `status --json` counts it all. On SQLite and PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use mail_parser::MessageParser;
+
+use crate::common::{Act, SmtpServer, Tidings, free_port, scratch_dir, write};
+use crate::daemon::{Daemon, count, http};
+use crate::store::{Backend, backends, tidings};
+
+const DEAL_HTML: &str = r#"<!doctype html><html><body>
+<p>Hello {{ customer.first_name }}, <a href="https://shop.example/sale?x=1&amp;y=2#top">see the sale</a>.</p>
+<p><a href="mailto:help@shop.example">Write to us</a> or <a href="tel:+4930123">call</a>.</p>
+<p>How likely are you to recommend us? <a href="{{ answer_url(question="nps", value=9) }}">9</a>
+<a href="{{ answer_url(question="nps", value=3) }}">3</a></p>
+<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>
+</body></html>"#;
+
+const DEAL: &str = "name: deal
+trigger:
+  event: signed_up
+steps:
+  - id: first
+    email: deal
+    subject: A deal for you
+  - wait: { for: email_clicked, at_most: 3d }
+  - if: clicked(\"first\")
+    then:
+      - id: thanks
+        email: thanks
+        subject: Thanks for looking
+";
+
+fn project(b: &Backend, smtp: u16) {
+    write(
+        &b.dir,
+        "tidings.yaml",
+        &format!(
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{smtp}\n  from: \"Shop <hi@shop.example>\"\nserver:\n  public_url: https://mail.shop.example\n  token: ${{TIDINGS_TEST_API_TOKEN}}\ntracking:\n  opens: true\n  machine_window: 2s\n  utm: {{ source: tidings, campaign: \"{{workflow}}\" }}\n"
+        ),
+    );
+    write(&b.dir, "templates/deal.html", DEAL_HTML);
+    write(
+        &b.dir,
+        "templates/thanks.html",
+        "<p>Thanks! <a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>",
+    );
+    write(&b.dir, "workflows/deal.yaml", DEAL);
+    write(
+        &b.dir,
+        "customers.csv",
+        "id,email,first_name,locale\nada,ada@example.com,Ada,ja-JP\n",
+    );
+    write(&b.dir, "events.csv", "customer_id,name\nada,signed_up\n");
+    for kind in ["customers", "events"] {
+        let file = format!("{kind}.csv");
+        let run = tidings(b).args(["import", kind, &file]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+    }
+}
+
+/// The paths after the public address of every link of a kind (`/c/`, `/a/`, `/o/`) in
+/// the email's HTML, as a mail client would follow them.
+fn links(html: &str, kind: &str) -> Vec<String> {
+    let marker = format!("https://mail.shop.example/{kind}/");
+    html.match_indices(&marker)
+        .map(|(i, _)| {
+            let rest = &html[i + marker.len() - kind.len() - 2..];
+            let end = rest.find(['"', '\'', '<', ' ']).unwrap_or(rest.len());
+            rest[..end].to_string()
+        })
+        .collect()
+}
+
+fn head_location(port: u16, method: &str, path: &str, agent: &str) -> (u16, Option<String>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: mail.shop.example\r\nUser-Agent: {agent}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let location = response
+        .lines()
+        .find_map(|l| l.strip_prefix("location: ").or(l.strip_prefix("Location: ")))
+        .map(str::to_string);
+    (status, location)
+}
+
+const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+#[test]
+fn tracked_links_opens_and_answers_come_back_through_the_daemon() {
+    for b in backends("engagement-links") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        project(&b, server.port);
+        let run = tidings(&b).args(["run", "--once"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let sent_at = Instant::now();
+        let received = server.received();
+        assert_eq!(received.len(), 1, "{}: the deal", b.label);
+        let message = MessageParser::default().parse(&received[0].bytes).unwrap();
+        let html = message.body_html(0).unwrap().into_owned();
+        // The unsubscribe link, mailto: and tel: are as they were; the sale link is not.
+        assert!(html.contains("mailto:help@shop.example") && html.contains("tel:+4930123"));
+        assert!(html.contains("https://mail.shop.example/u/"), "{html}");
+        assert!(!html.contains("shop.example/sale"), "{html}");
+        let clicks = links(&html, "c");
+        assert_eq!(clicks.len(), 1, "{}: {html}", b.label);
+        let port = free_port();
+        let daemon = Daemon::start(&b, port, "1h");
+
+        // A scanner's click, within the machine window of the send: redirected, recorded
+        // as a machine's. A HEAD: redirected, not recorded.
+        let target = "https://shop.example/sale?x=1&y=2&utm_campaign=deal&utm_source=tidings#top";
+        assert!(sent_at.elapsed() < Duration::from_secs(2), "too slow to test the window");
+        let (status, location) = head_location(port, "GET", &clicks[0], BROWSER);
+        assert_eq!((status, location.as_deref()), (302, Some(target)), "{}", b.label);
+        let (status, location) = head_location(port, "HEAD", &clicks[0], BROWSER);
+        assert_eq!((status, location.as_deref()), (302, Some(target)));
+        assert_eq!(count(&b, "SELECT COUNT(*) FROM events WHERE name = 'email_clicked'"), 1);
+        assert_eq!(count(&b, "SELECT COUNT(*) FROM engagements WHERE machine = 1"), 1);
+
+        // A forged or altered token: 400, no redirect, nothing recorded.
+        let mut altered = clicks[0].clone();
+        let last = altered.pop().unwrap();
+        altered.push(if last == 'A' { 'B' } else { 'A' });
+        for path in [altered.as_str(), "/c/bm90IGEgdG9rZW4", "/c/..%2f..%2fetc"] {
+            let (status, location) = head_location(port, "GET", path, BROWSER);
+            assert_eq!((status, location), (400, None), "{}: {path}", b.label);
+        }
+        assert_eq!(count(&b, "SELECT COUNT(*) FROM events WHERE name = 'email_clicked'"), 1);
+
+        // A person, after the window: one human click, and the journey waiting for it
+        // sends its thanks at once (the daemon's timer is an hour).
+        std::thread::sleep(Duration::from_secs(2).saturating_sub(sent_at.elapsed()));
+        let (status, _) = head_location(port, "GET", &clicks[0], BROWSER);
+        assert_eq!(status, 302);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.received().len() < 2 {
+            assert!(Instant::now() < deadline, "{}: the thanks did not come", b.label);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let received = server.received();
+        let thanks = MessageParser::default().parse(&received[1].bytes).unwrap();
+        assert_eq!(thanks.subject(), Some("Thanks for looking"));
+
+        // The open pixel, and an answer with its comment, in the customer's language.
+        let pixel = links(&html, "o");
+        let (status, gif) = http(port, "GET", &pixel[0], &[("User-Agent", BROWSER)], b"");
+        assert_eq!(status, 200);
+        assert!(gif.starts_with("GIF89a"), "{gif:?}");
+        let answers = links(&html, "a");
+        assert_eq!(answers.len(), 2);
+        let (status, page) = http(port, "GET", &answers[1], &[("User-Agent", BROWSER)], b"");
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains("lang=\"ja\"") && page.contains(">3<"), "{page}");
+        let (status, _) = http(port, "GET", &answers[0], &[("User-Agent", BROWSER)], b"");
+        assert_eq!(status, 200);
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let (status, page) = http(port, "POST", &answers[0], &form, b"comment=Great+tea%21");
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(
+            crate::store::text_pairs(&b, "SELECT value, comment FROM engagements WHERE kind = 'answer'"),
+            [("9".to_string(), "Great tea!".to_string())],
+            "{}: one answer per email and question, the latest wins",
+            b.label
+        );
+        daemon.stop();
+
+        let status = tidings(&b).args(["status", "--json"]).run();
+        assert_eq!(status.code, 0, "{}", status.transcript());
+        let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+        let deal = &doc["workflows"][0]["engagement"];
+        assert_eq!(deal["sent"], 2, "{}: {doc:#}", b.label);
+        assert_eq!(deal["clicked"], 1, "{}: the scanner's click is left out", b.label);
+        assert_eq!(deal["opened"], 1);
+        assert_eq!(deal["answered"], 1);
+        let first = &deal["steps"][0];
+        assert_eq!((first["step"].as_str(), first["click_rate"].as_f64()), (Some("first"), Some(1.0)));
+        assert_eq!(doc["questions"][0]["question"], "nps");
+        assert_eq!(doc["questions"][0]["nps"], 100.0);
+    }
+}
+
+const WAITS: &str = "name: nudge
+trigger:
+  event: signed_up
+steps:
+  - id: hello
+    email: hello
+    subject: Hello
+  - wait: { for: email_clicked, at_most: 3d }
+  - id: next
+    email: next
+    subject: Next
+tests:
+  - name: a click on day 1 moves the journey on that day
+    start: 2026-06-01T09:00:00Z
+    customers: [ { id: ada } ]
+    events: [ { name: signed_up } ]
+    steps:
+      - expect_email: { template: hello }
+      - advance: 1d
+      - click: { template: hello }
+      - expect_email: { template: next, at: 2026-06-02T09:00:00Z }
+  - name: without a click the journey goes on after three days
+    start: 2026-06-01T09:00:00Z
+    customers: [ { id: ada } ]
+    events: [ { name: signed_up } ]
+    steps:
+      - advance: 2d
+      - expect_no_email: { template: next }
+      - advance: 1d
+      - expect_email: { template: next, at: 2026-06-04T09:00:00Z }
+";
+
+fn nudge(dir: &std::path::Path, workflow: &str) -> crate::common::Run {
+    write(
+        dir,
+        "templates/hello.html",
+        "<a href=\"https://shop.example/\">Shop</a> <a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+    );
+    write(dir, "templates/next.html", "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>");
+    write(dir, "workflows/nudge.yaml", workflow);
+    Tidings::new().cwd(dir).args(["test"]).run()
+}
+
+/// `wait: {for: email_clicked, at_most: 3d}`: a click on day 1 moves the journey on at
+/// day 1, none at day 3 — and a plain `wait: 3d` in its place fails the first case.
+#[test]
+fn a_wait_for_a_click_ends_with_the_click_or_the_time_limit() {
+    let dir = scratch_dir("engagement-wait");
+    let run = nudge(&dir, WAITS);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(run.stdout.contains("2 passed"), "{}", run.stdout);
+    let run = nudge(&dir, &WAITS.replace("{ for: email_clicked, at_most: 3d }", "3d"));
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    assert!(
+        run.stdout.contains("FAIL  nudge › a click on day 1"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// `validate` names the step a `clicked()` names and the event a wait is for.
+#[test]
+fn validate_checks_engagement_references() {
+    let dir = scratch_dir("engagement-validate");
+    write(&dir, "templates/hello.html", "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>");
+    write(
+        &dir,
+        "workflows/nudge.yaml",
+        "name: nudge\ntrigger:\n  event: signed_up\naudience: clicked(\"hello\")\nsteps:\n  - id: hello\n    email: hello\n    subject: Hi\n  - wait: { for: email_clikced, at_most: 3d }\n  - if: clicked(\"helo\") || opened(\"other/x\")\n    then:\n      - exit: done\n",
+    );
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let out = format!("{}{}", run.stdout, run.stderr);
+    for expected in [
+        "error[engagement-in-audience]",
+        "error[unknown-step]: in `if`: this workflow has no email step `helo`",
+        "did you mean `hello`?",
+        "error[unknown-workflow]: there is no workflow `other`",
+        "warning[unknown-event]: no workflow is triggered by `email_clikced`",
+        "did you mean `email_clicked`?",
+        "nudge.yaml:4:19",
+    ] {
+        assert!(out.contains(expected), "{expected} in\n{out}");
+    }
+}
