@@ -86,8 +86,20 @@ fn a_broken_copy_of_each_example_fails_with_a_readable_diff() {
         (
             "feedback-wait",
             "workflows/cancellation-feedback.yaml",
-            "  - wait: 1d",
-            "  - wait: 2d",
+            "  - wait: { for: survey_answered, at_most: 3d }",
+            "  - wait: 3d",
+        ),
+        (
+            "reactivation-click",
+            "workflows/reactivation-deal.yaml",
+            " && !clicked(\"deal\")",
+            "",
+        ),
+        (
+            "nps-promoter",
+            "workflows/nps-survey.yaml",
+            "answer(\"nps\") >= 9",
+            "answer(\"nps\") >= 10",
         ),
     ];
     for (name, file, from, to) in breakages {
