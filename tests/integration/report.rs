@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::repo_root;
-use crate::store::{backends, demo_with_stages, outbox, pass, tidings};
+use crate::store::{backends, demo_with_stages, outbox, pass, tidings, with_store};
 
 const PASSES: [&str; 5] = [
     "2026-06-01T08:00:00Z",
@@ -33,6 +33,28 @@ fn the_report_is_one_page_with_every_chart_and_the_stores_numbers() {
         for now in PASSES {
             pass(&b, now);
         }
+        // A person clicks their reactivation deal; a scanner clicks the other.
+        let (deliveries, _) = outbox(&b);
+        let deals: Vec<String> = deliveries
+            .iter()
+            .filter(|d| d.workflow == "reactivation-deal" && d.step == "deal" && d.state == "sent")
+            .map(|d| d.id.clone())
+            .collect();
+        assert_eq!(deals.len(), 2, "{}: the demo's two lapsed buyers", b.label);
+        with_store(&b, async |s| {
+            for (i, id) in deals.iter().enumerate() {
+                let email = s.sent_email(id).await.unwrap().unwrap();
+                let visit = tidings::store::engagement::Visit {
+                    at: email.sent_at.unwrap() + chrono::TimeDelta::hours(2),
+                    agent: Some(if i == 0 { "Mozilla/5.0" } else { "Barracuda" }.into()),
+                    client: None,
+                };
+                let window = chrono::TimeDelta::seconds(10);
+                s.record_click(&email, "https://shop.acme.example/", &visit, window)
+                    .await
+                    .unwrap();
+            }
+        });
         let out = b.dir.join("report.html");
         let run = tidings(&b)
             .args(["report", "--out", out.to_str().unwrap()])
@@ -44,6 +66,7 @@ fn the_report_is_one_page_with_every_chart_and_the_stores_numbers() {
             "stage-distribution".to_string(),
             "stage-flow".into(),
             "sends-per-day".into(),
+            "click-rates".into(),
         ];
         charts.extend(WORKFLOWS.iter().map(|w| format!("funnel-{w}")));
         for chart in &charts {
@@ -75,6 +98,16 @@ fn the_report_is_one_page_with_every_chart_and_the_stores_numbers() {
             // workflow, five journey states, then emails sent.
             assert_eq!(cells[6], sent.to_string(), "{}: {wf}: {row}", b.label);
         }
+        // The click rate is the person's click over the deals delivered: 1 of 2.
+        let row = page
+            .split("<tr>")
+            .find(|r| r.starts_with("<td>reactivation-deal/deal</td>"))
+            .unwrap_or_else(|| panic!("{}: no engagement row", b.label));
+        assert!(
+            row.starts_with("<td>reactivation-deal/deal</td><td>2</td><td>2</td><td>0</td><td>1</td><td>50.0%</td>"),
+            "{}: {row}",
+            b.label
+        );
         if b.label == "sqlite" {
             // A funnel with no journeys has no bars to draw.
             let (_, enrollments) = outbox(&b);

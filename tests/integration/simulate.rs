@@ -246,6 +246,22 @@ fn expected(people: &[Person], events: &[Happening]) -> BTreeSet<Mail> {
             break; // re-entry only after 180 days
         }
 
+        // nps-survey: Tuesdays 10:00 in the customer's own zone, for buyers of 3+ orders,
+        // the latest within 60 days; once (re-entry after 180 days). Nobody reads a
+        // rehearsal's email, so nobody answers, and no promoter email follows.
+        let mut tuesday = NaiveDate::from_ymd_opt(2027, 1, 26).unwrap();
+        while tuesday <= to.date_naive() + TimeDelta::days(1) {
+            let fire = local(p.zone, tuesday, 10);
+            tuesday += TimeDelta::days(7);
+            let recent = last_order_at(fire)
+                .is_some_and(|o| (fire - o).num_seconds().div_euclid(86_400) <= 60);
+            if !in_window(fire) || orders_at(fire) < 3 || !recent || !consents(fire) {
+                continue;
+            }
+            mail("nps-survey", "ask", p, fire);
+            break;
+        }
+
         // review-request: 7 days after delivery, unless a review came in.
         for delivered in mine().filter(|e| e.name == "order_delivered") {
             let at = delivered.at + TimeDelta::days(7);
@@ -381,6 +397,7 @@ fn sixty_days_of_the_shipped_examples_match_the_rules() {
         ("reactivation-deal", "last-chance", 500),
         ("review-request", "ask", 100),
         ("post-purchase-thank-you", "thanks", 50),
+        ("nps-survey", "ask", 500),
     ] {
         assert!(count(w, s) >= at_least, "{w}/{s}: only {}", count(w, s));
     }
