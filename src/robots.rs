@@ -82,11 +82,7 @@ mod tests {
 
     #[test]
     fn scanners_early_clicks_and_bursts_are_machines() {
-        let t = |s: &str| {
-            DateTime::parse_from_rfc3339(s)
-                .unwrap()
-                .with_timezone(&Utc)
-        };
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         let person = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15";
         let seen = |agent, at: &str, burst| Seen {
             at: t(at),
@@ -95,13 +91,29 @@ mod tests {
             other_links_in_burst: burst,
         };
         let w = DEFAULT_WINDOW;
-        assert!(!is_machine(&seen(Some(person), "2026-06-01T10:05:00Z", 0), w));
-        assert!(is_machine(&seen(Some(person), "2026-06-01T10:00:03Z", 0), w));
-        assert!(is_machine(&seen(Some("Barracuda Sentinel (EE)"), "2026-06-01T11:00:00Z", 0), w));
-        assert!(is_machine(&seen(None, "2026-06-01T11:00:00Z", 0), w));
-        assert!(is_machine(&seen(Some(person), "2026-06-01T11:00:00Z", 2), w));
+        assert!(!is_machine(
+            &seen(Some(person), "2026-06-01T10:05:00Z", 0),
+            w
+        ));
         assert!(is_machine(
-            &seen(Some("Mozilla/5.0 (via ggpht.com GoogleImageProxy)"), "2026-06-01T11:00:00Z", 0),
+            &seen(Some(person), "2026-06-01T10:00:03Z", 0),
+            w
+        ));
+        assert!(is_machine(
+            &seen(Some("Barracuda Sentinel (EE)"), "2026-06-01T11:00:00Z", 0),
+            w
+        ));
+        assert!(is_machine(&seen(None, "2026-06-01T11:00:00Z", 0), w));
+        assert!(is_machine(
+            &seen(Some(person), "2026-06-01T11:00:00Z", 2),
+            w
+        ));
+        assert!(is_machine(
+            &seen(
+                Some("Mozilla/5.0 (via ggpht.com GoogleImageProxy)"),
+                "2026-06-01T11:00:00Z",
+                0
+            ),
             w
         ));
     }

@@ -13,8 +13,8 @@ use crate::cli::args::ReportArgs;
 use crate::cli::charts::{ChartError, Series, WIDTH, bars, percent_bars, stacked};
 use crate::cli::shared::{CommandError, open_store, time_arg};
 use crate::cli::status::{EMAILS, JOURNEYS, emails, journeys, order, stage_rows};
-use crate::store::report::{History, history, week_of};
 use crate::store::rates::{Rates, StepRates, rates};
+use crate::store::report::{History, history, week_of};
 use crate::store::status::{Counts, counts};
 use crate::workflow::compile::compile_project;
 use crate::workflow::templates::escape_html;
@@ -211,8 +211,16 @@ impl Page<'_> {
             .collect();
         type Rate = fn(&StepRates) -> Option<f64>;
         let charts: [(&str, &str, Rate); 2] = [
-            ("click-rates", "Click rate per email step", StepRates::click_rate),
-            ("answer-rates", "Answer rate per email step", StepRates::answer_rate),
+            (
+                "click-rates",
+                "Click rate per email step",
+                StepRates::click_rate,
+            ),
+            (
+                "answer-rates",
+                "Answer rate per email step",
+                StepRates::answer_rate,
+            ),
         ];
         for (id, title, rate) in charts {
             let shares: Vec<f64> = steps.iter().map(|s| rate(s).unwrap_or(0.0)).collect();

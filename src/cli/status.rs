@@ -141,7 +141,12 @@ pub fn engagement_table(r: &Rates, workflows: &[String]) -> String {
         return out;
     }
     let label = |s: &crate::store::rates::StepRates| format!("{}/{}", s.workflow, s.step);
-    let width = rows.iter().map(|s| label(s).len()).max().unwrap_or(8).max(10);
+    let width = rows
+        .iter()
+        .map(|s| label(s).len())
+        .max()
+        .unwrap_or(8)
+        .max(10);
     let _ = writeln!(
         out,
         "\n{:<width$} {:>8} {:>9} {:>7} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>9}",

@@ -264,9 +264,7 @@ impl Config {
                 let base = base.trim_end_matches('/');
                 base.strip_suffix("/u").unwrap_or(base).to_string()
             }
-            (None, None) => LOCAL_UNSUBSCRIBE_BASE
-                .trim_end_matches("/u")
-                .to_string(),
+            (None, None) => LOCAL_UNSUBSCRIBE_BASE.trim_end_matches("/u").to_string(),
         }
     }
 

@@ -35,8 +35,7 @@ fn mail_over_smtp_needs_a_public_link_and_a_real_sender() {
         "a folder is a rehearsal"
     );
     c.email.transport = "smtp://relay.acme.example:587".into();
-    let keys =
-        |c: &Config| -> Vec<&str> { c.production_problems().iter().map(|p| p.0).collect() };
+    let keys = |c: &Config| -> Vec<&str> { c.production_problems().iter().map(|p| p.0).collect() };
     assert_eq!(keys(&c), ["server.public_url", "email.from"]);
     c.email.from = "Acme <hello@acme.example>".into();
     for local in [

@@ -92,7 +92,9 @@ mod tests {
     fn transactional_mail_is_tracked_only_when_its_workflow_asks() {
         let mut project = TrackingConfig::default();
         project.utm.insert("source".into(), "tidings".into());
-        project.utm.insert("utm_campaign".into(), "{workflow}-{step}".into());
+        project
+            .utm
+            .insert("utm_campaign".into(), "{workflow}-{step}".into());
         let none = WorkflowTracking::default();
         let t = project.for_email(&none, true, ("deal", "first"));
         assert!(t.clicks && !t.opens);

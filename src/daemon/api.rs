@@ -62,7 +62,6 @@ impl Default for Tracking {
     }
 }
 
-
 /// Counters the daemon's loop keeps.
 #[derive(Debug, Clone, Default)]
 pub struct PassMetrics {
@@ -183,7 +182,10 @@ pub(super) async fn confirm(State(api): State<Arc<Api>>, Path(token): Path<Strin
     )
 }
 
-pub(super) async fn unsubscribe(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
+pub(super) async fn unsubscribe(
+    State(api): State<Arc<Api>>,
+    Path(token): Path<String>,
+) -> Response {
     let checked = match api.signer.verify(&token, Utc::now()) {
         Ok(c) => c,
         Err(e) => return refused(&e),
@@ -191,7 +193,12 @@ pub(super) async fn unsubscribe(State(api): State<Arc<Api>>, Path(token): Path<S
     let source = format!("link in `{}`", checked.workflow);
     match api
         .store
-        .unsubscribe(&checked.customer_id, &source, checked.delivery.as_deref(), Utc::now())
+        .unsubscribe(
+            &checked.customer_id,
+            &source,
+            checked.delivery.as_deref(),
+            Utc::now(),
+        )
         .await
     {
         Ok(Unsubscribed::Now | Unsubscribed::Already) => page(
@@ -327,7 +334,11 @@ fn reports(body: &[u8]) -> Result<Vec<MailReport>, (String, Option<String>)> {
 /// A bounce suppresses the address (nothing more is sent to it); a complaint unsubscribes
 /// its customers from marketing (receipts still go), or suppresses an address no customer
 /// has. All are checked before any is stored, and stored in one transaction.
-pub(super) async fn suppressions(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn suppressions(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
@@ -480,7 +491,11 @@ pub(super) async fn forget(
     }
 }
 
-pub(super) async fn customers(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn customers(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
@@ -497,7 +512,11 @@ pub(super) async fn customers(State(api): State<Arc<Api>>, headers: HeaderMap, b
 }
 
 /// Records events: all or none; an event seen before (same `id`) is not recorded again.
-pub(super) async fn events(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn events(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }

@@ -180,4 +180,3 @@ fn pass_counters(p: &PassMetrics) -> String {
     );
     out
 }
-

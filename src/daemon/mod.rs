@@ -23,7 +23,10 @@ pub fn router(state: Arc<api::Api>) -> Router {
         .route("/u/{token}", get(api::confirm).post(api::unsubscribe))
         .route("/c/{token}", get(engagement::click))
         .route("/o/{file}", get(engagement::open))
-        .route("/a/{token}", get(engagement::answer).post(engagement::comment))
+        .route(
+            "/a/{token}",
+            get(engagement::answer).post(engagement::comment),
+        )
         .route("/v1/suppressions", post(api::suppressions))
         .route("/v1/customers", post(api::customers))
         .route("/v1/customers/{id}", delete(api::forget))

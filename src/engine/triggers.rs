@@ -197,10 +197,7 @@ impl Engine {
 
     /// The workflows an event starts and whether it may end a wait; `None` when it does
     /// nothing at all (no trigger, no change to its customer, no wait for it).
-    fn what_it_does(
-        &self,
-        stored: &events::StoredEvent,
-    ) -> Option<(Vec<&Arc<Workflow>>, bool)> {
+    fn what_it_does(&self, stored: &events::StoredEvent) -> Option<(Vec<&Arc<Workflow>>, bool)> {
         let triggered: Vec<&Arc<Workflow>> = self
             .plan
             .workflows
@@ -219,9 +216,9 @@ impl Engine {
         let machine = event.properties.get("machine") == Some(&serde_json::Value::Bool(true));
         !machine
             && self.plan.workflows.iter().any(|wf| {
-                wf.all_steps().iter().any(|s| {
-                    matches!(&s.kind, StepKind::WaitFor(w) if w.event == event.name)
-                })
+                wf.all_steps()
+                    .iter()
+                    .any(|s| matches!(&s.kind, StepKind::WaitFor(w) if w.event == event.name))
             })
     }
 

@@ -278,7 +278,10 @@ mod tests {
 <a href="https://mail.example/u/TOKEN">Unsubscribe</a> <A HREF=http://shop.example/x>x</A>
 </body></html>"#;
         let out = r.html(html);
-        assert!(out.contains(r#"<link href="https://cdn.example/a.css">"#), "{out}");
+        assert!(
+            out.contains(r#"<link href="https://cdn.example/a.css">"#),
+            "{out}"
+        );
         assert!(out.contains("mailto:help@shop.example") && out.contains("tel:+4912345"));
         assert!(out.contains(r#"href="https://mail.example/u/TOKEN""#));
         assert!(!out.contains("shop.example/sale") && !out.contains("shop.example/x"));
@@ -321,7 +324,13 @@ mod tests {
         );
         let a = out.split("/a/").nth(1).unwrap().split('\n').next().unwrap();
         let a = Answer::open(&signer, a).unwrap();
-        assert_eq!((a.question.as_str(), a.value), ("nps", serde_json::json!(9)));
-        assert_eq!(utm_url("https://a.example", &utm[..1]), "https://a.example?utm_source=tidings");
+        assert_eq!(
+            (a.question.as_str(), a.value),
+            ("nps", serde_json::json!(9))
+        );
+        assert_eq!(
+            utm_url("https://a.example", &utm[..1]),
+            "https://a.example?utm_source=tidings"
+        );
     }
 }

@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 use std::collections::BTreeMap;
 
-use crate::customer::{EMAIL_CLICKED as CLICKED, EMAIL_OPENED as OPENED, SURVEY_ANSWERED as ANSWERED};
+use crate::customer::{
+    EMAIL_CLICKED as CLICKED, EMAIL_OPENED as OPENED, SURVEY_ANSWERED as ANSWERED,
+};
 
 /// An email as the endpoints need it: whose, from which step, and when it left.
 #[derive(Debug, Clone, PartialEq)]
@@ -368,7 +370,13 @@ async fn of_customer(
 /// and opens left out), and every answer's value by question.
 pub async fn counts(
     conn: &mut AnyConnection,
-) -> Result<(BTreeMap<(String, String, EngagementKind), u64>, Vec<(String, Value)>), StoreError> {
+) -> Result<
+    (
+        BTreeMap<(String, String, EngagementKind), u64>,
+        Vec<(String, Value)>,
+    ),
+    StoreError,
+> {
     let rows = sqlx::query("SELECT workflow, step, kind, COUNT(DISTINCT delivery_id) FROM engagements WHERE machine = 0 AND kind <> 'answer' GROUP BY workflow, step, kind")
         .fetch_all(&mut *conn)
         .await?;

@@ -166,7 +166,9 @@ pub async fn rates(conn: &mut AnyConnection) -> Result<Rates, StoreError> {
         }
     }
     for (key, s) in &mut steps {
-        s.delivered = s.sent.saturating_sub(reported.get(key).copied().unwrap_or(0));
+        s.delivered = s
+            .sent
+            .saturating_sub(reported.get(key).copied().unwrap_or(0));
     }
     Ok(Rates {
         steps: steps.into_values().collect(),

@@ -236,7 +236,10 @@ pub enum Wait {
     For(String),
     Until(String),
     /// `{ for: email_clicked, at_most: 3d }`: until the event comes or the time runs out.
-    ForEvent { event: String, at_most: String },
+    ForEvent {
+        event: String,
+        at_most: String,
+    },
 }
 
 impl<'de> Deserialize<'de> for Wait {

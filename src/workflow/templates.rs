@@ -375,7 +375,11 @@ pub const ANSWER_PREFIX: &str = "https://answer.tidings.invalid/";
 /// so that neither HTML escaping nor a text body changes them.
 pub fn answer_placeholder(question: &str, value: &serde_json::Value) -> String {
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    format!("{ANSWER_PREFIX}{}/{}", enc(question), enc(&value.to_string()))
+    format!(
+        "{ANSWER_PREFIX}{}/{}",
+        enc(question),
+        enc(&value.to_string())
+    )
 }
 
 /// Tera as tidings' templates see it: HTML escaped, and the functions tidings adds.
@@ -486,8 +490,8 @@ fn scan_tag(text: &str, start: usize, end: usize, out: &mut Vec<Reference>) {
             // `(` a function, before a single `=` a keyword argument.
             let before = tag[..i].trim_end();
             let after = chars.peek().map_or("", |&(j, _)| tag[j..].trim_start());
-            let is_call = after.starts_with('(')
-                || (after.starts_with('=') && !after.starts_with("=="));
+            let is_call =
+                after.starts_with('(') || (after.starts_with('=') && !after.starts_with("=="));
             let is_filter = before.ends_with('|') || is_call;
             let is_keyword = path.len() == 1 && TERA_KEYWORDS.contains(&path[0].as_str());
             if !prev_dot && !is_filter && !is_keyword {
@@ -627,7 +631,10 @@ mod tests {
         );
         let paths: Vec<String> = refs.iter().map(|r| r.path.join(".")).collect();
         // Functions and their keyword arguments are not names of the context.
-        assert_eq!(paths, ["customer.first_name", "coupon.code", "x.y.z", "a", "b"]);
+        assert_eq!(
+            paths,
+            ["customer.first_name", "coupon.code", "x.y.z", "a", "b"]
+        );
         assert_eq!(refs[0].at, 6);
     }
 

@@ -88,7 +88,10 @@ fn head_location(port: u16, method: &str, path: &str, agent: &str) -> (u16, Opti
     let status = response.split(' ').nth(1).unwrap().parse().unwrap();
     let location = response
         .lines()
-        .find_map(|l| l.strip_prefix("location: ").or(l.strip_prefix("Location: ")))
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or(l.strip_prefix("Location: "))
+        })
         .map(str::to_string);
     (status, location)
 }
@@ -119,13 +122,30 @@ fn tracked_links_opens_and_answers_come_back_through_the_daemon() {
         // A scanner's click, within the machine window of the send: redirected, recorded
         // as a machine's. A HEAD: redirected, not recorded.
         let target = "https://shop.example/sale?x=1&y=2&utm_campaign=deal&utm_source=tidings#top";
-        assert!(sent_at.elapsed() < Duration::from_secs(2), "too slow to test the window");
+        assert!(
+            sent_at.elapsed() < Duration::from_secs(2),
+            "too slow to test the window"
+        );
         let (status, location) = head_location(port, "GET", &clicks[0], BROWSER);
-        assert_eq!((status, location.as_deref()), (302, Some(target)), "{}", b.label);
+        assert_eq!(
+            (status, location.as_deref()),
+            (302, Some(target)),
+            "{}",
+            b.label
+        );
         let (status, location) = head_location(port, "HEAD", &clicks[0], BROWSER);
         assert_eq!((status, location.as_deref()), (302, Some(target)));
-        assert_eq!(count(&b, "SELECT COUNT(*) FROM events WHERE name = 'email_clicked'"), 1);
-        assert_eq!(count(&b, "SELECT COUNT(*) FROM engagements WHERE machine = 1"), 1);
+        assert_eq!(
+            count(
+                &b,
+                "SELECT COUNT(*) FROM events WHERE name = 'email_clicked'"
+            ),
+            1
+        );
+        assert_eq!(
+            count(&b, "SELECT COUNT(*) FROM engagements WHERE machine = 1"),
+            1
+        );
 
         // A forged or altered token: 400, no redirect, nothing recorded.
         let mut altered = clicks[0].clone();
@@ -135,7 +155,13 @@ fn tracked_links_opens_and_answers_come_back_through_the_daemon() {
             let (status, location) = head_location(port, "GET", path, BROWSER);
             assert_eq!((status, location), (400, None), "{}: {path}", b.label);
         }
-        assert_eq!(count(&b, "SELECT COUNT(*) FROM events WHERE name = 'email_clicked'"), 1);
+        assert_eq!(
+            count(
+                &b,
+                "SELECT COUNT(*) FROM events WHERE name = 'email_clicked'"
+            ),
+            1
+        );
 
         // A person, after the window: one human click, and the journey waiting for it
         // sends its thanks at once (the daemon's timer is an hour).
@@ -144,7 +170,11 @@ fn tracked_links_opens_and_answers_come_back_through_the_daemon() {
         assert_eq!(status, 302);
         let deadline = Instant::now() + Duration::from_secs(20);
         while server.received().len() < 2 {
-            assert!(Instant::now() < deadline, "{}: the thanks did not come", b.label);
+            assert!(
+                Instant::now() < deadline,
+                "{}: the thanks did not come",
+                b.label
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let received = server.received();
@@ -160,14 +190,20 @@ fn tracked_links_opens_and_answers_come_back_through_the_daemon() {
         assert_eq!(answers.len(), 2);
         let (status, page) = http(port, "GET", &answers[1], &[("User-Agent", BROWSER)], b"");
         assert_eq!(status, 200, "{page}");
-        assert!(page.contains("lang=\"ja\"") && page.contains(">3<"), "{page}");
+        assert!(
+            page.contains("lang=\"ja\"") && page.contains(">3<"),
+            "{page}"
+        );
         let (status, _) = http(port, "GET", &answers[0], &[("User-Agent", BROWSER)], b"");
         assert_eq!(status, 200);
         let form = [("Content-Type", "application/x-www-form-urlencoded")];
         let (status, page) = http(port, "POST", &answers[0], &form, b"comment=Great+tea%21");
         assert_eq!(status, 200, "{page}");
         assert_eq!(
-            crate::store::text_pairs(&b, "SELECT value, comment FROM engagements WHERE kind = 'answer'"),
+            crate::store::text_pairs(
+                &b,
+                "SELECT value, comment FROM engagements WHERE kind = 'answer'"
+            ),
             [("9".to_string(), "Great tea!".to_string())],
             "{}: one answer per email and question, the latest wins",
             b.label
@@ -179,11 +215,18 @@ fn tracked_links_opens_and_answers_come_back_through_the_daemon() {
         let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
         let deal = &doc["workflows"][0]["engagement"];
         assert_eq!(deal["sent"], 2, "{}: {doc:#}", b.label);
-        assert_eq!(deal["clicked"], 1, "{}: the scanner's click is left out", b.label);
+        assert_eq!(
+            deal["clicked"], 1,
+            "{}: the scanner's click is left out",
+            b.label
+        );
         assert_eq!(deal["opened"], 1);
         assert_eq!(deal["answered"], 1);
         let first = &deal["steps"][0];
-        assert_eq!((first["step"].as_str(), first["click_rate"].as_f64()), (Some("first"), Some(1.0)));
+        assert_eq!(
+            (first["step"].as_str(), first["click_rate"].as_f64()),
+            (Some("first"), Some(1.0))
+        );
         assert_eq!(doc["questions"][0]["question"], "nps");
         assert_eq!(doc["questions"][0]["nps"], 100.0);
     }
@@ -227,7 +270,11 @@ fn nudge(dir: &std::path::Path, workflow: &str) -> crate::common::Run {
         "templates/hello.html",
         "<a href=\"https://shop.example/\">Shop</a> <a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
     );
-    write(dir, "templates/next.html", "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>");
+    write(
+        dir,
+        "templates/next.html",
+        "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+    );
     write(dir, "workflows/nudge.yaml", workflow);
     Tidings::new().cwd(dir).args(["test"]).run()
 }
@@ -240,7 +287,10 @@ fn a_wait_for_a_click_ends_with_the_click_or_the_time_limit() {
     let run = nudge(&dir, WAITS);
     assert_eq!(run.code, 0, "{}", run.transcript());
     assert!(run.stdout.contains("2 passed"), "{}", run.stdout);
-    let run = nudge(&dir, &WAITS.replace("{ for: email_clicked, at_most: 3d }", "3d"));
+    let run = nudge(
+        &dir,
+        &WAITS.replace("{ for: email_clicked, at_most: 3d }", "3d"),
+    );
     assert_eq!(run.code, 1, "{}", run.transcript());
     assert!(
         run.stdout.contains("FAIL  nudge › a click on day 1"),
@@ -253,7 +303,11 @@ fn a_wait_for_a_click_ends_with_the_click_or_the_time_limit() {
 #[test]
 fn validate_checks_engagement_references() {
     let dir = scratch_dir("engagement-validate");
-    write(&dir, "templates/hello.html", "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>");
+    write(
+        &dir,
+        "templates/hello.html",
+        "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+    );
     write(
         &dir,
         "workflows/nudge.yaml",

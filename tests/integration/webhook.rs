@@ -69,7 +69,10 @@ fn webhooks_are_called_retried_and_given_up_on() {
         );
         let crm = format!("http://127.0.0.1:{}", receiver.port);
         pass(&b, &crm, "2026-06-01T08:00:00Z");
-        assert!(receiver.requests().is_empty(), "the call waits for an answer, three days at most");
+        assert!(
+            receiver.requests().is_empty(),
+            "the call waits for an answer, three days at most"
+        );
 
         let first = pass(&b, &crm, "2026-06-02T08:00:00Z");
         assert!(

@@ -272,13 +272,17 @@ impl Compiler {
                 continue;
             }
             let help = match crate::source::yaml::closest(&event, known.iter().copied()) {
-                Some(best) => format!("did you mean `{best}`? (an event your shop sends is fine: ignore this)"),
+                Some(best) => format!(
+                    "did you mean `{best}`? (an event your shop sends is fine: ignore this)"
+                ),
                 None => "an event your shop sends is fine; otherwise check the spelling".into(),
             };
             self.diags.push(
                 Diagnostic::warning(
                     "unknown-event",
-                    format!("no workflow is triggered by `{event}`, and tidings does not record it"),
+                    format!(
+                        "no workflow is triggered by `{event}`, and tidings does not record it"
+                    ),
                 )
                 .at(span)
                 .help(help),

@@ -89,10 +89,7 @@ pub struct EvalInput<'a> {
 /// When a customer's events of each name happened, oldest first; the emails they clicked
 /// and opened (a person's, not a scanner's); their latest answer to each question.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct EventHistory(
-    pub BTreeMap<String, Vec<DateTime<Utc>>>,
-    pub Engagement,
-);
+pub struct EventHistory(pub BTreeMap<String, Vec<DateTime<Utc>>>, pub Engagement);
 
 /// What `clicked`, `opened` and `answer` read.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -138,7 +138,11 @@ impl Run {
                 .record_click(&stored, &url, &visit, human)
                 .await
                 .map(drop),
-            Engagement::Open => self.store.record_open(&stored, &visit, human).await.map(drop),
+            Engagement::Open => self
+                .store
+                .record_open(&stored, &visit, human)
+                .await
+                .map(drop),
             Engagement::Answer { question, value } => {
                 self.store
                     .record_answer(&stored, question, value, &visit)

@@ -68,7 +68,10 @@ pub enum Action {
         stage: String,
     },
     /// A person clicks, opens or answers the latest email that matches, now.
-    Engage { email: EmailMatch, act: Engagement },
+    Engage {
+        email: EmailMatch,
+        act: Engagement,
+    },
 }
 
 /// What a test's customer does with an email.

@@ -139,7 +139,11 @@ fn engage(
                 "click" => "`click: { template: reactivation/deal }`",
                 _ => "`open: { template: reactivation/deal }`",
             };
-            r.error(at, format!("`{key}` takes a mapping"), format!("e.g. {example}"));
+            r.error(
+                at,
+                format!("`{key}` takes a mapping"),
+                format!("e.g. {example}"),
+            );
             return None;
         }
     };
