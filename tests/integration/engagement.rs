@@ -328,3 +328,55 @@ fn validate_checks_engagement_references() {
         assert!(out.contains(expected), "{expected} in\n{out}");
     }
 }
+
+/// Every shipped workflow's emails, in every locale: the unsubscribe link stays as it is
+/// (never a tracked link, never inside one), and every tracked link opens to a web URL
+/// that is not one of tidings' own.
+#[test]
+fn the_unsubscribe_link_is_never_rewritten_in_any_shipped_email() {
+    use tidings::links::{Click, Token};
+    let dir = crate::workflow_tests::examples_copy("engagement-unsubscribe");
+    write(
+        &dir,
+        "tidings.yaml",
+        "unsubscribe:\n  secret: ${TIDINGS_UNSUBSCRIBE_SECRET}\nserver:\n  public_url: https://mail.acme.example\n",
+    );
+    let secret = "a known secret for this test";
+    let mut tracked = 0;
+    for entry in std::fs::read_dir(dir.join("workflows")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".test.yaml") {
+            continue;
+        }
+        let workflow = name.trim_end_matches(".yaml");
+        let run = Tidings::new()
+            .cwd(&dir)
+            .env("TIDINGS_UNSUBSCRIBE_SECRET", secret)
+            .args(["preview", workflow, "--sample", "--all-locales"])
+            .args(["--now", "2026-06-01T08:00:00Z"])
+            .run();
+        assert_eq!(run.code, 0, "{workflow}: {}", run.transcript());
+        let signer = tidings::unsubscribe::Signer::new(secret.as_bytes()).unwrap();
+        let marketing = !std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("class: transactional");
+        let unsubscribe = run.stdout.matches("https://mail.acme.example/u/").count();
+        assert!(!marketing || unsubscribe > 0, "{workflow}: no unsubscribe link");
+        for (i, _) in run.stdout.match_indices("/c/") {
+            let rest = &run.stdout[i + 3..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .unwrap_or(rest.len());
+            let click = Click::open(&signer, &rest[..end])
+                .unwrap_or_else(|e| panic!("{workflow}: a /c/ link that does not open: {e}"));
+            assert!(
+                click.url.starts_with("https://") && !click.url.contains("/u/"),
+                "{workflow}: {}",
+                click.url
+            );
+            tracked += 1;
+        }
+    }
+    assert!(tracked >= 4, "the shipped emails have {tracked} tracked links");
+}

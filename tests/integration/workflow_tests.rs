@@ -6,7 +6,7 @@ use crate::common::{Tidings, edit, repo_root, scratch_dir, write};
 use crate::store::copy_dir;
 
 /// A copy of the shipped workflows, templates and stages, for breaking.
-fn examples_copy(name: &str) -> std::path::PathBuf {
+pub(crate) fn examples_copy(name: &str) -> std::path::PathBuf {
     let dir = scratch_dir(name);
     for sub in ["workflows", "templates"] {
         copy_dir(&repo_root().join(sub), &dir.join(sub));
