@@ -208,8 +208,6 @@ fn tracked_links_opens_and_answers_come_back_through_the_daemon() {
             "{}: one answer per email and question, the latest wins",
             b.label
         );
-        daemon.stop();
-
         let status = tidings(&b).args(["status", "--json"]).run();
         assert_eq!(status.code, 0, "{}", status.transcript());
         let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
@@ -229,6 +227,28 @@ fn tracked_links_opens_and_answers_come_back_through_the_daemon() {
         );
         assert_eq!(doc["questions"][0]["question"], "nps");
         assert_eq!(doc["questions"][0]["nps"], 100.0);
+
+        // Forgetting the customer takes everything kept about them, engagement included.
+        let auth = [("Authorization", "Bearer s3cret-token")];
+        let (status, body) = http(port, "DELETE", "/v1/customers/ada", &auth, b"");
+        assert_eq!(status, 204, "{}: {body}", b.label);
+        for sql in [
+            "SELECT COUNT(*) FROM engagements",
+            "SELECT COUNT(*) FROM events",
+            "SELECT COUNT(*) FROM deliveries",
+            "SELECT COUNT(*) FROM delivery_bodies",
+            "SELECT COUNT(*) FROM enrollments",
+            "SELECT COUNT(*) FROM customers",
+        ] {
+            assert_eq!(count(&b, sql), 0, "{}: {sql}", b.label);
+        }
+        let (status, _) = http(port, "DELETE", "/v1/customers/ada", &auth, b"");
+        assert_eq!(status, 404);
+        // Its links still go where they went, and record nothing.
+        let (status, location) = head_location(port, "GET", &clicks[0], BROWSER);
+        assert_eq!((status, location.as_deref()), (302, Some(target)));
+        assert_eq!(count(&b, "SELECT COUNT(*) FROM events"), 0);
+        daemon.stop();
     }
 }
 
@@ -362,7 +382,10 @@ fn the_unsubscribe_link_is_never_rewritten_in_any_shipped_email() {
             .unwrap()
             .contains("class: transactional");
         let unsubscribe = run.stdout.matches("https://mail.acme.example/u/").count();
-        assert!(!marketing || unsubscribe > 0, "{workflow}: no unsubscribe link");
+        assert!(
+            !marketing || unsubscribe > 0,
+            "{workflow}: no unsubscribe link"
+        );
         for (i, _) in run.stdout.match_indices("/c/") {
             let rest = &run.stdout[i + 3..];
             let end = rest
@@ -378,5 +401,8 @@ fn the_unsubscribe_link_is_never_rewritten_in_any_shipped_email() {
             tracked += 1;
         }
     }
-    assert!(tracked >= 4, "the shipped emails have {tracked} tracked links");
+    assert!(
+        tracked >= 4,
+        "the shipped emails have {tracked} tracked links"
+    );
 }
