@@ -8,6 +8,22 @@ pub fn fnv(s: &str) -> u64 {
     })
 }
 
+/// A point in `[0, 1)` from the parts, the same on every machine and every run: what
+/// experiments assign variants and holdouts by. SHA-256, so that ids that differ in one
+/// character (`c1`, `c2`, …) still land evenly.
+pub fn unit_hash(parts: &[&str]) -> f64 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    let digest = ctx.finish();
+    let mut top = [0u8; 8];
+    top.copy_from_slice(&digest.as_ref()[..8]);
+    // 53 bits: every value is a double, and the result stays below 1.
+    (u64::from_be_bytes(top) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// A stable Message-ID from the delivery key, so a resend is recognisable as the same mail.
 pub fn message_id(key: &str, from: &str) -> String {
     let domain = from

@@ -33,6 +33,7 @@ pub mod progress;
 pub mod rehearsal;
 pub mod robots;
 pub mod source;
+pub mod stats;
 pub mod store;
 pub mod time;
 pub mod unsubscribe;

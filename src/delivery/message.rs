@@ -50,6 +50,12 @@ pub fn build_message(
             HeaderName::new_from_ascii_str("X-Tidings-Step"),
             d.step.clone(),
         ));
+    if let Some(variant) = &d.variant {
+        builder = builder.raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-Tidings-Variant"),
+            variant.clone(),
+        ));
+    }
     let unsubscribe = d
         .payload
         .as_deref()

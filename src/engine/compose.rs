@@ -238,6 +238,7 @@ impl Engine {
             accepted_at: event
                 .and_then(|e| e.recorded_at)
                 .filter(|accepted| at <= *accepted),
+            variant: row.variant.clone(),
         })
     }
 
@@ -280,6 +281,7 @@ impl Engine {
             message_id: crate::ids::message_id(&key, &self.config.email.from),
             due_at: at,
             accepted_at: None,
+            variant: row.variant.clone(),
         })
     }
 }

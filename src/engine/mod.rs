@@ -6,6 +6,7 @@
 //! the same code with their own clocks.
 
 mod compose;
+mod outcomes;
 pub mod deployed;
 mod stages;
 mod steps;
@@ -83,6 +84,8 @@ pub struct Engine {
     signer: std::sync::OnceLock<Signer>,
     /// Set once this engine's workflow set is recorded as the store's deployed set.
     recorded: std::sync::OnceLock<()>,
+    /// Variants a test pins, by (customer, split): `tidings test` only.
+    pins: std::collections::HashMap<(String, String), String>,
 }
 
 const BATCH: i64 = 500;
@@ -95,7 +98,28 @@ impl Engine {
             config,
             signer: std::sync::OnceLock::new(),
             recorded: std::sync::OnceLock::new(),
+            pins: std::collections::HashMap::new(),
         }
+    }
+
+    /// The same engine with customers' variants pinned (customer, split, variant), so a
+    /// test can walk each branch of a split on purpose.
+    pub fn with_pins(mut self, pins: Vec<(String, String, String)>) -> Self {
+        self.pins = pins.into_iter().map(|(c, s, v)| ((c, s), v)).collect();
+        self
+    }
+
+    /// The variant of a split a customer goes down: pinned by a test, else the stable hash.
+    pub(super) fn variant_of(
+        &self,
+        split: &crate::workflow::plan::SplitStep,
+        wf: &crate::workflow::plan::Workflow,
+        customer: &crate::customer::Customer,
+    ) -> usize {
+        let pinned = self.pins.get(&(customer.id.clone(), split.name.clone()));
+        pinned
+            .and_then(|name| split.variants.iter().position(|v| v.name == *name))
+            .unwrap_or_else(|| split.assign(&customer.id, &wf.name))
     }
 
     /// How old a missed fire time may be and still be made up (`limits.catch_up_max_age`,

@@ -380,6 +380,13 @@ impl Engine {
                 }
                 row.step = next;
             }
+            StepKind::Split(split) => {
+                let k = self.variant_of(split, journey.wf, customer);
+                let variant = &split.variants[k];
+                row.variant = Some(format!("{}/{}", split.name, variant.name));
+                let first = node.links.variant_firsts.get(k).cloned().flatten();
+                row.step = first.or(next);
+            }
             StepKind::Exit { reason } => {
                 end(row, JourneyState::Exited, Some(reason.clone()), at, report);
                 return Ok(Flow::Stop);

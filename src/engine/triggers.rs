@@ -94,6 +94,9 @@ pub(super) async fn enter(
     Ok(())
 }
 
+/// The variant, and the exit reason, of those a workflow's `holdout:` keeps out.
+pub const HOLDOUT: &str = "holdout";
+
 /// Whether a customer enters a workflow.
 pub(super) enum Entry {
     No,
@@ -182,6 +185,8 @@ impl Engine {
                 let (name, at) = (&stored.event.name, stored.event.at);
                 enrollments::resume_waiting(&mut tx, &customer.id, name, at).await?;
             }
+            self.record_outcomes(&mut tx, &stored.event, &customer)
+                .await?;
             events::mark_event_processed(&mut tx, &stored.event.id, now).await?;
             tx.commit().await?;
             report.events += 1;
@@ -206,7 +211,11 @@ impl Engine {
             .collect();
         let unsubscribes = stored.event.name == crate::customer::UNSUBSCRIBED_EVENT;
         let resumes = self.resumes(&stored.event);
-        let idle = triggered.is_empty() && stored.set.is_empty() && !unsubscribes && !resumes;
+        let idle = triggered.is_empty()
+            && stored.set.is_empty()
+            && !unsubscribes
+            && !resumes
+            && !self.has_outcome(&stored.event);
         (!idle).then_some((triggered, resumes))
     }
 
@@ -282,7 +291,20 @@ impl Engine {
             error: None,
             version: 0,
             waiting: None,
+            variant: None,
         };
+        // The holdout enters, is recorded, and gets nothing: the control group.
+        if let Some(share) = wf.holdout
+            && audience_error.is_none()
+            && crate::workflow::plan::held_out(share, &customer.id, &wf.name)
+        {
+            row.variant = Some(HOLDOUT.to_string());
+            row.state = crate::store::states::JourneyState::Exited;
+            row.exit_reason = Some(HOLDOUT.to_string());
+            row.ended_at = Some(at);
+            row.step = None;
+            row.due_at = None;
+        }
         Ok(match audience_error {
             // This customer's enrollment fails with the error recorded; the others go on.
             Some(error) => {

@@ -95,6 +95,7 @@ const ENROLLMENTS: Table = Table {
         ("lease_until", Int),
         ("waiting_for", Text),
         ("waiting_since", Int),
+        ("variant", Text),
     ],
 };
 
@@ -122,6 +123,7 @@ const DELIVERIES: Table = Table {
         ("last_error", Text),
         ("lease_until", Int),
         ("accepted_at", Int),
+        ("variant", Text),
     ],
 };
 
@@ -146,6 +148,22 @@ const COUPONS: Table = Table {
         ("workflow", Text),
         ("expires_at", Int),
         ("state", Text),
+        ("redeemed_at", Int),
+    ],
+};
+
+const CONVERSIONS: Table = Table {
+    name: "conversions",
+    key: "event_id",
+    columns: &[
+        ("event_id", Text),
+        ("enrollment_id", Text),
+        ("workflow", Text),
+        ("variant", Text),
+        ("step", Text),
+        ("customer_id", Text),
+        ("value", Real),
+        ("at", Int),
     ],
 };
 
@@ -170,7 +188,7 @@ const ENGAGEMENTS: Table = Table {
 };
 
 /// What `simulate` copies, in an order that satisfies the foreign keys.
-const TABLES: [&Table; 8] = [
+const TABLES: [&Table; 9] = [
     &CUSTOMERS,
     &SUPPRESSIONS,
     &EVENTS,
@@ -179,6 +197,7 @@ const TABLES: [&Table; 8] = [
     &DELIVERY_BODIES,
     &COUPONS,
     &ENGAGEMENTS,
+    &CONVERSIONS,
 ];
 
 enum Cell {

@@ -30,6 +30,8 @@ pub struct NewDelivery {
     pub due_at: DateTime<Utc>,
     /// When the event that made it due at once was accepted; `None` for anything else.
     pub accepted_at: Option<DateTime<Utc>>,
+    /// `SPLIT/VARIANT` of the journey when it was composed (`X-Tidings-Variant`).
+    pub variant: Option<String>,
 }
 
 /// Writes a delivery and reserves its coupon; `false` when the key was written before.
@@ -49,8 +51,8 @@ pub async fn insert_deliveries(
     conn: &mut AnyConnection,
     ds: &[NewDelivery],
 ) -> Result<HashSet<String>, StoreError> {
-    let sql = "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, coupon_code, message_id, due_at, created_at, accepted_at, state, attempts) VALUES {values} ON CONFLICT DO NOTHING RETURNING id";
-    let written = super::for_rows(conn, sql, 15, ", 'pending', 0", ds, |q, d| {
+    let sql = "INSERT INTO deliveries (id, channel, enrollment_id, workflow, customer_id, step, class, mode, recipient, subject, coupon_code, message_id, due_at, created_at, accepted_at, variant, state, attempts) VALUES {values} ON CONFLICT DO NOTHING RETURNING id";
+    let written = super::for_rows(conn, sql, 16, ", 'pending', 0", ds, |q, d| {
         q.bind(d.id.clone())
             .bind(d.channel.as_str())
             .bind(d.enrollment_id.clone())
@@ -66,6 +68,7 @@ pub async fn insert_deliveries(
             .bind(d.due_at.timestamp_millis())
             .bind(d.due_at.timestamp_millis())
             .bind(super::millis(d.accepted_at))
+            .bind(d.variant.clone())
     })
     .await?;
     let new = written
@@ -121,6 +124,7 @@ pub struct DeliveryRow {
     pub created_at: DateTime<Utc>,
     /// See [`NewDelivery::accepted_at`].
     pub accepted_at: Option<DateTime<Utc>>,
+    pub variant: Option<String>,
 }
 
 impl DeliveryRow {
@@ -231,6 +235,7 @@ pub(crate) fn delivery_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<DeliveryRo
                 mode: r.try_get("mode")?,
                 created_at: from_millis(Some(r.try_get("created_at")?)).unwrap_or_default(),
                 accepted_at: from_millis(r.try_get("accepted_at")?),
+                variant: r.try_get("variant")?,
             })
         })
         .collect()

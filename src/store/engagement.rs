@@ -329,6 +329,19 @@ pub async fn history(
 ) -> Result<crate::workflow::expr::EventHistory, StoreError> {
     let mut history = super::events::history(conn, customer_id, until).await?;
     history.1 = of_customer(conn, customer_id, until).await?;
+    let rows = sqlx::query("SELECT d.workflow, d.step, d.enrollment_id FROM coupons c JOIN deliveries d ON d.id = c.delivery_id WHERE c.customer_id = $1 AND c.redeemed_at IS NOT NULL AND c.redeemed_at <= $2")
+        .bind(customer_id)
+        .bind(until.timestamp_millis())
+        .fetch_all(conn)
+        .await?;
+    for r in rows {
+        history.1.redeemed.push(Engaged {
+            click: false,
+            workflow: r.try_get(0)?,
+            step: r.try_get(1)?,
+            enrollment: r.try_get(2)?,
+        });
+    }
     Ok(history)
 }
 

@@ -30,6 +30,8 @@ pub struct EnrollmentRow {
     pub version: i64,
     /// What the journey waits for, when it waits for an event (`wait: {for, at_most}`).
     pub waiting: Option<Waiting>,
+    /// `SPLIT/VARIANT` the journey was sent down, or `holdout`.
+    pub variant: Option<String>,
 }
 
 /// A journey waiting for an event: its name, and since when (an earlier event of that
@@ -79,8 +81,8 @@ pub async fn insert_enrollments(
     conn: &mut AnyConnection,
     rows: &[EnrollmentRow],
 ) -> Result<u64, StoreError> {
-    let sql = "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, version) VALUES {values} ON CONFLICT DO NOTHING";
-    let inserted = super::count_rows(conn, sql, 11, ", 0", rows, |q, e| {
+    let sql = "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, step, due_at, entered_at, event_id, orders_count_at_entry, total_spent_at_entry, ended_at, exit_reason, variant, version) VALUES {values} ON CONFLICT DO NOTHING";
+    let inserted = super::count_rows(conn, sql, 14, ", 0", rows, |q, e| {
         q.bind(e.id.clone())
             .bind(e.workflow.clone())
             .bind(e.customer_id.clone())
@@ -92,6 +94,9 @@ pub async fn insert_enrollments(
             .bind(e.event_id.clone())
             .bind(e.orders_count_at_entry)
             .bind(e.total_spent_at_entry)
+            .bind(millis(e.ended_at))
+            .bind(e.exit_reason.clone())
+            .bind(e.variant.clone())
     })
     .await?;
     Ok(inserted)
@@ -166,6 +171,7 @@ pub async fn claim_due(
                     (Some(event), Some(since)) => Some(Waiting { event, since }),
                     _ => None,
                 },
+                variant: r.try_get("variant")?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -188,8 +194,8 @@ pub async fn save_enrollments(
     rows: &[EnrollmentRow],
 ) -> Result<u64, StoreError> {
     // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
-    let sql = "UPDATE enrollments SET state = v.column2, step = v.column3, due_at = v.column4, ended_at = v.column5, exit_reason = v.column6, error = v.column7, waiting_for = v.column9, waiting_since = v.column10, version = version + 1, lease_until = NULL FROM (VALUES {values}) AS v WHERE enrollments.id = v.column1 AND enrollments.version = v.column8";
-    let saved = super::count_rows(conn, sql, 10, "", rows, |q, e| {
+    let sql = "UPDATE enrollments SET state = v.column2, step = v.column3, due_at = v.column4, ended_at = v.column5, exit_reason = v.column6, error = v.column7, waiting_for = v.column9, waiting_since = v.column10, variant = v.column11, version = version + 1, lease_until = NULL FROM (VALUES {values}) AS v WHERE enrollments.id = v.column1 AND enrollments.version = v.column8";
+    let saved = super::count_rows(conn, sql, 11, "", rows, |q, e| {
         q.bind(e.id.clone())
             .bind(e.state.as_str())
             .bind(e.step.clone())
@@ -200,6 +206,7 @@ pub async fn save_enrollments(
             .bind(e.version)
             .bind(e.waiting.as_ref().map(|w| w.event.clone()))
             .bind(e.waiting.as_ref().map(|w| w.since.timestamp_millis()))
+            .bind(e.variant.clone())
     })
     .await?;
     Ok(saved)

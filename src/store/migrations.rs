@@ -228,4 +228,30 @@ pub(super) const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "CREATE INDEX enrollments_waiting ON enrollments (customer_id, waiting_for)",
         ],
     ),
+    (
+        13,
+        "experiments: variants, conversions, coupons redeemed",
+        &[
+            // `SPLIT/VARIANT` (or `holdout`) the journey was sent down, and the one each
+            // email was composed in (the `X-Tidings-Variant` header).
+            "ALTER TABLE enrollments ADD COLUMN variant TEXT",
+            "ALTER TABLE deliveries ADD COLUMN variant TEXT",
+            // A goal event credited to the journey whose workflow sent the customer's
+            // latest email before it (last touch), once per event.
+            "CREATE TABLE conversions (
+            event_id TEXT PRIMARY KEY,
+            enrollment_id TEXT NOT NULL,
+            workflow TEXT NOT NULL,
+            variant TEXT,
+            step TEXT,
+            customer_id TEXT NOT NULL,
+            value DOUBLE PRECISION NOT NULL DEFAULT 0,
+            at BIGINT NOT NULL
+        )",
+            "CREATE INDEX conversions_by_workflow ON conversions (workflow, variant)",
+            "CREATE INDEX conversions_by_customer ON conversions (customer_id)",
+            "ALTER TABLE coupons ADD COLUMN redeemed_at BIGINT",
+            "CREATE INDEX deliveries_by_customer_sent ON deliveries (customer_id, sent_at)",
+        ],
+    ),
 ];

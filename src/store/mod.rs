@@ -28,6 +28,7 @@ mod ingest;
 mod migrations;
 mod open;
 pub mod outbox;
+pub mod outcomes;
 pub mod rates;
 pub mod report;
 pub mod schedules;

@@ -72,6 +72,9 @@ pub struct Workflow {
     pub catch_up: CatchUp,
     /// `tracking:` as the workflow wrote it (combined with the project's at each email).
     pub tracking: crate::config::WorkflowTracking,
+    /// `holdout:` as a share (0.1 for `10%`) of those who enter.
+    pub holdout: Option<f64>,
+    pub goal: Option<Goal>,
     pub steps: Vec<Step>,
     /// How the steps follow each other, by id: computed once, when the workflow compiles.
     pub graph: StepGraph,
@@ -87,13 +90,16 @@ pub struct StepGraph {
 }
 
 /// One step's place (indices from the top list: `[i]`, or `[i, 0, j]` for the `then`
-/// branch of step `i`, `[i, 1, j]` for its `else`) and the ids that follow it.
+/// branch of step `i`, `[i, 1, j]` for its `else`, `[i, k, j]` for a split's variant `k`)
+/// and the ids that follow it.
 #[derive(Debug, Clone, Default)]
 pub struct StepLinks {
     pub path: Vec<usize>,
     pub next: Option<String>,
     pub then_first: Option<String>,
     pub else_first: Option<String>,
+    /// A split's first step of each variant.
+    pub variant_firsts: Vec<Option<String>>,
 }
 
 impl StepGraph {
@@ -112,17 +118,22 @@ impl StepGraph {
             let mut path = prefix.to_vec();
             path.push(i);
             let (mut then_first, mut else_first) = (None, None);
-            if let StepKind::If { then, else_, .. } = &step.kind {
-                self.link(then, &[path.as_slice(), &[0]].concat(), next);
-                self.link(else_, &[path.as_slice(), &[1]].concat(), next);
-                then_first = then.first().map(|s| s.id.clone());
-                else_first = else_.first().map(|s| s.id.clone());
+            let mut variant_firsts = Vec::new();
+            for (k, branch) in step.kind.branches().into_iter().enumerate() {
+                self.link(branch, &[path.as_slice(), &[k]].concat(), next);
+                let first = branch.first().map(|s| s.id.clone());
+                match (&step.kind, k) {
+                    (StepKind::If { .. }, 0) => then_first = first,
+                    (StepKind::If { .. }, _) => else_first = first,
+                    _ => variant_firsts.push(first),
+                }
             }
             let links = StepLinks {
                 path,
                 next: next.map(str::to_string),
                 then_first,
                 else_first,
+                variant_firsts,
             };
             self.nodes.insert(step.id.clone(), links);
         }
@@ -135,10 +146,7 @@ impl Workflow {
         let (&first, mut rest) = path.split_first()?;
         let mut step = self.steps.get(first)?;
         while let [branch, index, more @ ..] = rest {
-            let StepKind::If { then, else_, .. } = &step.kind else {
-                return None;
-            };
-            step = if *branch == 0 { then } else { else_ }.get(*index)?;
+            step = step.kind.branches().get(*branch)?.get(*index)?;
             rest = more;
         }
         Some(step)
@@ -149,9 +157,8 @@ impl Workflow {
         fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {
             for s in steps {
                 out.push(s);
-                if let StepKind::If { then, else_, .. } = &s.kind {
-                    walk(then, out);
-                    walk(else_, out);
+                for branch in s.kind.branches() {
+                    walk(branch, out);
                 }
             }
         }
@@ -339,6 +346,64 @@ pub enum StepKind {
     Exit {
         reason: String,
     },
+    Split(SplitStep),
+}
+
+impl StepKind {
+    /// The lists of steps inside this one: an `if`'s `then` and `else`, a split's variants.
+    pub fn branches(&self) -> Vec<&[Step]> {
+        match self {
+            StepKind::If { then, else_, .. } => vec![then.as_slice(), else_.as_slice()],
+            StepKind::Split(split) => split.variants.iter().map(|v| v.steps.as_slice()).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `split:`: named variants by weight.
+#[derive(Debug)]
+pub struct SplitStep {
+    pub name: String,
+    pub variants: Vec<Variant>,
+}
+
+#[derive(Debug)]
+pub struct Variant {
+    pub name: String,
+    pub weight: f64,
+    pub steps: Vec<Step>,
+}
+
+impl SplitStep {
+    /// The variant a customer is sent down: a stable hash of (customer, workflow, split)
+    /// placed on the weights, so that every pass, replica, re-entry and rehearsal agrees.
+    pub fn assign(&self, customer: &str, workflow: &str) -> usize {
+        let total: f64 = self.variants.iter().map(|v| v.weight).sum();
+        let point = crate::ids::unit_hash(&[customer, workflow, &self.name]) * total;
+        let mut upto = 0.0;
+        for (i, v) in self.variants.iter().enumerate() {
+            upto += v.weight;
+            if point < upto {
+                return i;
+            }
+        }
+        self.variants.len().saturating_sub(1)
+    }
+}
+
+/// `goal:` of a workflow.
+#[derive(Debug)]
+pub struct Goal {
+    pub event: String,
+    pub within: TimeDelta,
+    /// The revenue; 0 without one.
+    pub value: Option<Expr>,
+}
+
+/// Whether a customer entering a workflow with `holdout: share` is held out: a stable hash
+/// of (customer, workflow) below the share.
+pub fn held_out(share: f64, customer: &str, workflow: &str) -> bool {
+    crate::ids::unit_hash(&[customer, workflow, "holdout"]) < share
 }
 
 #[derive(Debug)]

@@ -48,6 +48,13 @@ pub struct WorkflowFile {
     /// the project's `tracking:` for this workflow's emails.
     #[serde(default)]
     pub tracking: crate::config::WorkflowTracking,
+    /// `holdout: 10%` — that share of those who enter get nothing and are the control.
+    #[serde(default)]
+    pub holdout: Option<String>,
+    /// `goal: { event: order_placed, within: 7d, value: event.properties.total }` — a
+    /// conversion (and its revenue) credited to this workflow's latest email before it.
+    #[serde(default)]
+    pub goal: Option<Goal>,
     /// The journey, in order.
     pub steps: Vec<Step>,
     /// Behaviour tests for this workflow (see `tidings test`).
@@ -203,6 +210,41 @@ pub struct Step {
     /// `exit: reviewed` — end the enrollment here, with this reason.
     #[serde(default)]
     pub exit: Option<String>,
+
+    /// `split: { name, variants: [{ name, weight, steps }] }` — an experiment.
+    #[serde(default)]
+    pub split: Option<Split>,
+}
+
+/// `goal:` on a workflow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Goal {
+    /// The event that converts: `order_placed`.
+    pub event: String,
+    /// How long after the email (or, for the holdout, the entry) it still counts: `7d`.
+    pub within: String,
+    /// A Rhai expression for the revenue: `event.properties.total` (none: 0).
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// `split:` — customers sent down named branches by weight.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Split {
+    pub name: String,
+    pub variants: Vec<Variant>,
+}
+
+/// One branch of a split.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Variant {
+    pub name: String,
+    /// Relative: weights 1 and 3 send a quarter and three quarters.
+    pub weight: f64,
+    pub steps: Vec<Step>,
 }
 
 /// A subject line, the same for everyone or chosen by locale.

@@ -6,6 +6,7 @@
 //! check still runs.
 
 mod email;
+mod outcomes;
 mod steps;
 mod trigger;
 
@@ -315,6 +316,8 @@ struct FileCtx<'a> {
     class: MailClass,
     has_event: bool,
     ids: HashMap<String, Span>,
+    /// Split names, unique in a workflow.
+    splits: HashMap<String, Span>,
     errors_before: usize,
 }
 
@@ -394,6 +397,7 @@ impl Compiler {
             class: wf.class,
             has_event,
             ids: HashMap::new(),
+            splits: HashMap::new(),
             errors_before,
         };
         if wf.steps.is_empty() {
@@ -405,6 +409,8 @@ impl Compiler {
             );
         }
         let steps = self.steps(&wf.steps, &root.key("steps"), "", &mut ctx);
+        let holdout = wf.holdout.as_deref().and_then(|h| self.holdout(h, &doc));
+        let goal = wf.goal.as_ref().and_then(|g| self.goal(g, &doc));
         if self.error_count() > ctx.errors_before {
             return None;
         }
@@ -421,6 +427,8 @@ impl Compiler {
                 delivery: wf.delivery,
                 catch_up: wf.catch_up,
                 tracking: wf.tracking.clone(),
+                holdout,
+                goal,
                 graph: crate::workflow::plan::StepGraph::of(&steps),
                 steps,
                 file: file.clone(),

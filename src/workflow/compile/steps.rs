@@ -65,6 +65,7 @@ impl Compiler {
             "if" => self.branch(s, route, position, ctx)?,
             "webhook" => StepKind::Webhook(self.webhook(s.webhook.as_ref()?, route, ctx)?),
             "update" => StepKind::Update(self.update(s.update.as_ref()?, route, ctx)?),
+            "split" => StepKind::Split(self.split(s.split.as_ref()?, route, position, ctx)?),
             _ => {
                 let reason = s.exit.clone()?;
                 if reason.trim().is_empty() {
@@ -85,6 +86,7 @@ impl Compiler {
             ("webhook", s.webhook.is_some()),
             ("update", s.update.is_some()),
             ("exit", s.exit.is_some()),
+            ("split", s.split.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, present)| present.then_some(k))
@@ -104,7 +106,7 @@ impl Compiler {
                     .join(", ")
             )
         };
-        self.error("bad-step", msg, doc.value_span(route), "each step is one of `email`, `wait`, `if`, `webhook`, `update` or `exit`; split it into several steps");
+        self.error("bad-step", msg, doc.value_span(route), "each step is one of `email`, `wait`, `if`, `webhook`, `update`, `exit` or `split`; split it into several steps");
         None
     }
 
@@ -286,6 +288,78 @@ impl Compiler {
         })
     }
 
+    /// A `split:` step: a name unique in the workflow, two variants or more with names of
+    /// their own, positive weights (any total), steps each checked — and variants that
+    /// differ, or the experiment measures nothing.
+    fn split(
+        &mut self,
+        split: &raw::Split,
+        route: &Route,
+        position: &str,
+        ctx: &mut FileCtx<'_>,
+    ) -> Option<plan::SplitStep> {
+        let doc = ctx.doc;
+        let sroute = route.key("split");
+        let errors = self.error_count();
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        };
+        let span = doc.value_span(&sroute.key("name"));
+        if !name_ok(&split.name) || split.name == "holdout" {
+            let message = format!("`{}` cannot name a split", split.name);
+            let help = "use lowercase letters, digits, `-` and `_` (not `holdout`), e.g. `name: subject-test`";
+            self.error("bad-split", message, span.clone(), help);
+        } else if let Some(first) = ctx.splits.get(&split.name) {
+            let message = format!("split `{}` is already used on line {}", split.name, first.start.line);
+            self.error("bad-split", message, span, "give each split of a workflow its own name");
+        } else {
+            ctx.splits.insert(split.name.clone(), span);
+        }
+        if split.variants.len() < 2 {
+            let message = "a split needs two variants or more";
+            let help = "add the variant to compare with, e.g. `- { name: b, weight: 50, steps: [...] }`";
+            self.error("bad-split", message, doc.value_span(&sroute.key("variants")), help);
+        }
+        let mut variants: Vec<plan::Variant> = Vec::new();
+        let mut shapes: Vec<(String, String)> = Vec::new();
+        for (k, v) in split.variants.iter().enumerate() {
+            let vroute = sroute.key("variants").index(k);
+            if !name_ok(&v.name) || v.name == "holdout" {
+                let message = format!("`{}` cannot name a variant", v.name);
+                let help = "use lowercase letters, digits, `-` and `_` (not `holdout`, the control's name)";
+                self.error("bad-variant", message, doc.value_span(&vroute.key("name")), help);
+            } else if variants.iter().any(|w| w.name == v.name) {
+                let message = format!("variant `{}` is named twice", v.name);
+                self.error("bad-variant", message, doc.value_span(&vroute.key("name")), "give each variant its own name");
+            }
+            if !(v.weight.is_finite() && v.weight > 0.0) {
+                let message = format!("a weight must be above zero, not {}", v.weight);
+                let help = "weights are relative: 50 and 50, or 1 and 3, or 90 and 10";
+                self.error("bad-weight", message, doc.value_span(&vroute.key("weight")), help);
+            }
+            let shape = format!("{:?}", without_ids(&v.steps));
+            if let Some((same, _)) = shapes.iter().find(|(_, s)| *s == shape) {
+                let message = format!("variants `{same}` and `{}` do the same thing", v.name);
+                let help = "change what one of them sends (a subject, a template, a wait), or remove it";
+                self.error("same-variants", message, doc.value_span(&vroute.key("steps")), help);
+            }
+            shapes.push((v.name.clone(), shape));
+            let prefix = format!("{position}.{}.", v.name);
+            let steps = self.steps(&v.steps, &vroute.key("steps"), &prefix, ctx);
+            variants.push(plan::Variant {
+                name: v.name.clone(),
+                weight: v.weight,
+                steps,
+            });
+        }
+        (self.error_count() == errors).then(|| plan::SplitStep {
+            name: split.name.clone(),
+            variants,
+        })
+    }
+
     pub(super) fn update(
         &mut self,
         u: &raw::Update,
@@ -345,4 +419,18 @@ impl Compiler {
             remove_tags: u.tags.remove.clone(),
         })
     }
+}
+
+/// Steps as written but without their ids: what two variants are compared by.
+fn without_ids(steps: &[raw::Step]) -> Vec<raw::Step> {
+    steps
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.id = None;
+            s.then = s.then.as_deref().map(without_ids);
+            s.else_ = s.else_.as_deref().map(without_ids);
+            s
+        })
+        .collect()
 }

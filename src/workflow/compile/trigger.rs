@@ -325,7 +325,7 @@ impl Compiler {
 /// the character offset of its string literal.
 pub(super) fn engagement_calls(text: &str) -> Vec<(&'static str, String, usize)> {
     let mut out = Vec::new();
-    for function in ["clicked", "opened"] {
+    for function in ["clicked", "opened", "redeemed"] {
         let mut from = 0;
         while let Some(rel) = text[from..].find(function) {
             let at = from + rel;

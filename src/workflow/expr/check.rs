@@ -49,7 +49,9 @@ pub fn check_expression(
         Ok(_) => Some(expr),
         Err(e) => {
             let fatal = match &e {
-                EvalError::NotABool { .. } | EvalError::TooSlow { .. } => true,
+                EvalError::NotABool { .. }
+                | EvalError::NotANumber { .. }
+                | EvalError::TooSlow { .. } => true,
                 EvalError::Runtime(m) => {
                     m.contains("many operations")
                         || m.contains("too large")

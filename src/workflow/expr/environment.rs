@@ -157,6 +157,22 @@ fn register_time(engine: &mut Engine) {
         })
         .register_fn("clicked", |step: &str| engaged(true, step))
         .register_fn("opened", |step: &str| engaged(false, step))
+        .register_fn("redeemed", |step: &str| {
+            STATE.with(|s| {
+                let state = s.borrow();
+                let Some(state) = state.as_ref() else {
+                    return false;
+                };
+                let enrollment = state
+                    .enrollment
+                    .as_ref()
+                    .map(|(id, w)| (id.as_str(), w.as_str()));
+                state
+                    .history
+                    .as_ref()
+                    .is_some_and(|h| h.redeemed(step, enrollment))
+            })
+        })
         .register_fn("answer", |question: &str| {
             STATE.with(|s| {
                 s.borrow()

@@ -49,7 +49,7 @@ impl Expr {
     /// Whether the expression calls `event_count`, the one function that reads the
     /// customer's past events: only then must the caller load them.
     pub fn reads_history(&self) -> bool {
-        ["event_count", "clicked", "opened", "answer"]
+        ["event_count", "clicked", "opened", "answer", "redeemed"]
             .iter()
             .any(|f| self.source.contains(f))
     }
@@ -70,6 +70,8 @@ pub struct ExprIssue {
 pub enum EvalError {
     #[error("the expression must give true or false, but gave {found}")]
     NotABool { found: String },
+    #[error("the expression must give a number, but gave {found}")]
+    NotANumber { found: String },
     #[error("the expression ran for longer than {budget_ms} ms and was stopped")]
     TooSlow { budget_ms: u128 },
     #[error("{0}")]
@@ -95,6 +97,8 @@ pub struct EventHistory(pub BTreeMap<String, Vec<DateTime<Utc>>>, pub Engagement
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Engagement {
     pub engaged: Vec<Engaged>,
+    /// The emails whose coupon an order redeemed (`click` unused).
+    pub redeemed: Vec<Engaged>,
     /// Each question's latest answer.
     pub answers: BTreeMap<String, serde_json::Value>,
 }
@@ -112,14 +116,28 @@ impl EventHistory {
     /// Whether a person clicked (or opened) the email of `step`: `workflow/step` in any
     /// enrollment, a bare `step` in this enrollment.
     pub fn engaged(&self, click: bool, step: &str, enrollment: Option<(&str, &str)>) -> bool {
+        let mine = self.1.engaged.iter().filter(|e| e.click == click);
+        Self::names(mine, step, enrollment)
+    }
+
+    /// Whether the coupon of the email of `step` was redeemed (as [`EventHistory::engaged`]
+    /// reads `step`).
+    pub fn redeemed(&self, step: &str, enrollment: Option<(&str, &str)>) -> bool {
+        Self::names(self.1.redeemed.iter(), step, enrollment)
+    }
+
+    fn names<'a>(
+        mut among: impl Iterator<Item = &'a Engaged>,
+        step: &str,
+        enrollment: Option<(&str, &str)>,
+    ) -> bool {
         let (workflow, step, enrollment) = match (step.split_once('/'), enrollment) {
             (Some((w, s)), _) => (w, s, None),
             (None, Some((id, w))) => (w, step, Some(id)),
             (None, None) => return false,
         };
-        self.1.engaged.iter().any(|e| {
-            e.click == click
-                && e.workflow == workflow
+        among.any(|e| {
+            e.workflow == workflow
                 && e.step == step
                 && enrollment.is_none_or(|id| e.enrollment == id)
         })
@@ -247,6 +265,44 @@ impl ExprEngine {
         } else {
             Err(issues)
         }
+    }
+
+    /// Evaluates an expression that gives a number (a goal's value) for one customer: an
+    /// integer or a float; `()` (a missing value) is 0.
+    pub fn eval_number(&self, expr: &Expr, input: &EvalInput<'_>) -> Result<f64, EvalError> {
+        let mut scope = Scope::new();
+        scope.push_constant("customer", input.customer.clone());
+        scope.push_constant("now", Timestamp(input.now));
+        if let Some(event) = input.event {
+            scope.push_constant("event", event.clone());
+        }
+        let budget = self.budget();
+        STATE.with(|s| {
+            *s.borrow_mut() = Some(EvalState {
+                now: input.now,
+                deadline: Instant::now() + budget,
+                history: input.history.clone(),
+                enrollment: None,
+            });
+        });
+        let result = self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut scope, &expr.ast);
+        STATE.with(|s| *s.borrow_mut() = None);
+        let value = result.map_err(|e| runtime_error(*e, budget))?;
+        if value.is_unit() {
+            return Ok(0.0);
+        }
+        if let Ok(i) = value.as_int() {
+            return Ok(i as f64);
+        }
+        value
+            .as_float()
+            .ok()
+            .filter(|f| f.is_finite())
+            .ok_or_else(|| EvalError::NotANumber {
+                found: value.type_name().to_string(),
+            })
     }
 
     /// Evaluates a condition for one customer. `()` (a missing value) counts as false.
