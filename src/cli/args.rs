@@ -54,6 +54,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Customers per lifecycle stage; journeys and emails per workflow.
     Status(StatusArgs),
+    /// Each workflow's experiment: per variant and the holdout, conversion with a 95%
+    /// interval, revenue, lift, and a verdict.
+    Results(ResultsArgs),
     /// One self-contained HTML page with charts: stages, stage flow, funnels, sends per day.
     Report(ReportArgs),
     /// Show a workflow's emails as one customer will see them.
@@ -109,6 +112,25 @@ pub struct StatusArgs {
     /// One JSON document instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResultsArgs {
+    /// One workflow (default: every workflow).
+    pub workflow: Option<String>,
+    /// Only journeys that entered since this date or time (`2026-06-01`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// `table` for people, `json` for programs, `markdown` for a pull request.
+    #[arg(long, value_enum, default_value_t = ResultsFormat::Table)]
+    pub format: ResultsFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResultsFormat {
+    Table,
+    Json,
+    Markdown,
 }
 
 #[derive(Debug, clap::Args)]

@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod plan;
 pub mod preview;
 pub mod report;
+pub mod results;
 pub mod run;
 pub mod schedule;
 pub mod shared;
@@ -39,6 +40,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&cli.project, args),
         Command::Status(args) => status::run(&cli.project, args),
         Command::Report(args) => report::run(&cli.project, args),
+        Command::Results(args) => results::run(&cli.project, args),
         Command::Preview(args) => preview::run(&cli.project, args),
         Command::Test(args) => test::run(&cli.project, args),
         Command::Daemon(args) => daemon::run(&cli.project, args),

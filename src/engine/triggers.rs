@@ -94,9 +94,6 @@ pub(super) async fn enter(
     Ok(())
 }
 
-/// The variant, and the exit reason, of those a workflow's `holdout:` keeps out.
-pub const HOLDOUT: &str = "holdout";
-
 /// Whether a customer enters a workflow.
 pub(super) enum Entry {
     No,
@@ -298,9 +295,9 @@ impl Engine {
             && audience_error.is_none()
             && crate::workflow::plan::held_out(share, &customer.id, &wf.name)
         {
-            row.variant = Some(HOLDOUT.to_string());
+            row.variant = Some(crate::workflow::plan::HOLDOUT.to_string());
             row.state = crate::store::states::JourneyState::Exited;
-            row.exit_reason = Some(HOLDOUT.to_string());
+            row.exit_reason = Some(crate::workflow::plan::HOLDOUT.to_string());
             row.ended_at = Some(at);
             row.step = None;
             row.due_at = None;

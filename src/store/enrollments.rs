@@ -231,6 +231,20 @@ pub async fn resume_waiting(
     Ok(n)
 }
 
+/// The variant of the customer's latest journey in the workflow: `None` without one.
+pub async fn variant_of(
+    conn: &mut AnyConnection,
+    workflow: &str,
+    customer_id: &str,
+) -> Result<Option<Option<String>>, StoreError> {
+    let row = sqlx::query("SELECT variant FROM enrollments WHERE workflow = $1 AND customer_id = $2 ORDER BY entered_at DESC, id DESC LIMIT 1")
+        .bind(workflow)
+        .bind(customer_id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
+}
+
 /// Every enrollment, for tests and `status`.
 pub async fn enrollments(
     conn: &mut AnyConnection,

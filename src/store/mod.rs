@@ -30,6 +30,7 @@ mod open;
 pub mod outbox;
 pub mod outcomes;
 pub mod rates;
+pub mod results;
 pub mod report;
 pub mod schedules;
 mod settings;

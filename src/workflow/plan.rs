@@ -400,6 +400,9 @@ pub struct Goal {
     pub value: Option<Expr>,
 }
 
+/// The variant, and the exit reason, of those a workflow's `holdout:` keeps out.
+pub const HOLDOUT: &str = "holdout";
+
 /// Whether a customer entering a workflow with `holdout: share` is held out: a stable hash
 /// of (customer, workflow) below the share.
 pub fn held_out(share: f64, customer: &str, workflow: &str) -> bool {

@@ -185,7 +185,8 @@ impl Run {
         .map_err(why)?;
         options.dates = crate::delivery::MessageDates::PassMoment;
         let mut run = Self {
-            engine: Engine::new(plan.clone(), store.clone(), config.clone()),
+            engine: Engine::new(plan.clone(), store.clone(), config.clone())
+                .with_pins(case.pins.clone()),
             store,
             plan,
             options,
@@ -268,6 +269,9 @@ impl Run {
                     self.expect_exit(span, customer.as_deref(), reason).await?
                 }
                 Action::Engage { email, act } => self.engage(span, email, act).await?,
+                Action::ExpectVariant { customer, variant } => {
+                    self.expect_variant(span, customer, variant).await?
+                }
             };
             if failed.is_some() {
                 return Ok(failed);

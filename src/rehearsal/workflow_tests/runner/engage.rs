@@ -92,6 +92,30 @@ fn offered(signer: &Signer, bodies: &str, act: &Engagement) -> Result<String, St
 }
 
 impl Run {
+    /// The customer's latest journey in the workflow went down `variant`.
+    pub(super) async fn expect_variant(
+        &mut self,
+        span: &Span,
+        customer: &str,
+        variant: &str,
+    ) -> Result<Option<Failure>, String> {
+        let mut conn = self.store.connection().await.map_err(why)?;
+        let took = enrollments::variant_of(&mut conn, &self.workflow, customer)
+            .await
+            .map_err(why)?;
+        drop(conn);
+        if took.as_ref().and_then(|v| v.as_deref()) == Some(variant) {
+            return Ok(None);
+        }
+        let went = match took {
+            None => "has no journey".to_string(),
+            Some(None) => "went down no variant".to_string(),
+            Some(Some(v)) => format!("went down `{v}`"),
+        };
+        let message = format!("expected {customer} to go down `{variant}`, but the journey {went}");
+        Ok(Some(self.failure(span, message, None, Vec::new())))
+    }
+
     pub(super) async fn engage(
         &mut self,
         span: &Span,

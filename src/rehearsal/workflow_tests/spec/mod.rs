@@ -39,6 +39,8 @@ pub struct Case {
     /// Fixture events as import rows, each with its `at`.
     pub events: Vec<Map<String, Json>>,
     pub steps: Vec<(Span, Action)>,
+    /// Variants pinned for the case: (customer, split, variant).
+    pub pins: Vec<(String, String, String)>,
 }
 
 /// What a step of a case does.
@@ -72,6 +74,8 @@ pub enum Action {
         email: EmailMatch,
         act: Engagement,
     },
+    /// The customer's journey went down this variant (`SPLIT/VARIANT`, or `holdout`).
+    ExpectVariant { customer: String, variant: String },
 }
 
 /// What a test's customer does with an email.
@@ -117,14 +121,15 @@ impl EmailMatch {
     }
 }
 
-const CASE_KEYS: [&str; 5] = ["name", "start", "customers", "events", "steps"];
-const STEP_KEYS: [&str; 11] = [
+const CASE_KEYS: [&str; 6] = ["name", "start", "customers", "events", "pin", "steps"];
+const STEP_KEYS: [&str; 12] = [
     "advance",
     "event",
     "update_customer",
     "click",
     "open",
     "answer",
+    "expect_variant",
     "expect_email",
     "expect_no_email",
     "expect_coupon",
@@ -276,6 +281,7 @@ fn read_case(r: &mut Reader<'_>, item: &Value, route: &Route) -> Option<Case> {
         .collect();
     let events = fixture_events(r, map.get("events"), route, &ids, start);
     let steps = case_steps(r, map.get("steps"), route, &ids, start);
+    let pins = steps::pins(r, map.get("pin"), &route.key("pin"), &ids);
     if r.diagnostics.len() > errors_before {
         return None;
     }
@@ -286,6 +292,7 @@ fn read_case(r: &mut Reader<'_>, item: &Value, route: &Route) -> Option<Case> {
         customers,
         events,
         steps,
+        pins,
     })
 }
 

@@ -90,6 +90,7 @@ pub(super) fn read_step(
         }
         "update_customer" => update_customer(r, arg, &at, ids),
         "click" | "open" | "answer" => engage(r, key, arg, &at, start),
+        "expect_variant" => expect_variant(r, arg, &at, ids),
         "expect_email" => Some(Action::ExpectEmail(email_match(r, arg, &at, start, true)?)),
         "expect_no_email" => Some(Action::ExpectNoEmail(email_match(
             r, arg, &at, start, false,
@@ -173,6 +174,123 @@ fn engage(
     };
     let email = email_match(r, &Value::Mapping(rest), at, start, false)?;
     Some(Action::Engage { email, act })
+}
+
+/// The workflow's splits and their variants' names.
+fn splits(r: &Reader<'_>) -> Vec<(String, Vec<String>)> {
+    r.wf
+        .all_steps()
+        .iter()
+        .filter_map(|s| match &s.kind {
+            crate::workflow::plan::StepKind::Split(split) => Some((
+                split.name.clone(),
+                split.variants.iter().map(|v| v.name.clone()).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks that `split/variant` names one of the workflow's, or is `holdout` of a workflow
+/// with one; the error's message and help otherwise.
+fn known_variant(r: &Reader<'_>, split: &str, variant: &str) -> Result<(), (String, String)> {
+    if split == crate::workflow::plan::HOLDOUT {
+        return match r.wf.holdout {
+            Some(_) => Ok(()),
+            None => Err((
+                format!("workflow `{}` has no holdout", r.wf.name),
+                "add `holdout: 10%` to the workflow, or expect a split's variant".into(),
+            )),
+        };
+    }
+    let splits = splits(r);
+    let Some((_, variants)) = splits.iter().find(|(s, _)| s == split) else {
+        let names: Vec<&str> = splits.iter().map(|(s, _)| s.as_str()).collect();
+        return Err((
+            format!("workflow `{}` has no split `{split}`", r.wf.name),
+            match closest(split, names.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None => format!("its splits are: {}", names.join(", ")),
+            },
+        ));
+    };
+    if variants.iter().any(|v| v == variant) {
+        return Ok(());
+    }
+    Err((
+        format!("split `{split}` has no variant `{variant}`"),
+        format!("its variants are: {}", variants.join(", ")),
+    ))
+}
+
+/// `expect_variant: {split, variant, customer?}`; `{variant: holdout}` for the holdout.
+fn expect_variant(r: &mut Reader<'_>, arg: &Value, at: &Route, ids: &[String]) -> Option<Action> {
+    let mut obj = r.json_object(arg, at, "`expect_variant`")?;
+    let given = obj.remove("customer");
+    let customer = r.customer(given, at, ids)?;
+    let text = |v: Option<Json>| v.and_then(|v| v.as_str().map(str::to_string));
+    let variant = text(obj.remove("variant"));
+    let split = text(obj.remove("split"));
+    if let Some(other) = obj.keys().next().cloned() {
+        r.unknown_key(&at.key(&other), &other, &["split", "variant", "customer"], "key in `expect_variant`");
+        return None;
+    }
+    let Some(variant) = variant else {
+        r.error(at, "`expect_variant` needs a `variant`", "e.g. `expect_variant: { split: subject-test, variant: b }`");
+        return None;
+    };
+    let holdout = variant == crate::workflow::plan::HOLDOUT;
+    let split = match (split, holdout) {
+        (Some(s), _) => s,
+        (None, true) => variant.clone(),
+        (None, false) => {
+            r.error(at, "`expect_variant` needs the `split`", "e.g. `expect_variant: { split: subject-test, variant: b }`");
+            return None;
+        }
+    };
+    if let Err((message, help)) = known_variant(r, &split, &variant) {
+        r.error(at, message, help);
+        return None;
+    }
+    let variant = if holdout { variant } else { format!("{split}/{variant}") };
+    Some(Action::ExpectVariant { customer, variant })
+}
+
+/// A case's `pin: { CUSTOMER: { SPLIT: VARIANT } }`: those customers go down those
+/// variants, whatever the hash says, so that a test can walk each branch.
+pub(super) fn pins(
+    r: &mut Reader<'_>,
+    value: Option<&Value>,
+    at: &Route,
+    ids: &[String],
+) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let Some(value) = value else {
+        return out;
+    };
+    let Some(map) = r.mapping(value, at, "`pin`") else {
+        return out;
+    };
+    for (customer, splits) in map.clone() {
+        let customer = customer.as_str().unwrap_or("").to_string();
+        let cat = at.key(&customer);
+        if !ids.contains(&customer) {
+            r.error(&cat, format!("no fixture customer `{customer}`"), format!("the case's customers are: {}", ids.join(", ")));
+            continue;
+        }
+        let Some(splits) = r.mapping(&splits, &cat, "a customer's pinned variants") else {
+            continue;
+        };
+        for (split, variant) in splits.clone() {
+            let split = split.as_str().unwrap_or("").to_string();
+            let variant = variant.as_str().unwrap_or("").to_string();
+            match known_variant(r, &split, &variant) {
+                Ok(()) => out.push((customer.clone(), split, variant)),
+                Err((message, help)) => r.error(&cat.key(&split), message, help),
+            }
+        }
+    }
+    out
 }
 
 /// `update_customer: {customer?, FIELD: VALUE}`.
