@@ -55,7 +55,12 @@ pub fn run(root: &Path, args: &ResultsArgs) -> Result<ExitCode, CommandError> {
     }
     let results: Vec<Experiment> = workflows
         .iter()
-        .map(|w| Experiment::of(w, all.iter().filter(|a| a.workflow == *w).cloned().collect()))
+        .map(|w| {
+            Experiment::of(
+                w,
+                all.iter().filter(|a| a.workflow == *w).cloned().collect(),
+            )
+        })
         .collect();
     let text = match args.format {
         ResultsFormat::Json => format!("{:#}\n", json_of(&results)),
@@ -70,9 +75,8 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, CommandError
     if let Ok(day) = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
         return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
     }
-    crate::time::parse_time(text).map_err(|e| {
-        CommandError::Usage(format!("--since: {e}; write a date such as 2026-06-01"))
-    })
+    crate::time::parse_time(text)
+        .map_err(|e| CommandError::Usage(format!("--since: {e}; write a date such as 2026-06-01")))
 }
 
 /// One arm with what is computed from it.

@@ -132,6 +132,7 @@ fn render(r: &Rehearsal, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
     day_table(r, &workflows, &mut s);
     journey_table(r, &workflows, &mut s);
     step_table(r, &mut s);
+    variant_table(r, &mut s);
     for (workflow, customer, error) in &r.failures {
         let _ = writeln!(s, "failed: {workflow} for customer {customer}: {error}");
     }
@@ -251,6 +252,20 @@ fn step_table(r: &Rehearsal, s: &mut String) {
         s,
         "\nemails per step (clicks, opens and answers come only from real sends: see `tidings status`)"
     );
+    s.push_str(&table(&rows));
+}
+
+/// Journeys per split variant and holdout: how an experiment would divide the window's
+/// customers.
+fn variant_table(r: &Rehearsal, s: &mut String) {
+    if r.variants.is_empty() {
+        return;
+    }
+    let mut rows = vec![vec!["variant".to_string(), "journeys".to_string()]];
+    for ((workflow, variant), n) in &r.variants {
+        rows.push(vec![format!("{workflow}/{variant}"), n.to_string()]);
+    }
+    let _ = writeln!(s, "\nexperiments (journeys entered per variant)");
     s.push_str(&table(&rows));
 }
 

@@ -6,8 +6,8 @@
 //! the same code with their own clocks.
 
 mod compose;
-mod outcomes;
 pub mod deployed;
+mod outcomes;
 mod stages;
 mod steps;
 mod triggers;

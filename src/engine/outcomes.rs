@@ -40,7 +40,8 @@ impl Engine {
                 continue;
             };
             let from = event.at - goal.within;
-            let touch = outcomes::latest_touch(conn, &customer.id, &wf.name, from, event.at).await?;
+            let touch =
+                outcomes::latest_touch(conn, &customer.id, &wf.name, from, event.at).await?;
             if let Some(t) = touch
                 && best.as_ref().is_none_or(|(b, _)| t.at > b.at)
             {
@@ -66,8 +67,7 @@ impl Engine {
             }
             None => 0.0,
         };
-        outcomes::insert_conversion(conn, &event.id, &customer.id, &touch, value, event.at)
-            .await?;
+        outcomes::insert_conversion(conn, &event.id, &customer.id, &touch, value, event.at).await?;
         Ok(())
     }
 }

@@ -86,6 +86,8 @@ pub struct Rehearsal {
     /// Emails per workflow and email step: the one engagement figure a rehearsal has
     /// (nobody reads its email, so nothing is clicked, opened or answered).
     pub steps: BTreeMap<(String, String), u64>,
+    /// Journeys entered per workflow and variant (`SPLIT/VARIANT`, `holdout`).
+    pub variants: BTreeMap<(String, String), u64>,
 }
 
 /// Runs the plan from `from` to `to` over a copy of `source`, writing emails through
@@ -254,6 +256,10 @@ async fn summarize(
         if let Some(at) = j.entered_at.and_then(DateTime::from_timestamp_millis) {
             o.enrolled += 1;
             rehearsal.entries.push((j.workflow.clone(), at));
+            if let Some(v) = &j.variant {
+                let key = (j.workflow.clone(), v.clone());
+                *rehearsal.variants.entry(key).or_default() += 1;
+            }
         }
         if j.ended_at.is_some() {
             match j.state {

@@ -315,6 +315,8 @@ pub struct WindowJourney {
     pub ended_at: Option<i64>,
     pub customer_id: String,
     pub error: Option<String>,
+    /// `SPLIT/VARIANT` or `holdout`, as far as the journey got.
+    pub variant: Option<String>,
 }
 
 /// The journeys a rehearsal enrolled or ended within `[from, to]`.
@@ -325,7 +327,7 @@ pub async fn window_journeys(
 ) -> Result<Vec<WindowJourney>, StoreError> {
     let (a, b) = (from.timestamp_millis(), to.timestamp_millis());
     let rows = sqlx::query(
-        "SELECT e.workflow, e.state, e.entered_at, e.ended_at, e.customer_id, e.error, c.state FROM enrollments e LEFT JOIN copied_enrollments c ON c.id = e.id WHERE (e.entered_at >= $1 AND e.entered_at <= $2) OR (e.ended_at >= $1 AND e.ended_at <= $2)",
+        "SELECT e.workflow, e.state, e.entered_at, e.ended_at, e.customer_id, e.error, c.state, e.variant FROM enrollments e LEFT JOIN copied_enrollments c ON c.id = e.id WHERE (e.entered_at >= $1 AND e.entered_at <= $2) OR (e.ended_at >= $1 AND e.ended_at <= $2)",
     )
     .bind(a)
     .bind(b)
@@ -348,6 +350,7 @@ pub async fn window_journeys(
             }),
             customer_id: r.try_get(4)?,
             error: r.try_get(5)?,
+            variant: r.try_get(7)?,
         };
         if journey.entered_at.is_some() || journey.ended_at.is_some() {
             out.push(journey);

@@ -9,6 +9,7 @@ mod common;
 mod daemon;
 mod dkim;
 mod engagement;
+mod experiments;
 mod plan;
 mod preview;
 mod realtime;

@@ -43,7 +43,8 @@ impl Compiler {
                 "event names use lowercase letters, digits and `_`, e.g. `order_placed`",
             );
         }
-        let within = self.positive_duration(&goal.within, doc, &route.key("within"), "a goal's window");
+        let within =
+            self.positive_duration(&goal.within, doc, &route.key("within"), "a goal's window");
         let value = match &goal.value {
             Some(text) => Some(self.goal_value(text, doc, &route.key("value"))?),
             None => None,

@@ -312,15 +312,29 @@ impl Compiler {
             let help = "use lowercase letters, digits, `-` and `_` (not `holdout`), e.g. `name: subject-test`";
             self.error("bad-split", message, span.clone(), help);
         } else if let Some(first) = ctx.splits.get(&split.name) {
-            let message = format!("split `{}` is already used on line {}", split.name, first.start.line);
-            self.error("bad-split", message, span, "give each split of a workflow its own name");
+            let message = format!(
+                "split `{}` is already used on line {}",
+                split.name, first.start.line
+            );
+            self.error(
+                "bad-split",
+                message,
+                span,
+                "give each split of a workflow its own name",
+            );
         } else {
             ctx.splits.insert(split.name.clone(), span);
         }
         if split.variants.len() < 2 {
             let message = "a split needs two variants or more";
-            let help = "add the variant to compare with, e.g. `- { name: b, weight: 50, steps: [...] }`";
-            self.error("bad-split", message, doc.value_span(&sroute.key("variants")), help);
+            let help =
+                "add the variant to compare with, e.g. `- { name: b, weight: 50, steps: [...] }`";
+            self.error(
+                "bad-split",
+                message,
+                doc.value_span(&sroute.key("variants")),
+                help,
+            );
         }
         let mut variants: Vec<plan::Variant> = Vec::new();
         let mut shapes: Vec<(String, String)> = Vec::new();
@@ -329,21 +343,42 @@ impl Compiler {
             if !name_ok(&v.name) || v.name == "holdout" {
                 let message = format!("`{}` cannot name a variant", v.name);
                 let help = "use lowercase letters, digits, `-` and `_` (not `holdout`, the control's name)";
-                self.error("bad-variant", message, doc.value_span(&vroute.key("name")), help);
+                self.error(
+                    "bad-variant",
+                    message,
+                    doc.value_span(&vroute.key("name")),
+                    help,
+                );
             } else if variants.iter().any(|w| w.name == v.name) {
                 let message = format!("variant `{}` is named twice", v.name);
-                self.error("bad-variant", message, doc.value_span(&vroute.key("name")), "give each variant its own name");
+                self.error(
+                    "bad-variant",
+                    message,
+                    doc.value_span(&vroute.key("name")),
+                    "give each variant its own name",
+                );
             }
             if !(v.weight.is_finite() && v.weight > 0.0) {
                 let message = format!("a weight must be above zero, not {}", v.weight);
                 let help = "weights are relative: 50 and 50, or 1 and 3, or 90 and 10";
-                self.error("bad-weight", message, doc.value_span(&vroute.key("weight")), help);
+                self.error(
+                    "bad-weight",
+                    message,
+                    doc.value_span(&vroute.key("weight")),
+                    help,
+                );
             }
             let shape = format!("{:?}", without_ids(&v.steps));
             if let Some((same, _)) = shapes.iter().find(|(_, s)| *s == shape) {
                 let message = format!("variants `{same}` and `{}` do the same thing", v.name);
-                let help = "change what one of them sends (a subject, a template, a wait), or remove it";
-                self.error("same-variants", message, doc.value_span(&vroute.key("steps")), help);
+                let help =
+                    "change what one of them sends (a subject, a template, a wait), or remove it";
+                self.error(
+                    "same-variants",
+                    message,
+                    doc.value_span(&vroute.key("steps")),
+                    help,
+                );
             }
             shapes.push((v.name.clone(), shape));
             let prefix = format!("{position}.{}.", v.name);

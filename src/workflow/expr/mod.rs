@@ -296,9 +296,16 @@ impl ExprEngine {
         if let Ok(i) = value.as_int() {
             return Ok(i as f64);
         }
+        // A total imported from CSV is text: `"59.90"` is the number it reads as.
+        let text = value
+            .clone()
+            .into_immutable_string()
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok());
         value
             .as_float()
             .ok()
+            .or(text)
             .filter(|f| f.is_finite())
             .ok_or_else(|| EvalError::NotANumber {
                 found: value.type_name().to_string(),

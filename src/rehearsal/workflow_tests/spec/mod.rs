@@ -75,7 +75,10 @@ pub enum Action {
         act: Engagement,
     },
     /// The customer's journey went down this variant (`SPLIT/VARIANT`, or `holdout`).
-    ExpectVariant { customer: String, variant: String },
+    ExpectVariant {
+        customer: String,
+        variant: String,
+    },
 }
 
 /// What a test's customer does with an email.

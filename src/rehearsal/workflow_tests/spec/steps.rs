@@ -178,8 +178,7 @@ fn engage(
 
 /// The workflow's splits and their variants' names.
 fn splits(r: &Reader<'_>) -> Vec<(String, Vec<String>)> {
-    r.wf
-        .all_steps()
+    r.wf.all_steps()
         .iter()
         .filter_map(|s| match &s.kind {
             crate::workflow::plan::StepKind::Split(split) => Some((
@@ -232,11 +231,20 @@ fn expect_variant(r: &mut Reader<'_>, arg: &Value, at: &Route, ids: &[String]) -
     let variant = text(obj.remove("variant"));
     let split = text(obj.remove("split"));
     if let Some(other) = obj.keys().next().cloned() {
-        r.unknown_key(&at.key(&other), &other, &["split", "variant", "customer"], "key in `expect_variant`");
+        r.unknown_key(
+            &at.key(&other),
+            &other,
+            &["split", "variant", "customer"],
+            "key in `expect_variant`",
+        );
         return None;
     }
     let Some(variant) = variant else {
-        r.error(at, "`expect_variant` needs a `variant`", "e.g. `expect_variant: { split: subject-test, variant: b }`");
+        r.error(
+            at,
+            "`expect_variant` needs a `variant`",
+            "e.g. `expect_variant: { split: subject-test, variant: b }`",
+        );
         return None;
     };
     let holdout = variant == crate::workflow::plan::HOLDOUT;
@@ -244,7 +252,11 @@ fn expect_variant(r: &mut Reader<'_>, arg: &Value, at: &Route, ids: &[String]) -
         (Some(s), _) => s,
         (None, true) => variant.clone(),
         (None, false) => {
-            r.error(at, "`expect_variant` needs the `split`", "e.g. `expect_variant: { split: subject-test, variant: b }`");
+            r.error(
+                at,
+                "`expect_variant` needs the `split`",
+                "e.g. `expect_variant: { split: subject-test, variant: b }`",
+            );
             return None;
         }
     };
@@ -252,7 +264,11 @@ fn expect_variant(r: &mut Reader<'_>, arg: &Value, at: &Route, ids: &[String]) -
         r.error(at, message, help);
         return None;
     }
-    let variant = if holdout { variant } else { format!("{split}/{variant}") };
+    let variant = if holdout {
+        variant
+    } else {
+        format!("{split}/{variant}")
+    };
     Some(Action::ExpectVariant { customer, variant })
 }
 
@@ -275,7 +291,11 @@ pub(super) fn pins(
         let customer = customer.as_str().unwrap_or("").to_string();
         let cat = at.key(&customer);
         if !ids.contains(&customer) {
-            r.error(&cat, format!("no fixture customer `{customer}`"), format!("the case's customers are: {}", ids.join(", ")));
+            r.error(
+                &cat,
+                format!("no fixture customer `{customer}`"),
+                format!("the case's customers are: {}", ids.join(", ")),
+            );
             continue;
         }
         let Some(splits) = r.mapping(&splits, &cat, "a customer's pinned variants") else {

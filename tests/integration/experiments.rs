@@ -1,0 +1,333 @@
+//! Experiments on both stores: a 50/50 split over 2,000 customers (each side within 45–55%,
+//! and a rehearsal, a second pass in another process and a re-entry all assign every
+//! customer the same variant), a holdout that enters and gets nothing, goals credited by
+//! last touch, and `tidings results` whose counts, revenue and intervals are checked
+//! against numbers computed here.
+
+use std::collections::BTreeMap;
+
+use crate::common::write;
+use crate::store::{Backend, backends, tidings, with_store};
+
+const T0: &str = "2026-06-01T08:00:00Z";
+
+fn run_once(b: &Backend, now: &str) {
+    let run = tidings(b).args(["run", "--once", "--now", now]).run();
+    assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+}
+
+fn import(b: &Backend, kind: &str, file: &str, text: &str) {
+    write(&b.dir, file, text);
+    let run = tidings(b).args(["import", kind, file]).run();
+    assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+}
+
+fn enrollment_variants(b: &Backend, after: &str) -> BTreeMap<String, String> {
+    let at = chrono::DateTime::parse_from_rfc3339(after)
+        .unwrap()
+        .timestamp_millis();
+    with_store(b, async move |s| {
+        use sqlx::Row;
+        let mut conn = s.connection().await.unwrap();
+        sqlx::query("SELECT customer_id, variant FROM enrollments WHERE entered_at >= $1")
+            .bind(at)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get::<Option<String>, _>(1).unwrap_or_default()))
+            .collect()
+    })
+}
+
+/// Each `.eml` file's recipient and `X-Tidings-Variant`.
+fn written_variants(dir: &std::path::Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "eml") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let m = mail_parser::MessageParser::default().parse(&bytes).unwrap();
+        let to = m
+            .to()
+            .unwrap()
+            .first()
+            .unwrap()
+            .address()
+            .unwrap()
+            .to_string();
+        let id = to.trim_end_matches("@example.com").to_string();
+        let variant = m
+            .header_raw("X-Tidings-Variant")
+            .unwrap()
+            .trim()
+            .to_string();
+        out.insert(id, variant);
+    }
+    out
+}
+
+const SPLIT: &str = "name: split-test
+trigger:
+  event: signed_up
+reentry: always
+steps:
+  - split:
+      name: subject-test
+      variants:
+        - { name: a, weight: 50, steps: [ { id: hello-a, email: hello, subject: Hello } ] }
+        - { name: b, weight: 50, steps: [ { id: hello-b, email: hello, subject: Hi there } ] }
+";
+
+#[test]
+fn a_split_assigns_each_customer_one_variant_everywhere() {
+    for b in backends("experiments-split") {
+        write(&b.dir, "workflows/split-test.yaml", SPLIT);
+        write(
+            &b.dir,
+            "templates/hello.html",
+            "<p>Hello</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+        );
+        let ids: Vec<String> = (1..=2000).map(|i| format!("c{i}")).collect();
+        let customers: String = std::iter::once("id,email\n".to_string())
+            .chain(ids.iter().map(|id| format!("{id},{id}@example.com\n")))
+            .collect();
+        import(&b, "customers", "customers.csv", &customers);
+        let events = |at: &str| -> String {
+            std::iter::once("customer_id,name,at\n".to_string())
+                .chain(ids.iter().map(|id| format!("{id},signed_up,{at}\n")))
+                .collect()
+        };
+        import(&b, "events", "first.csv", &events(T0));
+
+        // The rehearsal, first: it assigns without writing to the store.
+        let run = tidings(&b)
+            .args([
+                "simulate",
+                "--from",
+                T0,
+                "--to",
+                "2026-06-01T09:00:00Z",
+                "--out",
+                "rehearsal",
+            ])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        assert!(
+            run.stdout.contains("split-test/subject-test"),
+            "{}",
+            run.stdout
+        );
+        let rehearsed = written_variants(&b.dir.join("rehearsal"));
+        assert_eq!(rehearsed.len(), 2000, "{}", b.label);
+
+        run_once(&b, "2026-06-01T08:30:00Z");
+        let first = enrollment_variants(&b, T0);
+        assert_eq!(first.len(), 2000);
+        let a = first.values().filter(|v| *v == "subject-test/a").count();
+        let b_count = first.values().filter(|v| *v == "subject-test/b").count();
+        assert_eq!(a + b_count, 2000);
+        assert!(
+            (900..=1100).contains(&a),
+            "{}: {a} of 2,000 in `a`",
+            b.label
+        );
+        assert_eq!(rehearsed, first, "{}: the rehearsal agrees", b.label);
+        let sent = written_variants(&b.dir.join("out/mail"));
+        assert_eq!(sent, first, "{}: every email says its variant", b.label);
+
+        // Everyone enters again, taken by another process (on PostgreSQL, as a replica
+        // would): the same variant each.
+        import(&b, "events", "again.csv", &events("2026-06-02T08:00:00Z"));
+        run_once(&b, "2026-06-02T08:30:00Z");
+        let again = enrollment_variants(&b, "2026-06-02T00:00:00Z");
+        assert_eq!(again, first, "{}: a re-entry agrees", b.label);
+    }
+}
+
+const DEAL: &str = "name: deal
+trigger:
+  event: lapsed
+holdout: 10%
+goal: { event: order_placed, within: 7d, value: event.properties.total }
+steps:
+  - id: offer
+    email: hello
+    subject: Come back
+";
+
+const OTHER: &str = "name: other
+trigger:
+  event: asked
+goal: { event: order_placed, within: 7d, value: event.properties.total }
+steps:
+  - id: note
+    email: hello
+    subject: A note
+";
+
+/// Independent of the product: the Wilson score interval at 95%.
+fn wilson(k: f64, n: f64) -> (f64, f64) {
+    let z: f64 = 1.959_963_984_540_054;
+    let p = k / n;
+    let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z / (1.0 + z * z / n) * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    (centre - half, centre + half)
+}
+
+#[test]
+fn holdouts_goals_and_results_add_up() {
+    for b in backends("experiments-results") {
+        write(&b.dir, "workflows/deal.yaml", DEAL);
+        write(&b.dir, "workflows/other.yaml", OTHER);
+        write(
+            &b.dir,
+            "templates/hello.html",
+            "<p>Hello</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+        );
+        let ids: Vec<String> = (1..=400).map(|i| format!("c{i}")).collect();
+        let customers: String = std::iter::once("id,email\n".to_string())
+            .chain(ids.iter().map(|id| format!("{id},{id}@example.com\n")))
+            .collect();
+        import(&b, "customers", "customers.csv", &customers);
+        let lapsed: String = std::iter::once("customer_id,name,at\n".to_string())
+            .chain(ids.iter().map(|id| format!("{id},lapsed,{T0}\n")))
+            .collect();
+        import(&b, "events", "lapsed.csv", &lapsed);
+        run_once(&b, T0);
+
+        let held: Vec<&String> = ids
+            .iter()
+            .filter(|id| tidings::workflow::plan::held_out(0.10, id, "deal"))
+            .collect();
+        assert!((20..=60).contains(&held.len()), "{} held out", held.len());
+        let emailed = crate::daemon::count(
+            &b,
+            "SELECT COUNT(*) FROM deliveries WHERE workflow = 'deal' AND state = 'sent'",
+        );
+        assert_eq!(
+            emailed as usize,
+            400 - held.len(),
+            "{}: the holdout gets nothing",
+            b.label
+        );
+        let treated: Vec<&String> = ids.iter().filter(|id| !held.contains(id)).collect();
+
+        // Orders: 2 days after the email (credited), 8 days after (not: the goal is 7d),
+        // a holdout's within a week of entry (credited to the holdout), and one after
+        // another workflow's later email (credited to that one only).
+        let (t2, t3, t4, t8) = (
+            "2026-06-03T08:00:00Z",
+            "2026-06-04T08:00:00Z",
+            "2026-06-05T08:00:00Z",
+            "2026-06-09T09:00:00Z",
+        );
+        import(
+            &b,
+            "events",
+            "asked.csv",
+            &format!("customer_id,name,at\n{},asked,{t3}\n", treated[3]),
+        );
+        run_once(&b, t3);
+        let orders = [
+            (treated[0], t2, 40.0),
+            (treated[1], t2, 25.5),
+            (treated[2], t8, 99.0),
+            (held[0], t2, 10.0),
+            (treated[3], t4, 70.0),
+        ];
+        let mut jsonl = String::new();
+        for (id, at, total) in orders {
+            jsonl.push_str(&format!(
+                "{{\"customer_id\": \"{id}\", \"name\": \"order_placed\", \"at\": \"{at}\", \"total\": {total}}}\n"
+            ));
+        }
+        import(&b, "events", "orders.jsonl", &jsonl);
+        run_once(&b, "2026-06-10T08:00:00Z");
+
+        let run = tidings(&b).args(["results", "--format", "json"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let workflow = |name: &str| {
+            doc["workflows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["workflow"] == name)
+                .unwrap_or_else(|| panic!("{name} in {doc:#}"))
+                .clone()
+        };
+        let deal = workflow("deal");
+        let arm = |variant: serde_json::Value| {
+            deal["variants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["variant"] == variant)
+                .unwrap()
+                .clone()
+        };
+        let treated_arm = arm(serde_json::Value::Null);
+        let control = arm("holdout".into());
+        let n = treated.len() as f64;
+        assert_eq!(treated_arm["entered"], treated.len(), "{}", b.label);
+        assert_eq!(treated_arm["emailed"], treated.len());
+        assert_eq!(treated_arm["converted"], 2, "{}: {deal:#}", b.label);
+        assert_eq!(treated_arm["revenue"], 65.5);
+        assert_eq!(control["entered"], held.len());
+        assert_eq!(control["emailed"], 0);
+        assert_eq!(
+            (control["converted"].clone(), control["revenue"].clone()),
+            (1.into(), 10.0.into())
+        );
+        let (low, high) = wilson(2.0, n);
+        let four = |v: &serde_json::Value| (v.as_f64().unwrap() * 1e4).round() / 1e4;
+        assert_eq!(four(&treated_arm["ci_low"]), (low * 1e4).round() / 1e4);
+        assert_eq!(four(&treated_arm["ci_high"]), (high * 1e4).round() / 1e4);
+        assert_eq!(four(&treated_arm["rate"]), (2.0 / n * 1e4).round() / 1e4);
+        let per = treated_arm["revenue_per_entered"].as_f64().unwrap();
+        assert!((per - 65.5 / n).abs() < 1e-9);
+        assert!(treated_arm["lift"]["difference"].is_number());
+        // Tiny samples: no winner.
+        assert!(
+            deal["verdict"]
+                .as_str()
+                .unwrap()
+                .starts_with("too early to call"),
+            "{deal:#}"
+        );
+        // The later touch wins: the order after `other`'s note is `other`'s alone.
+        let other = workflow("other");
+        assert_eq!(
+            other["variants"][0]["converted"], 1,
+            "{}: {other:#}",
+            b.label
+        );
+        assert_eq!(other["variants"][0]["revenue"], 70.0);
+        assert_eq!(
+            crate::daemon::count(&b, "SELECT COUNT(*) FROM conversions"),
+            4
+        );
+
+        for format in ["table", "markdown"] {
+            let run = tidings(&b)
+                .args(["results", "deal", "--format", format])
+                .run();
+            assert_eq!(run.code, 0, "{}", run.transcript());
+            assert!(
+                run.stdout.contains("holdout") && run.stdout.contains("too early to call"),
+                "{}",
+                run.stdout
+            );
+        }
+        let run = tidings(&b).args(["results", "nonsense"]).run();
+        assert_eq!(run.code, 1, "{}", run.transcript());
+        assert!(
+            run.stderr.contains("no journeys of workflow `nonsense`"),
+            "{}",
+            run.stderr
+        );
+    }
+}
