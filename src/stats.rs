@@ -7,6 +7,11 @@
 
 use statrs::distribution::{ContinuousCDF, Normal};
 
+/// Fewer journeys than this in an arm, and `results` names no winner, whatever the p-value.
+pub const MIN_PER_ARM: u64 = 100;
+/// Fewer conversions than this in the two arms compared together, likewise.
+pub const MIN_CONVERSIONS: u64 = 10;
+
 /// The standard normal distribution.
 fn normal() -> Normal {
     // Mean 0 and standard deviation 1 are valid parameters: this does not fail.

@@ -248,6 +248,13 @@ fn markdown(plan: &Forecast, base: &Base) -> String {
             ));
         }
     }
+    let experiments = experiment_notes(plan);
+    if !experiments.is_empty() {
+        let _ = writeln!(out, "\n**Experiments**\n");
+        for e in experiments {
+            let _ = writeln!(out, "{e}");
+        }
+    }
     if !notes.is_empty() {
         let _ = writeln!(out, "\n**Stranded journeys**\n");
         for n in notes {
@@ -261,6 +268,28 @@ fn markdown(plan: &Forecast, base: &Base) -> String {
          in them."
     );
     out
+}
+
+/// A line per experimenting workflow: its arms' journeys in the week, and the days until
+/// the smallest holds the minimum sample.
+fn experiment_notes(plan: &Forecast) -> Vec<String> {
+    plan
+        .lines
+        .iter()
+        .filter_map(|l| Some((l, l.experiment.as_ref()?)))
+        .map(|(l, e)| {
+            let arms: Vec<String> = e.arms_7d.iter().map(|(v, n)| format!("{v} {n}")).collect();
+            let days = match e.days_to_minimum {
+                Some(d) => format!(
+                    "about {d} day{} until each has {} journeys, the least `tidings results` names a winner from",
+                    if d == 1 { "" } else { "s" },
+                    crate::stats::MIN_PER_ARM
+                ),
+                None => "an arm gets nobody in the week: no estimate of when the sample is large enough".into(),
+            };
+            format!("- `{}`: journeys per arm in the week: {}; {days}.", l.workflow, arms.join(", "))
+        })
+        .collect()
 }
 
 fn json(plan: &Forecast, base: &Base) -> String {

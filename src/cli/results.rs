@@ -14,14 +14,12 @@ use serde_json::{Value, json};
 
 use crate::cli::args::{ResultsArgs, ResultsFormat};
 use crate::cli::shared::{CommandError, open_store};
-use crate::stats::{Interval, difference, sample_size, two_proportion_p, wilson};
+use crate::stats::{
+    Interval, MIN_CONVERSIONS, MIN_PER_ARM, difference, sample_size, two_proportion_p, wilson,
+};
 use crate::store::results::{Arm, arms};
 use crate::workflow::plan::HOLDOUT;
 
-/// Fewer journeys than this in an arm, and no winner is named, whatever the p-value.
-pub const MIN_PER_ARM: u64 = 100;
-/// Fewer conversions than this in the two arms together, likewise.
-pub const MIN_CONVERSIONS: u64 = 10;
 
 pub fn run(root: &Path, args: &ResultsArgs) -> Result<ExitCode, CommandError> {
     let since = match &args.since {

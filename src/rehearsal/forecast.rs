@@ -79,6 +79,55 @@ pub struct Line {
     /// Running enrollments at a step id the new version lacks (all of a removed workflow's):
     /// step id to count. They would exit at their next step.
     pub stranded: BTreeMap<String, u64>,
+    /// For a workflow with a split or a holdout: how its arms fill up.
+    pub experiment: Option<ExperimentPlan>,
+}
+
+/// How fast an experiment gathers its sample, at the rehearsed week's volumes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentPlan {
+    /// Journeys each arm would get in the week (`SPLIT/VARIANT`, `holdout`, `(rest)`).
+    pub arms_7d: BTreeMap<String, u64>,
+    /// Days until the smallest arm holds the minimum sample `results` needs before it
+    /// names a winner; `None` when an arm gets nobody in the week.
+    pub days_to_minimum: Option<u64>,
+}
+
+/// The arms of an experimenting workflow in a rehearsal, and the days to the minimum
+/// sample at that pace.
+fn experiment(wf: &Workflow, rehearsal: &Rehearsal) -> Option<ExperimentPlan> {
+    let mut arms_7d: BTreeMap<String, u64> = BTreeMap::new();
+    for step in wf.all_steps() {
+        if let crate::workflow::plan::StepKind::Split(split) = &step.kind {
+            for v in &split.variants {
+                arms_7d.insert(format!("{}/{}", split.name, v.name), 0);
+            }
+        }
+    }
+    let splits = !arms_7d.is_empty();
+    if !splits && wf.holdout.is_none() {
+        return None;
+    }
+    for ((w, v), n) in &rehearsal.variants {
+        if *w == wf.name {
+            arms_7d.insert(v.clone(), *n);
+        }
+    }
+    if !splits {
+        let entered = rehearsal.workflows.get(&wf.name).map_or(0, |o| o.enrolled);
+        let held: u64 = arms_7d.values().sum();
+        arms_7d.insert("(rest)".into(), entered.saturating_sub(held));
+        arms_7d.entry(crate::workflow::plan::HOLDOUT.into()).or_insert(0);
+    }
+    let smallest = arms_7d.values().copied().min().unwrap_or(0);
+    let days_to_minimum = (smallest > 0).then(|| {
+        let per_day = smallest as f64 / 7.0;
+        (crate::stats::MIN_PER_ARM as f64 / per_day).ceil() as u64
+    });
+    Some(ExperimentPlan {
+        arms_7d,
+        days_to_minimum,
+    })
 }
 
 /// The whole plan.
@@ -161,6 +210,7 @@ pub async fn forecast(
             emails_24h: count(&rehearsal.sends, &wf.name, now, now + DAY),
             emails_7d: count(&rehearsal.sends, &wf.name, now, now + WEEK),
             stranded,
+            experiment: experiment(wf, &rehearsal),
         });
     }
     // Workflows that are gone: those of the base set, and any the store still runs.
@@ -183,6 +233,7 @@ pub async fn forecast(
             emails_24h: 0,
             emails_7d: 0,
             stranded: running.get(name).cloned().unwrap_or_default(),
+            experiment: None,
         });
     }
     Ok(Forecast {

@@ -102,7 +102,20 @@ fn a_split_assigns_each_customer_one_variant_everywhere() {
         };
         import(&b, "events", "first.csv", &events(T0));
 
-        // The rehearsal, first: it assigns without writing to the store.
+        // `plan` says how soon the split has its sample, at the week's pace: 2,000 entries
+        // in the week, about 1,000 an arm, so a day to 100 each.
+        let run = tidings(&b)
+            .args(["plan", "--now", T0, "--format", "json"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let plan: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let experiment = &plan["workflows"][0]["experiment"];
+        let a = experiment["arms_7d"]["subject-test/a"].as_u64().unwrap();
+        let b_arm = experiment["arms_7d"]["subject-test/b"].as_u64().unwrap();
+        assert_eq!(a + b_arm, 2000, "{}: {plan:#}", b.label);
+        assert_eq!(experiment["days_to_minimum"], 1, "{plan:#}");
+
+        // The rehearsal: it assigns without writing to the store.
         let run = tidings(&b)
             .args([
                 "simulate",
