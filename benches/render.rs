@@ -80,6 +80,7 @@ fn main() {
             mode: "at_least_once".into(),
             created_at: now,
             accepted_at: None,
+            variant: None,
         };
         let message = build_message(&row, &from, row.due_at).expect("it builds");
         bytes += message.formatted().len();

@@ -54,7 +54,7 @@ pub fn bars(
     width: u32,
 ) -> Result<String, ChartError> {
     let values: Vec<f64> = values.iter().map(|v| *v as f64).collect();
-    bar_chart(title, labels, &values, width, &|v| format!("{v:.0}"))
+    bar_chart(title, labels, &values, None, width, &|v| format!("{v:.0}"))
 }
 
 /// Shares as horizontal bars labelled in per cent (`0.125` is `12.5%`).
@@ -65,19 +65,40 @@ pub fn percent_bars(
     width: u32,
 ) -> Result<String, ChartError> {
     let values: Vec<f64> = shares.iter().map(|s| s * 100.0).collect();
-    bar_chart(title, labels, &values, width, &|v| format!("{v:.1}%"))
+    bar_chart(title, labels, &values, None, width, &|v| format!("{v:.1}%"))
+}
+
+/// Shares with an interval each, drawn as a whisker across the bar's end.
+pub fn interval_bars(
+    title: &str,
+    labels: &[String],
+    shares: &[(f64, f64, f64)],
+    width: u32,
+) -> Result<String, ChartError> {
+    let values: Vec<f64> = shares.iter().map(|s| s.0 * 100.0).collect();
+    let whiskers: Vec<(f64, f64)> = shares.iter().map(|s| (s.1 * 100.0, s.2 * 100.0)).collect();
+    bar_chart(title, labels, &values, Some(&whiskers), width, &|v| {
+        format!("{v:.1}%")
+    })
 }
 
 fn bar_chart(
     title: &str,
     labels: &[String],
     values: &[f64],
+    whiskers: Option<&[(f64, f64)]>,
     width: u32,
     shown: &dyn Fn(f64) -> String,
 ) -> Result<String, ChartError> {
     let fail = fail(title);
     let n = labels.len().max(1);
-    let max = values.iter().copied().fold(0.0, f64::max).max(1.0);
+    let highest = whiskers.into_iter().flatten().map(|w| w.1);
+    let max = values
+        .iter()
+        .copied()
+        .chain(highest)
+        .fold(0.0, f64::max)
+        .max(1.0);
     let height = 60 + 28 * n as u32;
     let mut svg = String::new();
     {
@@ -119,6 +140,12 @@ fn bar_chart(
                 bar
             }))
             .map_err(|e| fail(&e))?;
+        for (i, (low, high)) in whiskers.into_iter().flatten().enumerate() {
+            let row = SegmentValue::CenterOf(count - 1 - i);
+            let line = |points| PathElement::new(points, BLACK.stroke_width(2));
+            let span = vec![(*low, row.clone()), (*high, row.clone())];
+            chart.draw_series([line(span)]).map_err(|e| fail(&e))?;
+        }
         chart
             .draw_series(values.iter().enumerate().map(|(i, v)| {
                 Text::new(

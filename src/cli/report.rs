@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use crate::cli::args::ReportArgs;
-use crate::cli::charts::{ChartError, Series, WIDTH, bars, percent_bars, stacked};
+use crate::cli::charts::{ChartError, Series, WIDTH, bars, interval_bars, percent_bars, stacked};
 use crate::cli::shared::{CommandError, open_store, time_arg};
 use crate::cli::status::{EMAILS, JOURNEYS, emails, journeys, order, stage_rows};
 use crate::store::rates::{Rates, StepRates, rates};
@@ -34,12 +34,13 @@ pub fn run(root: &Path, args: &ReportArgs) -> Result<ExitCode, CommandError> {
     let sends_since = (now.date_naive() - TimeDelta::days(i64::from(args.days) - 1))
         .and_time(chrono::NaiveTime::MIN)
         .and_utc();
-    let (c, h, r) = runtime.block_on(async {
+    let (c, h, r, x) = runtime.block_on(async {
         let mut conn = store.connection().await?;
         let c = counts(&mut conn).await?;
         let h = history(&mut conn, flow_since, sends_since).await?;
         let r = rates(&mut conn).await?;
-        Ok::<_, crate::store::StoreError>((c, h, r))
+        let x = crate::store::results::arms(&mut conn, chrono::DateTime::<Utc>::MIN_UTC).await?;
+        Ok::<_, crate::store::StoreError>((c, h, r, x))
     })?;
     runtime.block_on(store.close());
     let (stage_order, workflows) = order(&compiled.plan, &c);
@@ -48,6 +49,7 @@ pub fn run(root: &Path, args: &ReportArgs) -> Result<ExitCode, CommandError> {
         counts: &c,
         history: &h,
         rates: &r,
+        arms: &x,
         stage_order: &stage_order,
         workflows: &workflows,
         weeks: (0..args.weeks)
@@ -72,6 +74,7 @@ struct Page<'a> {
     counts: &'a Counts,
     history: &'a History,
     rates: &'a Rates,
+    arms: &'a [crate::store::results::Arm],
     stage_order: &'a [String],
     workflows: &'a [String],
     weeks: Vec<NaiveDate>,
@@ -158,6 +161,7 @@ impl Page<'_> {
             ),
         );
         self.engagement(&mut out)?;
+        self.experiments(&mut out)?;
         self.numbers(&mut out);
         out.push_str("</body></html>\n");
         Ok(out)
@@ -264,6 +268,46 @@ impl Page<'_> {
                 escape_html(&q.question),
                 q.answers
             );
+        }
+        Ok(())
+    }
+
+    /// Each experimenting workflow's variants: conversion rates with 95% interval
+    /// whiskers, and `tidings results`' verdict.
+    fn experiments(&self, out: &mut String) -> Result<(), ChartError> {
+        let mut names: Vec<&str> = Vec::new();
+        for a in self.arms.iter().filter(|a| a.variant.is_some()) {
+            if !names.contains(&a.workflow.as_str()) {
+                names.push(&a.workflow);
+            }
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        out.push_str("<h2>Experiments</h2>\n");
+        for name in names {
+            let arms: Vec<_> = self
+                .arms
+                .iter()
+                .filter(|a| a.workflow == name)
+                .cloned()
+                .collect();
+            let experiment = crate::cli::results::Experiment::of(name, arms);
+            let (labels, shares): (Vec<String>, Vec<(f64, f64, f64)>) = experiment
+                .rows
+                .iter()
+                .filter_map(|r| {
+                    let i = r.rate?;
+                    let label = r.arm.variant.clone().unwrap_or_else(|| "(rest)".into());
+                    Some((label, (i.estimate, i.low, i.high)))
+                })
+                .unzip();
+            let svg = interval_bars(&format!("{name}: conversion rate"), &labels, &shares, WIDTH)?;
+            let caption = format!(
+                "Journeys converted per journey entered, with 95% Wilson intervals. {}",
+                experiment.verdict
+            );
+            figure(out, &format!("experiment-{name}"), &svg, &caption);
         }
         Ok(())
     }

@@ -20,7 +20,6 @@ use crate::stats::{
 use crate::store::results::{Arm, arms};
 use crate::workflow::plan::HOLDOUT;
 
-
 pub fn run(root: &Path, args: &ResultsArgs) -> Result<ExitCode, CommandError> {
     let since = match &args.since {
         Some(text) => parse_since(text)?,
@@ -198,7 +197,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use crate::cli::args::StatusArgs;
 use crate::cli::shared::{CommandError, open_store};
 use crate::store::rates::{Rates, rates};
+use crate::store::results::{Arm, arms};
 use crate::store::status::{Counts, counts};
 use crate::workflow::compile::compile_project;
 
@@ -24,19 +25,21 @@ pub(crate) const EMAILS: [(&str, &[&str]); 5] = [
 pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     let (runtime, project, store) = open_store(root)?;
     let compiled = compile_project(&project, &[]);
-    let (c, r) = runtime.block_on(async {
+    let (c, r, x) = runtime.block_on(async {
         let mut conn = store.connection().await?;
         let c = counts(&mut conn).await?;
         let r = rates(&mut conn).await?;
-        Ok::<_, crate::store::StoreError>((c, r))
+        let x = arms(&mut conn, chrono::DateTime::<chrono::Utc>::MIN_UTC).await?;
+        Ok::<_, crate::store::StoreError>((c, r, x))
     })?;
     runtime.block_on(store.close());
     let (stage_order, workflows) = order(&compiled.plan, &c);
     let text = if args.json {
-        json(&c, &r, &stage_order, &workflows)
+        json(&c, &r, &x, &stage_order, &workflows)
     } else {
         let mut text = table(&c, &stage_order, &workflows);
         text.push_str(&engagement_table(&r, &workflows));
+        text.push_str(&experiment_table(&x));
         text
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
@@ -195,7 +198,55 @@ pub fn engagement_table(r: &Rates, workflows: &[String]) -> String {
     out
 }
 
-fn json(c: &Counts, r: &Rates, order: &[String], workflows: &[String]) -> String {
+/// Journeys per variant of the workflows that experiment (a split or a holdout); the
+/// statistics are `tidings results`'.
+fn experiment_table(x: &[Arm]) -> String {
+    let mut out = String::new();
+    let experimenting: Vec<&Arm> = x
+        .iter()
+        .filter(|a| {
+            x.iter()
+                .any(|b| b.workflow == a.workflow && b.variant.is_some())
+        })
+        .collect();
+    if experimenting.is_empty() {
+        return out;
+    }
+    let label = |a: &Arm| {
+        format!(
+            "{}/{}",
+            a.workflow,
+            a.variant.as_deref().unwrap_or("(rest)")
+        )
+    };
+    let width = experimenting
+        .iter()
+        .map(|a| label(a).len())
+        .max()
+        .unwrap_or(8)
+        .max(10);
+    let _ = writeln!(
+        out,
+        "\n{:<width$} {:>8} {:>8} {:>8} {:>10} {:>10}",
+        "variant", "entered", "emailed", "clicked", "converted", "revenue"
+    );
+    for a in experimenting {
+        let _ = writeln!(
+            out,
+            "{:<width$} {:>8} {:>8} {:>8} {:>10} {:>10.2}",
+            label(a),
+            a.entered,
+            a.emailed,
+            a.clicked,
+            a.converted,
+            a.revenue
+        );
+    }
+    let _ = writeln!(out, "(intervals, lift and a verdict: `tidings results`)");
+    out
+}
+
+fn json(c: &Counts, r: &Rates, x: &[Arm], order: &[String], workflows: &[String]) -> String {
     let stages: serde_json::Map<String, serde_json::Value> = stage_rows(c, order)
         .into_iter()
         .map(|(s, n)| (s, n.into()))
@@ -218,7 +269,8 @@ fn json(c: &Counts, r: &Rates, order: &[String], workflows: &[String]) -> String
             }
             let steps: Vec<serde_json::Value> = r.steps_of(wf).map(|s| s.to_json()).collect();
             engagement["steps"] = steps.into();
-            serde_json::json!({ "workflow": wf, "journeys": journeys, "emails": emails, "engagement": engagement })
+            let variants: Vec<&Arm> = x.iter().filter(|a| a.workflow == *wf).collect();
+            serde_json::json!({ "workflow": wf, "journeys": journeys, "emails": emails, "engagement": engagement, "variants": variants })
         })
         .collect();
     let doc = serde_json::json!({

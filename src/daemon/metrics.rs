@@ -15,6 +15,43 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Journeys, conversions and revenue per workflow and variant (`none` outside a split).
+fn experiment_gauges(arms: &[crate::store::results::Arm]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    type Value = fn(&crate::store::results::Arm) -> f64;
+    let gauges: [(&str, &str, Value); 3] = [
+        (
+            "tidings_experiment_journeys",
+            "Journeys entered, per workflow and variant.",
+            |a| a.entered as f64,
+        ),
+        (
+            "tidings_experiment_conversions",
+            "Journeys a goal was credited to, per workflow and variant.",
+            |a| a.converted as f64,
+        ),
+        (
+            "tidings_experiment_revenue",
+            "Goal value credited, per workflow and variant.",
+            |a| a.revenue,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for a in arms {
+            let _ = writeln!(
+                out,
+                "{name}{{workflow=\"{}\",variant=\"{}\"}} {}",
+                label(&a.workflow),
+                label(a.variant.as_deref().unwrap_or("none")),
+                value(a)
+            );
+        }
+    }
+    out
+}
+
 /// What came back per email step (unique emails a person engaged with), and each 0–10
 /// question's NPS.
 fn engagement_gauges(r: &crate::store::rates::Rates) -> String {
@@ -62,14 +99,17 @@ pub async fn metrics(State(api): State<Arc<Api>>) -> Response {
         let mut conn = api.store.connection().await?;
         let c = crate::store::status::counts(&mut conn).await?;
         let r = crate::store::rates::rates(&mut conn).await?;
-        Ok::<_, crate::store::StoreError>((c, r))
+        let since = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+        let x = crate::store::results::arms(&mut conn, since).await?;
+        Ok::<_, crate::store::StoreError>((c, r, x))
     };
-    let Ok((c, r)) = counts.await else {
+    let Ok((c, r, x)) = counts.await else {
         return unavailable();
     };
     let p = api.passes.lock().map(|p| p.clone()).unwrap_or_default();
     let mut out = store_gauges(&c);
     out.push_str(&engagement_gauges(&r));
+    out.push_str(&experiment_gauges(&x));
     out.push_str(&pass_counters(&p));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -117,7 +117,9 @@ fn experiment(wf: &Workflow, rehearsal: &Rehearsal) -> Option<ExperimentPlan> {
         let entered = rehearsal.workflows.get(&wf.name).map_or(0, |o| o.enrolled);
         let held: u64 = arms_7d.values().sum();
         arms_7d.insert("(rest)".into(), entered.saturating_sub(held));
-        arms_7d.entry(crate::workflow::plan::HOLDOUT.into()).or_insert(0);
+        arms_7d
+            .entry(crate::workflow::plan::HOLDOUT.into())
+            .or_insert(0);
     }
     let smallest = arms_7d.values().copied().min().unwrap_or(0);
     let days_to_minimum = (smallest > 0).then(|| {

@@ -26,11 +26,14 @@ pub struct Arm {
 
 type Key = (String, Option<String>);
 
+/// A count's statement and the field of [`Arm`] it fills.
+type Count = (&'static str, fn(&mut Arm, u64));
+
 /// Every workflow's arms, journeys entered since `since`, ordered by workflow and variant.
 pub async fn arms(conn: &mut AnyConnection, since: DateTime<Utc>) -> Result<Vec<Arm>, StoreError> {
     let since = since.timestamp_millis();
     let mut arms: BTreeMap<Key, Arm> = BTreeMap::new();
-    let counts: [(&str, fn(&mut Arm, u64)); 5] = [
+    let counts: [Count; 5] = [
         (
             "SELECT e.workflow, e.variant, COUNT(*) FROM enrollments e WHERE e.entered_at >= $1 GROUP BY e.workflow, e.variant",
             |a, n| a.entered = n,

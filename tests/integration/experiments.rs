@@ -335,6 +335,57 @@ fn holdouts_goals_and_results_add_up() {
                 run.stdout
             );
         }
+        // The same counts in `status --json`, the report (with interval whiskers) and
+        // `/metrics`.
+        let status = tidings(&b).args(["status", "--json"]).run();
+        let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+        let deal_status = status["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["workflow"] == "deal")
+            .unwrap();
+        let held_status = deal_status["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["variant"] == "holdout")
+            .unwrap();
+        assert_eq!(held_status["entered"], held.len(), "{status:#}");
+        assert_eq!(held_status["converted"], 1);
+        let out = b.dir.join("report.html");
+        let run = tidings(&b)
+            .args([
+                "report",
+                "--out",
+                out.to_str().unwrap(),
+                "--now",
+                "2026-06-10T08:00:00Z",
+            ])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let page = std::fs::read_to_string(&out).unwrap();
+        let at = page
+            .find("data-chart=\"experiment-deal\"")
+            .expect("the deal's chart");
+        assert!(page[at..].contains("<svg") && page[at..].contains("holdout"));
+        if b.label == "sqlite" {
+            crate::report::passes_in_a_browser(&out, &["experiment-deal".to_string()]);
+        }
+        let port = crate::common::free_port();
+        let daemon = crate::daemon::Daemon::start(&b, port, "1h");
+        let (_, metrics) = crate::daemon::http(port, "GET", "/metrics", &[], b"");
+        let line = format!(
+            "tidings_experiment_journeys{{workflow=\"deal\",variant=\"holdout\"}} {}",
+            held.len()
+        );
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+        assert!(
+            metrics.contains("tidings_experiment_revenue{workflow=\"deal\",variant=\"none\"} 65.5"),
+            "{metrics}"
+        );
+        daemon.stop();
+
         let run = tidings(&b).args(["results", "nonsense"]).run();
         assert_eq!(run.code, 1, "{}", run.transcript());
         assert!(

@@ -121,9 +121,9 @@ fn the_report_is_one_page_with_every_chart_and_the_stores_numbers() {
     }
 }
 
-/// The page in headless Chromium: every chart drawn, no console error, a screenshot; and
-/// the check fails on a page with a chart taken out or something fetched from the network.
-fn in_a_browser(page: &Path, charts: &[String]) {
+/// Whether the browser check can run here; on CI it must (the assertion says what to
+/// install), elsewhere a skipped check says so.
+fn browser_ready() -> bool {
     let browser = repo_root().join("tests/browser");
     let ready = browser.join("node_modules/playwright-core").exists()
         && Path::new(&std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into())).exists();
@@ -135,21 +135,42 @@ fn in_a_browser(page: &Path, charts: &[String]) {
         crate::common::say_skipped(
             "skipping the browser check of the report: needs Debian's chromium and `npm ci --prefix tests/browser`",
         );
+    }
+    ready
+}
+
+/// A page in headless Chromium with the charts it must draw: the exit code, what the
+/// check printed (and its errors), and the screenshot's path.
+fn check_page(html: &Path, charts: &[String]) -> (Option<i32>, String, String, std::path::PathBuf) {
+    let shot = html.with_extension("png");
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/browser/check-page.mjs"))
+        .arg(html)
+        .arg(&shot)
+        .args(charts)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    (out.status.code(), stdout, stderr, shot)
+}
+
+/// A page passes the browser check with these charts drawn (when the check can run).
+pub(crate) fn passes_in_a_browser(page: &Path, charts: &[String]) {
+    if browser_ready() {
+        let (code, stdout, stderr, _) = check_page(page, charts);
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        assert!(stdout.contains("\"problems\":[]"), "{stdout}");
+    }
+}
+
+/// The page in headless Chromium: every chart drawn, no console error, a screenshot; and
+/// the check fails on a page with a chart taken out or something fetched from the network.
+fn in_a_browser(page: &Path, charts: &[String]) {
+    if !browser_ready() {
         return;
     }
-    let check = |html: &Path| {
-        let shot = html.with_extension("png");
-        let out = Command::new("node")
-            .arg(browser.join("check-page.mjs"))
-            .arg(html)
-            .arg(&shot)
-            .args(charts)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        (out.status.code(), stdout, stderr, shot)
-    };
+    let check = |html: &Path| check_page(html, charts);
     let (code, stdout, stderr, shot) = check(page);
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("\"problems\":[]"), "{stdout}");
