@@ -380,19 +380,29 @@ impl Engine {
                 }
                 row.step = next;
             }
-            StepKind::Split(split) => {
-                let k = self.variant_of(split, journey.wf, customer);
-                let variant = &split.variants[k];
-                row.variant = Some(format!("{}/{}", split.name, variant.name));
-                let first = node.links.variant_firsts.get(k).cloned().flatten();
-                row.step = first.or(next);
-            }
+            StepKind::Split(split) => self.split_step(split, journey.wf, node, row, customer),
             StepKind::Exit { reason } => {
                 end(row, JourneyState::Exited, Some(reason.clone()), at, report);
                 return Ok(Flow::Stop);
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// A split: the customer's variant recorded on the journey, which goes on with the
+    /// variant's first step.
+    fn split_step(
+        &self,
+        split: &crate::workflow::plan::SplitStep,
+        wf: &Workflow,
+        node: &Node<'_>,
+        row: &mut EnrollmentRow,
+        customer: &Customer,
+    ) {
+        let k = self.variant_of(split, wf, customer);
+        row.variant = Some(format!("{}/{}", split.name, split.variants[k].name));
+        let first = node.links.variant_firsts.get(k).cloned().flatten();
+        row.step = first.or(node.next());
     }
 
     /// An email step: composed, then sent only with consent, and for marketing mail only

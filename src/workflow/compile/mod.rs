@@ -352,8 +352,8 @@ impl Compiler {
         }
     }
 
-    fn compile_file(&mut self, file: &SourceFile) -> Option<(Workflow, Span)> {
-        let errors_before = self.error_count();
+    /// The file as serde reads it, or its first structural problem reported.
+    fn read_file(&mut self, file: &SourceFile) -> Option<raw::WorkflowFile> {
         if file.text().trim().is_empty() {
             self.error(
                 "empty-workflow",
@@ -363,13 +363,18 @@ impl Compiler {
             );
             return None;
         }
-        let wf: raw::WorkflowFile = match crate::source::yaml::parse_typed(file) {
-            Ok(wf) => wf,
+        match crate::source::yaml::parse_typed(file) {
+            Ok(wf) => Some(wf),
             Err(d) => {
                 self.diags.push(*d);
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    fn compile_file(&mut self, file: &SourceFile) -> Option<(Workflow, Span)> {
+        let errors_before = self.error_count();
+        let wf = self.read_file(file)?;
         let doc = Document::index(file);
         let root = Route::root();
         let name_span = doc.value_span(&root.key("name"));

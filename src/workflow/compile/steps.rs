@@ -301,30 +301,7 @@ impl Compiler {
         let doc = ctx.doc;
         let sroute = route.key("split");
         let errors = self.error_count();
-        let name_ok = |n: &str| {
-            !n.is_empty()
-                && n.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        };
-        let span = doc.value_span(&sroute.key("name"));
-        if !name_ok(&split.name) || split.name == "holdout" {
-            let message = format!("`{}` cannot name a split", split.name);
-            let help = "use lowercase letters, digits, `-` and `_` (not `holdout`), e.g. `name: subject-test`";
-            self.error("bad-split", message, span.clone(), help);
-        } else if let Some(first) = ctx.splits.get(&split.name) {
-            let message = format!(
-                "split `{}` is already used on line {}",
-                split.name, first.start.line
-            );
-            self.error(
-                "bad-split",
-                message,
-                span,
-                "give each split of a workflow its own name",
-            );
-        } else {
-            ctx.splits.insert(split.name.clone(), span);
-        }
+        self.split_name(&split.name, &sroute, ctx);
         if split.variants.len() < 2 {
             let message = "a split needs two variants or more";
             let help =
@@ -340,34 +317,8 @@ impl Compiler {
         let mut shapes: Vec<(String, String)> = Vec::new();
         for (k, v) in split.variants.iter().enumerate() {
             let vroute = sroute.key("variants").index(k);
-            if !name_ok(&v.name) || v.name == "holdout" {
-                let message = format!("`{}` cannot name a variant", v.name);
-                let help = "use lowercase letters, digits, `-` and `_` (not `holdout`, the control's name)";
-                self.error(
-                    "bad-variant",
-                    message,
-                    doc.value_span(&vroute.key("name")),
-                    help,
-                );
-            } else if variants.iter().any(|w| w.name == v.name) {
-                let message = format!("variant `{}` is named twice", v.name);
-                self.error(
-                    "bad-variant",
-                    message,
-                    doc.value_span(&vroute.key("name")),
-                    "give each variant its own name",
-                );
-            }
-            if !(v.weight.is_finite() && v.weight > 0.0) {
-                let message = format!("a weight must be above zero, not {}", v.weight);
-                let help = "weights are relative: 50 and 50, or 1 and 3, or 90 and 10";
-                self.error(
-                    "bad-weight",
-                    message,
-                    doc.value_span(&vroute.key("weight")),
-                    help,
-                );
-            }
+            let taken: Vec<&str> = variants.iter().map(|w| w.name.as_str()).collect();
+            self.variant_checks(v, &vroute, doc, &taken);
             let shape = format!("{:?}", without_ids(&v.steps));
             if let Some((same, _)) = shapes.iter().find(|(_, s)| *s == shape) {
                 let message = format!("variants `{same}` and `{}` do the same thing", v.name);
@@ -393,6 +344,53 @@ impl Compiler {
             name: split.name.clone(),
             variants,
         })
+    }
+
+    /// A variant's name (well formed, not taken) and weight (above zero).
+    fn variant_checks(&mut self, v: &raw::Variant, vroute: &Route, doc: &Document, taken: &[&str]) {
+        if !well_named(&v.name) {
+            let message = format!("`{}` cannot name a variant", v.name);
+            let help = "use lowercase letters, digits, `-` and `_` (not `holdout`, the control's name)";
+            self.error(
+                "bad-variant",
+                message,
+                doc.value_span(&vroute.key("name")),
+                help,
+            );
+        } else if taken.contains(&v.name.as_str()) {
+            let message = format!("variant `{}` is named twice", v.name);
+            self.error(
+                "bad-variant",
+                message,
+                doc.value_span(&vroute.key("name")),
+                "give each variant its own name",
+            );
+        }
+        if !(v.weight.is_finite() && v.weight > 0.0) {
+            let message = format!("a weight must be above zero, not {}", v.weight);
+            let help = "weights are relative: 50 and 50, or 1 and 3, or 90 and 10";
+            self.error(
+                "bad-weight",
+                message,
+                doc.value_span(&vroute.key("weight")),
+                help,
+            );
+        }
+    }
+
+    /// A split's name: well formed, not `holdout`, unique in the workflow.
+    fn split_name(&mut self, name: &str, sroute: &Route, ctx: &mut FileCtx<'_>) {
+        let span = ctx.doc.value_span(&sroute.key("name"));
+        if !well_named(name) {
+            let message = format!("`{name}` cannot name a split");
+            let help = "use lowercase letters, digits, `-` and `_` (not `holdout`), e.g. `name: subject-test`";
+            self.error("bad-split", message, span, help);
+        } else if let Some(first) = ctx.splits.get(name) {
+            let message = format!("split `{name}` is already used on line {}", first.start.line);
+            self.error("bad-split", message, span, "give each split of a workflow its own name");
+        } else {
+            ctx.splits.insert(name.to_string(), span);
+        }
     }
 
     pub(super) fn update(
@@ -454,6 +452,16 @@ impl Compiler {
             remove_tags: u.tags.remove.clone(),
         })
     }
+}
+
+/// A split's or a variant's name: lowercase letters, digits, `-` and `_`, and not the
+/// holdout's.
+fn well_named(name: &str) -> bool {
+    !name.is_empty()
+        && name != crate::workflow::plan::HOLDOUT
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// Steps as written but without their ids: what two variants are compared by.

@@ -108,11 +108,11 @@ impl Run {
             return Ok(None);
         }
         let went = match took {
-            None => "has no journey".to_string(),
-            Some(None) => "went down no variant".to_string(),
-            Some(Some(v)) => format!("went down `{v}`"),
+            None => format!("{customer} has no journey"),
+            Some(None) => "their journey went down no variant".to_string(),
+            Some(Some(v)) => format!("their journey went down `{v}`"),
         };
-        let message = format!("expected {customer} to go down `{variant}`, but the journey {went}");
+        let message = format!("expected {customer} to go down `{variant}`, but {went}");
         Ok(Some(self.failure(span, message, None, Vec::new())))
     }
 
