@@ -331,3 +331,54 @@ fn markdown(results: &[Experiment]) -> String {
     out.push_str("Rates are conversions per customer who entered, with 95% Wilson intervals; lift is the difference from the holdout with Newcombe's 95% interval; the verdict is a two-sided two-proportion z-test at 5%, and names no winner below 100 customers per variant or 10 conversions.\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arm(variant: &str, converted: u64, entered: u64) -> Arm {
+        Arm {
+            workflow: "w".into(),
+            variant: Some(variant.into()),
+            entered,
+            converted,
+            ..Arm::default()
+        }
+    }
+
+    #[test]
+    fn the_verdict_names_a_winner_only_when_it_can() {
+        let e = Experiment::of("w", vec![arm("s/a", 80, 1000), arm("s/b", 120, 1000)]);
+        assert_eq!(
+            e.verdict,
+            "`b` beats `a`: 12.0% vs 8.0% converted, p = 0.003"
+        );
+        // Checked with Python's statistics.NormalDist: p = 0.7062, n = 55,252 per group.
+        let e = Experiment::of("w", vec![arm("s/a", 100, 1000), arm("s/b", 95, 1000)]);
+        assert_eq!(
+            e.verdict,
+            "no clear winner yet (p = 0.706): about 54,252 more customers per variant needed for 80% power at the rates seen (10.0% vs 9.5%)"
+        );
+        let e = Experiment::of("w", vec![arm("s/a", 1, 20), arm("s/b", 6, 20)]);
+        assert!(
+            e.verdict
+                .starts_with("too early to call (n = 20 and 20, 7 conversions)"),
+            "{}",
+            e.verdict
+        );
+        let e = Experiment::of("w", vec![arm("holdout", 30, 1000), arm("s/a", 60, 1000)]);
+        assert!(
+            e.verdict
+                .starts_with("`a` beats sending nothing (the holdout)"),
+            "{}",
+            e.verdict
+        );
+        let lift = e.rows.iter().find_map(|r| r.lift).unwrap();
+        assert!(
+            (lift.estimate - 0.03).abs() < 1e-12 && lift.low > 0.0,
+            "{lift:?}"
+        );
+        let e = Experiment::of("w", vec![arm("s/a", 3, 10)]);
+        assert!(e.verdict.starts_with("no experiment"), "{}", e.verdict);
+    }
+}

@@ -169,6 +169,14 @@ steps:
   - id: offer
     email: hello
     subject: Come back
+    coupon: { prefix: BACK, valid_for: 30d }
+  - wait: 10d
+  - if: redeemed(\"offer\")
+    then:
+      - exit: redeemed
+  - id: reminder
+    email: hello
+    subject: Your code is waiting
 ";
 
 const OTHER: &str = "name: other
@@ -244,6 +252,18 @@ fn holdouts_goals_and_results_add_up() {
             &format!("customer_id,name,at\n{},asked,{t3}\n", treated[3]),
         );
         run_once(&b, t3);
+        let code: String = with_store(&b, async |s| {
+            use sqlx::Row;
+            let mut conn = s.connection().await.unwrap();
+            sqlx::query(
+                "SELECT coupon_code FROM deliveries WHERE customer_id = $1 AND workflow = 'deal'",
+            )
+            .bind(treated[0].as_str())
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+            .get(0)
+        });
         let orders = [
             (treated[0], t2, 40.0),
             (treated[1], t2, 25.5),
@@ -253,8 +273,10 @@ fn holdouts_goals_and_results_add_up() {
         ];
         let mut jsonl = String::new();
         for (id, at, total) in orders {
+            // The first order uses its deal's coupon; the others none.
+            let coupon = if id == treated[0] { code.as_str() } else { "" };
             jsonl.push_str(&format!(
-                "{{\"customer_id\": \"{id}\", \"name\": \"order_placed\", \"at\": \"{at}\", \"total\": {total}}}\n"
+                "{{\"customer_id\": \"{id}\", \"name\": \"order_placed\", \"at\": \"{at}\", \"total\": {total}, \"coupon\": \"{coupon}\"}}\n"
             ));
         }
         import(&b, "events", "orders.jsonl", &jsonl);
@@ -289,6 +311,7 @@ fn holdouts_goals_and_results_add_up() {
         assert_eq!(treated_arm["emailed"], treated.len());
         assert_eq!(treated_arm["converted"], 2, "{}: {deal:#}", b.label);
         assert_eq!(treated_arm["revenue"], 65.5);
+        assert_eq!(treated_arm["redeemed"], 1, "{}: {deal:#}", b.label);
         assert_eq!(control["entered"], held.len());
         assert_eq!(control["emailed"], 0);
         assert_eq!(
@@ -385,6 +408,44 @@ fn holdouts_goals_and_results_add_up() {
             "{metrics}"
         );
         daemon.stop();
+
+        // Journeys that entered since a later day: none.
+        let run = tidings(&b)
+            .args(["results", "--since", "2026-06-02", "--format", "json"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let later: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(
+            later["workflows"].as_array().map(Vec::len),
+            Some(1),
+            "{later:#}"
+        );
+        assert_eq!(later["workflows"][0]["workflow"], "other");
+
+        // Ten days on, `redeemed("offer")` ends the journey of the customer who used the
+        // code; the others get the reminder.
+        run_once(&b, "2026-06-12T08:00:00Z");
+        let reminded = |id: &str| {
+            let id = id.to_string();
+            with_store(&b, async move |s| {
+                use sqlx::Row;
+                let mut conn = s.connection().await.unwrap();
+                sqlx::query(
+                    "SELECT COUNT(*) FROM deliveries WHERE customer_id = $1 AND step = 'reminder'",
+                )
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap()
+                .get::<i64, _>(0)
+            })
+        };
+        assert_eq!(
+            (reminded(treated[0]), reminded(treated[1])),
+            (0, 1),
+            "{}",
+            b.label
+        );
 
         let run = tidings(&b).args(["results", "nonsense"]).run();
         assert_eq!(run.code, 1, "{}", run.transcript());

@@ -350,7 +350,8 @@ impl Compiler {
     fn variant_checks(&mut self, v: &raw::Variant, vroute: &Route, doc: &Document, taken: &[&str]) {
         if !well_named(&v.name) {
             let message = format!("`{}` cannot name a variant", v.name);
-            let help = "use lowercase letters, digits, `-` and `_` (not `holdout`, the control's name)";
+            let help =
+                "use lowercase letters, digits, `-` and `_` (not `holdout`, the control's name)";
             self.error(
                 "bad-variant",
                 message,
@@ -386,8 +387,16 @@ impl Compiler {
             let help = "use lowercase letters, digits, `-` and `_` (not `holdout`), e.g. `name: subject-test`";
             self.error("bad-split", message, span, help);
         } else if let Some(first) = ctx.splits.get(name) {
-            let message = format!("split `{name}` is already used on line {}", first.start.line);
-            self.error("bad-split", message, span, "give each split of a workflow its own name");
+            let message = format!(
+                "split `{name}` is already used on line {}",
+                first.start.line
+            );
+            self.error(
+                "bad-split",
+                message,
+                span,
+                "give each split of a workflow its own name",
+            );
         } else {
             ctx.splits.insert(name.to_string(), span);
         }
