@@ -456,3 +456,49 @@ fn holdouts_goals_and_results_add_up() {
         );
     }
 }
+
+/// `validate` checks a split's names and weights and that its variants differ, a holdout's
+/// share and a goal's parts — all in one run, each at its place.
+#[test]
+fn validate_checks_splits_holdouts_and_goals() {
+    let dir = crate::common::scratch_dir("experiments-validate");
+    write(
+        &dir,
+        "templates/hello.html",
+        "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+    );
+    write(
+        &dir,
+        "workflows/bad.yaml",
+        "name: bad
+trigger:
+  event: signed_up
+holdout: 120%
+goal: { event: Order-Placed, within: 0d, value: event.properties.total + \"x\" }
+steps:
+  - split:
+      name: holdout
+      variants:
+        - { name: a, weight: 0, steps: [ { email: hello, subject: Hi } ] }
+        - { name: a, weight: 50, steps: [ { email: hello, subject: Hi } ] }
+",
+    );
+    let run = crate::common::Tidings::new()
+        .cwd(&dir)
+        .args(["validate"])
+        .run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let out = format!("{}{}", run.stdout, run.stderr);
+    for expected in [
+        "error[bad-holdout]: `120%` is not a holdout share",
+        "bad.yaml:4:10",
+        "error[bad-event-name]: `Order-Placed` is not an event name",
+        "`goal.value` fails for a sample order",
+        "error[bad-split]: `holdout` cannot name a split",
+        "error[bad-weight]: a weight must be above zero, not 0",
+        "error[bad-variant]: variant `a` is named twice",
+        "error[same-variants]: variants `a` and `a` do the same thing",
+    ] {
+        assert!(out.contains(expected), "{expected} in\n{out}");
+    }
+}
