@@ -120,7 +120,7 @@ async fn serve_and_pass(
     // Events recorded elsewhere (another replica, `tidings event`) wake this one too.
     store.listen_for_events(&url, api.wake.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
-            CommandError::Usage(format!(
+            CommandError::Failed(format!(
                 "cannot listen on `{listen}`: {e}; pick another address with `--listen` or `server.listen`"
             ))
         })?;
@@ -268,7 +268,7 @@ fn log_pass(result: &Result<crate::pass::Outcome, crate::pass::PassError>, secon
 fn server_limits(project: &Project) -> Result<crate::daemon::serve::Limits, CommandError> {
     let server = &project.config.server;
     if server.max_connections == 0 {
-        return Err(CommandError::Usage(
+        return Err(CommandError::Failed(
             "`server.max_connections` must be at least 1".into(),
         ));
     }
@@ -301,7 +301,7 @@ fn sole_daemon(db: &str) -> Result<std::fs::File, CommandError> {
     let path = format!("{db}.daemon.lock");
     match crate::store::try_lock_file(&path) {
         Ok(Some(file)) => Ok(file),
-        Ok(None) => Err(CommandError::Usage(format!(
+        Ok(None) => Err(CommandError::Failed(format!(
             "another tidings daemon is running on the SQLite store `{db}`; SQLite runs one daemon — stop the other one, or use PostgreSQL to run several"
         ))),
         Err(source) => Err(CommandError::Read { path, source }),

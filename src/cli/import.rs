@@ -175,7 +175,7 @@ pub fn event(root: &Path, args: &EventArgs) -> Result<ExitCode, CommandError> {
     let report = runtime.block_on(store.record_events(std::iter::once(row), false))?;
     runtime.block_on(store.close());
     if let Some(e) = report.errors.first() {
-        return Err(CommandError::Usage(e.message.clone()));
+        return Err(CommandError::Failed(e.message.clone()));
     }
     let mut out = std::io::stdout().lock();
     if report.written == 1 {

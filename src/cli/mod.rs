@@ -26,7 +26,8 @@ pub mod test;
 pub mod validate;
 
 /// Parses the arguments, runs the command, and maps the outcome to an exit status:
-/// 0 success, 1 problems found or a failure, 2 a usage error (from clap).
+/// 0 success, 1 problems found or a failure, 2 a usage error (clap's, or an argument the
+/// command cannot take: an unknown workflow, a time that does not parse).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -50,6 +51,11 @@ pub fn main() -> ExitCode {
         Err(shared::CommandError::Diagnostic(d)) => {
             shared::eprint_diagnostics(&[*d]);
             ExitCode::FAILURE
+        }
+        // What the command line asked for cannot be done as asked: 2, as clap's own errors.
+        Err(shared::CommandError::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -16,6 +16,11 @@ use crate::workflow::templates::escape_html;
 
 pub fn run(root: &Path, args: &PreviewArgs) -> Result<ExitCode, CommandError> {
     let at = time_arg(args.now.as_deref())?;
+    if args.customer.is_some() == args.sample {
+        return Err(CommandError::Usage(
+            "say whose emails to show: `--customer ID` or `--sample`".into(),
+        ));
+    }
     let (runtime, project, store) = open_store(root)?;
     let Some(compiled) = compile_or_report(&project, "nothing to preview") else {
         return Ok(ExitCode::FAILURE);

@@ -60,7 +60,7 @@ pub fn run(root: &Path, args: &ReportArgs) -> Result<ExitCode, CommandError> {
             .collect(),
     }
     .render()
-    .map_err(|e| CommandError::Usage(e.to_string()))?;
+    .map_err(|e| CommandError::Failed(e.to_string()))?;
     std::fs::write(&args.out, page).map_err(|source| CommandError::Read {
         path: args.out.display().to_string(),
         source,

@@ -9,8 +9,12 @@ use crate::source::diagnostic::{Diagnostic, render_human};
 /// Failures that are not findings in the user's files.
 #[derive(Debug, Error)]
 pub enum CommandError {
+    /// An argument the command cannot take (exit status 2).
     #[error("{0}")]
     Usage(String),
+    /// The command could not do its work (exit status 1).
+    #[error("{0}")]
+    Failed(String),
     #[error("cannot write output")]
     Io(#[from] std::io::Error),
     #[error("cannot read `{path}`")]

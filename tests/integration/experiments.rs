@@ -448,7 +448,7 @@ fn holdouts_goals_and_results_add_up() {
         );
 
         let run = tidings(&b).args(["results", "nonsense"]).run();
-        assert_eq!(run.code, 1, "{}", run.transcript());
+        assert_eq!(run.code, 2, "{}", run.transcript());
         assert!(
             run.stderr.contains("no journeys of workflow `nonsense`"),
             "{}",

@@ -226,7 +226,7 @@ fn plan_against_an_unknown_ref_says_so() {
     let run = tidings(&b)
         .args(["plan", "--now", NOW, "--against", "no-such-branch"])
         .run();
-    assert_eq!(run.code, 1, "{}", run.transcript());
+    assert_eq!(run.code, 2, "{}", run.transcript());
     assert!(
         run.stderr
             .contains("`--against no-such-branch`: git cannot export that ref"),

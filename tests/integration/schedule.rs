@@ -277,7 +277,7 @@ fn birthdays_on_feb_29_fire_on_feb_28_in_common_years_in_the_customers_zone() {
         .cwd(&dir)
         .args(["schedule", "birthday"])
         .run();
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("pass --date YYYY-MM-DD"),
         "{}",
@@ -289,14 +289,14 @@ fn birthdays_on_feb_29_fire_on_feb_28_in_common_years_in_the_customers_zone() {
 fn unknown_names_and_event_triggers_explain_themselves() {
     let dir = project(&[("welcome", "  event: customer_created")]);
     let run = Tidings::new().cwd(&dir).args(["schedule", "welcom"]).run();
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("did you mean `welcome`?"),
         "{}",
         run.stderr
     );
     let run = Tidings::new().cwd(&dir).args(["schedule", "welcome"]).run();
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2);
     assert!(
         run.stderr
             .contains("triggered by the event `customer_created`"),

@@ -508,7 +508,7 @@ fn an_unknown_workflow_or_a_backwards_window_is_a_clear_error() {
             "welcome-serie",
         ])
         .run();
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2, "a usage error");
     assert_eq!(
         run.stderr.trim(),
         "error: no workflow named `welcome-serie`; did you mean `welcome-series`?"
@@ -516,7 +516,7 @@ fn an_unknown_workflow_or_a_backwards_window_is_a_clear_error() {
     let run = tidings(&b)
         .args(["simulate", "--from", "2026-03-01", "--to", "2026-02-01"])
         .run();
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2, "a usage error");
     assert!(
         run.stderr
             .contains("--to (2026-02-01) is before --from (2026-03-01)"),
@@ -524,7 +524,7 @@ fn an_unknown_workflow_or_a_backwards_window_is_a_clear_error() {
         run.stderr
     );
     let run = tidings(&b).args(["simulate", "--to", "next tuesday"]).run();
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2, "a usage error");
     assert!(
         run.stderr
             .contains("`next tuesday` is not a date or a time"),

@@ -722,7 +722,7 @@ fn the_operator_lists_retries_and_cancels_emails() {
         assert_eq!(ada.state, "sent", "{}", b.label);
 
         let bad = tidings(&b).args(["outbox", "retry"]).run();
-        assert_eq!(bad.code, 1);
+        assert_eq!(bad.code, 2);
         assert!(
             bad.stderr
                 .contains("name the emails to act on with --workflow or --customer")

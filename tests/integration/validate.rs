@@ -114,6 +114,25 @@ fn usage_errors_exit_2() {
     assert_eq!(run.code, 2, "{}", run.transcript());
     let run = Tidings::new().args(["frobnicate"]).run();
     assert_eq!(run.code, 2);
+    // Arguments the command cannot take are usage errors too, found before anything is
+    // opened (no store is made).
+    let dir = scratch_dir("usage-errors");
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["preview", "welcome-series"])
+        .run();
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert!(
+        run.stderr.contains("`--customer ID` or `--sample`"),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.join("tidings.db").exists());
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["simulate", "--to", "nonsense"])
+        .run();
+    assert_eq!(run.code, 2, "{}", run.transcript());
 }
 
 #[test]
