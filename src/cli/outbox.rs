@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::args::{OutboxAction, OutboxArgs};
-use crate::cli::shared::{CommandError, open_store};
+use crate::cli::shared::{CommandError, counted, open_store};
 use crate::store::outbox::{self, Selection};
 
 const STATES: [&str; 9] = [
@@ -59,15 +59,23 @@ pub fn run(root: &Path, args: &OutboxArgs) -> Result<ExitCode, CommandError> {
                             .unwrap_or_default()
                     )?;
                 }
-                writeln!(out, "{} emails", rows.len())?;
+                writeln!(out, "{}", counted(rows.len() as u64, "email"))?;
             }
             OutboxAction::Retry => {
                 let n = outbox::retry(&mut conn, &selection, chrono::Utc::now()).await?;
-                writeln!(out, "{n} emails queued again; they go on the next pass")?;
+                let they = if n == 1 { "it goes" } else { "they go" };
+                let n = counted(n, "email");
+                writeln!(out, "{n} queued again; {they} on the next pass")?;
             }
             OutboxAction::Cancel => {
                 let n = outbox::cancel(&mut conn, &selection).await?;
-                writeln!(out, "{n} emails cancelled; their coupon codes are released")?;
+                let codes = if n == 1 {
+                    "its coupon code is"
+                } else {
+                    "their coupon codes are"
+                };
+                let n = counted(n, "email");
+                writeln!(out, "{n} cancelled; {codes} released")?;
             }
         }
         Ok::<_, CommandError>(())

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::cli::args::RunArgs;
-use crate::cli::shared::{CommandError, compile_or_report, open_store, time_arg};
+use crate::cli::shared::{CommandError, compile_or_report, counted, open_store, time_arg};
 use crate::delivery::Transport;
 use crate::pass::{Outcome, Runner};
 use crate::progress::{Progress, ProgressMode};
@@ -44,13 +44,13 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "pass at {}: {} events, {} enrolled, {} steps, {} emails and {} webhooks queued; {} completed, {} converted, {} exited, {} failed",
+        "pass at {}: {}, {} enrolled, {}, {} and {} queued; {} completed, {} converted, {} exited, {} failed",
         now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        report.events,
+        counted(report.events, "event"),
         report.enrolled,
-        report.steps,
-        report.emails,
-        report.webhooks,
+        counted(report.steps, "step"),
+        counted(report.emails, "email"),
+        counted(report.webhooks, "webhook"),
         report.completed,
         report.converted,
         report.exited,
@@ -63,8 +63,12 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
     };
     writeln!(
         out,
-        "delivered {} emails{where_}; {} failed, {} to retry, {} suppressed, {} unknown",
-        sent.sent, sent.failed, sent.retrying, sent.suppressed, sent.unknown
+        "delivered {}{where_}; {} failed, {} to retry, {} suppressed, {} unknown",
+        counted(sent.sent, "email"),
+        sent.failed,
+        sent.retrying,
+        sent.suppressed,
+        sent.unknown
     )?;
     for problem in &sent.problems {
         eprintln!("warning: {problem}");
@@ -72,8 +76,10 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
     if calls.sent + calls.retrying + calls.failed > 0 {
         writeln!(
             out,
-            "called {} webhooks; {} will be retried, {} failed",
-            calls.sent, calls.retrying, calls.failed
+            "called {}; {} will be retried, {} failed",
+            counted(calls.sent, "webhook"),
+            calls.retrying,
+            calls.failed
         )?;
     }
     for problem in &calls.problems {

@@ -41,6 +41,15 @@ pub enum CommandError {
     Key(#[from] crate::unsubscribe::KeyError),
 }
 
+/// `1 email`, `2 emails`: a count with its noun, singular for one.
+pub fn counted(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    match n {
+        1 => format!("1 {noun}"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
 /// `database:` of tidings.yaml, its `${ENV}` resolved.
 pub fn database_url(project: &crate::config::Project) -> Result<String, CommandError> {
     project

@@ -701,7 +701,7 @@ fn the_operator_lists_retries_and_cancels_emails() {
             .run();
         assert_eq!(
             retry.stdout,
-            "1 emails queued again; they go on the next pass\n",
+            "1 email queued again; it goes on the next pass\n",
             "{}",
             retry.transcript()
         );
@@ -757,7 +757,7 @@ fn a_cancelled_email_never_leaves_and_frees_its_coupon() {
         .run();
     assert_eq!(
         cancel.stdout,
-        "1 emails cancelled; their coupon codes are released\n",
+        "1 email cancelled; its coupon code is released\n",
         "{}",
         cancel.transcript()
     );

@@ -851,7 +851,7 @@ fn queued_emails_keep_their_bodies_across_the_bodies_migration() {
         // The server is back (the default transport: a folder).
         write(&b.dir, "tidings.yaml", "database: ${TIDINGS_DB}\n");
         let out = pass(&b, "2026-06-01T12:00:00Z");
-        assert!(out.contains("delivered 1 emails"), "{}: {out}", b.label);
+        assert!(out.contains("delivered 1 email to"), "{}: {out}", b.label);
         let mails: Vec<String> = std::fs::read_dir(b.dir.join("out/mail"))
             .unwrap()
             .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())

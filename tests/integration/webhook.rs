@@ -78,7 +78,7 @@ fn webhooks_are_called_retried_and_given_up_on() {
         assert!(
             first
                 .stdout
-                .contains("called 1 webhooks; 2 will be retried, 1 failed"),
+                .contains("called 1 webhook; 2 will be retried, 1 failed"),
             "{}: {}",
             b.label,
             first.transcript()
