@@ -529,19 +529,23 @@ fn customers_and_events_posted_over_http_start_a_journey() {
         assert_eq!(welcome.len(), 1, "{}", b.label);
         assert!(String::from_utf8_lossy(&welcome[0].bytes).contains("Welcome to Acme, Nia"));
 
-        // `/metrics` in Prometheus text: what the store holds and what the passes did.
-        let (status, metrics) = http(port, "GET", "/metrics", &[], b"");
-        assert_eq!(status, 200);
-        let sent = count(
-            &b,
-            "SELECT COUNT(*) FROM deliveries WHERE workflow = 'welcome-series' AND channel = 'email' AND state = 'sent'",
-        );
-        assert!(
-            metrics.contains(&format!(
-                "tidings_emails{{workflow=\"welcome-series\",state=\"sent\"}} {sent}"
-            )),
-            "{metrics}"
-        );
+        // `/metrics` in Prometheus text: what the store holds and what the passes did. The
+        // daemon may still be sending, so the store is read until it holds still between
+        // the two reads.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let metrics = loop {
+            let sql = "SELECT COUNT(*) FROM deliveries WHERE workflow = 'welcome-series' AND channel = 'email' AND state = 'sent'";
+            let before = count(&b, sql);
+            let (status, metrics) = http(port, "GET", "/metrics", &[], b"");
+            assert_eq!(status, 200);
+            let line =
+                format!("tidings_emails{{workflow=\"welcome-series\",state=\"sent\"}} {before}");
+            if count(&b, sql) == before {
+                assert!(metrics.contains(&line), "{line} in\n{metrics}");
+                break metrics;
+            }
+            assert!(Instant::now() < deadline, "the store never held still");
+        };
         for line in [
             "# TYPE tidings_enrollments gauge",
             "tidings_queue_depth ",

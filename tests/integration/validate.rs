@@ -288,3 +288,38 @@ fn help_lists_every_command_with_one_line() {
         run.stdout
     );
 }
+
+/// A subject in a language the template has no variant for is a warning at its locale:
+/// the customer would read a Japanese subject over an English email.
+#[test]
+fn a_subject_without_a_body_in_its_language_is_a_warning() {
+    let dir = scratch_dir("subject-without-body");
+    write(
+        &dir,
+        "templates/hello.html",
+        "<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+    );
+    write(
+        &dir,
+        "workflows/hi.yaml",
+        "name: hi\ntrigger:\n  event: signed_up\nsteps:\n  - email: hello\n    subject:\n      default: Hello\n      ja: こんにちは\n",
+    );
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(
+        run.stderr.contains("warning[subject-without-body]: the `ja` subject goes over `hello.html`, which has no `ja` variant")
+            && run.stderr.contains("workflows/hi.yaml:8:7"),
+        "{}",
+        run.stderr
+    );
+    write(
+        &dir,
+        "templates/hello.ja.html",
+        "<a href=\"{{ unsubscribe_url }}\">配信停止</a>",
+    );
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["validate", "--deny-warnings"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+}

@@ -110,6 +110,9 @@ impl Compiler {
         if ctx.class == MailClass::Marketing {
             self.unsubscribe_links(&files, doc, &eroute);
         }
+        if let Some(raw::Subject::ByLocale(by)) = &s.subject {
+            self.subjects_without_bodies(by, &files, doc, &route.key("subject"));
+        }
         Some(plan::EmailStep {
             files,
             subjects: subjects?,
@@ -117,6 +120,32 @@ impl Compiler {
             when_capped: s.when_capped.unwrap_or(Deferral::Wait),
             in_quiet_hours: s.in_quiet_hours.unwrap_or(Deferral::Wait),
         })
+    }
+
+    /// A subject in a language whose body the template does not have: a Japanese subject
+    /// over an English email. A warning, at the subject's locale key.
+    fn subjects_without_bodies(
+        &mut self,
+        by: &std::collections::BTreeMap<String, String>,
+        files: &crate::workflow::templates::EmailFiles,
+        doc: &Document,
+        sroute: &Route,
+    ) {
+        for locale in by.keys().filter(|k| *k != "default") {
+            let (html, _) = files.for_locale(Some(locale));
+            if html != files.html {
+                continue;
+            }
+            let stem = files.html.trim_end_matches(".html");
+            self.diags.push(
+                Diagnostic::warning(
+                    "subject-without-body",
+                    format!("the `{locale}` subject goes over `{}`, which has no `{locale}` variant", files.html),
+                    )
+                    .at(doc.key_span(&sroute.key(locale)))
+                    .help(format!("add `{stem}.{locale}.html` (and `.txt`), or remove the `{locale}` subject so that both are in the default language")),
+            );
+        }
     }
 
     pub(super) fn sample_context(&self, workflow: &str, scope: TemplateScope) -> Context {
