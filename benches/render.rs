@@ -49,7 +49,7 @@ fn main() {
     let mut rendered = Vec::with_capacity(n);
     for c in &customers {
         let mut r = runtime
-            .block_on(engine.preview("campaign", None, c, None, now))
+            .block_on(engine.preview("campaign", None, c, None, None, now))
             .expect("it renders");
         rendered.push(r.remove(0));
     }

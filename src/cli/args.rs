@@ -157,6 +157,14 @@ pub struct PreviewArgs {
     /// Write the HTML page to the temp folder and print its path.
     #[arg(long)]
     pub open: bool,
+    /// The triggering event, for an event-triggered workflow: JSON such as
+    /// `{"properties": {"product": "Teapot"}}`, or `@FILE` holding it (default: a sample).
+    #[arg(long, value_name = "JSON")]
+    pub event: Option<String>,
+    /// Send the emails to this address through the configured transport, as proofs:
+    /// `[proof]` before the subject and `X-Tidings-Proof: 1`; nothing is recorded.
+    #[arg(long, value_name = "ADDRESS")]
+    pub send_to: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

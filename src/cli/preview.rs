@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::cli::args::PreviewArgs;
 use crate::cli::shared::{CommandError, compile_or_report, open_store, time_arg};
-use crate::customer::Customer;
+use crate::customer::{Customer, Event};
 use crate::engine::{Engine, Rendered};
 use crate::workflow::plan::StepKind;
 use crate::workflow::templates::escape_html;
@@ -61,6 +61,18 @@ pub fn run(root: &Path, args: &PreviewArgs) -> Result<ExitCode, CommandError> {
     } else {
         vec![None]
     };
+    let event = match (&args.event, &wf.trigger) {
+        (Some(text), _) => Some(event_arg(text, at)?),
+        (None, crate::workflow::plan::Trigger::Event { name, .. }) => {
+            eprintln!(
+                "note: `{}` is triggered by `{name}`: a sample event is used (properties {}); pass `--event '{{\"properties\": {{...}}}}'` for another",
+                wf.name,
+                serde_json::Value::Object(Event::sample(name, at).properties)
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let engine = Engine::new(plan.clone(), store.clone(), project.config.clone());
     let mut rendered = Vec::new();
     for locale in &locales {
@@ -69,11 +81,15 @@ pub fn run(root: &Path, args: &PreviewArgs) -> Result<ExitCode, CommandError> {
             args.step.as_deref(),
             &customer,
             locale.as_deref(),
+            event.as_ref(),
             at,
         ))?;
         rendered.append(&mut r);
     }
     runtime.block_on(store.close());
+    if let Some(to) = &args.send_to {
+        return send_proofs(&runtime, &project, &wf.name, &rendered, to);
+    }
     let page = match (&args.out, args.open) {
         (Some(path), _) => Some(path.clone()),
         (None, true) => Some(
@@ -90,6 +106,93 @@ pub fn run(root: &Path, args: &PreviewArgs) -> Result<ExitCode, CommandError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--send-to`: each email through the configured transport, as a proof.
+fn send_proofs(
+    runtime: &tokio::runtime::Runtime,
+    project: &crate::config::Project,
+    workflow: &str,
+    rendered: &[Rendered],
+    to: &str,
+) -> Result<ExitCode, CommandError> {
+    if crate::delivery::envelope_address(to).is_err() {
+        return Err(CommandError::Usage(format!(
+            "--send-to: `{to}` is not an email address"
+        )));
+    }
+    let settings = crate::config::Settings::of(&project.config);
+    let setting = |e: crate::delivery::DeliveryError| CommandError::Failed(e.to_string());
+    let transport = crate::delivery::configured_transport(project).map_err(setting)?;
+    let options = crate::delivery::DispatchOptions::from_config(
+        &project.config.email,
+        &settings,
+        &project.root,
+        false,
+    )
+    .map_err(setting)?;
+    let mut out = std::io::stdout().lock();
+    for email in rendered {
+        runtime
+            .block_on(crate::delivery::proof::send_proof(
+                &transport, &options, workflow, email, to,
+            ))
+            .map_err(setting)?;
+        writeln!(
+            out,
+            "proof of `{}` ({}) sent to {to}",
+            email.step,
+            locale_label(email)
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--event`: a JSON object (`properties`, and optionally `at` and `id`), or `@FILE`.
+fn event_arg(text: &str, at: chrono::DateTime<chrono::Utc>) -> Result<Event, CommandError> {
+    let text = match text.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| CommandError::Read {
+            path: path.to_string(),
+            source,
+        })?,
+        None => text.to_string(),
+    };
+    let usage = |m: &str| {
+        CommandError::Usage(format!(
+            "--event: {m}; e.g. `--event '{{\"properties\": {{\"product\": \"Teapot\"}}}}'`"
+        ))
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| usage(&format!("not JSON ({e})")))?;
+    let serde_json::Value::Object(mut object) = value else {
+        return Err(usage("expected a JSON object"));
+    };
+    let properties = match object.remove("properties") {
+        Some(serde_json::Value::Object(p)) => p,
+        None => serde_json::Map::new(),
+        Some(_) => return Err(usage("`properties` must be an object")),
+    };
+    let at = match object.remove("at") {
+        Some(serde_json::Value::String(t)) => crate::time::parse_time(&t).map_err(|e| usage(&e))?,
+        None => at,
+        Some(_) => return Err(usage("`at` must be a time such as 2026-06-01T10:00:00Z")),
+    };
+    let id = match object.remove("id") {
+        Some(serde_json::Value::String(id)) => id,
+        _ => "preview-event".into(),
+    };
+    if let Some(other) = object.keys().next() {
+        return Err(usage(&format!(
+            "unknown key `{other}` (it takes `properties`, `at`, `id`)"
+        )));
+    }
+    Ok(Event {
+        id,
+        name: String::new(),
+        at,
+        properties,
+        recorded_at: None,
+    })
 }
 
 fn locale_label(r: &Rendered) -> &str {

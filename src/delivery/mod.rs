@@ -9,6 +9,7 @@ mod message;
 mod outcomes;
 pub mod pacing;
 mod pool;
+pub mod proof;
 pub mod smtp;
 pub mod tls;
 pub mod webhook;

@@ -53,14 +53,16 @@ impl Engine {
     }
 
     /// The emails of a workflow (or one step) as this customer would get them at `at`:
-    /// the same context as a real send, with a sample event for event-triggered workflows
-    /// and a coupon code derived from the preview. `locale` overrides the customer's.
+    /// the same context as a real send, with the given event (or a sample) for
+    /// event-triggered workflows and a coupon code derived from the preview. `locale`
+    /// overrides the customer's.
     pub async fn preview(
         &self,
         workflow: &str,
         step: Option<&str>,
         customer: &Customer,
         locale: Option<&str>,
+        event: Option<&Event>,
         at: DateTime<Utc>,
     ) -> Result<Vec<Rendered>, EngineError> {
         self.load_signer().await?;
@@ -82,8 +84,12 @@ impl Engine {
                 ids.join(", ")
             )));
         }
-        let event = match &wf.trigger {
-            Trigger::Event { name, .. } => Some(Event::sample(name, at)),
+        let event = match (&wf.trigger, event) {
+            (Trigger::Event { name, .. }, Some(given)) => Some(Event {
+                name: name.clone(),
+                ..given.clone()
+            }),
+            (Trigger::Event { name, .. }, None) => Some(Event::sample(name, at)),
             _ => None,
         };
         let mut customer = customer.clone();

@@ -123,3 +123,109 @@ fn every_locale_and_an_html_page() {
         assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
     }
 }
+
+/// `--send-to`: the email goes through the configured SMTP server to the reviewer, marked as
+/// a proof, and nothing is recorded — no outbox row, no journey, no coupon reserved.
+#[test]
+fn a_proof_arrives_marked_and_leaves_no_row() {
+    use crate::common::{Act, SmtpServer};
+    for b in backends("preview-proof") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        crate::smtp::project(&b, server.port, "");
+        let run = tidings(&b)
+            .args(["preview", "reactivation-deal", "deal", "--customer", "c4"])
+            .args(["--send-to", "reviewer@acme.example"])
+            .run();
+        assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+        assert_eq!(
+            run.stdout,
+            "proof of `deal` (zh-CN) sent to reviewer@acme.example\n"
+        );
+        let received = server.received();
+        assert_eq!(received.len(), 1, "{}", b.label);
+        assert_eq!(received[0].to, "reviewer@acme.example");
+        let m = mail_parser::MessageParser::default()
+            .parse(&received[0].bytes)
+            .unwrap();
+        assert_eq!(m.header_raw("X-Tidings-Proof").map(str::trim), Some("1"));
+        assert!(
+            m.subject().unwrap().starts_with("[proof] "),
+            "{:?}",
+            m.subject()
+        );
+        for sql in [
+            "SELECT COUNT(*) FROM deliveries",
+            "SELECT COUNT(*) FROM enrollments",
+            "SELECT COUNT(*) FROM coupons",
+        ] {
+            assert_eq!(crate::daemon::count(&b, sql), 0, "{}: {sql}", b.label);
+        }
+        let run = tidings(&b)
+            .args([
+                "preview",
+                "reactivation-deal",
+                "--sample",
+                "--send-to",
+                "not an address",
+            ])
+            .run();
+        assert_eq!(run.code, 2, "{}", run.transcript());
+    }
+}
+
+/// `--event`: the preview shows the email the given event would bring; without it, a note
+/// says that a sample event is used.
+#[test]
+fn a_preview_takes_the_event_it_is_asked_for() {
+    let b = demo("preview-event");
+    let run = tidings(&b)
+        .args(["preview", "review-request", "--customer", "c2"])
+        .args([
+            "--event",
+            r#"{"properties": {"product_name": "Teapot", "order_id": "77"}}"#,
+        ])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(
+        run.stdout.contains("Teapot") && run.stdout.contains("77"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+    write(
+        &b.dir,
+        "event.json",
+        r#"{"properties": {"product_name": "Kettle"}}"#,
+    );
+    let run = tidings(&b)
+        .args([
+            "preview",
+            "review-request",
+            "--customer",
+            "c2",
+            "--event",
+            "@event.json",
+        ])
+        .run();
+    assert!(run.stdout.contains("Kettle"), "{}", run.transcript());
+    let run = tidings(&b)
+        .args(["preview", "review-request", "--customer", "c2"])
+        .run();
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stderr.contains("a sample event is used"),
+        "{}",
+        run.stderr
+    );
+    let run = tidings(&b)
+        .args([
+            "preview",
+            "review-request",
+            "--sample",
+            "--event",
+            "{\"nope\": 1}",
+        ])
+        .run();
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert!(run.stderr.contains("unknown key `nope`"), "{}", run.stderr);
+}

@@ -1,0 +1,79 @@
+//! Proof sends: an email composed as the customer would get it, sent through the configured
+//! transport to a reviewer, with `[proof]` before its subject and `X-Tidings-Proof: 1` —
+//! and recorded nowhere: no outbox row, no journey, no frequency cap counted, no coupon
+//! reserved (its code is the preview's).
+
+use chrono::Utc;
+use lettre::transport::smtp::extension::ClientId;
+
+use super::*;
+use crate::engine::Rendered;
+
+/// What a proof's subject starts with.
+pub const PROOF: &str = "[proof]";
+
+/// Sends one previewed email to `to` as a proof.
+pub async fn send_proof(
+    transport: &Transport,
+    options: &DispatchOptions,
+    workflow: &str,
+    email: &Rendered,
+    to: &str,
+) -> Result<(), DeliveryError> {
+    let now = Utc::now();
+    let key = format!(
+        "proof/{workflow}/{}/{}",
+        email.step,
+        now.timestamp_nanos_opt().unwrap_or(0)
+    );
+    let row = DeliveryRow {
+        id: key.clone(),
+        channel: "email".into(),
+        workflow: workflow.to_string(),
+        customer_id: String::new(),
+        step: email.step.clone(),
+        recipient: to.to_string(),
+        subject: Some(format!("{PROOF} {}", email.subject)),
+        html: Some(email.html.clone()),
+        text: email.text.clone(),
+        coupon_code: None,
+        message_id: crate::ids::message_id(&key, &options.from.to_string()),
+        state: "pending".into(),
+        due_at: now,
+        class: "marketing".into(),
+        payload: None,
+        attempts: 0,
+        last_error: None,
+        mode: "at_most_once".into(),
+        created_at: now,
+        accepted_at: None,
+        variant: None,
+    };
+    let refused =
+        |e: String| DeliveryError::BadSetting(format!("the proof to {to} was not sent: {e}"));
+    let (bytes, envelope) = prepare(&row, options, now).map_err(|o| match o {
+        Outcome::Failed(e) => refused(e),
+        _ => refused("the message could not be built".into()),
+    })?;
+    // A header line in front: the message, signed or not, is otherwise as a send's.
+    let bytes = [b"X-Tidings-Proof: 1\r\n".as_slice(), &bytes].concat();
+    match transport {
+        Transport::Folder(dir) => write_eml(dir, &row, &bytes),
+        Transport::Stdout => {
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(&bytes);
+            Ok(())
+        }
+        Transport::Discard => Ok(()),
+        Transport::Smtp(server) => {
+            let mut session = smtp::Session::open(server, &ClientId::default())
+                .await
+                .map_err(|e| refused(e.text().to_string()))?;
+            let from = options.from.email.clone();
+            let sent = session.send(&from, &envelope, &bytes, server.timeout).await;
+            session.close().await;
+            sent.map_err(|e| refused(e.text().to_string()))
+        }
+    }
+}
