@@ -151,7 +151,11 @@ pub(super) fn tally(
         if now - d.created_at >= options.give_up_after {
             report.failed += 1;
             count(&METER.failed);
-            let e = format!("gave up after {} attempts: {error}", d.attempts + 1);
+            let n = d.attempts + 1;
+            let e = format!(
+                "gave up after {n} attempt{}: {error}",
+                if n == 1 { "" } else { "s" }
+            );
             report.problems.push(format!("{what} failed: {e}"));
             write(DeliveryState::Failed, Some(e))
         } else {

@@ -162,7 +162,9 @@ impl WebhookSender {
                     }
                     Outcome::Retry(error) => {
                         report.failed += 1;
-                        let error = format!("gave up after {} attempts: {error}", d.attempts + 1);
+                        let n = d.attempts + 1;
+                        let s = if n == 1 { "" } else { "s" };
+                        let error = format!("gave up after {n} attempt{s}: {error}");
                         (DeliveryState::Failed, Some(error), None)
                     }
                     Outcome::Fail(error) => {

@@ -686,15 +686,40 @@ fn the_operator_lists_retries_and_cancels_emails() {
             .run();
         assert_eq!(list.code, 0, "{}", list.transcript());
         assert!(
-            list.stdout.contains("failed     welcome-series")
+            list.stdout.contains("failed  welcome-series")
                 && list
                     .stdout
-                    .contains("ada@example.com  (gave up after 1 attempts: RCPT:")
+                    .contains("ada@example.com  (gave up after 1 attempt: RCPT:")
                 && list.stdout.ends_with("2 emails\n"),
             "{}: {}",
             b.label,
             list.stdout
         );
+
+        // The columns line up under their header, whatever the names' lengths.
+        let lines: Vec<&str> = list.stdout.lines().collect();
+        let column = |line: &str, i: usize| {
+            let mut at = 0;
+            let mut words = 0;
+            let chars: Vec<char> = line.chars().collect();
+            while words < i && at + 1 < chars.len() {
+                if chars[at] == ' ' && chars[at + 1] == ' ' {
+                    while at < chars.len() && chars[at] == ' ' {
+                        at += 1;
+                    }
+                    words += 1;
+                } else {
+                    at += 1;
+                }
+            }
+            at
+        };
+        assert!(lines[0].starts_with("due (UTC)"), "{}", list.stdout);
+        for line in &lines[1..lines.len() - 1] {
+            for i in 1..4 {
+                assert_eq!(column(line, i), column(lines[0], i), "{}", list.stdout);
+            }
+        }
 
         let retry = tidings(&b)
             .args(["outbox", "retry", "--customer", "c1"])
