@@ -105,6 +105,7 @@ impl Engine {
                 continue;
             };
             let key = format!("preview/{}/{}/{}", wf.name, customer.id, s.id);
+            let earlier = preview_coupons(wf, &customer, email, at);
             let composed = self
                 .compose(
                     wf,
@@ -112,7 +113,7 @@ impl Engine {
                     &customer,
                     event.as_ref(),
                     Moment::now(at),
-                    &key,
+                    (&key, &earlier),
                 )
                 .map_err(|(name, e)| {
                     EngineError::Config(format!(
@@ -147,9 +148,11 @@ impl Engine {
         customer: &Customer,
         event: Option<&Event>,
         moment: Moment,
-        coupon_key: &str,
+        (coupon_key, earlier): (&str, &Value),
     ) -> Result<Composed<'a>, (String, tera::Error)> {
         let mut ctx = self.context(wf, customer, event, moment, Some(coupon_key));
+        // Earlier steps' coupons, by step id (`{{ coupons.deal.code }}`).
+        ctx.insert("coupons", earlier);
         let coupon = email
             .coupon
             .as_ref()
@@ -209,12 +212,12 @@ impl Engine {
         row: &EnrollmentRow,
         customer: &Customer,
         event: Option<&Event>,
-        moment: Moment,
+        (moment, earlier): (Moment, &Value),
     ) -> Result<NewDelivery, tera::Error> {
         let at = moment.at;
         let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
         let composed = self
-            .compose(wf, (email, step), customer, event, moment, &key)
+            .compose(wf, (email, step), customer, event, moment, (&key, earlier))
             .map_err(|(_, e)| e)?;
         let subject = composed.subject;
         if subject.contains(['\r', '\n']) {
@@ -301,6 +304,33 @@ pub(super) struct Composed<'a> {
     text_file: Option<&'a str>,
     coupon: Option<(String, DateTime<Utc>)>,
     unsubscribe_url: Option<String>,
+}
+
+/// The coupons a preview's email shows from earlier steps: the codes those steps would
+/// reserve in the preview, valid from its moment.
+fn preview_coupons(
+    wf: &Workflow,
+    customer: &Customer,
+    email: &EmailStep,
+    at: DateTime<Utc>,
+) -> Value {
+    let mut out = serde_json::Map::new();
+    for s in wf.all_steps() {
+        let StepKind::Email(e) = &s.kind else {
+            continue;
+        };
+        let Some(c) = &e.coupon else { continue };
+        if !email.earlier_coupons.contains(&s.id) {
+            continue;
+        }
+        let key = format!("preview/{}/{}/{}", wf.name, customer.id, s.id);
+        let expires = (at + c.valid_for).format("%Y-%m-%d").to_string();
+        out.insert(
+            s.id.clone(),
+            serde_json::json!({ "code": coupon_code(&c.prefix, &key), "expires_at": expires }),
+        );
+    }
+    Value::Object(out)
 }
 
 /// Renders the string values of a webhook body as templates; an error fails the step

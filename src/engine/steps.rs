@@ -425,6 +425,14 @@ impl Engine {
             at,
             links_from: mail.outgoing.1,
         };
+        let earlier = match email.earlier_coupons.is_empty() {
+            true => serde_json::Value::Object(Default::default()),
+            false => {
+                // An earlier step of this same run may have queued its coupon just now.
+                mail.outgoing.write(conn, report).await?;
+                deliveries::coupons_of(conn, &row.id).await?
+            }
+        };
         let composed = self.email(
             journey.wf,
             email,
@@ -432,7 +440,7 @@ impl Engine {
             row,
             customer,
             journey.event,
-            moment,
+            (moment, &earlier),
         );
         let d = match composed {
             Ok(d) => d,

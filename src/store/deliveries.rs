@@ -164,6 +164,30 @@ pub struct SentEmail {
     pub at: DateTime<Utc>,
 }
 
+/// The coupons an enrollment's emails reserved, by step: `{ "deal": { "code", "expires_at" } }`,
+/// what a later email shows as `coupons.deal.code`.
+pub async fn coupons_of(
+    conn: &mut AnyConnection,
+    enrollment_id: &str,
+) -> Result<serde_json::Value, StoreError> {
+    let rows = sqlx::query("SELECT d.step, c.code, c.expires_at FROM coupons c JOIN deliveries d ON d.id = c.delivery_id WHERE d.enrollment_id = $1")
+        .bind(enrollment_id)
+        .fetch_all(conn)
+        .await?;
+    let mut out = serde_json::Map::new();
+    for r in rows {
+        let expires = super::from_millis(Some(r.try_get(2)?))
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        let code: String = r.try_get(1)?;
+        out.insert(
+            r.try_get(0)?,
+            serde_json::json!({ "code": code, "expires_at": expires }),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
 /// What an email said: its HTML and text bodies.
 pub async fn bodies(
     conn: &mut AnyConnection,

@@ -415,6 +415,8 @@ pub struct EmailStep {
     /// Locale (`""` for the default) to the name of the subject's inline template.
     pub subjects: BTreeMap<String, String>,
     pub coupon: Option<Coupon>,
+    /// Earlier steps whose coupons the templates show (`{{ coupons.deal.code }}`).
+    pub earlier_coupons: Vec<String>,
     pub when_capped: Deferral,
     pub in_quiet_hours: Deferral,
 }

@@ -285,6 +285,8 @@ fn known_fields(root: &str, scope: TemplateScope) -> Option<&'static [&'static s
         "customer" => Some(CUSTOMER_FIELDS),
         "event" if scope.event => Some(EVENT_FIELDS),
         "coupon" if scope.coupon => Some(COUPON_FIELDS),
+        // Each an earlier step's coupon, checked against the workflow's steps.
+        "coupons" => Some(&[]),
         "workflow" => Some(WORKFLOW_FIELDS),
         "now" | "unsubscribe_url" => Some(&[]),
         _ => None,

@@ -1244,3 +1244,37 @@ fn each_email_of_a_group_reserves_its_own_coupon() {
         assert_eq!(codes.len(), 3, "{}: {coupons:?}", b.label);
     }
 }
+
+/// A later email shows an earlier step's coupon (`{{ coupons.deal.code }}`): the
+/// reactivation's last chance carries the very code its deal reserved, and its expiry.
+#[test]
+fn a_reminder_shows_the_code_its_first_step_reserved() {
+    for b in backends("coupon-carries-over") {
+        with_examples(&b);
+        import_demo(&b, "customers");
+        pass(&b, "2026-06-01T08:00:00Z");
+        pass(&b, "2026-06-08T08:00:00Z");
+        let (deliveries, _) = outbox(&b);
+        let of = |step: &str| {
+            deliveries
+                .iter()
+                .find(|d| d.customer_id == "c4" && d.step == step)
+                .unwrap_or_else(|| panic!("{}: no {step} for c4", b.label))
+        };
+        let code = of("deal").coupon_code.clone().expect("the deal's coupon");
+        let reminder = of("last-chance");
+        assert!(
+            reminder.coupon_code.is_none(),
+            "the reminder reserves none of its own"
+        );
+        for body in [reminder.html.as_deref(), reminder.text.as_deref()] {
+            let body = body.unwrap();
+            assert!(body.contains(&code), "{}: {code} in\n{body}", b.label);
+            assert!(
+                body.contains("2026-06-15"),
+                "{}: the deal's expiry in\n{body}",
+                b.label
+            );
+        }
+    }
+}

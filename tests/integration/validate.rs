@@ -1,7 +1,7 @@
 //! `tidings validate`: the shipped examples pass; every broken fixture fails with a
 //! diagnostic that pins file, line and column.
 
-use crate::common::{Tidings, fixtures, repo_root, scratch_dir, write};
+use crate::common::{Tidings, edit, fixtures, repo_root, scratch_dir, write};
 
 #[test]
 fn shipped_examples_are_valid_with_a_summary_per_workflow() {
@@ -321,5 +321,47 @@ fn a_subject_without_a_body_in_its_language_is_a_warning() {
         .cwd(&dir)
         .args(["validate", "--deny-warnings"])
         .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+}
+
+/// `coupons.STEP` must name an earlier email step that reserves a coupon.
+#[test]
+fn a_coupon_shown_later_must_be_reserved_earlier() {
+    let dir = scratch_dir("coupons-later");
+    write(
+        &dir,
+        "templates/deal.html",
+        "<p>{{ coupon.code }}</p><a href=\"{{ unsubscribe_url }}\">x</a>",
+    );
+    write(
+        &dir,
+        "templates/reminder.html",
+        "<p>{{ coupons.deal.code }} until {{ coupons.deal.expires_at }}, {{ coupons.dael.code }}</p><a href=\"{{ unsubscribe_url }}\">x</a>",
+    );
+    write(
+        &dir,
+        "workflows/w.yaml",
+        "name: w\ntrigger:\n  event: lapsed\nsteps:\n  - id: deal\n    email: deal\n    subject: A deal\n    coupon: { prefix: BACK, valid_for: 14d }\n  - wait: 7d\n  - email: reminder\n    subject: Your code\n",
+    );
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    assert!(
+        run.stderr.contains(
+            "error[unknown-coupon]: no email step before this one in `w` reserves a coupon `dael`"
+        ) && run.stderr.contains("templates/reminder.html:1:76")
+            && !run.stderr.contains("template-render")
+            && run
+                .stderr
+                .contains("the earlier steps with a coupon are: deal"),
+        "{}",
+        run.stderr
+    );
+    edit(
+        &dir,
+        "templates/reminder.html",
+        ", {{ coupons.dael.code }}",
+        "",
+    );
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
     assert_eq!(run.code, 0, "{}", run.transcript());
 }

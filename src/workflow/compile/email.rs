@@ -68,7 +68,7 @@ impl Compiler {
         s: &raw::Step,
         route: &Route,
         id: &str,
-        ctx: &FileCtx<'_>,
+        ctx: &mut FileCtx<'_>,
     ) -> Option<plan::EmailStep> {
         let doc = ctx.doc;
         let base = s.email.as_deref()?.trim_end_matches(".html");
@@ -81,7 +81,7 @@ impl Compiler {
             event: ctx.has_event,
             coupon: s.coupon.is_some(),
         };
-        let context = self.sample_context(ctx.workflow, scope);
+        let context = self.sample_context(ctx.workflow, scope, &ctx.coupon_steps);
         let subjects = self.subjects(s.subject.as_ref(), route, ctx, id, scope, &context);
         let Some(files) = self.templates.resolve(base) else {
             let folder = self.templates.folder().to_string();
@@ -97,15 +97,23 @@ impl Compiler {
             );
             return None;
         };
+        let earlier = ctx.coupon_steps.join(",");
+        let mut earlier_coupons = Vec::new();
         for name in files.all_files().map(str::to_string).collect::<Vec<_>>() {
-            if !self
-                .checked_templates
-                .insert((name.clone(), scope.event, scope.coupon))
-            {
+            let before = self.error_count();
+            earlier_coupons.extend(self.earlier_coupons(&name, ctx));
+            let key = (name.clone(), scope.event, scope.coupon, earlier.clone());
+            // A coupon that is not there fails the trial render too: said once is enough.
+            if self.error_count() > before || !self.checked_templates.insert(key) {
                 continue;
             }
             let found = self.templates.check_file(&name, scope, &context);
             self.diags.extend(found);
+        }
+        earlier_coupons.sort();
+        earlier_coupons.dedup();
+        if coupon.is_some() {
+            ctx.coupon_steps.push(id.to_string());
         }
         if ctx.class == MailClass::Marketing {
             self.unsubscribe_links(&files, doc, &eroute);
@@ -117,6 +125,7 @@ impl Compiler {
             files,
             subjects: subjects?,
             coupon,
+            earlier_coupons,
             when_capped: s.when_capped.unwrap_or(Deferral::Wait),
             in_quiet_hours: s.in_quiet_hours.unwrap_or(Deferral::Wait),
         })
@@ -148,8 +157,62 @@ impl Compiler {
         }
     }
 
-    pub(super) fn sample_context(&self, workflow: &str, scope: TemplateScope) -> Context {
+    /// The steps whose coupons a template shows (`coupons.deal.code`), each one an earlier
+    /// email step of the workflow that reserves a coupon; an error at the reference when not.
+    fn earlier_coupons(&mut self, name: &str, ctx: &FileCtx<'_>) -> Vec<String> {
+        let Some(file) = self.templates.file(name).cloned() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for r in templates::references(file.text()) {
+            if r.path[0] != "coupons" {
+                continue;
+            }
+            let Some(step) = r.path.get(1) else {
+                continue;
+            };
+            if ctx.coupon_steps.contains(step) {
+                out.push(step.clone());
+                continue;
+            }
+            let at = r.at + "coupons.".len();
+            let span = crate::source::diagnostic::Span::new(
+                &file,
+                file.line_col(at),
+                step.chars().count(),
+            );
+            let help = match ctx.coupon_steps.as_slice() {
+                [] => "no step before this one reserves a coupon: add `coupon: { prefix: ..., valid_for: ... }` to an earlier email step".to_string(),
+                steps => format!("the earlier steps with a coupon are: {}", steps.join(", ")),
+            };
+            self.diags.push(
+                Diagnostic::error(
+                    "unknown-coupon",
+                    format!(
+                        "no email step before this one in `{}` reserves a coupon `{step}`",
+                        ctx.workflow
+                    ),
+                )
+                .at(span)
+                .help(help),
+            );
+        }
+        out
+    }
+
+    pub(super) fn sample_context(
+        &self,
+        workflow: &str,
+        scope: TemplateScope,
+        earlier_coupons: &[String],
+    ) -> Context {
         let mut context = Context::new();
+        let sample = serde_json::json!({ "code": "SAMPLE-7KQ2-M9XD", "expires_at": self.now.format("%Y-%m-%d").to_string() });
+        let coupons: serde_json::Map<String, serde_json::Value> = earlier_coupons
+            .iter()
+            .map(|s| (s.clone(), sample.clone()))
+            .collect();
+        context.insert("coupons", &coupons);
         context.insert("customer", &Customer::sample(self.now));
         if scope.event {
             context.insert("event", &Event::sample("sample", self.now));

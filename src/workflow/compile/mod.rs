@@ -297,8 +297,8 @@ struct Compiler {
     templates: Templates,
     diags: Vec<Diagnostic>,
     now: DateTime<Utc>,
-    /// (template, event in scope, coupon in scope) already checked.
-    checked_templates: HashSet<(String, bool, bool)>,
+    /// (template, event in scope, coupon in scope, earlier coupons) already checked.
+    checked_templates: HashSet<(String, bool, bool, String)>,
     /// Inline subject templates to register: (name, source).
     subjects: Vec<(String, String)>,
     /// The email step ids of the file being compiled, for `clicked("step")`.
@@ -318,6 +318,8 @@ struct FileCtx<'a> {
     ids: HashMap<String, Span>,
     /// Split names, unique in a workflow.
     splits: HashMap<String, Span>,
+    /// The email steps so far that reserve a coupon: what `coupons.STEP` may name.
+    coupon_steps: Vec<String>,
     errors_before: usize,
 }
 
@@ -403,6 +405,7 @@ impl Compiler {
             has_event,
             ids: HashMap::new(),
             splits: HashMap::new(),
+            coupon_steps: Vec::new(),
             errors_before,
         };
         if wf.steps.is_empty() {
