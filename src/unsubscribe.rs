@@ -23,6 +23,9 @@ pub struct Unsubscribe {
     /// The email the link was in (its delivery key), so that an unsubscribe is credited to
     /// its step; links made before this was carried have none.
     pub delivery: Option<String>,
+    /// The email's topic: its one-click unsubscribe opts out of that topic only. None: of
+    /// all marketing mail.
+    pub topic: Option<String>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -135,10 +138,14 @@ impl Signer {
             None => self.open(token)?,
         };
         let text = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
-        let mut parts = text.splitn(4, '\n');
-        let (Some(customer_id), Some(workflow), Some(expiry), delivery) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let mut parts = text.splitn(5, '\n');
+        let (Some(customer_id), Some(workflow), Some(expiry), delivery, topic) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(TokenError::Malformed);
         };
         let expires_at = expiry
@@ -156,6 +163,7 @@ impl Signer {
             workflow: workflow.to_string(),
             expires_at,
             delivery: delivery.filter(|d| !d.is_empty()).map(str::to_string),
+            topic: topic.filter(|t| !t.is_empty()).map(str::to_string),
         })
     }
 }
@@ -185,9 +193,13 @@ fn payload(u: &Unsubscribe) -> String {
         u.workflow,
         u.expires_at.timestamp()
     );
-    if let Some(delivery) = &u.delivery {
+    if u.delivery.is_some() || u.topic.is_some() {
         text.push('\n');
-        text.push_str(delivery);
+        text.push_str(u.delivery.as_deref().unwrap_or(""));
+    }
+    if let Some(topic) = &u.topic {
+        text.push('\n');
+        text.push_str(topic);
     }
     text
 }
@@ -231,6 +243,7 @@ mod tests {
             workflow: "birthday-offer".into(),
             expires_at: t("2027-06-01T00:00:00Z"),
             delivery: None,
+            topic: None,
         }
     }
 

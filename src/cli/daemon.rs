@@ -116,6 +116,7 @@ async fn serve_and_pass(
             machine_window: crate::config::Settings::of(&project.config).machine_window,
             store_client: project.config.tracking.store_client,
         },
+        topics: project.config.topics.clone(),
     });
     // Events recorded elsewhere (another replica, `tidings event`) wake this one too.
     store.listen_for_events(&url, api.wake.clone()).await?;

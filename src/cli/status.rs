@@ -25,21 +25,35 @@ pub(crate) const EMAILS: [(&str, &[&str]); 5] = [
 pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     let (runtime, project, store) = open_store(root)?;
     let compiled = compile_project(&project, &[]);
-    let (c, r, x) = runtime.block_on(async {
+    let (c, r, x, t) = runtime.block_on(async {
         let mut conn = store.connection().await?;
         let c = counts(&mut conn).await?;
         let r = rates(&mut conn).await?;
         let x = arms(&mut conn, chrono::DateTime::<chrono::Utc>::MIN_UTC).await?;
-        Ok::<_, crate::store::StoreError>((c, r, x))
+        let t = crate::store::topics::counts(&mut conn).await?;
+        Ok::<_, crate::store::StoreError>((c, r, x, t))
     })?;
     runtime.block_on(store.close());
     let (stage_order, workflows) = order(&compiled.plan, &c);
     let text = if args.json {
-        json(&c, &r, &x, &stage_order, &workflows)
+        let mut doc = json(&c, &r, &x, &stage_order, &workflows);
+        // Customers opted out of each topic of tidings.yaml.
+        let topics: serde_json::Map<String, serde_json::Value> = project
+            .config
+            .topics
+            .keys()
+            .map(|k| (k.clone(), t.get(k).copied().unwrap_or(0).into()))
+            .collect();
+        doc["opted_out"] = topics.into();
+        format!("{doc:#}\n")
     } else {
         let mut text = table(&c, &stage_order, &workflows);
         text.push_str(&engagement_table(&r, &workflows));
         text.push_str(&experiment_table(&x));
+        for topic in project.config.topics.keys() {
+            let n = t.get(topic).copied().unwrap_or(0);
+            let _ = writeln!(text, "topic `{topic}`: {n} opted out");
+        }
         text
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
@@ -246,7 +260,13 @@ fn experiment_table(x: &[Arm]) -> String {
     out
 }
 
-fn json(c: &Counts, r: &Rates, x: &[Arm], order: &[String], workflows: &[String]) -> String {
+fn json(
+    c: &Counts,
+    r: &Rates,
+    x: &[Arm],
+    order: &[String],
+    workflows: &[String],
+) -> serde_json::Value {
     let stages: serde_json::Map<String, serde_json::Value> = stage_rows(c, order)
         .into_iter()
         .map(|(s, n)| (s, n.into()))
@@ -273,11 +293,10 @@ fn json(c: &Counts, r: &Rates, x: &[Arm], order: &[String], workflows: &[String]
             serde_json::json!({ "workflow": wf, "journeys": journeys, "emails": emails, "engagement": engagement, "variants": variants })
         })
         .collect();
-    let doc = serde_json::json!({
+    serde_json::json!({
         "customers": c.stages.values().sum::<i64>(),
         "stages": stages,
         "workflows": workflows,
         "questions": r.questions,
-    });
-    format!("{doc:#}\n")
+    })
 }

@@ -35,6 +35,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub webhooks: WebhookConfig,
     pub tracking: TrackingConfig,
+    /// `topics: { offers: { en: "Deals and coupons", ja: "お得な情報" } }` — the kinds of
+    /// marketing mail a customer can opt out of one by one, each described per language.
+    pub topics: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             webhooks: WebhookConfig::default(),
             tracking: TrackingConfig::default(),
+            topics: Default::default(),
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct Api {
     pub wake: Arc<tokio::sync::Notify>,
     /// How clicks, opens and answers are told apart from machines and what is kept.
     pub tracking: Tracking,
+    /// `topics:` of tidings.yaml: with any, `/u/TOKEN` is a preference centre.
+    pub topics: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 /// What the endpoints are told by `tracking:` in tidings.yaml.

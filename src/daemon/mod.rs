@@ -6,6 +6,7 @@ pub mod api;
 pub mod engagement;
 pub mod metrics;
 mod pages;
+pub mod preferences;
 pub mod serve;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ pub fn router(state: Arc<api::Api>) -> Router {
     Router::new()
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(metrics::metrics))
-        .route("/u/{token}", get(api::confirm).post(api::unsubscribe))
+        .route("/u/{token}", get(preferences::show).post(preferences::save))
         .route("/c/{token}", get(engagement::click))
         .route("/o/{file}", get(engagement::open))
         .route(

@@ -13,6 +13,12 @@ pub(super) struct Words {
     pub comment_saved: &'static str,
     pub change: &'static str,
     pub closed: &'static str,
+    pub prefs_title: &'static str,
+    pub prefs_intro: &'static str,
+    pub save: &'static str,
+    pub everything: &'static str,
+    pub saved: &'static str,
+    pub all_gone: &'static str,
 }
 
 const EN: Words = Words {
@@ -24,6 +30,12 @@ const EN: Words = Words {
     comment_saved: "Thank you — your comment was saved.",
     change: "Changed your mind? Use another answer in the email: the latest one counts.",
     closed: "This survey is closed. Nothing was recorded.",
+    prefs_title: "Your email preferences",
+    prefs_intro: "Choose what we may send you. Emails about your orders always arrive.",
+    save: "Save my choices",
+    everything: "Unsubscribe from everything",
+    saved: "Saved: you get only what is ticked.",
+    all_gone: "You will get no more marketing email. Emails about your orders still arrive.",
 };
 
 const JA: Words = Words {
@@ -35,6 +47,12 @@ const JA: Words = Words {
     comment_saved: "ありがとうございます。コメントを保存しました。",
     change: "回答を変更する場合は、メール内の別の回答を選んでください。最新の回答が有効になります。",
     closed: "このアンケートは終了しました。回答は記録されていません。",
+    prefs_title: "メール配信の設定",
+    prefs_intro: "受け取りたいメールを選んでください。ご注文に関するメールは常に届きます。",
+    save: "設定を保存",
+    everything: "すべての配信を停止",
+    saved: "保存しました。チェックした内容のみお届けします。",
+    all_gone: "今後、販促メールはお送りしません。ご注文に関するメールは引き続き届きます。",
 };
 
 const HI: Words = Words {
@@ -46,6 +64,12 @@ const HI: Words = Words {
     comment_saved: "धन्यवाद — आपकी टिप्पणी सहेज ली गई है।",
     change: "अपना उत्तर बदलना चाहते हैं? ईमेल में कोई दूसरा उत्तर चुनें: नवीनतम उत्तर ही गिना जाएगा।",
     closed: "यह सर्वेक्षण बंद हो चुका है। कुछ भी दर्ज नहीं किया गया।",
+    prefs_title: "आपकी ईमेल प्राथमिकताएँ",
+    prefs_intro: "चुनें कि हम आपको क्या भेज सकते हैं। आपके ऑर्डर से जुड़े ईमेल हमेशा आएँगे।",
+    save: "मेरी पसंद सहेजें",
+    everything: "सब कुछ से सदस्यता समाप्त करें",
+    saved: "सहेजा गया: आपको केवल चुनी हुई चीज़ें मिलेंगी।",
+    all_gone: "आपको अब कोई मार्केटिंग ईमेल नहीं मिलेगा। आपके ऑर्डर से जुड़े ईमेल आते रहेंगे।",
 };
 
 const ZH: Words = Words {
@@ -57,6 +81,12 @@ const ZH: Words = Words {
     comment_saved: "谢谢——您的评论已保存。",
     change: "想更改回答？请在邮件中选择其他答案：以最新的回答为准。",
     closed: "此调查已结束，未记录任何内容。",
+    prefs_title: "您的邮件偏好",
+    prefs_intro: "选择我们可以向您发送的内容。有关订单的邮件始终会发送。",
+    save: "保存我的选择",
+    everything: "退订全部",
+    saved: "已保存：您只会收到已勾选的内容。",
+    all_gone: "您将不再收到营销邮件。有关订单的邮件仍会发送。",
 };
 
 const ES: Words = Words {
@@ -68,6 +98,12 @@ const ES: Words = Words {
     comment_saved: "Gracias: hemos guardado tu comentario.",
     change: "¿Has cambiado de opinión? Elige otra respuesta en el correo: cuenta la más reciente.",
     closed: "Esta encuesta está cerrada. No se ha registrado nada.",
+    prefs_title: "Tus preferencias de correo",
+    prefs_intro: "Elige qué podemos enviarte. Los correos sobre tus pedidos siempre llegan.",
+    save: "Guardar mis opciones",
+    everything: "Darme de baja de todo",
+    saved: "Guardado: solo recibirás lo que has marcado.",
+    all_gone: "No recibirás más correos de marketing. Los correos sobre tus pedidos seguirán llegando.",
 };
 
 /// The words for a BCP 47 locale (`ja-JP` → Japanese), English when there are none.
@@ -106,6 +142,41 @@ pub(super) fn answer_page(words: &Words, value: &str, comment: Option<&str>) -> 
         escape_html(words.change),
     );
     page(words, words.thanks, &body)
+}
+
+/// The preference centre: a box per topic (ticked: the customer gets it), a button that
+/// saves, and one that unsubscribes from everything. A plain form: no script needed.
+pub(super) fn preferences_page(
+    words: &Words,
+    topics: &[(String, String, bool)],
+    notice: Option<&str>,
+) -> String {
+    let mut body = String::new();
+    if let Some(n) = notice {
+        body.push_str(&format!(
+            "<p role=\"status\"><strong>{}</strong></p>\n",
+            escape_html(n)
+        ));
+    }
+    body.push_str(&format!(
+        "<p>{}</p>\n<form method=\"post\">\n",
+        escape_html(words.prefs_intro)
+    ));
+    for (name, label, wanted) in topics {
+        let checked = if *wanted { " checked" } else { "" };
+        body.push_str(&format!(
+            "<p><label><input type=\"checkbox\" name=\"topic\" value=\"{}\" data-topic=\"{}\"{checked}> {}</label></p>\n",
+            escape_html(name),
+            escape_html(name),
+            escape_html(label)
+        ));
+    }
+    body.push_str(&format!(
+        "<p><button type=\"submit\" name=\"action\" value=\"save\">{}</button></p>\n<p><button type=\"submit\" name=\"action\" value=\"everything\">{}</button></p>\n</form>",
+        escape_html(words.save),
+        escape_html(words.everything)
+    ));
+    page(words, words.prefs_title, &body)
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ impl Engine {
                 workflow: wf.name.clone(),
                 expires_at: at.max(moment.links_from) + valid_for,
                 delivery: delivery.map(str::to_string),
+                topic: wf.topic.clone(),
             })
         });
         ctx.insert(

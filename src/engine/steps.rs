@@ -452,7 +452,7 @@ impl Engine {
         // Consent is checked at every email, not only at entry: an unsubscribe in the
         // middle of a series ends it for every workflow at once.
         if let Some(reason) = self
-            .no_consent(conn, journey.wf.class, customer, mail.suppressions)
+            .no_consent(conn, journey.wf, customer, mail.suppressions)
             .await?
         {
             end(row, JourneyState::Exited, Some(reason.into()), at, report);
@@ -484,20 +484,28 @@ impl Engine {
         Ok(Flow::Continue)
     }
 
-    /// Why this customer may not be mailed by a workflow of this class, if they may not: a
-    /// suppressed address gets nothing, an unsubscribed customer only transactional mail.
+    /// Why this customer may not be mailed by this workflow, if they may not: a suppressed
+    /// address gets nothing, an unsubscribed customer only transactional mail, a customer
+    /// who opted out of the workflow's topic nothing of that topic.
     pub(super) async fn no_consent(
         &self,
         conn: &mut sqlx::AnyConnection,
-        class: MailClass,
+        wf: &Workflow,
         customer: &Customer,
         suppressions: &mut Suppressions,
     ) -> Result<Option<&'static str>, EngineError> {
         if suppressions.contains(conn, &customer.email).await? {
             return Ok(Some("suppressed"));
         }
-        if class == MailClass::Marketing && customer.unsubscribed_at.is_some() {
+        if wf.class == MailClass::Marketing && customer.unsubscribed_at.is_some() {
             return Ok(Some("unsubscribed"));
+        }
+        if let Some(topic) = &wf.topic
+            && crate::store::topics::opted_out(conn, &customer.id)
+                .await?
+                .contains(topic)
+        {
+            return Ok(Some("unsubscribed from the topic"));
         }
         Ok(None)
     }

@@ -242,7 +242,7 @@ impl Engine {
         at: DateTime<Utc>,
     ) -> Result<Entry, EngineError> {
         if self
-            .no_consent(conn, wf.class, customer, admission.suppressions)
+            .no_consent(conn, wf, customer, admission.suppressions)
             .await?
             .is_some()
         {

@@ -71,6 +71,7 @@ impl Store {
     pub async fn forget_customer(&self, customer_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
         for sql in [
+            "DELETE FROM topic_optouts WHERE customer_id = $1",
             "DELETE FROM engagements WHERE customer_id = $1",
             "DELETE FROM delivery_bodies WHERE delivery_id IN (SELECT id FROM deliveries WHERE customer_id = $1)",
             "DELETE FROM coupons WHERE customer_id = $1",

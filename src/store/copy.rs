@@ -188,7 +188,18 @@ const ENGAGEMENTS: Table = Table {
 };
 
 /// What `simulate` copies, in an order that satisfies the foreign keys.
-const TABLES: [&Table; 9] = [
+const TOPIC_OPTOUTS: Table = Table {
+    name: "topic_optouts",
+    key: "id",
+    columns: &[
+        ("id", Text),
+        ("customer_id", Text),
+        ("topic", Text),
+        ("at", Int),
+    ],
+};
+
+const TABLES: [&Table; 10] = [
     &CUSTOMERS,
     &SUPPRESSIONS,
     &EVENTS,
@@ -198,6 +209,7 @@ const TABLES: [&Table; 9] = [
     &COUPONS,
     &ENGAGEMENTS,
     &CONVERSIONS,
+    &TOPIC_OPTOUTS,
 ];
 
 enum Cell {

@@ -254,4 +254,20 @@ pub(super) const MIGRATIONS: &[(i64, &str, &[&str])] = &[
             "CREATE INDEX deliveries_by_customer_sent ON deliveries (customer_id, sent_at)",
         ],
     ),
+    (
+        14,
+        "topics a customer opted out of",
+        &[
+            // One row per customer and topic opted out of (its id is the two, joined by a
+            // line break); marketing mail of that topic is not sent to them. Opting out of
+            // everything is `customers.unsubscribed_at`.
+            "CREATE TABLE topic_optouts (
+            id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            at BIGINT NOT NULL
+        )",
+            "CREATE INDEX topic_optouts_by_customer ON topic_optouts (customer_id)",
+        ],
+    ),
 ];

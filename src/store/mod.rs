@@ -39,6 +39,7 @@ pub mod stages;
 pub mod states;
 pub mod status;
 pub mod suppressions;
+pub mod topics;
 mod wake;
 
 pub use consent::*;

@@ -72,6 +72,8 @@ pub struct Workflow {
     pub catch_up: CatchUp,
     /// `tracking:` as the workflow wrote it (combined with the project's at each email).
     pub tracking: crate::config::WorkflowTracking,
+    /// `topic:`: the kind of mail, which a customer may opt out of on its own.
+    pub topic: Option<String>,
     /// `holdout:` as a share (0.1 for `10%`) of those who enter.
     pub holdout: Option<f64>,
     pub goal: Option<Goal>,

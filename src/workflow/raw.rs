@@ -48,6 +48,10 @@ pub struct WorkflowFile {
     /// the project's `tracking:` for this workflow's emails.
     #[serde(default)]
     pub tracking: crate::config::WorkflowTracking,
+    /// `topic: offers` — the kind of mail (of `topics:` in tidings.yaml) a customer can opt
+    /// out of without leaving the rest.
+    #[serde(default)]
+    pub topic: Option<String>,
     /// `holdout: 10%` — that share of those who enter get nothing and are the control.
     #[serde(default)]
     pub holdout: Option<String>,

@@ -3,12 +3,18 @@
 // `data-chart` is that name, holding an SVG with at least one drawn rectangle. Takes a
 // full-page screenshot either way.
 //
-// node check-page.mjs PAGE.html SHOT.png CHART [CHART ...]
+// node check-page.mjs PAGE.html SHOT.png [--no-js] ITEM [ITEM ...]
+//
+// An ITEM is a chart's name, or `css:SELECTOR` for an element that must be on the page (a
+// form's fields). `--no-js` opens the page with JavaScript off: what it needs must work so.
 import { chromium } from "playwright-core";
 import { pathToFileURL } from "node:url";
 import { resolve } from "node:path";
 
-const [page_file, shot, ...charts] = process.argv.slice(2);
+const [page_file, shot, ...items] = process.argv.slice(2);
+const noScript = items.includes("--no-js");
+const charts = items.filter((i) => i !== "--no-js" && !i.startsWith("css:"));
+const selectors = items.filter((i) => i.startsWith("css:")).map((i) => i.slice(4));
 if (!page_file || !shot) {
   console.error("usage: node check-page.mjs PAGE.html SHOT.png CHART...");
   process.exit(2);
@@ -20,7 +26,10 @@ const browser = await chromium.launch({
 });
 const problems = [];
 try {
-  const page = await browser.newPage({ viewport: { width: 900, height: 1200 } });
+  const page = await browser.newPage({
+    viewport: { width: 900, height: 1200 },
+    javaScriptEnabled: !noScript,
+  });
   page.on("console", (m) => {
     if (m.type() === "error" || m.type() === "warning") {
       problems.push(`console ${m.type()}: ${m.text()}`);
@@ -50,6 +59,9 @@ try {
     const found = drawn.find((d) => d.chart === name);
     if (!found) problems.push(`chart missing: ${name}`);
     else if (found.rects < 2 || !found.visible) problems.push(`chart not drawn: ${name}`);
+  }
+  for (const selector of selectors) {
+    if ((await page.locator(selector).count()) === 0) problems.push(`missing: ${selector}`);
   }
   await page.screenshot({ path: shot, fullPage: true });
   console.log(JSON.stringify({ charts: drawn, problems }));

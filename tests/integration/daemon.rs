@@ -251,6 +251,7 @@ fn the_unsubscribe_link_confirms_on_get_and_unsubscribes_on_post() {
                     workflow: "reactivation-deal".into(),
                     expires_at: expires,
                     delivery: None,
+                    topic: None,
                 },
             )
         };

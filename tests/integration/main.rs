@@ -21,6 +21,7 @@ mod smtp;
 mod status;
 mod store;
 mod takeover;
+mod topics;
 mod trust;
 mod validate;
 mod webhook;

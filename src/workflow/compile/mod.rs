@@ -83,6 +83,7 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
         &mut diagnostics,
     )
     .map(Arc::new);
+    check_topics(&compiled.plan, &project.config, &mut diagnostics);
     check_stage_triggers(
         &compiled.plan,
         &project.config.stages.display().to_string(),
@@ -116,6 +117,41 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
         plan: compiled.plan,
         diagnostics,
         files,
+    }
+}
+
+/// `topic:` must name one of tidings.yaml's `topics:`, on a marketing workflow (receipts
+/// have no topic: nobody opts out of them).
+fn check_topics(plan: &Plan, config: &crate::config::Config, diagnostics: &mut Vec<Diagnostic>) {
+    for wf in &plan.workflows {
+        let Some(topic) = &wf.topic else { continue };
+        let doc = Document::index(&wf.file);
+        let span = doc.value_span(&Route::root().key("topic"));
+        let problem = if wf.class == MailClass::Transactional {
+            Some((
+                "a transactional workflow has no topic".to_string(),
+                "remove `topic:`; topics are for marketing mail, which customers may opt out of"
+                    .to_string(),
+            ))
+        } else if !config.topics.contains_key(topic) {
+            let names = config.topics.keys().map(String::as_str);
+            let help = match crate::source::yaml::closest(topic, names) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!(
+                    "name it under `topics:` in tidings.yaml, e.g. `topics: {{ {topic}: {{ en: \"...\" }} }}`"
+                ),
+            };
+            Some((format!("there is no topic `{topic}`"), help))
+        } else {
+            None
+        };
+        if let Some((message, help)) = problem {
+            diagnostics.push(
+                Diagnostic::error("unknown-topic", message)
+                    .at(span)
+                    .help(help),
+            );
+        }
     }
 }
 
@@ -435,6 +471,7 @@ impl Compiler {
                 delivery: wf.delivery,
                 catch_up: wf.catch_up,
                 tracking: wf.tracking.clone(),
+                topic: wf.topic.clone(),
                 holdout,
                 goal,
                 graph: crate::workflow::plan::StepGraph::of(&steps),

@@ -1,0 +1,83 @@
+//! The topics a customer opted out of (`topics:` of tidings.yaml): marketing mail of such a
+//! topic is not sent to them, while the rest still is.
+
+use chrono::{DateTime, Utc};
+use sqlx::{AnyConnection, Row};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Store, StoreError};
+
+fn id(customer_id: &str, topic: &str) -> String {
+    format!("{customer_id}\n{topic}")
+}
+
+/// The topics the customer opted out of.
+pub async fn opted_out(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+) -> Result<BTreeSet<String>, StoreError> {
+    let rows = sqlx::query("SELECT topic FROM topic_optouts WHERE customer_id = $1")
+        .bind(customer_id)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// Customers opted out, per topic (for `status`).
+pub async fn counts(conn: &mut AnyConnection) -> Result<BTreeMap<String, i64>, StoreError> {
+    let rows = sqlx::query("SELECT topic, COUNT(*) FROM topic_optouts GROUP BY topic")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+impl Store {
+    /// The topics the customer opted out of.
+    pub async fn topics_opted_out(
+        &self,
+        customer_id: &str,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        opted_out(&mut conn, customer_id).await
+    }
+
+    /// Sets which of `topics` the customer opted out of (the others they get again), in one
+    /// transaction; `false` when there is no such customer.
+    pub async fn set_topics(
+        &self,
+        customer_id: &str,
+        topics: &[String],
+        out: &BTreeSet<String>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let known = sqlx::query("SELECT 1 FROM customers WHERE id = $1")
+            .bind(customer_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !known {
+            return Ok(false);
+        }
+        for topic in topics {
+            if out.contains(topic) {
+                sqlx::query("INSERT INTO topic_optouts (id, customer_id, topic, at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
+                    .bind(id(customer_id, topic))
+                    .bind(customer_id)
+                    .bind(topic)
+                    .bind(at.timestamp_millis())
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query("DELETE FROM topic_optouts WHERE id = $1")
+                    .bind(id(customer_id, topic))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,193 @@
+//! Topics and the preference centre, through the real daemon on both stores: the one-click
+//! POST from an `offers` email opts out of `offers` only (the next `offers` email is not
+//! sent, the `reviews` one is); `/u/TOKEN` shows a box per topic in the customer's language
+//! and saves a choice at once, without script; "unsubscribe from everything" does so.
+
+use mail_parser::MessageParser;
+
+use crate::common::{Act, SmtpServer, free_port, write};
+use crate::daemon::{Daemon, count, http};
+use crate::store::{Backend, backends, tidings};
+
+fn project(b: &Backend, smtp: u16) {
+    write(
+        &b.dir,
+        "tidings.yaml",
+        &format!(
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{smtp}\n  from: \"Shop <hi@shop.example>\"\nserver:\n  public_url: https://mail.shop.example\n  token: ${{TIDINGS_TEST_API_TOKEN}}\ntopics:\n  offers: {{ en: \"Deals and coupons\", ja: \"お得な情報\" }}\n  reviews: {{ en: \"Asking for your review\", ja: \"レビューのお願い\" }}\n"
+        ),
+    );
+    let page = "<p>Hi</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>";
+    write(&b.dir, "templates/deal.html", page);
+    write(&b.dir, "templates/ask.html", page);
+    for (name, topic, template) in [("deals", "offers", "deal"), ("asks", "reviews", "ask")] {
+        write(
+            &b.dir,
+            &format!("workflows/{name}.yaml"),
+            &format!(
+                "name: {name}\ntopic: {topic}\ntrigger:\n  event: nudge\nreentry: always\nsteps:\n  - email: {template}\n    subject: {name}\n"
+            ),
+        );
+    }
+    write(
+        &b.dir,
+        "customers.csv",
+        "id,email,locale\nada,ada@example.com,ja-JP\n",
+    );
+    let run = tidings(b)
+        .args(["import", "customers", "customers.csv"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+}
+
+fn nudge(b: &Backend, at: &str) {
+    let run = tidings(b)
+        .args(["event", "nudge", "--customer", "ada", "--at", at])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let run = tidings(b).args(["run", "--once", "--now", at]).run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+}
+
+fn subjects(server: &SmtpServer) -> Vec<String> {
+    server
+        .received()
+        .iter()
+        .map(|r| {
+            let m = MessageParser::default().parse(&r.bytes).unwrap();
+            m.subject().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_topic_is_opted_out_of_alone_and_the_preference_centre_saves_choices() {
+    for b in backends("topics") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        project(&b, server.port);
+        nudge(&b, "2026-06-01T08:00:00Z");
+        assert_eq!(subjects(&server).len(), 2, "{}", b.label);
+        let received = server.received();
+        let deal = received
+            .iter()
+            .map(|r| MessageParser::default().parse(&r.bytes).unwrap())
+            .find(|m| m.subject() == Some("deals"))
+            .unwrap()
+            .header_raw("List-Unsubscribe")
+            .unwrap()
+            .trim()
+            .trim_matches(['<', '>'])
+            .to_string();
+        let path = deal
+            .strip_prefix("https://mail.shop.example")
+            .unwrap()
+            .to_string();
+
+        let port = free_port();
+        let daemon = Daemon::start(&b, port, "1h");
+        // The one-click POST of the `offers` email: `offers` only.
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let (status, page) = http(port, "POST", &path, &form, b"List-Unsubscribe=One-Click");
+        assert_eq!(status, 200, "{}: {page}", b.label);
+        assert_eq!(
+            count(
+                &b,
+                "SELECT COUNT(*) FROM topic_optouts WHERE topic = 'offers'"
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &b,
+                "SELECT COUNT(*) FROM customers WHERE unsubscribed_at IS NOT NULL"
+            ),
+            0
+        );
+        daemon.stop();
+        nudge(&b, "2026-06-02T08:00:00Z");
+        let mut got = subjects(&server);
+        got.sort();
+        assert_eq!(
+            got,
+            ["asks", "asks", "deals"],
+            "{}: the next offer is not sent, the review request is",
+            b.label
+        );
+
+        // The preference centre: a box per topic, in Japanese, `offers` unticked.
+        let daemon = Daemon::start(&b, port, "1h");
+        let (status, page) = http(port, "GET", &path, &[], b"");
+        assert_eq!(status, 200, "{page}");
+        assert!(
+            page.contains("lang=\"ja\"")
+                && page.contains("お得な情報")
+                && page.contains("レビューのお願い"),
+            "{page}"
+        );
+        assert!(
+            page.contains("data-topic=\"offers\">")
+                && page.contains("data-topic=\"reviews\" checked>"),
+            "{page}"
+        );
+        if b.label == "sqlite" {
+            let file = b.dir.join("preferences.html");
+            std::fs::write(&file, &page).unwrap();
+            let items = [
+                "--no-js".to_string(),
+                "css:input[type=checkbox][data-topic=offers]".into(),
+                "css:input[type=checkbox][data-topic=reviews]".into(),
+                "css:button[value=everything]".into(),
+            ];
+            crate::report::passes_in_a_browser(&file, &items);
+        }
+        // Ticking both boxes saves at once: nothing opted out.
+        let (status, page) = http(
+            port,
+            "POST",
+            &path,
+            &form,
+            b"topic=offers&topic=reviews&action=save",
+        );
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains("data-topic=\"offers\" checked>"), "{page}");
+        assert_eq!(count(&b, "SELECT COUNT(*) FROM topic_optouts"), 0);
+        // Everything: unsubscribed from all marketing mail.
+        let (status, page) = http(port, "POST", &path, &form, b"action=everything");
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(
+            count(
+                &b,
+                "SELECT COUNT(*) FROM customers WHERE unsubscribed_at IS NOT NULL"
+            ),
+            1
+        );
+        daemon.stop();
+
+        let status = tidings(&b).args(["status", "--json"]).run();
+        let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+        assert_eq!(doc["opted_out"]["offers"], 0, "{doc:#}");
+        assert_eq!(doc["opted_out"]["reviews"], 0);
+    }
+}
+
+/// `topic:` must name a topic of tidings.yaml, and only on marketing mail.
+#[test]
+fn validate_checks_topics() {
+    let b = backends("topics-validate").remove(0);
+    project(&b, 2525);
+    crate::common::edit(
+        &b.dir,
+        "workflows/deals.yaml",
+        "topic: offers",
+        "topic: ofers",
+    );
+    let run = tidings(&b).args(["validate"]).run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    assert!(
+        run.stderr
+            .contains("error[unknown-topic]: there is no topic `ofers`")
+            && run.stderr.contains("did you mean `offers`?"),
+        "{}",
+        run.stderr
+    );
+}
