@@ -15,7 +15,20 @@ pub(super) fn customer_from_cells(
     let mut c = Customer::new("", "");
     let mut present = Vec::new();
     let mut errors = Vec::new();
+    let mut topics = None;
     for (field, column, cell) in &cells {
+        if field == UNSUBSCRIBED_TOPICS {
+            let mut fail = |message: String| {
+                errors.push(RowError {
+                    line,
+                    column: *column,
+                    field: field.clone(),
+                    message,
+                })
+            };
+            topics = Some(list(cell, field, &mut fail));
+            continue;
+        }
         let Some(&fixed) = CUSTOMER_FIELDS.iter().find(|f| **f == field.as_str()) else {
             // Every other column is an attribute, kept as given.
             if let Some(value) = cell.value() {
@@ -60,6 +73,7 @@ pub(super) fn customer_from_cells(
             line,
             customer: c,
             present,
+            unsubscribed_topics: topics,
         })
     } else {
         Err(errors)
@@ -142,28 +156,37 @@ fn set_number(c: &mut Customer, fixed: &str, cell: &Cell<'_>, fail: &mut dyn FnM
 }
 
 /// Tags: `;`-separated in CSV, an array of text in JSON.
+/// The column that says which topics (of tidings.yaml's `topics:`) a customer opted out of.
+pub const UNSUBSCRIBED_TOPICS: &str = "unsubscribed_topics";
+
 fn set_tags(c: &mut Customer, cell: &Cell<'_>, fail: &mut dyn FnMut(String)) {
+    c.tags = list(cell, "tags", fail);
+}
+
+/// A list of text: `a;b` in CSV, an array in JSON; null is empty.
+fn list(cell: &Cell<'_>, name: &str, fail: &mut dyn FnMut(String)) -> Vec<String> {
     match cell {
-        Cell::Text(t) => {
-            c.tags = t
-                .split(';')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect()
-        }
+        Cell::Text(t) => t
+            .split(';')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
         Cell::Json(Value::Array(items)) => {
-            let mut tags = Vec::new();
+            let mut out = Vec::new();
             for item in items {
                 match item.as_str() {
-                    Some(s) => tags.push(s.to_string()),
-                    None => fail(format!("tags must be text, found `{item}`")),
+                    Some(s) => out.push(s.to_string()),
+                    None => fail(format!("{name} must be text, found `{item}`")),
                 }
             }
-            c.tags = tags;
+            out
         }
-        Cell::Json(Value::Null) => c.tags = Vec::new(),
-        Cell::Json(other) => fail(format!("tags must be an array of text, found `{other}`")),
+        Cell::Json(Value::Null) => Vec::new(),
+        Cell::Json(other) => {
+            fail(format!("{name} must be an array of text, found `{other}`"));
+            Vec::new()
+        }
     }
 }
 

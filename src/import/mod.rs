@@ -65,6 +65,9 @@ pub struct CustomerRow {
     pub line: u64,
     pub customer: Customer,
     pub present: Vec<&'static str>,
+    /// `unsubscribed_topics`, when the row gives it: the topics the customer opted out of
+    /// (all others they get).
+    pub unsubscribed_topics: Option<Vec<String>>,
 }
 
 /// Where an event's id comes from, which decides when two events are one.

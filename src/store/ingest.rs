@@ -105,6 +105,9 @@ impl Store {
             .bind(now)
             .execute(&mut **tx)
             .await?;
+        if let Some(topics) = &row.unsubscribed_topics {
+            super::topics::replace(tx, &c.id, topics, now).await?;
+        }
         Ok(())
     }
 

@@ -23,6 +23,30 @@ pub async fn opted_out(
     rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
 
+/// Makes `topics` the customer's opt-outs, in the caller's transaction (an import row's
+/// `unsubscribed_topics`).
+pub(super) async fn replace(
+    conn: &mut AnyConnection,
+    customer_id: &str,
+    topics: &[String],
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM topic_optouts WHERE customer_id = $1")
+        .bind(customer_id)
+        .execute(&mut *conn)
+        .await?;
+    for topic in topics {
+        sqlx::query("INSERT INTO topic_optouts (id, customer_id, topic, at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
+            .bind(id(customer_id, topic))
+            .bind(customer_id)
+            .bind(topic)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Customers opted out, per topic (for `status`).
 pub async fn counts(conn: &mut AnyConnection) -> Result<BTreeMap<String, i64>, StoreError> {
     let rows = sqlx::query("SELECT topic, COUNT(*) FROM topic_optouts GROUP BY topic")

@@ -171,6 +171,7 @@ fn pushed_down_and_in_memory_audiences_agree() {
                     line: i as u64 + 2,
                     customer: c.clone(),
                     present: CUSTOMER_FIELDS.to_vec(),
+                    unsubscribed_topics: None,
                 })
             });
             store.import_customers(rows, false).await.unwrap();

@@ -191,3 +191,40 @@ fn validate_checks_topics() {
         run.stderr
     );
 }
+
+/// Topic preferences come in with customers: a CSV column (`a;b`) or a JSON array over the
+/// API, each replacing what the customer had.
+#[test]
+fn topic_preferences_are_imported_and_posted() {
+    for b in backends("topics-import") {
+        project(&b, 2525);
+        write(
+            &b.dir,
+            "more.csv",
+            "id,email,unsubscribed_topics\nbo,bo@example.com,offers;reviews\n",
+        );
+        let run = tidings(&b).args(["import", "customers", "more.csv"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let sql = "SELECT COUNT(*) FROM topic_optouts WHERE customer_id = 'bo'";
+        assert_eq!(count(&b, sql), 2, "{}", b.label);
+        let port = free_port();
+        let daemon = Daemon::start(&b, port, "1h");
+        let headers = [
+            ("Authorization", "Bearer s3cret-token"),
+            ("Content-Type", "application/json"),
+        ];
+        let body =
+            br#"{"id": "bo", "email": "bo@example.com", "unsubscribed_topics": ["reviews"]}"#;
+        let (status, answer) = http(port, "POST", "/v1/customers", &headers, body);
+        assert_eq!(status, 200, "{}: {answer}", b.label);
+        daemon.stop();
+        assert_eq!(count(&b, sql), 1, "{}", b.label);
+        assert_eq!(
+            count(
+                &b,
+                "SELECT COUNT(*) FROM topic_optouts WHERE customer_id = 'bo' AND topic = 'reviews'"
+            ),
+            1
+        );
+    }
+}
