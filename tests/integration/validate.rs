@@ -365,3 +365,39 @@ fn a_coupon_shown_later_must_be_reserved_earlier() {
     let run = Tidings::new().cwd(&dir).args(["validate"]).run();
     assert_eq!(run.code, 0, "{}", run.transcript());
 }
+
+/// `validate` follows `{% extends %}`: the unsubscribe link in a shared layout counts for
+/// every email that extends it, and a layout without one fails each of them.
+#[test]
+fn the_unsubscribe_link_may_live_in_a_layout() {
+    let dir = scratch_dir("layouts");
+    write(
+        &dir,
+        "templates/layout.html",
+        "<html><body>{% block content %}{% endblock content %}<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></body></html>",
+    );
+    write(
+        &dir,
+        "templates/hello.html",
+        "{% extends \"layout.html\" %}{% block content %}<p>Hello</p>{% endblock content %}",
+    );
+    write(
+        &dir,
+        "workflows/hi.yaml",
+        "name: hi\ntrigger:\n  event: signed_up\nsteps:\n  - email: hello\n    subject: Hello\n",
+    );
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    write(
+        &dir,
+        "templates/layout.html",
+        "<html><body>{% block content %}{% endblock content %}</body></html>",
+    );
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    assert!(
+        run.stderr.contains("error[missing-unsubscribe]: marketing email `hello.html` has no unsubscribe link"),
+        "{}",
+        run.stderr
+    );
+}
