@@ -396,7 +396,9 @@ fn the_unsubscribe_link_may_live_in_a_layout() {
     let run = Tidings::new().cwd(&dir).args(["validate"]).run();
     assert_eq!(run.code, 1, "{}", run.transcript());
     assert!(
-        run.stderr.contains("error[missing-unsubscribe]: marketing email `hello.html` has no unsubscribe link"),
+        run.stderr.contains(
+            "error[missing-unsubscribe]: marketing email `hello.html` has no unsubscribe link"
+        ),
         "{}",
         run.stderr
     );
