@@ -143,20 +143,27 @@ fn shown(value: &serde_json::Value) -> String {
     }
 }
 
+/// The answer a token stands for and its email; else the response: 400 for a token that
+/// does not open, a "survey closed" page for an email that is gone.
+async fn answered(api: &Api, token: &str) -> Result<(Answer, SentEmail), Response> {
+    let given = Answer::open(&api.signer, token).map_err(|e| refused(&e))?;
+    let Some(email) = email_of(api, &given.delivery).await else {
+        let words = pages::words(None);
+        let html = pages::page(words, words.closed, "");
+        return Err((StatusCode::NOT_FOUND, Html(html)).into_response());
+    };
+    Ok((given, email))
+}
+
 pub async fn answer(
     State(api): State<Arc<Api>>,
     method: Method,
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
-    let given = match Answer::open(&api.signer, &token) {
-        Ok(a) => a,
-        Err(e) => return refused(&e),
-    };
-    let Some(email) = email_of(&api, &given.delivery).await else {
-        let words = pages::words(None);
-        let html = pages::page(words, words.closed, "");
-        return (StatusCode::NOT_FOUND, Html(html)).into_response();
+    let (given, email) = match answered(&api, &token).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let words = pages::words(email.locale.as_deref());
     if method != Method::HEAD {
@@ -179,14 +186,9 @@ pub async fn comment(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Response {
-    let given = match Answer::open(&api.signer, &token) {
-        Ok(a) => a,
-        Err(e) => return refused(&e),
-    };
-    let Some(email) = email_of(&api, &given.delivery).await else {
-        let words = pages::words(None);
-        let html = pages::page(words, words.closed, "");
-        return (StatusCode::NOT_FOUND, Html(html)).into_response();
+    let (given, email) = match answered(&api, &token).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let words = pages::words(email.locale.as_deref());
     let comment = form_urlencoded::parse(&body)

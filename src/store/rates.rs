@@ -130,13 +130,7 @@ pub async fn rates(conn: &mut AnyConnection) -> Result<Rates, StoreError> {
         let (workflow, step): (String, String) = (r.try_get(0)?, r.try_get(1)?);
         let state: String = r.try_get(2)?;
         let n = r.try_get::<i64, _>(3)?.max(0) as u64;
-        let s = steps
-            .entry((workflow.clone(), step.clone()))
-            .or_insert_with(|| StepRates {
-                workflow,
-                step,
-                ..StepRates::default()
-            });
+        let s = step_of(&mut steps, workflow, step);
         match state.as_str() {
             "sent" => s.sent += n,
             _ => s.bounced += n,
@@ -149,13 +143,7 @@ pub async fn rates(conn: &mut AnyConnection) -> Result<Rates, StoreError> {
         if kind == EngagementKind::Bounce {
             reported.insert((workflow.clone(), step.clone()), n);
         }
-        let s = steps
-            .entry((workflow.clone(), step.clone()))
-            .or_insert_with(|| StepRates {
-                workflow,
-                step,
-                ..StepRates::default()
-            });
+        let s = step_of(&mut steps, workflow, step);
         match kind {
             EngagementKind::Click => s.clicked += n,
             EngagementKind::Open => s.opened += n,
@@ -174,6 +162,20 @@ pub async fn rates(conn: &mut AnyConnection) -> Result<Rates, StoreError> {
         steps: steps.into_values().collect(),
         questions: questions(answers),
     })
+}
+
+fn step_of(
+    steps: &mut BTreeMap<(String, String), StepRates>,
+    workflow: String,
+    step: String,
+) -> &mut StepRates {
+    steps
+        .entry((workflow.clone(), step.clone()))
+        .or_insert_with(|| StepRates {
+            workflow,
+            step,
+            ..StepRates::default()
+        })
 }
 
 /// Answers by question, with the NPS of questions answered with 0–10 scores.

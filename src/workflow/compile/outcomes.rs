@@ -31,18 +31,7 @@ impl Compiler {
     pub(super) fn goal(&mut self, goal: &raw::Goal, doc: &Document) -> Option<Goal> {
         let route = Route::root().key("goal");
         let event = goal.event.trim();
-        let well_formed = !event.is_empty()
-            && event
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !well_formed {
-            self.error(
-                "bad-event-name",
-                format!("`{event}` is not an event name"),
-                doc.value_span(&route.key("event")),
-                "event names use lowercase letters, digits and `_`, e.g. `order_placed`",
-            );
-        }
+        let well_formed = self.event_name(event, doc.value_span(&route.key("event")));
         let within =
             self.positive_duration(&goal.within, doc, &route.key("within"), "a goal's window");
         let value = match &goal.value {

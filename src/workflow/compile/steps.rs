@@ -212,6 +212,24 @@ impl Compiler {
         }
     }
 
+    /// An event name as triggers write them (lowercase letters, digits, `_`); an error at
+    /// `span` when it is not one.
+    pub(super) fn event_name(&mut self, event: &str, span: Span) -> bool {
+        let well_formed = !event.is_empty()
+            && event
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !well_formed {
+            self.error(
+                "bad-event-name",
+                format!("`{event}` is not an event name"),
+                span,
+                "event names use lowercase letters, digits and `_`, e.g. `email_clicked` or `order_placed`",
+            );
+        }
+        well_formed
+    }
+
     /// `wait: { for: EVENT, at_most: DURATION }`: an event name as triggers write them,
     /// and a limit above zero (a journey never waits for ever).
     fn wait_for(
@@ -222,18 +240,7 @@ impl Compiler {
         doc: &Document,
     ) -> Option<plan::WaitForEvent> {
         let wroute = route.key("wait");
-        let well_formed = !event.is_empty()
-            && event
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !well_formed {
-            self.error(
-                "bad-event-name",
-                format!("`{event}` is not an event name"),
-                doc.value_span(&wroute.key("for")),
-                "event names use lowercase letters, digits and `_`, e.g. `email_clicked` or `order_placed`",
-            );
-        }
+        let well_formed = self.event_name(event, doc.value_span(&wroute.key("for")));
         if well_formed {
             let span = doc.value_span(&wroute.key("for"));
             self.waited_events.push((event.to_string(), span));

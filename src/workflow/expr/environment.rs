@@ -158,20 +158,7 @@ fn register_time(engine: &mut Engine) {
         .register_fn("clicked", |step: &str| engaged(true, step))
         .register_fn("opened", |step: &str| engaged(false, step))
         .register_fn("redeemed", |step: &str| {
-            STATE.with(|s| {
-                let state = s.borrow();
-                let Some(state) = state.as_ref() else {
-                    return false;
-                };
-                let enrollment = state
-                    .enrollment
-                    .as_ref()
-                    .map(|(id, w)| (id.as_str(), w.as_str()));
-                state
-                    .history
-                    .as_ref()
-                    .is_some_and(|h| h.redeemed(step, enrollment))
-            })
+            in_history(|h, enrollment| h.redeemed(step, enrollment))
         })
         .register_fn("answer", |question: &str| {
             STATE.with(|s| {
@@ -200,6 +187,11 @@ fn register_time(engine: &mut Engine) {
 
 /// `clicked` and `opened`: a person's click or open of a step's email.
 fn engaged(click: bool, step: &str) -> bool {
+    in_history(|h, enrollment| h.engaged(click, step, enrollment))
+}
+
+/// Asks the evaluation's history, with its enrollment (id, workflow); false without one.
+fn in_history(ask: impl Fn(&EventHistory, Option<(&str, &str)>) -> bool) -> bool {
     STATE.with(|s| {
         let state = s.borrow();
         let Some(state) = state.as_ref() else {
@@ -209,10 +201,7 @@ fn engaged(click: bool, step: &str) -> bool {
             .enrollment
             .as_ref()
             .map(|(id, w)| (id.as_str(), w.as_str()));
-        state
-            .history
-            .as_ref()
-            .is_some_and(|h| h.engaged(click, step, enrollment))
+        state.history.as_ref().is_some_and(|h| ask(h, enrollment))
     })
 }
 
