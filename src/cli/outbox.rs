@@ -44,42 +44,7 @@ pub fn run(root: &Path, args: &OutboxArgs) -> Result<ExitCode, CommandError> {
         match args.action {
             OutboxAction::List => {
                 let rows = outbox::list(&mut conn, &selection, args.limit.max(1)).await?;
-                // Columns as wide as their longest value (names of any length line up).
-                let width = |f: fn(&crate::store::deliveries::DeliveryRow) -> &str, min: usize| {
-                    rows.iter()
-                        .map(|d| f(d).chars().count())
-                        .max()
-                        .unwrap_or(0)
-                        .max(min)
-                };
-                let (ws, ww, wp) = (
-                    width(|d| &d.state, 5),
-                    width(|d| &d.workflow, 8),
-                    width(|d| &d.step, 4),
-                );
-                if !rows.is_empty() {
-                    writeln!(
-                        out,
-                        "{:<16}  {:<ws$}  {:<ww$}  {:<wp$}  recipient",
-                        "due (UTC)", "state", "workflow", "step"
-                    )?;
-                }
-                for d in &rows {
-                    let error = d
-                        .last_error
-                        .as_deref()
-                        .map(|e| format!("  ({e})"))
-                        .unwrap_or_default();
-                    writeln!(
-                        out,
-                        "{}  {:<ws$}  {:<ww$}  {:<wp$}  {}{error}",
-                        d.due_at.format("%Y-%m-%d %H:%M"),
-                        d.state,
-                        d.workflow,
-                        d.step,
-                        d.recipient,
-                    )?;
-                }
+                print_rows(&mut out, &rows)?;
                 writeln!(out, "{}", counted(rows.len() as u64, "email"))?;
             }
             OutboxAction::Retry => {
@@ -103,4 +68,48 @@ pub fn run(root: &Path, args: &OutboxArgs) -> Result<ExitCode, CommandError> {
     })?;
     runtime.block_on(store.close());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The rows under a header, each column as wide as its longest value (names of any length
+/// line up).
+fn print_rows(
+    out: &mut impl std::io::Write,
+    rows: &[crate::store::deliveries::DeliveryRow],
+) -> std::io::Result<()> {
+    let width = |f: fn(&crate::store::deliveries::DeliveryRow) -> &str, min: usize| {
+        rows.iter()
+            .map(|d| f(d).chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(min)
+    };
+    let (ws, ww, wp) = (
+        width(|d| &d.state, 5),
+        width(|d| &d.workflow, 8),
+        width(|d| &d.step, 4),
+    );
+    if !rows.is_empty() {
+        writeln!(
+            out,
+            "{:<16}  {:<ws$}  {:<ww$}  {:<wp$}  recipient",
+            "due (UTC)", "state", "workflow", "step"
+        )?;
+    }
+    for d in rows {
+        let error = d
+            .last_error
+            .as_deref()
+            .map(|e| format!("  ({e})"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{}  {:<ws$}  {:<ww$}  {:<wp$}  {}{error}",
+            d.due_at.format("%Y-%m-%d %H:%M"),
+            d.state,
+            d.workflow,
+            d.step,
+            d.recipient,
+        )?;
+    }
+    Ok(())
 }

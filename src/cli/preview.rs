@@ -35,32 +35,9 @@ pub fn run(root: &Path, args: &PreviewArgs) -> Result<ExitCode, CommandError> {
                 "no customer has the id `{id}`; import it, or use `--sample`"
             ))
         })?,
-        (None, true) => Customer::sample(at),
-        _ => {
-            return Err(CommandError::Usage(
-                "say whose emails to show: `--customer ID` or `--sample`".into(),
-            ));
-        }
+        _ => Customer::sample(at),
     };
-    // The customer's own locale, or each locale the templates have (and the default).
-    let locales: Vec<Option<String>> = if args.all_locales {
-        let mut tags: Vec<String> = wf
-            .all_steps()
-            .iter()
-            .filter_map(|s| match &s.kind {
-                StepKind::Email(e) => Some(e.files.variants.keys().cloned().collect::<Vec<_>>()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        tags.sort();
-        tags.dedup();
-        std::iter::once(Some(String::new()))
-            .chain(tags.into_iter().map(Some))
-            .collect()
-    } else {
-        vec![None]
-    };
+    let locales = locales(&wf, args.all_locales);
     let event = match (&args.event, &wf.trigger) {
         (Some(text), _) => Some(event_arg(text, at)?),
         (None, crate::workflow::plan::Trigger::Event { name, .. }) => {
@@ -106,6 +83,28 @@ pub fn run(root: &Path, args: &PreviewArgs) -> Result<ExitCode, CommandError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The customer's own locale (`None`), or each locale the templates have, and the default.
+fn locales(wf: &crate::workflow::plan::Workflow, all: bool) -> Vec<Option<String>> {
+    if all {
+        let mut tags: Vec<String> = wf
+            .all_steps()
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StepKind::Email(e) => Some(e.files.variants.keys().cloned().collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        tags.sort();
+        tags.dedup();
+        std::iter::once(Some(String::new()))
+            .chain(tags.into_iter().map(Some))
+            .collect()
+    } else {
+        vec![None]
+    }
 }
 
 /// `--send-to`: each email through the configured transport, as a proof.

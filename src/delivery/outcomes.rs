@@ -151,11 +151,7 @@ pub(super) fn tally(
         if now - d.created_at >= options.give_up_after {
             report.failed += 1;
             count(&METER.failed);
-            let n = d.attempts + 1;
-            let e = format!(
-                "gave up after {n} attempt{}: {error}",
-                if n == 1 { "" } else { "s" }
-            );
+            let e = format!("gave up after {}: {error}", attempts(d.attempts + 1));
             report.problems.push(format!("{what} failed: {e}"));
             write(DeliveryState::Failed, Some(e))
         } else {
@@ -210,6 +206,14 @@ pub(super) fn tally(
             write(DeliveryState::Unknown, Some(e))
         }
         Outcome::Unknown(e) | Outcome::Retry(e) => retry(e, report),
+    }
+}
+
+/// `1 attempt`, `3 attempts`.
+pub(super) fn attempts(n: i64) -> String {
+    match n {
+        1 => "1 attempt".into(),
+        n => format!("{n} attempts"),
     }
 }
 

@@ -162,9 +162,8 @@ impl WebhookSender {
                     }
                     Outcome::Retry(error) => {
                         report.failed += 1;
-                        let n = d.attempts + 1;
-                        let s = if n == 1 { "" } else { "s" };
-                        let error = format!("gave up after {n} attempt{s}: {error}");
+                        let tries = super::outcomes::attempts(d.attempts + 1);
+                        let error = format!("gave up after {tries}: {error}");
                         (DeliveryState::Failed, Some(error), None)
                     }
                     Outcome::Fail(error) => {
