@@ -430,7 +430,16 @@ impl Engine {
             false => {
                 // An earlier step of this same run may have queued its coupon just now.
                 mail.outgoing.write(conn, report).await?;
-                deliveries::coupons_of(conn, &row.id).await?
+                let wf = &journey.wf.name;
+                let keys: Vec<(String, String)> = email
+                    .earlier_coupons
+                    .iter()
+                    .map(|step| {
+                        let key = format!("{wf}/{}/{}/{step}", customer.id, row.id);
+                        (step.clone(), key)
+                    })
+                    .collect();
+                deliveries::coupons_of(conn, &keys).await?
             }
         };
         let composed = self.email(

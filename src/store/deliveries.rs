@@ -164,24 +164,27 @@ pub struct SentEmail {
     pub at: DateTime<Utc>,
 }
 
-/// The coupons an enrollment's emails reserved, by step: `{ "deal": { "code", "expires_at" } }`,
-/// what a later email shows as `coupons.deal.code`.
+/// The coupons earlier emails reserved, by step: `{ "deal": { "code", "expires_at" } }`, what
+/// a later email shows as `coupons.deal.code`. Each is looked up by its email's delivery
+/// key (`steps`: step id and key), so a rehearsal that did not copy the old email still
+/// finds its coupon.
 pub async fn coupons_of(
     conn: &mut AnyConnection,
-    enrollment_id: &str,
+    steps: &[(String, String)],
 ) -> Result<serde_json::Value, StoreError> {
-    let rows = sqlx::query("SELECT d.step, c.code, c.expires_at FROM coupons c JOIN deliveries d ON d.id = c.delivery_id WHERE d.enrollment_id = $1")
-        .bind(enrollment_id)
-        .fetch_all(conn)
-        .await?;
     let mut out = serde_json::Map::new();
-    for r in rows {
-        let expires = super::from_millis(Some(r.try_get(2)?))
+    for (step, key) in steps {
+        let row = sqlx::query("SELECT code, expires_at FROM coupons WHERE delivery_id = $1")
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(r) = row else { continue };
+        let expires = super::from_millis(Some(r.try_get(1)?))
             .map(|t| t.format("%Y-%m-%d").to_string())
             .unwrap_or_default();
-        let code: String = r.try_get(1)?;
+        let code: String = r.try_get(0)?;
         out.insert(
-            r.try_get(0)?,
+            step.clone(),
             serde_json::json!({ "code": code, "expires_at": expires }),
         );
     }
