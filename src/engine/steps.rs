@@ -425,23 +425,7 @@ impl Engine {
             at,
             links_from: mail.outgoing.1,
         };
-        let earlier = match email.earlier_coupons.is_empty() {
-            true => serde_json::Value::Object(Default::default()),
-            false => {
-                // An earlier step of this same run may have queued its coupon just now.
-                mail.outgoing.write(conn, report).await?;
-                let wf = &journey.wf.name;
-                let keys: Vec<(String, String)> = email
-                    .earlier_coupons
-                    .iter()
-                    .map(|step| {
-                        let key = format!("{wf}/{}/{}/{step}", customer.id, row.id);
-                        (step.clone(), key)
-                    })
-                    .collect();
-                deliveries::coupons_of(conn, &keys).await?
-            }
-        };
+        let earlier = earlier_coupons(conn, journey.wf, email, row, customer, mail, report).await?;
         let composed = self.email(
             journey.wf,
             email,
@@ -558,6 +542,33 @@ impl Engine {
         }
         Ok(Fairness::Send)
     }
+}
+
+/// The coupons earlier steps reserved that this email shows (`coupons.deal.code`), found by
+/// their emails' keys; an earlier step of this same run may have queued its own just now,
+/// so what is queued is written first.
+async fn earlier_coupons(
+    conn: &mut sqlx::AnyConnection,
+    wf: &Workflow,
+    email: &crate::workflow::plan::EmailStep,
+    row: &EnrollmentRow,
+    customer: &Customer,
+    mail: &mut Mail<'_>,
+    report: &mut PassReport,
+) -> Result<serde_json::Value, EngineError> {
+    if email.earlier_coupons.is_empty() {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    mail.outgoing.write(conn, report).await?;
+    let keys: Vec<(String, String)> = email
+        .earlier_coupons
+        .iter()
+        .map(|step| {
+            let key = format!("{}/{}/{}/{step}", wf.name, customer.id, row.id);
+            (step.clone(), key)
+        })
+        .collect();
+    Ok(deliveries::coupons_of(conn, &keys).await?)
 }
 
 pub(super) fn end(
