@@ -133,6 +133,14 @@ fn a_split_assigns_each_customer_one_variant_everywhere() {
             "{}",
             run.stdout
         );
+        // The rehearsal counts what it can, emails per step, and says what it cannot.
+        assert!(
+            run.stdout
+                .contains("emails per step (clicks, opens and answers come only from real sends")
+                && run.stdout.contains("split-test/hello-a"),
+            "{}",
+            run.stdout
+        );
         let rehearsed = written_variants(&b.dir.join("rehearsal"));
         assert_eq!(rehearsed.len(), 2000, "{}", b.label);
 
