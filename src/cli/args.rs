@@ -24,13 +24,17 @@ pub struct Cli {
     )]
     pub project: PathBuf,
 
-    /// A progress line on stderr for `run`, `import` and `simulate`: on a terminal
-    /// (`auto`), `always` (the final line only, when not a terminal) or `never`.
-    #[arg(long, global = true, value_enum, default_value_t = crate::progress::ProgressMode::Auto)]
-    pub progress: crate::progress::ProgressMode,
-
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--progress`, on the commands that show a progress line (`run`, `import`, `simulate`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ProgressArg {
+    /// A progress line on stderr: on a terminal (`auto`), `always` (the final line only,
+    /// when not a terminal) or `never`.
+    #[arg(long, value_enum, default_value_t = crate::progress::ProgressMode::Auto)]
+    pub progress: crate::progress::ProgressMode,
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +241,8 @@ pub struct OutboxArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
+    #[command(flatten)]
+    pub progress: ProgressArg,
     /// Where the rehearsal starts: a date (midnight UTC) or an RFC 3339 time (default now).
     #[arg(long, value_name = "DATE")]
     pub from: Option<String>,
@@ -253,6 +259,8 @@ pub struct SimulateArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub progress: ProgressArg,
     /// Required: one pass and exit (`tidings daemon` runs continuously).
     #[arg(long, required = true)]
     pub once: bool,
@@ -275,6 +283,8 @@ pub enum ImportFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
+    #[command(flatten)]
+    pub progress: ProgressArg,
     /// What the file holds.
     #[arg(value_enum)]
     pub kind: ImportKind,

@@ -33,10 +33,10 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Validate(args) => validate::run(&cli.project, args),
         Command::Schedule(args) => schedule::run(&cli.project, args),
-        Command::Import(args) => import::run(&cli.project, args, cli.progress),
+        Command::Import(args) => import::run(&cli.project, args, args.progress.progress),
         Command::Event(args) => import::event(&cli.project, args),
-        Command::Run(args) => run::run(&cli.project, args, cli.progress),
-        Command::Simulate(args) => simulate::run(&cli.project, args, cli.progress),
+        Command::Run(args) => run::run(&cli.project, args, args.progress.progress),
+        Command::Simulate(args) => simulate::run(&cli.project, args, args.progress.progress),
         Command::Outbox(args) => outbox::run(&cli.project, args),
         Command::Plan(args) => plan::run(&cli.project, args),
         Command::Status(args) => status::run(&cli.project, args),

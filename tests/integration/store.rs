@@ -923,11 +923,11 @@ fn long_commands_show_progress_when_asked() {
     let events = crate::common::repo_root().join("examples/demo/events.csv");
     let run = tidings(&b)
         .args([
-            "--progress",
-            "always",
             "import",
             "events",
             events.to_str().unwrap(),
+            "--progress",
+            "always",
         ])
         .run();
     assert_eq!(run.code, 0, "{}", run.transcript());
