@@ -160,6 +160,9 @@ fn bar_chart(
     Ok(svg)
 }
 
+/// The width of a stacked chart's legend, beside the chart.
+const LEGEND_WIDTH: u32 = 190;
+
 /// Columns stacked by series, one column per label, with a legend of the series.
 pub fn stacked(title: &str, labels: &[String], series: &[Series]) -> Result<String, ChartError> {
     let fail = fail(title);
@@ -176,14 +179,17 @@ pub fn stacked(title: &str, labels: &[String], series: &[Series]) -> Result<Stri
         .max(1);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 320)).into_drawing_area();
+        let height = 320.max(60 + 22 * series.len() as u32);
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| fail(&e))?;
-        let mut chart = ChartBuilder::on(&root)
+        // The legend has a strip of its own beside the chart, so it never covers a bar.
+        let (plot, legend) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
+        let mut chart = ChartBuilder::on(&plot)
             .caption(title, ("sans-serif", 18))
             .margin(8)
             .x_label_area_size(28)
             .y_label_area_size(40)
-            .build_cartesian_2d((0..n).into_segmented(), 0..max + max / 4 + 1)
+            .build_cartesian_2d((0..n).into_segmented(), 0..max + max / 8 + 1)
             .map_err(|e| fail(&e))?;
         let name_of = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
@@ -219,21 +225,20 @@ pub fn stacked(title: &str, labels: &[String], series: &[Series]) -> Result<Stri
                     r
                 })
                 .collect();
-            chart
-                .draw_series(rects)
-                .map_err(|e| fail(&e))?
-                .label(s.name.clone())
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled())
-                });
+            chart.draw_series(rects).map_err(|e| fail(&e))?;
+            let y = 40 + 22 * k as i32;
+            legend
+                .draw(&Rectangle::new([(8, y - 6), (20, y + 6)], colour.filled()))
+                .map_err(|e| fail(&e))?;
+            let name: String = s.name.chars().take(24).collect();
+            legend
+                .draw(&Text::new(
+                    name,
+                    (26, y - 7),
+                    ("sans-serif", 13).into_font(),
+                ))
+                .map_err(|e| fail(&e))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(|e| fail(&e))?;
         root.present().map_err(|e| fail(&e))?;
     }
     Ok(svg)
@@ -276,5 +281,45 @@ mod tests {
         // Nothing to draw is still a chart, not an error.
         assert!(stacked("Empty", &[], &[]).unwrap().contains("Empty"));
         assert!(bars("Empty", &[], &[], 300).unwrap().contains("Empty"));
+    }
+
+    /// The legend has a strip of its own: every bar ends left of it, every legend swatch
+    /// starts right of it, however many series there are.
+    #[test]
+    fn the_legend_never_covers_a_bar() {
+        let labels: Vec<String> = (1..=8).map(|d| format!("06-0{d}")).collect();
+        let series: Vec<Series> = (0..6)
+            .map(|k| Series {
+                name: format!("workflow-with-a-long-name-{k}"),
+                values: (0..8).map(|i| 50 + 10 * ((i + k) % 4) as i64).collect(),
+            })
+            .collect();
+        let svg = stacked("Emails sent per day", &labels, &series).unwrap();
+        let strip = (WIDTH - LEGEND_WIDTH) as f64;
+        let mut bars = 0;
+        let mut swatches = 0;
+        for rect in svg.split("<rect").skip(1) {
+            let attr = |name: &str| -> Option<f64> {
+                let at = rect.find(&format!(" {name}=\""))? + name.len() + 3;
+                rect[at..].split('"').next()?.parse().ok()
+            };
+            let (Some(x), Some(w)) = (attr("x"), attr("width")) else {
+                continue;
+            };
+            if w >= WIDTH as f64 - 1.0 {
+                continue; // the background
+            }
+            if x >= strip {
+                swatches += 1;
+            } else {
+                assert!(
+                    x + w <= strip,
+                    "a bar reaches into the legend: x {x}, width {w}"
+                );
+                bars += 1;
+            }
+        }
+        assert_eq!(swatches, 6, "{svg}");
+        assert!(bars >= 40, "{bars} bars");
     }
 }

@@ -36,7 +36,11 @@ pub fn run(root: &Path, args: &ReportArgs) -> Result<ExitCode, CommandError> {
         .and_utc();
     let (c, h, r, x) = runtime.block_on(async {
         let mut conn = store.connection().await?;
-        let c = counts(&mut conn).await?;
+        let mut c = counts(&mut conn).await?;
+        // As of a past moment, stages are as the stage moves recorded then.
+        if args.now.is_some() {
+            c.stages = crate::store::report::stages_as_of(&mut conn, now).await?;
+        }
         let h = history(&mut conn, flow_since, sends_since).await?;
         let r = rates(&mut conn).await?;
         let x = crate::store::results::arms(&mut conn, chrono::DateTime::<Utc>::MIN_UTC).await?;
@@ -81,13 +85,14 @@ struct Page<'a> {
     days: Vec<NaiveDate>,
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:780px;color:#222}\
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:880px;padding:0 1rem;color:#222}\
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2.2rem}\
 .meta{color:#666;margin-top:0}figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}\
 svg{max-width:100%;height:auto}table{border-collapse:collapse;font-size:.9rem;margin:1rem 0}\
 th,td{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:right}\
 th:first-child,td:first-child{text-align:left}.none{color:#888}\
-.grid{display:grid;grid-template-columns:1fr 1fr;gap:0 12px}.grid figure{margin:0}";
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:0 12px}.grid figure{margin:0}\
+.numbers{overflow-x:auto}@media (max-width:700px){.grid{grid-template-columns:1fr}body{margin:1rem auto}}";
 
 impl Page<'_> {
     fn render(&self) -> Result<String, ChartError> {
@@ -235,7 +240,7 @@ impl Page<'_> {
             let caption = "Unique emails a person clicked (or answered) per email delivered; link scanners' clicks are left out.";
             figure(out, id, &svg, caption);
         }
-        out.push_str("<table><thead><tr><th>email step</th><th>sent</th><th>delivered</th><th>opened</th><th>clicked</th><th>click rate</th><th>answers</th><th>unsubscribed</th><th>bounced</th><th>complaints</th></tr></thead><tbody>\n");
+        out.push_str("<div class=\"numbers\"><table><thead><tr><th>email step</th><th>sent</th><th>delivered</th><th>opened</th><th>clicked</th><th>click rate</th><th>answers</th><th>unsubscribed</th><th>bounced</th><th>complaints</th></tr></thead><tbody>\n");
         for (label, s) in labels.iter().zip(&steps) {
             let rate = s
                 .click_rate()
@@ -254,7 +259,7 @@ impl Page<'_> {
                 s.complained
             );
         }
-        out.push_str("</tbody></table>\n");
+        out.push_str("</tbody></table></div>\n");
         for q in &self.rates.questions {
             let nps = q.nps.map_or(String::new(), |n| {
                 format!(
@@ -314,7 +319,9 @@ impl Page<'_> {
 
     /// `status`'s table, for the numbers behind the charts.
     fn numbers(&self, out: &mut String) {
-        out.push_str("<h2>The numbers</h2>\n<table><thead><tr><th>workflow</th>");
+        out.push_str(
+            "<h2>The numbers</h2>\n<div class=\"numbers\"><table><thead><tr><th>workflow</th>",
+        );
         for h in JOURNEYS {
             let _ = write!(out, "<th>{h}</th>");
         }
@@ -332,7 +339,7 @@ impl Page<'_> {
             }
             out.push_str("</tr>\n");
         }
-        out.push_str("</tbody></table>\n");
+        out.push_str("</tbody></table></div>\n");
     }
 }
 

@@ -27,6 +27,70 @@ pub fn week_of(day: NaiveDate) -> NaiveDate {
     day - TimeDelta::days(i64::from(day.weekday().num_days_from_monday()))
 }
 
+/// Customers per stage as they stood at `at` (`None`: not placed yet), for a report as of
+/// a past moment: each customer's stage now, unless they moved after `at` — then the stage
+/// their moves since started from. The start is found by the moves' chain (`from` → `to`),
+/// not by their times: a pass dates a placement at its own moment and a move at its
+/// event's, so the moves of one pass need not be in time order.
+pub async fn stages_as_of(
+    conn: &mut AnyConnection,
+    at: DateTime<Utc>,
+) -> Result<BTreeMap<Option<String>, i64>, StoreError> {
+    let at = at.timestamp_millis();
+    let rows = sqlx::query(
+        "SELECT customer_id, properties FROM events WHERE name = $1 AND at > $2 ORDER BY at, id",
+    )
+    .bind(STAGE_ENTERED)
+    .bind(at)
+    .fetch_all(&mut *conn)
+    .await?;
+    // Each customer's moves after `at`, as (from, to).
+    let mut moves: BTreeMap<String, Vec<(Option<String>, Option<String>)>> = BTreeMap::new();
+    for r in rows {
+        let properties: String = r.try_get(1)?;
+        let p = serde_json::from_str::<serde_json::Value>(&properties).unwrap_or_default();
+        let stage = |k: &str| p.get(k).and_then(|t| t.as_str()).map(str::to_string);
+        moves
+            .entry(r.try_get(0)?)
+            .or_default()
+            .push((stage("from"), stage("to")));
+    }
+    // The stage before them: where their chain starts (the move whose `from` no other move
+    // led to), else the earliest.
+    let mut then: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for (customer, list) in moves {
+        let start = list
+            .iter()
+            .enumerate()
+            .find(|(i, (from, _))| {
+                !list
+                    .iter()
+                    .enumerate()
+                    .any(|(j, (_, to))| j != *i && to == from)
+            })
+            .map(|(_, m)| m)
+            .or(list.first());
+        if let Some((from, _)) = start {
+            then.insert(customer, from.clone());
+        }
+    }
+    let rows =
+        sqlx::query("SELECT id, stage FROM customers WHERE created_at IS NULL OR created_at <= $1")
+            .bind(at)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut out: BTreeMap<Option<String>, i64> = BTreeMap::new();
+    for r in rows {
+        let id: String = r.try_get(0)?;
+        let stage = match then.remove(&id) {
+            Some(before) => before,
+            None => r.try_get(1)?,
+        };
+        *out.entry(stage).or_default() += 1;
+    }
+    Ok(out)
+}
+
 /// Stage moves since `flow_since` and sends since `sends_since`.
 pub async fn history(
     conn: &mut AnyConnection,

@@ -206,3 +206,37 @@ fn in_a_browser(page: &Path, charts: &[String]) {
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("console error"), "{stdout}");
 }
+
+/// A report as of a past moment counts stages as the stage moves recorded then: before
+/// the first pass nobody is placed; after it, the same counts as the store's own column.
+#[test]
+fn stages_are_counted_as_of_the_reports_moment() {
+    for b in backends("report-as-of") {
+        demo_with_stages(&b);
+        pass(&b, "2026-06-01T08:00:00Z");
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let (before, after, now) = with_store(&b, async |s| {
+            let mut conn = s.connection().await.unwrap();
+            let report = tidings::store::report::stages_as_of;
+            let before = report(&mut conn, at("2026-05-01T00:00:00Z")).await.unwrap();
+            let after = report(&mut conn, at("2026-06-02T00:00:00Z")).await.unwrap();
+            let now = tidings::store::status::counts(&mut conn)
+                .await
+                .unwrap()
+                .stages;
+            (before, after, now)
+        });
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            [&None],
+            "{}: {before:?}",
+            b.label
+        );
+        assert_eq!(after, now, "{}", b.label);
+        assert!(after.keys().any(Option::is_some), "{after:?}");
+    }
+}
