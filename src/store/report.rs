@@ -11,6 +11,9 @@ use crate::store::StoreError;
 
 const DAY_MS: i64 = 86_400_000;
 
+/// A stage move: from, to (`None`: not placed).
+type Move = (Option<String>, Option<String>);
+
 /// The history a report charts.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct History {
@@ -45,7 +48,7 @@ pub async fn stages_as_of(
     .fetch_all(&mut *conn)
     .await?;
     // Each customer's moves after `at`, as (from, to).
-    let mut moves: BTreeMap<String, Vec<(Option<String>, Option<String>)>> = BTreeMap::new();
+    let mut moves: BTreeMap<String, Vec<Move>> = BTreeMap::new();
     for r in rows {
         let properties: String = r.try_get(1)?;
         let p = serde_json::from_str::<serde_json::Value>(&properties).unwrap_or_default();
