@@ -403,3 +403,43 @@ fn the_unsubscribe_link_may_live_in_a_layout() {
         run.stderr
     );
 }
+
+/// A broken template that two workflows use is reported once, naming both, and neither
+/// workflow is valid.
+#[test]
+fn a_template_shared_by_two_workflows_is_reported_once() {
+    let dir = scratch_dir("shared-template");
+    write(
+        &dir,
+        "templates/hello.html",
+        "<p>{{ customer.nmae }}</p><a href=\"{{ unsubscribe_url }}\">x</a>",
+    );
+    for w in ["one", "two"] {
+        write(
+            &dir,
+            &format!("workflows/{w}.yaml"),
+            &format!(
+                "name: {w}\ntrigger:\n  event: signed_up\nsteps:\n  - email: hello\n    subject: Hi\n"
+            ),
+        );
+    }
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    assert_eq!(
+        run.stderr.matches("has no field `nmae`").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("in the template of workflows `one`, `two`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("0 valid workflows, 1 error"),
+        "{}",
+        run.stdout
+    );
+}

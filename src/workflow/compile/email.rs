@@ -104,11 +104,12 @@ impl Compiler {
             earlier_coupons.extend(self.earlier_coupons(&name, ctx));
             let key = (name.clone(), scope.event, scope.coupon, earlier.clone());
             // A coupon that is not there fails the trial render too: said once is enough.
-            if self.error_count() > before || !self.checked_templates.insert(key) {
+            if self.error_count() > before {
                 continue;
             }
-            let found = self.templates.check_file(&name, scope, &context);
-            self.diags.extend(found);
+            if self.check_template(key, ctx.workflow, scope, &context) {
+                ctx.broken_template = true;
+            }
         }
         earlier_coupons.sort();
         earlier_coupons.dedup();
@@ -155,6 +156,37 @@ impl Compiler {
                     .help(format!("add `{stem}.{locale}.html` (and `.txt`), or remove the `{locale}` subject so that both are in the default language")),
             );
         }
+    }
+
+    /// Checks a template once for all the workflows that use it alike: a problem is
+    /// reported once, naming every workflow that uses the template. Whether it has an error
+    /// (each workflow that uses it is then invalid).
+    fn check_template(
+        &mut self,
+        key: (String, bool, bool, String),
+        workflow: &str,
+        scope: TemplateScope,
+        context: &Context,
+    ) -> bool {
+        if let Some((found, users)) = self.checked_templates.get_mut(&key) {
+            if !users.iter().any(|u| u == workflow) {
+                users.push(workflow.to_string());
+            }
+            let label = format!("in the template of workflows `{}`", users.join("`, `"));
+            let found = found.clone();
+            for i in &found {
+                self.diags[*i].label = Some(label.clone());
+            }
+            return found.iter().any(|i| self.diags[*i].is_error());
+        }
+        let found = self.templates.check_file(&key.0, scope, context);
+        let broken = found.iter().any(Diagnostic::is_error);
+        let at = self.diags.len();
+        self.diags.extend(found);
+        let users = vec![workflow.to_string()];
+        self.checked_templates
+            .insert(key, ((at..self.diags.len()).collect(), users));
+        broken
     }
 
     /// The steps whose coupons a template shows (`coupons.deal.code`), each one an earlier

@@ -224,7 +224,7 @@ pub fn compile_sources(
         templates,
         diags: Vec::new(),
         now,
-        checked_templates: HashSet::new(),
+        checked_templates: HashMap::new(),
         subjects: Vec::new(),
         email_steps: HashSet::new(),
         engagement_refs: Vec::new(),
@@ -334,7 +334,8 @@ struct Compiler {
     diags: Vec<Diagnostic>,
     now: DateTime<Utc>,
     /// (template, event in scope, coupon in scope, earlier coupons) already checked.
-    checked_templates: HashSet<(String, bool, bool, String)>,
+    /// The problems found (their places in `diags`) and the workflows that use it alike.
+    checked_templates: HashMap<(String, bool, bool, String), (Vec<usize>, Vec<String>)>,
     /// Inline subject templates to register: (name, source).
     subjects: Vec<(String, String)>,
     /// The email step ids of the file being compiled, for `clicked("step")`.
@@ -356,6 +357,9 @@ struct FileCtx<'a> {
     splits: HashMap<String, Span>,
     /// The email steps so far that reserve a coupon: what `coupons.STEP` may name.
     coupon_steps: Vec<String>,
+    /// A template of the file's emails has an error (reported once, perhaps for another
+    /// workflow that uses it too): the workflow is not valid.
+    broken_template: bool,
     errors_before: usize,
 }
 
@@ -442,6 +446,7 @@ impl Compiler {
             ids: HashMap::new(),
             splits: HashMap::new(),
             coupon_steps: Vec::new(),
+            broken_template: false,
             errors_before,
         };
         if wf.steps.is_empty() {
@@ -455,7 +460,7 @@ impl Compiler {
         let steps = self.steps(&wf.steps, &root.key("steps"), "", &mut ctx);
         let holdout = wf.holdout.as_deref().and_then(|h| self.holdout(h, &doc));
         let goal = wf.goal.as_ref().and_then(|g| self.goal(g, &doc));
-        if self.error_count() > ctx.errors_before {
+        if self.error_count() > ctx.errors_before || ctx.broken_template {
             return None;
         }
         Some((
