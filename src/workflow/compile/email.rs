@@ -163,7 +163,7 @@ impl Compiler {
     /// (each workflow that uses it is then invalid).
     fn check_template(
         &mut self,
-        key: (String, bool, bool, String),
+        key: super::TemplateUse,
         workflow: &str,
         scope: TemplateScope,
         context: &Context,

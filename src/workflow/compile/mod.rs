@@ -328,6 +328,10 @@ impl Compiler {
     }
 }
 
+/// A template as one email step uses it: its name, whether `event` and `coupon` are in
+/// scope, and the earlier coupons it may show.
+type TemplateUse = (String, bool, bool, String);
+
 struct Compiler {
     engine: Arc<ExprEngine>,
     templates: Templates,
@@ -335,7 +339,7 @@ struct Compiler {
     now: DateTime<Utc>,
     /// (template, event in scope, coupon in scope, earlier coupons) already checked.
     /// The problems found (their places in `diags`) and the workflows that use it alike.
-    checked_templates: HashMap<(String, bool, bool, String), (Vec<usize>, Vec<String>)>,
+    checked_templates: HashMap<TemplateUse, (Vec<usize>, Vec<String>)>,
     /// Inline subject templates to register: (name, source).
     subjects: Vec<(String, String)>,
     /// The email step ids of the file being compiled, for `clicked("step")`.
