@@ -390,7 +390,44 @@ fn new_tera() -> Tera {
     tera.autoescape_on([".html", ".htm"]);
     tera.register_function("answer_url", answer_url);
     tera.register_filter("urlencode", urlencode);
+    tera.register_filter("date", date);
     tera
+}
+
+/// `{{ coupon.expires_at | date(locale=customer.locale) }}`: a date (`2026-07-02`, or a
+/// time in RFC 3339) written as the locale writes a long date — `2026年7月2日` for `ja`,
+/// `2 July 2026` for `en-GB`, `July 2, 2026` for `en` or no locale — by ICU4X, with CLDR's
+/// data.
+fn date(value: &str, kwargs: tera::Kwargs, _: &tera::State) -> tera::TeraResult<String> {
+    use chrono::Datelike;
+    let locale: Option<tera::Value> = kwargs.get("locale")?;
+    let tag = locale.as_ref().and_then(|l| l.as_str()).unwrap_or("en");
+    let day = chrono::NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d")
+        .ok()
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(value.trim())
+                .ok()
+                .map(|t| t.date_naive())
+        })
+        .ok_or_else(|| {
+            tera::Error::message(format!(
+                "`date` needs a date such as 2026-07-02, not `{value}`"
+            ))
+        })?;
+    let locale: icu_locale_core::Locale = tag
+        .replace('_', "-")
+        .parse()
+        .unwrap_or(icu_locale_core::locale!("en"));
+    let formatter = icu_datetime::FixedCalendarDateTimeFormatter::<
+        icu_calendar::Gregorian,
+        icu_datetime::fieldsets::YMD,
+    >::try_new(locale.into(), icu_datetime::fieldsets::YMD::long())
+    .map_err(|e| tera::Error::message(format!("no date format for `{tag}`: {e}")))?;
+    let month = u8::try_from(day.month()).unwrap_or(1);
+    let dom = u8::try_from(day.day()).unwrap_or(1);
+    let date = icu_calendar::Date::try_new_gregorian(day.year(), month, dom)
+        .map_err(|e| tera::Error::message(format!("`{value}`: {e}")))?;
+    Ok(formatter.format(&date).to_string())
 }
 
 /// `{{ customer.id | urlencode }}`: a value made safe inside a URL's query.
@@ -625,6 +662,26 @@ fn render_diagnostic(e: &tera::Error, file: &SourceFile, templates: &Templates) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_written_as_each_language_writes_them() {
+        let mut tera = new_tera();
+        tera.add_raw_template("t", "{{ d | date(locale=l) }}")
+            .unwrap();
+        let render = |d: &str, l: Option<&str>| {
+            let mut ctx = Context::new();
+            ctx.insert("d", d);
+            ctx.insert("l", &l);
+            tera.render("t", &ctx).unwrap()
+        };
+        assert_eq!(render("2026-07-02", Some("ja")), "2026年7月2日");
+        assert_eq!(render("2026-07-02", Some("ja-JP")), "2026年7月2日");
+        assert_eq!(render("2026-07-02", Some("en-GB")), "2 July 2026");
+        assert_eq!(render("2026-07-02T10:00:00Z", None), "July 2, 2026");
+        assert_eq!(render("2026-07-02", Some("es-MX")), "2 de julio de 2026");
+        assert_eq!(render("2026-07-02", Some("zh-CN")), "2026年7月2日");
+        assert!(render("2026-07-02", Some("hi")).contains("2026"));
+    }
 
     #[test]
     fn references_skip_strings_filters_and_methods() {

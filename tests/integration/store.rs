@@ -1270,8 +1270,9 @@ fn a_reminder_shows_the_code_its_first_step_reserved() {
         for body in [reminder.html.as_deref(), reminder.text.as_deref()] {
             let body = body.unwrap();
             assert!(body.contains(&code), "{}: {code} in\n{body}", b.label);
+            // The deal's expiry, as Wei (zh-CN) reads a date.
             assert!(
-                body.contains("2026-06-15"),
+                body.contains("2026年6月15日"),
                 "{}: the deal's expiry in\n{body}",
                 b.label
             );
