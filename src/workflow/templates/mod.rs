@@ -596,6 +596,24 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_written_as_each_language_writes_them() {
+        let mut tera = new_tera();
+        tera.add_raw_template("t", "{{ n | number(locale=l, decimals=2) }}")
+            .unwrap();
+        let render = |n: f64, l: &str| {
+            let mut ctx = Context::new();
+            ctx.insert("n", &n);
+            ctx.insert("l", l);
+            tera.render("t", &ctx).unwrap()
+        };
+        assert_eq!(render(1234.5, "en"), "1,234.50");
+        assert_eq!(render(1234.5, "de"), "1.234,50");
+        assert_eq!(render(1234.5, "ja-JP"), "1,234.50");
+        assert_eq!(render(0.125, "en"), "0.12");
+        assert_eq!(render(1234567.0, "hi"), "12,34,567.00");
+    }
+
+    #[test]
     fn references_skip_strings_filters_and_methods() {
         let refs = references(
             "Hi {{ customer.first_name | default(value=\"friend.x\") }} {% if coupon.code %}{{ x.y.z }}{% endif %} {{ answer_url(question=\"nps\", value=9) }} {% if a == b %}{% endif %}",
