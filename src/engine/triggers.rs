@@ -11,7 +11,7 @@ use crate::store::enrollments::EnrollmentRow;
 use crate::store::{customer_rows, enrollments, events, schedules};
 use crate::workflow::expr::pushdown::SqlFilter;
 use crate::workflow::expr::{EvalInput, EventHistory};
-use crate::workflow::plan::{Reentry, StepKind, Trigger, Workflow, Zone};
+use crate::workflow::plan::{Reentry, Trigger, Workflow, Zone};
 use crate::workflow::raw::CatchUp;
 use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use chrono_tz::Tz;
@@ -221,11 +221,11 @@ impl Engine {
     fn resumes(&self, event: &Event) -> bool {
         let machine = event.properties.get("machine") == Some(&serde_json::Value::Bool(true));
         !machine
-            && self.plan.workflows.iter().any(|wf| {
-                wf.all_steps()
-                    .iter()
-                    .any(|s| matches!(&s.kind, StepKind::WaitFor(w) if w.event == event.name))
-            })
+            && self
+                .plan
+                .workflows
+                .iter()
+                .any(|wf| wf.waits_for.contains(&event.name))
     }
 
     /// Whether a customer enters — if the audience, consent and the re-entry rule allow

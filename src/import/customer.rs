@@ -17,15 +17,15 @@ pub(super) fn customer_from_cells(
     let mut errors = Vec::new();
     let mut topics = None;
     for (field, column, cell) in &cells {
+        let mut fail = |message: String| {
+            errors.push(RowError {
+                line,
+                column: *column,
+                field: field.clone(),
+                message,
+            })
+        };
         if field == UNSUBSCRIBED_TOPICS {
-            let mut fail = |message: String| {
-                errors.push(RowError {
-                    line,
-                    column: *column,
-                    field: field.clone(),
-                    message,
-                })
-            };
             topics = Some(list(cell, field, &mut fail));
             continue;
         }
@@ -37,14 +37,6 @@ pub(super) fn customer_from_cells(
             continue;
         };
         present.push(fixed);
-        let mut fail = |message: String| {
-            errors.push(RowError {
-                line,
-                column: *column,
-                field: field.clone(),
-                message,
-            })
-        };
         match fixed {
             "orders_count" | "total_spent" => set_number(&mut c, fixed, cell, &mut fail),
             "tags" => set_tags(&mut c, cell, &mut fail),

@@ -74,6 +74,9 @@ pub struct Workflow {
     pub tracking: crate::config::WorkflowTracking,
     /// `topic:`: the kind of mail, which a customer may opt out of on its own.
     pub topic: Option<String>,
+    /// The events its `wait: {for: ...}` steps wait for: computed once, since every event a
+    /// pass processes asks whether some workflow waits for it.
+    pub waits_for: std::collections::BTreeSet<String>,
     /// `holdout:` as a share (0.1 for `10%`) of those who enter.
     pub holdout: Option<f64>,
     pub goal: Option<Goal>,

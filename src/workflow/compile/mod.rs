@@ -120,6 +120,20 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
     }
 }
 
+/// The events the `wait: {for: ...}` steps of a list (and its branches) wait for.
+fn waited_for(steps: &[crate::workflow::plan::Step]) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for s in steps {
+        if let crate::workflow::plan::StepKind::WaitFor(w) = &s.kind {
+            out.insert(w.event.clone());
+        }
+        for branch in s.kind.branches() {
+            out.extend(waited_for(branch));
+        }
+    }
+    out
+}
+
 /// `topic:` must name one of tidings.yaml's `topics:`, on a marketing workflow (receipts
 /// have no topic: nobody opts out of them).
 fn check_topics(plan: &Plan, config: &crate::config::Config, diagnostics: &mut Vec<Diagnostic>) {
@@ -481,6 +495,7 @@ impl Compiler {
                 catch_up: wf.catch_up,
                 tracking: wf.tracking.clone(),
                 topic: wf.topic.clone(),
+                waits_for: waited_for(&steps),
                 holdout,
                 goal,
                 graph: crate::workflow::plan::StepGraph::of(&steps),
