@@ -49,6 +49,10 @@ pub enum Command {
     Event(EventArgs),
     /// Run one pass of every trigger and every due step, then exit.
     Run(RunArgs),
+    /// Backfill: enroll the customers a workflow would have taken had it been running —
+    /// its trigger's past events, or the customers an audience keeps. `--dry-run` shows
+    /// who would enter.
+    Enroll(EnrollArgs),
     /// Rehearse a time window on a copy of the store: what would be sent, when, to whom.
     Simulate(SimulateArgs),
     /// The operator's view of queued and sent emails: list, retry, cancel.
@@ -74,6 +78,31 @@ pub enum Command {
     /// token of `server.token` in tidings.yaml or, when that is not set, of the
     /// environment variable TIDINGS_API_TOKEN; with neither they are off (403).
     Daemon(DaemonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EnrollArgs {
+    /// The workflow's name.
+    pub workflow: String,
+    /// For a workflow started by an event: replay its trigger's events since this date or
+    /// time (`2026-11-23`); each customer enters as of their event.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only customers this Rhai expression keeps, besides the workflow's own audience
+    /// (`days_since(customer.first_order_at) <= 7`). Required for a workflow started by a
+    /// schedule or a date.
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// For a workflow started by a schedule or a date: the moment the customers enter
+    /// (date or RFC 3339; default now).
+    #[arg(long = "as-of")]
+    pub as_of: Option<String>,
+    /// Show who would enter and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The present moment (RFC 3339; default now): events after it are not replayed.
+    #[arg(long)]
+    pub now: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

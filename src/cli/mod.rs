@@ -11,6 +11,7 @@ use args::{Cli, Command};
 pub mod args;
 pub mod charts;
 pub mod daemon;
+pub mod enroll;
 pub mod import;
 pub mod outbox;
 pub mod plan;
@@ -36,6 +37,7 @@ pub fn main() -> ExitCode {
         Command::Import(args) => import::run(&cli.project, args, args.progress.progress),
         Command::Event(args) => import::event(&cli.project, args),
         Command::Run(args) => run::run(&cli.project, args, args.progress.progress),
+        Command::Enroll(args) => enroll::run(&cli.project, args),
         Command::Simulate(args) => simulate::run(&cli.project, args, args.progress.progress),
         Command::Outbox(args) => outbox::run(&cli.project, args),
         Command::Plan(args) => plan::run(&cli.project, args),

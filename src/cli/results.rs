@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use crate::cli::args::{ResultsArgs, ResultsFormat};
-use crate::cli::shared::{CommandError, open_store};
+use crate::cli::shared::{CommandError, day_or_time_arg, open_store};
 use crate::stats::{
     Interval, MIN_CONVERSIONS, MIN_PER_ARM, difference, sample_size, two_proportion_p, wilson,
 };
@@ -22,7 +22,7 @@ use crate::workflow::plan::HOLDOUT;
 
 pub fn run(root: &Path, args: &ResultsArgs) -> Result<ExitCode, CommandError> {
     let since = match &args.since {
-        Some(text) => parse_since(text)?,
+        Some(text) => day_or_time_arg("--since", text)?,
         None => chrono::DateTime::<chrono::Utc>::MIN_UTC,
     };
     let (runtime, _project, store) = open_store(root)?;
@@ -66,14 +66,6 @@ pub fn run(root: &Path, args: &ResultsArgs) -> Result<ExitCode, CommandError> {
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, CommandError> {
-    if let Ok(day) = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
-        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
-    }
-    crate::time::parse_time(text)
-        .map_err(|e| CommandError::Usage(format!("--since: {e}; write a date such as 2026-06-01")))
 }
 
 /// One arm with what is computed from it.

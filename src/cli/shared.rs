@@ -88,6 +88,18 @@ pub fn time_arg(arg: Option<&str>) -> Result<chrono::DateTime<chrono::Utc>, Comm
     }
 }
 
+/// A flag's date (midnight UTC) or RFC 3339 time.
+pub fn day_or_time_arg(
+    flag: &str,
+    text: &str,
+) -> Result<chrono::DateTime<chrono::Utc>, CommandError> {
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
+        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    crate::time::parse_time(text)
+        .map_err(|e| CommandError::Usage(format!("{flag}: {e}; or a date such as 2026-06-01")))
+}
+
 /// The project's workflows, compiled; when they have errors, the diagnostics are printed
 /// with "the workflows have errors; {consequence}" and `None` says to stop.
 pub fn compile_or_report(

@@ -5,6 +5,7 @@
 //! Time is passed in, never read: `run --once --now`, `simulate` and the daemon all drive
 //! the same code with their own clocks.
 
+pub mod backfill;
 mod compose;
 pub mod deployed;
 mod outcomes;

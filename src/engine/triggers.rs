@@ -105,11 +105,11 @@ pub(super) enum Entry {
 /// What decides whether a customer may enter a workflow, read before `enroll` — for a
 /// whole page of customers at once where many enter together.
 pub(super) struct Admission<'a> {
-    suppressions: &'a mut Suppressions,
+    pub(super) suppressions: &'a mut Suppressions,
     /// When the customer last entered this workflow, for the re-entry rule.
-    last_entry: Option<DateTime<Utc>>,
+    pub(super) last_entry: Option<DateTime<Utc>>,
     /// The customer's past events, read only for workflows that call `event_count`.
-    history: Option<&'a Arc<EventHistory>>,
+    pub(super) history: Option<&'a Arc<EventHistory>>,
 }
 
 /// A fire time this old when its pass runs was missed (nothing ran when it fell due) and

@@ -59,6 +59,19 @@ pub async fn last_entries(
     Ok(out)
 }
 
+/// Which of these enrollment ids are stored already.
+pub async fn existing(
+    conn: &mut AnyConnection,
+    ids: &[&str],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let sql = "SELECT id FROM enrollments WHERE id IN ({list})";
+    let mut out = std::collections::HashSet::new();
+    for row in super::fetch_in(conn, sql, &[], ids).await? {
+        out.insert(row.try_get::<String, _>(0)?);
+    }
+    Ok(out)
+}
+
 /// When the customer last entered the workflow, for the re-entry rule.
 pub async fn last_entry(
     conn: &mut AnyConnection,

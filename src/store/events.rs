@@ -32,6 +32,32 @@ pub async fn pending_events(
     rows.iter().map(event_from_row).collect()
 }
 
+/// The events of one name in `[since, until]`, in time order, a page after `after` (the
+/// last page's final time and id): what a backfill replays.
+pub async fn named_between(
+    conn: &mut AnyConnection,
+    name: &str,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    after: Option<(DateTime<Utc>, &str)>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let (after_at, after_id) = after.map_or((i64::MIN, ""), |(at, id)| (at.timestamp_millis(), id));
+    let sql = format!(
+        "SELECT * FROM events WHERE name = $1 AND at >= $2 AND at <= $3 \
+         AND (at > $4 OR (at = $4 AND id > $5)) ORDER BY at, id LIMIT {limit}"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(name)
+        .bind(since.timestamp_millis())
+        .bind(until.timestamp_millis())
+        .bind(after_at)
+        .bind(after_id)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
 pub(super) fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
     let corrupt = |w: &str| StoreError::Corrupt(w.to_string());
     let properties: String = r.try_get("properties")?;

@@ -4,6 +4,7 @@
 mod api;
 mod architecture;
 mod audience;
+mod backfill;
 mod campaign;
 mod common;
 mod daemon;

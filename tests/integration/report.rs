@@ -205,6 +205,26 @@ fn in_a_browser(page: &Path, charts: &[String]) {
     let (code, stdout, _, _) = check(&fetches);
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("console error"), "{stdout}");
+
+    // The page is read at 1280 px, 900 px and on a phone: one that scrolls sideways on a
+    // phone (a fixed width where the page's own styles let it shrink) fails there only.
+    let fixed = page.with_file_name("fixed-width.html");
+    std::fs::write(
+        &fixed,
+        text.replacen("<h1>", "<div style=\"width: 800px\">&nbsp;</div><h1>", 1),
+    )
+    .unwrap();
+    let (code, stdout, _, _) = check(&fixed);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("390 px: the page scrolls sideways") && !stdout.contains("1280 px:"),
+        "{stdout}"
+    );
+    for wide in ["shot-1280.png", "shot-390.png"] {
+        let path = shot
+            .with_file_name(shot.file_stem().unwrap().to_string_lossy().to_string() + &wide[4..]);
+        assert!(path.exists(), "no screenshot at {}", path.display());
+    }
 }
 
 /// A report as of a past moment counts stages as the stage moves recorded then: before

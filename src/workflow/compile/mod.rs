@@ -412,7 +412,7 @@ impl Compiler {
         }
     }
 
-    /// The file as serde reads it, or its first structural problem reported.
+    /// The file as serde reads it, or every structural problem of it reported.
     fn read_file(&mut self, file: &SourceFile) -> Option<raw::WorkflowFile> {
         if file.text().trim().is_empty() {
             self.error(
@@ -423,10 +423,10 @@ impl Compiler {
             );
             return None;
         }
-        match crate::source::yaml::parse_typed(file) {
+        match crate::source::yaml::parse_typed_all(file) {
             Ok(wf) => Some(wf),
-            Err(d) => {
-                self.diags.push(*d);
+            Err(found) => {
+                self.diags.extend(found);
                 None
             }
         }
