@@ -1,5 +1,6 @@
-//! What tidings adds to Tera: `answer_url(...)`, the `urlencode`, `date(locale=...)` and
-//! `number(locale=...)` filters, and the autoescaping every email template gets.
+//! What tidings adds to Tera: `answer_url(...)`, the `urlencode`, `date(locale=...)`,
+//! `number(locale=...)` and `price(currency=..., locale=...)` filters, and the autoescaping
+//! every email template gets.
 
 use tera::Tera;
 
@@ -26,6 +27,7 @@ pub(super) fn new_tera() -> Tera {
     tera.register_filter("urlencode", urlencode);
     tera.register_filter("date", date);
     tera.register_filter("number", number);
+    tera.register_filter("price", price);
     tera
 }
 
@@ -98,16 +100,54 @@ fn answer_url(kwargs: tera::Kwargs, _: &tera::State) -> tera::TeraResult<String>
 
 /// `{{ customer.total_spent | number(locale=customer.locale, decimals=2) }}`: a number with
 /// the locale's separators (`1,234.50` in `en`, `1.234,50` in `es`), rounded to `decimals`
-/// places when given — by ICU4X, with CLDR's data. Prices are numbers with two decimals.
+/// places when given — by ICU4X, with CLDR's data.
 fn number(value: &tera::Value, kwargs: tera::Kwargs, _: &tera::State) -> tera::TeraResult<String> {
+    let decimals: Option<i64> = kwargs.get("decimals")?;
+    let (n, locale) = decimal_and_locale(value, &kwargs, "number", decimals)?;
+    let formatter = icu_decimal::DecimalFormatter::try_new((&locale).into(), Default::default())
+        .map_err(|e| tera::Error::message(format!("no number format for `{locale}`: {e}")))?;
+    Ok(formatter.format(&n).to_string())
+}
+
+/// `{{ order.total | price(currency="EUR", locale=customer.locale) }}`: an amount of money
+/// as the locale writes it, the currency's symbol where the locale puts it — `€1,234.50`
+/// in `en`, `1.234,50 €` in `de`, `1 234,50 €` in `fr` — rounded to `decimals` places (2
+/// unless given: `decimals=0` for yen). By ICU4X's currency formatter, with CLDR's data.
+fn price(value: &tera::Value, kwargs: tera::Kwargs, _: &tera::State) -> tera::TeraResult<String> {
+    use icu_experimental::dimension::currency::{CurrencyCode, formatter::CurrencyFormatter};
+    let currency: String = kwargs.must_get("currency")?;
+    let code = currency.trim().to_ascii_uppercase();
+    let code = (code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()))
+        .then(|| code.parse().ok())
+        .flatten()
+        .map(CurrencyCode)
+        .ok_or_else(|| {
+            tera::Error::message(format!(
+                "`currency` of `price` must be an ISO 4217 code such as \"EUR\", not `{currency}`"
+            ))
+        })?;
+    let decimals: Option<i64> = kwargs.get("decimals")?;
+    let (n, locale) = decimal_and_locale(value, &kwargs, "price", Some(decimals.unwrap_or(2)))?;
+    let formatter = CurrencyFormatter::try_new((&locale).into(), Default::default())
+        .map_err(|e| tera::Error::message(format!("no price format for `{locale}`: {e}")))?;
+    Ok(formatter.format_fixed_decimal(&n, &code).to_string())
+}
+
+/// The value as a decimal (rounded and padded to `decimals` places when given) and the
+/// `locale=` argument as a locale (`en` when absent or unknown).
+fn decimal_and_locale(
+    value: &tera::Value,
+    kwargs: &tera::Kwargs,
+    filter: &str,
+    decimals: Option<i64>,
+) -> tera::TeraResult<(fixed_decimal::Decimal, icu_locale_core::Locale)> {
     use fixed_decimal::{Decimal, FloatPrecision};
     let x = value
         .as_f64()
         .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
-        .ok_or_else(|| tera::Error::message(format!("`number` needs a number, not `{value}`")))?;
+        .ok_or_else(|| tera::Error::message(format!("`{filter}` needs a number, not `{value}`")))?;
     let locale: Option<tera::Value> = kwargs.get("locale")?;
     let tag = locale.as_ref().and_then(|l| l.as_str()).unwrap_or("en");
-    let decimals: Option<i64> = kwargs.get("decimals")?;
     let mut n = Decimal::try_from_f64(x, FloatPrecision::RoundTrip)
         .map_err(|_| tera::Error::message(format!("`{x}` cannot be written as a number")))?;
     if let Some(places) = decimals {
@@ -119,7 +159,5 @@ fn number(value: &tera::Value, kwargs: tera::Kwargs, _: &tera::State) -> tera::T
         .replace('_', "-")
         .parse()
         .unwrap_or(icu_locale_core::locale!("en"));
-    let formatter = icu_decimal::DecimalFormatter::try_new((&locale).into(), Default::default())
-        .map_err(|e| tera::Error::message(format!("no number format for `{tag}`: {e}")))?;
-    Ok(formatter.format(&n).to_string())
+    Ok((n, locale))
 }

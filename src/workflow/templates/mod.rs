@@ -614,6 +614,35 @@ mod tests {
     }
 
     #[test]
+    fn prices_carry_their_symbol_where_each_language_puts_it() {
+        let mut tera = new_tera();
+        tera.add_raw_template("t", "{{ n | price(currency=c, locale=l) }}")
+            .unwrap();
+        tera.add_raw_template(
+            "yen",
+            "{{ n | price(currency=\"jpy\", locale=\"ja\", decimals=0) }}",
+        )
+        .unwrap();
+        let render = |template: &str, n: f64, c: &str, l: &str| {
+            let mut ctx = Context::new();
+            ctx.insert("n", &n);
+            ctx.insert("c", c);
+            ctx.insert("l", l);
+            tera.render(template, &ctx)
+        };
+        let price = |n: f64, c: &str, l: &str| render("t", n, c, l).unwrap();
+        assert_eq!(price(1234.5, "USD", "en-US"), "$1,234.50");
+        assert_eq!(price(1234.5, "EUR", "en"), "€1,234.50");
+        assert_eq!(price(1234.5, "EUR", "de-DE"), "1.234,50\u{a0}€");
+        assert_eq!(price(1234.5, "EUR", "fr-FR"), "1\u{202f}234,50\u{a0}€");
+        assert_eq!(price(1234.5, "GBP", "en-GB"), "£1,234.50");
+        assert_eq!(price(1234567.0, "INR", "hi"), "₹12,34,567.00");
+        assert_eq!(render("yen", 1234.6, "", "").unwrap(), "￥1,235");
+        let wrong = render("t", 1.0, "euro", "en").unwrap_err();
+        assert!(format!("{wrong:?}").contains("ISO 4217"), "{wrong:?}");
+    }
+
+    #[test]
     fn references_skip_strings_filters_and_methods() {
         let refs = references(
             "Hi {{ customer.first_name | default(value=\"friend.x\") }} {% if coupon.code %}{{ x.y.z }}{% endif %} {{ answer_url(question=\"nps\", value=9) }} {% if a == b %}{% endif %}",
