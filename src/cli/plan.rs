@@ -39,26 +39,88 @@ pub fn run(root: &Path, args: &PlanArgs) -> Result<ExitCode, CommandError> {
             None => (Base::NothingDeployed, None),
         },
     };
+    let workflows = Arc::new(compiled.plan);
     let result = runtime.block_on(forecast(
         &store,
-        Arc::new(compiled.plan),
+        workflows.clone(),
         &project.config,
         prints.as_deref(),
         now,
     ));
-    runtime.block_on(store.close());
     let plan = result.map_err(|e| {
         CommandError::Usage(format!(
             "the plan stopped: {}",
             crate::source::diagnostic::error_chain(&e)
         ))
     })?;
+    let engine =
+        crate::engine::Engine::new(workflows.clone(), store.clone(), project.config.clone());
+    let backfills = runtime.block_on(backfills(&engine, &workflows, &plan));
+    runtime.block_on(store.close());
+    let backfills = backfills.map_err(|e| {
+        CommandError::Failed(format!(
+            "the plan stopped: {}",
+            crate::source::diagnostic::error_chain(&e)
+        ))
+    })?;
     let text = match args.format {
-        PlanFormat::Markdown => markdown(&plan, &base),
-        PlanFormat::Json => json(&plan, &base),
+        PlanFormat::Markdown => markdown(&plan, &base, &backfills),
+        PlanFormat::Json => json(&plan, &base, &backfills),
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How far back `plan` looks for the events a new workflow could be backfilled from.
+const BACKFILL_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(30);
+
+/// Who a new event-triggered workflow would take from the last 30 days' events with
+/// `tidings enroll`: the workflow takes only future events unless asked.
+#[derive(Debug, serde::Serialize)]
+struct Backfillable {
+    workflow: String,
+    event: String,
+    since: DateTime<Utc>,
+    events: u64,
+    customers: usize,
+}
+
+/// A dry-run backfill of each new workflow started by an event.
+async fn backfills(
+    engine: &crate::engine::Engine,
+    workflows: &crate::workflow::plan::Plan,
+    plan: &Forecast,
+) -> Result<Vec<Backfillable>, crate::engine::EngineError> {
+    use crate::engine::backfill::{Backfill, BackfillFrom};
+    use crate::workflow::plan::Trigger;
+    let since = plan.now - BACKFILL_WINDOW;
+    let mut out = Vec::new();
+    for line in plan.lines.iter().filter(|l| l.change == Change::Added) {
+        let Some(wf) = workflows.workflow(&line.workflow) else {
+            continue;
+        };
+        let Trigger::Event { name, .. } = &wf.trigger else {
+            continue;
+        };
+        if !wf.enabled {
+            continue;
+        }
+        let job = Backfill {
+            workflow: wf,
+            from: BackfillFrom::Events { since },
+            audience: None,
+            dry_run: true,
+        };
+        let report = engine.backfill(&job, plan.now).await?;
+        out.push(Backfillable {
+            workflow: wf.name.clone(),
+            event: name.clone(),
+            since,
+            events: report.considered,
+            customers: report.admitted.len(),
+        });
+    }
+    Ok(out)
 }
 
 /// The workflows at `reference`, from an export of the project's folder at that ref.
@@ -193,7 +255,7 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|")
 }
 
-fn markdown(plan: &Forecast, base: &Base) -> String {
+fn markdown(plan: &Forecast, base: &Base, backfills: &[Backfillable]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## tidings plan\n");
     let _ = writeln!(
@@ -255,6 +317,24 @@ fn markdown(plan: &Forecast, base: &Base) -> String {
             let _ = writeln!(out, "{e}");
         }
     }
+    if !backfills.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n**Backfill**: a new workflow takes only events still to come; `tidings enroll` \
+             takes past ones, each customer as of their event.\n"
+        );
+        for b in backfills {
+            let since = b.since.format("%Y-%m-%d");
+            let _ = writeln!(
+                out,
+                "- `{}`: {} of the last 30 days' `{}` events would enter — `tidings enroll {} --since {since} --dry-run` lists them.",
+                b.workflow,
+                crate::cli::shared::counted(b.customers as u64, "customer"),
+                b.event,
+                b.workflow,
+            );
+        }
+    }
     if !notes.is_empty() {
         let _ = writeln!(out, "\n**Stranded journeys**\n");
         for n in notes {
@@ -292,7 +372,7 @@ fn experiment_notes(plan: &Forecast) -> Vec<String> {
         .collect()
 }
 
-fn json(plan: &Forecast, base: &Base) -> String {
+fn json(plan: &Forecast, base: &Base, backfills: &[Backfillable]) -> String {
     let base = match base {
         Base::Deployed(at) => serde_json::json!({ "kind": "deployed", "at": at }),
         Base::NothingDeployed => serde_json::json!({ "kind": "none" }),
@@ -303,6 +383,7 @@ fn json(plan: &Forecast, base: &Base) -> String {
         "customers": plan.customers,
         "against": base,
         "workflows": plan.lines,
+        "backfill": backfills,
     });
     format!(
         "{}\n",

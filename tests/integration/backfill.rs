@@ -81,6 +81,19 @@ fn a_backfill_replays_past_events_each_as_of_its_own_time() {
         project(&b);
         let since = ["how-is-it", "--since", "2026-11-15"];
 
+        // `plan` says who a backfill of the new workflow would take (the last 30 days).
+        let run = tidings(&b)
+            .args(["plan", "--now", "2026-11-30T12:00:00Z"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        assert!(
+            run.stdout.contains(
+                "- `how-is-it`: 2 customers of the last 30 days' `order_placed` events would enter — `tidings enroll how-is-it --since 2026-10-31 --dry-run` lists them."
+            ),
+            "{}",
+            run.stdout
+        );
+
         // The plan: who would enter, as of their order; nothing written.
         let mut dry = since.to_vec();
         dry.push("--dry-run");
