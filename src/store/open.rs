@@ -6,6 +6,13 @@ use chrono::Utc;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
+/// Set on every SQLite connection. A new store's pages are 16 KiB: an email's body (a few
+/// KiB) then shares a page with the next one's instead of taking overflow pages of its
+/// own, so a commit writes (and a checkpoint copies) a fraction of the pages; an existing
+/// store keeps the size it was made with. Temporary tables and statement journals stay in
+/// memory rather than in files made and removed per transaction.
+const SQLITE_PRAGMAS: [&str; 2] = ["PRAGMA page_size = 16384", "PRAGMA temp_store = MEMORY"];
+
 impl Store {
     /// Opens (and for SQLite creates) the database and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -81,6 +88,9 @@ impl Store {
                         sqlx::query("PRAGMA busy_timeout = 5000")
                             .execute(&mut *conn)
                             .await?;
+                        for pragma in SQLITE_PRAGMAS {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
                         if !durable {
                             sqlx::query("PRAGMA synchronous = OFF")
                                 .execute(&mut *conn)
