@@ -8,6 +8,8 @@
 # reaches on this machine in the same run.
 #
 #   examples/bench/campaign.sh [CUSTOMERS] [RUNS]      (SESSIONS=8 PORT=2525)
+#   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test examples/bench/campaign.sh
+#     (PostgreSQL: each run in a fresh schema `tidings_bench`)
 #
 # Installs Postfix (for smtp-sink and smtp-source) from Debian's packages when missing, and
 # builds tidings in release mode.
@@ -45,8 +47,18 @@ t1=$(now)
 ceiling=$(ratio "$N" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
 
 cp -r "$here/workflows" "$here/templates" "$work/"
+database="sqlite://$work/tidings.db"
+fresh_store() { rm -f "$work"/tidings.db*; }
+if [ -n "${DATABASE_URL:-}" ]; then
+  sep='?'
+  case "$DATABASE_URL" in *\?*) sep='&' ;; esac
+  database="$DATABASE_URL${sep}options=-c%20search_path%3Dtidings_bench"
+  fresh_store() {
+    psql -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS tidings_bench CASCADE" -c "CREATE SCHEMA tidings_bench"
+  }
+fi
 cat >"$work/tidings.yaml" <<YAML
-database: sqlite://$work/tidings.db
+database: $database
 email:
   from: "Acme <news@acme.example>"
   transport: smtp://127.0.0.1:$PORT
@@ -65,7 +77,7 @@ rates=()
 cpus=()
 rsss=()
 for run in $(seq 1 "$RUNS"); do
-  rm -f "$work"/tidings.db*
+  fresh_store
   "$bin" -C "$work" import customers "$work/customers.csv" >/dev/null
   /usr/bin/time -f "%e %U %S %M" -o "$work/time.txt" \
     "$bin" -C "$work" run --once --now 2026-06-01T10:00:00Z --progress never >"$work/run.txt"
@@ -89,7 +101,7 @@ if ! command -v strace >/dev/null 2>&1; then
 fi
 calls="(strace missing)"
 if command -v strace >/dev/null 2>&1; then
-  rm -f "$work"/tidings.db*
+  fresh_store
   "$bin" -C "$work" import customers "$work/customers.csv" >/dev/null
   strace -f -c -o "$work/strace.txt" \
     "$bin" -C "$work" run --once --now 2026-06-01T10:00:00Z --progress never >/dev/null

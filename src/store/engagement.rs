@@ -320,6 +320,10 @@ pub(super) async fn credit(
     insert(conn, &id, &email, row, &visit).await
 }
 
+/// A customer's coupons redeemed by a moment, with the emails that gave them: read with
+/// every history, so it must find them by the customer (`coupons_redeemed_by_customer`).
+pub const REDEEMED_SQL: &str = "SELECT d.workflow, d.step, d.enrollment_id FROM coupons c JOIN deliveries d ON d.id = c.delivery_id WHERE c.customer_id = $1 AND c.redeemed_at IS NOT NULL AND c.redeemed_at <= $2";
+
 /// Everything expressions read of a customer's past up to `until`: their events by name
 /// (`event_count`) and what they did with their emails (`clicked`, `opened`, `answer`).
 pub async fn history(
@@ -329,7 +333,7 @@ pub async fn history(
 ) -> Result<crate::workflow::expr::EventHistory, StoreError> {
     let mut history = super::events::history(conn, customer_id, until).await?;
     history.1 = of_customer(conn, customer_id, until).await?;
-    let rows = sqlx::query("SELECT d.workflow, d.step, d.enrollment_id FROM coupons c JOIN deliveries d ON d.id = c.delivery_id WHERE c.customer_id = $1 AND c.redeemed_at IS NOT NULL AND c.redeemed_at <= $2")
+    let rows = sqlx::query(REDEEMED_SQL)
         .bind(customer_id)
         .bind(until.timestamp_millis())
         .fetch_all(conn)

@@ -225,6 +225,11 @@ pub async fn save_enrollments(
     Ok(saved)
 }
 
+/// Run for each event some journey may wait for, so it must find them by the customer
+/// (`enrollments_waiting`). `due_at + 0`: without statistics SQLite would otherwise take
+/// `enrollments_due` for the range on `due_at`, and read every running journey due later.
+pub const RESUME_SQL: &str = "UPDATE enrollments SET due_at = $1, waiting_for = NULL, waiting_since = NULL WHERE customer_id = $2 AND waiting_for = $3 AND state = 'active' AND waiting_since <= $1 AND due_at + 0 > $1";
+
 /// Resumes the customer's journeys that wait for an event of this name since before `at`
 /// (and whose wait has not run out): they fall due at `at`. Returns how many.
 pub async fn resume_waiting(
@@ -234,7 +239,7 @@ pub async fn resume_waiting(
     at: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
     let at = at.timestamp_millis();
-    let n = sqlx::query("UPDATE enrollments SET due_at = $1, waiting_for = NULL, waiting_since = NULL WHERE customer_id = $2 AND waiting_for = $3 AND state = 'active' AND waiting_since <= $1 AND due_at > $1")
+    let n = sqlx::query(RESUME_SQL)
         .bind(at)
         .bind(customer_id)
         .bind(event)

@@ -1279,3 +1279,41 @@ fn a_reminder_shows_the_code_its_first_step_reserved() {
         }
     }
 }
+
+/// The statements run for every journey or event find their rows by an index on SQLite: a
+/// full scan of the coupons here made a 60-day rehearsal many times slower as coupons piled
+/// up, and the wait for an event read every running journey due later.
+#[test]
+fn per_journey_statements_use_their_indexes() {
+    use sqlx::Row;
+    let b = backends("query-plans").remove(0);
+    assert_eq!(b.label, "sqlite");
+    with_store(&b, async |store| {
+        let mut conn = store.connection().await.unwrap();
+        let plan = async |conn: &mut sqlx::AnyConnection, sql: &str, text_first: bool| {
+            let sql = format!("EXPLAIN QUERY PLAN {sql}");
+            let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let query = if text_first {
+                query.bind("c1").bind(0i64)
+            } else {
+                query.bind(0i64).bind("c1").bind("email_clicked")
+            };
+            let rows = query.fetch_all(&mut *conn).await.unwrap();
+            rows.iter()
+                .map(|r| r.try_get::<String, _>("detail").unwrap())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let redeemed = plan(&mut conn, tidings::store::engagement::REDEEMED_SQL, true).await;
+        assert!(
+            redeemed.contains("USING INDEX coupons_redeemed_by_customer")
+                && !redeemed.contains("SCAN"),
+            "{redeemed}"
+        );
+        let resume = plan(&mut conn, tidings::store::enrollments::RESUME_SQL, false).await;
+        assert!(
+            resume.contains("USING INDEX enrollments_waiting") && !resume.contains("SCAN"),
+            "{resume}"
+        );
+    });
+}
