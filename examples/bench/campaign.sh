@@ -54,7 +54,7 @@ if [ -n "${DATABASE_URL:-}" ]; then
   case "$DATABASE_URL" in *\?*) sep='&' ;; esac
   database="$DATABASE_URL${sep}options=-c%20search_path%3Dtidings_bench"
   fresh_store() {
-    psql -q "$DATABASE_URL" -c "DROP SCHEMA IF EXISTS tidings_bench CASCADE" -c "CREATE SCHEMA tidings_bench"
+    psql -q "$DATABASE_URL" -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS tidings_bench CASCADE" -c "CREATE SCHEMA tidings_bench"
   }
 fi
 cat >"$work/tidings.yaml" <<YAML

@@ -96,6 +96,13 @@ impl Store {
                                 .execute(&mut *conn)
                                 .await?;
                         }
+                    } else {
+                        // Plans made for the values of each execution: a store's tables
+                        // grow from nothing within one run, and a generic plan cached while
+                        // they were empty (a sequential scan) was kept for the whole run.
+                        sqlx::query("SET plan_cache_mode = force_custom_plan")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })

@@ -1317,3 +1317,26 @@ fn per_journey_statements_use_their_indexes() {
         );
     });
 }
+
+/// On PostgreSQL every statement is planned for its values: the store's tables grow from
+/// nothing within a run, and a generic plan cached while they were empty (a sequential
+/// scan of the enrollments for each page of customers) was kept for the whole campaign.
+#[test]
+fn postgres_plans_each_execution_for_its_values() {
+    use sqlx::Row;
+    for b in backends("plan-cache")
+        .into_iter()
+        .filter(|b| b.label != "sqlite")
+    {
+        with_store(&b, async |store| {
+            let mut conn = store.connection().await.unwrap();
+            let mode: String = sqlx::query("SHOW plan_cache_mode")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap()
+                .try_get(0)
+                .unwrap();
+            assert_eq!(mode, "force_custom_plan");
+        });
+    }
+}
