@@ -317,24 +317,7 @@ fn markdown(plan: &Forecast, base: &Base, backfills: &[Backfillable]) -> String 
             let _ = writeln!(out, "{e}");
         }
     }
-    if !backfills.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n**Backfill**: a new workflow takes only events still to come; `tidings enroll` \
-             takes past ones, each customer as of their event.\n"
-        );
-        for b in backfills {
-            let since = b.since.format("%Y-%m-%d");
-            let _ = writeln!(
-                out,
-                "- `{}`: {} of the last 30 days' `{}` events would enter — `tidings enroll {} --since {since} --dry-run` lists them.",
-                b.workflow,
-                crate::cli::shared::counted(b.customers as u64, "customer"),
-                b.event,
-                b.workflow,
-            );
-        }
-    }
+    backfill_notes(&mut out, backfills);
     if !notes.is_empty() {
         let _ = writeln!(out, "\n**Stranded journeys**\n");
         for n in notes {
@@ -348,6 +331,28 @@ fn markdown(plan: &Forecast, base: &Base, backfills: &[Backfillable]) -> String 
          in them."
     );
     out
+}
+
+/// For each new workflow started by an event: who the last 30 days' events would enter.
+fn backfill_notes(out: &mut String, backfills: &[Backfillable]) {
+    if !backfills.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n**Backfill**: a new workflow takes only events still to come; `tidings enroll` \
+         takes past ones, each customer as of their event.\n"
+        );
+        for b in backfills {
+            let since = b.since.format("%Y-%m-%d");
+            let _ = writeln!(
+                out,
+                "- `{}`: {} of the last 30 days' `{}` events would enter — `tidings enroll {} --since {since} --dry-run` lists them.",
+                b.workflow,
+                crate::cli::shared::counted(b.customers as u64, "customer"),
+                b.event,
+                b.workflow,
+            );
+        }
+    }
 }
 
 /// A line per experimenting workflow: its arms' journeys in the week, and the days until
