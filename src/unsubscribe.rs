@@ -26,6 +26,10 @@ pub struct Unsubscribe {
     /// The email's topic: its one-click unsubscribe opts out of that topic only. None: of
     /// all marketing mail.
     pub topic: Option<String>,
+    /// A link in a preview or a proof: the page says so and changes nothing, so that a
+    /// reviewer who tries the link does not unsubscribe the customer the proof was made
+    /// for.
+    pub proof: bool,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -138,8 +142,9 @@ impl Signer {
             None => self.open(token)?,
         };
         let text = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
-        let mut parts = text.splitn(5, '\n');
-        let (Some(customer_id), Some(workflow), Some(expiry), delivery, topic) = (
+        let mut parts = text.splitn(6, '\n');
+        let (Some(customer_id), Some(workflow), Some(expiry), delivery, topic, proof) = (
+            parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
@@ -164,6 +169,7 @@ impl Signer {
             expires_at,
             delivery: delivery.filter(|d| !d.is_empty()).map(str::to_string),
             topic: topic.filter(|t| !t.is_empty()).map(str::to_string),
+            proof: proof == Some(PROOF),
         })
     }
 }
@@ -193,16 +199,23 @@ fn payload(u: &Unsubscribe) -> String {
         u.workflow,
         u.expires_at.timestamp()
     );
-    if u.delivery.is_some() || u.topic.is_some() {
+    if u.delivery.is_some() || u.topic.is_some() || u.proof {
         text.push('\n');
         text.push_str(u.delivery.as_deref().unwrap_or(""));
     }
-    if let Some(topic) = &u.topic {
+    if u.topic.is_some() || u.proof {
         text.push('\n');
-        text.push_str(topic);
+        text.push_str(u.topic.as_deref().unwrap_or(""));
+    }
+    if u.proof {
+        text.push('\n');
+        text.push_str(PROOF);
     }
     text
 }
+
+/// The last line of a proof's token.
+const PROOF: &str = "proof";
 
 #[derive(Debug, Error)]
 pub enum KeyError {
@@ -244,6 +257,28 @@ mod tests {
             expires_at: t("2027-06-01T00:00:00Z"),
             delivery: None,
             topic: None,
+            proof: false,
+        }
+    }
+
+    #[test]
+    fn a_proof_token_says_so_and_only_a_proof_token_does() {
+        let signer = Signer::new(b"k1").unwrap();
+        let now = t("2026-06-01T00:00:00Z");
+        for (delivery, topic) in [(None, None), (Some("preview/w/c/s"), Some("offers"))] {
+            let proof = Unsubscribe {
+                delivery: delivery.map(str::to_string),
+                topic: topic.map(str::to_string),
+                proof: true,
+                ..sample()
+            };
+            let opened = signer.verify(&signer.token(&proof), now).unwrap();
+            assert_eq!(opened, proof);
+            let real = Unsubscribe {
+                proof: false,
+                ..proof
+            };
+            assert!(!signer.verify(&signer.token(&real), now).unwrap().proof);
         }
     }
 

@@ -78,6 +78,7 @@ pub async fn click(
         Err(e) => return refused(&e),
     };
     if method != Method::HEAD
+        && !link.proof
         && let Some(email) = email_of(&api, &link.delivery).await
     {
         let seen = visit(&api, &headers);
@@ -116,6 +117,7 @@ pub async fn open(
         Err(_) => return StatusCode::BAD_REQUEST.into_response(),
     };
     if method != Method::HEAD
+        && !pixel.proof
         && let Some(email) = email_of(&api, &pixel.delivery).await
     {
         let seen = visit(&api, &headers);
@@ -147,6 +149,17 @@ fn shown(value: &serde_json::Value) -> String {
 /// does not open, a "survey closed" page for an email that is gone.
 async fn answered(api: &Api, token: &str) -> Result<(Answer, SentEmail), Response> {
     let given = Answer::open(&api.signer, token).map_err(|e| refused(&e))?;
+    if given.proof {
+        // A proof's answer: the page as the customer would see it, saying that nothing
+        // was recorded (and no box for a comment that would not be kept).
+        let words = pages::words(None);
+        let body = format!(
+            "<p class=\"answer\">{}</p>\n<p role=\"status\"><strong>{}</strong></p>",
+            crate::workflow::templates::escape_html(&shown(&given.value)),
+            crate::workflow::templates::escape_html(words.proof)
+        );
+        return Err(Html(pages::page(words, words.your_answer, &body)).into_response());
+    }
     let Some(email) = email_of(api, &given.delivery).await else {
         let words = pages::words(None);
         let html = pages::page(words, words.closed, "");

@@ -19,6 +19,8 @@ pub(super) struct Words {
     pub everything: &'static str,
     pub saved: &'static str,
     pub all_gone: &'static str,
+    /// Shown on every page a proof's link opens.
+    pub proof: &'static str,
 }
 
 const EN: Words = Words {
@@ -36,6 +38,7 @@ const EN: Words = Words {
     everything: "Unsubscribe from everything",
     saved: "Saved: you get only what is ticked.",
     all_gone: "You will get no more marketing email. Emails about your orders still arrive.",
+    proof: "This is a proof: nothing on this page changes or records anything.",
 };
 
 const JA: Words = Words {
@@ -53,6 +56,7 @@ const JA: Words = Words {
     everything: "すべての配信を停止",
     saved: "保存しました。チェックした内容のみお届けします。",
     all_gone: "今後、販促メールはお送りしません。ご注文に関するメールは引き続き届きます。",
+    proof: "これは確認用のプルーフです。このページでは何も変更・記録されません。",
 };
 
 const HI: Words = Words {
@@ -70,6 +74,7 @@ const HI: Words = Words {
     everything: "सब कुछ से सदस्यता समाप्त करें",
     saved: "सहेजा गया: आपको केवल चुनी हुई चीज़ें मिलेंगी।",
     all_gone: "आपको अब कोई मार्केटिंग ईमेल नहीं मिलेगा। आपके ऑर्डर से जुड़े ईमेल आते रहेंगे।",
+    proof: "यह एक प्रूफ़ है: इस पेज पर कुछ भी बदलता या दर्ज नहीं होता।",
 };
 
 const ZH: Words = Words {
@@ -87,6 +92,7 @@ const ZH: Words = Words {
     everything: "退订全部",
     saved: "已保存：您只会收到已勾选的内容。",
     all_gone: "您将不再收到营销邮件。有关订单的邮件仍会发送。",
+    proof: "这是校样：此页面不会更改或记录任何内容。",
 };
 
 const ES: Words = Words {
@@ -104,6 +110,7 @@ const ES: Words = Words {
     everything: "Darme de baja de todo",
     saved: "Guardado: solo recibirás lo que has marcado.",
     all_gone: "No recibirás más correos de marketing. Los correos sobre tus pedidos seguirán llegando.",
+    proof: "Esto es una prueba: nada de esta página cambia ni registra nada.",
 };
 
 /// The words for a BCP 47 locale (`ja-JP` → Japanese), English when there are none.

@@ -25,7 +25,28 @@ pub async fn show(state: State<Arc<Api>>, token: Path<String>) -> Response {
         Ok(c) => c,
         Err(e) => return refused(&e),
     };
+    if checked.proof {
+        return proof(&api, &checked).await;
+    }
     render(&api, &checked, None).await
+}
+
+/// What a proof's link opens: the page as the customer would see it, saying that it is a
+/// proof, and nothing changed.
+pub(super) async fn proof(api: &Api, checked: &Unsubscribe) -> Response {
+    if api.topics.is_empty() {
+        let words = pages::words(None);
+        let body = format!(
+            "<p role=\"status\"><strong>{}</strong></p>",
+            crate::workflow::templates::escape_html(words.proof)
+        );
+        return Html(pages::page(words, words.prefs_title, &body)).into_response();
+    }
+    let locale = match api.store.customer(&checked.customer_id).await {
+        Ok(Some(c)) => c.locale,
+        _ => None,
+    };
+    render(api, checked, Some(pages::words(locale.as_deref()).proof)).await
 }
 
 /// The page with the customer's choices as they stand.
@@ -92,6 +113,9 @@ pub async fn save(state: State<Arc<Api>>, token: Path<String>, body: Bytes) -> R
         Ok(c) => c,
         Err(e) => return refused(&e),
     };
+    if checked.proof {
+        return proof(&state, &checked).await;
+    }
     let topic = checked
         .topic
         .clone()

@@ -44,6 +44,7 @@ impl Engine {
                 expires_at: at.max(moment.links_from) + valid_for,
                 delivery: delivery.map(str::to_string),
                 topic: wf.topic.clone(),
+                proof: moment.proof,
             })
         });
         ctx.insert(
@@ -113,7 +114,7 @@ impl Engine {
                     (email, &s.id),
                     &customer,
                     event.as_ref(),
-                    Moment::now(at),
+                    Moment::preview(at),
                     (&key, &earlier),
                 )
                 .map_err(|(name, e)| {
@@ -189,6 +190,7 @@ impl Engine {
                 opens: tracking.opens,
                 utm: &tracking.utm,
                 unsubscribe: unsubscribe_url.as_deref().unwrap_or(""),
+                proof: moment.proof,
             };
             html = rewriter.html(&html);
             text = text.map(|t| rewriter.text(&t));
@@ -383,6 +385,9 @@ pub(super) fn subject_for<'a>(
 pub(super) struct Moment {
     pub(super) at: DateTime<Utc>,
     pub(super) links_from: DateTime<Utc>,
+    /// A preview (shown, or sent as a proof): its links are marked so that following them
+    /// records and changes nothing.
+    pub(super) proof: bool,
 }
 
 /// `PREFIX-XXXX-XXXX`, derived from the delivery key: each delivery (and so each
@@ -403,6 +408,18 @@ pub(super) fn coupon_code(prefix: &str, key: &str) -> String {
 
 impl Moment {
     pub(super) fn now(at: DateTime<Utc>) -> Self {
-        Self { at, links_from: at }
+        Self {
+            at,
+            links_from: at,
+            proof: false,
+        }
+    }
+
+    /// A preview's moment: its links are a proof's.
+    fn preview(at: DateTime<Utc>) -> Self {
+        Self {
+            proof: true,
+            ..Self::now(at)
+        }
     }
 }

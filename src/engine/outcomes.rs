@@ -39,9 +39,15 @@ impl Engine {
             let Some(goal) = wf.goal.as_ref().filter(|g| g.event == event.name) else {
                 continue;
             };
-            let from = event.at - goal.within;
-            let touch =
-                outcomes::latest_touch(conn, &customer.id, &wf.name, from, event.at).await?;
+            let goal_event = outcomes::GoalEvent {
+                id: &event.id,
+                customer_id: &customer.id,
+                workflow: &wf.name,
+                from: event.at.checked_sub_signed(goal.within).unwrap_or(event.at),
+                to: event.at,
+                holdout_after: wf.first_email_after(),
+            };
+            let touch = outcomes::latest_touch(conn, &goal_event).await?;
             if let Some(t) = touch
                 && best.as_ref().is_none_or(|(b, _)| t.at > b.at)
             {

@@ -424,6 +424,7 @@ impl Engine {
         let moment = Moment {
             at,
             links_from: mail.outgoing.1,
+            proof: false,
         };
         let earlier = earlier_coupons(conn, journey.wf, email, row, customer, mail, report).await?;
         let composed = self.email(

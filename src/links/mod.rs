@@ -23,12 +23,17 @@ const ANSWER: &[u8] = b"tidings survey answer v1";
 pub struct Click {
     pub delivery: String,
     pub url: String,
+    /// In a preview or a proof: followed, never recorded.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub proof: bool,
 }
 
 /// The open pixel of one email.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Open {
     pub delivery: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub proof: bool,
 }
 
 /// One answer link: the email, the question and the value the link stands for.
@@ -37,6 +42,13 @@ pub struct Answer {
     pub delivery: String,
     pub question: String,
     pub value: serde_json::Value,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub proof: bool,
+}
+
+/// Tokens of real emails leave the proof mark out, so they read as they always did.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The kinds of token, each sealed under its own purpose.
@@ -79,6 +91,7 @@ mod tests {
         let click = Click {
             delivery: "deal/c-42/e1/deal".into(),
             url: "https://shop.example/sale?x=1".into(),
+            proof: false,
         };
         let token = click.seal(&signer);
         assert_eq!(Click::open(&signer, &token), Ok(click.clone()));
@@ -100,6 +113,7 @@ mod tests {
             delivery: "d".into(),
             question: "nps".into(),
             value: 9.into(),
+            proof: false,
         };
         assert_eq!(Answer::open(&signer, &answer.seal(&signer)), Ok(answer));
     }

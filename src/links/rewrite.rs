@@ -58,6 +58,8 @@ pub struct Rewriter<'a> {
     pub utm: &'a [(String, String)],
     /// The email's unsubscribe link, never tracked.
     pub unsubscribe: &'a str,
+    /// A preview's or a proof's links: they work, and record nothing.
+    pub proof: bool,
 }
 
 impl Rewriter<'_> {
@@ -71,6 +73,7 @@ impl Rewriter<'_> {
         if self.opens {
             let token = Open {
                 delivery: self.delivery.to_string(),
+                proof: self.proof,
             }
             .seal(self.signer);
             let pixel = format!(
@@ -133,6 +136,7 @@ impl Rewriter<'_> {
                         delivery: self.delivery.to_string(),
                         question,
                         value,
+                        proof: self.proof,
                     }
                     .seal(self.signer);
                     out.push_str(&format!("{}/a/{token}", self.public));
@@ -218,6 +222,7 @@ impl Rewriter<'_> {
         let token = Click {
             delivery: self.delivery.to_string(),
             url: utm_url(url, self.utm),
+            proof: self.proof,
         }
         .seal(self.signer);
         format!("{}/c/{token}", self.public)
@@ -265,6 +270,7 @@ mod tests {
             opens: true,
             utm: &[],
             unsubscribe: "https://mail.example/u/TOKEN",
+            proof: false,
         }
     }
 

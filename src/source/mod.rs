@@ -97,7 +97,10 @@ impl SourceFile {
 
     /// The line and column of a byte offset.
     pub fn line_col(&self, byte: usize) -> LineCol {
-        let byte = byte.min(self.inner.text.len());
+        let mut byte = byte.min(self.inner.text.len());
+        while !self.inner.text.is_char_boundary(byte) {
+            byte -= 1;
+        }
         let idx = match self.inner.line_starts.binary_search(&byte) {
             Ok(i) => i,
             Err(i) => i - 1,

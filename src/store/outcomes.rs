@@ -1,7 +1,7 @@
 //! What a workflow achieved: goal events credited to the journey whose email came last
 //! before them (last touch), and coupons redeemed by an order that names them.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{AnyConnection, Row};
 
 use super::{StoreError, from_millis};
@@ -18,34 +18,49 @@ pub struct Touch {
     pub at: DateTime<Utc>,
 }
 
-/// The workflow's latest touch of the customer in `[from, to]`: an email sent then, or a
-/// holdout entry then, whichever is later.
+/// What a goal event is matched against: the workflow's journeys of the customer.
+pub struct GoalEvent<'a> {
+    pub id: &'a str,
+    pub customer_id: &'a str,
+    pub workflow: &'a str,
+    /// The window's start (the event's moment less the goal's `within`) and end.
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// How long after entry the holdout's first email would have gone: its window opens
+    /// then, as an arm's opens at its email.
+    pub holdout_after: TimeDelta,
+}
+
+/// The workflow's latest touch of the customer in `[from, to]`: an email sent then, or
+/// the moment a holdout journey's first email would have gone, whichever is later. A
+/// journey the event itself started is never touched by it: the order that enrolls a
+/// customer in an order-triggered workflow is not that journey's conversion.
 pub async fn latest_touch(
     conn: &mut AnyConnection,
-    customer_id: &str,
-    workflow: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    goal: &GoalEvent<'_>,
 ) -> Result<Option<Touch>, StoreError> {
-    let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
-    let email = sqlx::query("SELECT enrollment_id, variant, step, sent_at FROM deliveries WHERE customer_id = $1 AND workflow = $2 AND channel = 'email' AND state = 'sent' AND sent_at >= $3 AND sent_at <= $4 ORDER BY sent_at DESC, id DESC LIMIT 1")
-        .bind(customer_id)
-        .bind(workflow)
+    let (from, to) = (goal.from.timestamp_millis(), goal.to.timestamp_millis());
+    let after = goal.holdout_after.num_milliseconds();
+    let email = sqlx::query("SELECT d.enrollment_id, d.variant, d.step, d.sent_at FROM deliveries d JOIN enrollments e ON e.id = d.enrollment_id WHERE d.customer_id = $1 AND d.workflow = $2 AND d.channel = 'email' AND d.state = 'sent' AND d.sent_at >= $3 AND d.sent_at <= $4 AND (e.event_id IS NULL OR e.event_id <> $5) ORDER BY d.sent_at DESC, d.id DESC LIMIT 1")
+        .bind(goal.customer_id)
+        .bind(goal.workflow)
         .bind(from)
         .bind(to)
+        .bind(goal.id)
         .fetch_optional(&mut *conn)
         .await?;
-    let held = sqlx::query("SELECT id, variant, entered_at FROM enrollments WHERE customer_id = $1 AND workflow = $2 AND variant = 'holdout' AND entered_at >= $3 AND entered_at <= $4 ORDER BY entered_at DESC, id DESC LIMIT 1")
-        .bind(customer_id)
-        .bind(workflow)
-        .bind(from)
-        .bind(to)
+    let held = sqlx::query("SELECT id, variant, entered_at FROM enrollments WHERE customer_id = $1 AND workflow = $2 AND variant = 'holdout' AND entered_at >= $3 AND entered_at <= $4 AND (event_id IS NULL OR event_id <> $5) ORDER BY entered_at DESC, id DESC LIMIT 1")
+        .bind(goal.customer_id)
+        .bind(goal.workflow)
+        .bind(from.saturating_sub(after))
+        .bind(to.saturating_sub(after))
+        .bind(goal.id)
         .fetch_optional(&mut *conn)
         .await?;
     let email = match email {
         Some(r) => Some(Touch {
             enrollment: r.try_get(0)?,
-            workflow: workflow.to_string(),
+            workflow: goal.workflow.to_string(),
             variant: r.try_get(1)?,
             step: r.try_get(2)?,
             at: from_millis(r.try_get(3)?).unwrap_or_default(),
@@ -55,10 +70,14 @@ pub async fn latest_touch(
     let held = match held {
         Some(r) => Some(Touch {
             enrollment: r.try_get(0)?,
-            workflow: workflow.to_string(),
+            workflow: goal.workflow.to_string(),
             variant: r.try_get(1)?,
             step: None,
-            at: from_millis(r.try_get(2)?).unwrap_or_default(),
+            at: from_millis(
+                r.try_get::<Option<i64>, _>(2)?
+                    .map(|t| t.saturating_add(after)),
+            )
+            .unwrap_or_default(),
         }),
         None => None,
     };
@@ -89,6 +108,24 @@ pub async fn insert_conversion(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// The values of the conversions credited to the customer's journeys of a workflow.
+pub async fn conversions_of(
+    conn: &mut AnyConnection,
+    workflow: &str,
+    customer_id: &str,
+) -> Result<Vec<f64>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT value FROM conversions WHERE workflow = $1 AND customer_id = $2 ORDER BY at",
+    )
+    .bind(workflow)
+    .bind(customer_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| r.try_get::<f64, _>(0).map_err(StoreError::from))
+        .collect()
 }
 
 /// Marks the customer's coupon with this code redeemed (the first order that names it).

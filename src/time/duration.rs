@@ -15,7 +15,7 @@ pub enum DurationError {
     UnknownUnit { unit: String, at: usize },
     #[error("`{number}` needs a unit")]
     MissingUnit { number: String, at: usize },
-    #[error("duration is too long")]
+    #[error("a duration is at most 36500d (a hundred years)")]
     TooLong { at: usize },
 }
 
@@ -33,6 +33,12 @@ impl DurationError {
 }
 
 pub const DURATION_HELP: &str = "write a number and a unit: `s` seconds, `m` minutes, `h` hours, `d` days, `w` weeks (e.g. `30m`, `7d`, `1d12h`)";
+
+/// The longest duration a file may write. Every duration is added to a moment somewhere
+/// (a wait's due time, a goal's window, a test's clock), and a moment past the calendar's
+/// end is an overflow; a hundred years is longer than any journey and keeps every such sum
+/// far inside chrono's range.
+pub const MAX: TimeDelta = TimeDelta::days(36_500);
 
 /// Parses `7d`, `1d12h`, `-3d`. Months and years are not units: their length varies, and a
 /// marketer who means "a month" should say `30d` and see it.
@@ -95,6 +101,7 @@ pub fn parse(input: &str) -> Result<TimeDelta, DurationError> {
         };
         total = part
             .and_then(|p| total.checked_add(&p))
+            .filter(|t| *t <= MAX)
             .ok_or(DurationError::TooLong { at: number_at })?;
     }
     Ok(if negative { -total } else { total })
@@ -145,6 +152,9 @@ mod tests {
         assert_eq!(parse("2w"), Ok(TimeDelta::days(14)));
         assert_eq!(parse("1d12h"), Ok(TimeDelta::hours(36)));
         assert_eq!(parse("-3d"), Ok(TimeDelta::days(-3)));
+        assert_eq!(parse("36500d"), Ok(MAX));
+        assert_eq!(parse("36500d1s"), Err(DurationError::TooLong { at: 6 }));
+        assert_eq!(parse("-100000000d"), Err(DurationError::TooLong { at: 1 }));
         assert_eq!(parse(" 7d "), Ok(TimeDelta::days(7)));
     }
 

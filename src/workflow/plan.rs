@@ -157,6 +157,43 @@ impl Workflow {
         Some(step)
     }
 
+    /// How long after entry the journey's first email goes, on its quickest way there:
+    /// the holdout, sent nothing, is measured from that moment, as the arms are from
+    /// their email. Fixed waits count whole; `wait: {for, at_most}` counts its limit (a
+    /// holdout gets no email to react to); `wait: {until}` counts nothing; of an `if`'s
+    /// or a split's branches the quickest to an email counts. Zero when no email comes.
+    pub fn first_email_after(&self) -> TimeDelta {
+        /// The time until an email within `steps`, or the time they take without one.
+        fn walk(steps: &[Step]) -> (Option<TimeDelta>, TimeDelta) {
+            let mut elapsed = TimeDelta::zero();
+            for step in steps {
+                let quickest = match &step.kind {
+                    StepKind::Email(_) => return (Some(elapsed), elapsed),
+                    StepKind::Exit { .. } => return (None, elapsed),
+                    StepKind::Wait(Wait::For(d)) => {
+                        elapsed = elapsed.checked_add(d).unwrap_or(elapsed);
+                        None
+                    }
+                    StepKind::WaitFor(w) => {
+                        elapsed = elapsed.checked_add(&w.at_most).unwrap_or(elapsed);
+                        None
+                    }
+                    _ => step
+                        .kind
+                        .branches()
+                        .into_iter()
+                        .filter_map(|b| walk(b).0)
+                        .min(),
+                };
+                if let Some(d) = quickest {
+                    return (elapsed.checked_add(&d), elapsed);
+                }
+            }
+            (None, elapsed)
+        }
+        walk(&self.steps).0.unwrap_or_else(TimeDelta::zero)
+    }
+
     /// Every step, depth first, with branches after their `if`.
     pub fn all_steps(&self) -> Vec<&Step> {
         fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {

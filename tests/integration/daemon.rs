@@ -252,6 +252,7 @@ fn the_unsubscribe_link_confirms_on_get_and_unsubscribes_on_post() {
                     expires_at: expires,
                     delivery: None,
                     topic: None,
+                    proof: false,
                 },
             )
         };

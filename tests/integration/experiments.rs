@@ -510,3 +510,144 @@ steps:
         assert!(out.contains(expected), "{expected} in\n{out}");
     }
 }
+
+const NUDGE: &str = "name: nudge
+trigger:
+  event: order_placed
+holdout: 10%
+goal: { event: order_placed, within: 7d, value: event.properties.total }
+steps:
+  - wait: 14d
+  - id: again
+    email: hello
+    subject: Time for another?
+";
+
+/// Regression (issue 29, item 1): the order that enrolls a customer in an order-triggered
+/// workflow converted every holdout journey (100%), and a holdout's window opened at entry
+/// while an arm's opened at its email two weeks later. Now the trigger converts nothing and
+/// both are measured over the same days: the week after the (would-be) email.
+#[test]
+fn a_holdout_is_not_converted_by_its_own_trigger() {
+    for b in backends("experiments-trigger-goal") {
+        write(&b.dir, "workflows/nudge.yaml", NUDGE);
+        write(
+            &b.dir,
+            "templates/hello.html",
+            "<p>Hello</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+        );
+        let ids: Vec<String> = (1..=300).map(|i| format!("c{i}")).collect();
+        let customers: String = std::iter::once("id,email\n".to_string())
+            .chain(ids.iter().map(|id| format!("{id},{id}@example.com\n")))
+            .collect();
+        import(&b, "customers", "customers.csv", &customers);
+        let (held, treated): (Vec<&String>, Vec<&String>) = ids
+            .iter()
+            .partition(|id| tidings::workflow::plan::held_out(0.10, id, "nudge"));
+        assert!(held.len() >= 3, "{} held out", held.len());
+        let order = |id: &str, at: &str, total: f64| {
+            format!(
+                "{{\"customer_id\": \"{id}\", \"name\": \"order_placed\", \"at\": \"{at}\", \"total\": {total}}}\n"
+            )
+        };
+        let first: String = ids.iter().map(|id| order(id, T0, 20.0)).collect();
+        import(&b, "events", "first.jsonl", &first);
+        run_once(&b, T0);
+        assert_eq!(
+            crate::daemon::count(&b, "SELECT COUNT(*) FROM conversions"),
+            0,
+            "{}: the orders that enrolled them convert nobody",
+            b.label
+        );
+
+        // Day 3: an order inside the holdout's old entry window but before the arms' email:
+        // it counts for no one (the second order enrolls nobody: no re-entry).
+        let day3 = "2026-06-04T08:00:00Z";
+        let early = [order(held[0], day3, 30.0), order(treated[0], day3, 30.0)].concat();
+        import(&b, "events", "early.jsonl", &early);
+        run_once(&b, day3);
+        // Day 14: the arms' email; day 16: orders from a holdout and an arm both convert.
+        run_once(&b, "2026-06-15T08:00:00Z");
+        let day16 = "2026-06-17T08:00:00Z";
+        let late = [order(held[1], day16, 50.0), order(treated[1], day16, 45.0)].concat();
+        import(&b, "events", "late.jsonl", &late);
+        run_once(&b, day16);
+
+        let converted: Vec<(String, String)> = with_store(&b, async |s| {
+            use sqlx::Row;
+            let mut conn = s.connection().await.unwrap();
+            sqlx::query(
+                "SELECT customer_id, COALESCE(variant, '') FROM conversions ORDER BY customer_id",
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+        });
+        let mut expected = vec![
+            (held[1].to_string(), "holdout".to_string()),
+            (treated[1].to_string(), String::new()),
+        ];
+        expected.sort();
+        assert_eq!(converted, expected, "{}", b.label);
+
+        let run = tidings(&b)
+            .args(["results", "nudge", "--format", "json"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let variants = doc["workflows"][0]["variants"].as_array().unwrap().clone();
+        let control = variants.iter().find(|v| v["variant"] == "holdout").unwrap();
+        assert_eq!(control["entered"], held.len(), "{}", b.label);
+        assert_eq!(control["converted"], 1, "{}: {control:#}", b.label);
+        assert_eq!(control["revenue"], 50.0);
+    }
+}
+
+/// The same with the email at entry: the holdout's window opens at entry, so only leaving
+/// the trigger event out keeps it from converting every holdout journey (and every arm,
+/// whose email goes out at the order's own moment).
+#[test]
+fn the_trigger_converts_nobody_when_the_email_goes_at_entry() {
+    for b in backends("experiments-trigger-goal-now") {
+        write(
+            &b.dir,
+            "workflows/thanks.yaml",
+            &NUDGE
+                .replace("name: nudge", "name: thanks")
+                .replace("  - wait: 14d\n", ""),
+        );
+        write(
+            &b.dir,
+            "templates/hello.html",
+            "<p>Hello</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+        );
+        let ids: Vec<String> = (1..=200).map(|i| format!("c{i}")).collect();
+        let customers: String = std::iter::once("id,email\n".to_string())
+            .chain(ids.iter().map(|id| format!("{id},{id}@example.com\n")))
+            .collect();
+        import(&b, "customers", "customers.csv", &customers);
+        let orders: String = std::iter::once("customer_id,name,at,total\n".to_string())
+            .chain(ids.iter().map(|id| format!("{id},order_placed,{T0},20\n")))
+            .collect();
+        import(&b, "events", "orders.csv", &orders);
+        run_once(&b, T0);
+        run_once(&b, "2026-06-01T09:00:00Z");
+        assert!(
+            crate::daemon::count(
+                &b,
+                "SELECT COUNT(*) FROM enrollments WHERE variant = 'holdout'"
+            ) > 0,
+            "{}",
+            b.label
+        );
+        assert_eq!(
+            crate::daemon::count(&b, "SELECT COUNT(*) FROM conversions"),
+            0,
+            "{}: the orders that enrolled them convert nobody",
+            b.label
+        );
+    }
+}

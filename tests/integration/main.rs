@@ -11,6 +11,7 @@ mod daemon;
 mod dkim;
 mod engagement;
 mod experiments;
+mod hostile;
 mod plan;
 mod preview;
 mod realtime;

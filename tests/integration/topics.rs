@@ -228,3 +228,58 @@ fn topic_preferences_are_imported_and_posted() {
         );
     }
 }
+
+/// Regression (issue 29, item 2): a proof carried the customer's working `/u/` link, and a
+/// reviewer who tried "unsubscribe" in the proof unsubscribed the customer. A proof's links
+/// open the page, which says it is a proof, and change nothing: neither the one-click POST
+/// nor "unsubscribe from everything" nor a saved choice.
+#[test]
+fn a_proofs_unsubscribe_link_changes_nothing() {
+    for b in backends("topics-proof") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        project(&b, server.port);
+        let run = tidings(&b)
+            .args(["preview", "deals", "--customer", "ada"])
+            .args(["--send-to", "reviewer@shop.example"])
+            .run();
+        assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+        let received = server.received();
+        assert_eq!(received.len(), 1, "{}", b.label);
+        let message = MessageParser::default().parse(&received[0].bytes).unwrap();
+        let html = message.body_html(0).unwrap().to_string();
+        let at = html.find("https://mail.shop.example/u/").unwrap();
+        let link = &html[at..at + html[at..].find('"').unwrap()];
+        let path = link
+            .strip_prefix("https://mail.shop.example")
+            .unwrap()
+            .to_string();
+
+        let port = free_port();
+        let daemon = Daemon::start(&b, port, "1h");
+        let (status, page) = http(port, "GET", &path, &[], b"");
+        assert_eq!(status, 200, "{}: {page}", b.label);
+        assert!(
+            page.contains("プルーフ"),
+            "{}: the page says it is a proof: {page}",
+            b.label
+        );
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        for body in [
+            b"List-Unsubscribe=One-Click".as_slice(),
+            b"action=everything",
+            b"action=save&topic=reviews",
+        ] {
+            let (status, page) = http(port, "POST", &path, &form, body);
+            assert_eq!(status, 200, "{}: {page}", b.label);
+            assert!(page.contains("プルーフ"), "{page}");
+        }
+        daemon.stop();
+        for sql in [
+            "SELECT COUNT(*) FROM topic_optouts",
+            "SELECT COUNT(*) FROM customers WHERE unsubscribed_at IS NOT NULL",
+            "SELECT COUNT(*) FROM events WHERE name = 'unsubscribed'",
+        ] {
+            assert_eq!(count(&b, sql), 0, "{}: {sql}", b.label);
+        }
+    }
+}

@@ -77,36 +77,60 @@ pub fn run_all(plan: &Plan, config: &Config, suites: &[Suite], jobs: usize) -> V
         ..config.email
     };
     let config = Arc::new(config);
+    // Every case has a result: one that could not start or whose task died (a panic) is
+    // a failure in its place, never a case that silently went missing from the count.
+    let cases: Vec<(&Suite, &Case)> = suites
+        .iter()
+        .flat_map(|s| s.cases.iter().map(move |c| (s, c)))
+        .collect();
+    let mut results: Vec<Option<CaseResult>> = vec![None; cases.len()];
     runtime.block_on(async {
         let limit = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
         let mut set = tokio::task::JoinSet::new();
-        let mut index = 0;
-        for suite in suites {
-            let Ok(only) = plan.only(std::slice::from_ref(&suite.workflow)) else {
-                continue;
+        let mut plans: HashMap<&str, Arc<Plan>> = HashMap::new();
+        for (i, (suite, case)) in cases.iter().enumerate() {
+            let only = match plans.get(suite.workflow.as_str()) {
+                Some(p) => p.clone(),
+                None => match plan.only(std::slice::from_ref(&suite.workflow)) {
+                    Ok(p) => {
+                        let p = Arc::new(p);
+                        plans.insert(&suite.workflow, p.clone());
+                        p
+                    }
+                    Err(e) => {
+                        results[i] = Some(could_not_run(&suite.workflow, case, e, Duration::ZERO));
+                        continue;
+                    }
+                },
             };
-            let only = Arc::new(only);
-            for case in &suite.cases {
-                let (plan, config, case, limit) =
-                    (only.clone(), config.clone(), case.clone(), limit.clone());
-                let workflow = suite.workflow.clone();
-                let i = index;
-                index += 1;
-                set.spawn(async move {
-                    let _permit = limit.acquire_owned().await;
-                    (i, run_case(plan, &config, &workflow, &case).await)
-                });
-            }
+            let (config, case, limit) = (config.clone(), (*case).clone(), limit.clone());
+            let workflow = suite.workflow.clone();
+            set.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                (i, run_case(only, &config, &workflow, &case).await)
+            });
         }
-        let mut results = Vec::new();
         while let Some(done) = set.join_next().await {
-            if let Ok(r) = done {
-                results.push(r);
+            if let Ok((i, r)) = done {
+                results[i] = Some(r);
             }
         }
-        results.sort_by_key(|(i, _)| *i);
-        results.into_iter().map(|(_, r)| r).collect()
-    })
+    });
+    results
+        .into_iter()
+        .zip(&cases)
+        .map(|(r, (suite, case))| {
+            r.unwrap_or_else(|| {
+                could_not_run(
+                    &suite.workflow,
+                    case,
+                    "it stopped on an internal error (see the message above); please report it"
+                        .to_string(),
+                    Duration::ZERO,
+                )
+            })
+        })
+        .collect()
 }
 
 fn could_not_run(workflow: &str, case: &Case, message: String, elapsed: Duration) -> CaseResult {
@@ -272,6 +296,11 @@ impl Run {
                 Action::ExpectVariant { customer, variant } => {
                     self.expect_variant(span, customer, variant).await?
                 }
+                Action::ExpectGoal {
+                    customer,
+                    converted,
+                    value,
+                } => self.expect_goal(span, customer, *converted, *value).await?,
             };
             if failed.is_some() {
                 return Ok(failed);
@@ -282,7 +311,10 @@ impl Run {
 
     /// Moves the clock on by `by`, running the engine at every moment something is due.
     async fn advance(&mut self, by: chrono::TimeDelta) -> Result<(), String> {
-        let target = self.now + by;
+        let target = self
+            .now
+            .checked_add_signed(by)
+            .ok_or_else(|| format!("the clock cannot advance {by} past {}", self.now))?;
         while self.now < target {
             let next = crate::rehearsal::simulate::next_moment(
                 &self.store,

@@ -11,12 +11,9 @@ use crate::source::{LineCol, SourceFile};
 /// Deserializes a whole document into `T`, turning the first structural error into a
 /// diagnostic at its exact position, with a suggestion for misspelled keys.
 pub fn parse_typed<T: DeserializeOwned>(file: &SourceFile) -> Result<T, Box<Diagnostic>> {
-    yaml_serde::from_str::<T>(file.text()).map_err(|e| {
-        Box::new(error_to_diagnostic(
-            file,
-            &ReadError::of(file, file.text(), &e),
-        ))
-    })
+    super::shape::check(file)?;
+    yaml_serde::from_str::<T>(file.text())
+        .map_err(|e| Box::new(error_to_diagnostic(file, &ReadError::of(file.text(), &e))))
 }
 
 /// How many structural errors of one file are reported before the rest are left for the
@@ -34,6 +31,7 @@ const MAX_STRUCTURAL_ERRORS: usize = 20;
 /// not reported, and its value is blanked in turn; a syntax error ends the search, as
 /// there is nothing to read past it.
 pub fn parse_typed_all<T: DeserializeOwned>(file: &SourceFile) -> Result<T, Vec<Diagnostic>> {
+    super::shape::check(file).map_err(|d| vec![*d])?;
     let mut text = file.text().to_string();
     let mut found: Vec<Diagnostic> = Vec::new();
     let mut blanked: Vec<Route> = Vec::new();
@@ -43,7 +41,7 @@ pub fn parse_typed_all<T: DeserializeOwned>(file: &SourceFile) -> Result<T, Vec<
         let error = match yaml_serde::from_str::<T>(&text) {
             Ok(value) if found.is_empty() => return Ok(value),
             Ok(_) => break,
-            Err(e) => ReadError::of(file, &text, &e),
+            Err(e) => ReadError::of(&text, &e),
         };
         if error.syntax {
             // A syntax error in a text blanked here is the blanking's, not the author's.
@@ -80,9 +78,14 @@ struct ReadError {
 }
 
 impl ReadError {
-    fn of(file: &SourceFile, text: &str, error: &yaml_serde::Error) -> Self {
+    fn of(text: &str, error: &yaml_serde::Error) -> Self {
         let full = error.to_string();
-        let mut location = error.location().map(|loc| file.line_col(loc.index()));
+        // libyaml counts the index in characters, not bytes: the line and column (also in
+        // characters) are what a `LineCol` holds.
+        let mut location = error.location().map(|loc| LineCol {
+            line: loc.line().max(1),
+            column: loc.column().max(1),
+        });
         // Syntax errors read "PROBLEM at line L column C, while CONTEXT at line L2 column
         // C2". Where a quote or a bracket was left open, the context's position (where it
         // opened) is the useful one; in a block, the problem's is (the line indented

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};
 
 mod errors;
+pub mod shape;
 pub use errors::{closest, parse_typed, parse_typed_all};
 
 use crate::source::diagnostic::Span;

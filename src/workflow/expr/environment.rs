@@ -124,18 +124,12 @@ fn register_time(engine: &mut Engine) {
         .register_type_with_name::<Span>("Duration")
         .register_fn("to_string", |t: &mut Timestamp| t.0.to_rfc3339())
         .register_fn("to_string", |d: &mut Date| d.0.to_string())
-        .register_fn("days", |n: i64| {
-            Span(TimeDelta::try_days(n).unwrap_or(TimeDelta::MAX))
-        })
+        .register_fn("days", |n: i64| Span(saturating(TimeDelta::try_days(n), n)))
         .register_fn("hours", |n: i64| {
-            Span(TimeDelta::try_hours(n).unwrap_or(TimeDelta::MAX))
+            Span(saturating(TimeDelta::try_hours(n), n))
         })
-        .register_fn("-", |t: Timestamp, d: Span| {
-            Timestamp(t.0.checked_sub_signed(d.0).unwrap_or(t.0))
-        })
-        .register_fn("+", |t: Timestamp, d: Span| {
-            Timestamp(t.0.checked_add_signed(d.0).unwrap_or(t.0))
-        })
+        .register_fn("-", |t: Timestamp, d: Span| Timestamp(shifted(t.0, -d.0)))
+        .register_fn("+", |t: Timestamp, d: Span| Timestamp(shifted(t.0, d.0)))
         .register_fn("days_since", |t: Timestamp| whole_days(state_now() - t.0))
         .register_fn("days_since", |d: Date| {
             whole_days(state_now() - date_start(d))
@@ -147,10 +141,8 @@ fn register_time(engine: &mut Engine) {
         })
         .register_fn("days_until", |_: ()| ())
         .register_fn("event_count", |name: &str, days: i64| {
-            event_count(
-                name,
-                state_now() - TimeDelta::try_days(days).unwrap_or(TimeDelta::MAX),
-            )
+            let back = saturating(TimeDelta::try_days(days), days);
+            event_count(name, shifted(state_now(), -back))
         })
         .register_fn("event_count", |name: &str, since: Timestamp| {
             event_count(name, since.0)
@@ -183,6 +175,27 @@ fn register_time(engine: &mut Engine) {
     compare!(Timestamp);
     compare!(Date);
     compare!(Span);
+}
+
+/// A moment moved by a span that a customer's number may have made huge: past the
+/// calendar's ends it stays at the end (events "since 100,000,000 days ago" are all of
+/// them), never an overflow that would stop the process.
+fn shifted(t: DateTime<Utc>, by: TimeDelta) -> DateTime<Utc> {
+    t.checked_add_signed(by)
+        .unwrap_or(if by < TimeDelta::zero() {
+            DateTime::<Utc>::MIN_UTC
+        } else {
+            DateTime::<Utc>::MAX_UTC
+        })
+}
+
+/// A span of `n` units, or the longest span of `n`'s sign when `n` units do not fit.
+fn saturating(span: Option<TimeDelta>, n: i64) -> TimeDelta {
+    span.unwrap_or(if n < 0 {
+        TimeDelta::MIN
+    } else {
+        TimeDelta::MAX
+    })
 }
 
 /// `clicked` and `opened`: a person's click or open of a step's email.

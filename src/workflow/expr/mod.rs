@@ -285,11 +285,9 @@ impl ExprEngine {
                 enrollment: None,
             });
         });
-        let result = self
-            .engine
-            .eval_ast_with_scope::<Dynamic>(&mut scope, &expr.ast);
+        let result = self.run(&mut scope, expr, budget);
         STATE.with(|s| *s.borrow_mut() = None);
-        let value = result.map_err(|e| runtime_error(*e, budget))?;
+        let value = result?;
         if value.is_unit() {
             return Ok(0.0);
         }
@@ -310,6 +308,27 @@ impl ExprEngine {
             .ok_or_else(|| EvalError::NotANumber {
                 found: value.type_name().to_string(),
             })
+    }
+
+    /// Runs one expression. A panic inside a helper (a defect of ours that a customer's
+    /// value found) ends this evaluation as an error, so it fails the one journey or
+    /// customer it was for and never the pass or the daemon.
+    fn run(
+        &self,
+        scope: &mut Scope<'_>,
+        expr: &Expr,
+        budget: Duration,
+    ) -> Result<Dynamic, EvalError> {
+        let run = std::panic::AssertUnwindSafe(|| {
+            self.engine.eval_ast_with_scope::<Dynamic>(scope, &expr.ast)
+        });
+        match std::panic::catch_unwind(run) {
+            Ok(result) => result.map_err(|e| runtime_error(*e, budget)),
+            Err(panic) => Err(EvalError::Runtime(format!(
+                "the expression stopped on an internal error ({}); please report it",
+                panic_text(&*panic)
+            ))),
+        }
     }
 
     /// Evaluates a condition for one customer. `()` (a missing value) counts as false.
@@ -349,15 +368,12 @@ impl ExprEngine {
                     enrollment: input.enrollment.map(|e| (e.id.clone(), e.workflow.clone())),
                 });
             });
-            let result = self
-                .engine
-                .eval_ast_with_scope::<Dynamic>(&mut scope, &expr.ast);
-            let holds = match result {
+            let holds = match self.run(&mut scope, expr, budget) {
                 Ok(v) if v.is_unit() => Ok(false),
                 Ok(v) => v.as_bool().map_err(|found| EvalError::NotABool {
                     found: found.to_string(),
                 }),
-                Err(e) => Err(runtime_error(*e, budget)),
+                Err(e) => Err(e),
             };
             match holds {
                 Ok(false) => continue,
@@ -369,6 +385,15 @@ impl ExprEngine {
         STATE.with(|s| *s.borrow_mut() = None);
         found
     }
+}
+
+/// What a caught panic said, when it said it as text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 #[cfg(test)]

@@ -116,6 +116,38 @@ impl Run {
         Ok(Some(self.failure(span, message, None, Vec::new())))
     }
 
+    pub(super) async fn expect_goal(
+        &mut self,
+        span: &Span,
+        customer: &str,
+        converted: bool,
+        value: Option<f64>,
+    ) -> Result<Option<Failure>, String> {
+        let mut conn = self.store.connection().await.map_err(why)?;
+        let values = crate::store::outcomes::conversions_of(&mut conn, &self.workflow, customer)
+            .await
+            .map_err(why)?;
+        drop(conn);
+        let total: f64 = values.iter().sum();
+        let message = match (converted, values.is_empty(), value) {
+            (true, true, _) => {
+                format!("expected the goal to convert {customer}'s journey, but it did not")
+            }
+            (false, false, _) => format!(
+                "expected {customer}'s journey not to convert, but the goal converted it ({} time{}, value {total})",
+                values.len(),
+                if values.len() == 1 { "" } else { "s" }
+            ),
+            (true, false, Some(v)) if (v - total).abs() > 1e-9 => {
+                format!(
+                    "expected the conversion of {customer}'s journey to be worth {v}, but it counted {total}"
+                )
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(self.failure(span, message, None, Vec::new())))
+    }
+
     pub(super) async fn engage(
         &mut self,
         span: &Span,

@@ -74,6 +74,12 @@ pub enum Action {
         email: EmailMatch,
         act: Engagement,
     },
+    /// Whether the workflow's goal converted the customer's journey, and for how much.
+    ExpectGoal {
+        customer: String,
+        converted: bool,
+        value: Option<f64>,
+    },
     /// The customer's journey went down this variant (`SPLIT/VARIANT`, or `holdout`).
     ExpectVariant {
         customer: String,
@@ -125,13 +131,14 @@ impl EmailMatch {
 }
 
 const CASE_KEYS: [&str; 6] = ["name", "start", "customers", "events", "pin", "steps"];
-const STEP_KEYS: [&str; 12] = [
+const STEP_KEYS: [&str; 13] = [
     "advance",
     "event",
     "update_customer",
     "click",
     "open",
     "answer",
+    "expect_goal",
     "expect_variant",
     "expect_email",
     "expect_no_email",
@@ -170,6 +177,10 @@ pub fn load(plan: &Plan, diagnostics: &mut Vec<Diagnostic>) -> Vec<Suite> {
                     continue;
                 }
             };
+            if let Err(d) = crate::source::yaml::shape::check(&file) {
+                diagnostics.push(*d);
+                continue;
+            }
             let doc = Document::index(&file);
             match yaml_serde::from_str::<Value>(file.text()) {
                 Ok(value) => match value.get("tests") {

@@ -90,6 +90,7 @@ pub(super) fn read_step(
         }
         "update_customer" => update_customer(r, arg, &at, ids),
         "click" | "open" | "answer" => engage(r, key, arg, &at, start),
+        "expect_goal" => expect_goal(r, arg, &at, ids),
         "expect_variant" => expect_variant(r, arg, &at, ids),
         "expect_email" => Some(Action::ExpectEmail(email_match(r, arg, &at, start, true)?)),
         "expect_no_email" => Some(Action::ExpectNoEmail(email_match(
@@ -105,15 +106,31 @@ pub(super) fn read_step(
     }
 }
 
+/// The longest a case's clock moves in one `advance:`: ten years of passes is a few
+/// seconds of rehearsal, and longer is more likely a typo than a test.
+const MAX_ADVANCE: TimeDelta = TimeDelta::days(3_660);
+
 /// `advance: 2d`: the clock moves on, every pass due on the way running.
 fn advance(r: &mut Reader<'_>, arg: &Value, at: &Route) -> Option<Action> {
     let text = r.string(arg, at, "advance")?;
     match crate::time::duration::parse(&text) {
-        Ok(d) if d > TimeDelta::zero() => Some(Action::Advance(d)),
-        _ => {
+        Ok(d) if d > MAX_ADVANCE => {
             r.error(
                 at,
-                format!("`{text}` is not a time to advance by"),
+                format!("`{text}` is longer than a test advances at once"),
+                "advance by at most 3660d (ten years) at a time",
+            );
+            None
+        }
+        Ok(d) if d > TimeDelta::zero() => Some(Action::Advance(d)),
+        result => {
+            let why = match result {
+                Err(e) => format!(": {e}"),
+                Ok(_) => String::new(),
+            };
+            r.error(
+                at,
+                format!("`{text}` is not a time to advance by{why}"),
                 crate::time::duration::DURATION_HELP,
             );
             None
@@ -220,6 +237,53 @@ fn known_variant(r: &Reader<'_>, split: &str, variant: &str) -> Result<(), (Stri
         format!("split `{split}` has no variant `{variant}`"),
         format!("its variants are: {}", variants.join(", ")),
     ))
+}
+
+/// `expect_goal: {converted: true|false, value?, customer?}`: whether the workflow's goal
+/// converted the customer's journey, and the revenue it counted.
+fn expect_goal(r: &mut Reader<'_>, arg: &Value, at: &Route, ids: &[String]) -> Option<Action> {
+    let mut obj = r.json_object(arg, at, "`expect_goal`")?;
+    let given = obj.remove("customer");
+    let customer = r.customer(given, at, ids)?;
+    let converted = obj.remove("converted");
+    let value = obj.remove("value");
+    if let Some(other) = obj.keys().next().cloned() {
+        r.unknown_key(
+            &at.key(&other),
+            &other,
+            &["converted", "value", "customer"],
+            "key in `expect_goal`",
+        );
+        return None;
+    }
+    let example = "e.g. `expect_goal: { converted: true, value: 59.9 }`";
+    let Some(converted) = converted.as_ref().and_then(Json::as_bool) else {
+        r.error(
+            at,
+            "`expect_goal` needs `converted: true` or `false`",
+            example,
+        );
+        return None;
+    };
+    let value = match value {
+        None => None,
+        Some(v) => match v.as_f64() {
+            Some(n) if converted => Some(n),
+            Some(_) => {
+                r.error(at, "a journey that did not convert has no `value`", example);
+                return None;
+            }
+            None => {
+                r.error(at, "`value` in `expect_goal` is a number", example);
+                return None;
+            }
+        },
+    };
+    Some(Action::ExpectGoal {
+        customer,
+        converted,
+        value,
+    })
 }
 
 /// `expect_variant: {split, variant, customer?}`; `{variant: holdout}` for the holdout.
