@@ -151,6 +151,13 @@ pub struct Event {
 }
 
 impl Event {
+    /// Whether a link scanner or an image proxy caused it (`properties.machine`, as the
+    /// click, open and answer endpoints record it): such an event starts, resumes and
+    /// converts nothing.
+    pub fn by_machine(&self) -> bool {
+        self.properties.get("machine") == Some(&Value::Bool(true))
+    }
+
     pub fn sample(name: &str, now: DateTime<Utc>) -> Self {
         let mut properties = Map::new();
         properties.insert("order_id".into(), Value::from("1001"));

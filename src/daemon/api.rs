@@ -169,9 +169,6 @@ pub(super) async fn confirm(State(api): State<Arc<Api>>, Path(token): Path<Strin
         Ok(c) => c,
         Err(e) => return refused(&e),
     };
-    if checked.proof {
-        return super::preferences::proof(&api, &checked).await;
-    }
     let who = match api.store.customer(&checked.customer_id).await {
         Ok(Some(c)) => masked(&c.email),
         _ => "your address".into(),
@@ -195,9 +192,6 @@ pub(super) async fn unsubscribe(
         Ok(c) => c,
         Err(e) => return refused(&e),
     };
-    if checked.proof {
-        return super::preferences::proof(&api, &checked).await;
-    }
     let source = format!("link in `{}`", checked.workflow);
     match api
         .store

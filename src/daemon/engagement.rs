@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 
 pub use super::api::Tracking;
 use super::api::{Api, refused};
@@ -181,17 +181,31 @@ pub async fn answer(
     let words = pages::words(email.locale.as_deref());
     if method != Method::HEAD {
         let seen = visit(&api, &headers);
+        let window = api.tracking.machine_window;
         let recorded = api
             .store
-            .record_answer(&email, &given.question, &given.value, &seen)
+            .record_answer(&email, &given.question, &given.value, &seen, window)
             .await;
-        if let Err(e) = recorded {
-            tracing::warn!(error = %e, "an answer could not be recorded");
-            return unavailable(words);
+        match recorded {
+            Ok(true) => api.wake.notify_one(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "an answer could not be recorded");
+                return unavailable(words);
+            }
         }
-        api.wake.notify_one();
     }
-    Html(pages::answer_page(words, &shown(&given.value), None)).into_response()
+    // The comment already saved for this answer, if any, stays in its box.
+    let saved = match api.store.answer(&email.delivery, &given.question).await {
+        Ok(Some(a)) if a.value == given.value => a.comment,
+        _ => None,
+    };
+    Html(pages::answer_page(
+        words,
+        &shown(&given.value),
+        saved.as_deref(),
+    ))
+    .into_response()
 }
 
 pub async fn comment(
@@ -204,10 +218,25 @@ pub async fn comment(
         Err(response) => return response,
     };
     let words = pages::words(email.locale.as_deref());
-    let comment = form_urlencoded::parse(&body)
+    // A form without the field (not ours) changes nothing; NUL, which PostgreSQL's text
+    // cannot hold, is dropped; a comment longer than the box allows is refused whole.
+    let Some(comment) = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "comment")
-        .map(|(_, v)| v.trim().chars().take(MAX_COMMENT).collect::<String>())
-        .unwrap_or_default();
+        .map(|(_, v)| v.trim().replace('\0', ""))
+    else {
+        let html = pages::answer_page(words, &shown(&given.value), None);
+        return (StatusCode::UNPROCESSABLE_ENTITY, Html(html)).into_response();
+    };
+    if comment.chars().count() > MAX_COMMENT {
+        let body = format!(
+            "<p role=\"alert\">{}</p>",
+            crate::workflow::templates::escape_html(
+                &words.too_long.replace("{max}", &MAX_COMMENT.to_string())
+            )
+        );
+        let html = pages::page(words, words.your_answer, &body);
+        return (StatusCode::PAYLOAD_TOO_LARGE, Html(html)).into_response();
+    }
     let saved = api
         .store
         .comment_answer(&email, &given.question, &comment)
@@ -230,7 +259,13 @@ pub async fn comment(
             let store = &api.store;
             let kept = async {
                 store
-                    .record_answer(&email, &given.question, &given.value, &seen)
+                    .record_answer(
+                        &email,
+                        &given.question,
+                        &given.value,
+                        &seen,
+                        TimeDelta::zero(),
+                    )
                     .await?;
                 store
                     .comment_answer(&email, &given.question, &comment)

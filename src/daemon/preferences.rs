@@ -17,23 +17,22 @@ use super::pages;
 use crate::unsubscribe::Unsubscribe;
 
 pub async fn show(state: State<Arc<Api>>, token: Path<String>) -> Response {
-    if state.topics.is_empty() {
-        return api::confirm(state, token).await;
-    }
-    let (State(api), Path(token)) = (state, token);
-    let checked = match api.signer.verify(&token, Utc::now()) {
+    let checked = match state.signer.verify(&token.0, Utc::now()) {
         Ok(c) => c,
         Err(e) => return refused(&e),
     };
     if checked.proof {
-        return proof(&api, &checked).await;
+        return proof(&state, &checked).await;
     }
-    render(&api, &checked, None).await
+    if state.topics.is_empty() {
+        return api::confirm(state, token).await;
+    }
+    render(&state, &checked, None).await
 }
 
 /// What a proof's link opens: the page as the customer would see it, saying that it is a
 /// proof, and nothing changed.
-pub(super) async fn proof(api: &Api, checked: &Unsubscribe) -> Response {
+async fn proof(api: &Api, checked: &Unsubscribe) -> Response {
     if api.topics.is_empty() {
         let words = pages::words(None);
         let body = format!(

@@ -16,11 +16,12 @@ impl Engine {
     /// or it is an order that names a coupon.
     pub(super) fn has_outcome(&self, event: &Event) -> bool {
         coupon_of(event).is_some()
-            || self
-                .plan
-                .workflows
-                .iter()
-                .any(|wf| wf.goal.as_ref().is_some_and(|g| g.event == event.name))
+            || !event.by_machine()
+                && self
+                    .plan
+                    .workflows
+                    .iter()
+                    .any(|wf| wf.goal.as_ref().is_some_and(|g| g.event == event.name))
     }
 
     /// Credits the event to the journey that touched the customer last, and redeems the
@@ -33,6 +34,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         if let Some(code) = coupon_of(event) {
             outcomes::redeem_coupon(conn, &customer.id, code, event.at).await?;
+        }
+        if event.by_machine() {
+            return Ok(());
         }
         let mut best: Option<(Touch, &crate::workflow::plan::Goal)> = None;
         for wf in &self.plan.workflows {

@@ -204,7 +204,7 @@ impl Engine {
             .plan
             .workflows
             .iter()
-            .filter(|wf| triggers(wf, &stored.event))
+            .filter(|wf| !stored.event.by_machine() && triggers(wf, &stored.event))
             .collect();
         let unsubscribes = stored.event.name == crate::customer::UNSUBSCRIBED_EVENT;
         let resumes = self.resumes(&stored.event);
@@ -219,8 +219,7 @@ impl Engine {
     /// Whether an event may end a `wait: {for: ...}`: some workflow waits for its name, and
     /// it is a person's doing (a link scanner's click resumes nothing).
     fn resumes(&self, event: &Event) -> bool {
-        let machine = event.properties.get("machine") == Some(&serde_json::Value::Bool(true));
-        !machine
+        !event.by_machine()
             && self
                 .plan
                 .workflows

@@ -149,28 +149,73 @@ impl Store {
     }
 
     /// Records an answer and its `survey_answered` event. One answer per email and
-    /// question: a later one replaces the earlier (its comment with it).
+    /// question: a later, different one replaces the earlier (its comment stays).
+    ///
+    /// An answer follows the rules a click does: one that looks like a link scanner's
+    /// (too soon after the email left, a scanner's agent, a burst of answers) is kept
+    /// with `machine: true`, which converts, resumes and counts nothing. The same answer
+    /// again (a reload, the back button, a scanner after the person) records nothing new
+    /// and keeps its comment; a person's answer replaces a machine's. Returns whether
+    /// this answer is the one kept now, as a person's.
     pub async fn record_answer(
         &self,
         email: &SentEmail,
         question: &str,
         value: &Value,
         visit: &Visit,
-    ) -> Result<(), StoreError> {
+        window: TimeDelta,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
-        let properties = json!({ "question": question, "value": value });
+        let id = answer_id(&email.delivery, question);
+        let kept = sqlx::query("SELECT value, machine FROM engagements WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let kept: Option<(Option<String>, bool)> = match kept {
+            Some(r) => Some((r.try_get(0)?, r.try_get::<i64, _>(1)? != 0)),
+            None => None,
+        };
+        let since = (visit.at - robots::BURST).timestamp_millis();
+        let burst: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM events WHERE customer_id = $1 AND name = $2 AND at >= $3",
+        )
+        .bind(&email.customer_id)
+        .bind(ANSWERED)
+        .bind(since)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let seen = Seen {
+            at: visit.at,
+            agent: visit.agent.as_deref(),
+            sent_at: email.sent_at,
+            other_links_in_burst: usize::try_from(burst).unwrap_or(0),
+        };
+        let machine = robots::is_machine(&seen, window);
+        let text = value.to_string();
+        let unchanged = match &kept {
+            // A person's answer stands against a machine's fetch, and against itself.
+            Some((_, false)) if machine => true,
+            Some((v, was_machine)) => {
+                v.as_deref() == Some(text.as_str()) && *was_machine == machine
+            }
+            None => false,
+        };
+        if unchanged {
+            return Ok(false);
+        }
+        let properties = json!({ "question": question, "value": value, "machine": machine });
         let row = Columns {
             kind: EngagementKind::Answer,
             detail: Some(question),
-            value: Some(value.to_string()),
-            machine: false,
+            value: Some(text),
+            machine,
         };
-        let id = answer_id(&email.delivery, question);
         record(&mut tx, email, visit, ANSWERED, properties, row, Some(&id)).await?;
         super::wake::announce_in(self, &mut tx).await?;
         tx.commit().await?;
         super::wake::announce_after(self);
-        Ok(())
+        Ok(!machine)
     }
 
     /// Adds a comment to an email's answer to a question; `false` when there is no answer.
@@ -262,7 +307,7 @@ async fn insert(
     row: Columns<'_>,
     visit: &Visit,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO engagements (id, kind, delivery_id, enrollment_id, workflow, step, customer_id, detail, value, machine, at, client) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO UPDATE SET value = excluded.value, at = excluded.at, client = excluded.client, comment = NULL")
+    sqlx::query("INSERT INTO engagements (id, kind, delivery_id, enrollment_id, workflow, step, customer_id, detail, value, machine, at, client) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO UPDATE SET value = excluded.value, at = excluded.at, client = excluded.client, machine = excluded.machine")
         .bind(id)
         .bind(row.kind.as_str())
         .bind(&email.delivery)
@@ -403,7 +448,7 @@ pub async fn counts(
         let n: i64 = r.try_get(3)?;
         counts.insert((r.try_get(0)?, r.try_get(1)?, kind), n.max(0) as u64);
     }
-    let rows = sqlx::query("SELECT workflow, step, detail, value FROM engagements WHERE kind = 'answer' ORDER BY detail")
+    let rows = sqlx::query("SELECT workflow, step, detail, value FROM engagements WHERE kind = 'answer' AND machine = 0 ORDER BY detail")
         .fetch_all(&mut *conn)
         .await?;
     let mut answers = Vec::new();

@@ -406,3 +406,105 @@ fn the_unsubscribe_link_is_never_rewritten_in_any_shipped_email() {
         "the shipped emails have {tracked} tracked links"
     );
 }
+
+/// Regression (issue 29, items 3 and 7): a scanner fetching every answer link within two
+/// seconds of delivery stored each answer as a person's; a second GET of an answer link
+/// (a reload) erased its comment and recorded another `survey_answered`; a POST without a
+/// comment field wiped it; NUL was a 503 on PostgreSQL; a long comment was cut silently.
+#[test]
+fn scanners_answer_nothing_and_a_reload_keeps_the_comment() {
+    for b in backends("engagement-answers") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        project(&b, server.port);
+        let run = tidings(&b).args(["run", "--once"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let sent_at = Instant::now();
+        let received = server.received();
+        let message = MessageParser::default().parse(&received[0].bytes).unwrap();
+        let html = message.body_html(0).unwrap().into_owned();
+        let answers = links(&html, "a");
+        let port = free_port();
+        let daemon = Daemon::start(&b, port, "1h");
+        let answered = |b: &Backend| {
+            count(
+                b,
+                "SELECT COUNT(*) FROM events WHERE name = 'survey_answered'",
+            )
+        };
+
+        // The scanner: both links at once, as python-requests.
+        for path in &answers {
+            let (status, _) = http(
+                port,
+                "GET",
+                path,
+                &[("User-Agent", "python-requests/2.32")],
+                b"",
+            );
+            assert_eq!(status, 200);
+        }
+        assert!(
+            sent_at.elapsed() < Duration::from_secs(2),
+            "too slow to test the window"
+        );
+        let scanned_at = Instant::now();
+        assert_eq!(
+            count(
+                &b,
+                "SELECT COUNT(*) FROM engagements WHERE kind = 'answer' AND machine = 0"
+            ),
+            0,
+            "{}: a scanner's answers are machine answers",
+            b.label
+        );
+        let machine_events = answered(&b);
+        assert!(machine_events >= 1, "{}", b.label);
+
+        // A person, after the window and the scanner's burst: 9, with a comment.
+        std::thread::sleep(Duration::from_millis(5_300).saturating_sub(scanned_at.elapsed()));
+        let person = [("User-Agent", BROWSER)];
+        let (status, _) = http(port, "GET", &answers[0], &person, b"");
+        assert_eq!(status, 200);
+        assert_eq!(answered(&b), machine_events + 1, "{}", b.label);
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let (status, _) = http(port, "POST", &answers[0], &form, b"comment=Great%00tea");
+        assert_eq!(status, 200, "{}", b.label);
+        let kept = "SELECT value, comment FROM engagements WHERE kind = 'answer' AND machine = 0";
+        let great = [("9".to_string(), "Greattea".to_string())];
+        assert_eq!(crate::store::text_pairs(&b, kept), great, "{}", b.label);
+
+        // A reload, a scanner after the person, a form without the field, a comment too
+        // long: nothing recorded, nothing erased.
+        let (status, page) = http(port, "GET", &answers[0], &person, b"");
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("Greattea"),
+            "{}: the box shows the comment: {page}",
+            b.label
+        );
+        let (status, _) = http(
+            port,
+            "GET",
+            &answers[0],
+            &[("User-Agent", "python-requests/2.32")],
+            b"",
+        );
+        assert_eq!(status, 200);
+        let (status, _) = http(port, "POST", &answers[0], &form, b"other=1");
+        assert_eq!(status, 422, "{}", b.label);
+        let long = format!("comment={}", "x".repeat(2_001));
+        let (status, page) = http(port, "POST", &answers[0], &form, long.as_bytes());
+        assert_eq!(status, 413, "{}: {page}", b.label);
+        assert_eq!(crate::store::text_pairs(&b, kept), great, "{}", b.label);
+        assert_eq!(answered(&b), machine_events + 1, "{}", b.label);
+        daemon.stop();
+
+        let status = tidings(&b).args(["status", "--json"]).run();
+        let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+        assert_eq!(
+            doc["workflows"][0]["engagement"]["answered"], 1,
+            "{}: {doc:#}",
+            b.label
+        );
+    }
+}

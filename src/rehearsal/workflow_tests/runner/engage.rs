@@ -199,11 +199,11 @@ impl Run {
                 .record_open(&stored, &visit, human)
                 .await
                 .map(drop),
-            Engagement::Answer { question, value } => {
-                self.store
-                    .record_answer(&stored, question, value, &visit)
-                    .await
-            }
+            Engagement::Answer { question, value } => self
+                .store
+                .record_answer(&stored, question, value, &visit, human)
+                .await
+                .map(drop),
         };
         recorded.map_err(why)?;
         self.pass().await?;
