@@ -34,7 +34,7 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
                 crate::time::duration::DURATION_HELP
             ))
         })?;
-    let project = Project::load(root).map_err(CommandError::Diagnostic)?;
+    let mut project = Project::load(root).map_err(CommandError::Diagnostic)?;
     let Some(compiled) = compile_or_report(&project, "the daemon did not start") else {
         return Ok(ExitCode::FAILURE);
     };
@@ -47,6 +47,11 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
         .listen
         .clone()
         .unwrap_or_else(|| project.config.server.listen.clone());
+    // Without a public address, the links in emails point where this daemon listens
+    // (`--listen` included), not at the default port it may not be on.
+    if project.config.server.public_url.is_none() && project.config.unsubscribe.base_url.is_none() {
+        project.config.server.public_url = Some(format!("http://{listen}"));
+    }
     let url = crate::cli::shared::database_url(&project)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -140,7 +145,8 @@ async fn serve_and_pass(
             let _ = server_stop.wait_for(|s| *s).await;
         },
     ));
-    tracing::info!(address = %address, every = %every_text, workflows = names(&runner).len(), "tidings daemon listening");
+    let links = project.config.public_base();
+    tracing::info!(address = %address, links = %links, every = %every_text, workflows = names(&runner).len(), "tidings daemon listening; the links in emails point at {links}");
     say_where_the_token_comes_from(&project, &api);
     if let Some(line) = runner.recover().await? {
         tracing::warn!("{line}");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mail_parser::MessageParser;
 
-use crate::common::{Act, SmtpServer, free_port};
+use crate::common::{Act, SmtpServer, free_port, write};
 use crate::store::{Backend, backends, tidings, with_store};
 
 /// One HTTP/1.1 request on a fresh connection; the status and the body.
@@ -1071,4 +1071,58 @@ fn a_daemon_killed_during_a_campaign_loses_nothing() {
     eprintln!(
         "{kills} kills (the first before any of {before_send} sends, the second after {sent_at_kill}); {duplicates} duplicates; {N} emails"
     );
+}
+
+/// Regression (issue 29, item 11): `daemon --listen 127.0.0.1:PORT` without a public
+/// address wrote `http://127.0.0.1:8080/u/...` into emails, a link that pointed nowhere.
+/// The links follow `--listen`, and the daemon answers them there.
+#[test]
+fn without_a_public_address_links_follow_listen() {
+    let b = backends("daemon-links-follow-listen").remove(0);
+    write(&b.dir, "tidings.yaml", "database: ${TIDINGS_DB}\n");
+    write(
+        &b.dir,
+        "workflows/hello.yaml",
+        "name: hello\ntrigger:\n  event: signed_up\nsteps:\n  - email: hello\n    subject: Hello\n",
+    );
+    write(
+        &b.dir,
+        "templates/hello.html",
+        "<p>Hi</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+    );
+    write(&b.dir, "customers.csv", "id,email\nada,ada@example.com\n");
+    write(&b.dir, "events.csv", "customer_id,name\nada,signed_up\n");
+    for kind in ["customers", "events"] {
+        let file = format!("{kind}.csv");
+        let run = tidings(&b).args(["import", kind, &file]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+    }
+    let port = free_port();
+    let daemon = Daemon::start(&b, port, "1h");
+    let mail = b.dir.join("out/mail");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let eml = loop {
+        let found = std::fs::read_dir(&mail)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "eml"));
+        if let Some(p) = found {
+            break std::fs::read_to_string(p).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no email was written");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let base = format!("http://127.0.0.1:{port}/u/");
+    assert!(eml.contains(&base), "{eml}");
+    assert!(!eml.contains("127.0.0.1:8080"), "{eml}");
+    let at = eml.find(&base).unwrap();
+    let token: String = eml[at + base.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let (status, page) = http(port, "GET", &format!("/u/{token}"), &[], b"");
+    assert_eq!(status, 200, "{page}");
+    daemon.stop();
 }
