@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use crate::cli::args::ReportArgs;
 use crate::cli::charts::{ChartError, Series, WIDTH, bars, interval_bars, percent_bars, stacked};
 use crate::cli::shared::{CommandError, open_store, time_arg};
-use crate::cli::status::{EMAILS, JOURNEYS, emails, journeys, order, stage_rows};
+use crate::cli::status::{EMAILS, JOURNEYS, emails, journey_label, journeys, order, stage_rows};
 use crate::store::rates::{Rates, StepRates, rates};
 use crate::store::report::{History, history, week_of};
 use crate::store::status::{Counts, counts};
@@ -132,12 +132,12 @@ impl Page<'_> {
         }
         out.push_str(
             "<h2>Workflows</h2>\n<p>Each funnel counts the journeys that entered, that were sent \
-             at least one email, that met <code>exit_when</code> (converted), that finished every \
+             at least one email, that met <code>exit_when</code>, that finished every \
              step, and that left otherwise (exited or failed).</p>\n<div class=\"grid\">\n",
         );
         for wf in self.workflows {
             let entered: i64 = JOURNEYS.iter().map(|s| journeys(self.counts, wf, s)).sum();
-            let labels: Vec<String> = ["entered", "emailed", "converted", "completed", "exited"]
+            let labels: Vec<String> = ["entered", "emailed", "exit_when", "completed", "exited"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
@@ -297,13 +297,17 @@ impl Page<'_> {
                 .filter(|a| a.workflow == name)
                 .cloned()
                 .collect();
-            let experiment = crate::cli::results::Experiment::of(name, arms);
+            let experiment = crate::cli::results::Experiment::of(name, arms, true);
             let (labels, shares): (Vec<String>, Vec<(f64, f64, f64)>) = experiment
                 .rows
                 .iter()
                 .filter_map(|r| {
                     let i = r.rate?;
-                    let label = r.arm.variant.clone().unwrap_or_else(|| "(rest)".into());
+                    let label = r
+                        .arm
+                        .variant
+                        .clone()
+                        .unwrap_or_else(|| crate::workflow::plan::NO_VARIANT.into());
                     Some((label, (i.estimate, i.low, i.high)))
                 })
                 .unzip();
@@ -323,7 +327,7 @@ impl Page<'_> {
             "<h2>The numbers</h2>\n<div class=\"numbers\"><table><thead><tr><th>workflow</th>",
         );
         for h in JOURNEYS {
-            let _ = write!(out, "<th>{h}</th>");
+            let _ = write!(out, "<th>{}</th>", journey_label(h));
         }
         for (h, _) in EMAILS {
             let _ = write!(out, "<th>emails {h}</th>");

@@ -25,7 +25,19 @@ pub fn run(root: &Path, args: &ResultsArgs) -> Result<ExitCode, CommandError> {
         Some(text) => day_or_time_arg("--since", text)?,
         None => chrono::DateTime::<chrono::Utc>::MIN_UTC,
     };
-    let (runtime, _project, store) = open_store(root)?;
+    let (runtime, project, store) = open_store(root)?;
+    // Which workflows set up an experiment (a split or a holdout), so that one whose arms
+    // have not all had entries yet says so instead of "no experiment".
+    let plan = crate::workflow::compile::compile_project(&project, &[]).plan;
+    let designed = |name: &str| {
+        plan.workflow(name).is_some_and(|wf| {
+            wf.holdout.is_some()
+                || wf
+                    .all_steps()
+                    .iter()
+                    .any(|s| matches!(s.kind, crate::workflow::plan::StepKind::Split(_)))
+        })
+    };
     let all = runtime.block_on(async {
         let mut conn = store.connection().await?;
         arms(&mut conn, since).await
@@ -56,6 +68,7 @@ pub fn run(root: &Path, args: &ResultsArgs) -> Result<ExitCode, CommandError> {
             Experiment::of(
                 w,
                 all.iter().filter(|a| a.workflow == *w).cloned().collect(),
+                designed(w),
             )
         })
         .collect();
@@ -84,7 +97,9 @@ pub struct Experiment {
 }
 
 impl Experiment {
-    pub fn of(workflow: &str, arms: Vec<Arm>) -> Self {
+    /// `designed`: the workflow sets up an experiment (a split or a holdout), whether or
+    /// not every arm has had entries yet.
+    pub fn of(workflow: &str, arms: Vec<Arm>, designed: bool) -> Self {
         let control = arms
             .iter()
             .find(|a| a.variant.as_deref() == Some(HOLDOUT))
@@ -103,7 +118,8 @@ impl Experiment {
                 }
             })
             .collect();
-        let verdict = verdict(&rows);
+        let designed = designed || rows.iter().any(|r| r.arm.variant.is_some());
+        let verdict = verdict(&rows, designed);
         Self {
             workflow: workflow.to_string(),
             rows,
@@ -125,7 +141,7 @@ fn short(arm: &Arm) -> String {
 /// (or the one variant against the holdout) with the two-proportion test; below the
 /// minimum sample, or without significance at 5%, how many more customers per arm would
 /// give 80% power at the rates seen.
-fn verdict(rows: &[Row]) -> String {
+fn verdict(rows: &[Row], designed: bool) -> String {
     let mut arms: Vec<&Arm> = rows
         .iter()
         .map(|r| &r.arm)
@@ -140,6 +156,10 @@ fn verdict(rows: &[Row]) -> String {
     let (first, second) = match (arms.as_slice(), control) {
         ([a, b, ..], _) => (*a, *b),
         ([a], Some(c)) => (*a, c),
+        _ if designed => {
+            return "only one arm has entries yet: nothing to compare until the others have some"
+                .into();
+        }
         _ => return "no experiment: add a `split:` step or `holdout:` to compare".into(),
     };
     let (r1, r2) = (rate(first), rate(second));
@@ -255,7 +275,9 @@ fn cells(r: &Row) -> Vec<String> {
         "-".into()
     };
     vec![
-        a.variant.clone().unwrap_or_else(|| "(all)".into()),
+        a.variant
+            .clone()
+            .unwrap_or_else(|| crate::workflow::plan::NO_VARIANT.into()),
         a.entered.to_string(),
         a.emailed.to_string(),
         a.clicked.to_string(),
@@ -340,25 +362,29 @@ mod tests {
 
     #[test]
     fn the_verdict_names_a_winner_only_when_it_can() {
-        let e = Experiment::of("w", vec![arm("s/a", 80, 1000), arm("s/b", 120, 1000)]);
+        let e = Experiment::of("w", vec![arm("s/a", 80, 1000), arm("s/b", 120, 1000)], true);
         assert_eq!(
             e.verdict,
             "`b` beats `a`: 12.0% vs 8.0% converted, p = 0.003"
         );
         // Checked with Python's statistics.NormalDist: p = 0.7062, n = 55,252 per group.
-        let e = Experiment::of("w", vec![arm("s/a", 100, 1000), arm("s/b", 95, 1000)]);
+        let e = Experiment::of("w", vec![arm("s/a", 100, 1000), arm("s/b", 95, 1000)], true);
         assert_eq!(
             e.verdict,
             "no clear winner yet (p = 0.706): about 54,252 more customers per variant needed for 80% power at the rates seen (10.0% vs 9.5%)"
         );
-        let e = Experiment::of("w", vec![arm("s/a", 1, 20), arm("s/b", 6, 20)]);
+        let e = Experiment::of("w", vec![arm("s/a", 1, 20), arm("s/b", 6, 20)], true);
         assert!(
             e.verdict
                 .starts_with("too early to call (n = 20 and 20, 7 conversions)"),
             "{}",
             e.verdict
         );
-        let e = Experiment::of("w", vec![arm("holdout", 30, 1000), arm("s/a", 60, 1000)]);
+        let e = Experiment::of(
+            "w",
+            vec![arm("holdout", 30, 1000), arm("s/a", 60, 1000)],
+            true,
+        );
         assert!(
             e.verdict
                 .starts_with("`a` beats sending nothing (the holdout)"),
@@ -370,7 +396,21 @@ mod tests {
             (lift.estimate - 0.03).abs() < 1e-12 && lift.low > 0.0,
             "{lift:?}"
         );
-        let e = Experiment::of("w", vec![arm("s/a", 3, 10)]);
+        let e = Experiment::of("w", vec![arm("s/a", 3, 10)], false);
+        assert!(
+            e.verdict.starts_with("only one arm has entries yet"),
+            "{}",
+            e.verdict
+        );
+        let mut all = arm("s/a", 3, 10);
+        all.variant = None;
+        let e = Experiment::of("w", vec![all.clone()], true);
+        assert!(
+            e.verdict.starts_with("only one arm has entries yet"),
+            "{}",
+            e.verdict
+        );
+        let e = Experiment::of("w", vec![all], false);
         assert!(e.verdict.starts_with("no experiment"), "{}", e.verdict);
     }
 }

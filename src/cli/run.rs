@@ -44,7 +44,7 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "pass at {}: {}, {} enrolled, {}, {} and {} queued; {} completed, {} converted, {} exited, {} failed",
+        "pass at {}: {}, {} enrolled, {}, {} and {} queued; {} completed, {} met exit_when, {} exited, {} failed",
         now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         counted(report.events, "event"),
         report.enrolled,

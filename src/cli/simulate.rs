@@ -199,7 +199,7 @@ fn journey_table(r: &Rehearsal, workflows: &BTreeSet<&str>, s: &mut String) {
             "workflow",
             "entered",
             "completed",
-            "converted",
+            "exit_when",
             "exited",
             "failed",
             "emails",

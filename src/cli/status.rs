@@ -14,6 +14,15 @@ use crate::store::status::{Counts, counts};
 use crate::workflow::compile::compile_project;
 
 pub(crate) const JOURNEYS: [&str; 5] = ["active", "completed", "converted", "exited", "failed"];
+
+/// How a journey state is shown: "converted" is the goal's word (`results`), so journeys
+/// that `exit_when` ended are shown as what they are.
+pub(crate) fn journey_label(state: &str) -> &str {
+    match state {
+        "converted" => "exit_when",
+        other => other,
+    }
+}
 pub(crate) const EMAILS: [(&str, &[&str]); 5] = [
     ("sent", &["sent"]),
     ("failed", &["failed"]),
@@ -129,7 +138,7 @@ pub fn table(c: &Counts, order: &[String], workflows: &[String]) -> String {
     );
     let _ = write!(out, "{:<width$}", "workflow");
     for h in JOURNEYS {
-        let _ = write!(out, " {h:>9}");
+        let _ = write!(out, " {:>9}", journey_label(h));
     }
     let _ = write!(out, " │");
     for (h, _) in EMAILS {
@@ -230,7 +239,9 @@ fn experiment_table(x: &[Arm]) -> String {
         format!(
             "{}/{}",
             a.workflow,
-            a.variant.as_deref().unwrap_or("(rest)")
+            a.variant
+                .as_deref()
+                .unwrap_or(crate::workflow::plan::NO_VARIANT)
         )
     };
     let width = experimenting
@@ -276,7 +287,7 @@ fn json(
         .map(|wf| {
             let journeys: serde_json::Map<String, serde_json::Value> = JOURNEYS
                 .iter()
-                .map(|h| (h.to_string(), journeys(c, wf, h).into()))
+                .map(|h| (journey_label(h).to_string(), journeys(c, wf, h).into()))
                 .collect();
             let emails: serde_json::Map<String, serde_json::Value> = EMAILS
                 .iter()

@@ -116,7 +116,10 @@ fn experiment(wf: &Workflow, rehearsal: &Rehearsal) -> Option<ExperimentPlan> {
     if !splits {
         let entered = rehearsal.workflows.get(&wf.name).map_or(0, |o| o.enrolled);
         let held: u64 = arms_7d.values().sum();
-        arms_7d.insert("(rest)".into(), entered.saturating_sub(held));
+        arms_7d.insert(
+            crate::workflow::plan::NO_VARIANT.into(),
+            entered.saturating_sub(held),
+        );
         arms_7d
             .entry(crate::workflow::plan::HOLDOUT.into())
             .or_insert(0);

@@ -73,6 +73,7 @@ impl Store {
         for sql in [
             "DELETE FROM topic_optouts WHERE customer_id = $1",
             "DELETE FROM engagements WHERE customer_id = $1",
+            "DELETE FROM conversions WHERE customer_id = $1",
             "DELETE FROM delivery_bodies WHERE delivery_id IN (SELECT id FROM deliveries WHERE customer_id = $1)",
             "DELETE FROM coupons WHERE customer_id = $1",
             "DELETE FROM deliveries WHERE customer_id = $1",
@@ -94,6 +95,12 @@ impl Store {
     pub async fn customers_with_email(&self, email: &str) -> Result<Vec<String>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         customers_with_email_in(&mut conn, email).await
+    }
+
+    /// Why an address is on the suppression list, if it is.
+    pub async fn suppression_reason(&self, email: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        super::suppressions::reason(&mut conn, email).await
     }
 
     /// Adds an address to the suppression list (a hard bounce, a 5xx): nothing more is

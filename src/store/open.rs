@@ -149,6 +149,9 @@ impl Store {
             for statement in *statements {
                 sqlx::query(*statement).execute(&mut *tx).await?;
             }
+            if *version == super::migrations::HASHED_SUPPRESSIONS {
+                super::suppressions::hash_stored_addresses(&mut tx).await?;
+            }
             sqlx::query(
                 "INSERT INTO tidings_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
             )

@@ -204,14 +204,7 @@ pub async fn suppress(
     reason: &str,
     at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let added = sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
-        .bind(email.to_lowercase())
-        .bind(reason)
-        .bind(at.timestamp_millis())
-        .execute(conn)
-        .await?
-        .rows_affected();
-    Ok(added > 0)
+    super::suppressions::suppress(conn, email, reason, at).await
 }
 
 /// Why each of these emails may not go now, by delivery id, for those that may not: the

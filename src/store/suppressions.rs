@@ -1,15 +1,38 @@
 //! The suppression list, read at entry and again at send time.
+//!
+//! It keeps a hash of each address, not the address: a bounce or a complaint must still
+//! be honoured after the customer is forgotten (`DELETE /v1/customers/{id}`), and a list
+//! of hashes honours it without keeping who they were. Addresses are compared without
+//! case, so the hash is of the lowercased, trimmed address.
 
 use super::StoreError;
+use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+
+/// What the list keeps for an address: `sha256:` and the hex digest of it, lowercased.
+pub fn address_key(email: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        email.trim().to_lowercase().as_bytes(),
+    );
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{KEY_PREFIX}{hex}")
+}
+
+const KEY_PREFIX: &str = "sha256:";
 
 pub async fn is_suppressed(conn: &mut AnyConnection, email: &str) -> Result<bool, StoreError> {
-    Ok(sqlx::query("SELECT 1 FROM suppressions WHERE email = $1")
-        .bind(email.to_lowercase())
+    Ok(reason(conn, email).await?.is_some())
+}
+
+/// Why an address is on the list, if it is.
+pub async fn reason(conn: &mut AnyConnection, email: &str) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query("SELECT reason FROM suppressions WHERE email = $1")
+        .bind(address_key(email))
         .fetch_optional(conn)
-        .await?
-        .is_some())
+        .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
 }
 
 /// Which of these addresses are on the suppression list (lowercased), each with why.
@@ -17,12 +40,74 @@ pub async fn suppressed_among(
     conn: &mut AnyConnection,
     emails: &[&str],
 ) -> Result<HashMap<String, String>, StoreError> {
-    let lower: BTreeSet<String> = emails.iter().map(|e| e.to_lowercase()).collect();
-    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
-    let sql = "SELECT email, reason FROM suppressions WHERE email IN ({list})";
-    super::fetch_in(conn, sql, &[], &lower)
-        .await?
+    let by_key: BTreeMap<String, String> = emails
         .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .collect()
+        .map(|e| (address_key(e), e.trim().to_lowercase()))
+        .collect();
+    let keys: Vec<&str> = by_key.keys().map(String::as_str).collect();
+    let sql = "SELECT email, reason FROM suppressions WHERE email IN ({list})";
+    let mut out = HashMap::new();
+    for row in super::fetch_in(conn, sql, &[], &keys).await? {
+        let key: String = row.try_get(0)?;
+        if let Some(address) = by_key.get(&key) {
+            out.insert(address.clone(), row.try_get(1)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Adds an address to the suppression list (a hard bounce, a complaint, a 5xx); returns
+/// whether it was not there yet.
+pub async fn suppress(
+    conn: &mut AnyConnection,
+    email: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let added = sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
+        .bind(address_key(email))
+        .bind(reason)
+        .bind(at.timestamp_millis())
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(added > 0)
+}
+
+/// Replaces the addresses a store kept in clear (before migration 16) with their keys.
+pub(super) async fn hash_stored_addresses(conn: &mut AnyConnection) -> Result<(), StoreError> {
+    let rows = sqlx::query(
+        "SELECT email, reason, created_at FROM suppressions WHERE email NOT LIKE 'sha256:%'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let (email, reason, at): (String, String, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
+            .bind(address_key(&email))
+            .bind(reason)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM suppressions WHERE email = $1")
+            .bind(&email)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_hides_the_address_and_ignores_case() {
+        let key = address_key(" Ada@Example.com ");
+        assert_eq!(key, address_key("ada@example.com"));
+        assert!(key.starts_with("sha256:") && key.len() == 7 + 64, "{key}");
+        assert!(!key.contains("ada") && !key.contains("example"));
+        assert_ne!(key, address_key("bob@example.com"));
+    }
 }

@@ -442,6 +442,11 @@ pub struct Goal {
     pub value: Option<Expr>,
 }
 
+/// The row of journeys that no split or holdout assigned (those who left before a split,
+/// or every journey of a workflow whose only experiment is its holdout): one name in
+/// `results`, `status`, `plan` and the report.
+pub const NO_VARIANT: &str = "(rest)";
+
 /// The variant, and the exit reason, of those a workflow's `holdout:` keeps out.
 pub const HOLDOUT: &str = "holdout";
 

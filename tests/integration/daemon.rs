@@ -405,13 +405,10 @@ fn bounce_and_complaint_reports_suppress_and_unsubscribe() {
             "{answer}"
         );
         let reason: String = with_store(&b, async |s| {
-            use sqlx::Row;
-            let mut conn = s.connection().await.unwrap();
-            sqlx::query("SELECT reason FROM suppressions WHERE email = 'ada@example.com'")
-                .fetch_one(&mut *conn)
+            s.suppression_reason("ada@example.com")
                 .await
                 .unwrap()
-                .get(0)
+                .unwrap()
         });
         assert_eq!(reason, "bounce: 550 5.1.1 no such user");
         assert!(

@@ -508,3 +508,78 @@ fn scanners_answer_nothing_and_a_reload_keeps_the_comment() {
         );
     }
 }
+
+/// Regression (issue 29, item 6): forgetting a customer left their conversions, and the
+/// suppression list kept their address in clear. Now nothing of theirs is left but a hash
+/// of a suppressed address — which still stops mail to that address if it comes back.
+#[test]
+fn forgetting_leaves_only_a_hash_that_still_suppresses() {
+    for b in backends("engagement-forget") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        project(&b, server.port);
+        write(
+            &b.dir,
+            "workflows/deal.yaml",
+            &format!("{DEAL}goal: {{ event: order_placed, within: 7d }}\n"),
+        );
+        let run = tidings(&b).args(["run", "--once"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let run = tidings(&b)
+            .args(["event", "order_placed", "--customer", "ada"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let run = tidings(&b).args(["run", "--once"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        assert_eq!(
+            count(&b, "SELECT COUNT(*) FROM conversions"),
+            1,
+            "{}",
+            b.label
+        );
+
+        let port = free_port();
+        let daemon = Daemon::start(&b, port, "1h");
+        let auth = [
+            ("Authorization", "Bearer s3cret-token"),
+            ("Content-Type", "application/json"),
+        ];
+        let report = br#"{"email": "Ada@Example.com", "type": "bounce"}"#;
+        let (status, body) = http(port, "POST", "/v1/suppressions", &auth, report);
+        assert!(status < 300, "{}: {status} {body}", b.label);
+        let (status, body) = http(port, "DELETE", "/v1/customers/ada", &auth, b"");
+        assert_eq!(status, 204, "{}: {body}", b.label);
+        daemon.stop();
+        assert_eq!(
+            count(&b, "SELECT COUNT(*) FROM conversions"),
+            0,
+            "{}",
+            b.label
+        );
+        assert_eq!(count(&b, "SELECT COUNT(*) FROM suppressions"), 1);
+        assert_eq!(
+            count(
+                &b,
+                "SELECT COUNT(*) FROM suppressions WHERE email LIKE '%ada%' OR email LIKE '%@%'"
+            ),
+            0,
+            "{}: no address in clear",
+            b.label
+        );
+
+        // The same address comes back: nothing is sent to it.
+        let sent = server.received().len();
+        for kind in ["customers", "events"] {
+            let file = format!("{kind}.csv");
+            let run = tidings(&b).args(["import", kind, &file]).run();
+            assert_eq!(run.code, 0, "{}", run.transcript());
+        }
+        let run = tidings(&b).args(["run", "--once"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        assert_eq!(
+            server.received().len(),
+            sent,
+            "{}: still suppressed",
+            b.label
+        );
+    }
+}

@@ -391,14 +391,11 @@ fn smtp_faults(mode: &str, start: fn(Box<crate::common::Script>) -> SmtpServer) 
             assert_eq!(copies, 1, "{}: {}", b.label, d.id);
         }
         with_store(&b, async |s| {
-            use sqlx::Row;
-            let mut conn = s.connection().await.unwrap();
-            let reason: String =
-                sqlx::query("SELECT reason FROM suppressions WHERE email = 'priya@example.in'")
-                    .fetch_one(&mut *conn)
-                    .await
-                    .unwrap()
-                    .get(0);
+            let reason: String = s
+                .suppression_reason("priya@example.in")
+                .await
+                .unwrap()
+                .unwrap();
             assert!(
                 reason.contains("550") && reason.contains("no such user"),
                 "{reason}"

@@ -1340,3 +1340,39 @@ fn postgres_plans_each_execution_for_its_values() {
         });
     }
 }
+
+/// Migration 16: a store whose suppression list kept addresses in clear keeps their hashes
+/// instead, and still honours them.
+#[test]
+fn suppressed_addresses_kept_in_clear_are_hashed_by_the_migration() {
+    for b in backends("hash-suppressions") {
+        with_store(&b, async |s| {
+            let mut conn = s.connection().await.unwrap();
+            for sql in [
+                "DELETE FROM tidings_migrations WHERE version = 16",
+                "INSERT INTO suppressions (email, reason, created_at) VALUES ('old@example.com', 'bounce', 0)",
+            ] {
+                sqlx::query(sql).execute(&mut *conn).await.unwrap();
+            }
+        });
+        let (kept, reason) = with_store(&b, async |s| {
+            use sqlx::Row;
+            let mut conn = s.connection().await.unwrap();
+            let kept: Vec<String> = sqlx::query("SELECT email FROM suppressions")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            (kept, s.suppression_reason("OLD@example.com").await.unwrap())
+        });
+        assert_eq!(
+            kept,
+            [tidings::store::suppressions::address_key("old@example.com")],
+            "{}",
+            b.label
+        );
+        assert_eq!(reason.as_deref(), Some("bounce"), "{}", b.label);
+    }
+}

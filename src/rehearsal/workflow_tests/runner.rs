@@ -430,8 +430,11 @@ impl Run {
             .iter()
             .filter(|(wf, c, ..)| *wf == self.workflow && customer.is_none_or(|x| x == c))
             .collect();
+        // `exit_when` is the journeys `exit_when` ended (stored as `converted`, the word
+        // earlier tests used and that still passes).
+        let state_of = |s: &str| if s == "exit_when" { "converted" } else { s }.to_string();
         let ended = mine.iter().any(|(_, _, state, why, _)| {
-            state == reason || (state == "exited" && why.as_deref() == Some(reason))
+            *state == state_of(reason) || (state == "exited" && why.as_deref() == Some(reason))
         });
         if ended {
             return Ok(None);
@@ -446,7 +449,12 @@ impl Run {
                     .as_deref()
                     .or(error.as_deref())
                     .map_or(String::new(), |w| format!(" ({w})"));
-                format!("{c}: {state}{detail}")
+                let shown = if state == "converted" {
+                    "exit_when"
+                } else {
+                    state
+                };
+                format!("{c}: {shown}{detail}")
             })
             .collect();
         if failure.journeys.is_empty() {

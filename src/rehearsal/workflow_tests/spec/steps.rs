@@ -446,7 +446,7 @@ fn expect_exit(r: &mut Reader<'_>, arg: &Value, at: &Route) -> Option<Action> {
             r.error(
                 at,
                 "`expect_exit` needs a `reason`",
-                "`converted` (exit_when met), `completed`, `failed`, or an `exit:` step's reason",
+                "`exit_when` (its condition met), `completed`, `failed`, or an `exit:` step's reason",
             );
             None
         }
