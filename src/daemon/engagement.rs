@@ -77,6 +77,7 @@ pub async fn click(
         Ok(l) => l,
         Err(e) => return refused(&e),
     };
+    let location = as_uri(&link.url);
     if method != Method::HEAD
         && !link.proof
         && let Some(email) = email_of(&api, &link.delivery).await
@@ -95,12 +96,27 @@ pub async fn click(
     (
         StatusCode::FOUND,
         [
-            (header::LOCATION, link.url.as_str()),
+            (header::LOCATION, location.as_str()),
             (header::CACHE_CONTROL, "no-store"),
             (header::REFERRER_POLICY, "no-referrer"),
         ],
     )
         .into_response()
+}
+
+/// A link as a `Location` may carry it: every byte a URI cannot hold as it is (controls,
+/// spaces, anything outside ASCII, `"<>\^`{|}`) percent-encoded, so the header is always
+/// valid and goes exactly where the email pointed.
+fn as_uri(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for b in url.bytes() {
+        if b.is_ascii_graphic() && !b"\"<>\\^`{|}".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 pub async fn open(
@@ -290,4 +306,26 @@ pub async fn comment(
 fn unavailable(words: &pages::Words) -> Response {
     let html = pages::page(words, "503", "<p>Please try again in a minute.</p>");
     (StatusCode::SERVICE_UNAVAILABLE, Html(html)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_is_always_a_uri() {
+        assert_eq!(
+            as_uri("https://shop.example/a?b=1#c"),
+            "https://shop.example/a?b=1#c"
+        );
+        assert_eq!(
+            as_uri("https://shop.example/a b\r\nSet-Cookie: x"),
+            "https://shop.example/a%20b%0D%0ASet-Cookie:%20x"
+        );
+        assert_eq!(
+            as_uri("https://shop.example/müsli%20"),
+            "https://shop.example/m%C3%BCsli%20"
+        );
+        assert!(axum::http::HeaderValue::from_str(&as_uri("https://x.example/\u{7}\"<>")).is_ok());
+    }
 }

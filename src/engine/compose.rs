@@ -191,6 +191,7 @@ impl Engine {
                 utm: &tracking.utm,
                 unsubscribe: unsubscribe_url.as_deref().unwrap_or(""),
                 proof: moment.proof,
+                written: &|url: &str| self.plan.templates.writes_link(url),
             };
             html = rewriter.html(&html);
             text = text.map(|t| rewriter.text(&t));

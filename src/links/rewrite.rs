@@ -5,7 +5,7 @@
 
 use super::{Answer, Click, Open, Token};
 use crate::unsubscribe::Signer;
-use crate::workflow::templates::ANSWER_PREFIX;
+use crate::workflow::templates::{ANSWER_PREFIX, decode_entities};
 
 /// The URL with the configured UTM parameters added (those it already has are kept as
 /// they are), before any fragment.
@@ -60,6 +60,9 @@ pub struct Rewriter<'a> {
     pub unsubscribe: &'a str,
     /// A preview's or a proof's links: they work, and record nothing.
     pub proof: bool,
+    /// Whether the templates write a link (those that arrived in a value are left as
+    /// they are: tidings never redirects to a URL a customer typed).
+    pub written: &'a dyn Fn(&str) -> bool,
 }
 
 impl Rewriter<'_> {
@@ -201,7 +204,7 @@ impl Rewriter<'_> {
                     .map(|e| open + e),
             }
             .unwrap_or(tag.len());
-            let url = unescape(&tag[open..close]);
+            let url = decode_entities(&tag[open..close]);
             let tracked = self.tracked(&url);
             if tracked == url {
                 return tag.to_string();
@@ -216,7 +219,7 @@ impl Rewriter<'_> {
         let lower = url.to_ascii_lowercase();
         let web = lower.starts_with("http://") || lower.starts_with("https://");
         let ours = url.starts_with(&format!("{}/", self.public)) || url == self.unsubscribe;
-        if !web || ours || lower.starts_with(ANSWER_PREFIX) {
+        if !web || ours || lower.starts_with(ANSWER_PREFIX) || !(self.written)(url) {
             return url.to_string();
         }
         let token = Click {
@@ -238,24 +241,6 @@ fn find_url(text: &str) -> Option<usize> {
     }
 }
 
-/// An attribute's value as the reader's client reads it: the entities HTML escaping writes.
-fn unescape(value: &str) -> String {
-    if !value.contains('&') {
-        return value.to_string();
-    }
-    value
-        .replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&#x2F;", "/")
-        .replace("&#47;", "/")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&#38;", "&")
-        .replace("&amp;", "&")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,7 +256,19 @@ mod tests {
             utm: &[],
             unsubscribe: "https://mail.example/u/TOKEN",
             proof: false,
+            written: &|url: &str| !url.contains("evil.example"),
         }
+    }
+
+    #[test]
+    fn a_link_the_templates_do_not_write_is_left_as_it_is() {
+        let signer = Signer::new(b"k").unwrap();
+        let r = rewriter(&signer);
+        let text = r.text("Hi Bob https://evil.example/phish, see https://shop.example/x");
+        assert!(text.contains("Bob https://evil.example/phish,"), "{text}");
+        assert!(!text.contains("shop.example/x"), "{text}");
+        let html = r.html(r#"<a href="https://evil.example/a">a</a>"#);
+        assert!(html.contains("https://evil.example/a"), "{html}");
     }
 
     #[test]

@@ -80,6 +80,7 @@ impl Store {
         window: TimeDelta,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
+        self.hold_email(&mut tx, email).await?;
         let since = (visit.at - robots::BURST).timestamp_millis();
         let others: i64 = sqlx::query(
             "SELECT COUNT(DISTINCT detail) FROM engagements WHERE delivery_id = $1 AND kind = 'click' AND at >= $2 AND detail <> $3",
@@ -116,6 +117,24 @@ impl Store {
         tx.commit().await?;
         super::wake::announce_after(self);
         Ok(machine)
+    }
+
+    /// Holds the email's row until the transaction ends, so that visits of one email are
+    /// judged one after the other: on PostgreSQL, clicks fetched at once would otherwise
+    /// each see none of the others and none would make a burst. (On SQLite the write
+    /// transaction already holds the one write lock.)
+    async fn hold_email(
+        &self,
+        tx: &mut AnyConnection,
+        email: &SentEmail,
+    ) -> Result<(), StoreError> {
+        if self.backend == super::Backend::Postgres {
+            sqlx::query("SELECT 1 FROM deliveries WHERE id = $1 FOR UPDATE")
+                .bind(&email.delivery)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Records an open and its `email_opened` event; returns whether it looked automatic
@@ -166,6 +185,7 @@ impl Store {
         window: TimeDelta,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
+        self.hold_email(&mut tx, email).await?;
         let id = answer_id(&email.delivery, question);
         let kept = sqlx::query("SELECT value, machine FROM engagements WHERE id = $1")
             .bind(&id)

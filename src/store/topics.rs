@@ -77,7 +77,14 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
-        let known = sqlx::query("SELECT 1 FROM customers WHERE id = $1")
+        // The customer's row is held until this save commits (on SQLite the write
+        // transaction already holds the one write lock): saves made at once apply one after
+        // the other, and the last one's choices stand, not a mix of several.
+        let lock = match self.backend {
+            super::Backend::Postgres => "SELECT 1 FROM customers WHERE id = $1 FOR UPDATE",
+            super::Backend::Sqlite => "SELECT 1 FROM customers WHERE id = $1",
+        };
+        let known = sqlx::query(lock)
             .bind(customer_id)
             .fetch_optional(&mut *tx)
             .await?

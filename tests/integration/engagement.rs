@@ -583,3 +583,90 @@ fn forgetting_leaves_only_a_hash_that_still_suppresses() {
         );
     }
 }
+
+/// Regression (issue 29, items 4 and 5): five links of one email fetched at once kept
+/// every click human on PostgreSQL (each transaction saw none of the others); a URL in a
+/// customer's value became a tracked redirect on the brand's domain; a link with a
+/// control character answered 302 without a `Location`.
+#[test]
+fn bursts_hold_under_concurrency_and_only_written_links_redirect() {
+    for b in backends("engagement-burst") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        project(&b, server.port);
+        let anchors: String = (1..=5)
+            .map(|i| format!("<a href=\"https://shop.example/p{i}\">p{i}</a>\n"))
+            .collect();
+        write(
+            &b.dir,
+            "templates/deal.html",
+            &format!(
+                "<p>Hi</p>\n{anchors}<a href=\"https://shop.example/a&#9;b\">tab</a>\n<a href=\"{{{{ unsubscribe_url }}}}\">Unsubscribe</a>"
+            ),
+        );
+        write(
+            &b.dir,
+            "templates/deal.txt",
+            "Hi {{ customer.first_name }}, see https://shop.example/p1\n{{ unsubscribe_url }}\n",
+        );
+        write(
+            &b.dir,
+            "customers.csv",
+            "id,email,first_name,locale\nada,ada@example.com,Bob https://evil.example/phish,ja-JP\n",
+        );
+        let run = tidings(&b)
+            .args(["import", "customers", "customers.csv"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let run = tidings(&b).args(["run", "--once"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let received = server.received();
+        let message = MessageParser::default().parse(&received[0].bytes).unwrap();
+        let text = message.body_text(0).unwrap().into_owned();
+        assert!(
+            text.contains("Bob https://evil.example/phish,") && !text.contains("shop.example/p1"),
+            "{}: the customer's URL is left as it is, the template's is tracked: {text}",
+            b.label
+        );
+        let html = message.body_html(0).unwrap().into_owned();
+        let clicks = links(&html, "c");
+        assert_eq!(clicks.len(), 6, "{}: {html}", b.label);
+
+        let port = free_port();
+        let daemon = Daemon::start(&b, port, "1h");
+        std::thread::sleep(Duration::from_secs(2));
+        // The tab link: a valid Location, percent-encoded.
+        let (status, location) = head_location(port, "HEAD", &clicks[5], BROWSER);
+        assert_eq!(
+            (status, location.as_deref()),
+            (
+                302,
+                Some("https://shop.example/a%09b?utm_campaign=deal&utm_source=tidings")
+            ),
+            "{}",
+            b.label
+        );
+        // Five links at once, as a scanner fetches them.
+        let threads: Vec<_> = clicks[..5]
+            .iter()
+            .cloned()
+            .map(|path| std::thread::spawn(move || head_location(port, "GET", &path, BROWSER)))
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().0, 302);
+        }
+        daemon.stop();
+        assert_eq!(
+            count(&b, "SELECT COUNT(*) FROM engagements WHERE kind = 'click'"),
+            5
+        );
+        assert_eq!(
+            count(
+                &b,
+                "SELECT COUNT(*) FROM engagements WHERE kind = 'click' AND machine = 0"
+            ),
+            0,
+            "{}: a burst over five links is a machine's",
+            b.label
+        );
+    }
+}

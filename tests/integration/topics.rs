@@ -283,3 +283,56 @@ fn a_proofs_unsubscribe_link_changes_nothing() {
         }
     }
 }
+
+/// Regression (issue 29, item 8): 100 preference saves at once, each keeping one topic and
+/// opting out of the other, left both topics out on PostgreSQL — a state nobody asked for.
+/// Saves apply one after the other: one topic is out, as the last save said.
+#[test]
+fn preference_saves_at_once_end_as_one_of_them_asked() {
+    for b in backends("topics-concurrent") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        project(&b, server.port);
+        nudge(&b, "2026-06-01T08:00:00Z");
+        let link = server
+            .received()
+            .iter()
+            .map(|r| MessageParser::default().parse(&r.bytes).unwrap())
+            .find(|m| m.subject() == Some("deals"))
+            .unwrap()
+            .header_raw("List-Unsubscribe")
+            .unwrap()
+            .trim()
+            .trim_matches(['<', '>'])
+            .to_string();
+        let path = link
+            .strip_prefix("https://mail.shop.example")
+            .unwrap()
+            .to_string();
+        let port = free_port();
+        let daemon = Daemon::start(&b, port, "1h");
+        // A race shows only now and then: five rounds of 100.
+        for round in 0..5 {
+            let threads: Vec<_> = (0..100)
+                .map(|i| {
+                    let path = path.clone();
+                    std::thread::spawn(move || {
+                        let keep = if i % 2 == 0 { "offers" } else { "reviews" };
+                        let body = format!("action=save&topic={keep}");
+                        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+                        http(port, "POST", &path, &form, body.as_bytes()).0
+                    })
+                })
+                .collect();
+            for t in threads {
+                assert_eq!(t.join().unwrap(), 200, "{}", b.label);
+            }
+            assert_eq!(
+                count(&b, "SELECT COUNT(*) FROM topic_optouts"),
+                1,
+                "{}, round {round}: one save's choice stands",
+                b.label
+            );
+        }
+        daemon.stop();
+    }
+}

@@ -14,8 +14,11 @@ use crate::source::SourceFile;
 use crate::source::diagnostic::{Diagnostic, Span};
 
 mod functions;
+mod written;
+
 use functions::new_tera;
 pub use functions::{ANSWER_PREFIX, answer_placeholder};
+pub use written::decode_entities;
 
 /// All templates of a project, parsed.
 pub struct Templates {
@@ -25,6 +28,9 @@ pub struct Templates {
     /// Files that failed to parse, with the diagnostic to show where one is used.
     broken: BTreeMap<String, Diagnostic>,
     tera: Tera,
+    /// The literal starts of the links the template files write ([`written`]): the only
+    /// links composition tracks.
+    link_prefixes: Vec<String>,
 }
 
 /// The files one `email:` step renders from.
@@ -161,12 +167,27 @@ impl Templates {
                 }
             }
         }
+        let mut link_prefixes: Vec<String> = files
+            .values()
+            .flat_map(|f| written::link_prefixes(f.text()))
+            .collect();
+        link_prefixes.sort();
+        link_prefixes.dedup();
         Self {
             folder: "templates/".into(),
             files,
             broken,
             tera,
+            link_prefixes,
         }
+    }
+
+    /// Whether a rendered link is one the templates write (its literal start is in a
+    /// template file), rather than one that came in a customer's or an event's value.
+    pub fn writes_link(&self, url: &str) -> bool {
+        self.link_prefixes
+            .iter()
+            .any(|p| url.starts_with(p.as_str()))
     }
 
     /// Registers inline templates (subjects), already checked one by one.
