@@ -44,8 +44,17 @@ pub fn run(root: &Path, args: &ReportArgs) -> Result<ExitCode, CommandError> {
         let h = history(&mut conn, flow_since, sends_since).await?;
         let r = rates(&mut conn).await?;
         let x = crate::store::results::arms(&mut conn, chrono::DateTime::<Utc>::MIN_UTC).await?;
-        Ok::<_, crate::store::StoreError>((c, h, r, x))
+        let t = crate::store::topics::counts(&mut conn).await?;
+        Ok::<_, crate::store::StoreError>((c, h, r, (x, t)))
     })?;
+    let (x, t) = x;
+    // Every topic of tidings.yaml, with the customers opted out of it.
+    let topics: Vec<(String, i64)> = project
+        .config
+        .topics
+        .keys()
+        .map(|topic| (topic.clone(), t.get(topic).copied().unwrap_or(0)))
+        .collect();
     runtime.block_on(store.close());
     let (stage_order, workflows) = order(&compiled.plan, &c);
     let page = Page {
@@ -54,6 +63,7 @@ pub fn run(root: &Path, args: &ReportArgs) -> Result<ExitCode, CommandError> {
         history: &h,
         rates: &r,
         arms: &x,
+        topics: &topics,
         stage_order: &stage_order,
         workflows: &workflows,
         weeks: (0..args.weeks)
@@ -79,6 +89,8 @@ struct Page<'a> {
     history: &'a History,
     rates: &'a Rates,
     arms: &'a [crate::store::results::Arm],
+    /// Each topic and the customers opted out of it.
+    topics: &'a [(String, i64)],
     stage_order: &'a [String],
     workflows: &'a [String],
     weeks: Vec<NaiveDate>,
@@ -260,6 +272,13 @@ impl Page<'_> {
             );
         }
         out.push_str("</tbody></table></div>\n");
+        if !self.topics.is_empty() {
+            out.push_str("<div class=\"numbers\"><table id=\"opt-outs\"><thead><tr><th>topic</th><th>opted out</th></tr></thead><tbody>\n");
+            for (topic, n) in self.topics {
+                let _ = writeln!(out, "<tr><td>{}</td><td>{n}</td></tr>", escape_html(topic));
+            }
+            out.push_str("</tbody></table></div>\n");
+        }
         for q in &self.rates.questions {
             let nps = q.nps.map_or(String::new(), |n| {
                 format!(

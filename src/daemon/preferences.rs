@@ -137,7 +137,12 @@ pub async fn save(state: State<Arc<Api>>, token: Path<String>, body: Bytes) -> R
     let api = &state.0;
     match api
         .store
-        .set_topics(&checked.customer_id, &topics, &out, Utc::now())
+        .set_topics(
+            &checked.customer_id,
+            &topics,
+            &out,
+            (checked.delivery.as_deref(), Utc::now()),
+        )
         .await
     {
         Ok(true) => {}

@@ -69,12 +69,15 @@ impl Store {
 
     /// Sets which of `topics` the customer opted out of (the others they get again), in one
     /// transaction; `false` when there is no such customer.
+    ///
+    /// A new opt-out is an unsubscribe from that topic, credited to the email whose link
+    /// was used (`delivery`), as an unsubscribe from everything is.
     pub async fn set_topics(
         &self,
         customer_id: &str,
         topics: &[String],
         out: &BTreeSet<String>,
-        at: DateTime<Utc>,
+        (delivery, at): (Option<&str>, DateTime<Utc>),
     ) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
         // The customer's row is held until this save commits (on SQLite the write
@@ -94,13 +97,18 @@ impl Store {
         }
         for topic in topics {
             if out.contains(topic) {
-                sqlx::query("INSERT INTO topic_optouts (id, customer_id, topic, at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
+                let added = sqlx::query("INSERT INTO topic_optouts (id, customer_id, topic, at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
                     .bind(id(customer_id, topic))
                     .bind(customer_id)
                     .bind(topic)
                     .bind(at.timestamp_millis())
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                if added > 0 && delivery.is_some() {
+                    let kind = super::states::EngagementKind::Unsubscribe;
+                    super::engagement::credit(&mut tx, kind, customer_id, delivery, at).await?;
+                }
             } else {
                 sqlx::query("DELETE FROM topic_optouts WHERE id = $1")
                     .bind(id(customer_id, topic))

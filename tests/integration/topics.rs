@@ -336,3 +336,61 @@ fn preference_saves_at_once_end_as_one_of_them_asked() {
         daemon.stop();
     }
 }
+
+/// Regression (issue 29, item 15): the one-click POST from an `offers` email opted out of
+/// `offers` but counted in no step's unsubscribes; the report showed no opt-outs per topic.
+#[test]
+fn an_opt_out_by_topic_is_an_unsubscribe_of_its_email() {
+    for b in backends("topics-credited") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        project(&b, server.port);
+        nudge(&b, "2026-06-01T08:00:00Z");
+        let link = server
+            .received()
+            .iter()
+            .map(|r| MessageParser::default().parse(&r.bytes).unwrap())
+            .find(|m| m.subject() == Some("deals"))
+            .unwrap()
+            .header_raw("List-Unsubscribe")
+            .unwrap()
+            .trim()
+            .trim_matches(['<', '>'])
+            .to_string();
+        let path = link
+            .strip_prefix("https://mail.shop.example")
+            .unwrap()
+            .to_string();
+        let port = free_port();
+        let daemon = Daemon::start(&b, port, "1h");
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let (status, _) = http(port, "POST", &path, &form, b"List-Unsubscribe=One-Click");
+        assert_eq!(status, 200, "{}", b.label);
+        daemon.stop();
+        let run = tidings(&b).args(["status", "--json"]).run();
+        let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let deals = doc["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["workflow"] == "deals")
+            .unwrap_or_else(|| panic!("{doc:#}"))
+            .clone();
+        assert_eq!(
+            deals["engagement"]["unsubscribed"], 1,
+            "{}: {deals:#}",
+            b.label
+        );
+        let run = tidings(&b).args(["report", "--out", "report.html"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let page = std::fs::read_to_string(b.dir.join("report.html")).unwrap();
+        let at = page
+            .find("id=\"opt-outs\"")
+            .unwrap_or_else(|| panic!("{page}"));
+        let table = &page[at..at + page[at..].find("</table>").unwrap()];
+        assert!(
+            table.contains("<tr><td>offers</td><td>1</td></tr>")
+                && table.contains("<tr><td>reviews</td><td>0</td></tr>"),
+            "{table}"
+        );
+    }
+}
