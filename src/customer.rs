@@ -132,6 +132,12 @@ impl Customer {
         }
     }
 
+    /// A customer with only what every customer has (an id and an address): what a
+    /// template must also render for.
+    pub fn bare() -> Self {
+        Self::new("sample-2", "someone@example.com")
+    }
+
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
     }

@@ -34,11 +34,11 @@ pub struct Unsubscribe {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TokenError {
-    #[error("the unsubscribe link is malformed")]
+    #[error("the link is malformed")]
     Malformed,
-    #[error("the unsubscribe link's signature does not match")]
+    #[error("the link's signature does not match")]
     BadSignature,
-    #[error("the unsubscribe link expired on {0}")]
+    #[error("the link expired on {0}")]
     Expired(String),
 }
 

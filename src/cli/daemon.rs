@@ -120,6 +120,7 @@ async fn serve_and_pass(
         tracking: crate::daemon::engagement::Tracking {
             machine_window: crate::config::Settings::of(&project.config).machine_window,
             store_client: project.config.tracking.store_client,
+            trusted_proxies: project.config.server.proxies(),
         },
         topics: project.config.topics.clone(),
     });
@@ -285,6 +286,8 @@ fn server_limits(project: &Project) -> Result<crate::daemon::serve::Limits, Comm
         header_read: std(settings.header_timeout),
         request: std(settings.request_timeout),
         max_connections: server.max_connections,
+        per_client: server.max_connections_per_client,
+        proxies: server.proxies(),
     })
 }
 

@@ -272,13 +272,7 @@ impl Page<'_> {
             );
         }
         out.push_str("</tbody></table></div>\n");
-        if !self.topics.is_empty() {
-            out.push_str("<div class=\"numbers\"><table id=\"opt-outs\"><thead><tr><th>topic</th><th>opted out</th></tr></thead><tbody>\n");
-            for (topic, n) in self.topics {
-                let _ = writeln!(out, "<tr><td>{}</td><td>{n}</td></tr>", escape_html(topic));
-            }
-            out.push_str("</tbody></table></div>\n");
-        }
+        self.opt_outs(out);
         for q in &self.rates.questions {
             let nps = q.nps.map_or(String::new(), |n| {
                 format!(
@@ -294,6 +288,18 @@ impl Page<'_> {
             );
         }
         Ok(())
+    }
+
+    /// How many customers opted out of each topic.
+    fn opt_outs(&self, out: &mut String) {
+        if self.topics.is_empty() {
+            return;
+        }
+        out.push_str("<div class=\"numbers\"><table id=\"opt-outs\"><thead><tr><th>topic</th><th>opted out</th></tr></thead><tbody>\n");
+        for (topic, n) in self.topics {
+            let _ = writeln!(out, "<tr><td>{}</td><td>{n}</td></tr>", escape_html(topic));
+        }
+        out.push_str("</tbody></table></div>\n");
     }
 
     /// Each experimenting workflow's variants: conversion rates with 95% interval

@@ -11,7 +11,9 @@ use crate::source::SourceFile;
 use crate::source::diagnostic::{Diagnostic, Span};
 use crate::source::yaml::{Document, Route};
 
+mod server;
 mod tracking;
+pub use server::ServerConfig;
 pub use tracking::{EmailTracking, TrackingConfig, WorkflowTracking};
 
 pub const CONFIG_FILE: &str = "tidings.yaml";
@@ -29,6 +31,9 @@ pub struct Config {
     pub templates: PathBuf,
     /// `stages: stages.yaml` — optional lifecycle stages.
     pub stages: PathBuf,
+    /// `default_locale: en` — the language of templates without a locale in their name
+    /// (`deal.html`): what `template.locale` is when a customer gets them.
+    pub default_locale: String,
     pub email: EmailConfig,
     pub unsubscribe: UnsubscribeConfig,
     pub limits: Limits,
@@ -47,6 +52,7 @@ impl Default for Config {
             workflows: "workflows".into(),
             templates: "templates".into(),
             stages: "stages.yaml".into(),
+            default_locale: "en".into(),
             email: EmailConfig::default(),
             unsubscribe: UnsubscribeConfig::default(),
             limits: Limits::default(),
@@ -190,37 +196,6 @@ pub struct FrequencyCap {
 pub struct QuietHours {
     pub from: String,
     pub to: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
-pub struct ServerConfig {
-    /// `listen: 127.0.0.1:8080`
-    pub listen: String,
-    /// `token: ${TIDINGS_API_TOKEN}` — bearer token for write endpoints.
-    pub token: Option<String>,
-    /// `public_url: https://mail.acme.example` — where the daemon is reached from the
-    /// internet; every link tidings writes (unsubscribe, tracked links) hangs off it.
-    pub public_url: Option<String>,
-    /// `header_timeout: 10s` — how long a client may take to send a request's head.
-    pub header_timeout: String,
-    /// `request_timeout: 30s` — how long a request may take, its body included (408).
-    pub request_timeout: String,
-    /// `max_connections: 256` — connections served at once; more are answered 503.
-    pub max_connections: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-            token: None,
-            public_url: None,
-            header_timeout: "10s".into(),
-            request_timeout: "30s".into(),
-            max_connections: 256,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -444,6 +419,21 @@ impl Project {
         };
         project.check_env_references()?;
         project.check_limits()?;
+        if let Some(file) = &project.file {
+            let doc = Document::index(file);
+            project.config.server.check(&doc)?;
+            let locale = &project.config.default_locale;
+            if locale
+                .parse::<icu_locale_core::LanguageIdentifier>()
+                .is_err()
+            {
+                return Err(Box::new(
+                    Diagnostic::error("config-locale", format!("`{locale}` is not a locale"))
+                        .at(doc.value_span(&Route::root().key("default_locale")))
+                        .help("write a BCP 47 tag such as `en` or `pt-BR`"),
+                ));
+            }
+        }
         Ok(project)
     }
 

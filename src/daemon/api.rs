@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -53,6 +54,8 @@ pub struct Tracking {
     pub machine_window: chrono::TimeDelta,
     /// Keep the client's address and agent with what it did.
     pub store_client: bool,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Tracking {
@@ -60,6 +63,7 @@ impl Default for Tracking {
         Self {
             machine_window: crate::robots::DEFAULT_WINDOW,
             store_client: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -91,20 +95,25 @@ pub(super) async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-/// 200 while the daemon serves; `degraded` with the error while a changed workflow set is
-/// refused (the previous set keeps running).
-pub(super) async fn healthz(State(api): State<Arc<Api>>) -> impl IntoResponse {
+/// 200 while the daemon serves; `degraded` while a changed workflow set is refused (the
+/// previous set keeps running). The listener faces the internet: which workflows run and
+/// the refusal (paths, audience lines) are told only to a holder of the API token.
+pub(super) async fn healthz(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
     let health = api.health.read().map(|h| h.clone()).unwrap_or_default();
     let status = if health.reload_error.is_some() {
         "degraded"
     } else {
         "ok"
     };
+    if authorize(&api, &headers).is_err() {
+        return Json(json!({ "status": status })).into_response();
+    }
     Json(json!({
         "status": status,
         "workflows": health.workflows,
         "reload_error": health.reload_error,
     }))
+    .into_response()
 }
 
 /// A JSON response (axum's `Json` extractor is not used for bodies: its rejections do not
@@ -136,19 +145,33 @@ pub(super) fn page(status: StatusCode, title: &str, body: &str) -> Response {
     (status, Html(html)).into_response()
 }
 
+/// Which link was refused: each says what did not happen.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Link {
+    Unsubscribe,
+    Tracked,
+    Answer,
+}
+
 /// The page for a link that cannot be used; nothing has changed.
-pub(super) fn refused(e: &TokenError) -> Response {
+pub(super) fn refused(link: Link, e: &TokenError) -> Response {
     let status = match e {
         TokenError::Expired(_) => StatusCode::GONE,
         _ => StatusCode::BAD_REQUEST,
     };
+    let what = match link {
+        Link::Unsubscribe => {
+            "Nothing was changed. Use the link in a recent email, or reply to it to be removed."
+        }
+        Link::Tracked => {
+            "It does not lead anywhere and nothing was recorded. Use the link in the email itself."
+        }
+        Link::Answer => "Your answer was not recorded. Use the link in the email itself.",
+    };
     page(
         status,
         "This link cannot be used",
-        &format!(
-            "<p>{}. Nothing was changed. Use the link in a recent email, or reply to it to be removed.</p>",
-            escape_html(&e.to_string())
-        ),
+        &format!("<p>{}. {what}</p>", escape_html(&e.to_string())),
     )
 }
 
@@ -167,7 +190,7 @@ fn masked(email: &str) -> String {
 pub(super) async fn confirm(State(api): State<Arc<Api>>, Path(token): Path<String>) -> Response {
     let checked = match api.signer.verify(&token, Utc::now()) {
         Ok(c) => c,
-        Err(e) => return refused(&e),
+        Err(e) => return refused(Link::Unsubscribe, &e),
     };
     let who = match api.store.customer(&checked.customer_id).await {
         Ok(Some(c)) => masked(&c.email),
@@ -190,7 +213,7 @@ pub(super) async fn unsubscribe(
 ) -> Response {
     let checked = match api.signer.verify(&token, Utc::now()) {
         Ok(c) => c,
-        Err(e) => return refused(&e),
+        Err(e) => return refused(Link::Unsubscribe, &e),
     };
     let source = format!("link in `{}`", checked.workflow);
     match api
@@ -339,11 +362,15 @@ fn reports(body: &[u8]) -> Result<Vec<MailReport>, (String, Option<String>)> {
 pub(super) async fn suppressions(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
+    let body = match whole(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let reports = match reports(&body) {
         Ok(r) => r,
         Err((message, pointer)) => {
@@ -370,6 +397,11 @@ pub(super) async fn suppressions(
 /// any text or key, which PostgreSQL cannot store — the message and its pointer (422), the
 /// same on every store.
 fn body_items(body: &[u8]) -> Result<(Vec<Value>, bool), (String, Option<String>)> {
+    // Checked first: a JSON parser that skips a value does not look inside its strings.
+    if let Err(e) = std::str::from_utf8(body) {
+        let at = e.valid_up_to();
+        return Err((format!("the body is not UTF-8 text (byte {at})"), None));
+    }
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
         return Err((format!("the body is not JSON: {e}"), None));
     }
@@ -471,7 +503,6 @@ fn row_problems(errors: &[crate::import::RowError], list: bool) -> Response {
     (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
 }
 
-/// Upserts customers by `id`: all or none.
 /// `DELETE /v1/customers/{id}`: the customer and everything kept about them are gone
 /// (204), or there was no such customer (404).
 pub(super) async fn forget(
@@ -493,14 +524,19 @@ pub(super) async fn forget(
     }
 }
 
+/// Upserts customers by `id`: all or none.
 pub(super) async fn customers(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
+    let body = match whole(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let (rows, list) = match rows_of(&body) {
         Ok(r) => r,
         Err(r) => return r,
@@ -517,11 +553,15 @@ pub(super) async fn customers(
 pub(super) async fn events(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return r;
     }
+    let body = match whole(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let (rows, list) = match rows_of(&body) {
         Ok(r) => r,
         Err(r) => return r,
@@ -542,6 +582,22 @@ pub(super) async fn events(
         }
         Err(_) => unavailable(),
     }
+}
+
+/// The body, or the refusal in the API's JSON shape (axum's own is plain text).
+#[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
+fn whole(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+    body.map_err(|e| {
+        let message = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "the body is larger than {} MB; send fewer rows at a time",
+                MAX_BODY / (1024 * 1024)
+            )
+        } else {
+            e.body_text()
+        };
+        problem(e.status(), &message, None)
+    })
 }
 
 pub(super) fn unavailable() -> Response {

@@ -10,14 +10,18 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use std::net::IpAddr;
+
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{TimeDelta, Utc};
 
 pub use super::api::Tracking;
-use super::api::{Api, refused};
+use super::api::{Api, Link, refused};
 use super::pages;
+use super::serve::Peer;
 use crate::links::{Answer, Click, Open, Token};
 use crate::store::engagement::{SentEmail, Visit};
 
@@ -31,7 +35,7 @@ const PIXEL: &[u8] = &[
 /// The longest comment kept.
 const MAX_COMMENT: usize = 2_000;
 
-fn visit(api: &Api, headers: &HeaderMap) -> Visit {
+fn visit(api: &Api, headers: &HeaderMap, peer: Option<Extension<Peer>>) -> Visit {
     let header = |name: header::HeaderName| {
         headers
             .get(name)
@@ -40,19 +44,39 @@ fn visit(api: &Api, headers: &HeaderMap) -> Visit {
     };
     let agent = header(header::USER_AGENT);
     let client = api.tracking.store_client.then(|| {
-        let forwarded = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .unwrap_or("");
-        format!("{forwarded}\t{}", agent.as_deref().unwrap_or(""))
+        let address = peer.map(|Extension(Peer(ip))| client_address(&api.tracking, ip, headers));
+        let address = address.map(|a| a.to_string()).unwrap_or_default();
+        format!("{address}\t{}", agent.as_deref().unwrap_or(""))
     });
     Visit {
         at: Utc::now(),
         agent,
         client,
     }
+}
+
+/// Who the client is: the peer, unless the peer is a trusted proxy; then the nearest
+/// address in `X-Forwarded-For` that is not one (each proxy appends the address it saw, so
+/// what is left of the last trusted one is only what the client claims).
+fn client_address(tracking: &Tracking, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let trusted = |ip: &IpAddr| tracking.trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers.get_all("x-forwarded-for").iter().rev();
+    for value in hops.filter_map(|v| v.to_str().ok()) {
+        for hop in value.rsplit(',') {
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+                return client;
+            };
+            client = ip;
+            if !trusted(&ip) {
+                return client;
+            }
+        }
+    }
+    client
 }
 
 /// The email a token names, or `None` (it is gone, or the store cannot say just now: the
@@ -71,18 +95,19 @@ pub async fn click(
     State(api): State<Arc<Api>>,
     method: Method,
     headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
     Path(token): Path<String>,
 ) -> Response {
     let link = match Click::open(&api.signer, &token) {
         Ok(l) => l,
-        Err(e) => return refused(&e),
+        Err(e) => return refused(Link::Tracked, &e),
     };
     let location = as_uri(&link.url);
     if method != Method::HEAD
         && !link.proof
         && let Some(email) = email_of(&api, &link.delivery).await
     {
-        let seen = visit(&api, &headers);
+        let seen = visit(&api, &headers, peer);
         let window = api.tracking.machine_window;
         match api
             .store
@@ -123,6 +148,7 @@ pub async fn open(
     State(api): State<Arc<Api>>,
     method: Method,
     headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
     Path(file): Path<String>,
 ) -> Response {
     let Some(token) = file.strip_suffix(".gif") else {
@@ -136,7 +162,7 @@ pub async fn open(
         && !pixel.proof
         && let Some(email) = email_of(&api, &pixel.delivery).await
     {
-        let seen = visit(&api, &headers);
+        let seen = visit(&api, &headers, peer);
         let window = api.tracking.machine_window;
         match api.store.record_open(&email, &seen, window).await {
             Ok(_) => api.wake.notify_one(),
@@ -164,7 +190,7 @@ fn shown(value: &serde_json::Value) -> String {
 /// The answer a token stands for and its email; else the response: 400 for a token that
 /// does not open, a "survey closed" page for an email that is gone.
 async fn answered(api: &Api, token: &str) -> Result<(Answer, SentEmail), Response> {
-    let given = Answer::open(&api.signer, token).map_err(|e| refused(&e))?;
+    let given = Answer::open(&api.signer, token).map_err(|e| refused(Link::Answer, &e))?;
     if given.proof {
         // A proof's answer: the page as the customer would see it, saying that nothing
         // was recorded (and no box for a comment that would not be kept).
@@ -188,6 +214,7 @@ pub async fn answer(
     State(api): State<Arc<Api>>,
     method: Method,
     headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
     Path(token): Path<String>,
 ) -> Response {
     let (given, email) = match answered(&api, &token).await {
@@ -196,7 +223,7 @@ pub async fn answer(
     };
     let words = pages::words(email.locale.as_deref());
     if method != Method::HEAD {
-        let seen = visit(&api, &headers);
+        let seen = visit(&api, &headers, peer);
         let window = api.tracking.machine_window;
         let recorded = api
             .store

@@ -3,6 +3,7 @@
 //! (`serve`). The loop of passes is the `daemon` command's (`cli::daemon`).
 
 pub mod api;
+mod clients;
 pub mod engagement;
 pub mod metrics;
 mod pages;

@@ -12,14 +12,14 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use chrono::Utc;
 
-use super::api::{self, Api, refused};
+use super::api::{self, Api, Link, refused};
 use super::pages;
 use crate::unsubscribe::Unsubscribe;
 
 pub async fn show(state: State<Arc<Api>>, token: Path<String>) -> Response {
     let checked = match state.signer.verify(&token.0, Utc::now()) {
         Ok(c) => c,
-        Err(e) => return refused(&e),
+        Err(e) => return refused(Link::Unsubscribe, &e),
     };
     if checked.proof {
         return proof(&state, &checked).await;
@@ -110,7 +110,7 @@ fn asked(body: &[u8]) -> Asked {
 pub async fn save(state: State<Arc<Api>>, token: Path<String>, body: Bytes) -> Response {
     let checked = match state.signer.verify(&token.0, Utc::now()) {
         Ok(c) => c,
-        Err(e) => return refused(&e),
+        Err(e) => return refused(Link::Unsubscribe, &e),
     };
     if checked.proof {
         return proof(&state, &checked).await;

@@ -4,23 +4,30 @@
 //! take every file descriptor: headers are read under a timeout, each request under
 //! another, and connections beyond a limit are answered at once with 503 and closed, so
 //! `/healthz` and the unsubscribe page stay answerable once the slow ones are cut off.
-//! `axum::serve` sets none of these, so the loop is hyper's own, with axum's router inside.
+//! One address may hold only so many connections ([`super::clients`]), so one client's
+//! slow connections never take the listener from everyone else.
+//! `axum::serve` sets none of these, so the loop is hyper's own, with axum's router inside;
+//! each request carries its peer's address ([`Peer`]).
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{Request, StatusCode};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
 use tower_http::timeout::TimeoutLayer;
 
+use super::clients::{Busy, Clients};
+
 /// How patient the server is with a client, from `server:` in tidings.yaml.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// From the first byte of a request's head to its last (and, on a kept-alive
     /// connection, the wait for the next request).
@@ -29,6 +36,22 @@ pub struct Limits {
     pub request: Duration,
     /// Connections served at once; one more is answered 503 and closed.
     pub max_connections: usize,
+    /// Connections one address may hold.
+    pub per_client: usize,
+    /// Addresses held to no per-address limit: the proxies in front, which carry everyone.
+    pub proxies: Vec<ipnet::IpNet>,
+}
+
+/// The address of the connection a request came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub IpAddr);
+
+/// Tells a connection it cannot be served, and closes it.
+fn turn_away(stream: TcpStream) {
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+    });
 }
 
 /// What a connection past the limit is told before it is closed.
@@ -49,7 +72,7 @@ pub async fn serve(
         StatusCode::REQUEST_TIMEOUT,
         limits.request,
     ));
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let clients = Arc::new(Clients::new());
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -60,8 +83,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok((stream, address)) => (stream, address.ip()),
             Err(e) => {
                 // Out of file descriptors, most likely: the connections being served will
                 // free some; do not spin meanwhile.
@@ -70,20 +93,32 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
-            });
+        let share = (limits.max_connections, limits.per_client);
+        let Some((id, activity, cut)) = clients.admit(peer, share, &limits.proxies) else {
+            turn_away(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(Peer(peer));
+            let busy = Busy::enter(&activity);
+            let answer = app.clone().oneshot(request);
+            async move {
+                let answer = answer.await;
+                drop(busy);
+                answer
+            }
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
+        let clients = clients.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
-            drop(slot);
+            tokio::select! {
+                _ = connection => {}
+                () = cut.notified() => {}
+            }
+            clients.leave(peer, id);
         });
     }
     drop(listener);

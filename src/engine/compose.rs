@@ -8,6 +8,7 @@ use crate::store::enrollments::EnrollmentRow;
 use crate::store::states::Channel;
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::plan::{EmailStep, StepKind, Trigger, Workflow};
+use crate::workflow::templates::locales;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -170,9 +171,12 @@ impl Engine {
             .get("unsubscribe_url")
             .and_then(|u| u.as_str())
             .map(str::to_string);
+        let (tag, html_file, text_file) = email.files.choose(customer.locale.as_deref());
+        let written = tag.unwrap_or(&self.config.default_locale);
+        let locale = locales::written_in(customer.locale.as_deref(), written);
+        ctx.insert("template", &serde_json::json!({ "locale": locale }));
         let tera = self.plan.templates.tera();
         let render = |name: &str| tera.render(name, &ctx).map_err(|e| (name.to_string(), e));
-        let (html_file, text_file) = email.files.for_locale(customer.locale.as_deref());
         let (mut html, mut text) = (render(html_file)?, text_file.map(render).transpose()?);
         if let Some(signer) = self.signer.get() {
             let names = (wf.name.as_str(), step);
@@ -363,21 +367,11 @@ pub(super) fn subject_for<'a>(
     subjects: &'a std::collections::BTreeMap<String, String>,
     locale: Option<&str>,
 ) -> &'a str {
-    let mut tag = locale.unwrap_or("").to_string();
-    while !tag.is_empty() {
-        if let Some(name) = subjects
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(&tag))
-            .map(|(_, v)| v)
-        {
-            return name;
-        }
-        match tag.rfind('-') {
-            Some(i) => tag.truncate(i),
-            None => tag.clear(),
-        }
-    }
-    subjects.get("").map_or("", String::as_str)
+    let tags = subjects.keys().map(String::as_str);
+    crate::workflow::templates::locales::best(locale, tags)
+        .and_then(|tag| subjects.get(tag))
+        .or_else(|| subjects.get(""))
+        .map_or("", String::as_str)
 }
 
 /// When a step runs (`at`, when it fell due) and from when the links it writes must stay

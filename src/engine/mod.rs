@@ -193,6 +193,7 @@ impl Engine {
         let mut report = PassReport::default();
         self.load_signer().await?;
         self.sweep_stages(now).await?;
+        self.place_unstaged(now).await?;
         self.fire_schedules(now, &mut report).await?;
         self.fire_dates(now, &mut report).await?;
         loop {

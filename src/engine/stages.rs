@@ -54,10 +54,37 @@ impl Engine {
         if last.is_some_and(|t| t <= now && t.date_naive() == now.date_naive()) {
             return Ok(());
         }
+        self.restage_pages(now, false).await?;
+        let mut conn = self.store.connection().await?;
+        crate::store::put_setting(&mut conn, KEY, &now.timestamp_millis().to_string()).await?;
+        Ok(())
+    }
+
+    /// Every pass, the customers not in a stage yet (added by an import or the API since
+    /// the last pass) are placed: a `stage_entered: prospect` trigger starts for them now,
+    /// not at the next day's sweep.
+    pub(super) async fn place_unstaged(&self, now: DateTime<Utc>) -> Result<(), EngineError> {
+        if self.plan.stages.is_none() {
+            return Ok(());
+        }
+        self.restage_pages(now, true).await
+    }
+
+    /// Moves every customer (or only those without a stage) to the stage their rules give
+    /// at `now`, a page at a time.
+    async fn restage_pages(
+        &self,
+        now: DateTime<Utc>,
+        unplaced_only: bool,
+    ) -> Result<(), EngineError> {
         let mut after = String::new();
         loop {
             let mut tx = self.store.write_tx().await?;
-            let page = store_stages::page(&mut tx, &after, BATCH).await?;
+            let page = if unplaced_only {
+                store_stages::unplaced_page(&mut tx, &after, BATCH).await?
+            } else {
+                store_stages::page(&mut tx, &after, BATCH).await?
+            };
             let Some((last, _)) = page.last() else { break };
             after = last.id.clone();
             let moves: Vec<store_stages::Move> = page
@@ -74,8 +101,6 @@ impl Engine {
             store_stages::enter_all(&mut tx, &moves, now).await?;
             tx.commit().await?;
         }
-        let mut conn = self.store.connection().await?;
-        crate::store::put_setting(&mut conn, KEY, &now.timestamp_millis().to_string()).await?;
         Ok(())
     }
 }

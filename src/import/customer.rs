@@ -47,18 +47,14 @@ pub(super) fn customer_from_cells(
             },
         }
     }
-    for (required, message) in [
-        ("id", "a customer needs an id"),
-        ("email", "a customer needs an email address"),
-    ] {
-        if !cells.iter().any(|(f, _, _)| f == required) {
-            errors.push(RowError {
-                line,
-                column: None,
-                field: required.into(),
-                message: message.into(),
-            });
-        }
+    // An address is needed only for a new customer: the store knows which this is.
+    if !cells.iter().any(|(f, _, _)| f == "id") {
+        errors.push(RowError {
+            line,
+            column: None,
+            field: "id".into(),
+            message: "a customer needs an id".into(),
+        });
     }
     if errors.is_empty() {
         Ok(CustomerRow {
@@ -75,6 +71,13 @@ pub(super) fn customer_from_cells(
 /// A column of text: an id, an address, a name, a locale, a zone, a date or a time.
 fn set_text(c: &mut Customer, fixed: &str, text: Option<String>, fail: &mut dyn FnMut(String)) {
     let name = |t: Option<String>| t.filter(|t| !t.is_empty());
+    // Only a JSON string can be empty here (an empty CSV cell is no value): a zone or a
+    // language of "" is a mistake, where null says "none".
+    if matches!(fixed, "locale" | "timezone") && text.as_deref() == Some("") {
+        return fail(format!(
+            "`{fixed}` is empty; write a value, or null for none"
+        ));
+    }
     match fixed {
         "id" => match name(text) {
             Some(t) => c.id = t,

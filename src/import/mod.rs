@@ -368,10 +368,9 @@ mod tests {
                 .to_string()
                 .starts_with("line 2: malformed JSON")
         );
-        assert_eq!(
-            rows[2].as_ref().unwrap_err()[0].to_string(),
-            "line 4 (`email`): a customer needs an email address"
-        );
+        // Whether an address is needed depends on the store: only a new customer needs one.
+        let update = rows[2].as_ref().unwrap();
+        assert_eq!((update.line, &update.present[..]), (4, &["id"][..]));
     }
 
     #[test]

@@ -301,7 +301,7 @@ async fn record(
     row: Columns<'_>,
     id: Option<&str>,
 ) -> Result<(), StoreError> {
-    let event_id = super::ingest::fresh_event_id()?;
+    let event_id = super::events::fresh_event_id()?;
     if let Value::Object(map) = &mut properties {
         map.insert("workflow".into(), email.workflow.clone().into());
         map.insert("step".into(), email.step.clone().into());

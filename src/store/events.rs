@@ -188,3 +188,10 @@ pub async fn insert_events(
     .await?;
     Ok(())
 }
+
+/// An id for an event that came without one: a new event, never taken for another.
+pub(super) fn fresh_event_id() -> Result<String, StoreError> {
+    let random = crate::ids::random_secret()
+        .map_err(|_| StoreError::Corrupt("no random source for an event id".into()))?;
+    Ok(format!("ev:{}", &random[..32]))
+}

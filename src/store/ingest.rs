@@ -33,8 +33,10 @@ impl Store {
                     if !report.errors.is_empty() && !skip_invalid {
                         continue; // keep reading, to report every bad row; nothing will be kept
                     }
-                    self.upsert_customer(&mut tx, &row, now).await?;
-                    report.written += 1;
+                    match self.upsert_customer(&mut tx, &row, now).await? {
+                        Ok(()) => report.written += 1,
+                        Err(error) => report.errors.push(error),
+                    }
                 }
                 Err(mut errors) => report.errors.append(&mut errors),
             }
@@ -47,8 +49,18 @@ impl Store {
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         row: &CustomerRow,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Result<(), RowError>, StoreError> {
         let c = &row.customer;
+        // Without an address the row can only change a customer who already has one.
+        let update_only = !row.present.contains(&"email");
+        if update_only && !self.has_customer(tx, &c.id).await? {
+            return Ok(Err(RowError {
+                line: row.line,
+                column: None,
+                field: "email".into(),
+                message: "a new customer needs an email address".into(),
+            }));
+        }
         // Columns the row gave; an upsert leaves the others as they were.
         let mut columns: Vec<&str> = row
             .present
@@ -57,30 +69,7 @@ impl Store {
             .filter(|f| *f != "id" && *f != "attributes")
             .collect();
         columns.dedup();
-        let mut names = vec!["id"];
-        names.extend(&columns);
-        names.extend(["attributes", "updated_at"]);
-        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
-        let mut updates: Vec<String> = columns
-            .iter()
-            .map(|c| format!("{c} = excluded.{c}"))
-            .collect();
-        updates.push(match self.backend {
-            Backend::Sqlite => {
-                "attributes = json_patch(customers.attributes, excluded.attributes)".into()
-            }
-            Backend::Postgres => {
-                "attributes = (customers.attributes::jsonb || excluded.attributes::jsonb)::text"
-                    .into()
-            }
-        });
-        updates.push("updated_at = excluded.updated_at".into());
-        let sql = format!(
-            "INSERT INTO customers ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
-            names.join(", "),
-            placeholders.join(", "),
-            updates.join(", ")
-        );
+        let sql = upsert_sql(self.backend, &columns, update_only);
         // Column names come from the fixed customer field list, never from the file; every
         // value is a bound parameter.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(c.id.clone());
@@ -108,7 +97,24 @@ impl Store {
         if let Some(topics) = &row.unsubscribed_topics {
             super::topics::replace(tx, &c.id, topics, now).await?;
         }
-        Ok(())
+        Ok(Ok(()))
+    }
+
+    async fn has_customer(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        };
+        let sql = format!("SELECT 1 FROM customers WHERE id = $1{lock}");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(row.is_some())
     }
 
     /// Records events in one transaction; an id seen before is ignored (a retried import or
@@ -160,11 +166,39 @@ impl Store {
     }
 }
 
-/// An id for an event that came without one: a new event, never taken for another.
-pub(super) fn fresh_event_id() -> Result<String, StoreError> {
-    let random = crate::ids::random_secret()
-        .map_err(|_| StoreError::Corrupt("no random source for an event id".into()))?;
-    Ok(format!("ev:{}", &random[..32]))
+/// `$1` is the id, then one parameter per column, the attributes to merge and the time.
+/// A row without an address updates (an INSERT would break `email NOT NULL` before any
+/// conflict is seen).
+fn upsert_sql(backend: Backend, columns: &[&str], update_only: bool) -> String {
+    let merge = |old: &str, new: &str| match backend {
+        Backend::Sqlite => format!("attributes = json_patch({old}, {new})"),
+        Backend::Postgres => format!("attributes = ({old}::jsonb || {new}::jsonb)::text"),
+    };
+    let n = columns.len();
+    if update_only {
+        let mut set: Vec<String> = (columns.iter().enumerate())
+            .map(|(i, c)| format!("{c} = ${}", i + 2))
+            .collect();
+        set.push(merge("customers.attributes", &format!("${}", n + 2)));
+        set.push(format!("updated_at = ${}", n + 3));
+        return format!("UPDATE customers SET {} WHERE id = $1", set.join(", "));
+    }
+    let mut names = vec!["id"];
+    names.extend(columns);
+    names.extend(["attributes", "updated_at"]);
+    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+    let mut updates: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    updates.push(merge("customers.attributes", "excluded.attributes"));
+    updates.push("updated_at = excluded.updated_at".into());
+    format!(
+        "INSERT INTO customers ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
+        names.join(", "),
+        placeholders.join(", "),
+        updates.join(", ")
+    )
 }
 
 /// Keeps an import's rows when all were good (or bad ones may be skipped), else none.
@@ -200,7 +234,7 @@ async fn insert_event(
     };
     let id = match &row.id {
         EventId::Given(id) | EventId::Row(id) => id.clone(),
-        EventId::None => fresh_event_id()?,
+        EventId::None => super::events::fresh_event_id()?,
     };
     let inserted = sqlx::query(
         "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at, fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",

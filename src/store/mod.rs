@@ -250,6 +250,8 @@ mod tests {
         runtime.block_on(async {
             let store = Store::open(&url).await.unwrap();
             for sql in [
+                "DROP INDEX customers_unstaged",
+                "DELETE FROM tidings_migrations WHERE version = 17",
                 "ALTER TABLE customers DROP COLUMN stage",
                 "ALTER TABLE customers DROP COLUMN stage_since",
                 "DELETE FROM tidings_migrations WHERE version = 5",

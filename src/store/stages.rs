@@ -17,9 +17,32 @@ pub async fn page(
     after_id: &str,
     limit: i64,
 ) -> Result<Vec<(Customer, Option<String>)>, StoreError> {
+    page_of(conn, after_id, limit, false).await
+}
+
+/// As [`page`], of the customers in no stage yet.
+pub async fn unplaced_page(
+    conn: &mut AnyConnection,
+    after_id: &str,
+    limit: i64,
+) -> Result<Vec<(Customer, Option<String>)>, StoreError> {
+    page_of(conn, after_id, limit, true).await
+}
+
+async fn page_of(
+    conn: &mut AnyConnection,
+    after_id: &str,
+    limit: i64,
+    unplaced_only: bool,
+) -> Result<Vec<(Customer, Option<String>)>, StoreError> {
+    let only = if unplaced_only {
+        "stage IS NULL AND "
+    } else {
+        ""
+    };
     let sql = customers::select(
         conn,
-        &format!("SELECT * FROM customers WHERE id > $1 ORDER BY id LIMIT {limit}"),
+        &format!("SELECT * FROM customers WHERE {only}id > $1 ORDER BY id LIMIT {limit}"),
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(after_id.to_string())

@@ -134,33 +134,46 @@ pub enum Reentry {
 }
 
 impl<'de> Deserialize<'de> for Reentry {
+    /// Read by a visitor, not an untagged enum: serde's untagged enums buffer the value
+    /// and lose its place in the file, so a mistake would be reported at 1:1.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        enum Word {
-            Never,
-            Always,
+        struct Visitor;
+        const EXPECTED: &str = "`never`, `always`, or `{ after: DURATION }`";
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Reentry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Reentry, E> {
+                match v {
+                    "never" => Ok(Reentry::Never),
+                    "always" => Ok(Reentry::Always),
+                    other => Err(E::custom(format!(
+                        "invalid value `{other}`: expected {EXPECTED}"
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Reentry, A::Error> {
+                let mut after = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "after" if after.is_none() => after = Some(map.next_value::<String>()?),
+                        _ => {
+                            return Err(serde::de::Error::custom(format!(
+                                "unknown key `{key}`: expected {EXPECTED}"
+                            )));
+                        }
+                    }
+                }
+                after
+                    .map(Reentry::After)
+                    .ok_or_else(|| serde::de::Error::custom(format!("expected {EXPECTED}")))
+            }
         }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct After {
-            after: String,
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Word(Word),
-            After(After),
-        }
-        match Either::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "invalid value: expected `never`, `always`, or `{ after: DURATION }` for `reentry`",
-            )
-        })? {
-            Either::Word(Word::Never) => Ok(Reentry::Never),
-            Either::Word(Word::Always) => Ok(Reentry::Always),
-            Either::After(a) => Ok(Reentry::After(a.after)),
-        }
+        d.deserialize_any(Visitor)
     }
 }
 

@@ -169,6 +169,65 @@ fn bodies_the_store_cannot_take_are_422_with_a_pointer_on_both_stores() {
     }
 }
 
+/// An address is needed only to create a customer: an update without one changes what it
+/// gives and keeps the address; a new customer without one is the client's to fix (422 at
+/// `/email`), and then nothing of the body is stored. A zone or a language of "" is refused
+/// like " " (null says "none").
+#[test]
+fn an_update_needs_no_address_and_an_empty_zone_is_refused_on_both_stores() {
+    for b in backends("api-update") {
+        let (_server, port, daemon) = api_daemon(&b);
+        let (status, answer) = post(
+            port,
+            "/v1/customers",
+            &json!({"id": "c1", "orders_count": 3}),
+        );
+        assert_eq!(
+            (status, &answer),
+            (200, &json!({"stored": 1})),
+            "{}",
+            b.label
+        );
+        let kept = crate::store::text_pairs(
+            &b,
+            "SELECT email, CAST(orders_count AS TEXT) FROM customers WHERE id = 'c1'",
+        );
+        assert!(
+            kept[0].0.contains('@') && kept[0].1 == "3",
+            "{}: {kept:?}",
+            b.label
+        );
+        let before = rows(&b);
+        for (body, pointer, says) in [
+            (
+                json!({"id": "new-1", "orders_count": 3}),
+                "/email",
+                "a new customer needs an email address",
+            ),
+            (
+                json!([{"id": "c1", "orders_count": 4}, {"id": "new-2"}]),
+                "/1/email",
+                "a new customer needs an email address",
+            ),
+            (json!({"id": "c1", "timezone": ""}), "/timezone", "empty"),
+            (json!({"id": "c1", "locale": ""}), "/locale", "empty"),
+            (json!({"id": "c1", "timezone": " "}), "/timezone", "IANA"),
+        ] {
+            let (status, answer) = post(port, "/v1/customers", &body);
+            assert_eq!(status, 422, "{}: {body}: {answer}", b.label);
+            assert_eq!(answer["pointer"], pointer, "{}: {body}: {answer}", b.label);
+            assert!(answer.to_string().contains(says), "{}: {answer}", b.label);
+            assert_eq!(rows(&b), before, "{}: {body} stored something", b.label);
+        }
+        let kept = crate::store::text_pairs(
+            &b,
+            "SELECT id, CAST(orders_count AS TEXT) FROM customers WHERE id = 'c1'",
+        );
+        assert_eq!(kept[0].1, "3", "{}: a refused list changed c1", b.label);
+        assert!(daemon.stop().success());
+    }
+}
+
 /// A body of reports is one transaction: when the store fails on the second report, the
 /// first is not kept either (a complaint in that place left its customer unsubscribed).
 /// The failure is caused inside the real database, by a trigger that refuses one address.

@@ -572,7 +572,7 @@ fn workflow_changes_are_reloaded_and_invalid_ones_refused() {
     let b = backends("daemon-reload").remove(0);
     let (server, port, daemon) = demo_daemon(&b);
     let auth = ("Authorization", "Bearer s3cret-token");
-    let health = || http(port, "GET", "/healthz", &[], b"").1;
+    let health = || http(port, "GET", "/healthz", &[auth], b"").1;
     let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ok() {
@@ -1122,4 +1122,42 @@ fn without_a_public_address_links_follow_listen() {
     let (status, page) = http(port, "GET", &format!("/u/{token}"), &[], b"");
     assert_eq!(status, 200, "{page}");
     daemon.stop();
+}
+
+/// Regression (issue 29, item 17): a customer added over the API had no stage until the
+/// next day's sweep, so `stage_entered: prospect` never started for them. The next pass
+/// places them.
+#[test]
+fn a_customer_posted_over_the_api_is_placed_in_a_stage_at_the_next_pass() {
+    for b in backends("daemon-api-stage") {
+        std::fs::copy(
+            crate::common::repo_root().join("stages.yaml"),
+            b.dir.join("stages.yaml"),
+        )
+        .unwrap();
+        let (_server, port, daemon) = demo_daemon(&b);
+        // The first pass has swept today's stages; what comes now waits for no sweep.
+        std::thread::sleep(Duration::from_secs(2));
+        let headers = [
+            ("Authorization", "Bearer s3cret-token"),
+            ("Content-Type", "application/json"),
+        ];
+        let body = br#"{"id":"new1","email":"new1@example.com"}"#;
+        let (status, answer) = http(port, "POST", "/v1/customers", &headers, body);
+        assert!(status < 300, "{}: {status} {answer}", b.label);
+        let placed = "SELECT COUNT(*) FROM customers WHERE id = 'new1' AND stage = 'prospect'";
+        let entered =
+            "SELECT COUNT(*) FROM events WHERE customer_id = 'new1' AND name = 'stage_entered'";
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count(&b, placed) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{}: new1 was not placed",
+                b.label
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(count(&b, entered), 1, "{}", b.label);
+        daemon.stop();
+    }
 }

@@ -35,7 +35,7 @@ steps:
         subject: Thanks for looking
 ";
 
-fn project(b: &Backend, smtp: u16) {
+pub(crate) fn project(b: &Backend, smtp: u16) {
     write(
         &b.dir,
         "tidings.yaml",
@@ -65,7 +65,7 @@ fn project(b: &Backend, smtp: u16) {
 
 /// The paths after the public address of every link of a kind (`/c/`, `/a/`, `/o/`) in
 /// the email's HTML, as a mail client would follow them.
-fn links(html: &str, kind: &str) -> Vec<String> {
+pub(crate) fn links(html: &str, kind: &str) -> Vec<String> {
     let marker = format!("https://mail.shop.example/{kind}/");
     html.match_indices(&marker)
         .map(|(i, _)| {

@@ -12,6 +12,7 @@ mod dkim;
 mod engagement;
 mod experiments;
 mod hostile;
+mod listener;
 mod plan;
 mod preview;
 mod realtime;

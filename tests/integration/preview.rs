@@ -229,3 +229,39 @@ fn a_preview_takes_the_event_it_is_asked_for() {
     assert_eq!(run.code, 2, "{}", run.transcript());
     assert!(run.stderr.contains("unknown key `nope`"), "{}", run.stderr);
 }
+
+/// Dates are written in the language of the text the customer gets (`template.locale`):
+/// a Japanese reader of the English welcome offer (there is no Japanese one) reads an
+/// English date, an `en-GB` reader a British one, and a Traditional-Chinese reader gets
+/// the English birthday offer, not the Simplified one, with an English date.
+#[test]
+fn dates_follow_the_language_of_the_chosen_text() {
+    let b = demo("preview-template-locale");
+    write(
+        &b.dir,
+        "taiwan.csv",
+        "id,email,first_name,locale,birthday\ntw,mei@example.tw,美,zh-Hant-TW,1990-06-02\n",
+    );
+    let run = tidings(&b)
+        .args(["import", "customers", "taiwan.csv"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let preview = |workflow: &str, customer: &str| {
+        let run = tidings(&b)
+            .args(["preview", workflow, "--customer", customer])
+            .args(["--now", "2026-06-02T00:00:00Z"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        run.stdout
+    };
+    // c2 is ja-JP, c1 en-GB (examples/demo/customers.csv).
+    let japanese = preview("welcome-series", "c2");
+    assert!(japanese.contains("June 16, 2026"), "{japanese}");
+    assert!(!japanese.contains('年'), "{japanese}");
+    let british = preview("welcome-series", "c1");
+    assert!(british.contains("16 June 2026"), "{british}");
+    let traditional = preview("birthday-offer", "tw");
+    assert!(!traditional.contains("八五折"), "{traditional}");
+    assert!(traditional.contains("15% off"), "{traditional}");
+    assert!(!traditional.contains('年'), "{traditional}");
+}

@@ -1270,9 +1270,10 @@ fn a_reminder_shows_the_code_its_first_step_reserved() {
         for body in [reminder.html.as_deref(), reminder.text.as_deref()] {
             let body = body.unwrap();
             assert!(body.contains(&code), "{}: {code} in\n{body}", b.label);
-            // The deal's expiry, as Wei (zh-CN) reads a date.
+            // The deal's expiry, in the language of the text Wei (zh-CN) gets: there is
+            // no Chinese reminder, so an English date in an English sentence.
             assert!(
-                body.contains("2026年6月15日"),
+                body.contains("June 15, 2026"),
                 "{}: the deal's expiry in\n{body}",
                 b.label
             );

@@ -9,12 +9,15 @@ use crate::common::{Act, SmtpServer, free_port, write};
 use crate::daemon::{Daemon, count, http};
 use crate::store::{Backend, backends, tidings};
 
+/// The shop's project with two topics. Its saves come 100 at once from one address (the
+/// test's), more than one address may hold by default: the limit is raised here, as it is
+/// about the store's answers, not the listener's.
 fn project(b: &Backend, smtp: u16) {
     write(
         &b.dir,
         "tidings.yaml",
         &format!(
-            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{smtp}\n  from: \"Shop <hi@shop.example>\"\nserver:\n  public_url: https://mail.shop.example\n  token: ${{TIDINGS_TEST_API_TOKEN}}\ntopics:\n  offers: {{ en: \"Deals and coupons\", ja: \"お得な情報\" }}\n  reviews: {{ en: \"Asking for your review\", ja: \"レビューのお願い\" }}\n"
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{smtp}\n  from: \"Shop <hi@shop.example>\"\nserver:\n  public_url: https://mail.shop.example\n  token: ${{TIDINGS_TEST_API_TOKEN}}\n  max_connections_per_client: 128\ntopics:\n  offers: {{ en: \"Deals and coupons\", ja: \"お得な情報\" }}\n  reviews: {{ en: \"Asking for your review\", ja: \"レビューのお願い\" }}\n"
         ),
     );
     let page = "<p>Hi</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>";
@@ -190,6 +193,20 @@ fn validate_checks_topics() {
         "{}",
         run.stderr
     );
+    // Without a topic, while the project has topics: a warning at the workflow's name.
+    crate::common::edit(&b.dir, "workflows/deals.yaml", "topic: ofers\n", "");
+    let run = tidings(&b).args(["validate"]).run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(
+        run.stderr
+            .contains("warning[no-topic]: a marketing workflow without a topic")
+            && run.stderr.contains("deals.yaml:1:1")
+            && run.stderr.contains("`offers`, `reviews`"),
+        "{}",
+        run.stderr
+    );
+    let run = tidings(&b).args(["validate", "--deny-warnings"]).run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
 }
 
 /// Topic preferences come in with customers: a CSV column (`a;b`) or a JSON array over the

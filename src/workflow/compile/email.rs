@@ -82,6 +82,10 @@ impl Compiler {
             coupon: s.coupon.is_some(),
         };
         let context = self.sample_context(ctx.workflow, scope, &ctx.coupon_steps);
+        // A customer with nothing but an id and an address: a filter that fails on a
+        // missing value fails here, not at the send.
+        let mut bare = context.clone();
+        bare.insert("customer", &Customer::bare());
         let subjects = self.subjects(s.subject.as_ref(), route, ctx, id, scope, &context);
         let Some(files) = self.templates.resolve(base) else {
             let folder = self.templates.folder().to_string();
@@ -107,7 +111,11 @@ impl Compiler {
             if self.error_count() > before {
                 continue;
             }
-            if self.check_template(key, ctx.workflow, scope, &context) {
+            let contexts = [
+                ("a sample customer", &context),
+                ("a customer with no name, locale or dates", &bare),
+            ];
+            if self.check_template(key, ctx.workflow, scope, &contexts) {
                 ctx.broken_template = true;
             }
         }
@@ -166,7 +174,7 @@ impl Compiler {
         key: super::TemplateUse,
         workflow: &str,
         scope: TemplateScope,
-        context: &Context,
+        contexts: &[(&str, &Context)],
     ) -> bool {
         if let Some((found, users)) = self.checked_templates.get_mut(&key) {
             if !users.iter().any(|u| u == workflow) {
@@ -179,7 +187,7 @@ impl Compiler {
             }
             return found.iter().any(|i| self.diags[*i].is_error());
         }
-        let found = self.templates.check_file(&key.0, scope, context);
+        let found = self.templates.check_file(&key.0, scope, contexts);
         let broken = found.iter().any(Diagnostic::is_error);
         let at = self.diags.len();
         self.diags.extend(found);
@@ -258,6 +266,7 @@ impl Compiler {
         );
         context.insert("now", &self.now.to_rfc3339());
         context.insert("unsubscribe_url", "https://example.com/u/sample-token");
+        context.insert("template", &serde_json::json!({ "locale": "en" }));
         context
     }
 

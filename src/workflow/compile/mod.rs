@@ -138,7 +138,10 @@ fn waited_for(steps: &[crate::workflow::plan::Step]) -> std::collections::BTreeS
 /// have no topic: nobody opts out of them).
 fn check_topics(plan: &Plan, config: &crate::config::Config, diagnostics: &mut Vec<Diagnostic>) {
     for wf in &plan.workflows {
-        let Some(topic) = &wf.topic else { continue };
+        let Some(topic) = &wf.topic else {
+            untopical(wf, config, diagnostics);
+            continue;
+        };
         let doc = Document::index(&wf.file);
         let span = doc.value_span(&Route::root().key("topic"));
         let problem = if wf.class == MailClass::Transactional {
@@ -167,6 +170,31 @@ fn check_topics(plan: &Plan, config: &crate::config::Config, diagnostics: &mut V
             );
         }
     }
+}
+
+/// A marketing workflow that sends email without a topic while the project has topics:
+/// a customer who opted out of every topic still gets it, which is seldom what was meant.
+fn untopical(wf: &Workflow, config: &crate::config::Config, diagnostics: &mut Vec<Diagnostic>) {
+    let emails = wf
+        .all_steps()
+        .iter()
+        .any(|s| matches!(s.kind, crate::workflow::plan::StepKind::Email(_)));
+    if wf.class != MailClass::Marketing || config.topics.is_empty() || !emails {
+        return;
+    }
+    let doc = Document::index(&wf.file);
+    let topics: Vec<String> = config.topics.keys().map(|t| format!("`{t}`")).collect();
+    diagnostics.push(
+        Diagnostic::warning(
+            "no-topic",
+            "a marketing workflow without a topic reaches customers who opted out of every topic",
+        )
+        .at(doc.key_span(&Route::root().key("name")))
+        .help(format!(
+            "add `topic:` with one of {} (only unsubscribing from everything stops it now)",
+            topics.join(", ")
+        )),
+    );
 }
 
 /// `stage_entered: NAME` triggers must name a stage of `stages.yaml`.

@@ -141,3 +141,64 @@ pub(super) fn first_property(rhs: &RExpr) -> Option<(ImmutableString, Position)>
         _ => None,
     }
 }
+
+/// What a side of a comparison is, when it can be told from the text alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Number,
+    Text,
+}
+
+fn kind_of(e: &RExpr) -> Option<Kind> {
+    match e {
+        RExpr::IntegerConstant(..) | RExpr::FloatConstant(..) => Some(Kind::Number),
+        RExpr::StringConstant(..) => Some(Kind::Text),
+        RExpr::Dot(binary, _, _) => {
+            let RExpr::Variable(var, _, _) = &binary.lhs else {
+                return None;
+            };
+            let RExpr::Property(p, _) = &binary.rhs else {
+                return None;
+            };
+            match (var.1.as_str(), p.2.as_str()) {
+                ("customer", "orders_count" | "total_spent") => Some(Kind::Number),
+                ("customer", "id" | "email" | "first_name" | "last_name" | "locale")
+                | ("customer", "timezone")
+                | ("event", "name" | "id") => Some(Kind::Text),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Finds a number compared with text (`customer.total_spent > "100"`): Rhai answers such a
+/// comparison `false` without a word, so the audience would silently match nobody.
+pub(super) fn comparison_issues(text: &str, ast: &AST) -> Vec<ExprIssue> {
+    let mut issues = Vec::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        let Some(ASTNode::Expr(RExpr::FnCall(call, pos))) = path.last() else {
+            return true;
+        };
+        let op = call.name.as_str();
+        if !matches!(op, "<" | ">" | "<=" | ">=" | "==" | "!=") || call.args.len() != 2 {
+            return true;
+        }
+        let (a, b) = (kind_of(&call.args[0]), kind_of(&call.args[1]));
+        if let (Some(a), Some(b)) = (a, b)
+            && a != b
+        {
+            issues.push(ExprIssue {
+                code: "rhai-type-mismatch",
+                message: format!(
+                    "`{op}` compares a number with text: it is never true, so this matches nobody"
+                ),
+                offset: offset_of(text, *pos),
+                len: op.chars().count(),
+                help: "write numbers without quotes (`customer.total_spent > 100`) and text in quotes (`customer.locale == \"ja\"`)".into(),
+            });
+        }
+        true
+    });
+    issues
+}

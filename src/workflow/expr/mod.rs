@@ -256,7 +256,8 @@ impl ExprEngine {
             .engine
             .compile_expression_with_scope(&scope, text)
             .map_err(|e| vec![parse_issue(text, &e, vars)])?;
-        let issues = field_issues(text, &ast, vars);
+        let mut issues = field_issues(text, &ast, vars);
+        issues.extend(comparison_issues(text, &ast));
         if issues.is_empty() {
             Ok(Expr {
                 ast,

@@ -14,10 +14,13 @@ use crate::source::SourceFile;
 use crate::source::diagnostic::{Diagnostic, Span};
 
 mod functions;
+pub mod locales;
+mod references;
 mod written;
 
 use functions::new_tera;
 pub use functions::{ANSWER_PREFIX, answer_placeholder};
+pub use references::{Reference, references};
 pub use written::decode_entities;
 
 /// All templates of a project, parsed.
@@ -43,26 +46,19 @@ pub struct EmailFiles {
 }
 
 impl EmailFiles {
-    /// Picks the files for a locale: `ja-JP` tries `ja-JP`, then `ja`, then the default.
+    /// Picks the files for a locale (see [`locales::best`]), else the default's.
     pub fn for_locale(&self, locale: Option<&str>) -> (&str, Option<&str>) {
-        if let Some(locale) = locale {
-            let mut tag = locale.to_string();
-            loop {
-                if let Some((h, t)) = self
-                    .variants
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(&tag))
-                    .map(|(_, v)| v)
-                {
-                    return (h, t.as_deref().or(self.text.as_deref()));
-                }
-                match tag.rfind('-') {
-                    Some(i) => tag.truncate(i),
-                    None => break,
-                }
-            }
+        let (_, html, text) = self.choose(locale);
+        (html, text)
+    }
+
+    /// The files for a locale and the variant's tag (`None`: the default files).
+    pub fn choose(&self, locale: Option<&str>) -> (Option<&str>, &str, Option<&str>) {
+        let tag = locales::best(locale, self.variants.keys().map(String::as_str));
+        match tag.and_then(|t| self.variants.get_key_value(t)) {
+            Some((tag, (h, t))) => (Some(tag), h, t.as_deref().or(self.text.as_deref())),
+            None => (None, &self.html, self.text.as_deref()),
         }
-        (&self.html, self.text.as_deref())
     }
 
     /// Every HTML file of this email, default first.
@@ -283,7 +279,7 @@ impl Templates {
         &self,
         name: &str,
         scope: TemplateScope,
-        context: &Context,
+        contexts: &[(&str, &Context)],
     ) -> Vec<Diagnostic> {
         let mut out = Vec::new();
         let Some(file) = self.files.get(name) else {
@@ -294,10 +290,13 @@ impl Templates {
             return out;
         }
         out.extend(check_names(file, &self.variables(name), scope, &|_| true));
-        if out.is_empty()
-            && let Err(e) = self.tera.render(name, context)
-        {
-            out.push(render_diagnostic(&e, file, self));
+        // The first failure is enough: the others are most likely the same mistake.
+        for (who, context) in contexts {
+            if out.is_empty()
+                && let Err(e) = self.tera.render(name, context)
+            {
+                out.push(render_diagnostic(&e, file, self, who));
+            }
         }
         out
     }
@@ -314,6 +313,7 @@ fn known_fields(root: &str, scope: TemplateScope) -> Option<&'static [&'static s
         "coupons" => Some(&[]),
         "workflow" => Some(WORKFLOW_FIELDS),
         "now" | "unsubscribe_url" => Some(&[]),
+        "template" => Some(&["locale"]),
         _ => None,
     }
 }
@@ -343,7 +343,7 @@ pub fn check_names(
         let help = match name.as_str() {
             "event" => "`event` exists only in workflows with an `event:` trigger".to_string(),
             "coupon" => "`coupon` is set only when the email step has `coupon: { prefix: ..., valid_for: ... }`".to_string(),
-            _ => match crate::source::yaml::closest(name, ["customer", "event", "coupon", "workflow", "now", "unsubscribe_url"]) {
+            _ => match crate::source::yaml::closest(name, ["customer", "event", "coupon", "workflow", "template", "now", "unsubscribe_url"]) {
                 Some(best) => format!("did you mean `{best}`?"),
                 None => format!("customer fields are under `customer`, e.g. `customer.{name}`; templates see `customer`, `event`, `coupon`, `workflow`, `now` and `unsubscribe_url`"),
             },
@@ -393,129 +393,6 @@ pub fn check_names(
     }
     out
 }
-
-/// A dotted name used inside `{{ }}` or `{% %}`, and the byte offset where it starts.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Reference {
-    pub path: Vec<String>,
-    pub at: usize,
-}
-
-/// Finds dotted names in the tags of a template, skipping string literals and comments.
-/// Tera 2 does not expose its syntax tree; this lexical pass only locates names that Tera
-/// itself reported (or checks fields of the objects tidings provides).
-pub fn references(text: &str) -> Vec<Reference> {
-    let mut out = Vec::new();
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i + 1 < bytes.len() {
-        let open = &text[i..];
-        let close = if open.starts_with("{{") {
-            "}}"
-        } else if open.starts_with("{%") {
-            "%}"
-        } else {
-            i += text[i..].chars().next().map_or(1, char::len_utf8);
-            continue;
-        };
-        let start = i + 2;
-        let end = text[start..].find(close).map_or(text.len(), |e| start + e);
-        scan_tag(text, start, end, &mut out);
-        i = (end + 2).min(text.len());
-    }
-    out
-}
-
-fn scan_tag(text: &str, start: usize, end: usize, out: &mut Vec<Reference>) {
-    let tag = &text[start..end];
-    let mut chars = tag.char_indices().peekable();
-    let mut prev_dot = false;
-    while let Some((i, c)) = chars.next() {
-        if c == '"' || c == '\'' || c == '`' {
-            for (_, d) in chars.by_ref() {
-                if d == c {
-                    break;
-                }
-            }
-            prev_dot = false;
-            continue;
-        }
-        if c.is_alphabetic() || c == '_' {
-            let mut path = vec![String::from(c)];
-            while let Some(&(_, d)) = chars.peek() {
-                if d.is_alphanumeric() || d == '_' {
-                    if let Some(p) = path.last_mut() {
-                        p.push(d);
-                    }
-                    chars.next();
-                } else if d == '.' {
-                    chars.next();
-                    match chars.peek() {
-                        Some(&(_, e)) if e.is_alphabetic() || e == '_' => path.push(String::new()),
-                        _ => break,
-                    }
-                } else {
-                    break;
-                }
-            }
-            // A name after `|` is a filter, after `.` a method on something else; before
-            // `(` a function, before a single `=` a keyword argument.
-            let before = tag[..i].trim_end();
-            let after = chars.peek().map_or("", |&(j, _)| tag[j..].trim_start());
-            let is_call =
-                after.starts_with('(') || (after.starts_with('=') && !after.starts_with("=="));
-            let is_filter = before.ends_with('|') || is_call;
-            let is_keyword = path.len() == 1 && TERA_KEYWORDS.contains(&path[0].as_str());
-            if !prev_dot && !is_filter && !is_keyword {
-                out.push(Reference {
-                    path,
-                    at: start + i,
-                });
-            }
-            prev_dot = false;
-            continue;
-        }
-        prev_dot = c == '.';
-    }
-}
-
-const TERA_KEYWORDS: &[&str] = &[
-    "if",
-    "elif",
-    "else",
-    "endif",
-    "for",
-    "endfor",
-    "in",
-    "and",
-    "or",
-    "not",
-    "is",
-    "true",
-    "false",
-    "none",
-    "set",
-    "set_global",
-    "include",
-    "extends",
-    "block",
-    "endblock",
-    "macro",
-    "endmacro",
-    "import",
-    "as",
-    "filter",
-    "endfilter",
-    "break",
-    "continue",
-    "raw",
-    "endraw",
-    "with",
-    "endwith",
-    "component",
-    "endcomponent",
-    "loop",
-];
 
 fn is_locale_tag(s: &str) -> bool {
     let mut parts = s.split('-');
@@ -571,17 +448,26 @@ pub fn escape_html(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn render_diagnostic(e: &tera::Error, file: &SourceFile, templates: &Templates) -> Diagnostic {
+fn render_diagnostic(
+    e: &tera::Error,
+    file: &SourceFile,
+    templates: &Templates,
+    who: &str,
+) -> Diagnostic {
     match e.kind() {
         ErrorKind::RenderingError(report) | ErrorKind::SyntaxError(report) => {
             let target = templates.files.get(report.filename()).unwrap_or(file);
             report_diagnostic(
                 "template-render",
-                "template fails to render for a sample customer",
+                &format!("template fails to render for {who}"),
                 target,
                 report.message(),
                 report.span(),
-                "check filters and the types of the values used; missing customer data renders as empty text",
+                if who.contains("no name") {
+                    "a customer may not have this value: give it one before the filter, e.g. `(customer.first_name or \"\") | urlencode`"
+                } else {
+                    "check filters and the types of the values used; missing customer data renders as empty text"
+                },
             )
         }
         _ => Diagnostic::error("template-render", format!("template fails to render: {e}"))

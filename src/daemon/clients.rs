@@ -1,0 +1,147 @@
+//! The open connections of each client address. One address may hold
+//! `server.max_connections_per_client`; past that, a connection of its that has sat
+//! without a request for a while (a slow client dribbling its head, or an idle one) is
+//! closed for the new one, and when none has, the new one is answered 503. A connection
+//! that is in a request, or just opened and about to send one, is never cut: many people
+//! may share an address (an office, a carrier's NAT), and their requests must not be lost.
+//! Trusted proxies carry everyone and have no such limit.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// How long a connection must have been without a request before it may be closed for
+/// a newer one: far longer than any client takes to send a request once connected.
+const IDLE_BEFORE_CUT: Duration = Duration::from_secs(1);
+
+/// What a connection is doing: requests in progress, and since when it has had none.
+pub struct Activity {
+    busy: AtomicUsize,
+    /// Milliseconds from [`Clients::epoch`] to its last request's end (or its opening).
+    idle_since: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn may_be_cut(&self) -> bool {
+        let idle_for = self
+            .now()
+            .saturating_sub(self.idle_since.load(Ordering::Acquire));
+        self.busy.load(Ordering::Acquire) == 0 && idle_for >= IDLE_BEFORE_CUT.as_millis() as u64
+    }
+}
+
+/// Counts a request in progress until dropped.
+pub struct Busy(Arc<Activity>);
+
+impl Busy {
+    pub fn enter(activity: &Arc<Activity>) -> Self {
+        activity.busy.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.idle_since.store(self.0.now(), Ordering::Release);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One open connection, as its address's list holds it.
+struct Open {
+    id: u64,
+    activity: Arc<Activity>,
+    /// Told to close the connection.
+    cut: Arc<Notify>,
+}
+
+/// The open connections of each address, oldest first, and how many there are in all. A
+/// connection closed for a newer one leaves the count at once (its socket closes a moment
+/// later), so a client that keeps re-opening cannot crowd out everyone else.
+pub struct Clients {
+    open: Mutex<(HashMap<IpAddr, Vec<Open>>, usize)>,
+    next: AtomicU64,
+    epoch: Instant,
+}
+
+/// What the accept loop keeps of an admitted connection.
+pub type Admitted = (u64, Arc<Activity>, Arc<Notify>);
+
+impl Default for Clients {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clients {
+    pub fn new() -> Self {
+        Self {
+            open: Mutex::new((HashMap::new(), 0)),
+            next: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Room for one more connection of `peer`, or `None` (answer 503): the listener holds
+    /// `most`, or the address holds `share` and none of its connections may be cut.
+    pub fn admit(
+        &self,
+        peer: IpAddr,
+        (most, share): (usize, usize),
+        proxies: &[ipnet::IpNet],
+    ) -> Option<Admitted> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, total) = &mut *open;
+        let proxy = proxies.iter().any(|n| n.contains(&peer));
+        let list = map.entry(peer).or_default();
+        if !proxy && list.len() >= share.max(1) {
+            let idle = list.iter().position(|o| o.activity.may_be_cut())?;
+            list.remove(idle).cut.notify_one();
+            *total = total.saturating_sub(1);
+        }
+        if *total >= most.max(1) {
+            if list.is_empty() {
+                map.remove(&peer);
+            }
+            return None;
+        }
+        *total += 1;
+        let activity = Arc::new(Activity {
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            epoch: self.epoch,
+        });
+        activity.idle_since.store(activity.now(), Ordering::Release);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let cut = Arc::new(Notify::new());
+        list.push(Open {
+            id,
+            activity: activity.clone(),
+            cut: cut.clone(),
+        });
+        Some((id, activity, cut))
+    }
+
+    /// A connection has closed.
+    pub fn leave(&self, peer: IpAddr, id: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, total) = &mut *open;
+        if let Some(list) = map.get_mut(&peer) {
+            let before = list.len();
+            list.retain(|o| o.id != id);
+            *total = total.saturating_sub(before - list.len());
+            if list.is_empty() {
+                map.remove(&peer);
+            }
+        }
+    }
+}
