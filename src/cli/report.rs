@@ -168,6 +168,7 @@ impl Page<'_> {
             );
         }
         out.push_str("</div>\n");
+        self.failed_webhooks(&mut out);
         figure(
             &mut out,
             "sends-per-day",
@@ -288,6 +289,19 @@ impl Page<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Webhook calls given up on, per step: the journeys went on without them.
+    fn failed_webhooks(&self, out: &mut String) {
+        if self.counts.failed_webhooks.is_empty() {
+            return;
+        }
+        out.push_str("<div class=\"numbers\"><table id=\"failed-webhooks\"><thead><tr><th>webhook step</th><th>calls that failed</th></tr></thead><tbody>\n");
+        for ((wf, step), n) in &self.counts.failed_webhooks {
+            let label = escape_html(&format!("{wf}/{step}"));
+            let _ = writeln!(out, "<tr><td>{label}</td><td>{n}</td></tr>");
+        }
+        out.push_str("</tbody></table></div>\n");
     }
 
     /// How many customers opted out of each topic.

@@ -57,6 +57,7 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
         format!("{doc:#}\n")
     } else {
         let mut text = table(&c, &stage_order, &workflows);
+        text.push_str(&failed_webhooks(&c));
         text.push_str(&engagement_table(&r, &workflows));
         text.push_str(&experiment_table(&x));
         for topic in project.config.topics.keys() {
@@ -155,6 +156,22 @@ pub fn table(c: &Counts, order: &[String], workflows: &[String]) -> String {
             let _ = write!(out, " {:>10}", emails(c, wf, states));
         }
         out.push('\n');
+    }
+    out
+}
+
+/// Webhook calls given up on, per step (nothing when none failed).
+pub fn failed_webhooks(c: &Counts) -> String {
+    let mut out = String::new();
+    if c.failed_webhooks.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nwebhook calls that failed (given up on; the journeys went on):"
+    );
+    for ((wf, step), n) in &c.failed_webhooks {
+        let _ = writeln!(out, "  {wf}/{step}: {n}");
     }
     out
 }
@@ -301,7 +318,11 @@ fn json(
             let steps: Vec<serde_json::Value> = r.steps_of(wf).map(|s| s.to_json()).collect();
             engagement["steps"] = steps.into();
             let variants: Vec<&Arm> = x.iter().filter(|a| a.workflow == *wf).collect();
-            serde_json::json!({ "workflow": wf, "journeys": journeys, "emails": emails, "engagement": engagement, "variants": variants })
+            let failed: serde_json::Map<String, serde_json::Value> = (c.failed_webhooks.iter())
+                .filter(|((w, _), _)| w == wf)
+                .map(|((_, step), n)| (step.clone(), (*n).into()))
+                .collect();
+            serde_json::json!({ "workflow": wf, "journeys": journeys, "emails": emails, "webhooks_failed": failed, "engagement": engagement, "variants": variants })
         })
         .collect();
     serde_json::json!({

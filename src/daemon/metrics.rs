@@ -159,6 +159,18 @@ fn store_gauges(c: &crate::store::status::Counts) -> String {
         "# HELP tidings_queue_depth Emails and webhook calls waiting to go.\n# TYPE tidings_queue_depth gauge\ntidings_queue_depth {}",
         c.queued
     );
+    let _ = writeln!(
+        out,
+        "# HELP tidings_webhooks_failed Webhook calls given up on, by workflow and step.\n# TYPE tidings_webhooks_failed gauge"
+    );
+    for ((wf, step), n) in &c.failed_webhooks {
+        let _ = writeln!(
+            out,
+            "tidings_webhooks_failed{{workflow=\"{}\",step=\"{}\"}} {n}",
+            label(wf),
+            label(step)
+        );
+    }
     out
 }
 

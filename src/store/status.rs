@@ -17,6 +17,9 @@ pub struct Counts {
     pub journeys: BTreeMap<String, BTreeMap<String, i64>>,
     /// Workflow to email state to count.
     pub emails: BTreeMap<String, BTreeMap<String, i64>>,
+    /// (workflow, step) to webhook calls given up on: the journey went on without them,
+    /// so only this says they failed.
+    pub failed_webhooks: BTreeMap<(String, String), i64>,
 }
 
 pub async fn counts(conn: &mut AnyConnection) -> Result<Counts, StoreError> {
@@ -42,6 +45,13 @@ pub async fn counts(conn: &mut AnyConnection) -> Result<Counts, StoreError> {
                 .or_default()
                 .insert(r.try_get(1)?, r.try_get(2)?);
         }
+    }
+    for r in sqlx::query("SELECT workflow, step, COUNT(*) FROM deliveries WHERE channel = 'webhook' AND state = 'failed' GROUP BY workflow, step")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        c.failed_webhooks
+            .insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
     }
     c.queued = sqlx::query(
         "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'retrying', 'sending')",

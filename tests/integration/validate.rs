@@ -5,10 +5,36 @@ use crate::common::{Tidings, edit, fixtures, repo_root, scratch_dir, write};
 
 #[test]
 fn shipped_examples_are_valid_with_a_summary_per_workflow() {
-    let run = Tidings::new().cwd(repo_root()).args(["validate"]).run();
+    let run = Tidings::new()
+        .cwd(repo_root())
+        .env("CRM_URL", "https://crm.example")
+        .env("SUPPORT_URL", "https://support.example")
+        .args(["validate"])
+        .run();
     assert_eq!(run.code, 0, "{}", run.transcript());
     assert_eq!(run.stderr, "");
     insta::assert_snapshot!("shipped-examples", run.stdout);
+}
+
+/// A webhook's `${NAME}` that is not set where `validate` runs is a warning at the value
+/// (every call would fail): the shipped examples' CRM and support hooks without theirs.
+#[test]
+fn a_webhook_variable_that_is_not_set_is_a_warning() {
+    let run = Tidings::new()
+        .cwd(repo_root())
+        .env("CRM_URL", "https://crm.example")
+        .args(["validate"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(
+        run.stderr
+            .contains("warning[unset-variable]: `${SUPPORT_URL}` is not set")
+            && run.stderr.contains("workflows/nps-survey.yaml:25:")
+            && !run.stderr.contains("CRM_URL"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("1 warning"), "{}", run.stdout);
 }
 
 fn invalid_fixtures() -> Vec<String> {

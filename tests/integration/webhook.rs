@@ -11,6 +11,9 @@ c2,account_cancelled,2026-05-30T08:00:00Z,\n\
 c3,account_cancelled,2026-05-30T08:00:00Z,moving\n\
 c4,account_cancelled,2026-05-30T08:00:00Z,moving\n";
 
+/// The webhook step of the shipped cancellation feedback.
+const STEP: &str = "notify-crm";
+
 fn project(b: &Backend, config: &str) {
     with_examples(b);
     write(
@@ -126,6 +129,43 @@ fn webhooks_are_called_retried_and_given_up_on() {
                 .starts_with("gave up after 3 attempts: the receiver answered 503"),
             "{states:?}"
         );
+        // The journeys went on; the failures are counted where an operator looks.
+        let status = tidings(&b).args(["status"]).run();
+        assert!(
+            status.stdout.contains("webhook calls that failed")
+                && status
+                    .stdout
+                    .contains(&format!("cancellation-feedback/{STEP}: 2")),
+            "{}: {}",
+            b.label,
+            status.stdout
+        );
+        let json = tidings(&b).args(["status", "--json"]).run();
+        let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        let wf = doc["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["workflow"] == "cancellation-feedback")
+            .unwrap();
+        assert_eq!(wf["webhooks_failed"][STEP], 2, "{}: {wf}", b.label);
+        let report = tidings(&b).args(["report", "--out", "report.html"]).run();
+        assert_eq!(report.code, 0, "{}", report.transcript());
+        let page = std::fs::read_to_string(b.dir.join("report.html")).unwrap();
+        assert!(
+            page.contains("id=\"failed-webhooks\"")
+                && page.contains(&format!("cancellation-feedback/{STEP}</td><td>2<")),
+            "{}",
+            b.label
+        );
+        let port = crate::common::free_port();
+        let daemon = crate::daemon::Daemon::start(&b, port, "1h");
+        let (_, metrics) = crate::daemon::http(port, "GET", "/metrics", &[], b"");
+        assert!(daemon.stop().success());
+        let line = format!(
+            "tidings_webhooks_failed{{workflow=\"cancellation-feedback\",step=\"{STEP}\"}} 2"
+        );
+        assert!(metrics.contains(&line), "{}: {metrics}", b.label);
 
         let requests = receiver.requests();
         assert_eq!(requests.len(), 2 + 1 + 1 + 3, "{}", b.label);
