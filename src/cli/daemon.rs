@@ -41,11 +41,7 @@ pub fn run(root: &Path, args: &DaemonArgs) -> Result<ExitCode, CommandError> {
     if !crate::cli::shared::fit_to_send(&project, "the daemon did not start") {
         return Ok(ExitCode::FAILURE);
     }
-    for d in compiled
-        .diagnostics
-        .iter()
-        .filter(|d| d.code == "unset-variable")
-    {
+    for d in crate::workflow::compile::unset_variables(&compiled.plan) {
         let at = (d.span.as_ref()).map(|s| format!("{}:{}", s.file.path().display(), s.start.line));
         tracing::warn!(at = at.as_deref().unwrap_or(""), "{}", d.message);
     }

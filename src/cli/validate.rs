@@ -34,6 +34,7 @@ pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
             // workflow, without running anything.
             let mut diagnostics = compiled.diagnostics;
             diagnostics.extend(project.production_diagnostics());
+            diagnostics.extend(crate::workflow::compile::unset_variables(&compiled.plan));
             crate::rehearsal::workflow_tests::spec::load(&compiled.plan, &mut diagnostics);
             crate::source::diagnostic::sort(&mut diagnostics);
             (diagnostics, summaries, compiled.files.len())

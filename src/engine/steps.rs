@@ -49,6 +49,21 @@ pub(super) struct Journey<'a> {
     history: Option<Arc<crate::workflow::expr::EventHistory>>,
     /// When the step fell due: the moment every step of this run happens at.
     at: DateTime<Utc>,
+    /// Whether this run queued an email: then a wait counts from when it actually left.
+    emailed: std::sync::atomic::AtomicBool,
+}
+
+impl Journey<'_> {
+    /// Where a wait starts counting. A journey that fell due long before this pass (an
+    /// old event, a daemon that was down) and has just sent an email waits from now, so
+    /// its emails keep their spacing and never two go in one pass.
+    fn wait_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let late = now - self.at > super::triggers::CATCH_UP_GRACE;
+        match self.emailed.load(std::sync::atomic::Ordering::Relaxed) && late {
+            true => now,
+            false => self.at,
+        }
+    }
 }
 
 /// What an email step reads and adds to: the group's suppressions and queued deliveries.
@@ -223,6 +238,7 @@ impl Engine {
             event: event.as_ref(),
             history,
             at,
+            emailed: std::sync::atomic::AtomicBool::new(false),
         };
         let mut mail = Mail {
             suppressions,
@@ -332,7 +348,7 @@ impl Engine {
             }
             StepKind::WaitFor(wait) => {
                 row.step = next;
-                row.due_at = Some(at + wait.at_most);
+                row.due_at = Some(journey.wait_from(mail.outgoing.1) + wait.at_most);
                 row.waiting = Some(crate::store::enrollments::Waiting {
                     event: wait.event.clone(),
                     since: at,
@@ -341,9 +357,10 @@ impl Engine {
             }
             StepKind::Wait(wait) => {
                 row.step = next;
+                let from = journey.wait_from(mail.outgoing.1);
                 row.due_at = Some(match wait {
-                    Wait::For(d) => at + *d,
-                    Wait::Until(t) => next_local_time(at, *t, customer_zone(customer)),
+                    Wait::For(d) => from + *d,
+                    Wait::Until(t) => next_local_time(from, *t, customer_zone(customer)),
                 });
                 return Ok(Flow::Stop);
             }
@@ -474,6 +491,7 @@ impl Engine {
             return Ok(Flow::Continue);
         }
         mail.outgoing.0.push(d);
+        (journey.emailed).store(true, std::sync::atomic::Ordering::Relaxed);
         row.step = node.next();
         Ok(Flow::Continue)
     }

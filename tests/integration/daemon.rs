@@ -831,8 +831,12 @@ fn the_daemon_logs_json_lines() {
     // The shipped support hook's `${SUPPORT_URL}` is not set here: said at the start.
     assert!(
         lines.iter().any(|l| l["level"] == "WARN"
-            && l["message"].as_str().is_some_and(|m| m.contains("`${SUPPORT_URL}` is not set"))
-            && l["at"].as_str().is_some_and(|a| a.ends_with("nps-survey.yaml:25"))),
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("`${SUPPORT_URL}` is not set"))
+            && l["at"]
+                .as_str()
+                .is_some_and(|a| a.ends_with("nps-survey.yaml:25"))),
         "{text}"
     );
     let pass = lines

@@ -428,8 +428,7 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
         assert!(again.contains("0 steps, 0 emails"), "{again}");
         assert!(again.contains("delivered 0 emails"), "{again}");
 
-        // The default transport wrote one .eml per delivery, dated when it left: the pass
-        // of 9 June sent the offer that fell due on the 8th.
+        // The default transport wrote one .eml per delivery, dated when it left.
         let mut mails: Vec<String> = std::fs::read_dir(b.dir.join("out/mail"))
             .unwrap()
             .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -467,8 +466,11 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
             ("1", "hello", "2026-06-01T09:00:00+00:00"),
             ("2", "hello", "2026-06-01T09:00:00+00:00"),
             ("2", "thanks", "2026-06-02T12:00:00+00:00"),
-            ("1", "tips", "2026-06-03T09:00:00+00:00"),
-            ("1", "first-order-offer", "2026-06-08T09:00:00+00:00"),
+            // A journey late for its email (the passes here are hours or a day apart)
+            // counts its next wait from when the email actually left: the hello left at
+            // 10:00, the tips on the 4th at 10:00.
+            ("1", "tips", "2026-06-03T10:00:00+00:00"),
+            ("1", "first-order-offer", "2026-06-09T10:00:00+00:00"),
         ];
         let expected: Vec<(String, String, String)> = expected
             .iter()
@@ -515,6 +517,49 @@ pub(crate) fn with_examples(b: &Backend) {
 }
 
 /// One `run --once` at `now`, which must succeed; its summary.
+/// A journey that fell far behind (no pass ran for a week) sends one email per pass, and
+/// the next waits from when that email left: never the tips and the offer at once.
+#[test]
+fn a_late_journey_never_sends_two_of_its_emails_in_one_pass() {
+    for b in backends("late-journey") {
+        with_examples(&b);
+        write(
+            &b.dir,
+            "c.csv",
+            "id,email,first_name\n1,ada@example.com,Ada\n",
+        );
+        let run = tidings(&b).args(["import", "customers", "c.csv"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let at = ["--at", "2026-06-01T09:00:00Z"];
+        let run = (tidings(&b).args(["event", "customer_created", "--customer", "1"]))
+            .args(at)
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        pass(&b, "2026-06-01T09:00:00Z");
+        // Eight days later: the tips (due on the 3rd) go; the offer (due on the 8th, had
+        // the tips gone then) waits five days from now.
+        pass(&b, "2026-06-09T09:00:00Z");
+        let steps = |b: &Backend| -> Vec<(String, String)> {
+            (outbox(b).0.iter())
+                .map(|d| (d.step.clone(), d.due_at.to_rfc3339()))
+                .collect()
+        };
+        assert_eq!(
+            steps(&b),
+            [
+                ("hello".to_string(), "2026-06-01T09:00:00+00:00".to_string()),
+                ("tips".to_string(), "2026-06-03T09:00:00+00:00".to_string()),
+            ],
+            "{}",
+            b.label
+        );
+        pass(&b, "2026-06-14T09:00:00Z");
+        let all = steps(&b);
+        assert_eq!(all.len(), 3, "{}: {all:?}", b.label);
+        assert_eq!(all[2].1, "2026-06-14T09:00:00+00:00", "{}", b.label);
+    }
+}
+
 pub(crate) fn pass(b: &Backend, now: &str) -> String {
     let run = tidings(b).args(["run", "--once", "--now", now]).run();
     assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());

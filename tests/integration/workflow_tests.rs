@@ -342,7 +342,12 @@ fn bad_stages_are_diagnostics() {
     when: \"true\"
 ",
     );
-    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    let run = Tidings::new()
+        .cwd(&dir)
+        .env("CRM_URL", "https://crm.example")
+        .env("SUPPORT_URL", "https://support.example")
+        .args(["validate"])
+        .run();
     assert_eq!(run.code, 1, "{}", run.transcript());
     insta::assert_snapshot!("bad-stages", run.stderr);
 

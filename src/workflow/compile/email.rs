@@ -408,30 +408,6 @@ impl Compiler {
         Some(clean)
     }
 
-    /// A warning for each `${NAME}` of a webhook's URL or headers that is not set here: the
-    /// call would fail at every send (checked where `validate` or the daemon runs; CI
-    /// without the secrets sees warnings, not errors).
-    fn unset_variables(&mut self, w: &raw::Webhook, wroute: &Route, doc: &Document) {
-        let values = std::iter::once((&w.url, wroute.key("url"))).chain(
-            w.headers
-                .iter()
-                .map(|(k, v)| (v, wroute.key("headers").key(k))),
-        );
-        for (value, route) in values {
-            let names = crate::config::env_references(value).unwrap_or_default();
-            for name in names.iter().filter(|n| std::env::var_os(n).is_none()) {
-                self.diags.push(
-                    Diagnostic::warning(
-                        "unset-variable",
-                        format!("`${{{name}}}` is not set in this environment: the webhook would fail at every call"),
-                    )
-                    .at(doc.value_span(&route))
-                    .help(format!("set `{name}` where the daemon runs (and here, to silence this)")),
-                );
-            }
-        }
-    }
-
     pub(super) fn webhook(
         &mut self,
         w: &raw::Webhook,
@@ -468,7 +444,6 @@ impl Compiler {
             );
             ok = false;
         }
-        self.unset_variables(w, &wroute, doc);
         let method = w
             .method
             .clone()

@@ -172,6 +172,40 @@ fn check_topics(plan: &Plan, config: &crate::config::Config, diagnostics: &mut V
     }
 }
 
+/// A warning for each `${NAME}` of a webhook's URL or headers that is not set in this
+/// environment, at its first place in the workflow's file: every call would fail. For
+/// `validate` and the daemon's start, where the environment is the one that will send;
+/// not part of compiling (`tidings test` calls no webhook).
+pub fn unset_variables(plan: &Plan) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for wf in &plan.workflows {
+        let mut seen = HashSet::new();
+        for step in wf.all_steps() {
+            let crate::workflow::plan::StepKind::Webhook(hook) = &step.kind else {
+                continue;
+            };
+            let values = std::iter::once(&hook.url).chain(hook.headers.values());
+            for name in values.flat_map(|v| crate::config::env_references(v).unwrap_or_default()) {
+                if std::env::var_os(&name).is_some() || !seen.insert(name.clone()) {
+                    continue;
+                }
+                let written = format!("${{{name}}}");
+                let at = wf.file.text().find(&written).unwrap_or(0);
+                let span = Span::new(&wf.file, wf.file.line_col(at), written.chars().count());
+                out.push(
+                    Diagnostic::warning(
+                        "unset-variable",
+                        format!("`{written}` is not set in this environment: the webhook of step `{}` would fail at every call", step.id),
+                    )
+                    .at(span)
+                    .help(format!("set `{name}` where the daemon runs (and here, to silence this)")),
+                );
+            }
+        }
+    }
+    out
+}
+
 /// A marketing workflow that sends email without a topic while the project has topics:
 /// a customer who opted out of every topic still gets it, which is seldom what was meant.
 fn untopical(wf: &Workflow, config: &crate::config::Config, diagnostics: &mut Vec<Diagnostic>) {
