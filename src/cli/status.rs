@@ -160,9 +160,19 @@ pub fn table(c: &Counts, order: &[String], workflows: &[String]) -> String {
     out
 }
 
-/// Webhook calls given up on, per step (nothing when none failed).
+/// Webhook calls given up on, per step, and events too old to start a journey (nothing
+/// when there are none).
 pub fn failed_webhooks(c: &Counts) -> String {
     let mut out = String::new();
+    if !c.too_old.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nevents too old when first seen to start a journey (`triggers.max_event_age`; `tidings enroll --since` backfills):"
+        );
+        for (name, n) in &c.too_old {
+            let _ = writeln!(out, "  {name}: {n}");
+        }
+    }
     if c.failed_webhooks.is_empty() {
         return out;
     }
@@ -328,6 +338,7 @@ fn json(
     serde_json::json!({
         "customers": c.stages.values().sum::<i64>(),
         "stages": stages,
+        "events_too_old": c.too_old,
         "workflows": workflows,
         "questions": r.questions,
     })

@@ -20,24 +20,25 @@ pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
                 .iter()
                 .map(|w| (w.name.clone(), w.summary()))
                 .collect();
-            if compiled.files.is_empty() {
-                let dir = if args.paths.is_empty() {
-                    project.workflows_dir().display().to_string()
-                } else {
-                    "the given paths".into()
-                };
-                return Err(CommandError::Usage(format!(
-                    "no workflow files found in {dir}; pass paths to `tidings validate`, or set `workflows:` in tidings.yaml"
-                )));
+            if compiled.files.is_empty() && !args.paths.is_empty() {
+                return Err(CommandError::Usage(
+                    "no workflow files found in the given paths; pass paths to workflow files or folders".into(),
+                ));
             }
-            // The tests' syntax too: a broken test fails the pull request like a broken
-            // workflow, without running anything.
-            let mut diagnostics = compiled.diagnostics;
-            diagnostics.extend(project.production_diagnostics());
-            diagnostics.extend(crate::workflow::compile::unset_variables(&compiled.plan));
-            crate::rehearsal::workflow_tests::spec::load(&compiled.plan, &mut diagnostics);
-            crate::source::diagnostic::sort(&mut diagnostics);
-            (diagnostics, summaries, compiled.files.len())
+            if compiled.files.is_empty() {
+                // The project's own setting points nowhere: a finding, reported like any
+                // other (exit 1, and in the JSON a program reads).
+                (vec![no_workflows(&project)], Vec::new(), 0)
+            } else {
+                // The tests' syntax too: a broken test fails the pull request like a broken
+                // workflow, without running anything.
+                let mut diagnostics = compiled.diagnostics;
+                diagnostics.extend(project.production_diagnostics());
+                diagnostics.extend(crate::workflow::compile::unset_variables(&compiled.plan));
+                crate::rehearsal::workflow_tests::spec::load(&compiled.plan, &mut diagnostics);
+                crate::source::diagnostic::sort(&mut diagnostics);
+                (diagnostics, summaries, compiled.files.len())
+            }
         }
         Err(d) => (vec![*d], Vec::new(), 0),
     };
@@ -63,6 +64,32 @@ pub fn run(root: &Path, args: &ValidateArgs) -> Result<ExitCode, CommandError> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The workflows folder of tidings.yaml holds no workflow file (or does not exist): an
+/// error at its `workflows:` (at the file's start when the default is used).
+fn no_workflows(project: &Project) -> crate::source::diagnostic::Diagnostic {
+    use crate::source::diagnostic::{Diagnostic, Span};
+    use crate::source::yaml::{Document, Route};
+    let dir = project.workflows_dir();
+    let what = match dir.is_dir() {
+        true => format!("no workflow files in `{}`", dir.display()),
+        false => format!("the workflows folder `{}` does not exist", dir.display()),
+    };
+    let d = Diagnostic::error("config-workflows", what).help(
+        "set `workflows:` in tidings.yaml to the folder of your workflow files (default `workflows`), or pass paths to `tidings validate`",
+    );
+    match &project.file {
+        Some(file) => {
+            let doc = Document::index(file);
+            let route = Route::root().key("workflows");
+            match doc.node(&route) {
+                Some(_) => d.at(doc.value_span(&route)),
+                None => d.at(Span::file_start(file)),
+            }
+        }
+        None => d,
+    }
 }
 
 /// How a run of `validate` came out.

@@ -39,6 +39,7 @@ pub struct Config {
     pub limits: Limits,
     pub server: ServerConfig,
     pub webhooks: WebhookConfig,
+    pub triggers: TriggersConfig,
     pub tracking: TrackingConfig,
     /// `topics: { offers: { en: "Deals and coupons", ja: "お得な情報" } }` — the kinds of
     /// marketing mail a customer can opt out of one by one, each described per language.
@@ -58,6 +59,7 @@ impl Default for Config {
             limits: Limits::default(),
             server: ServerConfig::default(),
             webhooks: WebhookConfig::default(),
+            triggers: TriggersConfig::default(),
             tracking: TrackingConfig::default(),
             topics: Default::default(),
         }
@@ -180,6 +182,23 @@ impl Default for Limits {
             quiet_hours: None,
             catch_up_max_age: "7d".into(),
             expression_time: "50ms".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct TriggersConfig {
+    /// `max_event_age: 1d` — an event this much older than the pass that first sees it
+    /// starts no journey (history imported in bulk, a backlog after an outage): it would
+    /// send welcomes months late. `tidings enroll --since` backfills on purpose.
+    pub max_event_age: String,
+}
+
+impl Default for TriggersConfig {
+    fn default() -> Self {
+        Self {
+            max_event_age: "1d".into(),
         }
     }
 }
@@ -334,6 +353,8 @@ pub struct Settings {
     pub request_timeout: TimeDelta,
     /// `tracking.machine_window`: a click this soon after its email left is a machine's.
     pub machine_window: TimeDelta,
+    /// `triggers.max_event_age`: an older event starts no journey.
+    pub max_event_age: TimeDelta,
 }
 
 impl Settings {
@@ -368,6 +389,7 @@ impl Settings {
                 &c.tracking.machine_window,
                 &defaults.tracking.machine_window,
             ),
+            max_event_age: duration(&c.triggers.max_event_age, &defaults.triggers.max_event_age),
             quiet_hours: c.limits.quiet_hours.as_ref().and_then(|q| {
                 Some((
                     crate::time::duration::parse_time_of_day(&q.from)?,
@@ -542,6 +564,7 @@ impl Project {
             ("server", "header_timeout", &c.server.header_timeout),
             ("server", "request_timeout", &c.server.request_timeout),
             ("tracking", "machine_window", &c.tracking.machine_window),
+            ("triggers", "max_event_age", &c.triggers.max_event_age),
         ] {
             if crate::time::duration::parse(value).map_or(true, |d| d <= chrono::TimeDelta::zero())
                 && !(key == "give_up_after" && value.trim() == "0s")

@@ -129,64 +129,21 @@ impl Engine {
         // only marked processed, all in one statement.
         let mut idle = Vec::new();
         for stored in &events {
-            let Some((triggered, resumes)) = self.what_it_does(stored) else {
+            let Some((mut triggered, resumes)) = self.what_it_does(stored) else {
                 idle.push(stored.event.id.as_str());
                 continue;
             };
-            let unsubscribes = stored.event.name == crate::customer::UNSUBSCRIBED_EVENT;
-            let mut tx = self.store.write_tx().await?;
-            let Some(mut customer) = customer_rows::customer_for_update(
-                &mut tx,
-                self.store.backend(),
-                &stored.customer_id,
-            )
-            .await?
-            else {
-                events::mark_event_processed(&mut tx, &stored.event.id, now).await?;
-                tx.commit().await?;
-                continue;
-            };
-            if !stored.set.is_empty() || unsubscribes {
-                apply_set(&mut customer, &stored.set);
-                if unsubscribes && customer.unsubscribed_at.is_none() {
-                    customer.unsubscribed_at = Some(stored.event.at);
-                }
-                customer_rows::save_customer(&mut tx, &customer, stored.event.at).await?;
-                self.restage(&mut tx, &customer, None, stored.event.at)
-                    .await?;
+            // History imported in bulk, or a backlog: starting journeys now would send
+            // them late (`tidings enroll --since` backfills on purpose).
+            let too_old =
+                !triggered.is_empty() && now - stored.event.at > self.settings.max_event_age;
+            if too_old {
+                triggered.clear();
             }
-            let reads = triggered.iter().any(|w| w.reads_history());
-            let history = history_if(&mut tx, reads, &customer.id, stored.event.at).await?;
-            let mut suppressions = Suppressions::default();
-            for wf in triggered {
-                let key = stored.event.id.clone();
-                let admission = Admission {
-                    suppressions: &mut suppressions,
-                    last_entry: enrollments::last_entry(&mut tx, &wf.name, &customer.id).await?,
-                    history: history.as_ref(),
-                };
-                let entry = self
-                    .admit(
-                        &mut tx,
-                        wf,
-                        &customer,
-                        Some(&stored.event),
-                        admission,
-                        key,
-                        stored.event.at,
-                    )
-                    .await?;
-                enter(&mut tx, vec![entry], report).await?;
+            let what = (triggered, resumes, too_old);
+            if self.handle_event(stored, what, now, report).await? {
+                report.events += 1;
             }
-            if resumes {
-                let (name, at) = (&stored.event.name, stored.event.at);
-                enrollments::resume_waiting(&mut tx, &customer.id, name, at).await?;
-            }
-            self.record_outcomes(&mut tx, &stored.event, &customer)
-                .await?;
-            events::mark_event_processed(&mut tx, &stored.event.id, now).await?;
-            tx.commit().await?;
-            report.events += 1;
         }
         if !idle.is_empty() {
             let mut tx = self.store.write_tx().await?;
@@ -195,6 +152,72 @@ impl Engine {
             report.events += idle.len() as u64;
         }
         Ok(events.len())
+    }
+
+    /// One event that does something, in a transaction of its own: the customer's
+    /// changes, the journeys it starts (none when too old), the waits it ends, the goals
+    /// it reaches. `false` when its customer is gone (it is only marked processed).
+    async fn handle_event(
+        &self,
+        stored: &events::StoredEvent,
+        (triggered, resumes, too_old): (Vec<&Arc<Workflow>>, bool, bool),
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<bool, EngineError> {
+        let unsubscribes = stored.event.name == crate::customer::UNSUBSCRIBED_EVENT;
+        let mut tx = self.store.write_tx().await?;
+        let Some(mut customer) =
+            customer_rows::customer_for_update(&mut tx, self.store.backend(), &stored.customer_id)
+                .await?
+        else {
+            events::mark_event_processed(&mut tx, &stored.event.id, now).await?;
+            tx.commit().await?;
+            return Ok(false);
+        };
+        if !stored.set.is_empty() || unsubscribes {
+            apply_set(&mut customer, &stored.set);
+            if unsubscribes && customer.unsubscribed_at.is_none() {
+                customer.unsubscribed_at = Some(stored.event.at);
+            }
+            customer_rows::save_customer(&mut tx, &customer, stored.event.at).await?;
+            self.restage(&mut tx, &customer, None, stored.event.at)
+                .await?;
+        }
+        let reads = triggered.iter().any(|w| w.reads_history());
+        let history = history_if(&mut tx, reads, &customer.id, stored.event.at).await?;
+        let mut suppressions = Suppressions::default();
+        for wf in triggered {
+            let key = stored.event.id.clone();
+            let admission = Admission {
+                suppressions: &mut suppressions,
+                last_entry: enrollments::last_entry(&mut tx, &wf.name, &customer.id).await?,
+                history: history.as_ref(),
+            };
+            let entry = self
+                .admit(
+                    &mut tx,
+                    wf,
+                    &customer,
+                    Some(&stored.event),
+                    admission,
+                    key,
+                    stored.event.at,
+                )
+                .await?;
+            enter(&mut tx, vec![entry], report).await?;
+        }
+        if resumes {
+            let (name, at) = (&stored.event.name, stored.event.at);
+            enrollments::resume_waiting(&mut tx, &customer.id, name, at).await?;
+        }
+        self.record_outcomes(&mut tx, &stored.event, &customer)
+            .await?;
+        if too_old {
+            events::mark_too_old(&mut tx, &stored.event.id).await?;
+        }
+        events::mark_event_processed(&mut tx, &stored.event.id, now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The workflows an event starts and whether it may end a wait; `None` when it does

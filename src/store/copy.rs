@@ -70,6 +70,7 @@ const EVENTS: Table = Table {
         ("recorded_at", Int),
         ("processed_at", Int),
         ("fingerprint", Text),
+        ("too_old", Int),
     ],
 };
 

@@ -101,6 +101,15 @@ pub async fn mark_event_processed(
     mark_events_processed(conn, &[id], at).await
 }
 
+/// Marks an event that was too old when first seen to start any journey.
+pub async fn mark_too_old(conn: &mut AnyConnection, id: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE events SET too_old = 1 WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Marks events processed, a few hundred per statement.
 pub async fn mark_events_processed(
     conn: &mut AnyConnection,

@@ -293,6 +293,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &[&str])] = &[
         // stage until then): this keeps that look proportional to them, not to the store.
         &["CREATE INDEX customers_unstaged ON customers (id) WHERE stage IS NULL"],
     ),
+    (
+        18,
+        "events too old when first seen are marked: they started no journey",
+        &["ALTER TABLE events ADD COLUMN too_old INTEGER NOT NULL DEFAULT 0"],
+    ),
 ];
 
 /// The migration after which suppressed addresses are kept as hashes.

@@ -20,6 +20,8 @@ pub struct Counts {
     /// (workflow, step) to webhook calls given up on: the journey went on without them,
     /// so only this says they failed.
     pub failed_webhooks: BTreeMap<(String, String), i64>,
+    /// Event name to events that were too old when first seen to start a journey.
+    pub too_old: BTreeMap<String, i64>,
 }
 
 pub async fn counts(conn: &mut AnyConnection) -> Result<Counts, StoreError> {
@@ -52,6 +54,12 @@ pub async fn counts(conn: &mut AnyConnection) -> Result<Counts, StoreError> {
     {
         c.failed_webhooks
             .insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+    }
+    for r in sqlx::query("SELECT name, COUNT(*) FROM events WHERE too_old = 1 GROUP BY name")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        c.too_old.insert(r.try_get(0)?, r.try_get(1)?);
     }
     c.queued = sqlx::query(
         "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'retrying', 'sending')",

@@ -13,14 +13,20 @@ use crate::store::{Backend, backends, outbox, tidings, with_examples, with_store
 
 /// The demo shop sending over SMTP to `port`; `extra` is appended to `tidings.yaml`
 /// (indented: more `email:` keys; not indented: other sections).
+/// The demo's events are of June 2026, replayed by daemons running now: the test
+/// projects take events of any age (`triggers.max_event_age` guards a real shop against
+/// exactly this, and is tested on its own).
+const HISTORY: &str = "triggers:\n  max_event_age: 36500d\n";
+
 pub(crate) fn project(b: &Backend, port: u16, extra: &str) {
     with_examples(b);
     write(
         &b.dir,
         "tidings.yaml",
         &format!(
-            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{port}\n  from: \"Acme <hello@acme.example>\"\n{extra}{}",
-            public_links(extra)
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{port}\n  from: \"Acme <hello@acme.example>\"\n{extra}{}{}",
+            public_links(extra),
+            HISTORY
         ),
     );
     let demo = crate::common::repo_root().join("examples/demo");
@@ -51,13 +57,14 @@ pub(crate) fn new_customers(b: &Backend, port: u16, extra: &str, addresses: &[St
         &b.dir,
         "tidings.yaml",
         &format!(
-            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{port}\n{}{extra}{}",
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{port}\n{}{extra}{}{}",
             if extra.contains("  from:") {
                 ""
             } else {
                 "  from: \"Acme <hello@acme.example>\"\n"
             },
-            public_links(extra)
+            public_links(extra),
+            HISTORY
         ),
     );
     let mut customers = String::from("id,email,first_name\n");

@@ -422,6 +422,8 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
             ])
             .run();
         assert_eq!(order.code, 0);
+        // The order is seen when it comes (an older one would start no thanks).
+        pass(&b, "2026-06-02T12:00:00Z");
         pass(&b, "2026-06-04T10:00:00Z");
         pass(&b, "2026-06-09T10:00:00Z");
         let again = pass(&b, "2026-06-09T10:00:00Z");
@@ -558,6 +560,76 @@ fn a_late_journey_never_sends_two_of_its_emails_in_one_pass() {
         assert_eq!(all.len(), 3, "{}: {all:?}", b.label);
         assert_eq!(all[2].1, "2026-06-14T09:00:00+00:00", "{}", b.label);
     }
+}
+
+/// Events imported days after they happened start no journey when a pass first sees them
+/// (`triggers.max_event_age`, 1 day): `status` counts them, and `tidings enroll --since`
+/// takes them on purpose. A longer `max_event_age` lets them in.
+#[test]
+fn history_imported_late_starts_no_journey() {
+    for b in backends("too-old") {
+        with_examples(&b);
+        write(
+            &b.dir,
+            "c.csv",
+            "id,email,first_name\n1,ada@example.com,Ada\n2,bo@example.com,Bo\n",
+        );
+        write(
+            &b.dir,
+            "e.csv",
+            "customer_id,name,at\n1,customer_created,2026-06-01T09:00:00Z\n2,customer_created,2026-06-03T20:00:00Z\n",
+        );
+        for (kind, file) in [("customers", "c.csv"), ("events", "e.csv")] {
+            let run = tidings(&b).args(["import", kind, file]).run();
+            assert_eq!(run.code, 0, "{}", run.transcript());
+        }
+        // Ada's sign-up is three days old, Bo's thirteen hours.
+        let run = pass(&b, "2026-06-04T09:00:00Z");
+        assert!(run.contains("1 enrolled"), "{}: {run}", b.label);
+        let status = tidings(&b).args(["status"]).run();
+        assert!(
+            status.stdout.contains("events too old when first seen")
+                && status.stdout.contains("customer_created: 1"),
+            "{}: {}",
+            b.label,
+            status.stdout
+        );
+        let json = tidings(&b).args(["status", "--json"]).run();
+        let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+        assert_eq!(doc["events_too_old"]["customer_created"], 1, "{}", b.label);
+        let run = tidings(&b)
+            .args([
+                "enroll",
+                "welcome-series",
+                "--since",
+                "2026-06-01",
+                "--now",
+                "2026-06-04T09:00:00Z",
+            ])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let (_, journeys) = outbox(&b);
+        assert_eq!(journeys.len(), 2, "{}: {journeys:?}", b.label);
+    }
+    let b = backends("too-old-allowed").remove(0);
+    with_examples(&b);
+    write(
+        &b.dir,
+        "tidings.yaml",
+        "database: ${TIDINGS_DB}\ntriggers:\n  max_event_age: 7d\n",
+    );
+    write(&b.dir, "c.csv", "id,email\n1,ada@example.com\n");
+    write(
+        &b.dir,
+        "e.csv",
+        "customer_id,name,at\n1,customer_created,2026-06-01T09:00:00Z\n",
+    );
+    for (kind, file) in [("customers", "c.csv"), ("events", "e.csv")] {
+        let run = tidings(&b).args(["import", kind, file]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+    }
+    let run = pass(&b, "2026-06-04T09:00:00Z");
+    assert!(run.contains("1 enrolled"), "{run}");
 }
 
 pub(crate) fn pass(b: &Backend, now: &str) -> String {

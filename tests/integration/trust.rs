@@ -8,7 +8,8 @@ use crate::common::{Act, SmtpServer, free_port, write};
 use crate::daemon::{Daemon, http};
 use crate::store::{backends, tidings};
 
-/// An event from a year ago, run now: the email is dated now, not at the event, and its
+/// An event from a year ago, run now (the project takes events that old: by default one
+/// older than a day starts nothing): the email is dated now, not at the event, and its
 /// unsubscribe link (valid for the default 365 days) works when it arrives — it counted
 /// from the event and had expired on arrival. (A rehearsed moment, `--now`, dates mail by
 /// the virtual clock: `store::run_once_walks_the_welcome_series_and_never_writes_a_step_twice`.)
@@ -22,7 +23,7 @@ fn an_email_is_dated_when_it_leaves_and_its_links_work_on_arrival() {
         &b.dir,
         "tidings.yaml",
         &format!(
-            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{}\n  from: \"Acme <hello@acme.example>\"\nserver:\n  public_url: https://mail.acme.example\n",
+            "database: ${{TIDINGS_DB}}\nemail:\n  transport: smtp://127.0.0.1:{}\n  from: \"Acme <hello@acme.example>\"\nserver:\n  public_url: https://mail.acme.example\ntriggers:\n  max_event_age: 3650d\n",
             server.port
         ),
     );

@@ -469,3 +469,36 @@ fn a_template_shared_by_two_workflows_is_reported_once() {
         run.stdout
     );
 }
+
+/// A config whose workflows folder holds nothing is a finding, not a usage error: exit 1,
+/// and with `--format json` the diagnostic on stdout, at the setting.
+#[test]
+fn a_workflows_folder_that_is_not_there_is_a_finding() {
+    let dir = scratch_dir("no-workflows");
+    write(&dir, "tidings.yaml", "workflows: nope\n");
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["validate", "--format", "json"])
+        .run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let d = &doc["diagnostics"][0];
+    assert_eq!(d["code"], "config-workflows", "{doc}");
+    assert!(
+        d["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("tidings.yaml")),
+        "{doc}"
+    );
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(1), Some(12)),
+        "{doc}"
+    );
+    assert!(
+        d["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not exist")),
+        "{doc}"
+    );
+}
