@@ -52,6 +52,41 @@ impl SourceFile {
         Ok(Self::new(path, text))
     }
 
+    /// Reads a text file; one that is not UTF-8 comes back as a diagnostic at its first
+    /// bad byte (the file shown with that byte replaced), so an annotation lands on it.
+    pub fn read_text(path: &Path, code: &'static str) -> Result<Self, Box<diagnostic::Diagnostic>> {
+        use diagnostic::{Diagnostic, Span};
+        let bytes = std::fs::read(path).map_err(|e| {
+            Box::new(
+                Diagnostic::error(code, format!("cannot read `{}`: {e}", path.display()))
+                    .help("check that the path exists and that it can be read"),
+            )
+        })?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(Self::new(path, text)),
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let lossy = Self::new(path, String::from_utf8_lossy(e.as_bytes()).into_owned());
+                let before = String::from_utf8_lossy(&e.as_bytes()[..valid]);
+                let at = LineCol {
+                    line: before.matches('\n').count() + 1,
+                    column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+                };
+                Err(Box::new(
+                    Diagnostic::error(
+                        code,
+                        format!(
+                            "`{}` is not UTF-8 text: byte {valid} is not valid UTF-8",
+                            path.display()
+                        ),
+                    )
+                    .at(Span::new(&lossy, at, 1))
+                    .help("save the file as UTF-8 (Latin-1 and Windows-1252 text is not read)"),
+                ))
+            }
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.inner.path
     }

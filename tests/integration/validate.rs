@@ -502,3 +502,63 @@ fn a_workflows_folder_that_is_not_there_is_a_finding() {
         "{doc}"
     );
 }
+
+/// A file that is not UTF-8 and a template whose parent is missing are reported at their
+/// line, so an annotation lands on them (once each).
+#[test]
+fn unreadable_text_and_a_missing_parent_are_placed() {
+    let dir = scratch_dir("placed");
+    std::fs::create_dir_all(dir.join("workflows")).unwrap();
+    std::fs::write(
+        dir.join("workflows/latin1.yaml"),
+        b"name: latin1\ntrigger:\n  event: x\nsteps:\n  - email: child\n    subject: \"Caf\xe9\"\n",
+    )
+    .unwrap();
+    write(
+        &dir,
+        "workflows/child.yaml",
+        "name: child\ntrigger:\n  event: x\nsteps:\n  - email: child\n    subject: Hi\n",
+    );
+    write(
+        &dir,
+        "templates/child.html",
+        "{% extends \"base.html\" %}\n",
+    );
+    let run = Tidings::new()
+        .cwd(&dir)
+        .args(["validate", "--format", "json"])
+        .run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let found: Vec<(String, String, u64, u64)> = doc["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap_or("").to_string(),
+                d["file"].as_str().unwrap_or("(none)").to_string(),
+                d["line"].as_u64().unwrap_or(0),
+                d["column"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(
+        found
+            .iter()
+            .all(|(_, file, line, _)| file != "(none)" && *line > 0),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(
+            "workflow-unreadable".into(),
+            "workflows/latin1.yaml".into(),
+            6,
+            18
+        )),
+        "{found:?}"
+    );
+    let links: Vec<_> = found.iter().filter(|f| f.0 == "template-link").collect();
+    assert_eq!(links.len(), 1, "{found:?}");
+    assert_eq!((links[0].2, links[0].3), (1, 13), "{found:?}");
+}

@@ -59,15 +59,9 @@ pub fn compile_project(project: &Project, paths: &[PathBuf]) -> Compiled {
     };
     let mut sources = Vec::new();
     for path in &files {
-        match SourceFile::read(path) {
+        match SourceFile::read_text(path, "workflow-unreadable") {
             Ok(f) => sources.push(f),
-            Err(e) => diagnostics.push(
-                Diagnostic::error(
-                    "workflow-unreadable",
-                    format!("cannot read `{}`: {e}", path.display()),
-                )
-                .help("check that the path exists and is a UTF-8 text file"),
-            ),
+            Err(d) => diagnostics.push(*d),
         }
     }
     let mut compiled = compile_sources(&sources, templates, Utc::now());

@@ -102,17 +102,11 @@ impl Templates {
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join("/");
-            match SourceFile::read(&path) {
+            match SourceFile::read_text(&path, "template-unreadable") {
                 Ok(file) => {
                     files.insert(name, file);
                 }
-                Err(e) => diagnostics.push(
-                    Diagnostic::error(
-                        "template-unreadable",
-                        format!("cannot read template `{}`: {e}", path.display()),
-                    )
-                    .help("check the file's permissions and that it is UTF-8 text"),
-                ),
+                Err(d) => diagnostics.push(*d),
             }
         }
         let mut templates = Self::from_files(files, diagnostics);
@@ -148,19 +142,24 @@ impl Templates {
         }
         let mut tera = new_tera();
         if let Err(e) = tera.add_raw_templates(good.iter().map(|(n, t)| (n.as_str(), t.as_str()))) {
-            diagnostics.push(
-                Diagnostic::error("template-link", format!("templates do not fit together: {e}"))
-                    .help("check that every `{% extends %}` and `{% include %}` names an existing template"),
-            );
-            // Keep what stands alone, so that other checks still run.
+            // Keep what stands alone, so that other checks still run; each template that
+            // does not is reported at the name it cannot find.
             tera = new_tera();
+            let before = broken.len();
             for (n, t) in &good {
                 if let Err(e) = tera.add_raw_template(n, t) {
                     let d = Diagnostic::error("template-link", format!("template `{n}` cannot be loaded: {e}"))
-                        .at_opt(files.get(n).map(Span::file_start))
+                        .at_opt(files.get(n).map(|f| missing_parent_span(f, &e.to_string())))
                         .help("check that every `{% extends %}` and `{% include %}` names an existing template");
                     broken.insert(n.clone(), d);
                 }
+            }
+            if broken.len() == before {
+                diagnostics.push(
+                    Diagnostic::error("template-link", format!("templates do not fit together: {e}"))
+                        .at_opt(files.values().next().map(Span::file_start))
+                        .help("check that every `{% extends %}` and `{% include %}` names an existing template"),
+                );
             }
         }
         let mut link_prefixes: Vec<String> = files
@@ -438,6 +437,20 @@ pub fn report_diagnostic(
     )
     .at(Span::new(file, start, len.max(1)))
     .help(help)
+}
+
+/// Where a template names the parent Tera could not find (`inheriting from 'X'`): the
+/// name in its `{% extends %}`, else the file's start.
+fn missing_parent_span(file: &SourceFile, message: &str) -> Span {
+    let parent = message
+        .split_once("from '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(name, _)| name);
+    let at = parent.and_then(|p| file.text().find(&format!("\"{p}\"")).map(|i| (i + 1, p)));
+    match at {
+        Some((i, p)) => Span::new(file, file.line_col(i), p.chars().count()),
+        None => Span::file_start(file),
+    }
 }
 
 /// Text made safe inside HTML or XML (`&`, `<`, `>`, quotes), with Tera's own escaper.
