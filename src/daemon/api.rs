@@ -226,14 +226,16 @@ pub(super) async fn unsubscribe(
         )
         .await
     {
-        Ok(Unsubscribed::Now | Unsubscribed::Already) => page(
-            StatusCode::OK,
-            "You are unsubscribed",
-            &format!(
-                "<p>{} will send you no more marketing email. Emails about your orders still arrive.</p>",
-                escape_html(&api.sender)
-            ),
-        ),
+        Ok(Unsubscribed::Now | Unsubscribed::Already) => {
+            // In the customer's language, as the preference page that led here was.
+            let locale = match api.store.customer(&checked.customer_id).await {
+                Ok(Some(c)) => c.locale,
+                _ => None,
+            };
+            let words = super::pages::words(locale.as_deref());
+            let body = format!("<p>{}</p>", escape_html(words.all_gone));
+            Html(super::pages::page(words, words.unsubscribed, &body)).into_response()
+        }
         Ok(Unsubscribed::NoSuchCustomer) => page(
             StatusCode::NOT_FOUND,
             "Unknown subscriber",

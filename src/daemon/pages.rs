@@ -19,6 +19,8 @@ pub(super) struct Words {
     pub everything: &'static str,
     pub saved: &'static str,
     pub all_gone: &'static str,
+    /// The title of the page after unsubscribing from everything.
+    pub unsubscribed: &'static str,
     /// Shown on every page a proof's link opens.
     pub proof: &'static str,
     /// A comment over the box's limit (`{max}` characters).
@@ -40,6 +42,7 @@ const EN: Words = Words {
     everything: "Unsubscribe from everything",
     saved: "Saved: you get only what is ticked.",
     all_gone: "You will get no more marketing email. Emails about your orders still arrive.",
+    unsubscribed: "You are unsubscribed",
     proof: "This is a proof: nothing on this page changes or records anything.",
     too_long: "Your comment is longer than {max} characters; nothing was saved. Please shorten it.",
 };
@@ -59,6 +62,7 @@ const JA: Words = Words {
     everything: "すべての配信を停止",
     saved: "保存しました。チェックした内容のみお届けします。",
     all_gone: "今後、販促メールはお送りしません。ご注文に関するメールは引き続き届きます。",
+    unsubscribed: "配信を停止しました",
     proof: "これは確認用のプルーフです。このページでは何も変更・記録されません。",
     too_long: "コメントが{max}文字を超えているため保存されませんでした。短くしてください。",
 };
@@ -78,6 +82,7 @@ const HI: Words = Words {
     everything: "सब कुछ से सदस्यता समाप्त करें",
     saved: "सहेजा गया: आपको केवल चुनी हुई चीज़ें मिलेंगी।",
     all_gone: "आपको अब कोई मार्केटिंग ईमेल नहीं मिलेगा। आपके ऑर्डर से जुड़े ईमेल आते रहेंगे।",
+    unsubscribed: "आपकी सदस्यता समाप्त हो गई है",
     proof: "यह एक प्रूफ़ है: इस पेज पर कुछ भी बदलता या दर्ज नहीं होता।",
     too_long: "आपकी टिप्पणी {max} अक्षरों से लंबी है; कुछ भी सहेजा नहीं गया। कृपया इसे छोटा करें।",
 };
@@ -97,6 +102,7 @@ const ZH: Words = Words {
     everything: "退订全部",
     saved: "已保存：您只会收到已勾选的内容。",
     all_gone: "您将不再收到营销邮件。有关订单的邮件仍会发送。",
+    unsubscribed: "您已退订",
     proof: "这是校样：此页面不会更改或记录任何内容。",
     too_long: "您的评论超过 {max} 个字符，未保存。请缩短后再试。",
 };
@@ -116,6 +122,7 @@ const ES: Words = Words {
     everything: "Darme de baja de todo",
     saved: "Guardado: solo recibirás lo que has marcado.",
     all_gone: "No recibirás más correos de marketing. Los correos sobre tus pedidos seguirán llegando.",
+    unsubscribed: "Te has dado de baja",
     proof: "Esto es una prueba: nada de esta página cambia ni registra nada.",
     too_long: "Tu comentario supera los {max} caracteres; no se ha guardado nada. Acórtalo, por favor.",
 };

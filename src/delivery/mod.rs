@@ -235,6 +235,8 @@ struct Job {
     row: DeliveryRow,
     bytes: Vec<u8>,
     to: lettre::Address,
+    /// The message's `Date`: a written file is named by it.
+    date: DateTime<Utc>,
     /// Claimed with its batch (`at_least_once`); else claimed right before it leaves.
     claimed: bool,
 }
@@ -473,10 +475,11 @@ async fn jobs_of(
             None => prepare(&row, options, now),
         };
         match prepared {
-            Ok((bytes, to)) => jobs.push(Job {
+            Ok((bytes, to, date)) => jobs.push(Job {
                 row,
                 bytes,
                 to,
+                date,
                 claimed,
             }),
             Err(outcome) => {
@@ -508,7 +511,7 @@ async fn write_local(
             return Ok(false);
         }
         match transport {
-            Transport::Folder(dir) => write_eml(dir, &job.row, &job.bytes)?,
+            Transport::Folder(dir) => write_eml(dir, &job.row, job.date, &job.bytes)?,
             Transport::Stdout => {
                 use std::io::Write;
                 let mut stdout = std::io::stdout().lock();
@@ -524,13 +527,13 @@ async fn write_local(
     Ok(true)
 }
 
-/// The wire bytes of a delivery's message and its envelope recipient, or the outcome
-/// that ends the delivery here.
+/// The wire bytes of a delivery's message (dated `Date`) and its envelope recipient, or the
+/// outcome that ends the delivery here.
 fn prepare(
     row: &DeliveryRow,
     options: &DispatchOptions,
     now: DateTime<Utc>,
-) -> Result<(Vec<u8>, lettre::Address), Outcome> {
+) -> Result<(Vec<u8>, lettre::Address, DateTime<Utc>), Outcome> {
     let date = match options.dates {
         MessageDates::WhenSent => Utc::now(),
         MessageDates::PassMoment => now,
@@ -540,7 +543,7 @@ fn prepare(
     if let Some(dkim) = &options.dkim {
         message.sign(dkim);
     }
-    Ok((message.formatted(), to))
+    Ok((message.formatted(), to, date))
 }
 
 /// Claims an `at_most_once` email right before it leaves; `false` when another sender has it.
@@ -557,20 +560,22 @@ impl Outcomes {}
 
 impl SmtpPool {}
 
-/// Writes `<due time>-<key hash>.eml` through a temporary file, so a reader never sees half a
-/// message and a resend after a crash replaces the same file.
-fn write_eml(dir: &Path, d: &DeliveryRow, bytes: &[u8]) -> Result<(), DeliveryError> {
+/// Writes `<Date>-<workflow>-<message id>.eml` through a temporary file, so a reader never
+/// sees half a message. Named by the time in its `Date` header (when it left), so that a
+/// listing sorts as the mail was sent and the name agrees with what the file says.
+fn write_eml(
+    dir: &Path,
+    d: &DeliveryRow,
+    date: DateTime<Utc>,
+    bytes: &[u8],
+) -> Result<(), DeliveryError> {
     let id: String = d
         .message_id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .take(32)
         .collect();
-    let name = format!(
-        "{}-{}-{id}.eml",
-        d.due_at.format("%Y%m%dT%H%M%S"),
-        d.workflow
-    );
+    let name = format!("{}-{}-{id}.eml", date.format("%Y%m%dT%H%M%S"), d.workflow);
     let path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
     let err = |source| DeliveryError::Write {

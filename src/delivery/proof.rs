@@ -51,14 +51,14 @@ pub async fn send_proof(
     };
     let refused =
         |e: String| DeliveryError::BadSetting(format!("the proof to {to} was not sent: {e}"));
-    let (bytes, envelope) = prepare(&row, options, now).map_err(|o| match o {
+    let (bytes, envelope, date) = prepare(&row, options, now).map_err(|o| match o {
         Outcome::Failed(e) => refused(e),
         _ => refused("the message could not be built".into()),
     })?;
     // A header line in front: the message, signed or not, is otherwise as a send's.
     let bytes = [b"X-Tidings-Proof: 1\r\n".as_slice(), &bytes].concat();
     match transport {
-        Transport::Folder(dir) => write_eml(dir, &row, &bytes),
+        Transport::Folder(dir) => write_eml(dir, &row, date, &bytes),
         Transport::Stdout => {
             use std::io::Write;
             let mut stdout = std::io::stdout().lock();

@@ -99,9 +99,13 @@ fn set_text(c: &mut Customer, fixed: &str, text: Option<String>, fail: &mut dyn 
         },
         "timezone" => match name(text) {
             Some(t) if chrono_tz::Tz::from_str(&t).is_ok() => c.timezone = Some(t),
-            Some(t) => fail(format!(
-                "`{t}` is not an IANA time zone such as `Asia/Tokyo`"
-            )),
+            Some(t) => {
+                let zones = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name());
+                fail(match crate::source::yaml::closest(&t, zones) {
+                    Some(best) => format!("`{t}` is not an IANA time zone; did you mean `{best}`?"),
+                    None => format!("`{t}` is not an IANA time zone such as `Asia/Tokyo`"),
+                })
+            }
             None => c.timezone = None,
         },
         "birthday" => match text

@@ -183,6 +183,25 @@ fn csv_rows<T: 'static>(
             return Box::new(std::iter::once(Err(vec![err])));
         }
     };
+    // One column whose name holds `;` (or a tab): the file is separated by something else.
+    if let [only] = &headers[..]
+        && let Some(sep) = [';', '\t', '|'].into_iter().find(|c| only.contains(*c))
+    {
+        let shown = if sep == '\t' {
+            "a tab".to_string()
+        } else {
+            format!("`{sep}`")
+        };
+        let err = RowError {
+            line: 1,
+            column: Some(1),
+            field: String::new(),
+            message: format!(
+                "the header is one column, `{only}`: the file seems to separate its values with {shown}; save it with commas (`,`) between values"
+            ),
+        };
+        return Box::new(std::iter::once(Err(vec![err])));
+    }
     let build: Box<Build<T>> = Box::new(build);
     Box::new(csv.into_records().map(move |record| {
         let record = record.map_err(|e| {

@@ -27,9 +27,20 @@ impl Store {
         let mut report = ImportReport::default();
         let mut tx = self.write_tx().await?;
         let now = Utc::now().timestamp_millis();
+        // A second row for one id would silently replace the first: the file is refused.
+        let mut lines: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
         for row in rows {
             match row {
                 Ok(row) => {
+                    if let Some(first) = lines.insert(row.customer.id.clone(), row.line) {
+                        report.errors.push(RowError {
+                            line: row.line,
+                            column: None,
+                            field: "id".into(),
+                            message: format!("`{}` appears more than once (also at line {first}); keep one row per customer", row.customer.id),
+                        });
+                        continue;
+                    }
                     if !report.errors.is_empty() && !skip_invalid {
                         continue; // keep reading, to report every bad row; nothing will be kept
                     }

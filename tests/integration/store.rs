@@ -430,7 +430,26 @@ fn run_once_walks_the_welcome_series_and_never_writes_a_step_twice() {
         assert!(again.contains("0 steps, 0 emails"), "{again}");
         assert!(again.contains("delivered 0 emails"), "{again}");
 
-        // The default transport wrote one .eml per delivery, dated when it left.
+        // The default transport wrote one .eml per delivery, dated when it left and named
+        // by that date: the tips fell due on the 3rd and left with the pass of the 4th.
+        let names: Vec<String> = std::fs::read_dir(b.dir.join("out/mail"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let tips = std::fs::read_dir(b.dir.join("out/mail"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .contains("X-Tidings-Step: tips")
+            })
+            .unwrap();
+        let tips_name = tips.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            tips_name.starts_with("20260604T100000-welcome-series"),
+            "{names:?}"
+        );
         let mut mails: Vec<String> = std::fs::read_dir(b.dir.join("out/mail"))
             .unwrap()
             .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -1492,5 +1511,36 @@ fn suppressed_addresses_kept_in_clear_are_hashed_by_the_migration() {
             b.label
         );
         assert_eq!(reason.as_deref(), Some("bounce"), "{}", b.label);
+    }
+}
+
+/// What a new user's first files get wrong is said plainly, and nothing is stored: a
+/// customer twice in one file (the last row would silently win), a file separated by `;`,
+/// a misspelt time zone.
+#[test]
+fn a_first_import_is_told_what_is_wrong() {
+    for b in backends("import-hints") {
+        with_examples(&b);
+        for (text, says) in [
+            (
+                "id,email\nc1,a@example.com\nc2,b@example.com\nc1,c@example.com\n",
+                "c.csv:4: `id`: `c1` appears more than once (also at line 2)",
+            ),
+            (
+                "id;email\nc1;a@example.com\n",
+                "the file seems to separate its values with `;`",
+            ),
+            (
+                "id,email,timezone\nc1,a@example.com,Europe/Londn\n",
+                "did you mean `Europe/London`?",
+            ),
+        ] {
+            write(&b.dir, "c.csv", text);
+            let run = tidings(&b).args(["import", "customers", "c.csv"]).run();
+            assert_eq!(run.code, 1, "{}: {}", b.label, run.transcript());
+            assert!(run.stderr.contains(says), "{}: {}", b.label, run.stderr);
+            let n = crate::daemon::count(&b, "SELECT COUNT(*) FROM customers");
+            assert_eq!(n, 0, "{}: {text}", b.label);
+        }
     }
 }
