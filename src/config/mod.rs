@@ -420,15 +420,7 @@ impl Project {
                 file: None,
             });
         }
-        let file = SourceFile::read(&path).map_err(|e| {
-            Box::new(
-                Diagnostic::error(
-                    "config-unreadable",
-                    format!("cannot read `{}`: {e}", path.display()),
-                )
-                .help("check the file's permissions"),
-            )
-        })?;
+        let file = SourceFile::read_text(&path, "config-unreadable")?;
         let config: Config = if file.text().trim().is_empty() {
             Config::default()
         } else {

@@ -101,13 +101,10 @@ pub fn load(
     if !path.exists() {
         return None;
     }
-    let file = match SourceFile::read(path) {
+    let file = match SourceFile::read_text(path, "stages-unreadable") {
         Ok(f) => f,
-        Err(e) => {
-            diagnostics.push(Diagnostic::error(
-                "stages-unreadable",
-                format!("cannot read `{}`: {e}", path.display()),
-            ));
+        Err(d) => {
+            diagnostics.push(*d);
             return None;
         }
     };

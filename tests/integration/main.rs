@@ -11,6 +11,7 @@ mod daemon;
 mod dkim;
 mod engagement;
 mod experiments;
+mod fuzz;
 mod hostile;
 mod listener;
 mod plan;

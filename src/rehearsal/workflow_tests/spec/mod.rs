@@ -167,13 +167,10 @@ pub fn load(plan: &Plan, diagnostics: &mut Vec<Diagnostic>) -> Vec<Suite> {
             ));
         }
         for sibling in sibling_files(wf.file.path()) {
-            let file = match SourceFile::read(&sibling) {
+            let file = match SourceFile::read_text(&sibling, "test-unreadable") {
                 Ok(f) => f,
-                Err(e) => {
-                    diagnostics.push(Diagnostic::error(
-                        "test-unreadable",
-                        format!("cannot read `{}`: {e}", sibling.display()),
-                    ));
+                Err(d) => {
+                    diagnostics.push(*d);
                     continue;
                 }
             };
