@@ -586,6 +586,29 @@ pub(super) async fn events(
     }
 }
 
+/// Every body must say its length up front. A chunked body announces sizes one chunk at a
+/// time (up to 2^64 bytes each), so a client could hold a request open announcing more
+/// than any limit and sending nothing; none of these endpoints takes a stream, and a 411
+/// tells the client, at once, what to change.
+pub(super) async fn length_required(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !request.headers().contains_key(header::TRANSFER_ENCODING) {
+        return next.run(request).await;
+    }
+    let mut refused = problem(
+        StatusCode::LENGTH_REQUIRED,
+        "send the body with a Content-Length header; a chunked body is not taken",
+        None,
+    );
+    refused.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    refused
+}
+
 /// The body, or the refusal in the API's JSON shape (axum's own is plain text).
 #[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
 fn whole(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {

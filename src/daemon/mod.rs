@@ -35,5 +35,6 @@ pub fn router(state: Arc<api::Api>) -> Router {
         .route("/v1/events", post(api::events))
         .route("/openapi.json", get(api::openapi))
         .layer(DefaultBodyLimit::max(api::MAX_BODY))
+        .layer(axum::middleware::from_fn(api::length_required))
         .with_state(state)
 }

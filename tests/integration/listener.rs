@@ -251,6 +251,15 @@ fn refusals_have_one_shape_and_say_what_they_refuse() {
     let (status, body) = http(port, "POST", "/v1/customers", &[auth, json], latin1);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("not UTF-8"), "{body}");
+    // A chunk announcing 2^64 - 1 bytes, then nothing: refused at once (411), not held.
+    let asked = Instant::now();
+    let chunked = b"POST /v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n{";
+    assert_eq!(answered(port, chunked), Some(411));
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
     for path in ["/c/bm90LWEtdG9rZW4", "/a/bm90LWEtdG9rZW4"] {
         let (status, page) = http(port, "GET", path, &[], b"");
         assert_eq!(status, 400, "{path}");

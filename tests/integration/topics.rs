@@ -411,3 +411,22 @@ fn an_opt_out_by_topic_is_an_unsubscribe_of_its_email() {
         );
     }
 }
+
+/// The shipped example of topics is valid without a warning: each of its marketing
+/// workflows names one of its topics.
+#[test]
+fn the_topics_example_is_valid() {
+    let dir = crate::common::repo_root().join("examples/topics");
+    let run = crate::common::Tidings::new()
+        .args(["-C", dir.to_str().unwrap(), "validate", "--deny-warnings"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let topics = ["topic: offers", "topic: reviews"];
+    for (file, topic) in ["weekend-deal.yaml", "ask-for-review.yaml"]
+        .iter()
+        .zip(topics)
+    {
+        let text = std::fs::read_to_string(dir.join("workflows").join(file)).unwrap();
+        assert!(text.contains(topic), "{file}");
+    }
+}
