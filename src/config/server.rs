@@ -24,8 +24,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// `max_connections_per_client: 64` — connections one address may hold (trusted
     /// proxies excepted). Past it, a connection of that address that has had no request
-    /// for a second is closed for the new one, else the new one is answered 503: one
-    /// client's slow connections cannot take the listener, and no request is cut.
+    /// for a second is closed for the new one; else the new one is served only if its
+    /// whole request head comes at once (503 if not): one client's slow connections cannot
+    /// take the listener, and no request is cut.
     pub max_connections_per_client: usize,
     /// `trusted_proxies: [127.0.0.1, 10.0.0.0/8]` — peers whose `X-Forwarded-For` names the
     /// client. From anyone else the header is ignored: a client could write anything.

@@ -1,7 +1,8 @@
 //! The open connections of each client address. One address may hold
 //! `server.max_connections_per_client`; past that, a connection of its that has sat
 //! without a request for a while (a slow client dribbling its head, or an idle one) is
-//! closed for the new one, and when none has, the new one is answered 503. A connection
+//! closed for the new one; when none has, the accept loop serves the new one only if its
+//! whole request head is already there (`serve`), else answers 503. A connection
 //! that is in a request, or just opened and about to send one, is never cut: many people
 //! may share an address (an office, a carrier's NAT), and their requests must not be lost.
 //! Trusted proxies carry everyone and have no such limit.

@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -46,6 +47,67 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer(pub IpAddr);
 
+/// How long a connection past its address's share has to show a whole request head.
+const HEAD_PROOF: Duration = Duration::from_millis(200);
+
+/// Whether the bytes waiting on a connection hold a whole request head (they are only
+/// looked at: hyper reads them when it serves the connection).
+async fn complete_head(stream: &TcpStream) -> bool {
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.peek(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") => return true,
+            Ok(n) if n == buf.len() => return false,
+            // Part of a head: look again shortly (a peek does not wait for more).
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// What serving one connection needs.
+#[derive(Clone)]
+struct Serving {
+    app: Router,
+    http: hyper::server::conn::http1::Builder,
+    clients: Arc<Clients>,
+}
+
+impl Serving {
+    /// Serves an admitted connection until it ends or is cut for a newer one; each request
+    /// carries its peer and counts as the connection's work while it runs.
+    fn start(
+        &self,
+        stream: TcpStream,
+        peer: IpAddr,
+        (id, activity, cut): super::clients::Admitted,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let app = self.app.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(Peer(peer));
+            let busy = Busy::enter(&activity);
+            let answer = app.clone().oneshot(request);
+            async move {
+                let answer = answer.await;
+                drop(busy);
+                answer
+            }
+        });
+        let connection = self.http.serve_connection(TokioIo::new(stream), service);
+        let connection = watcher.watch(connection);
+        let clients = self.clients.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = connection => {}
+                () = cut.notified() => {}
+            }
+            clients.leave(peer, id);
+        });
+    }
+}
+
 /// Tells a connection it cannot be served, and closes it.
 fn turn_away(stream: TcpStream) {
     tokio::spawn(async move {
@@ -72,11 +134,17 @@ pub async fn serve(
         StatusCode::REQUEST_TIMEOUT,
         limits.request,
     ));
-    let clients = Arc::new(Clients::new());
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
+    let serving = Serving {
+        app,
+        http,
+        clients: Arc::new(Clients::new()),
+    };
+    let clients = serving.clients.clone();
+    let proving = Arc::new(AtomicUsize::new(0));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -94,31 +162,31 @@ pub async fn serve(
             }
         };
         let share = (limits.max_connections, limits.per_client);
-        let Some((id, activity, cut)) = clients.admit(peer, share, &limits.proxies) else {
+        if let Some(admitted) = clients.admit(peer, share, &limits.proxies) {
+            serving.start(stream, peer, admitted, graceful.watcher());
+            continue;
+        }
+        // Past its address's share: a connection whose whole request head is already
+        // there is a request, not a slow client, and is served beyond the share (within
+        // the listener's limit); one still dribbling is told 503. Proving is bounded too.
+        if proving.load(Ordering::Acquire) >= limits.max_connections.max(1) {
             turn_away(stream);
             continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(Peer(peer));
-            let busy = Busy::enter(&activity);
-            let answer = app.clone().oneshot(request);
-            async move {
-                let answer = answer.await;
-                drop(busy);
-                answer
-            }
-        });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        let clients = clients.clone();
+        }
+        proving.fetch_add(1, Ordering::AcqRel);
+        let (serving, proving, watcher) = (serving.clone(), proving.clone(), graceful.watcher());
+        let (most, proxies) = (limits.max_connections, limits.proxies.clone());
         tokio::spawn(async move {
-            tokio::select! {
-                _ = connection => {}
-                () = cut.notified() => {}
+            let whole = tokio::time::timeout(HEAD_PROOF, complete_head(&stream)).await;
+            proving.fetch_sub(1, Ordering::AcqRel);
+            let admitted = match whole {
+                Ok(true) => serving.clients.admit(peer, (most, usize::MAX), &proxies),
+                _ => None,
+            };
+            match admitted {
+                Some(admitted) => serving.start(stream, peer, admitted, watcher),
+                None => turn_away(stream),
             }
-            clients.leave(peer, id);
         });
     }
     drop(listener);

@@ -41,10 +41,10 @@ fn answered(port: u16, request: &[u8]) -> Option<u16> {
 }
 
 /// As many slow-header connections as the whole listener takes, all from one address and
-/// re-opened the moment they are cut: health and one-click POSTs from another address (a
-/// monitor, the readers of an email) are still answered at least 99 times in 100. From the
-/// flood's own address they are answered when they win a place among its connections:
-/// that share is printed, not held to a bound (it measures the flood's speed, not ours).
+/// re-opened the moment they are cut: health and one-click POSTs are still answered at
+/// least 99 times in 100, from another address (a monitor, the readers of an email) and
+/// from the flood's own (past its share, a connection whose whole request head is there is
+/// served; one still dribbling is told 503).
 #[test]
 fn one_clients_slow_connections_do_not_take_the_listener() {
     let b = backends("listener-flood").remove(0);
@@ -85,7 +85,8 @@ fn one_clients_slow_connections_do_not_take_the_listener() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // Long enough for the flood's first connections to be cut and re-opened.
+    std::thread::sleep(Duration::from_millis(1500));
     let health = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let one_click = b"POST /u/bm90LWEtdG9rZW4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 26\r\n\r\nList-Unsubscribe=One-Click";
     // Asked from another address, as a monitor and the readers of an email are, and from
@@ -101,6 +102,7 @@ fn one_clients_slow_connections_do_not_take_the_listener() {
                 _ => (&one_click[..], 400),
             };
             asked += 1;
+            std::thread::sleep(Duration::from_millis(5));
             if let Some(status) = answered_from(source, port, request) {
                 assert_eq!(status, expected);
                 served += 1;
@@ -111,7 +113,7 @@ fn one_clients_slow_connections_do_not_take_the_listener() {
     stop.store(true, Ordering::Relaxed);
     let opened: u32 = flood.into_iter().map(|t| t.join().unwrap()).sum();
     eprintln!("answered under the flood ({opened} connections opened): {tally:?}");
-    for (source, served, asked, _) in &tally[..1] {
+    for (source, served, asked, _) in &tally {
         assert!(
             served * 100 >= asked * 99,
             "{served} of {asked} answered from {source:?} while one address held its connections ({opened} opened)"
