@@ -293,27 +293,20 @@ impl Page<'_> {
 
     /// Webhook calls given up on, per step: the journeys went on without them.
     fn failed_webhooks(&self, out: &mut String) {
-        if self.counts.failed_webhooks.is_empty() {
-            return;
-        }
-        out.push_str("<div class=\"numbers\"><table id=\"failed-webhooks\"><thead><tr><th>webhook step</th><th>calls that failed</th></tr></thead><tbody>\n");
-        for ((wf, step), n) in &self.counts.failed_webhooks {
-            let label = escape_html(&format!("{wf}/{step}"));
-            let _ = writeln!(out, "<tr><td>{label}</td><td>{n}</td></tr>");
-        }
-        out.push_str("</tbody></table></div>\n");
+        let rows = (self.counts.failed_webhooks.iter())
+            .map(|((wf, step), n)| (format!("{wf}/{step}"), *n));
+        count_table(
+            out,
+            "failed-webhooks",
+            ("webhook step", "calls that failed"),
+            rows,
+        );
     }
 
     /// How many customers opted out of each topic.
     fn opt_outs(&self, out: &mut String) {
-        if self.topics.is_empty() {
-            return;
-        }
-        out.push_str("<div class=\"numbers\"><table id=\"opt-outs\"><thead><tr><th>topic</th><th>opted out</th></tr></thead><tbody>\n");
-        for (topic, n) in self.topics {
-            let _ = writeln!(out, "<tr><td>{}</td><td>{n}</td></tr>", escape_html(topic));
-        }
-        out.push_str("</tbody></table></div>\n");
+        let rows = self.topics.iter().map(|(topic, n)| (topic.clone(), *n));
+        count_table(out, "opt-outs", ("topic", "opted out"), rows);
     }
 
     /// Each experimenting workflow's variants: conversion rates with 95% interval
@@ -414,4 +407,26 @@ fn figure(out: &mut String, id: &str, svg: &str, caption: &str) {
         let _ = write!(out, "<figcaption>{}</figcaption>", escape_html(caption));
     }
     out.push_str("</figure>\n");
+}
+
+/// A table of a label and a count per row, `id` for the page's readers and tests; nothing
+/// when there are no rows.
+fn count_table(
+    out: &mut String,
+    id: &str,
+    (label, count): (&str, &str),
+    rows: impl Iterator<Item = (String, i64)>,
+) {
+    let mut rows = rows.peekable();
+    if rows.peek().is_none() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "<div class=\"numbers\"><table id=\"{id}\"><thead><tr><th>{label}</th><th>{count}</th></tr></thead><tbody>"
+    );
+    for (name, n) in rows {
+        let _ = writeln!(out, "<tr><td>{}</td><td>{n}</td></tr>", escape_html(&name));
+    }
+    out.push_str("</tbody></table></div>\n");
 }

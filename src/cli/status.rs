@@ -57,6 +57,7 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
         format!("{doc:#}\n")
     } else {
         let mut text = table(&c, &stage_order, &workflows);
+        text.push_str(&too_old_events(&c));
         text.push_str(&failed_webhooks(&c));
         text.push_str(&engagement_table(&r, &workflows));
         text.push_str(&experiment_table(&x));
@@ -160,28 +161,32 @@ pub fn table(c: &Counts, order: &[String], workflows: &[String]) -> String {
     out
 }
 
-/// Webhook calls given up on, per step, and events too old to start a journey (nothing
-/// when there are none).
+/// Events too old to start a journey, per name (nothing when there are none).
+pub fn too_old_events(c: &Counts) -> String {
+    let rows = c.too_old.iter().map(|(name, n)| (name.clone(), *n));
+    counted(
+        "events too old when first seen to start a journey (`triggers.max_event_age`; `tidings enroll --since` backfills)",
+        rows,
+    )
+}
+
+/// Webhook calls given up on, per step (nothing when none failed).
 pub fn failed_webhooks(c: &Counts) -> String {
+    let rows = (c.failed_webhooks.iter()).map(|((wf, step), n)| (format!("{wf}/{step}"), *n));
+    counted(
+        "webhook calls that failed (given up on; the journeys went on)",
+        rows,
+    )
+}
+
+/// A titled list of counts, or nothing when it is empty.
+fn counted(title: &str, rows: impl Iterator<Item = (String, i64)>) -> String {
     let mut out = String::new();
-    if !c.too_old.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nevents too old when first seen to start a journey (`triggers.max_event_age`; `tidings enroll --since` backfills):"
-        );
-        for (name, n) in &c.too_old {
-            let _ = writeln!(out, "  {name}: {n}");
+    for (label, n) in rows {
+        if out.is_empty() {
+            let _ = writeln!(out, "\n{title}:");
         }
-    }
-    if c.failed_webhooks.is_empty() {
-        return out;
-    }
-    let _ = writeln!(
-        out,
-        "\nwebhook calls that failed (given up on; the journeys went on):"
-    );
-    for ((wf, step), n) in &c.failed_webhooks {
-        let _ = writeln!(out, "  {wf}/{step}: {n}");
+        let _ = writeln!(out, "  {label}: {n}");
     }
     out
 }

@@ -65,11 +65,21 @@ struct Open {
     cut: Arc<Notify>,
 }
 
+/// How many connections the listener serves, how many one address may hold, and the
+/// addresses (trusted proxies) held to no such share.
+#[derive(Debug, Clone)]
+pub struct Shares {
+    pub most: usize,
+    pub per_address: usize,
+    pub proxies: Vec<ipnet::IpNet>,
+}
+
 /// The open connections of each address, oldest first, and how many there are in all. A
 /// connection closed for a newer one leaves the count at once (its socket closes a moment
 /// later), so a client that keeps re-opening cannot crowd out everyone else.
 pub struct Clients {
     open: Mutex<(HashMap<IpAddr, Vec<Open>>, usize)>,
+    shares: Shares,
     next: AtomicU64,
     epoch: Instant,
 }
@@ -77,43 +87,43 @@ pub struct Clients {
 /// What the accept loop keeps of an admitted connection.
 pub type Admitted = (u64, Arc<Activity>, Arc<Notify>);
 
-impl Default for Clients {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The listener serves as many as it may: 503 at once.
+    Full,
+    /// Its address holds its share, every one of them busy or just opened.
+    Share,
 }
 
 impl Clients {
-    pub fn new() -> Self {
+    pub fn new(shares: Shares) -> Self {
         Self {
             open: Mutex::new((HashMap::new(), 0)),
+            shares,
             next: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
 
-    /// Room for one more connection of `peer`, or `None` (answer 503): the listener holds
-    /// `most`, or the address holds `share` and none of its connections may be cut.
-    pub fn admit(
-        &self,
-        peer: IpAddr,
-        (most, share): (usize, usize),
-        proxies: &[ipnet::IpNet],
-    ) -> Option<Admitted> {
+    /// Room for one more connection of `peer`; past its address's share, only by closing
+    /// one of its connections that may be cut, unless `beyond_share` (a connection that
+    /// has shown a whole request).
+    pub fn admit(&self, peer: IpAddr, beyond_share: bool) -> Result<Admitted, Refusal> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let (map, total) = &mut *open;
-        let proxy = proxies.iter().any(|n| n.contains(&peer));
+        let proxy = self.shares.proxies.iter().any(|n| n.contains(&peer));
         let list = map.entry(peer).or_default();
-        if !proxy && list.len() >= share.max(1) {
-            let idle = list.iter().position(|o| o.activity.may_be_cut())?;
+        if !proxy && !beyond_share && list.len() >= self.shares.per_address.max(1) {
+            let idle = (list.iter().position(|o| o.activity.may_be_cut())).ok_or(Refusal::Share)?;
             list.remove(idle).cut.notify_one();
             *total = total.saturating_sub(1);
         }
-        if *total >= most.max(1) {
+        if *total >= self.shares.most.max(1) {
             if list.is_empty() {
                 map.remove(&peer);
             }
-            return None;
+            return Err(Refusal::Full);
         }
         *total += 1;
         let activity = Arc::new(Activity {
@@ -129,7 +139,7 @@ impl Clients {
             activity: activity.clone(),
             cut: cut.clone(),
         });
-        Some((id, activity, cut))
+        Ok((id, activity, cut))
     }
 
     /// A connection has closed.

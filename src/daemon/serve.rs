@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutLayer;
 
-use super::clients::{Busy, Clients};
+use super::clients::{Busy, Clients, Refusal, Shares};
 
 /// How patient the server is with a client, from `server:` in tidings.yaml.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,9 +141,12 @@ pub async fn serve(
     let serving = Serving {
         app,
         http,
-        clients: Arc::new(Clients::new()),
+        clients: Arc::new(Clients::new(Shares {
+            most: limits.max_connections,
+            per_address: limits.per_client,
+            proxies: limits.proxies.clone(),
+        })),
     };
-    let clients = serving.clients.clone();
     let proving = Arc::new(AtomicUsize::new(0));
     tokio::pin!(shutdown);
     loop {
@@ -161,10 +164,16 @@ pub async fn serve(
                 continue;
             }
         };
-        let share = (limits.max_connections, limits.per_client);
-        if let Some(admitted) = clients.admit(peer, share, &limits.proxies) {
-            serving.start(stream, peer, admitted, graceful.watcher());
-            continue;
+        match serving.clients.admit(peer, false) {
+            Ok(admitted) => {
+                serving.start(stream, peer, admitted, graceful.watcher());
+                continue;
+            }
+            Err(Refusal::Full) => {
+                turn_away(stream);
+                continue;
+            }
+            Err(Refusal::Share) => {}
         }
         // Past its address's share: a connection whose whole request head is already
         // there is a request, not a slow client, and is served beyond the share (within
@@ -175,17 +184,15 @@ pub async fn serve(
         }
         proving.fetch_add(1, Ordering::AcqRel);
         let (serving, proving, watcher) = (serving.clone(), proving.clone(), graceful.watcher());
-        let (most, proxies) = (limits.max_connections, limits.proxies.clone());
         tokio::spawn(async move {
             let whole = tokio::time::timeout(HEAD_PROOF, complete_head(&stream)).await;
             proving.fetch_sub(1, Ordering::AcqRel);
-            let admitted = match whole {
-                Ok(true) => serving.clients.admit(peer, (most, usize::MAX), &proxies),
-                _ => None,
-            };
-            match admitted {
-                Some(admitted) => serving.start(stream, peer, admitted, watcher),
-                None => turn_away(stream),
+            match whole {
+                Ok(true) => match serving.clients.admit(peer, true) {
+                    Ok(admitted) => serving.start(stream, peer, admitted, watcher),
+                    Err(_) => turn_away(stream),
+                },
+                _ => turn_away(stream),
             }
         });
     }

@@ -212,10 +212,10 @@ impl Engine {
         }
         self.record_outcomes(&mut tx, &stored.event, &customer)
             .await?;
-        if too_old {
-            events::mark_too_old(&mut tx, &stored.event.id).await?;
+        match too_old {
+            true => events::mark_processed_too_old(&mut tx, &stored.event.id, now).await?,
+            false => events::mark_event_processed(&mut tx, &stored.event.id, now).await?,
         }
-        events::mark_event_processed(&mut tx, &stored.event.id, now).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -66,12 +66,9 @@ impl SourceFile {
             Ok(text) => Ok(Self::new(path, text)),
             Err(e) => {
                 let valid = e.utf8_error().valid_up_to();
+                // Up to the bad byte the replaced text is the file's own, byte for byte.
                 let lossy = Self::new(path, String::from_utf8_lossy(e.as_bytes()).into_owned());
-                let before = String::from_utf8_lossy(&e.as_bytes()[..valid]);
-                let at = LineCol {
-                    line: before.matches('\n').count() + 1,
-                    column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
-                };
+                let at = lossy.line_col(valid);
                 Err(Box::new(
                     Diagnostic::error(
                         code,

@@ -101,10 +101,15 @@ pub async fn mark_event_processed(
     mark_events_processed(conn, &[id], at).await
 }
 
-/// Marks an event that was too old when first seen to start any journey.
-pub async fn mark_too_old(conn: &mut AnyConnection, id: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE events SET too_old = 1 WHERE id = $1")
+/// Marks an event processed that was too old when first seen to start any journey.
+pub async fn mark_processed_too_old(
+    conn: &mut AnyConnection,
+    id: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE events SET too_old = 1, processed_at = $2 WHERE id = $1")
         .bind(id)
+        .bind(at.timestamp_millis())
         .execute(conn)
         .await?;
     Ok(())
