@@ -14,25 +14,8 @@ use tidings::store::customer_rows::customers_page;
 use tidings::workflow::expr::pushdown::SqlFilter;
 use tidings::workflow::expr::{EvalInput, ExprEngine, Vars};
 
+use crate::common::Rng;
 use crate::store::{backends, runtime};
-
-/// xorshift64*: reproducible without a dependency; the seed is printed on failure.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 const TEXTS: &[&str] = &[
     "Ada",

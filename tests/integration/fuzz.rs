@@ -10,23 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{repo_root, scratch_dir};
-
-/// A small deterministic generator (xorshift64*): the same mutants on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use crate::common::{Rng, repo_root, scratch_dir};
 
 const INSERTS: &[&[u8]] = &[
     b":",
@@ -68,7 +52,7 @@ fn mutate(text: &[u8], rng: &mut Rng) -> Vec<u8> {
             out.drain(at.min(end)..end);
         }
         1 | 2 => {
-            let piece = INSERTS[rng.below(INSERTS.len())];
+            let piece = *rng.pick(INSERTS);
             out.splice(at..at, piece.iter().copied());
         }
         3 => {

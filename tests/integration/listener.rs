@@ -11,11 +11,22 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Act, SmtpServer, free_port};
 use crate::daemon::{Daemon, http};
-use crate::store::backends;
+use crate::store::{Backend, backends};
 
-/// A request on a fresh connection from `source` (any address of 127/8 is loopback), or
-/// `None` when the connection was refused, reset or answered 503.
-fn answered_from(source: [u8; 4], port: u16, request: &[u8]) -> Option<u16> {
+/// The demo shop behind a daemon with `server` settings (the SMTP server lives as long as
+/// the daemon needs it).
+fn shop(name: &str, server: &str, every: &str) -> (Backend, SmtpServer, u16, Daemon) {
+    let b = backends(name).remove(0);
+    let smtp = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    crate::smtp::project(&b, smtp.port, server);
+    let port = free_port();
+    let daemon = Daemon::start(&b, port, every);
+    (b, smtp, port, daemon)
+}
+
+/// The status of a request on a fresh connection from `source` (any address of 127/8 is
+/// loopback), or `None` when the connection was refused or reset without an answer.
+fn status_from(source: [u8; 4], port: u16, request: &[u8]) -> Option<u16> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -32,8 +43,12 @@ fn answered_from(source: [u8; 4], port: u16, request: &[u8]) -> Option<u16> {
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer);
-    let status: u16 = text.split(' ').nth(1)?.parse().ok()?;
-    (status != 503).then_some(status)
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+/// [`status_from`], or `None` for a 503 too (the server was too busy to serve it).
+fn answered_from(source: [u8; 4], port: u16, request: &[u8]) -> Option<u16> {
+    status_from(source, port, request).filter(|s| *s != 503)
 }
 
 fn answered(port: u16, request: &[u8]) -> Option<u16> {
@@ -47,15 +62,11 @@ fn answered(port: u16, request: &[u8]) -> Option<u16> {
 /// served; one still dribbling is told 503).
 #[test]
 fn one_clients_slow_connections_do_not_take_the_listener() {
-    let b = backends("listener-flood").remove(0);
-    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
-    crate::smtp::project(
-        &b,
-        server.port,
+    let (_b, _smtp, port, daemon) = shop(
+        "listener-flood",
         "server:\n  max_connections: 64\n  max_connections_per_client: 8\n  header_timeout: 10s\n",
+        "1h",
     );
-    let port = free_port();
-    let daemon = Daemon::start(&b, port, "1h");
     let stop = Arc::new(AtomicBool::new(false));
     let flood: Vec<_> = (0..64)
         .map(|_| {
@@ -131,31 +142,16 @@ fn one_clients_slow_connections_do_not_take_the_listener() {
 /// cut off without an answer.
 #[test]
 fn a_burst_from_one_address_is_answered_never_cut() {
-    let b = backends("listener-burst").remove(0);
-    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
-    crate::smtp::project(
-        &b,
-        server.port,
+    let (_b, _smtp, port, daemon) = shop(
+        "listener-burst",
         "server:\n  max_connections_per_client: 4\n",
+        "1h",
     );
-    let port = free_port();
-    let daemon = Daemon::start(&b, port, "1h");
     let answers: Vec<Option<u16>> = (0..40)
         .map(|_| {
             std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(10)))
-                    .ok()?;
-                let _ = stream
-                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut answer = Vec::new();
-                let _ = stream.read_to_end(&mut answer);
-                String::from_utf8_lossy(&answer)
-                    .split(' ')
-                    .nth(1)?
-                    .parse()
-                    .ok()
+                let health = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+                status_from([127, 0, 0, 1], port, health)
             })
         })
         .collect::<Vec<_>>()
@@ -174,15 +170,11 @@ fn a_burst_from_one_address_is_answered_never_cut() {
 /// or audience lines of a refused reload. With it, everything.
 #[test]
 fn health_tells_details_only_to_the_token() {
-    let b = backends("listener-health").remove(0);
-    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
-    crate::smtp::project(
-        &b,
-        server.port,
+    let (b, _smtp, port, daemon) = shop(
+        "listener-health",
         "server:\n  token: ${TIDINGS_TEST_API_TOKEN}\n",
+        "1s",
     );
-    let port = free_port();
-    let daemon = Daemon::start(&b, port, "1s");
     let stranger = || {
         let (status, body) = http(port, "GET", "/healthz", &[], b"");
         assert_eq!(status, 200);
@@ -230,15 +222,11 @@ fn health_tells_details_only_to_the_token() {
 /// not of unsubscribing.
 #[test]
 fn refusals_have_one_shape_and_say_what_they_refuse() {
-    let b = backends("listener-refusals").remove(0);
-    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
-    crate::smtp::project(
-        &b,
-        server.port,
+    let (_b, _smtp, port, daemon) = shop(
+        "listener-refusals",
         "server:\n  token: ${TIDINGS_TEST_API_TOKEN}\n",
+        "1h",
     );
-    let port = free_port();
-    let daemon = Daemon::start(&b, port, "1h");
     let auth = ("Authorization", "Bearer s3cret-token");
     let json = ("Content-Type", "application/json");
     let big = format!("[{}]", vec!["{\"id\":\"x\"}"; 120_000].join(","));

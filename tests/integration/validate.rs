@@ -470,18 +470,23 @@ fn a_template_shared_by_two_workflows_is_reported_once() {
     );
 }
 
+/// `validate --format json` in `dir`, which must fail (exit 1): its JSON report.
+fn failing_json(dir: &std::path::Path) -> serde_json::Value {
+    let run = Tidings::new()
+        .cwd(dir)
+        .args(["validate", "--format", "json"])
+        .run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
 /// A config whose workflows folder holds nothing is a finding, not a usage error: exit 1,
 /// and with `--format json` the diagnostic on stdout, at the setting.
 #[test]
 fn a_workflows_folder_that_is_not_there_is_a_finding() {
     let dir = scratch_dir("no-workflows");
     write(&dir, "tidings.yaml", "workflows: nope\n");
-    let run = Tidings::new()
-        .cwd(&dir)
-        .args(["validate", "--format", "json"])
-        .run();
-    assert_eq!(run.code, 1, "{}", run.transcript());
-    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let doc = failing_json(&dir);
     let d = &doc["diagnostics"][0];
     assert_eq!(d["code"], "config-workflows", "{doc}");
     assert!(
@@ -524,12 +529,7 @@ fn unreadable_text_and_a_missing_parent_are_placed() {
         "templates/child.html",
         "{% extends \"base.html\" %}\n",
     );
-    let run = Tidings::new()
-        .cwd(&dir)
-        .args(["validate", "--format", "json"])
-        .run();
-    assert_eq!(run.code, 1, "{}", run.transcript());
-    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let doc = failing_json(&dir);
     let found: Vec<(String, String, u64, u64)> = doc["diagnostics"]
         .as_array()
         .unwrap()
