@@ -14,6 +14,7 @@ mod experiments;
 mod fuzz;
 mod hostile;
 mod listener;
+mod outside_parts;
 mod plan;
 mod preview;
 mod realtime;
