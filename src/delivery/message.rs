@@ -2,7 +2,7 @@
 //! `Date` when it leaves, one-click unsubscribe on marketing mail), addresses in the form
 //! SMTP carries them, and the DKIM signature.
 
-use super::*;
+use super::DeliveryError;
 use crate::store::deliveries::DeliveryRow;
 use chrono::{DateTime, Utc};
 use lettre::Message;

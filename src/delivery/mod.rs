@@ -14,9 +14,10 @@ pub mod smtp;
 pub mod tls;
 pub mod webhook;
 
-pub use message::*;
-use outcomes::*;
-use pool::*;
+use message::load_dkim;
+pub use message::{MessageError, build_message, envelope_address};
+use outcomes::{Outcome, Outcomes};
+use pool::SmtpPool;
 
 use std::path::{Path, PathBuf};
 
@@ -592,6 +593,7 @@ mod tests {
     use super::*;
     use crate::config::{DkimAlgorithm, DkimConfig as DkimSettings};
     use lettre::message::header::Headers;
+    use message::subject_header;
 
     fn settings(key_file: &str, algorithm: DkimAlgorithm) -> DkimSettings {
         DkimSettings {

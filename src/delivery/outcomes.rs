@@ -2,11 +2,10 @@
 //! outcome waiting in one transaction, and a window of one slot per SMTP session holds
 //! the senders back until an email's outcome is committed.
 
-use super::*;
-use crate::store::Store;
+use super::{DeliveryError, DispatchOptions, DispatchReport, MessageDates};
 use crate::store::deliveries::DeliveryRow;
-use crate::store::outbox;
 use crate::store::states::DeliveryState;
+use crate::store::{Store, outbox};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;
 

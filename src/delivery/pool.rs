@@ -1,7 +1,8 @@
 //! The SMTP sessions of a dispatch: `email.concurrency` sessions take jobs from one queue,
 //! paced overall and per recipient domain, each session reused until its line is lost.
 
-use super::*;
+use super::outcomes::{Outcome, Outcomes};
+use super::{DeliveryError, DispatchOptions, Job, claim_one};
 use crate::delivery::pacing::{DomainPacing, Pacer, domain_of};
 use crate::delivery::smtp::{SendError, Session, SmtpServer};
 use crate::store::Store;

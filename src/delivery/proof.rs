@@ -6,8 +6,10 @@
 use chrono::Utc;
 use lettre::transport::smtp::extension::ClientId;
 
-use super::*;
+use super::outcomes::Outcome;
+use super::{DeliveryError, DispatchOptions, Transport, prepare, smtp, write_eml};
 use crate::engine::Rendered;
+use crate::store::deliveries::DeliveryRow;
 
 /// What a proof's subject starts with.
 pub const PROOF: &str = "[proof]";

@@ -275,7 +275,7 @@ const CALL_LEASE_S: i64 = 360;
 
 /// Webhook retries start sooner than email's: a receiver is usually back in seconds.
 fn backoff(key: &str, attempts: i64) -> TimeDelta {
-    crate::delivery::backoff(key, attempts, TimeDelta::seconds(30))
+    super::outcomes::backoff(key, attempts, TimeDelta::seconds(30))
 }
 
 fn find_source<'a, T: std::error::Error + 'static>(

@@ -9,8 +9,9 @@
 //! Other workflows have no event to replay: the customers an audience keeps enter at one
 //! moment.
 
-use super::triggers::{Admission, Entry, enter, history_if, triggers};
-use super::*;
+use super::steps::Suppressions;
+use super::triggers::{Admission, Entry, enter, triggers};
+use super::{BATCH, Engine, EngineError, PassReport, history_if};
 use crate::customer::Customer;
 use crate::store::customer_rows::{self, CustomerFilter};
 use crate::store::{enrollments, events};

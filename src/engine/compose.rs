@@ -1,7 +1,7 @@
 //! What an email or a webhook call says: one composition (context, subject by locale,
 //! templates, coupon, unsubscribe link) for real sends and for previews alike.
 
-use super::*;
+use super::{Engine, EngineError, Rendered};
 use crate::customer::{Customer, Event};
 use crate::store::deliveries::NewDelivery;
 use crate::store::enrollments::EnrollmentRow;

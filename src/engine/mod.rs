@@ -13,10 +13,6 @@ mod stages;
 mod steps;
 mod triggers;
 
-use compose::*;
-use steps::*;
-use triggers::*;
-
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -26,9 +22,11 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::customer::{CUSTOMER_FIELDS, Customer};
 use crate::store::{Store, StoreError};
-use crate::time::zones::{next_local_time, zone_named};
+use crate::time::zones::zone_named;
 use crate::unsubscribe::Signer;
+use crate::workflow::expr::EventHistory;
 use crate::workflow::plan::Plan;
+use chrono_tz::Tz;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -250,12 +248,38 @@ fn apply_set(c: &mut Customer, set: &Map<String, Value>) {
     }
 }
 
+/// A fire time this old when its pass runs was missed (nothing ran when it fell due) and
+/// fires only under `catch_up: run_once`; a younger one is on time.
+const CATCH_UP_GRACE: TimeDelta = TimeDelta::minutes(5);
+
+/// The customer's past events up to `at`, read only when an expression will use them.
+async fn history_if(
+    conn: &mut sqlx::AnyConnection,
+    needed: bool,
+    customer_id: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<Arc<EventHistory>>, StoreError> {
+    if !needed {
+        return Ok(None);
+    }
+    let history = crate::store::engagement::history(conn, customer_id, at).await?;
+    Ok(Some(Arc::new(history)))
+}
+
+/// The zone a customer's local times are read in (UTC when they have none).
+fn customer_zone(c: &Customer) -> Tz {
+    zone_named(c.timezone.as_deref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::customer_rows::CustomerFilter;
+    use crate::time::zones::next_local_time;
     use chrono::NaiveTime;
     use chrono_tz::Tz;
+    use compose::{coupon_code, subject_for};
+    use triggers::{birthdays_between, birthdays_firing};
 
     #[test]
     fn coupons_are_stable_and_distinct() {

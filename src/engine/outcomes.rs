@@ -3,7 +3,7 @@
 //! `within`, or for the holdout its entry) — one journey per event, the latest touch across
 //! workflows winning — and an order naming a coupon redeems it.
 
-use super::*;
+use super::{Engine, EngineError};
 use crate::customer::{Customer, Event};
 use crate::store::outcomes::{self, Touch};
 use crate::workflow::expr::EvalInput;

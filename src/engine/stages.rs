@@ -1,7 +1,7 @@
 //! Lifecycle stages kept current: a customer's stage after an event changed them, and the
 //! daily sweep for rules that change with time alone.
 
-use super::*;
+use super::{BATCH, Engine, EngineError};
 use crate::customer::Customer;
 use crate::store::stages as store_stages;
 use chrono::{DateTime, Utc};

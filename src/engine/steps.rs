@@ -3,18 +3,24 @@
 //! outbox in the same commit, updates, exits — with consent, the frequency cap and quiet
 //! hours checked at every email.
 
-use super::*;
+use super::compose::Moment;
+
+use super::{
+    BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, apply_set, customer_zone, history_if,
+};
 use crate::customer::{Customer, Enrollment, Event};
 use crate::store::StoreError;
 use crate::store::deliveries::NewDelivery;
 use crate::store::enrollments::EnrollmentRow;
 use crate::store::states::{Channel, JourneyState};
 use crate::store::{customer_rows, deliveries, enrollments, events, suppressions};
+use crate::time::zones::next_local_time;
 use crate::workflow::expr::{EvalInput, Expr};
 use crate::workflow::plan::{Step, StepKind, StepLinks, Wait, Workflow};
 use crate::workflow::raw::{Deferral, MailClass};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Whether a marketing email may go now.
 pub(super) enum Fairness {
@@ -58,7 +64,7 @@ impl Journey<'_> {
     /// old event, a daemon that was down) and has just sent an email waits from now, so
     /// its emails keep their spacing and never two go in one pass.
     fn wait_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let late = now - self.at > super::triggers::CATCH_UP_GRACE;
+        let late = now - self.at > CATCH_UP_GRACE;
         match self.emailed.load(std::sync::atomic::Ordering::Relaxed) && late {
             true => now,
             false => self.at,

@@ -3,12 +3,16 @@
 //! as birthdays, each customer in their own zone. Entry is decided in pages and written
 //! with its enrollments, keyed by the trigger, so a pass run twice enrolls nobody twice.
 
-use super::*;
+use super::steps::Suppressions;
+use super::{
+    BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, apply_set, customer_zone, history_if,
+};
 use crate::customer::{Customer, Event};
 use crate::store::StoreError;
 use crate::store::customer_rows::CustomerFilter;
 use crate::store::enrollments::EnrollmentRow;
 use crate::store::{customer_rows, enrollments, events, schedules};
+use crate::time::zones::zone_named;
 use crate::workflow::expr::pushdown::SqlFilter;
 use crate::workflow::expr::{EvalInput, EventHistory};
 use crate::workflow::plan::{Reentry, Trigger, Workflow, Zone};
@@ -28,20 +32,6 @@ pub(super) fn triggers(wf: &Workflow, event: &Event) -> bool {
         && to_stage.as_ref().is_none_or(|stage| {
             event.properties.get("to").and_then(|v| v.as_str()) == Some(stage.name.as_str())
         })
-}
-
-/// The customer's past events up to `at`, read only when an expression will use them.
-pub(super) async fn history_if(
-    conn: &mut sqlx::AnyConnection,
-    needed: bool,
-    customer_id: &str,
-    at: DateTime<Utc>,
-) -> Result<Option<Arc<EventHistory>>, StoreError> {
-    if !needed {
-        return Ok(None);
-    }
-    let history = crate::store::engagement::history(conn, customer_id, at).await?;
-    Ok(Some(Arc::new(history)))
 }
 
 /// A schedule's latest fire time in `(start, now]`, and how many earlier ones in the window
@@ -111,10 +101,6 @@ pub(super) struct Admission<'a> {
     /// The customer's past events, read only for workflows that call `event_count`.
     pub(super) history: Option<&'a Arc<EventHistory>>,
 }
-
-/// A fire time this old when its pass runs was missed (nothing ran when it fell due) and
-/// fires only under `catch_up: run_once`; a younger one is on time.
-pub(super) const CATCH_UP_GRACE: TimeDelta = TimeDelta::minutes(5);
 
 impl Engine {
     pub(super) async fn process_events(
@@ -579,8 +565,4 @@ pub(super) fn birthdays_firing(
         })
         .collect();
     CustomerFilter::BirthdayOn(firing)
-}
-
-pub(super) fn customer_zone(c: &Customer) -> Tz {
-    zone_named(c.timezone.as_deref())
 }

@@ -1,7 +1,7 @@
 //! A customer row, field by field: each value checked as its column asks (an address, a
 //! BCP 47 locale, an IANA zone, a date, a count), every problem of the row reported.
 
-use super::*;
+use super::{Cell, CustomerRow, RowError};
 use crate::customer::{CUSTOMER_FIELDS, Customer};
 use crate::time::parse_time;
 use chrono::NaiveDate;

@@ -1,7 +1,8 @@
 //! An event row: who, what, when, its properties and the customer fields it sets (checked
 //! as a customer's are), and the id that tells a retry from a new event.
 
-use super::*;
+use super::customer::customer_from_cells;
+use super::{Cell, EventId, EventRow, RowError};
 use crate::time::parse_time;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};

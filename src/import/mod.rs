@@ -4,8 +4,8 @@
 
 mod customer;
 mod event;
-use customer::*;
-use event::*;
+use customer::customer_from_cells;
+use event::{event_from_cells, numbered};
 
 use std::io::BufRead;
 

@@ -2,7 +2,8 @@
 //! transaction.
 
 use super::states::EngagementKind;
-use super::*;
+use super::{Store, StoreError};
+use crate::store::{engagement, events, outbox};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 

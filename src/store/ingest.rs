@@ -1,7 +1,7 @@
 //! Customers and events coming in (imports and the API): upserted or recorded in one
 //! transaction, all or none, an event's id telling a retry from a new event.
 
-use super::*;
+use super::{Backend, Store, StoreError, millis};
 use crate::import::{CustomerRow, EventId, EventRow, RowError};
 use chrono::Utc;
 use serde_json::{Map, Value};

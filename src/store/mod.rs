@@ -42,12 +42,17 @@ pub mod suppressions;
 pub mod topics;
 mod wake;
 
-pub use consent::*;
-pub use ingest::*;
-use migrations::MIGRATIONS;
-pub use open::*;
-pub(crate) use settings::*;
-pub(crate) use sql::*;
+pub use consent::{MailReport, Unsubscribed};
+pub use ingest::ImportReport;
+pub use open::{redact, try_lock_file};
+pub(crate) use settings::{put_setting, setting};
+pub(crate) use sql::{Lead, count_rows, fetch_in, for_rows};
+
+/// The file a `sqlite://FILE[?OPTIONS]` URL names; `None` for any other database.
+pub fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://")?;
+    rest.split('?').next()
+}
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -147,6 +152,7 @@ mod tests {
     use super::*;
     use crate::import::{EventId, EventRow};
     use serde_json::Map;
+    use sql::{anonymous, placeholders};
 
     #[test]
     fn passwords_never_appear_in_messages() {

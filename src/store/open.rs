@@ -1,7 +1,8 @@
 //! Opening a store (SQLite or PostgreSQL), its pool and pragmas, the migrations, and the
 //! lock files that keep one daemon, and one sole sender, on a SQLite file.
 
-use super::*;
+use super::migrations::MIGRATIONS;
+use super::{Backend, Store, StoreError};
 use chrono::Utc;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
@@ -164,12 +165,6 @@ impl Store {
         tx.commit().await?;
         Ok(applied)
     }
-}
-
-/// The file a `sqlite://FILE[?OPTIONS]` URL names; `None` for any other database.
-pub fn sqlite_file(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://")?;
-    rest.split('?').next()
 }
 
 /// Takes the lock file at `path` without waiting; `None` while another process holds it.

@@ -1,6 +1,6 @@
 //! Settings the store keeps for itself, such as the key that seals unsubscribe links.
 
-use super::*;
+use super::{Store, StoreError};
 use sqlx::Row;
 
 impl Store {

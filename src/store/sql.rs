@@ -2,7 +2,7 @@
 //! `IN` lists, and SQLite's parameters bound anonymously (sqlx looks each `$N` up by name,
 //! which is quadratic in a statement's parameters).
 
-use super::*;
+use super::StoreError;
 use sqlx::any::AnyRow;
 
 /// Values bound per `IN (...)` list: far below every backend's limit on parameters.

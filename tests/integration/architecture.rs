@@ -33,74 +33,209 @@ fn module_of(src: &Path, file: &Path) -> Vec<String> {
     parts
 }
 
-/// The module paths a file names: `crate::a::b::c` and `super::x` (as far as they go).
+/// A file's own code: its `#[cfg(test)] mod tests` (whose `super::` is the file itself,
+/// and whose edges are the tests') left out.
+fn code_of(text: &str) -> &str {
+    text.find("#[cfg(test)]\nmod tests")
+        .map_or(text, |at| &text[..at])
+}
+
+fn is_word(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// A use tree from `at` (just past its first `::`): `a::b`, `a::{b, c::{d}}`, `a as b`,
+/// each leaf as (the name it binds, its segments). `self` in a group names its prefix.
+fn use_tree(
+    text: &str,
+    mut at: usize,
+    prefix: Vec<String>,
+    out: &mut Vec<(String, Vec<String>)>,
+) -> usize {
+    let mut path = prefix;
+    loop {
+        at += text[at..].len() - text[at..].trim_start().len();
+        if text[at..].starts_with('{') {
+            at += 1;
+            loop {
+                at += text[at..].len() - text[at..].trim_start().len();
+                if text[at..].starts_with('}') {
+                    return at + 1;
+                }
+                at = use_tree(text, at, path.clone(), out);
+                at += text[at..].len() - text[at..].trim_start().len();
+                if text[at..].starts_with(',') {
+                    at += 1;
+                }
+                if at >= text.len() {
+                    return at;
+                }
+            }
+        }
+        let len = text[at..]
+            .find(|c: char| !is_word(c))
+            .unwrap_or(text.len() - at);
+        if len == 0 {
+            // `*` or the end: a glob names its module.
+            if text[at..].starts_with('*') {
+                at += 1;
+            }
+            out.push((String::new(), path));
+            return at;
+        }
+        let word = &text[at..at + len];
+        at += len;
+        if text[at..].starts_with("::") {
+            path.push(word.to_string());
+            at += 2;
+            continue;
+        }
+        let mut name = word.to_string();
+        if word != "self" {
+            path.push(word.to_string());
+        } else {
+            name = path.last().cloned().unwrap_or_default();
+        }
+        let rest = text[at..].trim_start();
+        if let Some(alias) = rest.strip_prefix("as ") {
+            let alias = alias.trim_start();
+            let n = alias.find(|c: char| !is_word(c)).unwrap_or(alias.len());
+            name = alias[..n].to_string();
+            at = text.len() - alias.len() + n;
+        }
+        out.push((name, path));
+        return at;
+    }
+}
+
+/// `crate::`, `super::` and `self::` made absolute from module `me`; other paths as written.
+fn absolute(segments: &[String], me: &[String]) -> Vec<String> {
+    let mut base = me.to_vec();
+    let mut rest = segments;
+    match rest.first().map(String::as_str) {
+        Some("crate") => {
+            base.clear();
+            rest = &rest[1..];
+        }
+        Some("self") => rest = &rest[1..],
+        Some("super") => {
+            while rest.first().is_some_and(|s| s == "super") {
+                base.pop();
+                rest = &rest[1..];
+            }
+        }
+        _ => base.clear(),
+    }
+    base.extend(rest.iter().cloned());
+    base
+}
+
+/// The module paths a file's code names: every `crate::`/`super::` path (each leaf of a
+/// grouped `use` on its own), made absolute.
 fn references(text: &str, me: &[String]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut rest = text;
-    while let Some(i) = [rest.find("crate::"), rest.find("super::")]
-        .into_iter()
-        .flatten()
+    let mut from = 0;
+    while let Some(i) = ["crate::", "super::"]
+        .iter()
+        .filter_map(|p| text[from..].find(p).map(|i| i + from))
         .min()
     {
-        let (start, base): (usize, Vec<String>) = if rest[i..].starts_with("crate::") {
-            (i + "crate::".len(), Vec::new())
-        } else {
-            // super::super::x
-            let mut base = me.to_vec();
-            let mut j = i;
-            while rest[j..].starts_with("super::") {
-                base.pop();
-                j += "super::".len();
-            }
-            (j, base)
-        };
-        let before_ok = i == 0 || !rest[..i].ends_with(|c: char| word(c) || c == ':');
-        let mut path = base;
-        let mut k = start;
-        loop {
-            let len = rest[k..].find(|c: char| !word(c)).unwrap_or(rest.len() - k);
-            if len == 0 {
-                break;
-            }
-            path.push(rest[k..k + len].to_string());
-            k += len;
-            if rest[k..].starts_with("::") {
-                k += 2;
-            } else {
-                break;
-            }
-        }
+        let before_ok = i == 0 || !text[..i].ends_with(|c: char| is_word(c) || c == ':');
+        let mut leaves = Vec::new();
+        let end = use_tree(text, i, Vec::new(), &mut leaves);
         if before_ok {
-            out.push(path);
+            out.extend(leaves.into_iter().map(|(_, path)| absolute(&path, me)));
         }
-        rest = &rest[k.max(i + 1)..];
+        from = end.max(i + 1);
     }
     out
 }
 
-#[test]
-fn modules_depend_on_each_other_one_way() {
-    let src = crate::common::repo_root().join("src");
+/// Every name a module binds with `use` (its own or re-exported), and the absolute path
+/// it stands for: `super::X` in a child then leads to where `X` really is.
+fn bindings(
+    text: &str,
+    me: &[String],
+    modules: &BTreeSet<Vec<String>>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find("use ").map(|i| i + from) {
+        from = i + 4;
+        let line_start = text[..i].rfind('\n').map_or(0, |n| n + 1);
+        let head = text[line_start..i].trim();
+        if !(head.is_empty() || head.starts_with("pub")) {
+            continue;
+        }
+        let mut leaves = Vec::new();
+        from = use_tree(text, i + 4, Vec::new(), &mut leaves);
+        for (name, path) in leaves {
+            let first = path.first().map(String::as_str);
+            let relative_child = first.is_some_and(|f| {
+                let mut child = me.to_vec();
+                child.push(f.to_string());
+                modules.contains(&child)
+            });
+            let path = if relative_child {
+                let mut p = me.to_vec();
+                p.extend(path);
+                p
+            } else if matches!(first, Some("crate" | "super" | "self")) {
+                absolute(&path, me)
+            } else {
+                continue; // another crate
+            };
+            if !name.is_empty() {
+                out.insert(name, path);
+            }
+        }
+    }
+    out
+}
+
+/// The module a path lands in: its longest prefix that is a module, followed through
+/// the `use` bindings of the modules on the way (a re-export leads to its source).
+fn resolve(
+    path: &[String],
+    modules: &BTreeSet<Vec<String>>,
+    binds: &BTreeMap<Vec<String>, BTreeMap<String, Vec<String>>>,
+    depth: usize,
+) -> Vec<String> {
+    let n = (0..=path.len())
+        .rev()
+        .find(|&n| modules.contains(&path[..n]))
+        .unwrap_or(0);
+    let module = path[..n].to_vec();
+    if let Some(next) = path.get(n)
+        && depth < 16
+        && let Some(target) = binds.get(&module).and_then(|b| b.get(next))
+        && target.as_slice() != path
+    {
+        let mut t = target.clone();
+        t.extend(path[n + 1..].iter().cloned());
+        return resolve(&t, modules, binds, depth + 1);
+    }
+    module
+}
+
+/// Edges between the two children of the modules' nearest common ancestor: a module and
+/// what it contains are one unit; two siblings are not.
+fn module_edges(src: &Path) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     let mut files = Vec::new();
-    sources(&src, &mut files);
-    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(&src, f)).collect();
-    // The longest prefix of a path that is a module.
-    let resolve = |path: &[String]| -> Vec<String> {
-        (0..=path.len())
-            .rev()
-            .map(|n| path[..n].to_vec())
-            .find(|p| modules.contains(p))
-            .unwrap_or_default()
-    };
-    // Edges between the two children of the modules' nearest common ancestor: a module
-    // and what it contains are one unit; two siblings are not.
+    sources(src, &mut files);
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(src, f)).collect();
+    let texts: Vec<(Vec<String>, String)> = files
+        .iter()
+        .map(|f| (module_of(src, f), std::fs::read_to_string(f).unwrap()))
+        .collect();
+    let binds: BTreeMap<Vec<String>, BTreeMap<String, Vec<String>>> = texts
+        .iter()
+        .map(|(me, text)| (me.clone(), bindings(code_of(text), me, &modules)))
+        .collect();
     let mut edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
-    for file in &files {
-        let me = module_of(&src, file);
-        let text = std::fs::read_to_string(file).unwrap();
-        for reference in references(&text, &me) {
-            let to = resolve(&reference);
+    for (me, text) in &texts {
+        for reference in references(code_of(text), me) {
+            let to = resolve(&reference, &modules, &binds, 0);
             let common = me.iter().zip(&to).take_while(|(a, b)| a == b).count();
             if common == me.len() || common == to.len() {
                 continue; // one contains the other
@@ -111,8 +246,11 @@ fn modules_depend_on_each_other_one_way() {
                 .insert(to[..=common].to_vec());
         }
     }
-    assert!(edges.len() > 10, "the module graph was not read: {edges:?}");
-    // Depth-first search for a cycle.
+    edges
+}
+
+/// Depth-first search for a cycle.
+fn a_cycle(edges: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Option<Vec<String>> {
     fn visit(
         node: &Vec<String>,
         edges: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
@@ -138,27 +276,96 @@ fn modules_depend_on_each_other_one_way() {
         None
     }
     let mut done = BTreeSet::new();
-    for node in edges.keys() {
-        if let Some(cycle) = visit(node, &edges, &mut Vec::new(), &mut done) {
-            let shown: Vec<String> = cycle.iter().map(|m| m.join("::")).collect();
-            panic!("an import circle: {}", shown.join(" → "));
+    edges.keys().find_map(|node| {
+        visit(node, edges, &mut Vec::new(), &mut done)
+            .map(|cycle| cycle.iter().map(|m| m.join("::")).collect())
+    })
+}
+
+#[test]
+fn modules_depend_on_each_other_one_way() {
+    let edges = module_edges(&crate::common::repo_root().join("src"));
+    let count: usize = edges.values().map(BTreeSet::len).sum();
+    assert!(count > 150, "the module graph was not read: {edges:?}");
+    if let Some(cycle) = a_cycle(&edges) {
+        panic!("an import circle: {}", cycle.join(" → "));
+    }
+}
+
+/// No module in `src/` takes every name of another with a glob (`use super::*`, a parent's
+/// `use child::*`): each edge is then written where it starts, and the reader above sees it.
+#[test]
+fn no_module_globs_another() {
+    let src = crate::common::repo_root().join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut globs = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        if file.ends_with("tests.rs") {
+            continue; // a `#[cfg(test)] mod tests;` file
+        }
+        for line in code_of(&text).lines() {
+            let line = line.trim();
+            if line.contains("use ") && line.ends_with("::*;") && !line.contains("::prelude::") {
+                globs.push(format!("{}: {line}", file.display()));
+            }
+        }
+    }
+    assert!(globs.is_empty(), "globs hide edges: {globs:?}");
+}
+
+/// Prints the module edges (`cargo test --test integration architecture::print -- --ignored
+/// --nocapture`): what depends on what, for a reader checking that none goes up.
+#[test]
+#[ignore = "prints the module graph on demand"]
+fn print_the_module_edges() {
+    for (from, to) in module_edges(&crate::common::repo_root().join("src")) {
+        for to in to {
+            println!("{} -> {}", from.join("::"), to.join("::"));
         }
     }
 }
 
 #[test]
-fn the_reference_reader_sees_crate_and_super_paths() {
-    let me = vec!["engine".to_string(), "steps".to_string()];
+fn the_reference_reader_sees_every_edge() {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let me = s(&["engine", "steps"]);
     let found = references(
-        "use crate::store::outbox::{a, b};\nlet x = super::compose::f();\n// not::crate::x",
+        "use crate::store::outbox::{a, b::{c, self}};\nuse super::{compose::f, g};\nlet x = super::compose::f();\n// not::crate::x",
         &me,
     );
     assert_eq!(
         found,
         vec![
-            vec!["store".to_string(), "outbox".to_string()],
-            vec!["engine".to_string(), "compose".to_string(), "f".to_string()],
+            s(&["store", "outbox", "a"]),
+            s(&["store", "outbox", "b", "c"]),
+            s(&["store", "outbox", "b"]),
+            s(&["engine", "compose", "f"]),
+            s(&["engine", "g"]),
+            s(&["engine", "compose", "f"]),
         ]
+    );
+    // A name a parent binds from one child leads a sibling's `super::name` to that child.
+    let modules: BTreeSet<Vec<String>> = [
+        s(&[]),
+        s(&["engine"]),
+        s(&["engine", "steps"]),
+        s(&["engine", "triggers"]),
+    ]
+    .into();
+    let mut binds = BTreeMap::new();
+    binds.insert(
+        s(&["engine"]),
+        bindings(
+            "pub(crate) use triggers::{history_if as h, zone};\n",
+            &s(&["engine"]),
+            &modules,
+        ),
+    );
+    assert_eq!(
+        resolve(&s(&["engine", "h"]), &modules, &binds, 0),
+        s(&["engine", "triggers"])
     );
 }
 

@@ -2,11 +2,11 @@
 //! webhook step (URL, method, headers, a JSON body of templates), each rendered once for a
 //! sample customer so that a mistake fails `validate`, not a send.
 
-use super::*;
+use super::{Compiler, FileCtx};
 use crate::customer::{Customer, Event};
 use crate::source::SourceFile;
 use crate::source::diagnostic::Diagnostic;
-use crate::source::yaml::Route;
+use crate::source::yaml::{Document, Route};
 use crate::workflow::plan::{self};
 use crate::workflow::raw::{self as raw, Deferral, MailClass, Subject};
 use crate::workflow::templates::EmailFiles;

@@ -1,11 +1,13 @@
 //! What a workflow is measured by: `holdout:` (the share kept as the control) and `goal:`
 //! (the event that converts, how long after an email it counts, and its value).
 
-use super::*;
+use super::Compiler;
 use crate::customer::{Customer, Event};
-use crate::workflow::expr::EvalInput;
-use crate::workflow::expr::Expr;
+use crate::source::diagnostic::Diagnostic;
+use crate::source::yaml::{Document, Route};
+use crate::workflow::expr::{EvalInput, Expr, Vars};
 use crate::workflow::plan::Goal;
+use crate::workflow::raw;
 
 impl Compiler {
     /// `holdout: 10%`: a share above 0 and below 100 per cent.

@@ -1,8 +1,9 @@
 //! A workflow's steps, one kind at a time: emails, waits, conditions, webhooks, updates,
 //! exits — with ids, positions and what may follow what.
 
-use super::*;
-use crate::source::yaml::Route;
+use super::{Compiler, FileCtx};
+use crate::source::diagnostic::Span;
+use crate::source::yaml::{Document, Route};
 use crate::time::duration;
 use crate::workflow::expr::Vars;
 use crate::workflow::plan::{self, StepKind, Wait};

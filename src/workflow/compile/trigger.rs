@@ -2,7 +2,7 @@
 //! every part of a workflow shares: zones, durations and expressions, each checked where
 //! it is written.
 
-use super::*;
+use super::Compiler;
 use crate::customer::DATE_FIELDS;
 use crate::source::diagnostic::Diagnostic;
 use crate::source::yaml::{Document, Route};

@@ -1,8 +1,9 @@
 //! What an expression sees: the customer, event and enrollment as Rhai types with getters
 //! (faster than a map per row), and the helpers (`days_since`, `has_tag`, `event_count`…).
 
-use super::*;
+use super::{EventHistory, state_now};
 use crate::customer::{Customer, Enrollment, Event};
+use crate::workflow::expr::STATE;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use rhai::{Dynamic, Engine};
 

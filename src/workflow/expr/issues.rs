@@ -1,7 +1,7 @@
 //! Rhai's errors as problems a marketer can act on: the place in the expression, an
 //! unknown name or field with the closest match, and what to write instead.
 
-use super::*;
+use super::{EvalError, ExprIssue, Vars};
 use crate::customer::{CUSTOMER_FIELDS, ENROLLMENT_FIELDS, EVENT_FIELDS};
 use rhai::{AST, ASTNode, EvalAltResult, Expr as RExpr, ImmutableString, Position};
 use std::time::Duration;

@@ -7,8 +7,9 @@
 
 mod environment;
 mod issues;
-use environment::*;
-use issues::*;
+use crate::workflow::expr::environment::Timestamp;
+use environment::register_types;
+use issues::{comparison_issues, field_issues, parse_issue, runtime_error};
 
 pub mod check;
 pub mod pushdown;

@@ -2,11 +2,15 @@
 //! holds (found in its body and opened with the project's key, as the daemon would), at
 //! the case's moment, as a person; then a pass runs, so that what waits for it goes on.
 
-use super::*;
+use super::{Failure, Run, why};
 use crate::links::{Answer, Click, Open, Token};
-use crate::rehearsal::workflow_tests::spec::Engagement;
+use crate::rehearsal::workflow_tests::runner::matches;
+use crate::rehearsal::workflow_tests::spec::{EmailMatch, Engagement};
+use crate::source::diagnostic::Span;
 use crate::store::engagement::Visit;
+use crate::store::{deliveries, enrollments};
 use crate::unsubscribe::Signer;
+use serde_json::Value as Json;
 
 /// The sealed tokens after `/KIND/` in a body.
 fn tokens<'a>(body: &'a str, kind: &str) -> Vec<&'a str> {

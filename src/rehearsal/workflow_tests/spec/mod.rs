@@ -4,8 +4,8 @@
 
 mod reader;
 mod steps;
-use reader::*;
-use steps::*;
+use reader::Reader;
+use steps::{event_row, read_step, step_route};
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,8 @@
 //! A test case's steps: clock advances, events, customer updates, and the expectations
 //! (an email, no email, a coupon, an exit, a stage).
 
-use super::*;
+use super::reader::Reader;
+use super::{Action, EMAIL_KEYS, EmailMatch, Engagement, STEP_KEYS};
 use crate::import::{self, RowError};
 use crate::source::yaml::{Route, closest};
 use chrono::{DateTime, TimeDelta, Utc};
