@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use chrono::Utc;
 use tidings::config::Project;
-use tidings::customer::Customer;
 use tidings::delivery::build_message;
 use tidings::engine::Engine;
+use tidings::model::customer::Customer;
 use tidings::store::Store;
 use tidings::store::deliveries::DeliveryRow;
 

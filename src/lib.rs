@@ -21,13 +21,12 @@
 
 pub mod cli;
 pub mod config;
-pub mod customer;
 pub mod daemon;
 pub mod delivery;
 pub mod engine;
-pub mod ids;
 pub mod import;
 pub mod links;
+pub mod model;
 pub mod pass;
 pub mod progress;
 pub mod rehearsal;

@@ -221,25 +221,20 @@ const PROOF: &str = "proof";
 pub enum KeyError {
     #[error("{0} (in `unsubscribe.secret` of tidings.yaml)")]
     Env(crate::config::EnvError),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
     #[error("cannot make the key that seals unsubscribe links")]
     Seal,
 }
 
-/// The project's signer: `unsubscribe.secret` when configured, else the store's own key —
-/// the same for the engine that writes links and the endpoint that checks them.
-pub async fn project_signer(
+/// `unsubscribe.secret` of tidings.yaml, its `${ENV}` resolved; `None` when the store's own
+/// key seals the links (the caller reads it: this module stays below the store).
+pub fn configured_secret(
     config: &crate::config::UnsubscribeConfig,
-    store: &crate::store::Store,
-) -> Result<Signer, KeyError> {
-    let secret = match &config.secret {
-        Some(s) => {
-            crate::config::expand_env(s, &|n| std::env::var(n).ok()).map_err(KeyError::Env)?
-        }
-        None => store.signing_secret().await?,
-    };
-    Signer::new(secret.as_bytes())
+) -> Result<Option<String>, KeyError> {
+    config
+        .secret
+        .as_ref()
+        .map(|s| crate::config::expand_env(s, &|n| std::env::var(n).ok()).map_err(KeyError::Env))
+        .transpose()
 }
 
 #[cfg(test)]

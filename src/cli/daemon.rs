@@ -104,7 +104,7 @@ async fn serve_and_pass(
     } = served;
     let store = Store::open(&url).await?;
     let runner = Runner::new(&project, store.clone(), Arc::new(plan))?;
-    let signer = crate::unsubscribe::project_signer(&project.config.unsubscribe, &store).await?;
+    let signer = crate::engine::project_signer(&project.config.unsubscribe, &store).await?;
     let api = Arc::new(Api {
         store: store.clone(),
         signer,
@@ -370,7 +370,7 @@ fn fingerprint(project: &Project) -> u64 {
         .filter_map(|p| std::fs::metadata(p).ok().map(|meta| stamp(p, &meta)))
         .collect();
     files.sort();
-    crate::ids::fnv(&files.join("\n")).max(1)
+    crate::model::ids::fnv(&files.join("\n")).max(1)
 }
 
 /// A file's name, size and modification time, as one line of the fingerprint.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::cli::args::PreviewArgs;
 use crate::cli::shared::{CommandError, compile_or_report, open_store, time_arg};
-use crate::customer::{Customer, Event};
 use crate::engine::{Engine, Rendered};
+use crate::model::customer::{Customer, Event};
 use crate::workflow::plan::StepKind;
 use crate::workflow::templates::escape_html;
 

@@ -31,9 +31,9 @@ use lettre::message::dkim::DkimConfig;
 use thiserror::Error;
 
 use crate::delivery::smtp::SmtpServer;
+use crate::model::states::Channel;
 use crate::store::deliveries::DeliveryRow;
 use crate::store::outbox;
-use crate::store::states::Channel;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Error)]

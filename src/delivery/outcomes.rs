@@ -3,8 +3,8 @@
 //! the senders back until an email's outcome is committed.
 
 use super::{DeliveryError, DispatchOptions, DispatchReport, MessageDates};
+use crate::model::states::DeliveryState;
 use crate::store::deliveries::DeliveryRow;
-use crate::store::states::DeliveryState;
 use crate::store::{Store, outbox};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;
@@ -221,6 +221,6 @@ pub(super) fn attempts(n: i64) -> String {
 /// do not all come back together). Emails and webhook calls both use it.
 pub(crate) fn backoff(key: &str, attempts: i64, first: TimeDelta) -> TimeDelta {
     let base = (first.num_seconds() << attempts.clamp(0, 7)).min(3_600);
-    let jitter = crate::ids::fnv(&format!("{key}#{attempts}")) % (base as u64 / 5 + 1);
+    let jitter = crate::model::ids::fnv(&format!("{key}#{attempts}")) % (base as u64 / 5 + 1);
     TimeDelta::seconds(base + jitter as i64)
 }

@@ -8,7 +8,7 @@ use lettre::transport::smtp::extension::ClientId;
 
 use super::outcomes::Outcome;
 use super::{DeliveryError, DispatchOptions, Transport, prepare, smtp, write_eml};
-use crate::engine::Rendered;
+use crate::model::rendered::Rendered;
 use crate::store::deliveries::DeliveryRow;
 
 /// What a proof's subject starts with.
@@ -39,7 +39,7 @@ pub async fn send_proof(
         html: Some(email.html.clone()),
         text: email.text.clone(),
         coupon_code: None,
-        message_id: crate::ids::message_id(&key, &options.from.to_string()),
+        message_id: crate::model::ids::message_id(&key, &options.from.to_string()),
         state: "pending".into(),
         due_at: now,
         class: "marketing".into(),

@@ -17,9 +17,9 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::config::{WebhookConfig, expand_env};
+use crate::model::states::{Channel, DeliveryState};
 use crate::store::deliveries::DeliveryRow;
 use crate::store::outbox;
-use crate::store::states::{Channel, DeliveryState};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Error)]

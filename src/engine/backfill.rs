@@ -12,10 +12,10 @@
 use super::steps::Suppressions;
 use super::triggers::{Admission, Entry, enter, triggers};
 use super::{BATCH, Engine, EngineError, PassReport, history_if};
-use crate::customer::Customer;
+use crate::model::customer::Customer;
 use crate::store::customer_rows::{self, CustomerFilter};
 use crate::store::{enrollments, events};
-use crate::workflow::expr::pushdown::SqlFilter;
+use crate::workflow::expr::pushdown::pushed;
 use crate::workflow::expr::{EvalInput, EventHistory, Expr};
 use crate::workflow::plan::{Trigger, Workflow};
 use chrono::{DateTime, Utc};
@@ -142,7 +142,7 @@ impl Engine {
         let pushed = wf
             .audience
             .as_ref()
-            .map(|a| SqlFilter::of(&a.source))
+            .map(|a| pushed(&a.source))
             .unwrap_or_default();
         let key = format!("backfill:{}", at.timestamp_millis());
         let reads = wf.reads_history() || job.audience.is_some_and(Expr::reads_history);
@@ -194,7 +194,7 @@ impl Engine {
         &self,
         audience: Option<&Expr>,
         customer: &Customer,
-        event: Option<&crate::customer::Event>,
+        event: Option<&crate::model::customer::Event>,
         history: &Option<Arc<EventHistory>>,
         at: DateTime<Utc>,
     ) -> bool {

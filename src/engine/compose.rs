@@ -2,10 +2,10 @@
 //! templates, coupon, unsubscribe link) for real sends and for previews alike.
 
 use super::{Engine, EngineError, Rendered};
-use crate::customer::{Customer, Event};
+use crate::model::customer::{Customer, Event};
+use crate::model::states::Channel;
 use crate::store::deliveries::NewDelivery;
 use crate::store::enrollments::EnrollmentRow;
-use crate::store::states::Channel;
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::plan::{EmailStep, StepKind, Trigger, Workflow};
 use crate::workflow::templates::locales;
@@ -249,7 +249,7 @@ impl Engine {
             text: composed.text,
             payload: Some(serde_json::json!({ "unsubscribe_url": unsubscribe }).to_string()),
             coupon,
-            message_id: crate::ids::message_id(&key, &self.config.email.from),
+            message_id: crate::model::ids::message_id(&key, &self.config.email.from),
             due_at: at,
             // Due when its event arrived: the email the event asked for, not a later step.
             accepted_at: event
@@ -295,7 +295,7 @@ impl Engine {
             text: None,
             payload: Some(payload.to_string()),
             coupon: None,
-            message_id: crate::ids::message_id(&key, &self.config.email.from),
+            message_id: crate::model::ids::message_id(&key, &self.config.email.from),
             due_at: at,
             accepted_at: None,
             variant: row.variant.clone(),
@@ -389,7 +389,7 @@ pub(super) struct Moment {
 /// re-entry) gets its own code, and a retried step gets the same one.
 pub(super) fn coupon_code(prefix: &str, key: &str) -> String {
     const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
-    let mut h = crate::ids::fnv(key);
+    let mut h = crate::model::ids::fnv(key);
     let mut code = String::new();
     for i in 0..8 {
         if i == 4 {

@@ -43,7 +43,7 @@ impl WorkflowPrint {
         }
         Self {
             name: wf.name.clone(),
-            digest: format!("{:016x}", crate::ids::fnv(&text)),
+            digest: format!("{:016x}", crate::model::ids::fnv(&text)),
             steps: wf.all_steps().iter().map(|s| s.id.clone()).collect(),
         }
     }

@@ -20,11 +20,11 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::customer::{CUSTOMER_FIELDS, Customer};
+use crate::model::customer::{CUSTOMER_FIELDS, Customer};
+use crate::model::history::EventHistory;
 use crate::store::{Store, StoreError};
 use crate::time::zones::zone_named;
 use crate::unsubscribe::Signer;
-use crate::workflow::expr::EventHistory;
 use crate::workflow::plan::Plan;
 use chrono_tz::Tz;
 
@@ -38,18 +38,8 @@ pub enum EngineError {
     Config(String),
 }
 
-/// One email as `preview` shows it.
-#[derive(Debug, Clone)]
-pub struct Rendered {
-    pub step: String,
-    pub to: String,
-    pub locale: Option<String>,
-    pub subject: String,
-    pub html_file: String,
-    pub html: String,
-    pub text_file: Option<String>,
-    pub text: Option<String>,
-}
+/// An email as composed is the senders' vocabulary too (proofs, `preview`).
+pub use crate::model::rendered::Rendered;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -113,7 +103,7 @@ impl Engine {
         &self,
         split: &crate::workflow::plan::SplitStep,
         wf: &crate::workflow::plan::Workflow,
-        customer: &crate::customer::Customer,
+        customer: &crate::model::customer::Customer,
     ) -> usize {
         let pinned = self.pins.get(&(customer.id.clone(), split.name.clone()));
         pinned
@@ -163,12 +153,7 @@ impl Engine {
         if self.signer.get().is_some() {
             return Ok(());
         }
-        let signer = crate::unsubscribe::project_signer(&self.config.unsubscribe, &self.store)
-            .await
-            .map_err(|e| match e {
-                crate::unsubscribe::KeyError::Store(e) => EngineError::from(e),
-                e => EngineError::Config(e.to_string()),
-            })?;
+        let signer = project_signer(&self.config.unsubscribe, &self.store).await?;
         let _ = self.signer.set(signer);
         Ok(())
     }
@@ -269,6 +254,20 @@ async fn history_if(
 /// The zone a customer's local times are read in (UTC when they have none).
 fn customer_zone(c: &Customer) -> Tz {
     zone_named(c.timezone.as_deref())
+}
+
+/// The project's signer: `unsubscribe.secret` when configured, else the store's own key —
+/// the same for the engine that writes links and the endpoint that checks them.
+pub async fn project_signer(
+    config: &crate::config::UnsubscribeConfig,
+    store: &Store,
+) -> Result<Signer, EngineError> {
+    let config_error = |e: crate::unsubscribe::KeyError| EngineError::Config(e.to_string());
+    let secret = match crate::unsubscribe::configured_secret(config).map_err(config_error)? {
+        Some(secret) => secret,
+        None => store.signing_secret().await?,
+    };
+    Signer::new(secret.as_bytes()).map_err(config_error)
 }
 
 #[cfg(test)]

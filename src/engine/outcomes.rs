@@ -4,7 +4,7 @@
 //! workflows winning — and an order naming a coupon redeems it.
 
 use super::{Engine, EngineError};
-use crate::customer::{Customer, Event};
+use crate::model::customer::{Customer, Event};
 use crate::store::outcomes::{self, Touch};
 use crate::workflow::expr::EvalInput;
 

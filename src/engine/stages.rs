@@ -2,7 +2,7 @@
 //! daily sweep for rules that change with time alone.
 
 use super::{BATCH, Engine, EngineError};
-use crate::customer::Customer;
+use crate::model::customer::Customer;
 use crate::store::stages as store_stages;
 use chrono::{DateTime, Utc};
 

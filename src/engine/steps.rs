@@ -8,11 +8,11 @@ use super::compose::Moment;
 use super::{
     BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, apply_set, customer_zone, history_if,
 };
-use crate::customer::{Customer, Enrollment, Event};
+use crate::model::customer::{Customer, Enrollment, Event};
+use crate::model::states::{Channel, JourneyState};
 use crate::store::StoreError;
 use crate::store::deliveries::NewDelivery;
 use crate::store::enrollments::EnrollmentRow;
-use crate::store::states::{Channel, JourneyState};
 use crate::store::{customer_rows, deliveries, enrollments, events, suppressions};
 use crate::time::zones::next_local_time;
 use crate::workflow::expr::{EvalInput, Expr};

@@ -7,13 +7,13 @@ use super::steps::Suppressions;
 use super::{
     BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, apply_set, customer_zone, history_if,
 };
-use crate::customer::{Customer, Event};
+use crate::model::customer::{Customer, Event};
 use crate::store::StoreError;
 use crate::store::customer_rows::CustomerFilter;
 use crate::store::enrollments::EnrollmentRow;
 use crate::store::{customer_rows, enrollments, events, schedules};
 use crate::time::zones::zone_named;
-use crate::workflow::expr::pushdown::SqlFilter;
+use crate::workflow::expr::pushdown::pushed;
 use crate::workflow::expr::{EvalInput, EventHistory};
 use crate::workflow::plan::{Reentry, Trigger, Workflow, Zone};
 use crate::workflow::raw::CatchUp;
@@ -150,7 +150,7 @@ impl Engine {
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<bool, EngineError> {
-        let unsubscribes = stored.event.name == crate::customer::UNSUBSCRIBED_EVENT;
+        let unsubscribes = stored.event.name == crate::model::customer::UNSUBSCRIBED_EVENT;
         let mut tx = self.store.write_tx().await?;
         let Some(mut customer) =
             customer_rows::customer_for_update(&mut tx, self.store.backend(), &stored.customer_id)
@@ -215,7 +215,7 @@ impl Engine {
             .iter()
             .filter(|wf| !stored.event.by_machine() && triggers(wf, &stored.event))
             .collect();
-        let unsubscribes = stored.event.name == crate::customer::UNSUBSCRIBED_EVENT;
+        let unsubscribes = stored.event.name == crate::model::customer::UNSUBSCRIBED_EVENT;
         let resumes = self.resumes(&stored.event);
         let idle = triggered.is_empty()
             && stored.set.is_empty()
@@ -284,7 +284,7 @@ impl Engine {
             workflow: wf.name.clone(),
             customer_id: customer.id.clone(),
             trigger_key,
-            state: crate::store::states::JourneyState::Active,
+            state: crate::model::states::JourneyState::Active,
             step: wf.graph.first.clone(),
             due_at: Some(at),
             entered_at: at,
@@ -304,7 +304,7 @@ impl Engine {
             && crate::workflow::plan::held_out(share, &customer.id, &wf.name)
         {
             row.variant = Some(crate::workflow::plan::HOLDOUT.to_string());
-            row.state = crate::store::states::JourneyState::Exited;
+            row.state = crate::model::states::JourneyState::Exited;
             row.exit_reason = Some(crate::workflow::plan::HOLDOUT.to_string());
             row.ended_at = Some(at);
             row.step = None;
@@ -462,7 +462,7 @@ impl Engine {
         let pushed = wf
             .audience
             .as_ref()
-            .map(|a| SqlFilter::of(&a.source))
+            .map(|a| pushed(&a.source))
             .unwrap_or_default();
         let mut after = String::new();
         loop {

@@ -2,7 +2,7 @@
 //! BCP 47 locale, an IANA zone, a date, a count), every problem of the row reported.
 
 use super::{Cell, CustomerRow, RowError};
-use crate::customer::{CUSTOMER_FIELDS, Customer};
+use crate::model::customer::{CUSTOMER_FIELDS, Customer};
 use crate::time::parse_time;
 use chrono::NaiveDate;
 use serde_json::{Map, Value};

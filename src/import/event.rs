@@ -212,8 +212,8 @@ pub(super) fn fingerprint(
     ])
     .to_string();
     let (a, b) = (
-        crate::ids::fnv(&canonical),
-        crate::ids::fnv(&format!("{canonical}#2")),
+        crate::model::ids::fnv(&canonical),
+        crate::model::ids::fnv(&format!("{canonical}#2")),
     );
     format!("{a:016x}{b:016x}")
 }

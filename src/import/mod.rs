@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use serde_json::{Map, Value};
 
-use crate::customer::Customer;
+use crate::model::customer::Customer;
 
 /// A problem with one value of one row.
 #[derive(Debug, Clone, PartialEq, Eq)]

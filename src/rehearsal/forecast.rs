@@ -14,15 +14,15 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::customer::Customer;
 use crate::delivery::Transport;
 use crate::engine::deployed::WorkflowPrint;
+use crate::model::customer::Customer;
+use crate::model::filter::ColumnFilter;
 use crate::rehearsal::simulate::{Rehearsal, SimulateError, rehearse};
 use crate::store::customer_rows::CustomerFilter;
 use crate::store::customer_rows::customers_page;
 use crate::store::engagement::history;
 use crate::store::{Store, StoreError};
-use crate::workflow::expr::pushdown::SqlFilter;
 use crate::workflow::expr::{EvalInput, Expr};
 use crate::workflow::plan::{Plan, Trigger, Workflow, Zone};
 
@@ -312,7 +312,7 @@ async fn audiences(
             &after,
             PAGE,
             &CustomerFilter::All,
-            &SqlFilter::default(),
+            &ColumnFilter::default(),
         )
         .await?;
         let Some(last) = page.last() else {

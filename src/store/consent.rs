@@ -1,8 +1,8 @@
 //! Unsubscribes and the mail provider's bounce and complaint reports, each body in one
 //! transaction.
 
-use super::states::EngagementKind;
 use super::{Store, StoreError};
+use crate::model::states::EngagementKind;
 use crate::store::{engagement, events, outbox};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -156,7 +156,7 @@ pub(super) async fn unsubscribe_in(
         conn,
         &format!("unsubscribed:{customer_id}:{}", at.timestamp_millis()),
         customer_id,
-        crate::customer::UNSUBSCRIBED_EVENT,
+        crate::model::customer::UNSUBSCRIBED_EVENT,
         at,
         &serde_json::json!({ "source": source }),
     )

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::states::{Channel, DeliveryState, JourneyState};
 use super::{Store, StoreError};
+use crate::model::states::{Channel, DeliveryState, JourneyState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

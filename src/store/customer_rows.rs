@@ -2,7 +2,8 @@
 //! (locked on PostgreSQL), a page for an audience, and the zones customers live in.
 
 use super::{StoreError, customers, millis};
-use crate::customer::Customer;
+use crate::model::customer::Customer;
+use crate::model::filter::{ColumnFilter, Comparison, FilterValue};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{AnyConnection, Row};
@@ -91,7 +92,7 @@ pub async fn customers_page(
     after_id: &str,
     limit: i64,
     filter: &CustomerFilter,
-    audience: &crate::workflow::expr::pushdown::SqlFilter,
+    audience: &ColumnFilter,
 ) -> Result<Vec<Customer>, StoreError> {
     let (condition, values): (String, Vec<String>) = match filter {
         CustomerFilter::All => (String::new(), Vec::new()),
@@ -133,8 +134,8 @@ pub async fn customers_page(
             (condition, values)
         }
     };
-    let (pushed, pushed_values) = audience.clause(2 + values.len());
-    // The conditions' text comes from this function and `SqlFilter` only; values are bound.
+    let (pushed, pushed_values) = column_clause(audience, 2 + values.len());
+    // The conditions' text comes from this file only; values are bound.
     let sql = customers::select(
         conn,
         &format!(
@@ -147,14 +148,43 @@ pub async fn customers_page(
     }
     for v in pushed_values {
         q = match v {
-            crate::workflow::expr::pushdown::SqlValue::Int(n) => q.bind(n),
-            crate::workflow::expr::pushdown::SqlValue::Float(f) => q.bind(f),
-            crate::workflow::expr::pushdown::SqlValue::Text(t) => q.bind(t),
+            FilterValue::Int(n) => q.bind(n),
+            FilterValue::Float(f) => q.bind(f),
+            FilterValue::Text(t) => q.bind(t),
         };
     }
     let rows = q.fetch_all(&mut *conn).await?;
     let page = customers::decode(conn, &rows).await?;
     Ok(page.into_iter().map(|(c, _)| c).collect())
+}
+
+/// ` AND ...` for a `WHERE` clause whose bound values start at `$first`, and the values.
+fn column_clause(filter: &ColumnFilter, first: usize) -> (String, Vec<FilterValue>) {
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for (i, c) in filter.conditions.iter().enumerate() {
+        let mark = format!("${}", first + i);
+        let op = match c.op {
+            Comparison::Eq => "=",
+            Comparison::Ne => "<>",
+            Comparison::Lt => "<",
+            Comparison::Le => "<=",
+            Comparison::Gt => ">",
+            Comparison::Ge => ">=",
+        };
+        // Rhai's `!=` holds for a missing value (`()` equals no literal); SQL's `<>` is
+        // NULL there.
+        if c.op == Comparison::Ne && c.nullable {
+            sql.push_str(&format!(
+                " AND ({col} IS NULL OR {col} <> {mark})",
+                col = c.column
+            ));
+        } else {
+            sql.push_str(&format!(" AND {} {op} {mark}", c.column));
+        }
+        values.push(c.value.clone());
+    }
+    (sql, values)
 }
 
 /// Which customers a trigger needs to look at: the part of its rule the database can
@@ -188,4 +218,69 @@ pub async fn customer_zones(conn: &mut AnyConnection) -> Result<Vec<Option<Strin
     rows.iter()
         .map(|r| Ok(r.try_get::<Option<String>, _>(0)?))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    // The audience's text as the compiler reads it, into this file's SQL.
+    use crate::workflow::expr::pushdown::pushed;
+
+    fn clause(audience: &str) -> String {
+        column_clause(&pushed(audience), 3).0
+    }
+
+    /// What is pushed and what is not, by shape, as the SQL says it.
+    #[test]
+    fn only_a_leading_run_of_simple_comparisons_is_pushed() {
+        assert_eq!(
+            clause("customer.orders_count >= 3 && customer.locale == \"en-GB\""),
+            " AND orders_count >= $3 AND locale = $4"
+        );
+        assert_eq!(
+            clause("1 < customer.orders_count"),
+            " AND orders_count > $3"
+        );
+        assert_eq!(
+            clause("customer.first_name != \"Ada\""),
+            " AND (first_name IS NULL OR first_name <> $3)"
+        );
+        assert_eq!(
+            clause(
+                "customer.total_spent > -5 && has_tag(customer, \"vip\") && customer.orders_count > 1"
+            ),
+            " AND total_spent > $3",
+            "only the leading run"
+        );
+        for nothing in [
+            "customer.orders_count > 1 || customer.orders_count == 0",
+            "has_tag(customer, \"vip\") && customer.orders_count > 1",
+            "customer.first_name < \"M\"",
+            "customer.orders_count == \"3\"",
+            "customer.orders_count + 1 > 3",
+            "customer.email == \"a\\\"b\"",
+            "!customer.orders_count > 1",
+            "customer.orders_count > 0x10",
+        ] {
+            assert_eq!(clause(nothing), "", "{nothing}");
+        }
+        assert_eq!(
+            column_clause(
+                &pushed("(customer.orders_count > 1 || x) && customer.orders_count > 2"),
+                1
+            )
+            .0,
+            "",
+            "a parenthesised first condition is not a comparison"
+        );
+        assert_eq!(
+            column_clause(
+                &pushed("customer.orders_count > 2 && (customer.orders_count > 1 || true)"),
+                1
+            )
+            .0,
+            " AND orders_count > $1",
+            "`||` inside parentheses binds only there"
+        );
+    }
 }

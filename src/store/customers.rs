@@ -15,7 +15,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{StoreError, from_millis};
-use crate::customer::Customer;
+use crate::model::customer::Customer;
 
 /// A customer as read, with the lifecycle stage the store holds for them.
 pub type StagedCustomer = (Customer, Option<String>);

@@ -1,9 +1,9 @@
 //! The outbox as the engine writes it: deliveries with their bodies, in the transaction
 //! that moves the journey on; and the reads of what was sent.
 
-use super::states::{Channel, DeliveryState};
 use super::{StoreError, from_millis};
-use crate::workflow::raw::{DeliveryMode, MailClass};
+use crate::model::states::{Channel, DeliveryState};
+use crate::model::states::{DeliveryMode, MailClass};
 use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
 use std::collections::{HashMap, HashSet};

@@ -4,16 +4,16 @@
 //! event beside it in the same transaction, which workflows react to.
 
 use super::events::{RaisedEvent, insert_events};
-use super::states::EngagementKind;
 use super::{Store, StoreError, from_millis};
+use crate::model::history::{Engaged, Engagement};
+use crate::model::states::EngagementKind;
 use crate::robots::{self, Seen};
-use crate::workflow::expr::{Engaged, Engagement};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 use std::collections::BTreeMap;
 
-use crate::customer::{
+use crate::model::customer::{
     EMAIL_CLICKED as CLICKED, EMAIL_OPENED as OPENED, SURVEY_ANSWERED as ANSWERED,
 };
 
@@ -395,7 +395,7 @@ pub async fn history(
     conn: &mut AnyConnection,
     customer_id: &str,
     until: DateTime<Utc>,
-) -> Result<crate::workflow::expr::EventHistory, StoreError> {
+) -> Result<crate::model::history::EventHistory, StoreError> {
     let mut history = super::events::history(conn, customer_id, until).await?;
     history.1 = of_customer(conn, customer_id, until).await?;
     let rows = sqlx::query(REDEEMED_SQL)

@@ -2,8 +2,8 @@
 //! fenced by a version, and saved a group at a time.
 
 use super::deliveries::{NewDelivery, insert_delivery};
-use super::states::JourneyState;
 use super::{StoreError, from_millis, millis};
+use crate::model::states::JourneyState;
 use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeMap, HashMap};

@@ -2,8 +2,8 @@
 //! the events the store raises itself (a stage entered, an unsubscribe).
 
 use super::{StoreError, from_millis};
-use crate::customer::Event;
-use crate::workflow::expr::EventHistory;
+use crate::model::customer::Event;
+use crate::model::history::EventHistory;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::{AnyConnection, Row};
@@ -205,7 +205,7 @@ pub async fn insert_events(
 
 /// An id for an event that came without one: a new event, never taken for another.
 pub(super) fn fresh_event_id() -> Result<String, StoreError> {
-    let random = crate::ids::random_secret()
+    let random = crate::model::ids::random_secret()
         .map_err(|_| StoreError::Corrupt("no random source for an event id".into()))?;
     Ok(format!("ev:{}", &random[..32]))
 }

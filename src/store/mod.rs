@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AnyPool, Row};
 use thiserror::Error;
 
-use crate::customer::Customer;
+use crate::model::customer::Customer;
 
 mod consent;
 pub mod copy;
@@ -36,7 +36,6 @@ pub mod schedules;
 mod settings;
 mod sql;
 pub mod stages;
-pub mod states;
 pub mod status;
 pub mod suppressions;
 pub mod topics;
@@ -52,6 +51,12 @@ pub(crate) use sql::{Lead, count_rows, fetch_in, for_rows};
 pub fn sqlite_file(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite://")?;
     rest.split('?').next()
+}
+
+impl From<crate::model::states::UnknownState> for StoreError {
+    fn from(e: crate::model::states::UnknownState) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
 }
 
 #[derive(Debug, Error)]

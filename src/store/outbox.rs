@@ -12,8 +12,8 @@ use super::deliveries::DeliveryRow;
 use super::deliveries::WITH_BODIES;
 use super::deliveries::delivery_rows;
 use super::deliveries::fill_bodies;
-use super::states::DeliveryState;
-use crate::workflow::raw::MailClass;
+use crate::model::states::DeliveryState;
+use crate::model::states::MailClass;
 
 /// Puts back the emails a dead sender left in `sending`: those whose lease ran out before
 /// `expired_before` (every one, when the caller is the only sender). `at_least_once` mail

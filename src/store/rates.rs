@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 
 use super::StoreError;
-use super::states::EngagementKind;
+use crate::model::states::EngagementKind;
 
 /// One email step's counts (or a workflow's, summed).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use sqlx::{AnyConnection, Row};
 
-use crate::customer::STAGE_ENTERED;
+use crate::model::customer::STAGE_ENTERED;
 use crate::store::StoreError;
 
 const DAY_MS: i64 = 86_400_000;

@@ -12,7 +12,7 @@ impl Store {
         if let Some(secret) = setting(&mut conn, KEY).await? {
             return Ok(secret);
         }
-        let fresh = crate::ids::random_secret()
+        let fresh = crate::model::ids::random_secret()
             .map_err(|_| StoreError::Corrupt("no random source for a signing key".into()))?;
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",

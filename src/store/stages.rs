@@ -4,10 +4,10 @@
 use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
 
-use crate::customer::Customer;
+use crate::model::customer::Customer;
 use std::collections::HashSet;
 
-use crate::customer::STAGE_ENTERED;
+use crate::model::customer::STAGE_ENTERED;
 use crate::store::events::RaisedEvent;
 use crate::store::{StoreError, customers};
 

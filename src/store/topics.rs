@@ -106,7 +106,7 @@ impl Store {
                     .await?
                     .rows_affected();
                 if added > 0 && delivery.is_some() {
-                    let kind = super::states::EngagementKind::Unsubscribe;
+                    let kind = crate::model::states::EngagementKind::Unsubscribe;
                     super::engagement::credit(&mut tx, kind, customer_id, delivery, at).await?;
                 }
             } else {

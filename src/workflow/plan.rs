@@ -421,7 +421,7 @@ impl SplitStep {
     /// placed on the weights, so that every pass, replica, re-entry and rehearsal agrees.
     pub fn assign(&self, customer: &str, workflow: &str) -> usize {
         let total: f64 = self.variants.iter().map(|v| v.weight).sum();
-        let point = crate::ids::unit_hash(&[customer, workflow, &self.name]) * total;
+        let point = crate::model::ids::unit_hash(&[customer, workflow, &self.name]) * total;
         let mut upto = 0.0;
         for (i, v) in self.variants.iter().enumerate() {
             upto += v.weight;
@@ -453,7 +453,7 @@ pub const HOLDOUT: &str = "holdout";
 /// Whether a customer entering a workflow with `holdout: share` is held out: a stable hash
 /// of (customer, workflow) below the share.
 pub fn held_out(share: f64, customer: &str, workflow: &str) -> bool {
-    crate::ids::unit_hash(&[customer, workflow, "holdout"]) < share
+    crate::model::ids::unit_hash(&[customer, workflow, "holdout"]) < share
 }
 
 #[derive(Debug)]

@@ -66,24 +66,12 @@ pub struct WorkflowFile {
     pub tests: Option<yaml_serde::Value>,
 }
 
+/// A workflow's class and delivery mode are the store's vocabulary too (a delivery row
+/// carries them); the YAML reads them from there.
+pub use crate::model::states::{DeliveryMode, MailClass};
+
 fn default_true() -> bool {
     true
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MailClass {
-    #[default]
-    Marketing,
-    Transactional,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryMode {
-    #[default]
-    AtLeastOnce,
-    AtMostOnce,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::customer::Customer;
+use crate::model::customer::Customer;
 use crate::source::SourceFile;
 use crate::source::diagnostic::Diagnostic;
 use crate::source::yaml::{Document, Route};

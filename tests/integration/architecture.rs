@@ -292,6 +292,44 @@ fn modules_depend_on_each_other_one_way() {
     }
 }
 
+/// The floors of `src/`, lowest first (ARCHITECTURE.md draws them): a module may use
+/// only the floors below its own, so a line of code knows what it may touch.
+const FLOORS: &[&[&str]] = &[
+    &["source", "time", "progress"],
+    &["model"],
+    &["config", "robots", "stats"],
+    &["workflow", "import"],
+    &["store"],
+    &["unsubscribe"],
+    &["links"],
+    &["engine"],
+    &["delivery"],
+    &["pass"],
+    &["rehearsal", "analysis"],
+    &["daemon"],
+    &["cli"],
+];
+
+#[test]
+fn no_module_uses_a_floor_above_its_own() {
+    let floor = |m: &str| FLOORS.iter().position(|f| f.contains(&m));
+    let src = crate::common::repo_root().join("src");
+    let mut up = Vec::new();
+    for (from, to) in module_edges(&src) {
+        if from.len() != 1 {
+            continue; // within one module: the circle check above
+        }
+        let at = floor(&from[0]).unwrap_or_else(|| panic!("`{}` has no floor in FLOORS", from[0]));
+        for to in to {
+            let there = floor(&to[0]).unwrap_or_else(|| panic!("`{}` has no floor", to[0]));
+            if there >= at {
+                up.push(format!("{} -> {}", from[0], to[0]));
+            }
+        }
+    }
+    assert!(up.is_empty(), "edges that do not go down: {up:?}");
+}
+
 /// No module in `src/` takes every name of another with a glob (`use super::*`, a parent's
 /// `use child::*`): each edge is then written where it starts, and the reader above sees it.
 #[test]

@@ -6,12 +6,13 @@
 use std::collections::BTreeSet;
 
 use chrono::Utc;
-use tidings::customer::{CUSTOMER_FIELDS, Customer};
 use tidings::import::CustomerRow;
+use tidings::model::customer::{CUSTOMER_FIELDS, Customer};
+use tidings::model::filter::ColumnFilter as SqlFilter;
 use tidings::store::Store;
 use tidings::store::customer_rows::CustomerFilter;
 use tidings::store::customer_rows::customers_page;
-use tidings::workflow::expr::pushdown::SqlFilter;
+use tidings::workflow::expr::pushdown::pushed;
 use tidings::workflow::expr::{EvalInput, ExprEngine, Vars};
 
 use crate::common::Rng;
@@ -169,21 +170,19 @@ fn pushed_down_and_in_memory_audiences_agree() {
                 let Ok(expr) = engine.compile(&text, vars) else {
                     continue;
                 };
-                let filter = SqlFilter::of(&text);
+                let filter = pushed(&text);
                 let kept = all_pages(&store, &filter).await;
                 let everyone = decided(&engine, &expr, &stored);
                 let after_pushdown = decided(&engine, &expr, &kept);
                 assert_eq!(
-                    after_pushdown,
-                    everyone,
-                    "{}: seed {seed}, case {case}: `{text}` pushed as `{}`",
-                    b.label,
-                    filter.clause(1).0
+                    after_pushdown, everyone,
+                    "{}: seed {seed}, case {case}: `{text}` pushed as `{:?}`",
+                    b.label, filter.conditions
                 );
                 if !filter.is_empty() {
                     pushed_any += 1;
                     // Everything before `&&`s, all pushed: the database decides alone.
-                    let whole = SqlFilter::of(&text).clause(1).0.matches(" AND ").count();
+                    let whole = pushed(&text).conditions.len();
                     if whole == text.split(" && ").count()
                         && !text.contains("||")
                         && !text.starts_with('!')

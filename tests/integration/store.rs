@@ -1315,7 +1315,7 @@ fn a_page_of_customers_reads_back_every_field_exactly() {
                 written.push(c);
             }
             let filter = journeys::CustomerFilter::All;
-            let everyone = tidings::workflow::expr::pushdown::SqlFilter::default();
+            let everyone = tidings::model::filter::ColumnFilter::default();
             let page = journeys::customers_page(&mut conn, "", 10, &filter, &everyone)
                 .await
                 .unwrap();

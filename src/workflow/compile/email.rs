@@ -3,7 +3,7 @@
 //! sample customer so that a mistake fails `validate`, not a send.
 
 use super::{Compiler, FileCtx};
-use crate::customer::{Customer, Event};
+use crate::model::customer::{Customer, Event};
 use crate::source::SourceFile;
 use crate::source::diagnostic::Diagnostic;
 use crate::source::yaml::{Document, Route};

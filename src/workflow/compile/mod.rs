@@ -368,7 +368,7 @@ impl Compiler {
                 self.error("unknown-step", message, span, help);
             }
         }
-        let mut known: Vec<&str> = crate::customer::RAISED_EVENTS.to_vec();
+        let mut known: Vec<&str> = crate::model::customer::RAISED_EVENTS.to_vec();
         for wf in workflows {
             if let Trigger::Event { name, .. } = &wf.trigger {
                 known.push(name);

@@ -2,7 +2,7 @@
 //! (the event that converts, how long after an email it counts, and its value).
 
 use super::Compiler;
-use crate::customer::{Customer, Event};
+use crate::model::customer::{Customer, Event};
 use crate::source::diagnostic::Diagnostic;
 use crate::source::yaml::{Document, Route};
 use crate::workflow::expr::{EvalInput, Expr, Vars};

@@ -3,7 +3,7 @@
 //! it is written.
 
 use super::Compiler;
-use crate::customer::DATE_FIELDS;
+use crate::model::customer::DATE_FIELDS;
 use crate::source::diagnostic::Diagnostic;
 use crate::source::yaml::{Document, Route};
 use crate::time::cron::CronSchedule;
@@ -44,7 +44,7 @@ impl Compiler {
         if let Some(stage) = &t.stage_entered {
             // Whether the stage exists is checked once `stages.yaml` is read.
             return Some(Trigger::Event {
-                name: crate::customer::STAGE_ENTERED.to_string(),
+                name: crate::model::customer::STAGE_ENTERED.to_string(),
                 to_stage: Some(crate::workflow::plan::StageRef {
                     name: stage.clone(),
                     span: doc.value_span(&route.key("stage_entered")),

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{EvalError, EvalInput, Expr, ExprEngine, Vars};
-use crate::customer::{Customer, Enrollment, Event};
+use crate::model::customer::{Customer, Enrollment, Event};
 use crate::source::diagnostic::Diagnostic;
 use crate::source::yaml::{Document, Route};
 

@@ -2,7 +2,7 @@
 //! (faster than a map per row), and the helpers (`days_since`, `has_tag`, `event_count`…).
 
 use super::{EventHistory, state_now};
-use crate::customer::{Customer, Enrollment, Event};
+use crate::model::customer::{Customer, Enrollment, Event};
 use crate::workflow::expr::STATE;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use rhai::{Dynamic, Engine};

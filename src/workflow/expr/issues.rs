@@ -2,7 +2,7 @@
 //! unknown name or field with the closest match, and what to write instead.
 
 use super::{EvalError, ExprIssue, Vars};
-use crate::customer::{CUSTOMER_FIELDS, ENROLLMENT_FIELDS, EVENT_FIELDS};
+use crate::model::customer::{CUSTOMER_FIELDS, ENROLLMENT_FIELDS, EVENT_FIELDS};
 use rhai::{AST, ASTNode, EvalAltResult, Expr as RExpr, ImmutableString, Position};
 use std::time::Duration;
 

@@ -9,29 +9,7 @@
 //! could fail with an error the operator must see) in Rhai either. An audience with `||`
 //! or any other operator that binds more loosely than `&&` pushes nothing.
 
-/// A value bound into the clause.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SqlValue {
-    Int(i64),
-    Float(f64),
-    Text(String),
-}
-
-/// `column OP $n`, as SQL.
-#[derive(Debug, Clone, PartialEq)]
-struct Condition {
-    column: &'static str,
-    op: &'static str,
-    value: SqlValue,
-    /// Whether the column may be NULL (Rhai sees `()`, which equals no literal).
-    nullable: bool,
-}
-
-/// The conditions an audience pushes into the customers query (none: every customer).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SqlFilter {
-    conditions: Vec<Condition>,
-}
+use crate::model::filter::{ColumnFilter, Comparison, Condition, FilterValue as SqlValue};
 
 /// What a stored customer column is to Rhai.
 #[derive(Clone, Copy, PartialEq)]
@@ -210,134 +188,60 @@ fn condition(tokens: &[Token]) -> Option<Condition> {
         ),
         _ => return None,
     };
-    let ((name, kind), op) = (field, if op == "!=" { "<>" } else { op });
+    let ((name, kind), op) = (
+        field,
+        match op {
+            "==" => Comparison::Eq,
+            "!=" => Comparison::Ne,
+            "<" => Comparison::Lt,
+            "<=" => Comparison::Le,
+            ">" => Comparison::Gt,
+            _ => Comparison::Ge,
+        },
+    );
     let (value, nullable) = match (kind, value) {
         (Kind::Int, v @ (SqlValue::Int(_) | SqlValue::Float(_))) => (v, false),
         (Kind::Float, SqlValue::Int(n)) => (SqlValue::Float(n as f64), false),
         (Kind::Float, v @ SqlValue::Float(_)) => (v, false),
-        (Kind::Text { nullable }, v @ SqlValue::Text(_)) if matches!(op, "=" | "==" | "<>") => {
+        (Kind::Text { nullable }, v @ SqlValue::Text(_))
+            if matches!(op, Comparison::Eq | Comparison::Ne) =>
+        {
             (v, nullable)
         }
         _ => return None,
     };
     Some(Condition {
         column: name,
-        op: if op == "==" { "=" } else { op },
+        op,
         value,
         nullable,
     })
 }
 
-impl SqlFilter {
-    /// The leading run of pushable conditions of an audience (see the module's comment).
-    pub fn of(audience: &str) -> Self {
-        let Some(tokens) = tokens(audience) else {
-            return Self::default();
-        };
-        let mut depth = 0i32;
-        let mut parts: Vec<&[Token]> = Vec::new();
-        let mut start = 0;
-        for (i, t) in tokens.iter().enumerate() {
-            match t {
-                Token::Op("(" | "[" | "{") => depth += 1,
-                Token::Op(")" | "]" | "}") => depth -= 1,
-                Token::Op("&&") if depth == 0 => {
-                    parts.push(&tokens[start..i]);
-                    start = i + 1;
-                    continue;
-                }
-                _ => {}
+/// The leading run of pushable conditions of an audience (see the module's comment).
+pub fn pushed(audience: &str) -> ColumnFilter {
+    let Some(tokens) = tokens(audience) else {
+        return ColumnFilter::default();
+    };
+    let mut depth = 0i32;
+    let mut parts: Vec<&[Token]> = Vec::new();
+    let mut start = 0;
+    for (i, t) in tokens.iter().enumerate() {
+        match t {
+            Token::Op("(" | "[" | "{") => depth += 1,
+            Token::Op(")" | "]" | "}") => depth -= 1,
+            Token::Op("&&") if depth == 0 => {
+                parts.push(&tokens[start..i]);
+                start = i + 1;
+                continue;
             }
-            if depth == 0 && !tight(t) {
-                return Self::default();
-            }
+            _ => {}
         }
-        parts.push(&tokens[start..]);
-        let conditions = parts.into_iter().map_while(condition).collect();
-        Self { conditions }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.conditions.is_empty()
-    }
-
-    /// ` AND ...` for a `WHERE` clause whose bound values start at `$first`, and the values.
-    pub fn clause(&self, first: usize) -> (String, Vec<SqlValue>) {
-        let mut sql = String::new();
-        let mut values = Vec::new();
-        for (i, c) in self.conditions.iter().enumerate() {
-            let mark = format!("${}", first + i);
-            // Rhai's `!=` holds for a missing value (`()` equals no literal); SQL's `<>`
-            // is NULL there.
-            if c.op == "<>" && c.nullable {
-                sql.push_str(&format!(
-                    " AND ({col} IS NULL OR {col} <> {mark})",
-                    col = c.column
-                ));
-            } else {
-                sql.push_str(&format!(" AND {} {} {mark}", c.column, c.op));
-            }
-            values.push(c.value.clone());
+        if depth == 0 && !tight(t) {
+            return ColumnFilter::default();
         }
-        (sql, values)
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn clause(audience: &str) -> String {
-        SqlFilter::of(audience).clause(3).0
-    }
-
-    /// What is pushed and what is not, by shape.
-    #[test]
-    fn only_a_leading_run_of_simple_comparisons_is_pushed() {
-        assert_eq!(
-            clause("customer.orders_count >= 3 && customer.locale == \"en-GB\""),
-            " AND orders_count >= $3 AND locale = $4"
-        );
-        assert_eq!(
-            clause("1 < customer.orders_count"),
-            " AND orders_count > $3"
-        );
-        assert_eq!(
-            clause("customer.first_name != \"Ada\""),
-            " AND (first_name IS NULL OR first_name <> $3)"
-        );
-        assert_eq!(
-            clause(
-                "customer.total_spent > -5 && has_tag(customer, \"vip\") && customer.orders_count > 1"
-            ),
-            " AND total_spent > $3",
-            "only the leading run"
-        );
-        for nothing in [
-            "customer.orders_count > 1 || customer.orders_count == 0",
-            "has_tag(customer, \"vip\") && customer.orders_count > 1",
-            "customer.first_name < \"M\"",
-            "customer.orders_count == \"3\"",
-            "customer.orders_count + 1 > 3",
-            "customer.email == \"a\\\"b\"",
-            "!customer.orders_count > 1",
-            "customer.orders_count > 0x10",
-        ] {
-            assert_eq!(clause(nothing), "", "{nothing}");
-        }
-        assert_eq!(
-            SqlFilter::of("(customer.orders_count > 1 || x) && customer.orders_count > 2")
-                .clause(1)
-                .0,
-            "",
-            "a parenthesised first condition is not a comparison"
-        );
-        assert_eq!(
-            SqlFilter::of("customer.orders_count > 2 && (customer.orders_count > 1 || true)")
-                .clause(1)
-                .0,
-            " AND orders_count > $1",
-            "`||` inside parentheses binds only there"
-        );
-    }
+    parts.push(&tokens[start..]);
+    let conditions = parts.into_iter().map_while(condition).collect();
+    ColumnFilter { conditions }
 }

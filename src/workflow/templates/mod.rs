@@ -303,7 +303,7 @@ impl Templates {
 
 /// The names every template may use, and the fields each object has.
 fn known_fields(root: &str, scope: TemplateScope) -> Option<&'static [&'static str]> {
-    use crate::customer::{COUPON_FIELDS, CUSTOMER_FIELDS, EVENT_FIELDS, WORKFLOW_FIELDS};
+    use crate::model::customer::{COUPON_FIELDS, CUSTOMER_FIELDS, EVENT_FIELDS, WORKFLOW_FIELDS};
     match root {
         "customer" => Some(CUSTOMER_FIELDS),
         "event" if scope.event => Some(EVENT_FIELDS),

@@ -5,8 +5,16 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::StoreError;
-use crate::workflow::raw::{DeliveryMode, MailClass};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// A column held text that names no state: the store reports it as corrupt.
+#[derive(Debug, Error)]
+#[error("`{text}` is not a {kind}")]
+pub struct UnknownState {
+    pub text: String,
+    pub kind: &'static str,
+}
 
 /// The text of each variant, and the parse back from the column.
 macro_rules! column_text {
@@ -20,15 +28,15 @@ macro_rules! column_text {
         }
 
         impl FromStr for $name {
-            type Err = StoreError;
+            type Err = UnknownState;
 
-            fn from_str(s: &str) -> Result<Self, StoreError> {
+            fn from_str(s: &str) -> Result<Self, UnknownState> {
                 match s {
                     $($text => Ok(Self::$variant),)+
-                    other => Err(StoreError::Corrupt(format!(
-                        "`{other}` is not a {}",
-                        stringify!($name)
-                    ))),
+                    other => Err(UnknownState {
+                        text: other.to_string(),
+                        kind: stringify!($name),
+                    }),
                 }
             }
         }
@@ -45,6 +53,22 @@ macro_rules! column_text {
             }
         }
     };
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MailClass {
+    #[default]
+    Marketing,
+    Transactional,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    #[default]
+    AtLeastOnce,
+    AtMostOnce,
 }
 
 /// Where a journey (an enrollment) stands.
