@@ -16,9 +16,12 @@
 //! - `pass`: one pass of the engine and the senders, for `run` and the daemon.
 //! - `rehearsal`: the same on a virtual clock over a scratch store (`simulate`, `plan`'s
 //!   forecast, `tidings test`).
-//! - `daemon`: the HTTP endpoints and their accept loop.
+//! - `analysis`: what the store's numbers mean — the verdict of an experiment, the counts
+//!   as a reader groups them, the report's page and charts.
+//! - `daemon`: the HTTP endpoints, their accept loop, and the daemon's life of passes.
 //! - `cli`: the commands a person or CI runs; `progress`: what a run shows while it runs.
 
+pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -1,6 +1,6 @@
 //! The command line: `args` holds the clap types and nothing else; each command has a file
 //! of its own; `shared` is what the commands share (opening the store, compiling the
-//! workflows, errors and their exit codes); `charts` draws the report's charts.
+//! workflows, errors and their exit codes).
 
 use std::process::ExitCode;
 
@@ -9,7 +9,6 @@ use clap::Parser;
 use args::{Cli, Command};
 
 pub mod args;
-pub mod charts;
 pub mod daemon;
 pub mod enroll;
 pub mod import;

@@ -39,6 +39,8 @@ pub enum CommandError {
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Key(#[from] crate::unsubscribe::KeyError),
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::life::DaemonError),
 }
 
 /// `1 email`, `2 emails`: a count with its noun, singular for one.

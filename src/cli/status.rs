@@ -6,30 +6,15 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::analysis::counts::{
+    EMAILS, JOURNEYS, emails, journey_label, journeys, order, stage_rows,
+};
 use crate::cli::args::StatusArgs;
 use crate::cli::shared::{CommandError, open_store};
 use crate::store::rates::{Rates, rates};
 use crate::store::results::{Arm, arms};
 use crate::store::status::{Counts, counts};
 use crate::workflow::compile::compile_project;
-
-pub(crate) const JOURNEYS: [&str; 5] = ["active", "completed", "converted", "exited", "failed"];
-
-/// How a journey state is shown: "converted" is the goal's word (`results`), so journeys
-/// that `exit_when` ended are shown as what they are.
-pub(crate) fn journey_label(state: &str) -> &str {
-    match state {
-        "converted" => "exit_when",
-        other => other,
-    }
-}
-pub(crate) const EMAILS: [(&str, &[&str]); 5] = [
-    ("sent", &["sent"]),
-    ("failed", &["failed"]),
-    ("suppressed", &["suppressed", "cancelled"]),
-    ("waiting", &["pending", "sending", "retrying"]),
-    ("unknown", &["unknown"]),
-];
 
 pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     let (runtime, project, store) = open_store(root)?;
@@ -69,57 +54,6 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Stages in the order of stages.yaml; workflows as deployed, then any the store
-/// remembers that are gone.
-pub(crate) fn order(plan: &crate::workflow::plan::Plan, c: &Counts) -> (Vec<String>, Vec<String>) {
-    let stage_order: Vec<String> = plan
-        .stages
-        .as_ref()
-        .map(|s| s.names().map(str::to_string).collect())
-        .unwrap_or_default();
-    let mut workflows: Vec<String> = plan.workflows.iter().map(|w| w.name.clone()).collect();
-    for name in c.journeys.keys().chain(c.emails.keys()) {
-        if !workflows.contains(name) {
-            workflows.push(name.clone());
-        }
-    }
-    (stage_order, workflows)
-}
-
-pub(crate) fn emails(c: &Counts, wf: &str, states: &[&str]) -> i64 {
-    c.emails.get(wf).map_or(0, |m| {
-        states.iter().map(|s| m.get(*s).copied().unwrap_or(0)).sum()
-    })
-}
-
-pub(crate) fn journeys(c: &Counts, wf: &str, state: &str) -> i64 {
-    c.journeys
-        .get(wf)
-        .and_then(|m| m.get(state))
-        .copied()
-        .unwrap_or(0)
-}
-
-pub(crate) fn stage_rows(c: &Counts, order: &[String]) -> Vec<(String, i64)> {
-    let mut rows: Vec<(String, i64)> = order
-        .iter()
-        .map(|s| {
-            (
-                s.clone(),
-                c.stages.get(&Some(s.clone())).copied().unwrap_or(0),
-            )
-        })
-        .collect();
-    for (stage, n) in &c.stages {
-        match stage {
-            Some(s) if !order.contains(s) => rows.push((s.clone(), *n)),
-            None if !order.is_empty() => rows.push(("(not placed yet)".into(), *n)),
-            _ => {}
-        }
-    }
-    rows
 }
 
 pub fn table(c: &Counts, order: &[String], workflows: &[String]) -> String {

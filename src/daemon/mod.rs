@@ -1,10 +1,11 @@
 //! The daemon's HTTP side: the endpoints (`api`: customers, events, bounce reports, the
 //! unsubscribe page, health, metrics) and the accept loop that keeps them answerable
-//! (`serve`). The loop of passes is the `daemon` command's (`cli::daemon`).
+//! (`serve`) — and its life (`life`): the passes, reloads and signals around them.
 
 pub mod api;
 mod clients;
 pub mod engagement;
+pub mod life;
 pub mod metrics;
 mod pages;
 pub mod preferences;

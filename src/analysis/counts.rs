@@ -1,0 +1,73 @@
+//! The counts `status` and the report show, grouped as a reader reads them: journeys by
+//! state, emails by what became of them, stages in the order of stages.yaml.
+
+use crate::store::status::Counts;
+
+pub const JOURNEYS: [&str; 5] = ["active", "completed", "converted", "exited", "failed"];
+
+/// How a journey state is shown: "converted" is the goal's word (`results`), so journeys
+/// that `exit_when` ended are shown as what they are.
+pub fn journey_label(state: &str) -> &str {
+    match state {
+        "converted" => "exit_when",
+        other => other,
+    }
+}
+pub const EMAILS: [(&str, &[&str]); 5] = [
+    ("sent", &["sent"]),
+    ("failed", &["failed"]),
+    ("suppressed", &["suppressed", "cancelled"]),
+    ("waiting", &["pending", "sending", "retrying"]),
+    ("unknown", &["unknown"]),
+];
+
+/// Stages in the order of stages.yaml; workflows as deployed, then any the store
+/// remembers that are gone.
+pub fn order(plan: &crate::workflow::plan::Plan, c: &Counts) -> (Vec<String>, Vec<String>) {
+    let stage_order: Vec<String> = plan
+        .stages
+        .as_ref()
+        .map(|s| s.names().map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut workflows: Vec<String> = plan.workflows.iter().map(|w| w.name.clone()).collect();
+    for name in c.journeys.keys().chain(c.emails.keys()) {
+        if !workflows.contains(name) {
+            workflows.push(name.clone());
+        }
+    }
+    (stage_order, workflows)
+}
+
+pub fn emails(c: &Counts, wf: &str, states: &[&str]) -> i64 {
+    c.emails.get(wf).map_or(0, |m| {
+        states.iter().map(|s| m.get(*s).copied().unwrap_or(0)).sum()
+    })
+}
+
+pub fn journeys(c: &Counts, wf: &str, state: &str) -> i64 {
+    c.journeys
+        .get(wf)
+        .and_then(|m| m.get(state))
+        .copied()
+        .unwrap_or(0)
+}
+
+pub fn stage_rows(c: &Counts, order: &[String]) -> Vec<(String, i64)> {
+    let mut rows: Vec<(String, i64)> = order
+        .iter()
+        .map(|s| {
+            (
+                s.clone(),
+                c.stages.get(&Some(s.clone())).copied().unwrap_or(0),
+            )
+        })
+        .collect();
+    for (stage, n) in &c.stages {
+        match stage {
+            Some(s) if !order.contains(s) => rows.push((s.clone(), *n)),
+            None if !order.is_empty() => rows.push(("(not placed yet)".into(), *n)),
+            _ => {}
+        }
+    }
+    rows
+}
