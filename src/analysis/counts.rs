@@ -1,24 +1,38 @@
 //! The counts `status` and the report show, grouped as a reader reads them: journeys by
 //! state, emails by what became of them, stages in the order of stages.yaml.
 
+use crate::model::states::{DeliveryState, JourneyState};
 use crate::store::status::Counts;
 
-pub const JOURNEYS: [&str; 5] = ["active", "completed", "converted", "exited", "failed"];
+/// A journey's states, in the order tables show them.
+pub const JOURNEYS: &[JourneyState] = JourneyState::ALL;
 
 /// How a journey state is shown: "converted" is the goal's word (`results`), so journeys
 /// that `exit_when` ended are shown as what they are.
-pub fn journey_label(state: &str) -> &str {
+pub fn journey_label(state: JourneyState) -> &'static str {
     match state {
-        "converted" => "exit_when",
-        other => other,
+        JourneyState::Converted => "exit_when",
+        other => other.as_str(),
     }
 }
-pub const EMAILS: [(&str, &[&str]); 5] = [
-    ("sent", &["sent"]),
-    ("failed", &["failed"]),
-    ("suppressed", &["suppressed", "cancelled"]),
-    ("waiting", &["pending", "sending", "retrying"]),
-    ("unknown", &["unknown"]),
+
+/// What became of emails, as a reader groups the outbox's states.
+pub const EMAILS: [(&str, &[DeliveryState]); 5] = [
+    ("sent", &[DeliveryState::Sent]),
+    ("failed", &[DeliveryState::Failed]),
+    (
+        "suppressed",
+        &[DeliveryState::Suppressed, DeliveryState::Cancelled],
+    ),
+    (
+        "waiting",
+        &[
+            DeliveryState::Pending,
+            DeliveryState::Sending,
+            DeliveryState::Retrying,
+        ],
+    ),
+    ("unknown", &[DeliveryState::Unknown]),
 ];
 
 /// Stages in the order of stages.yaml; workflows as deployed, then any the store
@@ -38,16 +52,19 @@ pub fn order(plan: &crate::workflow::plan::Plan, c: &Counts) -> (Vec<String>, Ve
     (stage_order, workflows)
 }
 
-pub fn emails(c: &Counts, wf: &str, states: &[&str]) -> i64 {
+pub fn emails(c: &Counts, wf: &str, states: &[DeliveryState]) -> i64 {
     c.emails.get(wf).map_or(0, |m| {
-        states.iter().map(|s| m.get(*s).copied().unwrap_or(0)).sum()
+        states
+            .iter()
+            .map(|s| m.get(s.as_str()).copied().unwrap_or(0))
+            .sum()
     })
 }
 
-pub fn journeys(c: &Counts, wf: &str, state: &str) -> i64 {
+pub fn journeys(c: &Counts, wf: &str, state: JourneyState) -> i64 {
     c.journeys
         .get(wf)
-        .and_then(|m| m.get(state))
+        .and_then(|m| m.get(state.as_str()))
         .copied()
         .unwrap_or(0)
 }

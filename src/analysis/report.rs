@@ -11,6 +11,7 @@ use crate::analysis::charts::{
     ChartError, Series, WIDTH, bars, interval_bars, percent_bars, stacked,
 };
 use crate::analysis::counts::{EMAILS, JOURNEYS, emails, journey_label, journeys, stage_rows};
+use crate::model::states::JourneyState;
 use crate::store::rates::{Rates, StepRates};
 use crate::store::report::History;
 use crate::store::status::Counts;
@@ -81,7 +82,7 @@ impl Page<'_> {
              step, and that left otherwise (exited or failed).</p>\n<div class=\"grid\">\n",
         );
         for wf in self.workflows {
-            let entered: i64 = JOURNEYS.iter().map(|s| journeys(self.counts, wf, s)).sum();
+            let entered: i64 = JOURNEYS.iter().map(|s| journeys(self.counts, wf, *s)).sum();
             let labels: Vec<String> = ["entered", "emailed", "exit_when", "completed", "exited"]
                 .iter()
                 .map(|s| s.to_string())
@@ -89,9 +90,10 @@ impl Page<'_> {
             let values = vec![
                 entered,
                 self.history.emailed.get(wf).copied().unwrap_or(0),
-                journeys(self.counts, wf, "converted"),
-                journeys(self.counts, wf, "completed"),
-                journeys(self.counts, wf, "exited") + journeys(self.counts, wf, "failed"),
+                journeys(self.counts, wf, JourneyState::Converted),
+                journeys(self.counts, wf, JourneyState::Completed),
+                journeys(self.counts, wf, JourneyState::Exited)
+                    + journeys(self.counts, wf, JourneyState::Failed),
             ];
             figure(
                 &mut out,
@@ -291,7 +293,7 @@ impl Page<'_> {
         out.push_str(
             "<h2>The numbers</h2>\n<div class=\"numbers\"><table><thead><tr><th>workflow</th>",
         );
-        for h in JOURNEYS {
+        for &h in JOURNEYS {
             let _ = write!(out, "<th>{}</th>", journey_label(h));
         }
         for (h, _) in EMAILS {
@@ -300,7 +302,7 @@ impl Page<'_> {
         out.push_str("</tr></thead><tbody>\n");
         for wf in self.workflows {
             let _ = write!(out, "<tr><td>{}</td>", escape_html(wf));
-            for h in JOURNEYS {
+            for &h in JOURNEYS {
                 let _ = write!(out, "<td>{}</td>", journeys(self.counts, wf, h));
             }
             for (_, states) in EMAILS {

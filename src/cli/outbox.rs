@@ -6,27 +6,23 @@ use std::process::ExitCode;
 
 use crate::cli::args::{OutboxAction, OutboxArgs};
 use crate::cli::shared::{CommandError, counted, open_store};
+use crate::model::states::DeliveryState;
 use crate::store::outbox::{self, Selection};
 
-const STATES: [&str; 9] = [
-    "pending",
-    "sending",
-    "sent",
-    "retrying",
-    "failed",
-    "suppressed",
-    "unknown",
-    "cancelled",
-    "skipped",
-];
-
 pub fn run(root: &Path, args: &OutboxArgs) -> Result<ExitCode, CommandError> {
-    if let Some(bad) = args.state.iter().find(|s| !STATES.contains(&s.as_str())) {
-        return Err(CommandError::Usage(format!(
-            "`{bad}` is not an outbox state; use one of {}",
-            STATES.join(", ")
-        )));
-    }
+    let states = args
+        .state
+        .iter()
+        .map(|s| s.parse::<DeliveryState>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|bad| {
+            let all: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+            CommandError::Usage(format!(
+                "`{}` is not an outbox state; use one of {}",
+                bad.text,
+                all.join(", ")
+            ))
+        })?;
     if args.action != OutboxAction::List && args.workflow.is_none() && args.customer.is_none() {
         return Err(CommandError::Usage(
             "name the emails to act on with --workflow or --customer (or both)".into(),
@@ -35,7 +31,7 @@ pub fn run(root: &Path, args: &OutboxArgs) -> Result<ExitCode, CommandError> {
     let selection = Selection {
         workflow: args.workflow.clone(),
         customer_id: args.customer.clone(),
-        states: args.state.clone(),
+        states,
     };
     let (runtime, _project, store) = open_store(root)?;
     let mut out = std::io::stdout().lock();
@@ -84,7 +80,7 @@ fn print_rows(
             .max(min)
     };
     let (ws, ww, wp) = (
-        width(|d| &d.state, 5),
+        width(|d| d.state.as_str(), 5),
         width(|d| &d.workflow, 8),
         width(|d| &d.step, 4),
     );

@@ -73,7 +73,7 @@ pub fn table(c: &Counts, order: &[String], workflows: &[String]) -> String {
         "", "journeys", "emails"
     );
     let _ = write!(out, "{:<width$}", "workflow");
-    for h in JOURNEYS {
+    for &h in JOURNEYS {
         let _ = write!(out, " {:>9}", journey_label(h));
     }
     let _ = write!(out, " │");
@@ -83,7 +83,7 @@ pub fn table(c: &Counts, order: &[String], workflows: &[String]) -> String {
     out.push('\n');
     for wf in workflows {
         let _ = write!(out, "{wf:<width$}");
-        for h in JOURNEYS {
+        for &h in JOURNEYS {
             let _ = write!(out, " {:>9}", journeys(c, wf, h));
         }
         let _ = write!(out, " │");
@@ -253,7 +253,7 @@ fn json(
         .map(|wf| {
             let journeys: serde_json::Map<String, serde_json::Value> = JOURNEYS
                 .iter()
-                .map(|h| (journey_label(h).to_string(), journeys(c, wf, h).into()))
+                .map(|&h| (journey_label(h).to_string(), journeys(c, wf, h).into()))
                 .collect();
             let emails: serde_json::Map<String, serde_json::Value> = EMAILS
                 .iter()

@@ -56,12 +56,8 @@ pub fn build_message(
             variant.clone(),
         ));
     }
-    let unsubscribe = d
-        .payload
-        .as_deref()
-        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-        .and_then(|v| v["unsubscribe_url"].as_str().map(str::to_string));
-    if d.mail_class() == crate::workflow::raw::MailClass::Marketing
+    let unsubscribe = d.payload.as_ref().and_then(|p| p.unsubscribe_url());
+    if d.class == crate::workflow::raw::MailClass::Marketing
         && let Some(url) = unsubscribe
     {
         builder = builder

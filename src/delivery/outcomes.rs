@@ -195,9 +195,7 @@ pub(super) fn tally(
                 ..write(DeliveryState::Failed, Some(e))
             }
         }
-        Outcome::Unknown(e)
-            if d.delivery_mode() == crate::workflow::raw::DeliveryMode::AtMostOnce =>
-        {
+        Outcome::Unknown(e) if d.mode == crate::workflow::raw::DeliveryMode::AtMostOnce => {
             report.unknown += 1;
             report.problems.push(format!(
                 "{what} may or may not have arrived (at_most_once: not sent again): {e}"

@@ -3,6 +3,7 @@
 //! and recorded nowhere: no outbox row, no journey, no frequency cap counted, no coupon
 //! reserved (its code is the preview's).
 
+use crate::model::states::{Channel, DeliveryMode, DeliveryState, MailClass};
 use chrono::Utc;
 use lettre::transport::smtp::extension::ClientId;
 
@@ -30,7 +31,7 @@ pub async fn send_proof(
     );
     let row = DeliveryRow {
         id: key.clone(),
-        channel: "email".into(),
+        channel: Channel::Email,
         workflow: workflow.to_string(),
         customer_id: String::new(),
         step: email.step.clone(),
@@ -40,13 +41,13 @@ pub async fn send_proof(
         text: email.text.clone(),
         coupon_code: None,
         message_id: crate::model::ids::message_id(&key, &options.from.to_string()),
-        state: "pending".into(),
+        state: DeliveryState::Pending,
         due_at: now,
-        class: "marketing".into(),
+        class: MailClass::Marketing,
         payload: None,
         attempts: 0,
         last_error: None,
-        mode: "at_most_once".into(),
+        mode: DeliveryMode::AtMostOnce,
         created_at: now,
         accepted_at: None,
         variant: None,

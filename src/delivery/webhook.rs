@@ -7,13 +7,13 @@
 //! when checked and to 127.0.0.1 when connecting cannot slip through), and redirects are
 //! not followed (a redirect to an internal address would bypass it).
 
+use crate::model::payload::Payload;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use serde::Deserialize;
 use thiserror::Error;
 
 use crate::config::{WebhookConfig, expand_env};
@@ -38,23 +38,6 @@ pub enum WebhookError {
 struct Refused {
     host: String,
     addresses: String,
-}
-
-/// What the engine stored for the call (see `Engine::webhook`).
-#[derive(Debug, Deserialize)]
-struct Call {
-    method: String,
-    url: String,
-    #[serde(default)]
-    headers: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    body: Option<serde_json::Value>,
-    #[serde(default = "default_timeout")]
-    timeout_s: i64,
-}
-
-fn default_timeout() -> i64 {
-    10
 }
 
 /// What one round of webhook calls did.
@@ -177,8 +160,8 @@ impl WebhookSender {
     }
 
     async fn call(&self, d: &DeliveryRow) -> Outcome {
-        let call: Call = match d.payload.as_deref().map(serde_json::from_str) {
-            Some(Ok(c)) => c,
+        let call = match &d.payload {
+            Some(Payload::Webhook(c)) => c,
             _ => return Outcome::Fail("the stored call is unreadable".into()),
         };
         let env = |name: &str| std::env::var(name).ok();

@@ -3,6 +3,7 @@
 
 use super::{Engine, EngineError, Rendered};
 use crate::model::customer::{Customer, Event};
+use crate::model::payload::{EmailExtras, Payload, WebhookCall};
 use crate::model::states::Channel;
 use crate::store::deliveries::NewDelivery;
 use crate::store::enrollments::EnrollmentRow;
@@ -247,7 +248,9 @@ impl Engine {
             subject: Some(subject),
             html: Some(composed.html),
             text: composed.text,
-            payload: Some(serde_json::json!({ "unsubscribe_url": unsubscribe }).to_string()),
+            payload: Some(Payload::Email(EmailExtras {
+                unsubscribe_url: unsubscribe,
+            })),
             coupon,
             message_id: crate::model::ids::message_id(&key, &self.config.email.from),
             due_at: at,
@@ -279,7 +282,13 @@ impl Engine {
             .as_ref()
             .map(|j| render_json(j, &ctx))
             .transpose()?;
-        let payload = serde_json::json!({ "method": hook.method, "url": hook.url, "headers": hook.headers, "body": body, "timeout_s": hook.timeout.num_seconds() });
+        let payload = Payload::Webhook(WebhookCall {
+            method: hook.method.clone(),
+            url: hook.url.clone(),
+            headers: hook.headers.clone(),
+            body,
+            timeout_s: hook.timeout.num_seconds(),
+        });
         Ok(NewDelivery {
             id: key.clone(),
             channel: Channel::Webhook,
@@ -293,7 +302,7 @@ impl Engine {
             subject: None,
             html: None,
             text: None,
-            payload: Some(payload.to_string()),
+            payload: Some(payload),
             coupon: None,
             message_id: crate::model::ids::message_id(&key, &self.config.email.from),
             due_at: at,

@@ -10,5 +10,6 @@ pub mod customer;
 pub mod filter;
 pub mod history;
 pub mod ids;
+pub mod payload;
 pub mod rendered;
 pub mod states;

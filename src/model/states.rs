@@ -20,6 +20,9 @@ pub struct UnknownState {
 macro_rules! column_text {
     ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         impl $name {
+            /// Every variant, in the order the enum lists them.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
             pub fn as_str(self) -> &'static str {
                 match self {
                     $(Self::$variant => $text),+
@@ -38,6 +41,13 @@ macro_rules! column_text {
                         kind: stringify!($name),
                     }),
                 }
+            }
+        }
+
+        /// A state compared with its column's text (as a test reads a row).
+        impl PartialEq<&str> for $name {
+            fn eq(&self, text: &&str) -> bool {
+                self.as_str() == *text
             }
         }
 

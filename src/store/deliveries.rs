@@ -2,6 +2,7 @@
 //! that moves the journey on; and the reads of what was sent.
 
 use super::{StoreError, from_millis};
+use crate::model::payload::Payload;
 use crate::model::states::{Channel, DeliveryState};
 use crate::model::states::{DeliveryMode, MailClass};
 use chrono::{DateTime, Utc};
@@ -24,7 +25,7 @@ pub struct NewDelivery {
     pub subject: Option<String>,
     pub html: Option<String>,
     pub text: Option<String>,
-    pub payload: Option<String>,
+    pub payload: Option<Payload>,
     pub coupon: Option<(String, DateTime<Utc>)>,
     pub message_id: String,
     pub due_at: DateTime<Utc>,
@@ -104,7 +105,7 @@ pub async fn insert_deliveries(
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryRow {
     pub id: String,
-    pub channel: String,
+    pub channel: Channel,
     pub workflow: String,
     pub customer_id: String,
     pub step: String,
@@ -114,40 +115,17 @@ pub struct DeliveryRow {
     pub text: Option<String>,
     pub coupon_code: Option<String>,
     pub message_id: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub due_at: DateTime<Utc>,
-    pub class: String,
-    pub payload: Option<String>,
+    pub class: MailClass,
+    pub payload: Option<Payload>,
     pub attempts: i64,
     pub last_error: Option<String>,
-    pub mode: String,
+    pub mode: DeliveryMode,
     pub created_at: DateTime<Utc>,
     /// See [`NewDelivery::accepted_at`].
     pub accepted_at: Option<DateTime<Utc>>,
     pub variant: Option<String>,
-}
-
-impl DeliveryRow {
-    /// The workflow's class as the row recorded it (an unreadable one counts as marketing,
-    /// to which every rule applies).
-    pub fn mail_class(&self) -> MailClass {
-        self.class.parse().unwrap_or(MailClass::Marketing)
-    }
-
-    /// The workflow's delivery mode as the row recorded it.
-    pub fn delivery_mode(&self) -> DeliveryMode {
-        self.mode.parse().unwrap_or(DeliveryMode::AtLeastOnce)
-    }
-
-    /// The row's channel.
-    pub fn kind(&self) -> Channel {
-        self.channel.parse().unwrap_or(Channel::Email)
-    }
-
-    /// The row's state (an unreadable one as `pending`).
-    pub fn delivery_state(&self) -> DeliveryState {
-        self.state.parse().unwrap_or(DeliveryState::Pending)
-    }
 }
 
 /// One email a test case sent.
@@ -241,9 +219,11 @@ pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, St
 pub(crate) fn delivery_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<DeliveryRow>, StoreError> {
     rows.iter()
         .map(|r| {
+            let channel: Channel = r.try_get::<String, _>("channel")?.parse()?;
+            let payload: Option<String> = r.try_get("payload")?;
             Ok(DeliveryRow {
                 id: r.try_get("id")?,
-                channel: r.try_get("channel")?,
+                channel,
                 workflow: r.try_get("workflow")?,
                 customer_id: r.try_get("customer_id")?,
                 step: r.try_get("step")?,
@@ -253,13 +233,13 @@ pub(crate) fn delivery_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<DeliveryRo
                 text: r.try_get("text")?,
                 coupon_code: r.try_get("coupon_code")?,
                 message_id: r.try_get("message_id")?,
-                state: r.try_get("state")?,
+                state: r.try_get::<String, _>("state")?.parse()?,
                 due_at: from_millis(Some(r.try_get("due_at")?)).unwrap_or_default(),
-                class: r.try_get("class")?,
-                payload: r.try_get("payload")?,
+                class: r.try_get::<String, _>("class")?.parse()?,
+                payload: payload.map(|p| Payload::from_json(channel, &p)),
                 attempts: r.try_get("attempts")?,
                 last_error: r.try_get("last_error")?,
-                mode: r.try_get("mode")?,
+                mode: r.try_get::<String, _>("mode")?.parse()?,
                 created_at: from_millis(Some(r.try_get("created_at")?)).unwrap_or_default(),
                 accepted_at: from_millis(r.try_get("accepted_at")?),
                 variant: r.try_get("variant")?,
@@ -300,7 +280,7 @@ pub(super) async fn insert_bodies(
         q.bind(d.id.clone())
             .bind(d.html.clone())
             .bind(d.text.clone())
-            .bind(d.payload.clone())
+            .bind(d.payload.as_ref().and_then(Payload::to_json))
     })
     .await?;
     Ok(())
@@ -330,7 +310,9 @@ pub(crate) async fn fill_bodies(
     }
     for row in rows {
         if let Some((html, text, payload)) = bodies.remove(&row.id) {
-            (row.html, row.text, row.payload) = (html, text, payload);
+            let payload: Option<String> = payload;
+            row.payload = payload.map(|p| Payload::from_json(row.channel, &p));
+            (row.html, row.text) = (html, text);
         }
     }
     Ok(())

@@ -220,7 +220,7 @@ pub async fn send_blockers(
     let suppressed = super::suppressions::suppressed_among(conn, &addresses).await?;
     let marketing: BTreeSet<&str> = rows
         .iter()
-        .filter(|d| d.mail_class() == MailClass::Marketing)
+        .filter(|d| d.class == MailClass::Marketing)
         .map(|d| d.customer_id.as_str())
         .collect();
     let marketing: Vec<&str> = marketing.into_iter().collect();
@@ -237,7 +237,7 @@ pub async fn send_blockers(
                 d.id.clone(),
                 format!("the address is suppressed ({reason})"),
             );
-        } else if d.mail_class() == MailClass::Marketing && unsubscribed.contains(&d.customer_id) {
+        } else if d.class == MailClass::Marketing && unsubscribed.contains(&d.customer_id) {
             blocked.insert(d.id.clone(), "the customer has unsubscribed".into());
         }
     }
@@ -249,7 +249,7 @@ pub async fn send_blockers(
 pub struct Selection {
     pub workflow: Option<String>,
     pub customer_id: Option<String>,
-    pub states: Vec<String>,
+    pub states: Vec<DeliveryState>,
 }
 
 impl Selection {
@@ -275,7 +275,7 @@ impl Selection {
             let marks: Vec<String> = self
                 .states
                 .iter()
-                .map(|s| mark(s.clone(), &mut values))
+                .map(|s| mark(s.as_str().to_string(), &mut values))
                 .collect();
             parts.push(format!("state IN ({})", marks.join(", ")));
         }

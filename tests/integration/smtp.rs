@@ -308,7 +308,7 @@ fn smtp_faults(mode: &str, start: fn(Box<crate::common::Script>) -> SmtpServer) 
             deliveries
                 .iter()
                 .filter(|d| d.workflow == workflow && d.recipient == to)
-                .map(|d| d.state.clone())
+                .map(|d| d.state.to_string())
                 .collect()
         };
         assert_eq!(

@@ -849,7 +849,7 @@ fn quiet_hours_and_the_frequency_cap() {
         let (deliveries, _) = outbox(&b);
         let got: Vec<(String, String, String)> = deliveries
             .iter()
-            .map(|d| (d.step.clone(), d.state.clone(), d.due_at.to_rfc3339()))
+            .map(|d| (d.step.clone(), d.state.to_string(), d.due_at.to_rfc3339()))
             .collect();
         let expected: Vec<(String, String, String)> = [
             ("sale", "skipped", "2026-06-02T01:00:00+00:00"),

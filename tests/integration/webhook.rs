@@ -46,7 +46,7 @@ fn webhook_states(b: &Backend) -> Vec<(String, String, i64, Option<String>)> {
         .0
         .into_iter()
         .filter(|d| d.channel == "webhook")
-        .map(|d| (d.customer_id, d.state, d.attempts, d.last_error))
+        .map(|d| (d.customer_id, d.state.to_string(), d.attempts, d.last_error))
         .collect()
 }
 
