@@ -66,13 +66,19 @@ impl Runner {
                 .map_err(PassError::Setting)?;
         let webhooks = WebhookSender::new(&project.config.webhooks).map_err(PassError::Client)?;
         Ok(Self {
-            engine: Engine::new(plan, store.clone(), project.config.clone()),
+            engine: Engine::new(plan, store.clone(), project.config.clone())
+                .with_meter(options.meter.clone()),
             store,
             transport,
             options,
             webhooks,
             _sender_lock: sender_lock,
         })
+    }
+
+    /// What this runner's engine and sender count.
+    pub fn meter(&self) -> &Arc<crate::progress::Meter> {
+        &self.options.meter
     }
 
     /// Takes back what a stopped sender left mid-send: once, when a sender starts.

@@ -1,14 +1,16 @@
-//! The progress line of long interactive commands (`run --once`, `import`, `simulate`): the
-//! work is counted where it happens, in process-wide atomic counters that cost one relaxed
-//! add, and a ticker thread redraws one line on stderr four times a second — only on a
-//! terminal, unless `--progress always` asks for it (then the last line is kept).
+//! What a run counts and shows while it runs. A [`Meter`] is made by whoever runs the work
+//! (a command, the daemon) and handed to the engine and the sender, which count where the
+//! work happens (one relaxed add); `/metrics` and the progress line read the same meter. The
+//! progress line of long interactive commands (`run --once`, `import`, `simulate`) is a
+//! ticker thread that redraws one line on stderr four times a second — only on a terminal,
+//! unless `--progress always` asks for it (then the last line is kept).
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Counts of the work done so far in this process.
+/// Counts of the work done so far by one run.
 #[derive(Debug)]
 pub struct Meter {
     /// Import rows read.
@@ -22,20 +24,27 @@ pub struct Meter {
     pub failed: AtomicU64,
     /// A rehearsal's virtual clock, in milliseconds since the epoch.
     pub clock: AtomicI64,
+    /// How long emails took from their event to the SMTP server.
+    pub handoff: Histogram,
 }
 
-pub static METER: Meter = Meter {
-    rows: AtomicU64::new(0),
-    enrolled: AtomicU64::new(0),
-    steps: AtomicU64::new(0),
-    queued: AtomicU64::new(0),
-    sent: AtomicU64::new(0),
-    retrying: AtomicU64::new(0),
-    failed: AtomicU64::new(0),
-    clock: AtomicI64::new(0),
-};
+impl Default for Meter {
+    fn default() -> Self {
+        Self {
+            rows: AtomicU64::new(0),
+            enrolled: AtomicU64::new(0),
+            steps: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            retrying: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            clock: AtomicI64::new(0),
+            handoff: Histogram::default(),
+        }
+    }
+}
 
-/// Upper bounds, in seconds, of the buckets of [`HANDOFF`].
+/// Upper bounds, in seconds, of the buckets of [`Meter::handoff`].
 pub const HANDOFF_BUCKETS: [f64; 10] = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
 
 /// A histogram of how long emails took from the moment their event was accepted to the
@@ -50,11 +59,15 @@ pub struct Histogram {
     sum_micros: AtomicU64,
 }
 
-pub static HANDOFF: Histogram = Histogram {
-    buckets: [const { AtomicU64::new(0) }; 10],
-    over: AtomicU64::new(0),
-    sum_micros: AtomicU64::new(0),
-};
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: [const { AtomicU64::new(0) }; 10],
+            over: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
 
 impl Histogram {
     pub fn observe(&self, seconds: f64) {
@@ -85,12 +98,12 @@ impl Histogram {
     }
 }
 
-/// Adds one to a counter of [`METER`].
+/// Adds one to a counter of a [`Meter`].
 pub fn count(counter: &AtomicU64) {
     add(counter, 1);
 }
 
-/// Adds `n` to a counter of [`METER`].
+/// Adds `n` to a counter of a [`Meter`].
 pub fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
@@ -180,17 +193,21 @@ pub fn rate(n: u64, elapsed: Duration) -> u64 {
 }
 
 /// The line of a pass: the engine's work and the sender's.
-pub fn pass_line(elapsed: Duration) -> String {
-    let sent = get(&METER.sent);
+pub fn pass_line(meter: Arc<Meter>) -> Box<Render> {
+    Box::new(move |elapsed| pass_text(&meter, elapsed))
+}
+
+fn pass_text(meter: &Meter, elapsed: Duration) -> String {
+    let sent = get(&meter.sent);
     format!(
         "{:>5.1}s  {} enrolled · {} steps · {} emails queued · {} sent ({}/s) · {} to retry · {} failed",
         elapsed.as_secs_f64(),
-        get(&METER.enrolled),
-        get(&METER.steps),
-        get(&METER.queued),
+        get(&meter.enrolled),
+        get(&meter.steps),
+        get(&meter.queued),
         sent,
         rate(sent, elapsed),
-        get(&METER.retrying),
-        get(&METER.failed),
+        get(&meter.retrying),
+        get(&meter.failed),
     )
 }

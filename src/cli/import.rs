@@ -10,7 +10,7 @@ use chrono::Utc;
 use crate::cli::args::{EventArgs, ImportArgs, ImportFormat, ImportKind};
 use crate::cli::shared::{CommandError, open_store};
 use crate::import::{self, FileFormat, RowError};
-use crate::progress::{METER, Progress, ProgressMode, count, get, rate};
+use crate::progress::{Meter, Progress, ProgressMode, count, get, rate};
 use crate::store::ImportReport;
 
 /// Bad rows listed before the rest are summed up.
@@ -37,10 +37,12 @@ pub fn run(
         None => FileFormat::of(&args.file),
     };
     let (runtime, _project, store) = open_store(root)?;
+    let meter = std::sync::Arc::new(Meter::default());
+    let shown = meter.clone();
     let line = Progress::start(
         progress,
-        Box::new(|elapsed| {
-            let rows = get(&METER.rows);
+        Box::new(move |elapsed| {
+            let rows = get(&shown.rows);
             format!(
                 "{:>5.1}s  {rows} rows read ({}/s)",
                 elapsed.as_secs_f64(),
@@ -52,14 +54,14 @@ pub fn run(
         ImportKind::Customers => (
             "customer",
             runtime.block_on(store.import_customers(
-                import::customers(reader, format).inspect(|_| count(&METER.rows)),
+                import::customers(reader, format).inspect(|_| count(&meter.rows)),
                 args.skip_invalid,
             )),
         ),
         ImportKind::Events => (
             "event",
             runtime.block_on(store.record_events(
-                import::events(reader, format, Utc::now()).inspect(|_| count(&METER.rows)),
+                import::events(reader, format, Utc::now()).inspect(|_| count(&meter.rows)),
                 args.skip_invalid,
             )),
         ),

@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use crate::cli::args::SimulateArgs;
 use crate::cli::shared::{CommandError, compile_or_report, open_store};
 use crate::delivery::Transport;
-use crate::progress::{METER, Progress, ProgressMode, get};
+use crate::progress::{Meter, Progress, ProgressMode, get};
 use crate::rehearsal::simulate::{DaySends, Rehearsal, rehearse};
 
 pub fn run(
@@ -44,7 +44,8 @@ pub fn run(
         Some(dir) => Transport::Folder(dir.clone()),
         None => Transport::Discard,
     };
-    let line = Progress::start(progress, clock_line(from, to));
+    let meter = Arc::new(Meter::default());
+    let line = Progress::start(progress, clock_line(meter.clone(), from, to));
     let rehearsal = runtime.block_on(rehearse(
         &store,
         Arc::new(plan),
@@ -52,6 +53,7 @@ pub fn run(
         from,
         to,
         &transport,
+        meter,
     ));
     line.finish();
     let rehearsal = rehearsal.map_err(|e| {
@@ -81,10 +83,14 @@ pub fn run(
 }
 
 /// The progress line: the virtual clock, how far through the window, and what it did.
-fn clock_line(from: DateTime<Utc>, to: DateTime<Utc>) -> Box<crate::progress::Render> {
+fn clock_line(
+    meter: Arc<Meter>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Box<crate::progress::Render> {
     let window = (to - from).num_milliseconds().max(1);
     Box::new(move |elapsed| {
-        let at = METER.clock.load(std::sync::atomic::Ordering::Relaxed);
+        let at = meter.clock.load(std::sync::atomic::Ordering::Relaxed);
         let done = (at - from.timestamp_millis()).clamp(0, window);
         format!(
             "{:>5.1}s  virtual clock {} ({}%) · {} enrolled · {} emails",
@@ -93,8 +99,8 @@ fn clock_line(from: DateTime<Utc>, to: DateTime<Utc>) -> Box<crate::progress::Re
                 .unwrap_or(from)
                 .format("%Y-%m-%d %H:%M"),
             done * 100 / window,
-            get(&METER.enrolled),
-            get(&METER.queued),
+            get(&meter.enrolled),
+            get(&meter.queued),
         )
     })
 }

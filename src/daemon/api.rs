@@ -39,6 +39,8 @@ pub struct Api {
     pub health: std::sync::RwLock<Health>,
     /// What the passes did, for `/metrics`.
     pub passes: std::sync::Mutex<PassMetrics>,
+    /// What the engine and the sender count as they work (the hand-off histogram).
+    pub meter: Arc<crate::progress::Meter>,
     /// Rung when events arrive, so that the daemon runs a pass at once.
     pub wake: Arc<tokio::sync::Notify>,
     /// How clicks, opens and answers are told apart from machines and what is kept.

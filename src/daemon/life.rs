@@ -87,6 +87,7 @@ pub async fn serve_and_pass(
             reload_error: None,
         }),
         passes: std::sync::Mutex::new(PassMetrics::default()),
+        meter: runner.meter().clone(),
         wake: Arc::new(tokio::sync::Notify::new()),
         tracking: crate::daemon::engagement::Tracking {
             machine_window: crate::config::Settings::of(&project.config).machine_window,
@@ -306,7 +307,8 @@ fn reload(project: &Project, runner: &mut Runner, store: &Store, api: &Api) {
         Arc::new(compiled.plan),
         store.clone(),
         project.config.clone(),
-    );
+    )
+    .with_meter(runner.meter().clone());
     health.workflows = names(runner);
     health.reload_error = None;
     tracing::info!(workflows = health.workflows.len(), "reloaded the workflows");

@@ -110,7 +110,7 @@ pub async fn metrics(State(api): State<Arc<Api>>) -> Response {
     let mut out = store_gauges(&c);
     out.push_str(&engagement_gauges(&r));
     out.push_str(&experiment_gauges(&x));
-    out.push_str(&pass_counters(&p));
+    out.push_str(&pass_counters(&p, &api.meter));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -175,7 +175,7 @@ fn store_gauges(c: &crate::store::status::Counts) -> String {
 }
 
 /// What this process's passes did.
-fn pass_counters(p: &PassMetrics) -> String {
+fn pass_counters(p: &PassMetrics, meter: &crate::progress::Meter) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     for (name, help, value) in [
@@ -212,7 +212,7 @@ fn pass_counters(p: &PassMetrics) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
-    let (buckets, count, sum) = crate::progress::HANDOFF.snapshot();
+    let (buckets, count, sum) = meter.handoff.snapshot();
     let name = "tidings_event_to_handoff_seconds";
     let _ = writeln!(
         out,

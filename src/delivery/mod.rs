@@ -187,6 +187,8 @@ pub struct DispatchOptions {
     pub dkim: Option<Arc<DkimConfig>>,
     /// What an email's `Date` says.
     pub dates: MessageDates,
+    /// What the sender did, for the progress line and `/metrics` (shared with the engine).
+    pub meter: Arc<crate::progress::Meter>,
 }
 
 /// What an email's `Date` header says.
@@ -227,6 +229,7 @@ impl DispatchOptions {
             give_up_after,
             sole_sender,
             dates: MessageDates::WhenSent,
+            meter: Arc::default(),
         })
     }
 }

@@ -135,7 +135,8 @@ pub(super) fn tally(
     options: &DispatchOptions,
     report: &mut DispatchReport,
 ) -> Write {
-    use crate::progress::{METER, count};
+    use crate::progress::count;
+    let meter = &options.meter;
     let what = format!(
         "email `{}` step `{}` to {}",
         d.workflow, d.step, d.recipient
@@ -149,13 +150,13 @@ pub(super) fn tally(
     let retry = |error: String, report: &mut DispatchReport| {
         if now - d.created_at >= options.give_up_after {
             report.failed += 1;
-            count(&METER.failed);
+            count(&meter.failed);
             let e = format!("gave up after {}: {error}", attempts(d.attempts + 1));
             report.problems.push(format!("{what} failed: {e}"));
             write(DeliveryState::Failed, Some(e))
         } else {
             report.retrying += 1;
-            count(&METER.retrying);
+            count(&meter.retrying);
             report.retry(&what, &error);
             Write {
                 retry_at: Some(now + backoff(&d.id, d.attempts, TimeDelta::minutes(1))),
@@ -166,17 +167,19 @@ pub(super) fn tally(
     match outcome {
         Outcome::Sent => {
             report.sent += 1;
-            count(&METER.sent);
+            count(&meter.sent);
             // On the wall clock only: a rehearsal's virtual sends measure nothing.
             if let (Some(accepted), MessageDates::WhenSent) = (d.accepted_at, options.dates) {
                 let took = Utc::now() - accepted;
-                crate::progress::HANDOFF.observe(took.num_microseconds().unwrap_or(0) as f64 / 1e6);
+                meter
+                    .handoff
+                    .observe(took.num_microseconds().unwrap_or(0) as f64 / 1e6);
             }
             write(DeliveryState::Sent, None)
         }
         Outcome::Failed(e) => {
             report.failed += 1;
-            count(&METER.failed);
+            count(&meter.failed);
             report.problems.push(format!("{what} failed: {e}"));
             write(DeliveryState::Failed, Some(e))
         }
@@ -186,7 +189,7 @@ pub(super) fn tally(
         }
         Outcome::Rejected(e) => {
             report.failed += 1;
-            count(&METER.failed);
+            count(&meter.failed);
             report
                 .problems
                 .push(format!("{what} failed, and the address is suppressed: {e}"));

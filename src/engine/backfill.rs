@@ -242,7 +242,7 @@ impl Engine {
             }
         }
         let mut report = PassReport::default();
-        enter(&mut tx, entries, &mut report).await?;
+        enter(&mut tx, entries, &mut report, &self.meter).await?;
         out.enrolled += report.enrolled;
         if dry_run {
             tx.rollback().await?;

@@ -75,6 +75,8 @@ pub struct Engine {
     recorded: std::sync::OnceLock<()>,
     /// Variants a test pins, by (customer, split): `tidings test` only.
     pins: std::collections::HashMap<(String, String), String>,
+    /// What this engine's passes did, for the progress line and `/metrics`.
+    meter: Arc<crate::progress::Meter>,
 }
 
 const BATCH: i64 = 500;
@@ -88,7 +90,14 @@ impl Engine {
             signer: std::sync::OnceLock::new(),
             recorded: std::sync::OnceLock::new(),
             pins: std::collections::HashMap::new(),
+            meter: Arc::default(),
         }
+    }
+
+    /// The same engine counting into `meter` (the one its sender and progress line share).
+    pub fn with_meter(mut self, meter: Arc<crate::progress::Meter>) -> Self {
+        self.meter = meter;
+        self
     }
 
     /// The same engine with customers' variants pinned (customer, split, variant), so a

@@ -120,7 +120,7 @@ impl Node<'_> {
 /// the pass's moment, from which the links in them stay valid: a step that fell due long
 /// ago (an old event, a missed fire time) is sent now, and its links must work when it
 /// arrives.
-pub(super) struct Outgoing(Vec<NewDelivery>, DateTime<Utc>);
+pub(super) struct Outgoing(Vec<NewDelivery>, DateTime<Utc>, Arc<crate::progress::Meter>);
 
 /// The suppression list as far as one batch of work needs it: read for a page or a group
 /// of customers in one query, and one address at a time for any other address.
@@ -168,7 +168,7 @@ impl Engine {
                 // The group's deliveries and journeys are written a few statements at a
                 // time, not two per journey: on SQLite each statement is a round trip to
                 // sqlx's worker thread, which cost more than the writing itself.
-                let mut outgoing = Outgoing(Vec::new(), now);
+                let mut outgoing = Outgoing(Vec::new(), now, self.meter.clone());
                 for row in group.iter_mut() {
                     let customer = customers.get_mut(&row.customer_id);
                     let out = &mut outgoing;
@@ -186,7 +186,7 @@ impl Engine {
             for row in group {
                 let mut journey = sqlx::Acquire::begin(&mut *tx).await?;
                 let customer = customers.get_mut(&row.customer_id);
-                let mut outgoing = Outgoing(Vec::new(), now);
+                let mut outgoing = Outgoing(Vec::new(), now, self.meter.clone());
                 let out = &mut outgoing;
                 self.advance(&mut journey, row, customer, &mut suppressions, out, report)
                     .await?;
@@ -268,7 +268,7 @@ impl Engine {
                 return Ok(());
             }
             report.steps += 1;
-            crate::progress::count(&crate::progress::METER.steps);
+            crate::progress::count(&self.meter.steps);
             let flow = self
                 .step(conn, &journey, &node, row, customer, &mut mail, report)
                 .await?;
@@ -645,7 +645,7 @@ impl Outgoing {
                 report.webhooks += 1;
             } else {
                 report.emails += 1;
-                crate::progress::count(&crate::progress::METER.queued);
+                crate::progress::count(&self.2.queued);
             }
         }
         Ok(())

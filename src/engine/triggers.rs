@@ -67,6 +67,7 @@ pub(super) async fn enter(
     conn: &mut sqlx::AnyConnection,
     entries: Vec<Entry>,
     report: &mut PassReport,
+    meter: &crate::progress::Meter,
 ) -> Result<(), StoreError> {
     let mut entering = Vec::new();
     for entry in entries {
@@ -80,7 +81,7 @@ pub(super) async fn enter(
     }
     let n = enrollments::insert_enrollments(conn, &entering).await?;
     report.enrolled += n;
-    crate::progress::add(&crate::progress::METER.enrolled, n);
+    crate::progress::add(&meter.enrolled, n);
     Ok(())
 }
 
@@ -190,7 +191,7 @@ impl Engine {
                     stored.event.at,
                 )
                 .await?;
-            enter(&mut tx, vec![entry], report).await?;
+            enter(&mut tx, vec![entry], report, &self.meter).await?;
         }
         if resumes {
             let (name, at) = (&stored.event.name, stored.event.at);
@@ -497,7 +498,7 @@ impl Engine {
                         .await?,
                 );
             }
-            enter(&mut tx, entries, report).await?;
+            enter(&mut tx, entries, report, &self.meter).await?;
             tx.commit().await?;
         }
     }

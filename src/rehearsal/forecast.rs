@@ -187,6 +187,7 @@ pub async fn forecast(
         now,
         now + WEEK,
         &Transport::Discard,
+        Default::default(),
     )
     .await?;
     let mut lines = Vec::new();

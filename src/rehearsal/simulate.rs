@@ -99,6 +99,7 @@ pub async fn rehearse(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     transport: &Transport,
+    meter: Arc<crate::progress::Meter>,
 ) -> Result<Rehearsal, SimulateError> {
     let scratch_dir = TempDir::new("simulate").map_err(|source| SimulateError::Scratch {
         path: std::env::temp_dir().display().to_string(),
@@ -115,7 +116,8 @@ pub async fn rehearse(
         .map(|(_, per)| per)
         .unwrap_or_default();
     let copied = copy_for_rehearsal(source, &scratch, from, from - cap_window).await?;
-    let engine = Engine::new(plan.clone(), scratch.clone(), config.clone());
+    let engine =
+        Engine::new(plan.clone(), scratch.clone(), config.clone()).with_meter(meter.clone());
     // Rehearsal mail never leaves, so it is not signed and needs no key.
     let email = crate::config::EmailConfig {
         dkim: None,
@@ -124,13 +126,14 @@ pub async fn rehearse(
     let mut options =
         DispatchOptions::from_config(&email, &settings, std::path::Path::new("."), true)?;
     options.dates = crate::delivery::MessageDates::PassMoment;
+    options.meter = meter.clone();
     // The copy may hold emails the real sender had in flight.
     recover_interrupted(&scratch, &options).await?;
     let clock = VirtualClock::new(from);
     let (mut passes, mut written) = (0, 0);
     loop {
         let now = clock.now();
-        crate::progress::METER
+        meter
             .clock
             .store(now.timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
         engine.run_once(now).await?;
