@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::model::customer::{CUSTOMER_FIELDS, Customer};
+use crate::model::customer::{Customer, FieldKind, NewValue, field};
 use crate::model::history::EventHistory;
 use crate::store::{Store, StoreError};
 use crate::time::zones::zone_named;
@@ -202,43 +202,51 @@ impl Engine {
     }
 }
 
-/// Applies `set` values: fixed columns by name, everything else to `attributes`.
+/// Applies `set` values: fixed fields by name (as [`FIELDS`] describes them), everything
+/// else to `attributes`. A value of the wrong shape leaves a number or the tags as they were
+/// and empties the others.
 fn apply_set(c: &mut Customer, set: &Map<String, Value>) {
     let text = |v: &Value| {
         v.as_str()
             .map(str::to_string)
             .or_else(|| (!v.is_null()).then(|| v.to_string()))
     };
-    let time = |v: &Value| v.as_str().and_then(|s| crate::time::parse_time(s).ok());
     for (k, v) in set {
-        match k.as_str() {
-            "first_name" => c.first_name = text(v),
-            "last_name" => c.last_name = text(v),
-            "locale" => c.locale = text(v),
-            "timezone" => c.timezone = text(v),
-            "birthday" => {
-                c.birthday = v
-                    .as_str()
-                    .and_then(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
-            }
-            "created_at" => c.created_at = time(v),
-            "last_order_at" => c.last_order_at = time(v),
-            "orders_count" => c.orders_count = v.as_i64().unwrap_or(c.orders_count),
-            "total_spent" => c.total_spent = v.as_f64().unwrap_or(c.total_spent),
-            "tags" => {
-                if let Some(a) = v.as_array() {
-                    c.tags = a
-                        .iter()
-                        .filter_map(|t| t.as_str().map(str::to_string))
-                        .collect();
-                }
-            }
-            "id" | "email" | "unsubscribed_at" | "attributes" => {}
-            other if !CUSTOMER_FIELDS.contains(&other) => {
-                c.attributes.insert(other.to_string(), v.clone());
-            }
-            _ => {}
+        let Some(f) = field(k) else {
+            c.attributes.insert(k.clone(), v.clone());
+            continue;
+        };
+        if !f.set_by_events {
+            continue;
         }
+        let value = match f.kind {
+            FieldKind::Id | FieldKind::Email | FieldKind::Attributes => continue,
+            FieldKind::Text | FieldKind::Locale | FieldKind::Zone => NewValue::Text(text(v)),
+            FieldKind::Date => NewValue::Date(
+                v.as_str()
+                    .and_then(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()),
+            ),
+            FieldKind::Time => {
+                NewValue::Time(v.as_str().and_then(|s| crate::time::parse_time(s).ok()))
+            }
+            FieldKind::Count => match v.as_i64() {
+                Some(n) => NewValue::Count(n),
+                None => continue,
+            },
+            FieldKind::Amount => match v.as_f64() {
+                Some(n) => NewValue::Amount(n),
+                None => continue,
+            },
+            FieldKind::Tags => match v.as_array() {
+                Some(a) => NewValue::Tags(
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect(),
+                ),
+                None => continue,
+            },
+        };
+        (f.set)(c, value);
     }
 }
 

@@ -7,6 +7,7 @@ use super::steps::Suppressions;
 use super::{
     BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, apply_set, customer_zone, history_if,
 };
+use crate::model::customer::FieldValue;
 use crate::model::customer::{Customer, Event};
 use crate::store::StoreError;
 use crate::store::customer_rows::CustomerFilter;
@@ -427,11 +428,11 @@ impl Engine {
             } else {
                 CustomerFilter::All
             };
+            let dated = crate::model::customer::field(&column);
             self.enroll_all(&wf, report, &filter, |c| {
-                let date = match column.as_str() {
-                    "birthday" => c.birthday,
-                    "created_at" => c.created_at.map(|t| t.date_naive()),
-                    "last_order_at" => c.last_order_at.map(|t| t.date_naive()),
+                let date = match dated.map(|f| (f.get)(c)) {
+                    Some(FieldValue::Date(d)) => d,
+                    Some(FieldValue::Time(t)) => t.map(|t| t.date_naive()),
                     _ => None,
                 }?;
                 let fire = crate::workflow::plan::next_anniversary(

@@ -2,7 +2,7 @@
 //! BCP 47 locale, an IANA zone, a date, a count), every problem of the row reported.
 
 use super::{Cell, CustomerRow, RowError};
-use crate::model::customer::{CUSTOMER_FIELDS, Customer};
+use crate::model::customer::{Customer, Field, FieldKind, NewValue};
 use crate::time::parse_time;
 use chrono::NaiveDate;
 use serde_json::{Map, Value};
@@ -29,18 +29,18 @@ pub(super) fn customer_from_cells(
             topics = Some(list(cell, field, &mut fail));
             continue;
         }
-        let Some(&fixed) = CUSTOMER_FIELDS.iter().find(|f| **f == field.as_str()) else {
+        let Some(fixed) = crate::model::customer::field(field) else {
             // Every other column is an attribute, kept as given.
             if let Some(value) = cell.value() {
                 c.attributes.insert(field.clone(), value);
             }
             continue;
         };
-        present.push(fixed);
-        match fixed {
-            "orders_count" | "total_spent" => set_number(&mut c, fixed, cell, &mut fail),
-            "tags" => set_tags(&mut c, cell, &mut fail),
-            "attributes" => set_attributes(&mut c, cell, &mut fail),
+        present.push(fixed.name);
+        match fixed.kind {
+            FieldKind::Count | FieldKind::Amount => set_number(&mut c, fixed, cell, &mut fail),
+            FieldKind::Tags => set_tags(&mut c, cell, &mut fail),
+            FieldKind::Attributes => set_attributes(&mut c, cell, &mut fail),
             _ => match cell.text() {
                 Ok(text) => set_text(&mut c, fixed, text.map(str::to_string), &mut fail),
                 Err(m) => fail(format!("`{field}` {m}")),
@@ -69,88 +69,84 @@ pub(super) fn customer_from_cells(
 }
 
 /// A column of text: an id, an address, a name, a locale, a zone, a date or a time.
-fn set_text(c: &mut Customer, fixed: &str, text: Option<String>, fail: &mut dyn FnMut(String)) {
+fn set_text(c: &mut Customer, f: &Field, text: Option<String>, fail: &mut dyn FnMut(String)) {
     let name = |t: Option<String>| t.filter(|t| !t.is_empty());
     // Only a JSON string can be empty here (an empty CSV cell is no value): a zone or a
     // language of "" is a mistake, where null says "none".
-    if matches!(fixed, "locale" | "timezone") && text.as_deref() == Some("") {
+    if matches!(f.kind, FieldKind::Locale | FieldKind::Zone) && text.as_deref() == Some("") {
         return fail(format!(
-            "`{fixed}` is empty; write a value, or null for none"
+            "`{}` is empty; write a value, or null for none",
+            f.name
         ));
     }
-    match fixed {
-        "id" => match name(text) {
-            Some(t) => c.id = t,
-            None => fail("a customer needs an id".into()),
+    let value = match f.kind {
+        FieldKind::Id => match name(text) {
+            Some(t) => NewValue::Text(Some(t)),
+            None => return fail("a customer needs an id".into()),
         },
-        "email" => match name(text) {
-            Some(t) if is_email(&t) => c.email = t,
-            Some(t) => fail(format!("`{t}` is not an email address")),
-            None => fail("a customer needs an email address".into()),
+        FieldKind::Email => match name(text) {
+            Some(t) if is_email(&t) => NewValue::Text(Some(t)),
+            Some(t) => return fail(format!("`{t}` is not an email address")),
+            None => return fail("a customer needs an email address".into()),
         },
-        "first_name" => c.first_name = name(text),
-        "last_name" => c.last_name = name(text),
-        "locale" => match name(text) {
-            Some(t) if is_locale(&t) => c.locale = Some(t),
-            Some(t) => fail(format!(
-                "`{t}` is not a locale; write a BCP 47 tag such as `ja-JP` or `en`"
-            )),
-            None => c.locale = None,
+        FieldKind::Text => NewValue::Text(name(text)),
+        FieldKind::Locale => match name(text) {
+            Some(t) if is_locale(&t) => NewValue::Text(Some(t)),
+            Some(t) => {
+                return fail(format!(
+                    "`{t}` is not a locale; write a BCP 47 tag such as `ja-JP` or `en`"
+                ));
+            }
+            None => NewValue::Text(None),
         },
-        "timezone" => match name(text) {
-            Some(t) if chrono_tz::Tz::from_str(&t).is_ok() => c.timezone = Some(t),
+        FieldKind::Zone => match name(text) {
+            Some(t) if chrono_tz::Tz::from_str(&t).is_ok() => NewValue::Text(Some(t)),
             Some(t) => {
                 let zones = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name());
-                fail(match crate::source::yaml::closest(&t, zones) {
+                return fail(match crate::source::yaml::closest(&t, zones) {
                     Some(best) => format!("`{t}` is not an IANA time zone; did you mean `{best}`?"),
                     None => format!("`{t}` is not an IANA time zone such as `Asia/Tokyo`"),
-                })
+                });
             }
-            None => c.timezone = None,
+            None => NewValue::Text(None),
         },
-        "birthday" => match text
+        FieldKind::Date => match text
             .as_deref()
             .map(|t| NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| t.to_string()))
         {
-            Some(Ok(d)) => c.birthday = Some(d),
-            Some(Err(t)) => fail(format!("`{t}` is not a date; write YYYY-MM-DD")),
-            None => c.birthday = None,
+            Some(Ok(d)) => NewValue::Date(Some(d)),
+            Some(Err(t)) => return fail(format!("`{t}` is not a date; write YYYY-MM-DD")),
+            None => NewValue::Date(None),
         },
-        "created_at" | "last_order_at" | "unsubscribed_at" => {
-            let value = match text.as_deref().map(parse_time) {
-                Some(Ok(t)) => Some(t),
-                Some(Err(m)) => {
-                    fail(m);
-                    None
-                }
-                None => None,
-            };
-            match fixed {
-                "created_at" => c.created_at = value,
-                "last_order_at" => c.last_order_at = value,
-                _ => c.unsubscribed_at = value,
+        FieldKind::Time => NewValue::Time(match text.as_deref().map(parse_time) {
+            Some(Ok(t)) => Some(t),
+            Some(Err(m)) => {
+                fail(m);
+                None
             }
-        }
-        _ => {}
-    }
+            None => None,
+        }),
+        FieldKind::Count | FieldKind::Amount | FieldKind::Tags | FieldKind::Attributes => return,
+    };
+    (f.set)(c, value);
 }
 
-/// `orders_count` (a whole number, 0 or more) or `total_spent` (a finite number).
-fn set_number(c: &mut Customer, fixed: &str, cell: &Cell<'_>, fail: &mut dyn FnMut(String)) {
-    if fixed == "orders_count" {
+/// A count (a whole number, 0 or more) or an amount (a finite number).
+fn set_number(c: &mut Customer, f: &Field, cell: &Cell<'_>, fail: &mut dyn FnMut(String)) {
+    if f.kind == FieldKind::Count {
         match number(cell, |t| t.parse::<i64>().ok(), Value::as_i64) {
-            Some(Ok(n)) if n >= 0 => c.orders_count = n,
+            Some(Ok(n)) if n >= 0 => (f.set)(c, NewValue::Count(n)),
             Some(Ok(n)) => fail(format!("`{n}` is negative; an order count is 0 or more")),
             Some(Err(t)) => fail(format!("`{t}` is not a whole number")),
-            None => c.orders_count = 0,
+            None => (f.set)(c, NewValue::Count(0)),
         }
         return;
     }
     match number(cell, |t| t.parse::<f64>().ok(), Value::as_f64) {
-        Some(Ok(n)) if n.is_finite() => c.total_spent = n,
+        Some(Ok(n)) if n.is_finite() => (f.set)(c, NewValue::Amount(n)),
         Some(Ok(n)) => fail(format!("`{n}` is not a number; write e.g. `149.50`")),
         Some(Err(t)) => fail(format!("`{t}` is not a number; write e.g. `149.50`")),
-        None => c.total_spent = 0.0,
+        None => (f.set)(c, NewValue::Amount(0.0)),
     }
 }
 

@@ -1,33 +1,282 @@
 //! The customer record and the event record, as the store holds them and as expressions and
 //! templates see them.
 //!
-//! The field lists here are the single source of truth for "does `customer.x` exist": the
-//! validator, the Rhai getters, the Tera context and the CSV importer all read them.
+//! [`FIELDS`] is the one description of the customer's fixed fields: the validator, the
+//! importer, the store's upsert, an event's `set:`, the Rhai getters and the audience
+//! pushdown all read it (Tera sees the record through serde).
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// Fixed customer columns, in the order the store and the CSV header use.
-pub const CUSTOMER_FIELDS: &[&str] = &[
-    "id",
-    "email",
-    "first_name",
-    "last_name",
-    "locale",
-    "timezone",
-    "birthday",
-    "created_at",
-    "last_order_at",
-    "orders_count",
-    "total_spent",
-    "tags",
-    "unsubscribed_at",
-    "attributes",
+/// What a customer field holds: how the importer reads it, the store binds it, Rhai and
+/// the audience pushdown compare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// The customer's key.
+    Id,
+    /// Their address.
+    Email,
+    /// Free text, or none.
+    Text,
+    /// A BCP 47 language tag, or none.
+    Locale,
+    /// An IANA time zone, or none.
+    Zone,
+    /// A calendar date (`YYYY-MM-DD`), or none.
+    Date,
+    /// An instant (RFC 3339), or none.
+    Time,
+    /// A whole number, 0 or more.
+    Count,
+    /// An amount of money.
+    Amount,
+    /// Tags.
+    Tags,
+    /// Everything else the shop sends, as JSON.
+    Attributes,
+}
+
+/// A field's value as read from a customer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue<'a> {
+    Text(Option<&'a str>),
+    Date(Option<NaiveDate>),
+    Time(Option<DateTime<Utc>>),
+    Count(i64),
+    Amount(f64),
+    Tags(&'a [String]),
+    Attributes(&'a Map<String, Value>),
+}
+
+/// A field's new value, handed to a customer (of the field's kind).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NewValue {
+    Text(Option<String>),
+    Date(Option<NaiveDate>),
+    Time(Option<DateTime<Utc>>),
+    Count(i64),
+    Amount(f64),
+    Tags(Vec<String>),
+    Attributes(Map<String, Value>),
+}
+
+/// One fixed field of the customer: the one description every stage reads. A new field is a
+/// member of [`Customer`], a line here, and a column in the store's migrations.
+pub struct Field {
+    pub name: &'static str,
+    pub kind: FieldKind,
+    /// Whether an event's `set:` may change it (the id, the address, consent and the
+    /// attributes map are changed otherwise).
+    pub set_by_events: bool,
+    pub get: for<'a> fn(&'a Customer) -> FieldValue<'a>,
+    /// Sets the field from a value of its kind (another kind changes nothing).
+    pub set: fn(&mut Customer, NewValue),
+}
+
+/// The customer's fixed fields, in the order the store and the CSV header use.
+pub const FIELDS: &[Field] = &[
+    Field {
+        name: "id",
+        kind: FieldKind::Id,
+        set_by_events: false,
+        get: |c| FieldValue::Text(Some(&c.id)),
+        set: |c, v| {
+            if let NewValue::Text(Some(t)) = v {
+                c.id = t;
+            }
+        },
+    },
+    Field {
+        name: "email",
+        kind: FieldKind::Email,
+        set_by_events: false,
+        get: |c| FieldValue::Text(Some(&c.email)),
+        set: |c, v| {
+            if let NewValue::Text(Some(t)) = v {
+                c.email = t;
+            }
+        },
+    },
+    Field {
+        name: "first_name",
+        kind: FieldKind::Text,
+        set_by_events: true,
+        get: |c| FieldValue::Text(c.first_name.as_deref()),
+        set: |c, v| {
+            if let NewValue::Text(t) = v {
+                c.first_name = t;
+            }
+        },
+    },
+    Field {
+        name: "last_name",
+        kind: FieldKind::Text,
+        set_by_events: true,
+        get: |c| FieldValue::Text(c.last_name.as_deref()),
+        set: |c, v| {
+            if let NewValue::Text(t) = v {
+                c.last_name = t;
+            }
+        },
+    },
+    Field {
+        name: "locale",
+        kind: FieldKind::Locale,
+        set_by_events: true,
+        get: |c| FieldValue::Text(c.locale.as_deref()),
+        set: |c, v| {
+            if let NewValue::Text(t) = v {
+                c.locale = t;
+            }
+        },
+    },
+    Field {
+        name: "timezone",
+        kind: FieldKind::Zone,
+        set_by_events: true,
+        get: |c| FieldValue::Text(c.timezone.as_deref()),
+        set: |c, v| {
+            if let NewValue::Text(t) = v {
+                c.timezone = t;
+            }
+        },
+    },
+    Field {
+        name: "birthday",
+        kind: FieldKind::Date,
+        set_by_events: true,
+        get: |c| FieldValue::Date(c.birthday),
+        set: |c, v| {
+            if let NewValue::Date(d) = v {
+                c.birthday = d;
+            }
+        },
+    },
+    Field {
+        name: "created_at",
+        kind: FieldKind::Time,
+        set_by_events: true,
+        get: |c| FieldValue::Time(c.created_at),
+        set: |c, v| {
+            if let NewValue::Time(t) = v {
+                c.created_at = t;
+            }
+        },
+    },
+    Field {
+        name: "last_order_at",
+        kind: FieldKind::Time,
+        set_by_events: true,
+        get: |c| FieldValue::Time(c.last_order_at),
+        set: |c, v| {
+            if let NewValue::Time(t) = v {
+                c.last_order_at = t;
+            }
+        },
+    },
+    Field {
+        name: "orders_count",
+        kind: FieldKind::Count,
+        set_by_events: true,
+        get: |c| FieldValue::Count(c.orders_count),
+        set: |c, v| {
+            if let NewValue::Count(n) = v {
+                c.orders_count = n;
+            }
+        },
+    },
+    Field {
+        name: "total_spent",
+        kind: FieldKind::Amount,
+        set_by_events: true,
+        get: |c| FieldValue::Amount(c.total_spent),
+        set: |c, v| {
+            if let NewValue::Amount(n) = v {
+                c.total_spent = n;
+            }
+        },
+    },
+    Field {
+        name: "tags",
+        kind: FieldKind::Tags,
+        set_by_events: true,
+        get: |c| FieldValue::Tags(&c.tags),
+        set: |c, v| {
+            if let NewValue::Tags(t) = v {
+                c.tags = t;
+            }
+        },
+    },
+    Field {
+        name: "unsubscribed_at",
+        kind: FieldKind::Time,
+        set_by_events: false,
+        get: |c| FieldValue::Time(c.unsubscribed_at),
+        set: |c, v| {
+            if let NewValue::Time(t) = v {
+                c.unsubscribed_at = t;
+            }
+        },
+    },
+    Field {
+        name: "attributes",
+        kind: FieldKind::Attributes,
+        set_by_events: false,
+        get: |c| FieldValue::Attributes(&c.attributes),
+        set: |c, v| {
+            if let NewValue::Attributes(m) = v {
+                c.attributes = m;
+            }
+        },
+    },
 ];
 
-/// Customer columns that hold a date or a timestamp (what a `date:` trigger may name).
-pub const DATE_FIELDS: &[&str] = &["birthday", "created_at", "last_order_at"];
+/// The fixed field of this name.
+pub fn field(name: &str) -> Option<&'static Field> {
+    FIELDS.iter().find(|f| f.name == name)
+}
+
+/// The fixed fields' names, in the order of [`FIELDS`].
+pub const CUSTOMER_FIELDS: &[&str] = &{
+    let mut out = [""; FIELDS.len()];
+    let mut i = 0;
+    while i < FIELDS.len() {
+        out[i] = FIELDS[i].name;
+        i += 1;
+    }
+    out
+};
+
+const fn is_dated(kind: FieldKind) -> bool {
+    matches!(kind, FieldKind::Date | FieldKind::Time)
+}
+
+const DATED: usize = {
+    let (mut n, mut i) = (0, 0);
+    while i < FIELDS.len() {
+        if is_dated(FIELDS[i].kind) && FIELDS[i].set_by_events {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+};
+
+/// The fields that hold a date or a time a `date:` trigger may name (consent's own time
+/// aside).
+pub const DATE_FIELDS: &[&str] = &{
+    let mut out = [""; DATED];
+    let (mut n, mut i) = (0, 0);
+    while i < FIELDS.len() {
+        if is_dated(FIELDS[i].kind) && FIELDS[i].set_by_events {
+            out[n] = FIELDS[i].name;
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+};
 
 /// The event that unsubscribes its customer from marketing mail when processed (what the
 /// unsubscribe endpoint records, and what a simulation timeline can carry).
@@ -199,5 +448,66 @@ impl Enrollment {
             orders_count_at_entry: customer.orders_count,
             total_spent_at_entry: customer.total_spent,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each line of the description reads and writes its own member: a value set through a
+    /// field comes back through it, and changes no other field.
+    #[test]
+    fn every_field_reads_what_it_writes() {
+        let now = DateTime::parse_from_rfc3339("2026-06-01T09:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap();
+        let sample = Customer::sample(now);
+        for f in FIELDS {
+            let value = match f.kind {
+                FieldKind::Id | FieldKind::Email | FieldKind::Text => {
+                    NewValue::Text(Some(format!("new-{}", f.name)))
+                }
+                FieldKind::Locale => NewValue::Text(Some("pt-BR".into())),
+                FieldKind::Zone => NewValue::Text(Some("America/Sao_Paulo".into())),
+                FieldKind::Date => NaiveDate::from_ymd_opt(1990, 2, 3)
+                    .map(Some)
+                    .map(NewValue::Date)
+                    .unwrap(),
+                FieldKind::Time => NewValue::Time(Some(now - chrono::TimeDelta::days(3))),
+                FieldKind::Count => NewValue::Count(42),
+                FieldKind::Amount => NewValue::Amount(12.5),
+                FieldKind::Tags => NewValue::Tags(vec!["x".into()]),
+                FieldKind::Attributes => {
+                    let mut m = Map::new();
+                    m.insert("k".into(), Value::from(1));
+                    NewValue::Attributes(m)
+                }
+            };
+            let mut c = sample.clone();
+            (f.set)(&mut c, value.clone());
+            let back = match (f.get)(&c) {
+                FieldValue::Text(t) => NewValue::Text(t.map(str::to_string)),
+                FieldValue::Date(d) => NewValue::Date(d),
+                FieldValue::Time(t) => NewValue::Time(t),
+                FieldValue::Count(n) => NewValue::Count(n),
+                FieldValue::Amount(n) => NewValue::Amount(n),
+                FieldValue::Tags(t) => NewValue::Tags(t.to_vec()),
+                FieldValue::Attributes(m) => NewValue::Attributes(m.clone()),
+            };
+            assert_eq!(back, value, "{}", f.name);
+            for other in FIELDS.iter().filter(|o| o.name != f.name) {
+                assert_eq!(
+                    (other.get)(&c),
+                    (other.get)(&sample),
+                    "{} changed {}",
+                    f.name,
+                    other.name
+                );
+            }
+        }
+        assert_eq!(DATE_FIELDS, ["birthday", "created_at", "last_order_at"]);
+        assert_eq!(CUSTOMER_FIELDS.len(), FIELDS.len());
+        assert_eq!(CUSTOMER_FIELDS[8], "last_order_at");
     }
 }

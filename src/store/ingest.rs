@@ -3,6 +3,7 @@
 
 use super::{Backend, Store, StoreError, millis};
 use crate::import::{CustomerRow, EventId, EventRow, RowError};
+use crate::model::customer::FieldValue;
 use chrono::Utc;
 use serde_json::{Map, Value};
 
@@ -85,20 +86,19 @@ impl Store {
         // value is a bound parameter.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(c.id.clone());
         for col in &columns {
-            q = match *col {
-                "email" => q.bind(c.email.clone()),
-                "first_name" => q.bind(c.first_name.clone()),
-                "last_name" => q.bind(c.last_name.clone()),
-                "locale" => q.bind(c.locale.clone()),
-                "timezone" => q.bind(c.timezone.clone()),
-                "birthday" => q.bind(c.birthday.map(|d| d.to_string())),
-                "created_at" => q.bind(millis(c.created_at)),
-                "last_order_at" => q.bind(millis(c.last_order_at)),
-                "orders_count" => q.bind(c.orders_count),
-                "total_spent" => q.bind(c.total_spent),
-                "tags" => q.bind(serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".into())),
-                "unsubscribed_at" => q.bind(millis(c.unsubscribed_at)),
-                _ => q,
+            let Some(f) = crate::model::customer::field(col) else {
+                continue;
+            };
+            q = match (f.get)(c) {
+                FieldValue::Text(t) => q.bind(t.map(str::to_string)),
+                FieldValue::Date(d) => q.bind(d.map(|d| d.to_string())),
+                FieldValue::Time(t) => q.bind(millis(t)),
+                FieldValue::Count(n) => q.bind(n),
+                FieldValue::Amount(n) => q.bind(n),
+                FieldValue::Tags(t) => {
+                    q.bind(serde_json::to_string(t).unwrap_or_else(|_| "[]".into()))
+                }
+                FieldValue::Attributes(_) => q,
             };
         }
         q.bind(Value::Object(c.attributes.clone()).to_string())

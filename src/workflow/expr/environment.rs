@@ -3,6 +3,7 @@
 
 use super::{EventHistory, state_now};
 use crate::model::customer::{Customer, Enrollment, Event};
+use crate::model::customer::{FIELDS, FieldValue};
 use crate::workflow::expr::STATE;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use rhai::{Dynamic, Engine};
@@ -57,38 +58,33 @@ pub(super) fn date_start(d: Date) -> DateTime<Utc> {
     d.0.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
+/// A customer field's value as Rhai sees it: a missing one is `()`.
+fn dynamic(v: FieldValue<'_>) -> Dynamic {
+    match v {
+        FieldValue::Text(t) => t.map_or(Dynamic::UNIT, |t| Dynamic::from(t.to_string())),
+        FieldValue::Date(d) => opt(d.map(Date)),
+        FieldValue::Time(t) => opt(t.map(Timestamp)),
+        FieldValue::Count(n) => Dynamic::from(n),
+        FieldValue::Amount(n) => Dynamic::from(n),
+        FieldValue::Tags(t) => Dynamic::from(
+            t.iter()
+                .cloned()
+                .map(Dynamic::from)
+                .collect::<rhai::Array>(),
+        ),
+        FieldValue::Attributes(m) => map_to_dynamic(m),
+    }
+}
+
 pub(super) fn register_types(engine: &mut Engine) {
     engine
         .register_type_with_name::<Customer>("Customer")
-        .register_get("id", |c: &mut Customer| c.id.clone())
-        .register_get("email", |c: &mut Customer| c.email.clone())
-        .register_get("first_name", |c: &mut Customer| opt_str(&c.first_name))
-        .register_get("last_name", |c: &mut Customer| opt_str(&c.last_name))
-        .register_get("locale", |c: &mut Customer| opt_str(&c.locale))
-        .register_get("timezone", |c: &mut Customer| opt_str(&c.timezone))
-        .register_get("birthday", |c: &mut Customer| opt(c.birthday.map(Date)))
-        .register_get("created_at", |c: &mut Customer| {
-            opt(c.created_at.map(Timestamp))
-        })
-        .register_get("last_order_at", |c: &mut Customer| {
-            opt(c.last_order_at.map(Timestamp))
-        })
-        .register_get("orders_count", |c: &mut Customer| c.orders_count)
-        .register_get("total_spent", |c: &mut Customer| c.total_spent)
-        .register_get("tags", |c: &mut Customer| {
-            c.tags
-                .iter()
-                .cloned()
-                .map(Dynamic::from)
-                .collect::<rhai::Array>()
-        })
-        .register_get("unsubscribed_at", |c: &mut Customer| {
-            opt(c.unsubscribed_at.map(Timestamp))
-        })
-        .register_get("attributes", |c: &mut Customer| {
-            map_to_dynamic(&c.attributes)
-        })
         .register_fn("has_tag", |c: &mut Customer, tag: &str| c.has_tag(tag));
+    // Every fixed field, as the one description of them reads it.
+    for f in FIELDS {
+        let get = f.get;
+        engine.register_get(f.name, move |c: &mut Customer| dynamic(get(c)));
+    }
     register_event_and_enrollment(engine);
     register_time(engine);
 }

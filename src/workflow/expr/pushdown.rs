@@ -19,19 +19,20 @@ enum Kind {
     Text { nullable: bool },
 }
 
-/// The customer fields stored as columns of their own, as Rhai sees them.
-fn column(field: &str) -> Option<(&'static str, Kind)> {
-    Some(match field {
-        "id" => ("id", Kind::Text { nullable: false }),
-        "email" => ("email", Kind::Text { nullable: false }),
-        "first_name" => ("first_name", Kind::Text { nullable: true }),
-        "last_name" => ("last_name", Kind::Text { nullable: true }),
-        "locale" => ("locale", Kind::Text { nullable: true }),
-        "timezone" => ("timezone", Kind::Text { nullable: true }),
-        "orders_count" => ("orders_count", Kind::Int),
-        "total_spent" => ("total_spent", Kind::Float),
-        _ => return None,
-    })
+/// The customer fields stored as columns of their own that SQL and Rhai compare alike.
+fn column(name: &str) -> Option<(&'static str, Kind)> {
+    use crate::model::customer::FieldKind;
+    let f = crate::model::customer::field(name)?;
+    let kind = match f.kind {
+        FieldKind::Id | FieldKind::Email => Kind::Text { nullable: false },
+        FieldKind::Text | FieldKind::Locale | FieldKind::Zone => Kind::Text { nullable: true },
+        FieldKind::Count => Kind::Int,
+        FieldKind::Amount => Kind::Float,
+        FieldKind::Date | FieldKind::Time | FieldKind::Tags | FieldKind::Attributes => {
+            return None;
+        }
+    };
+    Some((f.name, kind))
 }
 
 #[derive(Debug, Clone, PartialEq)]
