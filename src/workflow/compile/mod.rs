@@ -9,6 +9,7 @@ mod email;
 mod outcomes;
 mod steps;
 mod trigger;
+mod values;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
