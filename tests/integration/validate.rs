@@ -562,3 +562,60 @@ fn unreadable_text_and_a_missing_parent_are_placed() {
     assert_eq!(links.len(), 1, "{found:?}");
     assert_eq!((links[0].2, links[0].3), (1, 13), "{found:?}");
 }
+
+/// A subject is checked once per scope and reused, so 500 workflows do not each build a Tera
+/// for it; the reuse must not hide a problem: the same text is an error again where its
+/// scope lacks what it reads (here `coupon`), and a broken one is reported in every file.
+#[test]
+fn a_subject_checked_once_still_fails_where_its_scope_differs() {
+    let dir = scratch_dir("subject-scopes");
+    write(
+        &dir,
+        "templates/hello.html",
+        "<p>Hi</p><a href=\"{{ unsubscribe_url }}\">x</a>",
+    );
+    let step = |coupon: bool, subject: &str| {
+        format!(
+            "  - email: hello\n    subject: \"{subject}\"\n{}",
+            if coupon {
+                "    coupon: { prefix: HI, valid_for: 7d }\n"
+            } else {
+                ""
+            }
+        )
+    };
+    for (w, coupon) in [("a", true), ("b", true), ("c", false)] {
+        write(
+            &dir,
+            &format!("workflows/{w}.yaml"),
+            &format!(
+                "name: {w}\ntrigger:\n  event: signed_up\nsteps:\n{}{}",
+                step(coupon, "Your code {{ coupon.code }}"),
+                step(false, "Hi {{ customer.first_name | nosuchfilter }}"),
+            ),
+        );
+    }
+    let run = Tidings::new().cwd(&dir).args(["validate"]).run();
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    // `c` has no coupon where `a` and `b` had one: its subject is an error there only.
+    assert_eq!(
+        run.stderr.matches("unknown variable `coupon`").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("unknown variable `coupon`\n --> workflows/c.yaml:6:"),
+        "{}",
+        run.stderr
+    );
+    // The broken subject, the same text in each file, is reported in each.
+    assert_eq!(
+        run.stderr.matches("Unknown filter `nosuchfilter`").count(),
+        3,
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("0 valid workflows"), "{}", run.stdout);
+}

@@ -203,19 +203,25 @@ impl Compiler {
         let Some(file) = self.templates.file(name).cloned() else {
             return Vec::new();
         };
+        let refs = self
+            .coupon_refs
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                templates::references(file.text())
+                    .into_iter()
+                    .filter(|r| r.path[0] == "coupons")
+                    .filter_map(|r| Some((r.path.get(1)?.clone(), r.at)))
+                    .collect()
+            })
+            .clone();
         let mut out = Vec::new();
-        for r in templates::references(file.text()) {
-            if r.path[0] != "coupons" {
-                continue;
-            }
-            let Some(step) = r.path.get(1) else {
-                continue;
-            };
+        for (step, at) in refs {
+            let step = &step;
             if ctx.coupon_steps.contains(step) {
                 out.push(step.clone());
                 continue;
             }
-            let at = r.at + "coupons.".len();
+            let at = at + "coupons.".len();
             let span = crate::source::diagnostic::Span::new(
                 &file,
                 file.line_col(at),
@@ -300,11 +306,19 @@ impl Compiler {
                 &locale
             };
             let name = format!("@subject/{}/{}/{shown}", ctx.workflow, id);
-            let Some(clean) = self.check_subject(&name, &text, &r, doc, scope, context, ok) else {
-                ok = false;
-                continue;
-            };
-            ok &= clean;
+            let key = (text.clone(), scope, ctx.coupon_steps.join(","));
+            if !(ok && self.clean_subjects.contains(&key)) {
+                let Some(clean) = self.check_subject(&name, &text, &r, doc, scope, context, ok)
+                else {
+                    ok = false;
+                    continue;
+                };
+                // Only a check that rendered, and found nothing, stands for the next use.
+                if ok && clean {
+                    self.clean_subjects.insert(key);
+                }
+                ok &= clean;
+            }
             self.subjects.push((name.clone(), text));
             out.insert(locale, name);
         }

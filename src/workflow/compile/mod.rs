@@ -297,6 +297,8 @@ pub fn compile_sources(
         now,
         checked_templates: HashMap::new(),
         subjects: Vec::new(),
+        clean_subjects: HashSet::new(),
+        coupon_refs: HashMap::new(),
         email_steps: HashSet::new(),
         engagement_refs: Vec::new(),
         waited_events: Vec::new(),
@@ -413,6 +415,11 @@ struct Compiler {
     checked_templates: HashMap<TemplateUse, (Vec<usize>, Vec<String>)>,
     /// Inline subject templates to register: (name, source).
     subjects: Vec<(String, String)>,
+    /// Subjects already checked clean, with a render, in the same scope: the same text in
+    /// another of 500 workflows needs no Tera of its own again.
+    clean_subjects: HashSet<(String, crate::workflow::templates::TemplateScope, String)>,
+    /// Each template's `coupons.STEP` names and their offsets, read once.
+    coupon_refs: HashMap<String, Vec<(String, usize)>>,
     /// The email step ids of the file being compiled, for `clicked("step")`.
     email_steps: HashSet<String>,
     /// `clicked("workflow/step")` and the like: checked once every workflow is read.

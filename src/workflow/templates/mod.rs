@@ -78,7 +78,7 @@ impl EmailFiles {
 }
 
 /// What a template may name; which of these exist depends on the workflow and the step.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TemplateScope {
     pub event: bool,
     pub coupon: bool,
