@@ -32,6 +32,13 @@ const MAX_STRUCTURAL_ERRORS: usize = 20;
 /// there is nothing to read past it.
 pub fn parse_typed_all<T: DeserializeOwned>(file: &SourceFile) -> Result<T, Vec<Diagnostic>> {
     super::shape::check(file).map_err(|d| vec![*d])?;
+    parse_typed_all_checked(file)
+}
+
+/// [`parse_typed_all`] of a file whose bounds were checked already ([`Document::checked`]).
+pub fn parse_typed_all_checked<T: DeserializeOwned>(
+    file: &SourceFile,
+) -> Result<T, Vec<Diagnostic>> {
     let mut text = file.text().to_string();
     let mut found: Vec<Diagnostic> = Vec::new();
     let mut blanked: Vec<Route> = Vec::new();

@@ -12,9 +12,9 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};
 
 mod errors;
 pub mod shape;
-pub use errors::{closest, parse_typed, parse_typed_all};
+pub use errors::{closest, parse_typed, parse_typed_all, parse_typed_all_checked};
 
-use crate::source::diagnostic::Span;
+use crate::source::diagnostic::{Diagnostic, Span};
 use crate::source::{LineCol, SourceFile};
 
 /// One step on the way from the document root to a value.
@@ -91,12 +91,36 @@ impl Document {
     /// Reads the positions of every value. Syntax errors are reported by `parse_typed`,
     /// so this pass keeps what it read up to the first one.
     pub fn index(file: &SourceFile) -> Self {
+        match Self::walk(file, None) {
+            Ok(doc) => doc,
+            // Without bounds to check, the walk has nothing to refuse.
+            Err(_) => Self {
+                file: file.clone(),
+                nodes: HashMap::new(),
+            },
+        }
+    }
+
+    /// [`Document::index`] and the checks of [`shape::check`] in one read of the file: what
+    /// a caller about to hand the file to serde needs, without reading it twice.
+    pub fn checked(file: &SourceFile) -> Result<Self, Box<Diagnostic>> {
+        shape::check_text(file)?;
+        Self::walk(file, Some(&mut shape::Bounds::default()))
+    }
+
+    fn walk(
+        file: &SourceFile,
+        mut bounds: Option<&mut shape::Bounds>,
+    ) -> Result<Self, Box<Diagnostic>> {
         let mut nodes = HashMap::new();
         let mut stack: Vec<Frame> = Vec::new();
         let mut open: Vec<Route> = Vec::new();
         let mut parser = Parser::new_from_str(file.text());
         let mut seen_document = false;
         while let Some(Ok((event, span))) = parser.next_event() {
+            if let Some(bounds) = bounds.as_deref_mut() {
+                bounds.check(file, &event, span)?;
+            }
             match event {
                 Event::DocumentStart(_) => {
                     if seen_document {
@@ -157,10 +181,10 @@ impl Document {
                 _ => {}
             }
         }
-        Self {
+        Ok(Self {
             file: file.clone(),
             nodes,
-        }
+        })
     }
 
     pub fn node(&self, route: &Route) -> Option<&Node> {

@@ -34,17 +34,7 @@ enum Problem {
 /// Reads `file`'s events and fails at the first bound crossed. Syntax errors are left to
 /// the readers that report them in full.
 pub fn check(file: &SourceFile) -> Result<(), Box<Diagnostic>> {
-    if file.text().len() > MAX_BYTES {
-        let problem = Problem::TooLarge {
-            bytes: file.text().len(),
-        };
-        return Err(Box::new(diagnostic(file, &problem, None)));
-    }
-    if let Some(at) = flow_too_deep(file.text()) {
-        let start = file.line_col(at);
-        let d = diagnostic(file, &Problem::TooDeep, None).at(Span::new(file, start, 1));
-        return Err(Box::new(d));
-    }
+    check_text(file)?;
     walk(file.text()).map_err(|(problem, span)| Box::new(diagnostic(file, &problem, Some(span))))
 }
 
@@ -102,60 +92,109 @@ struct Open {
 
 fn walk(text: &str) -> Result<(), (Problem, YSpan)> {
     let mut parser = Parser::new_from_str(text);
-    let mut open: Vec<Open> = Vec::new();
-    // The expanded size of each anchored value, by anchor id (0 is "no anchor").
-    let mut anchored: Vec<u64> = Vec::new();
-    let mut total: u64 = 0;
-    let mut documents = 0;
-    let record = |anchored: &mut Vec<u64>, anchor: usize, size: u64| {
+    let mut bounds = Bounds::default();
+    while let Some(Ok((event, span))) = parser.next_event() {
+        bounds.see(&event, span)?;
+    }
+    Ok(())
+}
+
+/// The bounds of one walk over a file's events, checked event by event, so that the walk
+/// that indexes positions can check them as it goes instead of reading the file again.
+#[derive(Default)]
+pub(super) struct Bounds {
+    open: Vec<Open>,
+    /// The expanded size of each anchored value, by anchor id (0 is "no anchor").
+    anchored: Vec<u64>,
+    total: u64,
+    documents: u32,
+}
+
+impl Bounds {
+    fn record(&mut self, anchor: usize, size: u64) {
         if anchor == 0 {
             return;
         }
-        if anchored.len() <= anchor {
-            anchored.resize(anchor + 1, 0);
+        if self.anchored.len() <= anchor {
+            self.anchored.resize(anchor + 1, 0);
         }
-        anchored[anchor] = size;
-    };
-    while let Some(Ok((event, span))) = parser.next_event() {
+        self.anchored[anchor] = size;
+    }
+
+    /// Counts `event`; the first bound it crosses, with where.
+    fn see(&mut self, event: &Event<'_>, span: YSpan) -> Result<(), (Problem, YSpan)> {
         let size = match event {
             Event::DocumentStart(_) => {
-                documents += 1;
-                if documents > 1 {
+                self.documents += 1;
+                if self.documents > 1 {
                     return Err((Problem::SecondDocument, span));
                 }
-                continue;
+                return Ok(());
             }
             Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
-                if open.len() >= MAX_DEPTH {
+                if self.open.len() >= MAX_DEPTH {
                     return Err((Problem::TooDeep, span));
                 }
-                open.push(Open { anchor, values: 1 });
-                total = total.saturating_add(1);
-                continue;
+                self.open.push(Open {
+                    anchor: *anchor,
+                    values: 1,
+                });
+                self.total = self.total.saturating_add(1);
+                return Ok(());
             }
             Event::MappingEnd | Event::SequenceEnd => {
-                let Some(done) = open.pop() else { continue };
-                record(&mut anchored, done.anchor, done.values);
+                let Some(done) = self.open.pop() else {
+                    return Ok(());
+                };
+                self.record(done.anchor, done.values);
                 done.values
             }
             Event::Scalar(_, _, anchor, _) => {
-                record(&mut anchored, anchor, 1);
-                total = total.saturating_add(1);
+                self.record(*anchor, 1);
+                self.total = self.total.saturating_add(1);
                 1
             }
             Event::Alias(anchor) => {
-                let size = anchored.get(anchor).copied().unwrap_or(1).max(1);
-                total = total.saturating_add(size);
+                let size = self.anchored.get(*anchor).copied().unwrap_or(1).max(1);
+                self.total = self.total.saturating_add(size);
                 size
             }
-            _ => continue,
+            _ => return Ok(()),
         };
-        if total > MAX_VALUES {
+        if self.total > MAX_VALUES {
             return Err((Problem::TooManyValues, span));
         }
-        if let Some(parent) = open.last_mut() {
+        if let Some(parent) = self.open.last_mut() {
             parent.values = parent.values.saturating_add(size);
         }
+        Ok(())
+    }
+
+    /// `see`, with the crossed bound as the diagnostic a reader gets.
+    pub(super) fn check(
+        &mut self,
+        file: &SourceFile,
+        event: &Event<'_>,
+        span: YSpan,
+    ) -> Result<(), Box<Diagnostic>> {
+        self.see(event, span)
+            .map_err(|(problem, span)| Box::new(diagnostic(file, &problem, Some(span))))
+    }
+}
+
+/// The checks made on the text before any parser reads it: its size, and its brackets' depth
+/// (a parser's look-ahead over deep flow collections is what they guard against).
+pub(super) fn check_text(file: &SourceFile) -> Result<(), Box<Diagnostic>> {
+    if file.text().len() > MAX_BYTES {
+        let problem = Problem::TooLarge {
+            bytes: file.text().len(),
+        };
+        return Err(Box::new(diagnostic(file, &problem, None)));
+    }
+    if let Some(at) = flow_too_deep(file.text()) {
+        let start = file.line_col(at);
+        let d = diagnostic(file, &Problem::TooDeep, None).at(Span::new(file, start, 1));
+        return Err(Box::new(d));
     }
     Ok(())
 }

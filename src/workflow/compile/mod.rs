@@ -477,7 +477,9 @@ impl Compiler {
     }
 
     /// The file as serde reads it, or every structural problem of it reported.
-    fn read_file(&mut self, file: &SourceFile) -> Option<raw::WorkflowFile> {
+    /// The file as serde reads it, and where each value is: the file is read once for both
+    /// the positions and its bounds (against hostile YAML), then by serde.
+    fn read_file(&mut self, file: &SourceFile) -> Option<(raw::WorkflowFile, Document)> {
         if file.text().trim().is_empty() {
             self.error(
                 "empty-workflow",
@@ -487,8 +489,15 @@ impl Compiler {
             );
             return None;
         }
-        match crate::source::yaml::parse_typed_all(file) {
-            Ok(wf) => Some(wf),
+        let doc = match Document::checked(file) {
+            Ok(doc) => doc,
+            Err(d) => {
+                self.diags.push(*d);
+                return None;
+            }
+        };
+        match crate::source::yaml::parse_typed_all_checked(file) {
+            Ok(wf) => Some((wf, doc)),
             Err(found) => {
                 self.diags.extend(found);
                 None
@@ -498,8 +507,7 @@ impl Compiler {
 
     fn compile_file(&mut self, file: &SourceFile) -> Option<(Workflow, Span)> {
         let errors_before = self.error_count();
-        let wf = self.read_file(file)?;
-        let doc = Document::index(file);
+        let (wf, doc) = self.read_file(file)?;
         let root = Route::root();
         let name_span = doc.value_span(&root.key("name"));
         self.check_name(&wf.name, file, name_span.clone());
