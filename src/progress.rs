@@ -192,15 +192,31 @@ pub fn rate(n: u64, elapsed: Duration) -> u64 {
     }
 }
 
-/// The line of a pass: the engine's work and the sender's.
-pub fn pass_line(meter: Arc<Meter>) -> Box<Render> {
-    Box::new(move |elapsed| pass_text(&meter, elapsed))
+/// Reads how many statements the store has sent; the store's counter, handed in by the
+/// command so that this floor need not know the store.
+pub type Statements = fn() -> u64;
+
+/// The line of a pass: the engine's work, the sender's, and the statements they cost.
+pub fn pass_line(meter: Arc<Meter>, statements: Statements) -> Box<Render> {
+    let before = statements();
+    Box::new(move |elapsed| pass_text(&meter, statements() - before, elapsed))
 }
 
-fn pass_text(meter: &Meter, elapsed: Duration) -> String {
+/// `n statements (x per step)`: what a run's work cost the database.
+pub fn statements_text(statements: u64, steps: u64) -> String {
+    match steps {
+        0 => format!("{statements} statements"),
+        _ => format!(
+            "{statements} statements ({:.1} per step)",
+            statements as f64 / steps as f64
+        ),
+    }
+}
+
+fn pass_text(meter: &Meter, statements: u64, elapsed: Duration) -> String {
     let sent = get(&meter.sent);
     format!(
-        "{:>5.1}s  {} enrolled · {} steps · {} emails queued · {} sent ({}/s) · {} to retry · {} failed",
+        "{:>5.1}s  {} enrolled · {} steps · {} emails queued · {} sent ({}/s) · {} to retry · {} failed · {}",
         elapsed.as_secs_f64(),
         get(&meter.enrolled),
         get(&meter.steps),
@@ -209,5 +225,6 @@ fn pass_text(meter: &Meter, elapsed: Duration) -> String {
         rate(sent, elapsed),
         get(&meter.retrying),
         get(&meter.failed),
+        statements_text(statements, get(&meter.steps)),
     )
 }

@@ -26,7 +26,10 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
         // A moment rehearsed by hand: its mail is dated by the virtual clock.
         runner.options.dates = crate::delivery::MessageDates::PassMoment;
     }
-    let line = Progress::start(progress, crate::progress::pass_line(runner.meter().clone()));
+    let line = Progress::start(
+        progress,
+        crate::progress::pass_line(runner.meter().clone(), crate::store::statements),
+    );
     let outcome = runtime.block_on(async {
         let recovered = runner.recover().await?;
         let mut outcome = runner.pass(now).await?;

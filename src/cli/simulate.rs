@@ -89,18 +89,24 @@ fn clock_line(
     to: DateTime<Utc>,
 ) -> Box<crate::progress::Render> {
     let window = (to - from).num_milliseconds().max(1);
+    let before = crate::store::statements();
     Box::new(move |elapsed| {
         let at = meter.clock.load(std::sync::atomic::Ordering::Relaxed);
         let done = (at - from.timestamp_millis()).clamp(0, window);
         format!(
-            "{:>5.1}s  virtual clock {} ({}%) · {} enrolled · {} emails",
+            "{:>5.1}s  virtual clock {} ({}%) · {} enrolled · {} steps · {} emails · {}",
             elapsed.as_secs_f64(),
             DateTime::from_timestamp_millis(at.max(from.timestamp_millis()))
                 .unwrap_or(from)
                 .format("%Y-%m-%d %H:%M"),
             done * 100 / window,
             get(&meter.enrolled),
+            get(&meter.steps),
             get(&meter.queued),
+            crate::progress::statements_text(
+                crate::store::statements() - before,
+                get(&meter.steps)
+            ),
         )
     })
 }

@@ -192,6 +192,11 @@ fn pass_counters(p: &PassMetrics, meter: &crate::progress::Meter) -> String {
         ),
         ("tidings_steps_total", "Journey steps run.", p.steps as f64),
         (
+            "tidings_store_statements_total",
+            "Statements this process sent to the database (a transaction's BEGIN and COMMIT count).",
+            crate::store::statements() as f64,
+        ),
+        (
             "tidings_emails_sent_total",
             "Emails sent by this process.",
             p.emails_sent as f64,

@@ -9,9 +9,9 @@
 //! Other workflows have no event to replay: the customers an audience keeps enter at one
 //! moment.
 
-use super::steps::Suppressions;
+use super::steps::Consent;
 use super::triggers::{Admission, Entry, enter, triggers};
-use super::{BATCH, Engine, EngineError, PassReport, history_if};
+use super::{BATCH, Engine, EngineError, PassReport, Pasts};
 use crate::model::customer::Customer;
 use crate::store::customer_rows::{self, CustomerFilter};
 use crate::store::{enrollments, events};
@@ -112,13 +112,14 @@ impl Engine {
                 };
                 let at = stored.event.at;
                 let event = Some(&stored.event);
-                let history = history_if(&mut tx, reads, &customer.id, at).await?;
+                let history = Pasts::load(&mut tx, reads, &[&customer.id], at).await?;
+                let history = history.at(&customer.id, at);
                 if !self.keeps(job.audience, &customer, event, &history, at) {
                     continue;
                 }
-                let mut suppressions = Suppressions::default();
+                let mut consent = Consent::default();
                 let admission = Admission {
-                    suppressions: &mut suppressions,
+                    consent: &mut consent,
                     last_entry: enrollments::last_entry(&mut tx, &wf.name, &customer.id).await?,
                     history: history.as_ref(),
                 };
@@ -163,20 +164,23 @@ impl Engine {
             after = last.id.clone();
             out.considered += page.len() as u64;
             let mut kept = Vec::new();
+            let ids: Vec<&str> = page.iter().map(|c| c.id.as_str()).collect();
+            let pasts = Pasts::load(&mut tx, reads, &ids, at).await?;
             for customer in &page {
-                let history = history_if(&mut tx, reads, &customer.id, at).await?;
+                let history = pasts.at(&customer.id, at);
                 if self.keeps(job.audience, customer, None, &history, at) {
                     kept.push((customer, history));
                 }
             }
             let emails = kept.iter().map(|(c, _)| c.email.as_str()).collect();
-            let mut suppressions = Suppressions::load(&mut tx, emails).await?;
             let ids: Vec<&str> = kept.iter().map(|(c, _)| c.id.as_str()).collect();
+            let topics = wf.topic.is_some().then_some(&ids[..]);
+            let mut consent = Consent::load(&mut tx, emails, topics).await?;
             let last_entries = enrollments::last_entries(&mut tx, &wf.name, &ids).await?;
             let mut entries = Vec::new();
             for (customer, history) in kept {
                 let admission = Admission {
-                    suppressions: &mut suppressions,
+                    consent: &mut consent,
                     last_entry: last_entries.get(&customer.id).copied(),
                     history: history.as_ref(),
                 };

@@ -13,6 +13,7 @@ mod stages;
 mod steps;
 mod triggers;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -22,6 +23,7 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::model::customer::{Customer, FieldKind, NewValue, field};
 use crate::model::history::EventHistory;
+use crate::store::engagement::Past;
 use crate::store::{Store, StoreError};
 use crate::time::zones::zone_named;
 use crate::unsubscribe::Signer;
@@ -254,18 +256,32 @@ fn apply_set(c: &mut Customer, set: &Map<String, Value>) {
 /// fires only under `catch_up: run_once`; a younger one is on time.
 const CATCH_UP_GRACE: TimeDelta = TimeDelta::minutes(5);
 
-/// The customer's past events up to `at`, read only when an expression will use them.
-async fn history_if(
-    conn: &mut sqlx::AnyConnection,
-    needed: bool,
-    customer_id: &str,
-    at: DateTime<Utc>,
-) -> Result<Option<Arc<EventHistory>>, StoreError> {
-    if !needed {
-        return Ok(None);
+/// The pasts of a page of customers, read at once and only when an expression of the work
+/// will use them; each journey then sees its customer's past up to its own moment.
+pub(super) struct Pasts(Option<HashMap<String, Past>>);
+
+impl Pasts {
+    /// Reads the pasts of `ids` up to `until`, the latest moment any of them is read at.
+    pub(super) async fn load(
+        conn: &mut sqlx::AnyConnection,
+        needed: bool,
+        ids: &[&str],
+        until: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
+        if !needed {
+            return Ok(Self(None));
+        }
+        Ok(Self(Some(
+            crate::store::engagement::pasts(conn, ids, until).await?,
+        )))
     }
-    let history = crate::store::engagement::history(conn, customer_id, at).await?;
-    Ok(Some(Arc::new(history)))
+
+    /// A customer's past up to `at`; `None` when it was not needed.
+    pub(super) fn at(&self, customer_id: &str, at: DateTime<Utc>) -> Option<Arc<EventHistory>> {
+        let pasts = self.0.as_ref()?;
+        let past = pasts.get(customer_id).map(|p| p.until(at));
+        Some(Arc::new(past.unwrap_or_default()))
+    }
 }
 
 /// The zone a customer's local times are read in (UTC when they have none).

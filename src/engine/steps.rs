@@ -6,7 +6,7 @@
 use super::compose::Moment;
 
 use super::{
-    BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, apply_set, customer_zone, history_if,
+    BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, Pasts, apply_set, customer_zone,
 };
 use crate::model::customer::{Customer, Enrollment, Event};
 use crate::model::states::{Channel, JourneyState};
@@ -19,7 +19,7 @@ use crate::workflow::expr::{EvalInput, Expr};
 use crate::workflow::plan::{Step, StepKind, StepLinks, Wait, Workflow};
 use crate::workflow::raw::{Deferral, MailClass};
 use chrono::{DateTime, TimeDelta, Utc};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Whether a marketing email may go now.
@@ -72,10 +72,18 @@ impl Journey<'_> {
     }
 }
 
-/// What an email step reads and adds to: the group's suppressions and queued deliveries.
+/// What an email step reads and adds to: the group's consent and queued deliveries.
 pub(super) struct Mail<'a> {
-    suppressions: &'a mut Suppressions,
+    consent: &'a mut Consent,
     outgoing: &'a mut Outgoing,
+}
+
+/// What a group of journeys reads, read for the whole group at once: their customers'
+/// consent, their pasts (when a workflow reads history) and the events they answer.
+pub(super) struct Group {
+    consent: Consent,
+    pasts: Pasts,
+    events: HashMap<String, Event>,
 }
 
 /// Whether a journey runs its next step now, or has stopped (a wait, the end, a failure).
@@ -122,10 +130,16 @@ impl Node<'_> {
 /// arrives.
 pub(super) struct Outgoing(Vec<NewDelivery>, DateTime<Utc>, Arc<crate::progress::Meter>);
 
-/// The suppression list as far as one batch of work needs it: read for a page or a group
-/// of customers in one query, and one address at a time for any other address.
+/// Consent as far as one batch of work needs it: the suppression list and the topic
+/// opt-outs, read for a page or a group of customers in one query each, and one address or
+/// customer at a time for any other.
 #[derive(Default)]
-pub(super) struct Suppressions(HashMap<String, bool>);
+pub(super) struct Consent {
+    /// Whether each address is suppressed, by its lower-case form.
+    addresses: HashMap<String, bool>,
+    /// The topics each customer of the page opted out of, when read for the page.
+    topics: Option<BTreeMap<String, BTreeSet<String>>>,
+}
 
 /// Enough steps for any sane journey; a longer run without a wait is cut off.
 pub(super) const MAX_STEPS_PER_RUN: usize = 1_000;
@@ -159,8 +173,7 @@ impl Engine {
             let ids: Vec<&str> = group.iter().map(|r| r.customer_id.as_str()).collect();
             let backend = self.store.backend();
             let mut customers = customer_rows::customers_for_update(&mut tx, backend, &ids).await?;
-            let emails = customers.values().map(|c| c.email.as_str()).collect();
-            let mut suppressions = Suppressions::load(&mut tx, emails).await?;
+            let mut reads = self.group_reads(&mut tx, group, &customers).await?;
             if backend == crate::store::Backend::Sqlite {
                 // One writer at a time on SQLite: a journey is lost to another worker only
                 // when a second process runs beside this one. Then the whole group is rolled
@@ -172,7 +185,7 @@ impl Engine {
                 for row in group.iter_mut() {
                     let customer = customers.get_mut(&row.customer_id);
                     let out = &mut outgoing;
-                    self.advance(&mut tx, row, customer, &mut suppressions, out, report)
+                    self.advance(&mut tx, row, customer, &mut reads, out, report)
                         .await?;
                 }
                 outgoing.write(&mut tx, report).await?;
@@ -188,7 +201,7 @@ impl Engine {
                 let customer = customers.get_mut(&row.customer_id);
                 let mut outgoing = Outgoing(Vec::new(), now, self.meter.clone());
                 let out = &mut outgoing;
-                self.advance(&mut journey, row, customer, &mut suppressions, out, report)
+                self.advance(&mut journey, row, customer, &mut reads, out, report)
                     .await?;
                 outgoing.write(&mut journey, report).await?;
                 if enrollments::save_enrollment(&mut journey, row).await? {
@@ -210,6 +223,41 @@ impl Engine {
         Ok(count)
     }
 
+    /// What a group of journeys reads, in a few statements for the whole group: its
+    /// customers' suppressions and topic opt-outs, their pasts up to the latest due moment
+    /// (when a workflow of the group reads history), and the events the journeys answer.
+    async fn group_reads(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        group: &[EnrollmentRow],
+        customers: &HashMap<String, Customer>,
+    ) -> Result<Group, EngineError> {
+        let workflows: Vec<&Workflow> = (group.iter())
+            .filter_map(|r| self.plan.workflow(&r.workflow))
+            .map(|w| &**w)
+            .collect();
+        let emails = customers.values().map(|c| c.email.as_str()).collect();
+        let ids: Vec<&str> = customers.keys().map(String::as_str).collect();
+        let topics = workflows.iter().any(|w| w.topic.is_some());
+        let consent = Consent::load(conn, emails, topics.then_some(&ids[..])).await?;
+        let reads = workflows.iter().any(|w| w.reads_history());
+        let until = group.iter().map(|r| r.due_at.unwrap_or(r.entered_at)).max();
+        let pasts = match until {
+            Some(until) => Pasts::load(conn, reads, &ids, until).await?,
+            None => Pasts::load(conn, false, &[], Utc::now()).await?,
+        };
+        let event_ids: Vec<&str> = group.iter().filter_map(|r| r.event_id.as_deref()).collect();
+        let events = match event_ids.is_empty() {
+            true => HashMap::new(),
+            false => events::events_by_id(conn, &event_ids).await?,
+        };
+        Ok(Group {
+            consent,
+            pasts,
+            events,
+        })
+    }
+
     /// Runs an enrollment's steps from its current one until a wait or the end. The
     /// deliveries its steps queue go to `outgoing`, which the caller writes.
     pub(super) async fn advance(
@@ -217,7 +265,7 @@ impl Engine {
         conn: &mut sqlx::AnyConnection,
         row: &mut EnrollmentRow,
         customer: Option<&mut Customer>,
-        suppressions: &mut Suppressions,
+        reads: &mut Group,
         outgoing: &mut Outgoing,
         report: &mut PassReport,
     ) -> Result<(), EngineError> {
@@ -232,22 +280,22 @@ impl Engine {
             end(row, JourneyState::Exited, Some(gone), at, report);
             return Ok(());
         };
-        let event = match &row.event_id {
-            Some(id) => events::event(conn, id).await?,
-            None => None,
-        };
+        let event = row.event_id.as_ref().and_then(|id| reads.events.get(id));
         // Whether the event came or the time ran out, the wait is over.
         row.waiting = None;
-        let history = history_if(conn, wf.reads_history(), &customer.id, at).await?;
+        let history = match wf.reads_history() {
+            true => reads.pasts.at(&customer.id, at),
+            false => None,
+        };
         let journey = Journey {
             wf,
-            event: event.as_ref(),
+            event,
             history,
             at,
             emailed: std::sync::atomic::AtomicBool::new(false),
         };
         let mut mail = Mail {
-            suppressions,
+            consent: &mut reads.consent,
             outgoing,
         };
         for _ in 0..MAX_STEPS_PER_RUN {
@@ -469,7 +517,7 @@ impl Engine {
         // Consent is checked at every email, not only at entry: an unsubscribe in the
         // middle of a series ends it for every workflow at once.
         if let Some(reason) = self
-            .no_consent(conn, journey.wf, customer, mail.suppressions)
+            .no_consent(conn, journey.wf, customer, mail.consent)
             .await?
         {
             end(row, JourneyState::Exited, Some(reason.into()), at, report);
@@ -510,18 +558,16 @@ impl Engine {
         conn: &mut sqlx::AnyConnection,
         wf: &Workflow,
         customer: &Customer,
-        suppressions: &mut Suppressions,
+        consent: &mut Consent,
     ) -> Result<Option<&'static str>, EngineError> {
-        if suppressions.contains(conn, &customer.email).await? {
+        if consent.suppressed(conn, &customer.email).await? {
             return Ok(Some("suppressed"));
         }
         if wf.class == MailClass::Marketing && customer.unsubscribed_at.is_some() {
             return Ok(Some("unsubscribed"));
         }
         if let Some(topic) = &wf.topic
-            && crate::store::topics::opted_out(conn, &customer.id)
-                .await?
-                .contains(topic)
+            && consent.opted_out(conn, &customer.id, topic).await?
         {
             return Ok(Some("unsubscribed from the topic"));
         }
@@ -652,35 +698,56 @@ impl Outgoing {
     }
 }
 
-impl Suppressions {
+impl Consent {
+    /// Reads the suppressions of `emails` and, for `topics_of` when given, the topics
+    /// those customers opted out of.
     pub(super) async fn load(
         conn: &mut sqlx::AnyConnection,
         emails: Vec<&str>,
+        topics_of: Option<&[&str]>,
     ) -> Result<Self, StoreError> {
         let found = suppressions::suppressed_among(conn, &emails).await?;
-        Ok(Self(
-            emails
-                .into_iter()
-                .map(|e| {
-                    let e = e.to_lowercase();
-                    let suppressed = found.contains_key(&e);
-                    (e, suppressed)
-                })
-                .collect(),
-        ))
+        let addresses = emails
+            .into_iter()
+            .map(|e| {
+                let e = e.to_lowercase();
+                let suppressed = found.contains_key(&e);
+                (e, suppressed)
+            })
+            .collect();
+        let topics = match topics_of {
+            Some(ids) => Some(crate::store::topics::opted_out_among(conn, ids).await?),
+            None => None,
+        };
+        Ok(Self { addresses, topics })
     }
 
-    pub(super) async fn contains(
+    pub(super) async fn suppressed(
         &mut self,
         conn: &mut sqlx::AnyConnection,
         email: &str,
     ) -> Result<bool, StoreError> {
         let email = email.to_lowercase();
-        if let Some(known) = self.0.get(&email) {
+        if let Some(known) = self.addresses.get(&email) {
             return Ok(*known);
         }
         let suppressed = suppressions::is_suppressed(conn, &email).await?;
-        self.0.insert(email, suppressed);
+        self.addresses.insert(email, suppressed);
         Ok(suppressed)
+    }
+
+    /// Whether the customer opted out of `topic`: from the page's opt-outs when they were
+    /// read for it, else asked.
+    async fn opted_out(
+        &mut self,
+        conn: &mut sqlx::AnyConnection,
+        customer_id: &str,
+        topic: &str,
+    ) -> Result<bool, StoreError> {
+        if let Some(topics) = &self.topics {
+            return Ok(topics.get(customer_id).is_some_and(|t| t.contains(topic)));
+        }
+        let topics = crate::store::topics::opted_out(conn, customer_id).await?;
+        Ok(topics.contains(topic))
     }
 }

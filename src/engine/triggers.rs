@@ -3,9 +3,9 @@
 //! as birthdays, each customer in their own zone. Entry is decided in pages and written
 //! with its enrollments, keyed by the trigger, so a pass run twice enrolls nobody twice.
 
-use super::steps::Suppressions;
+use super::steps::Consent;
 use super::{
-    BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, apply_set, customer_zone, history_if,
+    BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, Pasts, apply_set, customer_zone,
 };
 use crate::model::customer::FieldValue;
 use crate::model::customer::{Customer, Event};
@@ -97,7 +97,7 @@ pub(super) enum Entry {
 /// What decides whether a customer may enter a workflow, read before `enroll` — for a
 /// whole page of customers at once where many enter together.
 pub(super) struct Admission<'a> {
-    pub(super) suppressions: &'a mut Suppressions,
+    pub(super) consent: &'a mut Consent,
     /// When the customer last entered this workflow, for the re-entry rule.
     pub(super) last_entry: Option<DateTime<Utc>>,
     /// The customer's past events, read only for workflows that call `event_count`.
@@ -172,12 +172,14 @@ impl Engine {
                 .await?;
         }
         let reads = triggered.iter().any(|w| w.reads_history());
-        let history = history_if(&mut tx, reads, &customer.id, stored.event.at).await?;
-        let mut suppressions = Suppressions::default();
+        let at = stored.event.at;
+        let history = Pasts::load(&mut tx, reads, &[&customer.id], at).await?;
+        let history = history.at(&customer.id, at);
+        let mut consent = Consent::default();
         for wf in triggered {
             let key = stored.event.id.clone();
             let admission = Admission {
-                suppressions: &mut suppressions,
+                consent: &mut consent,
                 last_entry: enrollments::last_entry(&mut tx, &wf.name, &customer.id).await?,
                 history: history.as_ref(),
             };
@@ -252,7 +254,7 @@ impl Engine {
         at: DateTime<Utc>,
     ) -> Result<Entry, EngineError> {
         if self
-            .no_consent(conn, wf, customer, admission.suppressions)
+            .no_consent(conn, wf, customer, admission.consent)
             .await?
             .is_some()
         {
@@ -483,14 +485,20 @@ impl Engine {
             let mut tx = self.store.write_tx().await?;
             // What decides entry, read for the whole page at once.
             let emails = entering.iter().map(|(c, _)| c.email.as_str()).collect();
-            let mut suppressions = Suppressions::load(&mut tx, emails).await?;
             let ids: Vec<&str> = entering.iter().map(|(c, _)| c.id.as_str()).collect();
+            let topics = wf.topic.is_some().then_some(&ids[..]);
+            let mut consent = Consent::load(&mut tx, emails, topics).await?;
             let last_entries = enrollments::last_entries(&mut tx, &wf.name, &ids).await?;
+            let until = entering.iter().map(|(_, (_, at))| *at).max();
+            let pasts = match until {
+                Some(until) => Pasts::load(&mut tx, wf.reads_history(), &ids, until).await?,
+                None => Pasts(None),
+            };
             let mut entries = Vec::new();
             for (customer, (trigger_key, at)) in entering {
-                let history = history_if(&mut tx, wf.reads_history(), &customer.id, at).await?;
+                let history = pasts.at(&customer.id, at);
                 let admission = Admission {
-                    suppressions: &mut suppressions,
+                    consent: &mut consent,
                     last_entry: last_entries.get(&customer.id).copied(),
                     history: history.as_ref(),
                 };

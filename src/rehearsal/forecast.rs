@@ -21,7 +21,7 @@ use crate::model::filter::ColumnFilter;
 use crate::rehearsal::simulate::{Rehearsal, SimulateError, rehearse};
 use crate::store::customer_rows::CustomerFilter;
 use crate::store::customer_rows::customers_page;
-use crate::store::engagement::history;
+use crate::store::engagement::pasts;
 use crate::store::{Store, StoreError};
 use crate::workflow::expr::{EvalInput, Expr};
 use crate::workflow::plan::{Plan, Trigger, Workflow, Zone};
@@ -298,7 +298,7 @@ async fn audiences(
         .iter()
         .map(|w| (w.name.clone(), Some(0)))
         .collect();
-    // `event_count` reads the customer's past events: loaded per customer, and only when
+    // `event_count` reads the customer's past events: loaded per page, and only when
     // an audience calls it.
     let needs_history = plan
         .workflows
@@ -323,8 +323,11 @@ async fn audiences(
         total += page.len() as u64;
         let mut histories = Vec::new();
         if needs_history {
+            let ids: Vec<&str> = page.iter().map(|c| c.id.as_str()).collect();
+            let pasts = pasts(&mut conn, &ids, now).await?;
             for customer in &page {
-                histories.push(Arc::new(history(&mut conn, &customer.id, now).await?));
+                let past = pasts.get(&customer.id).map(|p| p.until(now));
+                histories.push(Arc::new(past.unwrap_or_default()));
             }
         }
         for wf in &plan.workflows {

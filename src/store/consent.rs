@@ -81,9 +81,12 @@ impl Store {
             "DELETE FROM enrollments WHERE customer_id = $1",
             "DELETE FROM events WHERE customer_id = $1",
         ] {
-            sqlx::query(sql).bind(customer_id).execute(&mut *tx).await?;
+            super::sql::query(sql)
+                .bind(customer_id)
+                .execute(&mut *tx)
+                .await?;
         }
-        let gone = sqlx::query("DELETE FROM customers WHERE id = $1")
+        let gone = super::sql::query("DELETE FROM customers WHERE id = $1")
             .bind(customer_id)
             .execute(&mut *tx)
             .await?
@@ -132,7 +135,7 @@ pub(super) async fn unsubscribe_in(
     source: &str,
     at: DateTime<Utc>,
 ) -> Result<Unsubscribed, StoreError> {
-    let changed = sqlx::query(
+    let changed = super::sql::query(
         "UPDATE customers SET unsubscribed_at = $1, updated_at = $1 WHERE id = $2 AND unsubscribed_at IS NULL",
     )
     .bind(at.timestamp_millis())
@@ -141,7 +144,7 @@ pub(super) async fn unsubscribe_in(
     .await?
     .rows_affected();
     if changed == 0 {
-        let known = sqlx::query("SELECT 1 FROM customers WHERE id = $1")
+        let known = super::sql::query("SELECT 1 FROM customers WHERE id = $1")
             .bind(customer_id)
             .fetch_optional(&mut *conn)
             .await?
@@ -168,7 +171,7 @@ pub(super) async fn customers_with_email_in(
     conn: &mut sqlx::AnyConnection,
     email: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let rows = sqlx::query("SELECT id FROM customers WHERE LOWER(email) = $1 ORDER BY id")
+    let rows = super::sql::query("SELECT id FROM customers WHERE LOWER(email) = $1 ORDER BY id")
         .bind(email.to_lowercase())
         .fetch_all(conn)
         .await?;

@@ -259,7 +259,7 @@ pub async fn copy_for_rehearsal(
             _ => {}
         }
     }
-    sqlx::query("UPDATE events SET processed_at = NULL WHERE at >= $1")
+    super::sql::query("UPDATE events SET processed_at = NULL WHERE at >= $1")
         .bind(start.timestamp_millis())
         .execute(&to.pool)
         .await?;
@@ -271,7 +271,7 @@ pub async fn copy_for_rehearsal(
         "CREATE TABLE copied_enrollments AS SELECT id, state FROM enrollments",
         "CREATE UNIQUE INDEX copied_enrollments_id ON copied_enrollments (id)",
     ] {
-        sqlx::query(sql).execute(&to.pool).await?;
+        super::sql::query(sql).execute(&to.pool).await?;
     }
     Ok(report)
 }
@@ -293,7 +293,7 @@ pub async fn window_deliveries(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<WindowDelivery>, StoreError> {
-    let rows = sqlx::query(
+    let rows = super::sql::query(
         "SELECT d.workflow, d.channel, d.state, d.due_at, c.state, d.step FROM deliveries d LEFT JOIN copied_deliveries c ON c.id = d.id WHERE d.due_at >= $1 AND d.due_at <= $2",
     )
     .bind(from.timestamp_millis())
@@ -339,7 +339,7 @@ pub async fn window_journeys(
     to: DateTime<Utc>,
 ) -> Result<Vec<WindowJourney>, StoreError> {
     let (a, b) = (from.timestamp_millis(), to.timestamp_millis());
-    let rows = sqlx::query(
+    let rows = super::sql::query(
         "SELECT e.workflow, e.state, e.entered_at, e.ended_at, e.customer_id, e.error, c.state, e.variant FROM enrollments e LEFT JOIN copied_enrollments c ON c.id = e.id WHERE (e.entered_at >= $1 AND e.entered_at <= $2) OR (e.ended_at >= $1 AND e.ended_at <= $2)",
     )
     .bind(a)
@@ -402,7 +402,7 @@ async fn copy_table(
     let mut after = String::new();
     let mut copied = 0;
     loop {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(select.clone())).bind(after.clone());
+        let mut q = super::sql::query(sqlx::AssertSqlSafe(select.clone())).bind(after.clone());
         if let Some((_, value)) = filter {
             q = q.bind(value);
         }
@@ -443,7 +443,7 @@ async fn insert_row(
     insert: &str,
     cells: Vec<Cell>,
 ) -> Result<(), StoreError> {
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert.to_string()));
+    let mut q = super::sql::query(sqlx::AssertSqlSafe(insert.to_string()));
     for cell in cells {
         q = match cell {
             Cell::Text(v) => q.bind(v),
@@ -464,7 +464,10 @@ pub async fn table_columns(store: &Store, table: &str) -> Result<Vec<String>, St
             "SELECT column_name::text FROM information_schema.columns WHERE table_name = $1 AND table_schema = current_schema() ORDER BY ordinal_position"
         }
     };
-    let rows = sqlx::query(sql).bind(table).fetch_all(&store.pool).await?;
+    let rows = super::sql::query(sql)
+        .bind(table)
+        .fetch_all(&store.pool)
+        .await?;
     rows.iter()
         .map(|r| Ok(r.try_get::<String, _>(0)?))
         .collect()
@@ -491,7 +494,10 @@ pub async fn next_due(
         "SELECT MIN(due_at) FROM enrollments WHERE state = 'active' AND due_at > $1",
         "SELECT MIN(due_at) FROM deliveries WHERE state = 'pending' AND due_at > $1",
     ] {
-        let row = sqlx::query(sql).bind(ms).fetch_one(&store.pool).await?;
+        let row = super::sql::query(sql)
+            .bind(ms)
+            .fetch_one(&store.pool)
+            .await?;
         if let Some(t) = row
             .try_get::<Option<i64>, _>(0)?
             .and_then(DateTime::from_timestamp_millis)

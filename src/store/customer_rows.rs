@@ -10,7 +10,7 @@ use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
 
 pub async fn customer(conn: &mut AnyConnection, id: &str) -> Result<Option<Customer>, StoreError> {
-    let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
+    let row = super::sql::query("SELECT * FROM customers WHERE id = $1")
         .bind(id)
         .fetch_optional(conn)
         .await?;
@@ -30,7 +30,7 @@ pub async fn customer_for_update(
         super::Backend::Postgres => "SELECT * FROM customers WHERE id = $1 FOR UPDATE",
         super::Backend::Sqlite => "SELECT * FROM customers WHERE id = $1",
     };
-    let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
+    let row = super::sql::query(sql).bind(id).fetch_optional(conn).await?;
     row.map(|r| customers::from_row(&r)).transpose()
 }
 
@@ -40,7 +40,7 @@ pub async fn save_customer(
     c: &Customer,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    super::sql::query(
         "UPDATE customers SET email = $1, first_name = $2, last_name = $3, locale = $4, timezone = $5, birthday = $6, created_at = $7, last_order_at = $8, orders_count = $9, total_spent = $10, tags = $11, unsubscribed_at = $12, attributes = $13, updated_at = $14 WHERE id = $15",
     )
     .bind(c.email.clone())
@@ -142,7 +142,7 @@ pub async fn customers_page(
             "SELECT * FROM customers WHERE id > $1{condition}{pushed} ORDER BY id LIMIT {limit}"
         ),
     );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after_id.to_string());
+    let mut q = super::sql::query(sqlx::AssertSqlSafe(sql)).bind(after_id.to_string());
     for v in values {
         q = q.bind(v);
     }
@@ -203,7 +203,7 @@ pub enum CustomerFilter {
 pub async fn customer_zones(conn: &mut AnyConnection) -> Result<Vec<Option<String>>, StoreError> {
     // Zone by zone along the `customers (timezone)` index, a seek each, where `DISTINCT`
     // read the whole index: every pass asks, and a store holds few zones and many customers.
-    let rows = sqlx::query(
+    let rows = super::sql::query(
         "WITH RECURSIVE zones (tz) AS (
             SELECT (SELECT timezone FROM customers WHERE timezone IS NOT NULL ORDER BY timezone LIMIT 1)
             UNION ALL

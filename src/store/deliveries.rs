@@ -152,7 +152,7 @@ pub async fn coupons_of(
 ) -> Result<serde_json::Value, StoreError> {
     let mut out = serde_json::Map::new();
     for (step, key) in steps {
-        let row = sqlx::query("SELECT code, expires_at FROM coupons WHERE delivery_id = $1")
+        let row = super::sql::query("SELECT code, expires_at FROM coupons WHERE delivery_id = $1")
             .bind(key)
             .fetch_optional(&mut *conn)
             .await?;
@@ -174,7 +174,7 @@ pub async fn bodies(
     conn: &mut AnyConnection,
     id: &str,
 ) -> Result<(Option<String>, Option<String>), StoreError> {
-    let row = sqlx::query("SELECT html, text FROM delivery_bodies WHERE delivery_id = $1")
+    let row = super::sql::query("SELECT html, text FROM delivery_bodies WHERE delivery_id = $1")
         .bind(id)
         .fetch_optional(conn)
         .await?;
@@ -186,7 +186,7 @@ pub async fn bodies(
 
 /// The emails sent so far, in the order they left.
 pub async fn sent_emails(conn: &mut AnyConnection) -> Result<Vec<SentEmail>, StoreError> {
-    let rows = sqlx::query("SELECT id, step, customer_id, recipient, subject, coupon_code, sent_at FROM deliveries WHERE channel = 'email' AND state = 'sent' ORDER BY sent_at, id")
+    let rows = super::sql::query("SELECT id, step, customer_id, recipient, subject, coupon_code, sent_at FROM deliveries WHERE channel = 'email' AND state = 'sent' ORDER BY sent_at, id")
         .fetch_all(conn)
         .await?;
     rows.iter()
@@ -210,7 +210,7 @@ pub async fn sent_emails(conn: &mut AnyConnection) -> Result<Vec<SentEmail>, Sto
 
 pub async fn deliveries(conn: &mut AnyConnection) -> Result<Vec<DeliveryRow>, StoreError> {
     let sql = format!("SELECT {WITH_BODIES} ORDER BY due_at, id");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = super::sql::query(sqlx::AssertSqlSafe(sql))
         .fetch_all(conn)
         .await?;
     delivery_rows(&rows)
@@ -255,7 +255,7 @@ pub async fn marketing_sends_since(
     customer_id: &str,
     since: DateTime<Utc>,
 ) -> Result<Vec<DateTime<Utc>>, StoreError> {
-    let rows = sqlx::query(
+    let rows = super::sql::query(
         "SELECT due_at FROM deliveries WHERE customer_id = $1 AND channel = 'email' AND class = 'marketing' AND state IN ('pending', 'sending', 'sent', 'retrying', 'unknown') AND due_at > $2 ORDER BY due_at",
     )
     .bind(customer_id)

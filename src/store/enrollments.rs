@@ -78,7 +78,7 @@ pub async fn last_entry(
     workflow: &str,
     customer_id: &str,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let row = sqlx::query(
+    let row = super::sql::query(
         "SELECT MAX(entered_at) FROM enrollments WHERE workflow = $1 AND customer_id = $2",
     )
     .bind(workflow)
@@ -152,7 +152,7 @@ pub async fn claim_due(
         lease.now.timestamp_millis()
     };
     // The statement's text is fixed here but for the lock clause.
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = super::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(lease.until.timestamp_millis())
         .bind(due_by.timestamp_millis())
         .bind(free_after)
@@ -239,7 +239,7 @@ pub async fn resume_waiting(
     at: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
     let at = at.timestamp_millis();
-    let n = sqlx::query(RESUME_SQL)
+    let n = super::sql::query(RESUME_SQL)
         .bind(at)
         .bind(customer_id)
         .bind(event)
@@ -255,7 +255,7 @@ pub async fn variant_of(
     workflow: &str,
     customer_id: &str,
 ) -> Result<Option<Option<String>>, StoreError> {
-    let row = sqlx::query("SELECT variant FROM enrollments WHERE workflow = $1 AND customer_id = $2 ORDER BY entered_at DESC, id DESC LIMIT 1")
+    let row = super::sql::query("SELECT variant FROM enrollments WHERE workflow = $1 AND customer_id = $2 ORDER BY entered_at DESC, id DESC LIMIT 1")
         .bind(workflow)
         .bind(customer_id)
         .fetch_optional(conn)
@@ -267,7 +267,7 @@ pub async fn variant_of(
 pub async fn enrollments(
     conn: &mut AnyConnection,
 ) -> Result<Vec<(String, String, String, Option<String>, Option<String>)>, StoreError> {
-    let rows = sqlx::query("SELECT workflow, customer_id, state, exit_reason, error FROM enrollments ORDER BY workflow, customer_id, entered_at")
+    let rows = super::sql::query("SELECT workflow, customer_id, state, exit_reason, error FROM enrollments ORDER BY workflow, customer_id, entered_at")
         .fetch_all(conn)
         .await?;
     rows.iter()
@@ -288,7 +288,7 @@ pub async fn insert_failed_enrollment(
     conn: &mut AnyConnection,
     e: &EnrollmentRow,
 ) -> Result<bool, StoreError> {
-    let n = sqlx::query(
+    let n = super::sql::query(
         "INSERT INTO enrollments (id, workflow, customer_id, trigger_key, state, entered_at, ended_at, orders_count_at_entry, total_spent_at_entry, error, version) VALUES ($1, $2, $3, $4, 'failed', $5, $5, $6, $7, $8, 0) ON CONFLICT DO NOTHING",
     )
     .bind(e.id.clone())
@@ -315,7 +315,7 @@ pub async fn insert_skipped(
     let mut skipped = d.clone();
     skipped.coupon = None;
     if insert_delivery(conn, &skipped).await? {
-        sqlx::query("UPDATE deliveries SET state = 'skipped', last_error = $1 WHERE id = $2")
+        super::sql::query("UPDATE deliveries SET state = 'skipped', last_error = $1 WHERE id = $2")
             .bind(reason)
             .bind(d.id.clone())
             .execute(conn)
@@ -328,7 +328,7 @@ pub async fn insert_skipped(
 pub async fn running_steps(
     conn: &mut AnyConnection,
 ) -> Result<BTreeMap<String, BTreeMap<String, u64>>, StoreError> {
-    let rows = sqlx::query(
+    let rows = super::sql::query(
         "SELECT workflow, step, COUNT(*) FROM enrollments WHERE state = 'active' GROUP BY workflow, step",
     )
     .fetch_all(conn)

@@ -3,11 +3,9 @@
 
 use super::{StoreError, from_millis};
 use crate::model::customer::Event;
-use crate::model::history::EventHistory;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::{AnyConnection, Row};
-use std::collections::BTreeMap;
 
 /// An event as stored, with the customer changes it carries.
 #[derive(Debug, Clone)]
@@ -25,7 +23,7 @@ pub async fn pending_events(
     let sql = format!(
         "SELECT * FROM events WHERE processed_at IS NULL AND at <= $1 ORDER BY at, id LIMIT {limit}"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = super::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(until.timestamp_millis())
         .fetch_all(conn)
         .await?;
@@ -47,7 +45,7 @@ pub async fn named_between(
         "SELECT * FROM events WHERE name = $1 AND at >= $2 AND at <= $3 \
          AND (at > $4 OR (at = $4 AND id > $5)) ORDER BY at, id LIMIT {limit}"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = super::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(name)
         .bind(since.timestamp_millis())
         .bind(until.timestamp_millis())
@@ -82,8 +80,22 @@ pub(super) fn event_from_row(r: &sqlx::any::AnyRow) -> Result<StoredEvent, Store
     })
 }
 
+/// The events a group of journeys answer, by id, in one statement per few hundred.
+pub async fn events_by_id(
+    conn: &mut AnyConnection,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, Event>, StoreError> {
+    let rows = super::fetch_in(conn, "SELECT * FROM events WHERE id IN ({list})", &[], ids).await?;
+    rows.iter()
+        .map(|r| {
+            let e = event_from_row(r)?.event;
+            Ok((e.id.clone(), e))
+        })
+        .collect()
+}
+
 pub async fn event(conn: &mut AnyConnection, id: &str) -> Result<Option<Event>, StoreError> {
-    let row = sqlx::query("SELECT * FROM events WHERE id = $1")
+    let row = super::sql::query("SELECT * FROM events WHERE id = $1")
         .bind(id)
         .fetch_optional(conn)
         .await?;
@@ -107,7 +119,7 @@ pub async fn mark_processed_too_old(
     id: &str,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE events SET too_old = 1, processed_at = $2 WHERE id = $1")
+    super::sql::query("UPDATE events SET too_old = 1, processed_at = $2 WHERE id = $1")
         .bind(id)
         .bind(at.timestamp_millis())
         .execute(conn)
@@ -130,29 +142,6 @@ pub async fn mark_events_processed(
     )
     .await?;
     Ok(())
-}
-
-/// When the customer's events happened, by name: what `event_count` reads (what they did
-/// with their emails, for `clicked` and the like, is `engagement::of_customer`).
-pub async fn history(
-    conn: &mut AnyConnection,
-    customer_id: &str,
-    until: DateTime<Utc>,
-) -> Result<EventHistory, StoreError> {
-    let rows =
-        sqlx::query("SELECT name, at FROM events WHERE customer_id = $1 AND at <= $2 ORDER BY at")
-            .bind(customer_id)
-            .bind(until.timestamp_millis())
-            .fetch_all(&mut *conn)
-            .await?;
-    let mut map: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
-    for r in rows {
-        let name: String = r.try_get(0)?;
-        if let Some(at) = from_millis(Some(r.try_get(1)?)) {
-            map.entry(name).or_default().push(at);
-        }
-    }
-    Ok(EventHistory(map, Default::default()))
 }
 
 /// Records an event the store itself raises (an unsubscribe, a change of stage), to be

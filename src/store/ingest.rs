@@ -84,7 +84,7 @@ impl Store {
         let sql = upsert_sql(self.backend, &columns, update_only);
         // Column names come from the fixed customer field list, never from the file; every
         // value is a bound parameter.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(c.id.clone());
+        let mut q = super::sql::query(sqlx::AssertSqlSafe(sql)).bind(c.id.clone());
         for col in &columns {
             let Some(f) = crate::model::customer::field(col) else {
                 continue;
@@ -121,7 +121,7 @@ impl Store {
             Backend::Postgres => " FOR UPDATE",
         };
         let sql = format!("SELECT 1 FROM customers WHERE id = $1{lock}");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row = super::sql::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&mut **tx)
             .await?;
@@ -147,7 +147,7 @@ impl Store {
                     continue;
                 }
             };
-            let known = sqlx::query("SELECT 1 FROM customers WHERE id = $1")
+            let known = super::sql::query("SELECT 1 FROM customers WHERE id = $1")
                 .bind(&row.customer_id)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -247,7 +247,7 @@ async fn insert_event(
         EventId::Given(id) | EventId::Row(id) => id.clone(),
         EventId::None => super::events::fresh_event_id()?,
     };
-    let inserted = sqlx::query(
+    let inserted = super::sql::query(
         "INSERT INTO events (id, customer_id, name, at, properties, changes, recorded_at, fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&id)
@@ -265,7 +265,7 @@ async fn insert_event(
     if inserted == 0 && matches!(row.id, EventId::Given(_)) {
         // Seen before: a retry of the same event, or a key reused for another.
         let earlier: Option<String> =
-            sqlx::query_scalar("SELECT fingerprint FROM events WHERE id = $1")
+            super::sql::query_scalar("SELECT fingerprint FROM events WHERE id = $1")
                 .bind(&id)
                 .fetch_optional(&mut *tx)
                 .await?

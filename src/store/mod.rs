@@ -45,6 +45,7 @@ pub use consent::{MailReport, Unsubscribed};
 pub use ingest::ImportReport;
 pub use open::{redact, try_lock_file};
 pub(crate) use settings::{put_setting, setting};
+pub use sql::statements;
 pub(crate) use sql::{Lead, count_rows, fetch_in, for_rows};
 
 /// The file a `sqlite://FILE[?OPTIONS]` URL names; `None` for any other database.
@@ -106,6 +107,8 @@ impl Store {
     pub(crate) async fn write_tx(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        // Its BEGIN, and the COMMIT or ROLLBACK that ends it.
+        sql::count_statements(2);
         match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
@@ -117,7 +120,7 @@ impl Store {
     }
 
     pub async fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
-        let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
+        let row = sql::query("SELECT * FROM customers WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -125,7 +128,7 @@ impl Store {
     }
 
     pub async fn customer_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM customers")
+        Ok(sql::query("SELECT COUNT(*) FROM customers")
             .fetch_one(&self.pool)
             .await?
             .try_get(0)?)
@@ -133,7 +136,7 @@ impl Store {
 
     pub async fn event_count(&self, customer_id: &str, name: &str) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query("SELECT COUNT(*) FROM events WHERE customer_id = $1 AND name = $2")
+            sql::query("SELECT COUNT(*) FROM events WHERE customer_id = $1 AND name = $2")
                 .bind(customer_id)
                 .bind(name)
                 .fetch_one(&self.pool)
@@ -268,7 +271,7 @@ mod tests {
                 "DELETE FROM tidings_migrations WHERE version = 5",
                 "INSERT INTO customers (id, email, orders_count, total_spent, tags, attributes, updated_at) VALUES ('c1', 'a@example.com', 0, 0, '[]', '{}', 0)",
             ] {
-                sqlx::query(sql).execute(&store.pool).await.unwrap();
+                sql::query(sql).execute(&store.pool).await.unwrap();
             }
             store.close().await;
             let store = Store::open(&url).await.unwrap();

@@ -59,7 +59,7 @@ impl Store {
             wake: super::wake::Wake::of(backend, url),
         };
         if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL")
+            super::sql::query("PRAGMA journal_mode = WAL")
                 .execute(&store.pool)
                 .await?;
         }
@@ -86,14 +86,14 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // Per connection: a writer waits for another instead of failing.
-                        sqlx::query("PRAGMA busy_timeout = 5000")
+                        super::sql::query("PRAGMA busy_timeout = 5000")
                             .execute(&mut *conn)
                             .await?;
                         for pragma in SQLITE_PRAGMAS {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
+                            super::sql::query(pragma).execute(&mut *conn).await?;
                         }
                         if !durable {
-                            sqlx::query("PRAGMA synchronous = OFF")
+                            super::sql::query("PRAGMA synchronous = OFF")
                                 .execute(&mut *conn)
                                 .await?;
                         }
@@ -101,7 +101,7 @@ impl Store {
                         // Plans made for the values of each execution: a store's tables
                         // grow from nothing within one run, and a generic plan cached while
                         // they were empty (a sequential scan) was kept for the whole run.
-                        sqlx::query("SET plan_cache_mode = force_custom_plan")
+                        super::sql::query("SET plan_cache_mode = force_custom_plan")
                             .execute(&mut *conn)
                             .await?;
                     }
@@ -116,7 +116,7 @@ impl Store {
     pub(super) async fn migrate(&self) -> Result<bool, StoreError> {
         // A read first: a command opening the store beside a busy daemon must not wait for
         // the daemon's write lock (SQLite) when there is nothing to migrate.
-        if let Ok(rows) = sqlx::query("SELECT version FROM tidings_migrations")
+        if let Ok(rows) = super::sql::query("SELECT version FROM tidings_migrations")
             .fetch_all(&self.pool)
             .await
         {
@@ -128,14 +128,14 @@ impl Store {
         let mut tx = self.write_tx().await?;
         if self.backend == Backend::Postgres {
             // Replicas starting together take turns; the second finds the work done.
-            sqlx::query("SELECT pg_advisory_xact_lock(7301846401)")
+            super::sql::query("SELECT pg_advisory_xact_lock(7301846401)")
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("CREATE TABLE IF NOT EXISTS tidings_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
+        super::sql::query("CREATE TABLE IF NOT EXISTS tidings_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
             .execute(&mut *tx)
             .await?;
-        let done: Vec<i64> = sqlx::query("SELECT version FROM tidings_migrations")
+        let done: Vec<i64> = super::sql::query("SELECT version FROM tidings_migrations")
             .fetch_all(&mut *tx)
             .await?
             .iter()
@@ -148,12 +148,12 @@ impl Store {
             }
             applied = true;
             for statement in *statements {
-                sqlx::query(*statement).execute(&mut *tx).await?;
+                super::sql::query(*statement).execute(&mut *tx).await?;
             }
             if *version == super::migrations::HASHED_SUPPRESSIONS {
                 super::suppressions::hash_stored_addresses(&mut tx).await?;
             }
-            sqlx::query(
+            super::sql::query(
                 "INSERT INTO tidings_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
             )
             .bind(*version)

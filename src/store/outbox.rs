@@ -24,12 +24,12 @@ pub async fn recover_interrupted(
     expired_before: Option<DateTime<Utc>>,
 ) -> Result<(u64, u64), StoreError> {
     let bound = expired_before.map_or(i64::MAX, |t| t.timestamp_millis());
-    let unknown = sqlx::query("UPDATE deliveries SET state = 'unknown', last_error = 'the sender stopped while this email was being sent; with `delivery: at_most_once` it is not sent again' WHERE state = 'sending' AND mode = 'at_most_once' AND lease_until < $1")
+    let unknown = super::sql::query("UPDATE deliveries SET state = 'unknown', last_error = 'the sender stopped while this email was being sent; with `delivery: at_most_once` it is not sent again' WHERE state = 'sending' AND mode = 'at_most_once' AND lease_until < $1")
         .bind(bound)
         .execute(&mut *conn)
         .await?
         .rows_affected();
-    let requeued = sqlx::query("UPDATE deliveries SET state = 'retrying', last_error = 'the sender stopped while this email was being sent; sent again with the same Message-ID' WHERE state = 'sending' AND lease_until < $1")
+    let requeued = super::sql::query("UPDATE deliveries SET state = 'retrying', last_error = 'the sender stopped while this email was being sent; sent again with the same Message-ID' WHERE state = 'sending' AND lease_until < $1")
         .bind(bound)
         .execute(conn)
         .await?
@@ -62,7 +62,7 @@ async fn due_where(
         let sql = format!(
             "SELECT {WITH_BODIES} WHERE channel = $1 AND state = '{state}' AND due_at <= $2{condition} ORDER BY due_at, id LIMIT {limit}"
         );
-        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let found = super::sql::query(sqlx::AssertSqlSafe(sql))
             .bind(channel.as_ref().to_string())
             .bind(now.timestamp_millis())
             .fetch_all(&mut *conn)
@@ -109,7 +109,7 @@ pub async fn claim_due(
         let sql = format!(
             "UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE channel = $2 AND mode = 'at_least_once' AND state = '{state}' AND due_at <= $3 ORDER BY due_at, id LIMIT {room}{lock}) RETURNING *, CAST(NULL AS TEXT) AS html, CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS payload"
         );
-        let claimed = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let claimed = super::sql::query(sqlx::AssertSqlSafe(sql))
             .bind(lease_until.timestamp_millis())
             .bind(channel.as_ref().to_string())
             .bind(now.timestamp_millis())
@@ -160,7 +160,7 @@ pub async fn claim(
     id: &str,
     lease_until: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let n = sqlx::query("UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id = $2 AND state IN ('pending', 'retrying')")
+    let n = super::sql::query("UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id = $2 AND state IN ('pending', 'retrying')")
         .bind(lease_until.timestamp_millis())
         .bind(id)
         .execute(conn)
@@ -178,7 +178,7 @@ pub async fn finish(
     at: DateTime<Utc>,
     retry_at: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE deliveries SET state = $1, last_error = $2, sent_at = CASE WHEN $1 = 'sent' THEN $3 ELSE sent_at END, due_at = COALESCE($4, due_at), lease_until = NULL WHERE id = $5")
+    super::sql::query("UPDATE deliveries SET state = $1, last_error = $2, sent_at = CASE WHEN $1 = 'sent' THEN $3 ELSE sent_at END, due_at = COALESCE($4, due_at), lease_until = NULL WHERE id = $5")
         .bind(state.as_str())
         .bind(error)
         .bind(at.timestamp_millis())
@@ -188,7 +188,7 @@ pub async fn finish(
         .await?;
     if state == DeliveryState::Failed {
         // A code that never reached the customer is free again.
-        sqlx::query("UPDATE coupons SET state = 'released' WHERE delivery_id = $1")
+        super::sql::query("UPDATE coupons SET state = 'released' WHERE delivery_id = $1")
             .bind(id)
             .execute(conn)
             .await?;
@@ -291,7 +291,7 @@ pub async fn list(
 ) -> Result<Vec<DeliveryRow>, StoreError> {
     let (clause, values) = selection.clause(1);
     let sql = format!("SELECT {WITH_BODIES} WHERE {clause} ORDER BY due_at DESC, id LIMIT {limit}");
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut q = super::sql::query(sqlx::AssertSqlSafe(sql));
     for v in values {
         q = q.bind(v);
     }
@@ -309,7 +309,7 @@ pub async fn retry(
     let sql = format!(
         "UPDATE deliveries SET state = 'pending', due_at = CASE WHEN due_at > $1 THEN $1 ELSE due_at END, last_error = NULL WHERE {clause} AND state IN ('failed', 'unknown', 'retrying')"
     );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now.timestamp_millis());
+    let mut q = super::sql::query(sqlx::AssertSqlSafe(sql)).bind(now.timestamp_millis());
     for v in values {
         q = q.bind(v);
     }
@@ -323,7 +323,7 @@ pub async fn cancel(conn: &mut AnyConnection, selection: &Selection) -> Result<u
     let release = format!(
         "UPDATE coupons SET state = 'released' WHERE delivery_id IN (SELECT id FROM deliveries WHERE {clause} AND state IN ('pending', 'retrying'))"
     );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(release));
+    let mut q = super::sql::query(sqlx::AssertSqlSafe(release));
     for v in &values {
         q = q.bind(v.clone());
     }
@@ -331,7 +331,7 @@ pub async fn cancel(conn: &mut AnyConnection, selection: &Selection) -> Result<u
     let sql = format!(
         "UPDATE deliveries SET state = 'cancelled', last_error = 'cancelled by an operator' WHERE {clause} AND state IN ('pending', 'retrying')"
     );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut q = super::sql::query(sqlx::AssertSqlSafe(sql));
     for v in values {
         q = q.bind(v);
     }

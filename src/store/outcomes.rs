@@ -41,7 +41,7 @@ pub async fn latest_touch(
 ) -> Result<Option<Touch>, StoreError> {
     let (from, to) = (goal.from.timestamp_millis(), goal.to.timestamp_millis());
     let after = goal.holdout_after.num_milliseconds();
-    let email = sqlx::query("SELECT d.enrollment_id, d.variant, d.step, d.sent_at FROM deliveries d JOIN enrollments e ON e.id = d.enrollment_id WHERE d.customer_id = $1 AND d.workflow = $2 AND d.channel = 'email' AND d.state = 'sent' AND d.sent_at >= $3 AND d.sent_at <= $4 AND (e.event_id IS NULL OR e.event_id <> $5) ORDER BY d.sent_at DESC, d.id DESC LIMIT 1")
+    let email = super::sql::query("SELECT d.enrollment_id, d.variant, d.step, d.sent_at FROM deliveries d JOIN enrollments e ON e.id = d.enrollment_id WHERE d.customer_id = $1 AND d.workflow = $2 AND d.channel = 'email' AND d.state = 'sent' AND d.sent_at >= $3 AND d.sent_at <= $4 AND (e.event_id IS NULL OR e.event_id <> $5) ORDER BY d.sent_at DESC, d.id DESC LIMIT 1")
         .bind(goal.customer_id)
         .bind(goal.workflow)
         .bind(from)
@@ -49,7 +49,7 @@ pub async fn latest_touch(
         .bind(goal.id)
         .fetch_optional(&mut *conn)
         .await?;
-    let held = sqlx::query("SELECT id, variant, entered_at FROM enrollments WHERE customer_id = $1 AND workflow = $2 AND variant = 'holdout' AND entered_at >= $3 AND entered_at <= $4 AND (event_id IS NULL OR event_id <> $5) ORDER BY entered_at DESC, id DESC LIMIT 1")
+    let held = super::sql::query("SELECT id, variant, entered_at FROM enrollments WHERE customer_id = $1 AND workflow = $2 AND variant = 'holdout' AND entered_at >= $3 AND entered_at <= $4 AND (event_id IS NULL OR event_id <> $5) ORDER BY entered_at DESC, id DESC LIMIT 1")
         .bind(goal.customer_id)
         .bind(goal.workflow)
         .bind(from.saturating_sub(after))
@@ -96,7 +96,7 @@ pub async fn insert_conversion(
     value: f64,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO conversions (event_id, enrollment_id, workflow, variant, step, customer_id, value, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING")
+    super::sql::query("INSERT INTO conversions (event_id, enrollment_id, workflow, variant, step, customer_id, value, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING")
         .bind(event_id)
         .bind(&touch.enrollment)
         .bind(&touch.workflow)
@@ -116,7 +116,7 @@ pub async fn conversions_of(
     workflow: &str,
     customer_id: &str,
 ) -> Result<Vec<f64>, StoreError> {
-    let rows = sqlx::query(
+    let rows = super::sql::query(
         "SELECT value FROM conversions WHERE workflow = $1 AND customer_id = $2 ORDER BY at",
     )
     .bind(workflow)
@@ -135,7 +135,7 @@ pub async fn redeem_coupon(
     code: &str,
     at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let n = sqlx::query("UPDATE coupons SET state = 'redeemed', redeemed_at = $1 WHERE code = $2 AND customer_id = $3 AND redeemed_at IS NULL")
+    let n = super::sql::query("UPDATE coupons SET state = 'redeemed', redeemed_at = $1 WHERE code = $2 AND customer_id = $3 AND redeemed_at IS NULL")
         .bind(at.timestamp_millis())
         .bind(code.trim())
         .bind(customer_id)

@@ -123,7 +123,7 @@ impl Rates {
 
 pub async fn rates(conn: &mut AnyConnection) -> Result<Rates, StoreError> {
     let mut steps: BTreeMap<(String, String), StepRates> = BTreeMap::new();
-    let rows = sqlx::query("SELECT workflow, step, state, COUNT(*) FROM deliveries WHERE channel = 'email' AND state IN ('sent', 'failed') GROUP BY workflow, step, state")
+    let rows = super::sql::query("SELECT workflow, step, state, COUNT(*) FROM deliveries WHERE channel = 'email' AND state IN ('sent', 'failed') GROUP BY workflow, step, state")
         .fetch_all(&mut *conn)
         .await?;
     for r in rows {

@@ -40,7 +40,7 @@ pub async fn stages_as_of(
     at: DateTime<Utc>,
 ) -> Result<BTreeMap<Option<String>, i64>, StoreError> {
     let at = at.timestamp_millis();
-    let rows = sqlx::query(
+    let rows = super::sql::query(
         "SELECT customer_id, properties FROM events WHERE name = $1 AND at > $2 ORDER BY at, id",
     )
     .bind(STAGE_ENTERED)
@@ -77,11 +77,12 @@ pub async fn stages_as_of(
             then.insert(customer, from.clone());
         }
     }
-    let rows =
-        sqlx::query("SELECT id, stage FROM customers WHERE created_at IS NULL OR created_at <= $1")
-            .bind(at)
-            .fetch_all(&mut *conn)
-            .await?;
+    let rows = super::sql::query(
+        "SELECT id, stage FROM customers WHERE created_at IS NULL OR created_at <= $1",
+    )
+    .bind(at)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut out: BTreeMap<Option<String>, i64> = BTreeMap::new();
     for r in rows {
         let id: String = r.try_get(0)?;
@@ -101,7 +102,7 @@ pub async fn history(
     sends_since: DateTime<Utc>,
 ) -> Result<History, StoreError> {
     let mut h = History::default();
-    let rows = sqlx::query("SELECT at, properties FROM events WHERE name = $1 AND at >= $2")
+    let rows = super::sql::query("SELECT at, properties FROM events WHERE name = $1 AND at >= $2")
         .bind(STAGE_ENTERED)
         .bind(flow_since.timestamp_millis())
         .fetch_all(&mut *conn)
@@ -122,7 +123,7 @@ pub async fn history(
                 .or_default() += 1;
         }
     }
-    for r in sqlx::query(
+    for r in super::sql::query(
         "SELECT workflow, COUNT(DISTINCT enrollment_id) FROM deliveries WHERE channel = 'email' AND state = 'sent' GROUP BY workflow",
     )
     .fetch_all(&mut *conn)
@@ -131,7 +132,7 @@ pub async fn history(
         h.emailed.insert(r.try_get(0)?, r.try_get(1)?);
     }
     // Whole days since the epoch: integer division reads the same on both databases.
-    for r in sqlx::query(
+    for r in super::sql::query(
         "SELECT workflow, sent_at / 86400000, COUNT(*) FROM deliveries WHERE channel = 'email' AND state = 'sent' AND sent_at >= $1 GROUP BY workflow, sent_at / 86400000",
     )
     .bind(sends_since.timestamp_millis())

@@ -56,13 +56,17 @@ pub async fn arms(conn: &mut AnyConnection, since: DateTime<Utc>) -> Result<Vec<
         ),
     ];
     for (sql, set) in counts {
-        for r in sqlx::query(sql).bind(since).fetch_all(&mut *conn).await? {
+        for r in super::sql::query(sql)
+            .bind(since)
+            .fetch_all(&mut *conn)
+            .await?
+        {
             let key: Key = (r.try_get(0)?, r.try_get(1)?);
             let n = r.try_get::<i64, _>(2)?.max(0) as u64;
             set(arm(&mut arms, key), n);
         }
     }
-    let rows = sqlx::query("SELECT e.workflow, e.variant, SUM(c.value) FROM conversions c JOIN enrollments e ON e.id = c.enrollment_id WHERE e.entered_at >= $1 GROUP BY e.workflow, e.variant")
+    let rows = super::sql::query("SELECT e.workflow, e.variant, SUM(c.value) FROM conversions c JOIN enrollments e ON e.id = c.enrollment_id WHERE e.entered_at >= $1 GROUP BY e.workflow, e.variant")
         .bind(since)
         .fetch_all(&mut *conn)
         .await?;

@@ -9,7 +9,7 @@ pub async fn last_fire(
     conn: &mut AnyConnection,
     key: &str,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let row = sqlx::query("SELECT MAX(fire_at) FROM schedule_fires WHERE workflow = $1")
+    let row = super::sql::query("SELECT MAX(fire_at) FROM schedule_fires WHERE workflow = $1")
         .bind(key)
         .fetch_one(conn)
         .await?;
@@ -24,7 +24,7 @@ pub async fn record_fire(
     at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO schedule_fires (workflow, fire_at, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+    super::sql::query("INSERT INTO schedule_fires (workflow, fire_at, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(key)
         .bind(at.timestamp_millis())
         .bind(now.timestamp_millis())

@@ -14,7 +14,7 @@ impl Store {
         }
         let fresh = crate::model::ids::random_secret()
             .map_err(|_| StoreError::Corrupt("no random source for a signing key".into()))?;
-        sqlx::query(
+        super::sql::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
         )
         .bind(KEY)
@@ -32,12 +32,14 @@ pub(crate) async fn setting(
     conn: &mut sqlx::AnyConnection,
     key: &str,
 ) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query("SELECT value FROM settings WHERE key = $1")
-        .bind(key)
-        .fetch_optional(conn)
-        .await?
-        .map(|r| r.try_get(0))
-        .transpose()?)
+    Ok(
+        super::sql::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(conn)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?,
+    )
 }
 
 /// Sets a value the store keeps for itself.
@@ -46,7 +48,7 @@ pub(crate) async fn put_setting(
     key: &str,
     value: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+    super::sql::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
         .bind(key)
         .bind(value)
         .execute(conn)

@@ -2,8 +2,68 @@
 //! `IN` lists, and SQLite's parameters bound anonymously (sqlx looks each `$N` up by name,
 //! which is quadratic in a statement's parameters).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::StoreError;
 use sqlx::any::AnyRow;
+
+/// Statements sent to the database by this process. Every statement the store runs is made
+/// by [`query`] or [`query_scalar`] (or is a transaction's `BEGIN` and its end, counted by
+/// `Store::write_tx`), so the count is a fact about the code, not a sample: a test can hold
+/// "statements per journey step" on a fixed scenario. It is the process's, not a store's,
+/// because a process runs one store (tests that open several read it from a process of
+/// their own).
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Statements sent so far by this process.
+pub fn statements() -> u64 {
+    STATEMENTS.load(Ordering::Relaxed)
+}
+
+pub(crate) fn count_statements(n: u64) {
+    STATEMENTS.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A statement, counted.
+pub(crate) fn query<'q>(
+    sql: impl sqlx::SqlSafeStr,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    count_statements(1);
+    let sql = sql.into_sql_str();
+    tally(sql.as_str());
+    sqlx::query(sql)
+}
+
+pub fn tally(sql: &str) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static T: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
+    if std::env::var_os("TALLY").is_none() {
+        return;
+    }
+    let key: String = sql.chars().take(90).collect();
+    let mut t = T.lock().unwrap();
+    *t.get_or_insert_with(HashMap::new).entry(key).or_default() += 1;
+    let total: u64 = t.as_ref().unwrap().values().sum();
+    if total % 20000 == 0 {
+        let mut v: Vec<_> = t.as_ref().unwrap().iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1));
+        for (k, n) in v.iter().take(25) {
+            eprintln!("TALLY {n} {k}");
+        }
+    }
+}
+
+/// A statement that returns one column, counted.
+pub(crate) fn query_scalar<'q, O>(
+    sql: impl sqlx::SqlSafeStr,
+) -> sqlx::query::QueryScalar<'q, sqlx::Any, O, sqlx::any::AnyArguments>
+where
+    (O,): for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+{
+    count_statements(1);
+    sqlx::query_scalar(sql)
+}
 
 /// Values bound per `IN (...)` list: far below every backend's limit on parameters.
 pub(crate) const IN_LIST: usize = 400;
@@ -71,10 +131,9 @@ pub(super) fn multi_row<'q, T>(
                 .collect();
             // The statement's text comes from the caller's constant; every value is bound.
             let text = statement.replace("{values}", &values.join(", "));
-            chunk.iter().fold(
-                sqlx::query(sqlx::AssertSqlSafe(positional(conn, text))),
-                &bind,
-            )
+            chunk
+                .iter()
+                .fold(query(sqlx::AssertSqlSafe(positional(conn, text))), &bind)
         })
         .collect()
 }
@@ -145,7 +204,7 @@ pub(crate) async fn fetch_in(
     for chunk in values.chunks(IN_LIST) {
         // The statement's text comes from the caller's constant; every value is bound.
         let text = sql.replace("{list}", &placeholders(lead.len() + 1, chunk.len()));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(positional(conn, text)));
+        let mut q = query(sqlx::AssertSqlSafe(positional(conn, text)));
         for v in lead {
             q = match *v {
                 Lead::Text(t) => q.bind(t),

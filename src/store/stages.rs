@@ -44,7 +44,7 @@ async fn page_of(
         conn,
         &format!("SELECT * FROM customers WHERE {only}id > $1 ORDER BY id LIMIT {limit}"),
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = super::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(after_id.to_string())
         .fetch_all(&mut *conn)
         .await?;
@@ -52,13 +52,15 @@ async fn page_of(
 }
 
 pub async fn current(conn: &mut AnyConnection, id: &str) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query("SELECT stage FROM customers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .map(|r| r.try_get::<Option<String>, _>(0))
-        .transpose()?
-        .flatten())
+    Ok(
+        super::sql::query("SELECT stage FROM customers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+            .map(|r| r.try_get::<Option<String>, _>(0))
+            .transpose()?
+            .flatten(),
+    )
 }
 
 /// Moves a customer from `from` to `to` and records `stage_entered`, unless another pass

@@ -26,7 +26,7 @@ pub struct Counts {
 
 pub async fn counts(conn: &mut AnyConnection) -> Result<Counts, StoreError> {
     let mut c = Counts::default();
-    for r in sqlx::query("SELECT stage, COUNT(*) FROM customers GROUP BY stage")
+    for r in super::sql::query("SELECT stage, COUNT(*) FROM customers GROUP BY stage")
         .fetch_all(&mut *conn)
         .await?
     {
@@ -42,26 +42,26 @@ pub async fn counts(conn: &mut AnyConnection) -> Result<Counts, StoreError> {
             &mut c.emails,
         ),
     ] {
-        for r in sqlx::query(sql).fetch_all(&mut *conn).await? {
+        for r in super::sql::query(sql).fetch_all(&mut *conn).await? {
             into.entry(r.try_get(0)?)
                 .or_default()
                 .insert(r.try_get(1)?, r.try_get(2)?);
         }
     }
-    for r in sqlx::query("SELECT workflow, step, COUNT(*) FROM deliveries WHERE channel = 'webhook' AND state = 'failed' GROUP BY workflow, step")
+    for r in super::sql::query("SELECT workflow, step, COUNT(*) FROM deliveries WHERE channel = 'webhook' AND state = 'failed' GROUP BY workflow, step")
         .fetch_all(&mut *conn)
         .await?
     {
         c.failed_webhooks
             .insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
     }
-    for r in sqlx::query("SELECT name, COUNT(*) FROM events WHERE too_old = 1 GROUP BY name")
+    for r in super::sql::query("SELECT name, COUNT(*) FROM events WHERE too_old = 1 GROUP BY name")
         .fetch_all(&mut *conn)
         .await?
     {
         c.too_old.insert(r.try_get(0)?, r.try_get(1)?);
     }
-    c.queued = sqlx::query(
+    c.queued = super::sql::query(
         "SELECT COUNT(*) FROM deliveries WHERE state IN ('pending', 'retrying', 'sending')",
     )
     .fetch_one(&mut *conn)

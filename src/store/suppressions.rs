@@ -28,7 +28,7 @@ pub async fn is_suppressed(conn: &mut AnyConnection, email: &str) -> Result<bool
 
 /// Why an address is on the list, if it is.
 pub async fn reason(conn: &mut AnyConnection, email: &str) -> Result<Option<String>, StoreError> {
-    let row = sqlx::query("SELECT reason FROM suppressions WHERE email = $1")
+    let row = super::sql::query("SELECT reason FROM suppressions WHERE email = $1")
         .bind(address_key(email))
         .fetch_optional(conn)
         .await?;
@@ -64,7 +64,7 @@ pub async fn suppress(
     reason: &str,
     at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let added = sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
+    let added = super::sql::query("INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
         .bind(address_key(email))
         .bind(reason)
         .bind(at.timestamp_millis())
@@ -76,7 +76,7 @@ pub async fn suppress(
 
 /// Replaces the addresses a store kept in clear (before migration 16) with their keys.
 pub(super) async fn hash_stored_addresses(conn: &mut AnyConnection) -> Result<(), StoreError> {
-    let rows = sqlx::query(
+    let rows = super::sql::query(
         "SELECT email, reason, created_at FROM suppressions WHERE email NOT LIKE 'sha256:%'",
     )
     .fetch_all(&mut *conn)
@@ -84,13 +84,13 @@ pub(super) async fn hash_stored_addresses(conn: &mut AnyConnection) -> Result<()
     for row in rows {
         let (email, reason, at): (String, String, i64) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        sqlx::query("INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
+        super::sql::query("INSERT INTO suppressions (email, reason, created_at) VALUES ($1, $2, $3) ON CONFLICT (email) DO NOTHING")
             .bind(address_key(&email))
             .bind(reason)
             .bind(at)
             .execute(&mut *conn)
             .await?;
-        sqlx::query("DELETE FROM suppressions WHERE email = $1")
+        super::sql::query("DELETE FROM suppressions WHERE email = $1")
             .bind(&email)
             .execute(&mut *conn)
             .await?;

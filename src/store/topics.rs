@@ -16,11 +16,24 @@ pub async fn opted_out(
     conn: &mut AnyConnection,
     customer_id: &str,
 ) -> Result<BTreeSet<String>, StoreError> {
-    let rows = sqlx::query("SELECT topic FROM topic_optouts WHERE customer_id = $1")
+    let rows = super::sql::query("SELECT topic FROM topic_optouts WHERE customer_id = $1")
         .bind(customer_id)
         .fetch_all(conn)
         .await?;
     rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// The topics each of a page of customers opted out of (none: not in the map).
+pub async fn opted_out_among(
+    conn: &mut AnyConnection,
+    ids: &[&str],
+) -> Result<BTreeMap<String, BTreeSet<String>>, StoreError> {
+    let sql = "SELECT customer_id, topic FROM topic_optouts WHERE customer_id IN ({list})";
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in super::fetch_in(conn, sql, &[], ids).await? {
+        out.entry(r.try_get(0)?).or_default().insert(r.try_get(1)?);
+    }
+    Ok(out)
 }
 
 /// Makes `topics` the customer's opt-outs, in the caller's transaction (an import row's
@@ -31,12 +44,12 @@ pub(super) async fn replace(
     topics: &[String],
     at: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM topic_optouts WHERE customer_id = $1")
+    super::sql::query("DELETE FROM topic_optouts WHERE customer_id = $1")
         .bind(customer_id)
         .execute(&mut *conn)
         .await?;
     for topic in topics {
-        sqlx::query("INSERT INTO topic_optouts (id, customer_id, topic, at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
+        super::sql::query("INSERT INTO topic_optouts (id, customer_id, topic, at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
             .bind(id(customer_id, topic))
             .bind(customer_id)
             .bind(topic)
@@ -49,7 +62,7 @@ pub(super) async fn replace(
 
 /// Customers opted out, per topic (for `status`).
 pub async fn counts(conn: &mut AnyConnection) -> Result<BTreeMap<String, i64>, StoreError> {
-    let rows = sqlx::query("SELECT topic, COUNT(*) FROM topic_optouts GROUP BY topic")
+    let rows = super::sql::query("SELECT topic, COUNT(*) FROM topic_optouts GROUP BY topic")
         .fetch_all(conn)
         .await?;
     rows.iter()
@@ -87,7 +100,7 @@ impl Store {
             super::Backend::Postgres => "SELECT 1 FROM customers WHERE id = $1 FOR UPDATE",
             super::Backend::Sqlite => "SELECT 1 FROM customers WHERE id = $1",
         };
-        let known = sqlx::query(lock)
+        let known = super::sql::query(lock)
             .bind(customer_id)
             .fetch_optional(&mut *tx)
             .await?
@@ -97,7 +110,7 @@ impl Store {
         }
         for topic in topics {
             if out.contains(topic) {
-                let added = sqlx::query("INSERT INTO topic_optouts (id, customer_id, topic, at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
+                let added = super::sql::query("INSERT INTO topic_optouts (id, customer_id, topic, at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
                     .bind(id(customer_id, topic))
                     .bind(customer_id)
                     .bind(topic)
@@ -110,7 +123,7 @@ impl Store {
                     super::engagement::credit(&mut tx, kind, customer_id, delivery, at).await?;
                 }
             } else {
-                sqlx::query("DELETE FROM topic_optouts WHERE id = $1")
+                super::sql::query("DELETE FROM topic_optouts WHERE id = $1")
                     .bind(id(customer_id, topic))
                     .execute(&mut *tx)
                     .await?;

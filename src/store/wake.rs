@@ -47,7 +47,7 @@ pub(crate) async fn announce_in(
     conn: &mut sqlx::AnyConnection,
 ) -> Result<(), StoreError> {
     if let Wake::Notify = store.wake {
-        sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY {CHANNEL}")))
+        super::sql::query(sqlx::AssertSqlSafe(format!("NOTIFY {CHANNEL}")))
             .execute(conn)
             .await?;
     }

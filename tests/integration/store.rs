@@ -1427,27 +1427,43 @@ fn per_journey_statements_use_their_indexes() {
     assert_eq!(b.label, "sqlite");
     with_store(&b, async |store| {
         let mut conn = store.connection().await.unwrap();
-        let plan = async |conn: &mut sqlx::AnyConnection, sql: &str, text_first: bool| {
+        let plan = async |conn: &mut sqlx::AnyConnection, sql: &str| {
             let sql = format!("EXPLAIN QUERY PLAN {sql}");
             let query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            let query = if text_first {
-                query.bind("c1").bind(0i64)
-            } else {
-                query.bind(0i64).bind("c1").bind("email_clicked")
-            };
+            let query = query.bind(0i64).bind("c1").bind("email_clicked");
             let rows = query.fetch_all(&mut *conn).await.unwrap();
             rows.iter()
                 .map(|r| r.try_get::<String, _>("detail").unwrap())
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        let redeemed = plan(&mut conn, tidings::store::engagement::REDEEMED_SQL, true).await;
-        assert!(
-            redeemed.contains("USING INDEX coupons_redeemed_by_customer")
-                && !redeemed.contains("SCAN"),
-            "{redeemed}"
-        );
-        let resume = plan(&mut conn, tidings::store::enrollments::RESUME_SQL, false).await;
+        // A page of customers' pasts, read with every journey that needs them.
+        use tidings::store::engagement::{ENGAGED_SQL, PAST_EVENTS_SQL, REDEEMED_SQL};
+        for (sql, index) in [
+            (REDEEMED_SQL, "coupons_redeemed_by_customer"),
+            (PAST_EVENTS_SQL, "events_by_customer"),
+            (ENGAGED_SQL, "engagements_by_customer"),
+        ] {
+            let sql = sql.replace("{list}", "$2, $3");
+            let sql = format!("EXPLAIN QUERY PLAN {sql}");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(0i64)
+                .bind("c1")
+                .bind("c2")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            let plan = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>("detail").unwrap())
+                .collect::<Vec<_>>()
+                .join("; ");
+            assert!(
+                plan.contains(&format!("USING INDEX {index}")) && !plan.contains("SCAN "),
+                "{plan}"
+            );
+        }
+        let resume = plan(&mut conn, tidings::store::enrollments::RESUME_SQL).await;
         assert!(
             resume.contains("USING INDEX enrollments_waiting") && !resume.contains("SCAN"),
             "{resume}"
