@@ -188,8 +188,7 @@ impl Engine {
         self.load_signer().await?;
         self.sweep_stages(now).await?;
         self.place_unstaged(now).await?;
-        self.fire_schedules(now, &mut report).await?;
-        self.fire_dates(now, &mut report).await?;
+        self.fire_time_triggers(now, &mut report).await?;
         loop {
             let n = self.process_events(now, &mut report).await?;
             if n < BATCH as usize {

@@ -94,6 +94,20 @@ pub(super) enum Entry {
     Enters(EnrollmentRow),
 }
 
+/// A time trigger's key, under which its last fire is recorded, and what fires under it.
+struct TimeKey {
+    wf: Arc<Workflow>,
+    key: String,
+    timed: Timed,
+}
+
+enum Timed {
+    /// A schedule in a zone, for the customers the filter keeps.
+    Schedule(Tz, CustomerFilter),
+    /// A date trigger, with the zones customers are in (for birthdays).
+    Date(Vec<Option<String>>),
+}
+
 /// What decides whether a customer may enter a workflow, read before `enroll` — for a
 /// whole page of customers at once where many enter together.
 pub(super) struct Admission<'a> {
@@ -324,134 +338,156 @@ impl Engine {
         })
     }
 
-    /// Cron triggers: every fire time after the last one recorded and up to `now` fires
-    /// once (on a fresh store, only one exactly at `now`). A `timezone: customer` schedule
-    /// fires per zone, for the customers in that zone.
-    pub(super) async fn fire_schedules(
+    /// Time triggers: schedules, then yearly dates. When each key last fired is read for
+    /// all of them in one statement, and the pass's mark written for all in one, once every
+    /// enrollment they caused is: a pass that dies in between fires them again on the next
+    /// one, and the enrollments' unique key (workflow, customer, fire time) makes the second
+    /// time add only those the first did not reach.
+    pub(super) async fn fire_time_triggers(
         &self,
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<(), EngineError> {
-        for wf in self.plan.workflows.clone() {
-            let Trigger::Schedule { cron, zone, .. } = &wf.trigger else {
-                continue;
-            };
-            if !wf.enabled {
-                continue;
-            }
-            let zones: Vec<(String, Tz, CustomerFilter)> = match zone {
-                Zone::Fixed(tz) => vec![(wf.name.clone(), *tz, CustomerFilter::All)],
-                Zone::Customer => {
-                    let mut conn = self.store.connection().await?;
-                    customer_rows::customer_zones(&mut conn)
+        let keys = self.time_keys().await?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
+        let mut conn = self.store.connection().await?;
+        let last = schedules::last_fires(&mut conn, &names).await?;
+        drop(conn);
+        for key in &keys {
+            // A fresh store fires only what falls exactly on its first pass.
+            let from = (last.get(&key.key).copied()).unwrap_or(now - TimeDelta::seconds(1));
+            match &key.timed {
+                Timed::Schedule(tz, only_zone) => {
+                    self.fire_schedule(&key.wf, *tz, only_zone, from, now, report)
                         .await?
-                        .into_iter()
-                        .map(|z| {
-                            let tz = zone_named(z.as_deref());
-                            (
-                                format!("{}@{}", wf.name, z.as_deref().unwrap_or("UTC")),
-                                tz,
-                                CustomerFilter::Zone(z),
-                            )
-                        })
-                        .collect()
                 }
-            };
-            for (key, tz, only_zone) in zones {
-                let mut conn = self.store.connection().await?;
-                let from = schedules::last_fire(&mut conn, &key)
-                    .await?
-                    .unwrap_or(now - TimeDelta::seconds(1));
-                drop(conn);
-                // Fire times older than the catch-up age never fire, so the search starts
-                // there at the earliest: a store left for a year with a minutely schedule
-                // does not walk half a million fire times.
-                let start = from.max(now - self.catch_up_max_age() - TimeDelta::seconds(1));
-                let (latest, missed) = latest_fire(cron, tz, start, now);
-                // Each pass fires a schedule once at most: its latest fire time. One that
-                // is late (nothing ran when it fell due) fires under `catch_up` — once
-                // (`run_once`, the default), or not at all (`skip`).
-                let late = latest.is_some_and(|t| now - t > CATCH_UP_GRACE);
-                let fire = match wf.catch_up {
-                    CatchUp::Skip if late => None,
-                    _ => latest,
-                };
-                report.missed_fires += missed + u64::from(late && fire.is_none());
-                if let Some(fire) = fire {
-                    // Enroll first, record the fire after: a pass that dies in between
-                    // fires again on the next one, and the enrollments' unique key
-                    // (workflow, customer, fire time) makes the second time add only those
-                    // the first did not reach.
-                    let trigger_key = fire.timestamp_millis().to_string();
-                    self.enroll_all(&wf, report, &only_zone, |_| {
-                        Some((trigger_key.clone(), fire))
-                    })
-                    .await?;
-                    let mut conn = self.store.connection().await?;
-                    schedules::record_fire(&mut conn, &key, fire, now).await?;
-                }
-                // The pass itself is the watermark: the next pass starts after it, even when
-                // nothing fired (a fresh store's first pass).
-                let mut conn = self.store.connection().await?;
-                schedules::record_fire(&mut conn, &key, now, now).await?;
+                Timed::Date(zones) => self.fire_date(&key.wf, zones, from, now, report).await?,
             }
+        }
+        let mut conn = self.store.connection().await?;
+        schedules::record_fires(&mut conn, &names, now).await?;
+        Ok(())
+    }
+
+    /// The keys of the enabled time triggers: a schedule in a fixed zone is one, a
+    /// `timezone: customer` schedule one per zone customers are in, a date trigger one.
+    async fn time_keys(&self) -> Result<Vec<TimeKey>, EngineError> {
+        let mut zones: Option<Vec<Option<String>>> = None;
+        let mut keys = Vec::new();
+        for wf in self.plan.workflows.iter().filter(|w| w.enabled) {
+            let customer_zones = matches!(
+                &wf.trigger,
+                Trigger::Schedule {
+                    zone: Zone::Customer,
+                    ..
+                }
+            ) || matches!(&wf.trigger, Trigger::Date { column, .. } if column == "birthday");
+            if customer_zones && zones.is_none() {
+                let mut conn = self.store.connection().await?;
+                zones = Some(customer_rows::customer_zones(&mut conn).await?);
+            }
+            let known = zones.as_deref().unwrap_or_default();
+            match &wf.trigger {
+                Trigger::Schedule { zone, .. } => match zone {
+                    Zone::Fixed(tz) => keys.push(TimeKey {
+                        wf: wf.clone(),
+                        key: wf.name.clone(),
+                        timed: Timed::Schedule(*tz, CustomerFilter::All),
+                    }),
+                    Zone::Customer => keys.extend(known.iter().map(|z| TimeKey {
+                        wf: wf.clone(),
+                        key: format!("{}@{}", wf.name, z.as_deref().unwrap_or("UTC")),
+                        timed: Timed::Schedule(
+                            zone_named(z.as_deref()),
+                            CustomerFilter::Zone(z.clone()),
+                        ),
+                    })),
+                },
+                Trigger::Date { .. } => keys.push(TimeKey {
+                    wf: wf.clone(),
+                    key: format!("{}#date", wf.name),
+                    timed: Timed::Date(known.to_vec()),
+                }),
+                Trigger::Event { .. } => {}
+            }
+        }
+        Ok(keys)
+    }
+
+    /// A cron trigger: every fire time after the last one recorded and up to `now` fires
+    /// once (on a fresh store, only one exactly at `now`). A `timezone: customer` schedule
+    /// fires per zone, for the customers in that zone.
+    async fn fire_schedule(
+        &self,
+        wf: &Workflow,
+        tz: Tz,
+        only_zone: &CustomerFilter,
+        from: DateTime<Utc>,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<(), EngineError> {
+        let Trigger::Schedule { cron, .. } = &wf.trigger else {
+            return Ok(());
+        };
+        // Fire times older than the catch-up age never fire, so the search starts there at
+        // the earliest: a store left for a year with a minutely schedule does not walk half
+        // a million fire times.
+        let start = from.max(now - self.catch_up_max_age() - TimeDelta::seconds(1));
+        let (latest, missed) = latest_fire(cron, tz, start, now);
+        // Each pass fires a schedule once at most: its latest fire time. One that is late
+        // (nothing ran when it fell due) fires under `catch_up` — once (`run_once`, the
+        // default), or not at all (`skip`).
+        let late = latest.is_some_and(|t| now - t > CATCH_UP_GRACE);
+        let fire = match wf.catch_up {
+            CatchUp::Skip if late => None,
+            _ => latest,
+        };
+        report.missed_fires += missed + u64::from(late && fire.is_none());
+        if let Some(fire) = fire {
+            let trigger_key = fire.timestamp_millis().to_string();
+            self.enroll_all(wf, report, only_zone, |_| Some((trigger_key.clone(), fire)))
+                .await?;
         }
         Ok(())
     }
 
-    /// Date triggers: customers whose anniversary (at the local time, with the offset)
+    /// A date trigger: customers whose anniversary (at the local time, with the offset)
     /// fell after the previous pass and by `now` enter, once per anniversary.
-    pub(super) async fn fire_dates(
+    async fn fire_date(
         &self,
+        wf: &Workflow,
+        zones: &[Option<String>],
+        from: DateTime<Utc>,
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<(), EngineError> {
-        for wf in self.plan.workflows.clone() {
-            let Trigger::Date { column, at, offset } = &wf.trigger else {
-                continue;
-            };
-            if !wf.enabled {
-                continue;
-            }
-            let key = format!("{}#date", wf.name);
-            let mut conn = self.store.connection().await?;
-            let from = schedules::last_fire(&mut conn, &key)
-                .await?
-                .unwrap_or(now - TimeDelta::seconds(1));
-            drop(conn);
-            if from >= now {
-                continue;
-            }
-            let (column, at, offset) = (column.clone(), *at, *offset);
-            let filter = if column == "birthday" {
-                let mut conn = self.store.connection().await?;
-                let zones = customer_rows::customer_zones(&mut conn).await?;
-                birthdays_firing(&zones, at, offset, from, now)
-            } else {
-                CustomerFilter::All
-            };
-            let dated = crate::model::customer::field(&column);
-            self.enroll_all(&wf, report, &filter, |c| {
-                let date = match dated.map(|f| (f.get)(c)) {
-                    Some(FieldValue::Date(d)) => d,
-                    Some(FieldValue::Time(t)) => t.map(|t| t.date_naive()),
-                    _ => None,
-                }?;
-                let fire = crate::workflow::plan::next_anniversary(
-                    date,
-                    at,
-                    offset,
-                    customer_zone(c),
-                    from,
-                )?;
-                (fire <= now).then(|| (fire.timestamp_millis().to_string(), fire))
-            })
-            .await?;
-            // Recorded once every customer was seen (see `fire_schedules`).
-            let mut conn = self.store.connection().await?;
-            schedules::record_fire(&mut conn, &key, now, now).await?;
+        let Trigger::Date { column, at, offset } = &wf.trigger else {
+            return Ok(());
+        };
+        if from >= now {
+            return Ok(());
         }
-        Ok(())
+        let (at, offset) = (*at, *offset);
+        let filter = if column == "birthday" {
+            birthdays_firing(zones, at, offset, from, now)
+        } else {
+            CustomerFilter::All
+        };
+        let dated = crate::model::customer::field(column);
+        self.enroll_all(wf, report, &filter, |c| {
+            let date = match dated.map(|f| (f.get)(c)) {
+                Some(FieldValue::Date(d)) => d,
+                Some(FieldValue::Time(t)) => t.map(|t| t.date_naive()),
+                _ => None,
+            }?;
+            let fire =
+                crate::workflow::plan::next_anniversary(date, at, offset, customer_zone(c), from)?;
+            (fire <= now).then(|| (fire.timestamp_millis().to_string(), fire))
+        })
+        .await
     }
 
     /// Streams every customer the audience's pushed-down part keeps, page by page,

@@ -1,34 +1,44 @@
-//! When each schedule last fired, written once its enrollments are.
+//! When each schedule last fired, written once its enrollments are: one mark per schedule
+//! key (a schedule, a schedule's zone, a date trigger), read and written for all keys of a
+//! pass at once.
 
-use super::{StoreError, from_millis};
+use std::collections::HashMap;
+
+use super::{Lead, StoreError, from_millis};
 use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
 
-/// The last fire time (or date-trigger pass) recorded for a schedule key.
-pub async fn last_fire(
+/// The last fire time (or date-trigger pass) recorded for each of `keys`; a key never
+/// recorded is absent.
+pub async fn last_fires(
     conn: &mut AnyConnection,
-    key: &str,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let row = super::sql::query("SELECT MAX(fire_at) FROM schedule_fires WHERE workflow = $1")
-        .bind(key)
-        .fetch_one(conn)
-        .await?;
-    Ok(from_millis(row.try_get::<Option<i64>, _>(0)?))
+    keys: &[&str],
+) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    let sql = "SELECT workflow, MAX(fire_at) FROM schedule_fires WHERE workflow IN ({list}) GROUP BY workflow";
+    let mut out = HashMap::new();
+    for r in super::fetch_in(conn, sql, &[], keys).await? {
+        if let Some(at) = from_millis(r.try_get::<Option<i64>, _>(1)?) {
+            out.insert(r.try_get(0)?, at);
+        }
+    }
+    Ok(out)
 }
 
-/// Records that a fire time's enrollments are written (or that a pass saw up to `at`);
-/// recording it twice, as two replicas may, is harmless.
-pub async fn record_fire(
+/// Records that a pass saw every fire time of `keys` up to `now` (their enrollments are
+/// written), and forgets their older marks: only the latest is ever read. Recording it
+/// twice, as two replicas may, is harmless.
+pub async fn record_fires(
     conn: &mut AnyConnection,
-    key: &str,
-    at: DateTime<Utc>,
+    keys: &[&str],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    super::sql::query("INSERT INTO schedule_fires (workflow, fire_at, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(key)
-        .bind(at.timestamp_millis())
-        .bind(now.timestamp_millis())
-        .execute(conn)
-        .await?;
+    let now = now.timestamp_millis();
+    let sql = "INSERT INTO schedule_fires (workflow, fire_at, processed_at) VALUES {values} ON CONFLICT DO NOTHING";
+    super::count_rows(conn, sql, 3, "", keys, |q, key| {
+        q.bind(*key).bind(now).bind(now)
+    })
+    .await?;
+    let sql = "DELETE FROM schedule_fires WHERE fire_at < $1 AND workflow IN ({list})";
+    super::fetch_in(conn, sql, &[Lead::Millis(now)], keys).await?;
     Ok(())
 }
