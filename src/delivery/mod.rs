@@ -189,6 +189,10 @@ pub struct DispatchOptions {
     pub dates: MessageDates,
     /// What the sender did, for the progress line and `/metrics` (shared with the engine).
     pub meter: Arc<crate::progress::Meter>,
+    /// When a dispatch with these options last took over expired claims: every
+    /// [`TAKE_OVER_EVERY`] across dispatches, not at the start of each (a rehearsal or a
+    /// busy daemon runs one per pass).
+    pub took_over: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// What an email's `Date` header says.
@@ -230,6 +234,7 @@ impl DispatchOptions {
             sole_sender,
             dates: MessageDates::WhenSent,
             meter: Arc::default(),
+            took_over: Arc::default(),
         })
     }
 }
@@ -279,6 +284,18 @@ async fn recover(
 
 /// How often a long dispatch looks for claims whose lease ran out.
 const TAKE_OVER_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether it is time to look for expired claims again; if so, the look is noted as done.
+fn take_over_due(took_over: &std::sync::Mutex<Option<std::time::Instant>>) -> bool {
+    let Ok(mut last) = took_over.lock() else {
+        return true;
+    };
+    if last.is_some_and(|t| t.elapsed() < TAKE_OVER_EVERY) {
+        return false;
+    }
+    *last = Some(std::time::Instant::now());
+    true
+}
 
 /// Emails claimed per statement (fewer under a rate limit: see [`claim_size`]).
 const CLAIM_BATCH: i64 = 500;
@@ -398,13 +415,11 @@ async fn send_due(
 ) -> Result<Option<String>, DeliveryError> {
     let size = claim_size(options);
     let mut unreachable = None;
-    let mut looked_for_expired: Option<std::time::Instant> = None;
     loop {
-        if looked_for_expired.is_none_or(|t| t.elapsed() >= TAKE_OVER_EVERY) {
-            looked_for_expired = Some(std::time::Instant::now());
-            if let Some(line) = take_over_expired(store).await? {
-                tracing::warn!("{line}");
-            }
+        if take_over_due(&options.took_over)
+            && let Some(line) = take_over_expired(store).await?
+        {
+            tracing::warn!("{line}");
         }
         // Read before the claim: once the engine is done, a claim that finds nothing means
         // nothing more will come in this pass.

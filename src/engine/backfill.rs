@@ -9,7 +9,7 @@
 //! Other workflows have no event to replay: the customers an audience keeps enter at one
 //! moment.
 
-use super::steps::Consent;
+use super::group::Consent;
 use super::triggers::{Admission, Entry, enter, triggers};
 use super::{BATCH, Engine, EngineError, PassReport, Pasts};
 use crate::model::customer::Customer;

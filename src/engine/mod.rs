@@ -8,6 +8,7 @@
 pub mod backfill;
 mod compose;
 pub mod deployed;
+mod group;
 mod outcomes;
 mod stages;
 mod steps;
@@ -79,6 +80,9 @@ pub struct Engine {
     pins: std::collections::HashMap<(String, String), String>,
     /// What this engine's passes did, for the progress line and `/metrics`.
     meter: Arc<crate::progress::Meter>,
+    /// The day (of the pass clock) this engine knows the stages were swept on, so that
+    /// later passes that day need not ask the store.
+    swept_on: std::sync::Mutex<Option<chrono::NaiveDate>>,
 }
 
 const BATCH: i64 = 500;
@@ -93,6 +97,7 @@ impl Engine {
             recorded: std::sync::OnceLock::new(),
             pins: std::collections::HashMap::new(),
             meter: Arc::default(),
+            swept_on: std::sync::Mutex::new(None),
         }
     }
 

@@ -44,6 +44,11 @@ impl Engine {
         if self.plan.stages.is_none() {
             return Ok(());
         }
+        let today = now.date_naive();
+        let known = |e: &Engine| e.swept_on.lock().ok().and_then(|d| *d);
+        if known(self) == Some(today) {
+            return Ok(());
+        }
         // One connection at a time: a scratch store may have only one.
         let mut conn = self.store.connection().await?;
         let last = crate::store::setting(&mut conn, KEY)
@@ -51,12 +56,15 @@ impl Engine {
             .and_then(|v| v.parse::<i64>().ok())
             .and_then(DateTime::from_timestamp_millis);
         drop(conn);
-        if last.is_some_and(|t| t <= now && t.date_naive() == now.date_naive()) {
-            return Ok(());
+        if !last.is_some_and(|t| t <= now && t.date_naive() == today) {
+            self.restage_pages(now, false).await?;
+            let mut conn = self.store.connection().await?;
+            let at = now.timestamp_millis().to_string();
+            crate::store::put_setting(&mut conn, KEY, &at).await?;
         }
-        self.restage_pages(now, false).await?;
-        let mut conn = self.store.connection().await?;
-        crate::store::put_setting(&mut conn, KEY, &now.timestamp_millis().to_string()).await?;
+        if let Ok(mut day) = self.swept_on.lock() {
+            *day = Some(today);
+        }
         Ok(())
     }
 
@@ -77,6 +85,16 @@ impl Engine {
         now: DateTime<Utc>,
         unplaced_only: bool,
     ) -> Result<(), EngineError> {
+        if unplaced_only {
+            // Most passes find nobody new: one read says so, without taking the write lock.
+            let mut conn = self.store.connection().await?;
+            if store_stages::unplaced_page(&mut conn, "", 1)
+                .await?
+                .is_empty()
+            {
+                return Ok(());
+            }
+        }
         let mut after = String::new();
         loop {
             let mut tx = self.store.write_tx().await?;

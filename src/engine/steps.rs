@@ -4,22 +4,19 @@
 //! hours checked at every email.
 
 use super::compose::Moment;
+use super::group::{Consent, Group, Outgoing, coupon_key};
 
-use super::{
-    BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, Pasts, apply_set, customer_zone,
-};
+use super::{BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, apply_set, customer_zone};
 use crate::model::customer::{Customer, Enrollment, Event};
-use crate::model::states::{Channel, JourneyState};
-use crate::store::StoreError;
-use crate::store::deliveries::NewDelivery;
+use crate::model::states::JourneyState;
 use crate::store::enrollments::EnrollmentRow;
-use crate::store::{customer_rows, deliveries, enrollments, events, suppressions};
+use crate::store::{deliveries, enrollments};
 use crate::time::zones::next_local_time;
 use crate::workflow::expr::{EvalInput, Expr};
 use crate::workflow::plan::{Step, StepKind, StepLinks, Wait, Workflow};
 use crate::workflow::raw::{Deferral, MailClass};
 use chrono::{DateTime, TimeDelta, Utc};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Whether a marketing email may go now.
@@ -72,18 +69,13 @@ impl Journey<'_> {
     }
 }
 
-/// What an email step reads and adds to: the group's consent and queued deliveries.
+/// What a journey's steps read and add to: the group's consent, the coupons of earlier
+/// emails, the customers it changed and the deliveries it queued.
 pub(super) struct Mail<'a> {
     consent: &'a mut Consent,
+    coupons: &'a HashMap<String, (String, i64)>,
+    changed: &'a mut HashMap<String, DateTime<Utc>>,
     outgoing: &'a mut Outgoing,
-}
-
-/// What a group of journeys reads, read for the whole group at once: their customers'
-/// consent, their pasts (when a workflow reads history) and the events they answer.
-pub(super) struct Group {
-    consent: Consent,
-    pasts: Pasts,
-    events: HashMap<String, Event>,
 }
 
 /// Whether a journey runs its next step now, or has stopped (a wait, the end, a failure).
@@ -123,24 +115,6 @@ impl Node<'_> {
     }
 }
 
-/// The deliveries a group of journeys queued, written together when the group ends — or
-/// before a step reads the outbox back (the frequency cap), so that it counts them — and
-/// the pass's moment, from which the links in them stay valid: a step that fell due long
-/// ago (an old event, a missed fire time) is sent now, and its links must work when it
-/// arrives.
-pub(super) struct Outgoing(Vec<NewDelivery>, DateTime<Utc>, Arc<crate::progress::Meter>);
-
-/// Consent as far as one batch of work needs it: the suppression list and the topic
-/// opt-outs, read for a page or a group of customers in one query each, and one address or
-/// customer at a time for any other.
-#[derive(Default)]
-pub(super) struct Consent {
-    /// Whether each address is suppressed, by its lower-case form.
-    addresses: HashMap<String, bool>,
-    /// The topics each customer of the page opted out of, when read for the page.
-    topics: Option<BTreeMap<String, BTreeSet<String>>>,
-}
-
 /// Enough steps for any sane journey; a longer run without a wait is cut off.
 pub(super) const MAX_STEPS_PER_RUN: usize = 1_000;
 
@@ -165,97 +139,20 @@ impl Engine {
             enrollments::claim_due(&mut tx, self.store.backend(), now, BATCH, lease).await?;
         tx.commit().await?;
         let count = due.len();
-        // One commit for a group of journeys (a commit waits for the disk), each journey in
-        // a savepoint of its own, so that one lost to another worker drops only its work.
         for group in due.chunks_mut(STEPS_PER_COMMIT) {
-            let mut tx = self.store.write_tx().await?;
-            // The group's customers and their suppressions, read at once.
-            let ids: Vec<&str> = group.iter().map(|r| r.customer_id.as_str()).collect();
-            let backend = self.store.backend();
-            let mut customers = customer_rows::customers_for_update(&mut tx, backend, &ids).await?;
-            let mut reads = self.group_reads(&mut tx, group, &customers).await?;
-            if backend == crate::store::Backend::Sqlite {
-                // One writer at a time on SQLite: a journey is lost to another worker only
-                // when a second process runs beside this one. Then the whole group is rolled
-                // back and claimed again, which spares every journey a savepoint.
-                // The group's deliveries and journeys are written a few statements at a
-                // time, not two per journey: on SQLite each statement is a round trip to
-                // sqlx's worker thread, which cost more than the writing itself.
-                let mut outgoing = Outgoing(Vec::new(), now, self.meter.clone());
-                for row in group.iter_mut() {
-                    let customer = customers.get_mut(&row.customer_id);
-                    let out = &mut outgoing;
-                    self.advance(&mut tx, row, customer, &mut reads, out, report)
-                        .await?;
-                }
-                outgoing.write(&mut tx, report).await?;
-                let saved = enrollments::save_enrollments(&mut tx, group).await?;
-                match saved == group.len() as u64 {
-                    true => tx.commit().await?,
-                    false => tx.rollback().await?,
-                }
+            let claimed = group.to_vec();
+            let before = report.clone();
+            if self.move_group(group, now, report).await? {
                 continue;
             }
-            for row in group {
-                let mut journey = sqlx::Acquire::begin(&mut *tx).await?;
-                let customer = customers.get_mut(&row.customer_id);
-                let mut outgoing = Outgoing(Vec::new(), now, self.meter.clone());
-                let out = &mut outgoing;
-                self.advance(&mut journey, row, customer, &mut reads, out, report)
-                    .await?;
-                outgoing.write(&mut journey, report).await?;
-                if enrollments::save_enrollment(&mut journey, row).await? {
-                    journey.commit().await?;
-                } else {
-                    // Another worker took it after our lease ran out; its work stands, and
-                    // the customer as this journey changed it is forgotten.
-                    journey.rollback().await?;
-                    if let Some(c) =
-                        customer_rows::customer_for_update(&mut tx, backend, &row.customer_id)
-                            .await?
-                    {
-                        customers.insert(c.id.clone(), c);
-                    }
-                }
-            }
-            tx.commit().await?;
+            // Another worker took some of these journeys after our lease on them ran out:
+            // the group's work was rolled back, and it moves again a journey at a time, so
+            // that only the lost journeys drop theirs.
+            *report = before;
+            group.clone_from_slice(&claimed);
+            self.move_one_by_one(group, now, report).await?;
         }
         Ok(count)
-    }
-
-    /// What a group of journeys reads, in a few statements for the whole group: its
-    /// customers' suppressions and topic opt-outs, their pasts up to the latest due moment
-    /// (when a workflow of the group reads history), and the events the journeys answer.
-    async fn group_reads(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-        group: &[EnrollmentRow],
-        customers: &HashMap<String, Customer>,
-    ) -> Result<Group, EngineError> {
-        let workflows: Vec<&Workflow> = (group.iter())
-            .filter_map(|r| self.plan.workflow(&r.workflow))
-            .map(|w| &**w)
-            .collect();
-        let emails = customers.values().map(|c| c.email.as_str()).collect();
-        let ids: Vec<&str> = customers.keys().map(String::as_str).collect();
-        let topics = workflows.iter().any(|w| w.topic.is_some());
-        let consent = Consent::load(conn, emails, topics.then_some(&ids[..])).await?;
-        let reads = workflows.iter().any(|w| w.reads_history());
-        let until = group.iter().map(|r| r.due_at.unwrap_or(r.entered_at)).max();
-        let pasts = match until {
-            Some(until) => Pasts::load(conn, reads, &ids, until).await?,
-            None => Pasts::load(conn, false, &[], Utc::now()).await?,
-        };
-        let event_ids: Vec<&str> = group.iter().filter_map(|r| r.event_id.as_deref()).collect();
-        let events = match event_ids.is_empty() {
-            true => HashMap::new(),
-            false => events::events_by_id(conn, &event_ids).await?,
-        };
-        Ok(Group {
-            consent,
-            pasts,
-            events,
-        })
     }
 
     /// Runs an enrollment's steps from its current one until a wait or the end. The
@@ -296,6 +193,8 @@ impl Engine {
         };
         let mut mail = Mail {
             consent: &mut reads.consent,
+            coupons: &reads.coupons,
+            changed: &mut reads.changed,
             outgoing,
         };
         for _ in 0..MAX_STEPS_PER_RUN {
@@ -429,7 +328,8 @@ impl Engine {
             },
             StepKind::Update(update) => {
                 apply_update(customer, update);
-                customer_rows::save_customer(conn, customer, at).await?;
+                // Written with the group's other changes when it ends.
+                mail.changed.insert(customer.id.clone(), at);
                 row.step = next;
             }
             StepKind::Webhook(hook) => {
@@ -497,7 +397,7 @@ impl Engine {
             links_from: mail.outgoing.1,
             proof: false,
         };
-        let earlier = earlier_coupons(conn, journey.wf, email, row, customer, mail, report).await?;
+        let earlier = earlier_coupons(journey.wf, email, row, customer, mail);
         let composed = self.email(
             journey.wf,
             email,
@@ -615,31 +515,30 @@ impl Engine {
     }
 }
 
-/// The coupons earlier steps reserved that this email shows (`coupons.deal.code`), found by
-/// their emails' keys; an earlier step of this same run may have queued its own just now,
-/// so what is queued is written first.
-async fn earlier_coupons(
-    conn: &mut sqlx::AnyConnection,
+/// The coupons earlier steps reserved that this email shows (`coupons.deal.code`), found
+/// by their emails' keys: stored before the group began (read with it), else queued by an
+/// earlier step of this same run.
+fn earlier_coupons(
     wf: &Workflow,
     email: &crate::workflow::plan::EmailStep,
     row: &EnrollmentRow,
     customer: &Customer,
-    mail: &mut Mail<'_>,
-    report: &mut PassReport,
-) -> Result<serde_json::Value, EngineError> {
-    if email.earlier_coupons.is_empty() {
-        return Ok(serde_json::Value::Object(Default::default()));
+    mail: &Mail<'_>,
+) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for step in &email.earlier_coupons {
+        let key = coupon_key(wf, &customer.id, &row.id, step);
+        let queued = || {
+            let d = mail.outgoing.0.iter().find(|d| d.id == key)?;
+            let (code, expires) = d.coupon.as_ref()?;
+            Some((code.clone(), expires.timestamp_millis()))
+        };
+        let Some((code, expires)) = mail.coupons.get(&key).cloned().or_else(queued) else {
+            continue;
+        };
+        out.insert(step.clone(), deliveries::coupon_value(&code, expires));
     }
-    mail.outgoing.write(conn, report).await?;
-    let keys: Vec<(String, String)> = email
-        .earlier_coupons
-        .iter()
-        .map(|step| {
-            let key = format!("{}/{}/{}/{step}", wf.name, customer.id, row.id);
-            (step.clone(), key)
-        })
-        .collect();
-    Ok(deliveries::coupons_of(conn, &keys).await?)
+    serde_json::Value::Object(out)
 }
 
 pub(super) fn end(
@@ -673,81 +572,4 @@ pub(super) fn fail(
     row.ended_at = Some(at);
     row.due_at = None;
     report.failed += 1;
-}
-
-impl Outgoing {
-    /// Writes what is queued and counts what was new (a key written before is not).
-    pub(super) async fn write(
-        &mut self,
-        conn: &mut sqlx::AnyConnection,
-        report: &mut PassReport,
-    ) -> Result<(), EngineError> {
-        if self.0.is_empty() {
-            return Ok(());
-        }
-        let new = deliveries::insert_deliveries(conn, &self.0).await?;
-        for d in self.0.drain(..).filter(|d| new.contains(&d.id)) {
-            if d.channel == Channel::Webhook {
-                report.webhooks += 1;
-            } else {
-                report.emails += 1;
-                crate::progress::count(&self.2.queued);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Consent {
-    /// Reads the suppressions of `emails` and, for `topics_of` when given, the topics
-    /// those customers opted out of.
-    pub(super) async fn load(
-        conn: &mut sqlx::AnyConnection,
-        emails: Vec<&str>,
-        topics_of: Option<&[&str]>,
-    ) -> Result<Self, StoreError> {
-        let found = suppressions::suppressed_among(conn, &emails).await?;
-        let addresses = emails
-            .into_iter()
-            .map(|e| {
-                let e = e.to_lowercase();
-                let suppressed = found.contains_key(&e);
-                (e, suppressed)
-            })
-            .collect();
-        let topics = match topics_of {
-            Some(ids) => Some(crate::store::topics::opted_out_among(conn, ids).await?),
-            None => None,
-        };
-        Ok(Self { addresses, topics })
-    }
-
-    pub(super) async fn suppressed(
-        &mut self,
-        conn: &mut sqlx::AnyConnection,
-        email: &str,
-    ) -> Result<bool, StoreError> {
-        let email = email.to_lowercase();
-        if let Some(known) = self.addresses.get(&email) {
-            return Ok(*known);
-        }
-        let suppressed = suppressions::is_suppressed(conn, &email).await?;
-        self.addresses.insert(email, suppressed);
-        Ok(suppressed)
-    }
-
-    /// Whether the customer opted out of `topic`: from the page's opt-outs when they were
-    /// read for it, else asked.
-    async fn opted_out(
-        &mut self,
-        conn: &mut sqlx::AnyConnection,
-        customer_id: &str,
-        topic: &str,
-    ) -> Result<bool, StoreError> {
-        if let Some(topics) = &self.topics {
-            return Ok(topics.get(customer_id).is_some_and(|t| t.contains(topic)));
-        }
-        let topics = crate::store::topics::opted_out(conn, customer_id).await?;
-        Ok(topics.contains(topic))
-    }
 }

@@ -3,7 +3,7 @@
 //! as birthdays, each customer in their own zone. Entry is decided in pages and written
 //! with its enrollments, keyed by the trigger, so a pass run twice enrolls nobody twice.
 
-use super::steps::Consent;
+use super::group::Consent;
 use super::{
     BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, Pasts, apply_set, customer_zone,
 };

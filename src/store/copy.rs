@@ -6,8 +6,8 @@
 //! with the database's own).
 
 use chrono::{DateTime, Utc};
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
 use super::{Store, StoreError};
 use crate::model::states::{Channel, DeliveryState, JourneyState};
@@ -388,12 +388,10 @@ async fn copy_table(
         filter.map(|(f, _)| format!(" AND {f}")).unwrap_or_default(),
         table.key
     );
-    let marks: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
     let insert = format!(
-        "INSERT INTO {} ({}) VALUES ({})",
+        "INSERT INTO {} ({}) VALUES {{values}}",
         table.name,
-        names.join(", "),
-        marks.join(", ")
+        names.join(", ")
     );
     let key_index = names
         .iter()
@@ -410,16 +408,18 @@ async fn copy_table(
         if rows.is_empty() {
             return Ok(copied);
         }
-        let mut tx = to.write_tx().await?;
-        for row in &rows {
-            let cells = read_row(row, table)?;
-            if let Some(Cell::Text(Some(key))) = cells.get(key_index) {
-                after.clone_from(key);
-            }
-            insert_row(&mut tx, &insert, cells).await?;
-            copied += 1;
+        let page = rows
+            .iter()
+            .map(|row| read_row(row, table).map(Cells))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(Cell::Text(Some(key))) = page.last().and_then(|cells| cells.0.get(key_index)) {
+            after.clone_from(key);
         }
+        // A hundred rows per statement.
+        let mut tx = to.write_tx().await?;
+        super::count_rows(&mut tx, &insert, names.len(), "", &page, bind_cells).await?;
         tx.commit().await?;
+        copied += page.len() as u64;
     }
 }
 
@@ -438,21 +438,16 @@ fn read_row(row: &AnyRow, table: &Table) -> Result<Vec<Cell>, StoreError> {
         .collect()
 }
 
-async fn insert_row(
-    conn: &mut AnyConnection,
-    insert: &str,
-    cells: Vec<Cell>,
-) -> Result<(), StoreError> {
-    let mut q = super::sql::query(sqlx::AssertSqlSafe(insert.to_string()));
-    for cell in cells {
-        q = match cell {
-            Cell::Text(v) => q.bind(v),
-            Cell::Int(v) => q.bind(v),
-            Cell::Real(v) => q.bind(v),
-        };
-    }
-    q.execute(conn).await?;
-    Ok(())
+/// One row's values, in the order of its table's columns.
+struct Cells(Vec<Cell>);
+
+/// Binds one row's cells.
+fn bind_cells<'q>(q: super::sql::AnyQuery<'q>, cells: &'q Cells) -> super::sql::AnyQuery<'q> {
+    cells.0.iter().fold(q, |q, cell| match cell {
+        Cell::Text(v) => q.bind(v.as_deref()),
+        Cell::Int(v) => q.bind(*v),
+        Cell::Real(v) => q.bind(*v),
+    })
 }
 
 /// The columns a table has in the database, in order: what the test compares with the
@@ -487,19 +482,19 @@ pub async fn next_due(
     store: &Store,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let ms = now.timestamp_millis();
+    // One statement, asked at every pass of a rehearsal.
+    let row = super::sql::query(
+        "SELECT (SELECT MIN(at) FROM events WHERE processed_at IS NULL AND at > $1), \
+         (SELECT MIN(due_at) FROM enrollments WHERE state = 'active' AND due_at > $1), \
+         (SELECT MIN(due_at) FROM deliveries WHERE state = 'pending' AND due_at > $1)",
+    )
+    .bind(now.timestamp_millis())
+    .fetch_one(&store.pool)
+    .await?;
     let mut next: Option<DateTime<Utc>> = None;
-    for sql in [
-        "SELECT MIN(at) FROM events WHERE processed_at IS NULL AND at > $1",
-        "SELECT MIN(due_at) FROM enrollments WHERE state = 'active' AND due_at > $1",
-        "SELECT MIN(due_at) FROM deliveries WHERE state = 'pending' AND due_at > $1",
-    ] {
-        let row = super::sql::query(sql)
-            .bind(ms)
-            .fetch_one(&store.pool)
-            .await?;
+    for i in 0..3 {
         if let Some(t) = row
-            .try_get::<Option<i64>, _>(0)?
+            .try_get::<Option<i64>, _>(i)?
             .and_then(DateTime::from_timestamp_millis)
         {
             next = Some(next.map_or(t, |n| n.min(t)));

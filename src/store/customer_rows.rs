@@ -40,25 +40,33 @@ pub async fn save_customer(
     c: &Customer,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    super::sql::query(
-        "UPDATE customers SET email = $1, first_name = $2, last_name = $3, locale = $4, timezone = $5, birthday = $6, created_at = $7, last_order_at = $8, orders_count = $9, total_spent = $10, tags = $11, unsubscribed_at = $12, attributes = $13, updated_at = $14 WHERE id = $15",
-    )
-    .bind(c.email.clone())
-    .bind(c.first_name.clone())
-    .bind(c.last_name.clone())
-    .bind(c.locale.clone())
-    .bind(c.timezone.clone())
-    .bind(c.birthday.map(|d| d.to_string()))
-    .bind(millis(c.created_at))
-    .bind(millis(c.last_order_at))
-    .bind(c.orders_count)
-    .bind(c.total_spent)
-    .bind(serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".into()))
-    .bind(millis(c.unsubscribed_at))
-    .bind(Value::Object(c.attributes.clone()).to_string())
-    .bind(now.timestamp_millis())
-    .bind(c.id.clone())
-    .execute(conn)
+    save_customers(conn, &[(c, now)]).await
+}
+
+/// Writes customers back, each as of its moment, a hundred per statement.
+pub async fn save_customers(
+    conn: &mut AnyConnection,
+    customers: &[(&Customer, DateTime<Utc>)],
+) -> Result<(), StoreError> {
+    // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
+    let sql = "UPDATE customers SET email = v.column2, first_name = v.column3, last_name = v.column4, locale = v.column5, timezone = v.column6, birthday = v.column7, created_at = v.column8, last_order_at = v.column9, orders_count = v.column10, total_spent = v.column11, tags = v.column12, unsubscribed_at = v.column13, attributes = v.column14, updated_at = v.column15 FROM (VALUES {values}) AS v WHERE customers.id = v.column1";
+    super::count_rows(conn, sql, 15, "", customers, |q, (c, now)| {
+        q.bind(c.id.clone())
+            .bind(c.email.clone())
+            .bind(c.first_name.clone())
+            .bind(c.last_name.clone())
+            .bind(c.locale.clone())
+            .bind(c.timezone.clone())
+            .bind(c.birthday.map(|d| d.to_string()))
+            .bind(millis(c.created_at))
+            .bind(millis(c.last_order_at))
+            .bind(c.orders_count)
+            .bind(c.total_spent)
+            .bind(serde_json::to_string(&c.tags).unwrap_or_else(|_| "[]".into()))
+            .bind(millis(c.unsubscribed_at))
+            .bind(Value::Object(c.attributes.clone()).to_string())
+            .bind(now.timestamp_millis())
+    })
     .await?;
     Ok(())
 }

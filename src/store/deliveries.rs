@@ -142,31 +142,26 @@ pub struct SentEmail {
     pub at: DateTime<Utc>,
 }
 
-/// The coupons earlier emails reserved, by step: `{ "deal": { "code", "expires_at" } }`, what
-/// a later email shows as `coupons.deal.code`. Each is looked up by its email's delivery
-/// key (`steps`: step id and key), so a rehearsal that did not copy the old email still
-/// finds its coupon.
-pub async fn coupons_of(
+/// The coupons reserved by the emails of these delivery keys: code and expiry
+/// (milliseconds), by key. An email shows an earlier step's coupon (`coupons.deal.code`) by
+/// its email's key, so a rehearsal that did not copy the old email still finds its coupon.
+pub async fn coupons_by_key(
     conn: &mut AnyConnection,
-    steps: &[(String, String)],
-) -> Result<serde_json::Value, StoreError> {
-    let mut out = serde_json::Map::new();
-    for (step, key) in steps {
-        let row = super::sql::query("SELECT code, expires_at FROM coupons WHERE delivery_id = $1")
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let Some(r) = row else { continue };
-        let expires = super::from_millis(Some(r.try_get(1)?))
-            .map(|t| t.format("%Y-%m-%d").to_string())
-            .unwrap_or_default();
-        let code: String = r.try_get(0)?;
-        out.insert(
-            step.clone(),
-            serde_json::json!({ "code": code, "expires_at": expires }),
-        );
-    }
-    Ok(serde_json::Value::Object(out))
+    keys: &[&str],
+) -> Result<HashMap<String, (String, i64)>, StoreError> {
+    let sql = "SELECT delivery_id, code, expires_at FROM coupons WHERE delivery_id IN ({list})";
+    let rows = super::fetch_in(conn, sql, &[], keys).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
+        .collect()
+}
+
+/// A coupon as a template sees it: `{ "code", "expires_at" }` (the expiry's date).
+pub fn coupon_value(code: &str, expires_ms: i64) -> serde_json::Value {
+    let expires = super::from_millis(Some(expires_ms))
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    serde_json::json!({ "code": code, "expires_at": expires })
 }
 
 /// What an email said: its HTML and text bodies.

@@ -394,9 +394,20 @@ pub struct Past {
     /// Events by name and moment, oldest first.
     events: Vec<(String, i64)>,
     /// A person's clicks, opens and answers, oldest first.
-    engaged: Vec<(EngagementKind, Engaged, Option<String>, Option<String>, i64)>,
+    engaged: Vec<EngagedAt>,
     /// Redeemed coupons' emails, with when they were redeemed.
     redeemed: Vec<(Engaged, i64)>,
+}
+
+/// A click, open or answer of a customer's past, with its moment.
+#[derive(Debug)]
+struct EngagedAt {
+    kind: EngagementKind,
+    engaged: Engaged,
+    /// An answer's question and value (JSON).
+    question: Option<String>,
+    value: Option<String>,
+    at: i64,
 }
 
 impl Past {
@@ -410,15 +421,15 @@ impl Past {
             }
         }
         let mut out = Engagement::default();
-        for (kind, engaged, question, value, _) in self.engaged.iter().filter(|e| e.4 <= until) {
-            if *kind == EngagementKind::Answer {
-                if let (Some(q), Some(v)) = (question, value) {
+        for e in self.engaged.iter().filter(|e| e.at <= until) {
+            if e.kind == EngagementKind::Answer {
+                if let (Some(q), Some(v)) = (&e.question, &e.value) {
                     let v = serde_json::from_str(v).unwrap_or(Value::Null);
                     out.answers.insert(q.clone(), v);
                 }
                 continue;
             }
-            out.engaged.push(engaged.clone());
+            out.engaged.push(e.engaged.clone());
         }
         out.redeemed = (self.redeemed.iter())
             .filter(|(_, at)| *at <= until)
@@ -449,7 +460,13 @@ pub async fn pasts(
             step: r.try_get(3)?,
             enrollment: r.try_get(4)?,
         };
-        let row = (kind, engaged, r.try_get(5)?, r.try_get(6)?, r.try_get(7)?);
+        let row = EngagedAt {
+            kind,
+            engaged,
+            question: r.try_get(5)?,
+            value: r.try_get(6)?,
+            at: r.try_get(7)?,
+        };
         pasts.entry(r.try_get(0)?).or_default().engaged.push(row);
     }
     for r in super::fetch_in(conn, REDEEMED_SQL, &lead, ids).await? {

@@ -48,6 +48,15 @@ pub(crate) use settings::{put_setting, setting};
 pub use sql::statements;
 pub(crate) use sql::{Lead, count_rows, fetch_in, for_rows};
 
+/// A savepoint in the caller's transaction: one journey's work that can be dropped alone.
+pub(crate) async fn savepoint(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Any>, sqlx::Error> {
+    // Its SAVEPOINT, and the RELEASE or ROLLBACK TO that ends it.
+    sql::count_statements(2);
+    sqlx::Acquire::begin(conn).await
+}
+
 /// The file a `sqlite://FILE[?OPTIONS]` URL names; `None` for any other database.
 pub fn sqlite_file(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite://")?;

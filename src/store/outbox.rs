@@ -24,16 +24,19 @@ pub async fn recover_interrupted(
     expired_before: Option<DateTime<Utc>>,
 ) -> Result<(u64, u64), StoreError> {
     let bound = expired_before.map_or(i64::MAX, |t| t.timestamp_millis());
-    let unknown = super::sql::query("UPDATE deliveries SET state = 'unknown', last_error = 'the sender stopped while this email was being sent; with `delivery: at_most_once` it is not sent again' WHERE state = 'sending' AND mode = 'at_most_once' AND lease_until < $1")
+    // One statement for both kinds: it runs at every dispatch and nearly always finds
+    // nothing.
+    let rows = super::sql::query("UPDATE deliveries SET state = CASE WHEN mode = 'at_most_once' THEN 'unknown' ELSE 'retrying' END, last_error = CASE WHEN mode = 'at_most_once' THEN 'the sender stopped while this email was being sent; with `delivery: at_most_once` it is not sent again' ELSE 'the sender stopped while this email was being sent; sent again with the same Message-ID' END WHERE state = 'sending' AND lease_until < $1 RETURNING state")
         .bind(bound)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    let requeued = super::sql::query("UPDATE deliveries SET state = 'retrying', last_error = 'the sender stopped while this email was being sent; sent again with the same Message-ID' WHERE state = 'sending' AND lease_until < $1")
-        .bind(bound)
-        .execute(conn)
-        .await?
-        .rows_affected();
+        .fetch_all(conn)
+        .await?;
+    let mut unknown = 0;
+    for r in &rows {
+        if sqlx::Row::try_get::<String, _>(r, 0)? == "unknown" {
+            unknown += 1;
+        }
+    }
+    let requeued = rows.len() as u64 - unknown;
     Ok((requeued, unknown))
 }
 

@@ -29,29 +29,7 @@ pub(crate) fn query<'q>(
     sql: impl sqlx::SqlSafeStr,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     count_statements(1);
-    let sql = sql.into_sql_str();
-    tally(sql.as_str());
     sqlx::query(sql)
-}
-
-pub fn tally(sql: &str) {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    static T: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
-    if std::env::var_os("TALLY").is_none() {
-        return;
-    }
-    let key: String = sql.chars().take(90).collect();
-    let mut t = T.lock().unwrap();
-    *t.get_or_insert_with(HashMap::new).entry(key).or_default() += 1;
-    let total: u64 = t.as_ref().unwrap().values().sum();
-    if total % 20000 == 0 {
-        let mut v: Vec<_> = t.as_ref().unwrap().iter().collect();
-        v.sort_by(|a, b| b.1.cmp(a.1));
-        for (k, n) in v.iter().take(25) {
-            eprintln!("TALLY {n} {k}");
-        }
-    }
 }
 
 /// A statement that returns one column, counted.

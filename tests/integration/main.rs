@@ -15,6 +15,7 @@ mod fuzz;
 mod hostile;
 mod listener;
 mod outside_parts;
+mod pages;
 mod plan;
 mod preview;
 mod realtime;

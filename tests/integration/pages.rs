@@ -1,0 +1,150 @@
+//! The store works in pages: the work of a pass grows with customers, journeys and emails,
+//! but the statements it sends to the database grow with pages of them. The store counts
+//! its statements (`--progress`'s line, `/metrics`); these tests hold the count on a fixed
+//! scenario that walks every per-journey read there is — a history audience, a topic, a
+//! coupon shown again by a later email, an `if`, an update, a wait, an event answered —
+//! where one statement per journey or per customer would add hundreds.
+
+use crate::common::write;
+use crate::store::{backends, tidings};
+
+/// Customers in the scenario: every one enters, so each page and group is full.
+const CUSTOMERS: usize = 600;
+
+/// Statements per journey step the scenario may cost. Journeys move on in groups of 50,
+/// customers enter in pages of 500 and the sender claims and records emails in pages, so a
+/// group costs about fifteen statements (its claim, customers, consent, pasts, events,
+/// coupons, outbox, changed customers and journeys written, the commit) for its ~240
+/// steps, and each of the rehearsal's ~50 passes a dozen more whatever it does: about 0.35
+/// a step in all. One more statement per journey (a journey here runs 4–5 steps a pass)
+/// would add over 0.2 a step, and one per customer entering as much again.
+const STATEMENTS_PER_STEP: f64 = 0.45;
+
+fn project(dir: &std::path::Path) {
+    write(
+        dir,
+        "tidings.yaml",
+        "database: ${TIDINGS_DB}\ntopics:\n  offers: { en: \"Deals and coupons\" }\n",
+    );
+    write(
+        dir,
+        "workflows/pages.yaml",
+        "name: pages\ntopic: offers\ntrigger:\n  schedule: \"0 9 * * *\"\n  timezone: UTC\n\
+         reentry: always\naudience: event_count(\"page_viewed\", customer.created_at) >= 1\n\
+         exit_when: event_count(\"order_placed\", customer.created_at) > 0\n\
+         steps:\n\
+         \x20 - id: first\n    email: first\n    subject: Hello\n    coupon: { prefix: HI, valid_for: 14d }\n\
+         \x20 - if: customer.orders_count >= 1\n    then:\n      - id: tag\n        update: { tags: { add: [seen] } }\n\
+         \x20 - id: second\n    email: second\n    subject: \"Your code {{ coupons.first.code }}\"\n\
+         \x20 - wait: { for: order_placed, at_most: 1d }\n\
+         \x20 - id: third\n    email: second\n    subject: \"Still yours: {{ coupons.first.code }}\"\n",
+    );
+    for (name, body) in [
+        (
+            "first",
+            "<p>Hi {{ customer.first_name }}: {{ coupon.code }}</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+        ),
+        (
+            "second",
+            "<p>{{ coupons.first.code }}</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+        ),
+    ] {
+        write(dir, &format!("templates/{name}.html"), body);
+    }
+    let mut customers = String::from("id,email,first_name,timezone,orders_count,created_at\n");
+    let mut events = String::from("customer_id,name,at\n");
+    for i in 0..CUSTOMERS {
+        let zone = ["Europe/Berlin", "Asia/Tokyo", "America/New_York"][i % 3];
+        let orders = i % 2;
+        customers.push_str(&format!(
+            "c{i:04},c{i}@example.com,C{i},{zone},{orders},2026-01-01T00:00:00Z\n"
+        ));
+        events.push_str(&format!(
+            "c{i:04},page_viewed,2026-05-{:02}T10:00:00Z\n",
+            1 + i % 28
+        ));
+        if i % 10 == 0 {
+            // Answers the wait of one journey in ten, which goes on before its day is up.
+            events.push_str(&format!("c{i:04},order_placed,2026-06-01T15:00:00Z\n"));
+        }
+    }
+    write(dir, "customers.csv", &customers);
+    write(dir, "events.csv", &events);
+}
+
+/// `(steps, statements)` from the last progress line of a run.
+fn counts(stderr: &str) -> (u64, u64) {
+    let last = stderr.lines().last().unwrap_or_default();
+    let number_before = |word: &str| -> u64 {
+        let at = last
+            .find(word)
+            .unwrap_or_else(|| panic!("no `{word}` in {last}"));
+        last[..at]
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count before `{word}` in {last}"))
+    };
+    (number_before(" steps"), number_before(" statements"))
+}
+
+/// A rehearsal of two days and a pass of the daemon's own, on each store: statements per
+/// journey step stay under the bound, with every customer's journey walked.
+#[test]
+fn journeys_move_on_in_pages_of_statements() {
+    for b in backends("pages") {
+        project(&b.dir);
+        for (what, file) in [("customers", "customers.csv"), ("events", "events.csv")] {
+            let run = tidings(&b).args(["import", what, file]).run();
+            assert_eq!(run.code, 0, "{}", run.transcript());
+        }
+        let run = tidings(&b).args(["validate"]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let run = tidings(&b)
+            .args(["simulate", "--from", "2026-06-01T08:30:00Z", "--to"])
+            .args(["2026-06-03T12:00:00Z", "--progress", "always"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let (steps, statements) = counts(&run.stderr);
+        // Every customer enters three times (09:00 on the 1st, 2nd and 3rd) and walks 4–5
+        // steps each time.
+        assert!(
+            steps >= 12 * CUSTOMERS as u64,
+            "{steps} steps: {}",
+            run.stderr
+        );
+        let per_step = statements as f64 / steps as f64;
+        eprintln!(
+            "{}: rehearsal, {statements} statements for {steps} steps",
+            b.label
+        );
+        assert!(
+            per_step <= STATEMENTS_PER_STEP,
+            "{}: the rehearsal sent {statements} statements for {steps} steps ({per_step:.3} a step)",
+            b.label
+        );
+        // The daemon's pass on the store itself (PostgreSQL too): the first day's entry.
+        let run = tidings(&b)
+            .args(["run", "--once", "--now", "2026-06-01T09:00:00Z"])
+            .args(["--progress", "always"])
+            .run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        let (steps, statements) = counts(&run.stderr);
+        assert!(
+            steps >= 3 * CUSTOMERS as u64,
+            "{steps} steps: {}",
+            run.stderr
+        );
+        let per_step = statements as f64 / steps as f64;
+        eprintln!(
+            "{}: run --once, {statements} statements for {steps} steps",
+            b.label
+        );
+        assert!(
+            per_step <= STATEMENTS_PER_STEP,
+            "{}: the pass sent {statements} statements for {steps} steps ({per_step:.3} a step)",
+            b.label
+        );
+    }
+}
