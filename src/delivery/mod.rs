@@ -11,6 +11,7 @@ pub mod pacing;
 mod pool;
 pub mod proof;
 pub mod smtp;
+mod takeover;
 pub mod tls;
 pub mod webhook;
 
@@ -18,6 +19,8 @@ use message::load_dkim;
 pub use message::{MessageError, build_message, envelope_address};
 use outcomes::{Outcome, Outcomes};
 use pool::SmtpPool;
+use takeover::take_over_due;
+pub use takeover::{recover_interrupted, take_over_expired};
 
 use std::path::{Path, PathBuf};
 
@@ -248,53 +251,6 @@ struct Job {
     date: DateTime<Utc>,
     /// Claimed with its batch (`at_least_once`); else claimed right before it leaves.
     claimed: bool,
-}
-
-/// Takes back the emails a stopped sender left `sending` when a sender starts: all of them
-/// when this process is the only sender, else those whose lease ran out (as every dispatch
-/// does, see [`take_over_expired`]). Returns a line for the operator when there were any.
-pub async fn recover_interrupted(
-    store: &Store,
-    options: &DispatchOptions,
-) -> Result<Option<String>, DeliveryError> {
-    let expired = (!options.sole_sender).then_some(Utc::now());
-    recover(store, expired).await
-}
-
-/// Takes over what any sender — another replica, or a process killed long ago — left
-/// `sending` past its lease: emails and webhook calls alike. Every dispatch does this, not
-/// only a sender that starts, so a live replica finishes a dead one's claims once their
-/// lease runs out, with the same Message-ID.
-pub async fn take_over_expired(store: &Store) -> Result<Option<String>, DeliveryError> {
-    recover(store, Some(Utc::now())).await
-}
-
-async fn recover(
-    store: &Store,
-    expired_before: Option<DateTime<Utc>>,
-) -> Result<Option<String>, DeliveryError> {
-    let mut conn = store.connection().await?;
-    let (requeued, unknown) = outbox::recover_interrupted(&mut conn, expired_before).await?;
-    Ok((requeued + unknown > 0).then(|| {
-        format!(
-            "{requeued} emails interrupted by a stopped sender are sent again; {unknown} (at_most_once) are left `unknown`"
-        )
-    }))
-}
-
-/// How often a long dispatch looks for claims whose lease ran out.
-const TAKE_OVER_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Whether it is time to look for expired claims again; if so, the look is noted as done.
-fn take_over_due(took_over: &std::sync::Mutex<Option<std::time::Instant>>) -> bool {
-    let Ok(mut last) = took_over.lock() else {
-        return true;
-    };
-    if last.is_some_and(|t| t.elapsed() < TAKE_OVER_EVERY) {
-        return false;
-    }
-    *last = Some(std::time::Instant::now());
-    true
 }
 
 /// Emails claimed per statement (fewer under a rate limit: see [`claim_size`]).
