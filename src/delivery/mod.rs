@@ -196,6 +196,9 @@ pub struct DispatchOptions {
     /// [`TAKE_OVER_EVERY`] across dispatches, not at the start of each (a rehearsal or a
     /// busy daemon runs one per pass).
     pub took_over: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Whether each message's bytes are built. A rehearsal that writes nowhere
+    /// (`Transport::Discard`) only checks each recipient's address: nobody reads the rest.
+    pub build_messages: bool,
 }
 
 /// What an email's `Date` header says.
@@ -238,6 +241,7 @@ impl DispatchOptions {
             dates: MessageDates::WhenSent,
             meter: Arc::default(),
             took_over: Arc::default(),
+            build_messages: true,
         })
     }
 }
@@ -513,6 +517,10 @@ fn prepare(
         MessageDates::WhenSent => Utc::now(),
         MessageDates::PassMoment => now,
     };
+    if !options.build_messages {
+        let to = envelope_address(&row.recipient).map_err(Outcome::Failed)?;
+        return Ok((Vec::new(), to, date));
+    }
     let mut message = build_message(row, &options.from, date).map_err(|e| Outcome::Failed(e.0))?;
     let to = envelope_address(&row.recipient).map_err(Outcome::Failed)?;
     if let Some(dkim) = &options.dkim {

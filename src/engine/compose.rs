@@ -16,6 +16,17 @@ use serde_json::Value;
 use tera::Context;
 
 impl Engine {
+    /// Whether this email's body is rendered: always, unless the engine renders only the
+    /// first body of each step and template (a rehearsal that writes no `.eml` files),
+    /// which still shows that the step's body renders.
+    fn renders_body(&self, wf: &Workflow, step: &str, template: &str) -> bool {
+        let Some(seen) = &self.first_bodies else {
+            return true;
+        };
+        let key = format!("{}/{step}/{template}", wf.name);
+        seen.lock().map_or(true, |mut seen| seen.insert(key))
+    }
+
     pub(super) fn context(
         &self,
         wf: &Workflow,
@@ -178,6 +189,18 @@ impl Engine {
         ctx.insert("template", &serde_json::json!({ "locale": locale }));
         let tera = self.plan.templates.tera();
         let render = |name: &str| tera.render(name, &ctx).map_err(|e| (name.to_string(), e));
+        if !self.renders_body(wf, step, html_file) {
+            return Ok(Composed {
+                subject: render(subject_for(&email.subjects, customer.locale.as_deref()))?,
+                html: String::new(),
+                text: None,
+                body: false,
+                html_file,
+                text_file,
+                coupon,
+                unsubscribe_url,
+            });
+        }
         let (mut html, mut text) = (render(html_file)?, text_file.map(render).transpose()?);
         if let Some(signer) = self.signer.get() {
             let names = (wf.name.as_str(), step);
@@ -205,6 +228,7 @@ impl Engine {
             subject: render(subject_for(&email.subjects, customer.locale.as_deref()))?,
             html,
             text,
+            body: true,
             html_file,
             text_file,
             coupon,
@@ -246,7 +270,7 @@ impl Engine {
             mode: wf.delivery,
             recipient: customer.email.clone(),
             subject: Some(subject),
-            html: Some(composed.html),
+            html: composed.body.then_some(composed.html),
             text: composed.text,
             payload: Some(Payload::Email(EmailExtras {
                 unsubscribe_url: unsubscribe,
@@ -317,6 +341,8 @@ pub(super) struct Composed<'a> {
     subject: String,
     html: String,
     text: Option<String>,
+    /// Whether the body was rendered (see [`Engine::rendering_first_bodies_only`]).
+    body: bool,
     html_file: &'a str,
     text_file: Option<&'a str>,
     coupon: Option<(String, DateTime<Utc>)>,

@@ -83,6 +83,10 @@ pub struct Engine {
     /// The day (of the pass clock) this engine knows the stages were swept on, so that
     /// later passes that day need not ask the store.
     swept_on: std::sync::Mutex<Option<chrono::NaiveDate>>,
+    /// When set, only the first email of each step and template gets a body (the
+    /// workflow, step and template of each one rendered so far); see
+    /// [`Engine::rendering_first_bodies_only`].
+    first_bodies: Option<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 const BATCH: i64 = 500;
@@ -98,12 +102,22 @@ impl Engine {
             pins: std::collections::HashMap::new(),
             meter: Arc::default(),
             swept_on: std::sync::Mutex::new(None),
+            first_bodies: None,
         }
     }
 
     /// The same engine counting into `meter` (the one its sender and progress line share).
     pub fn with_meter(mut self, meter: Arc<crate::progress::Meter>) -> Self {
         self.meter = meter;
+        self
+    }
+
+    /// The same engine rendering an email's body only for the first email of each step
+    /// and template, for a rehearsal that writes no `.eml` files: its subject is rendered
+    /// for every email, and the first body shows the step's body renders, but nobody reads
+    /// the rest, and rendering, storing and reading them back was most of its work.
+    pub fn rendering_first_bodies_only(mut self) -> Self {
+        self.first_bodies = Some(std::sync::Mutex::default());
         self
     }
 

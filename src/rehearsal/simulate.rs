@@ -116,8 +116,14 @@ pub async fn rehearse(
         .map(|(_, per)| per)
         .unwrap_or_default();
     let copied = copy_for_rehearsal(source, &scratch, from, from - cap_window).await?;
-    let engine =
+    let mut engine =
         Engine::new(plan.clone(), scratch.clone(), config.clone()).with_meter(meter.clone());
+    // Written nowhere: a body is rendered for the first email of each step and template
+    // only, and no message is built.
+    let writes_mail = !matches!(transport, Transport::Discard);
+    if !writes_mail {
+        engine = engine.rendering_first_bodies_only();
+    }
     // Rehearsal mail never leaves, so it is not signed and needs no key.
     let email = crate::config::EmailConfig {
         dkim: None,
@@ -127,6 +133,7 @@ pub async fn rehearse(
         DispatchOptions::from_config(&email, &settings, std::path::Path::new("."), true)?;
     options.dates = crate::delivery::MessageDates::PassMoment;
     options.meter = meter.clone();
+    options.build_messages = writes_mail;
     // The copy may hold emails the real sender had in flight.
     recover_interrupted(&scratch, &options).await?;
     let clock = VirtualClock::new(from);

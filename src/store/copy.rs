@@ -293,29 +293,39 @@ pub async fn window_deliveries(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<WindowDelivery>, StoreError> {
-    let rows = super::sql::query(
-        "SELECT d.workflow, d.channel, d.state, d.due_at, c.state, d.step FROM deliveries d LEFT JOIN copied_deliveries c ON c.id = d.id WHERE d.due_at >= $1 AND d.due_at <= $2",
-    )
-    .bind(from.timestamp_millis())
-    .bind(to.timestamp_millis())
-    .fetch_all(&scratch.pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
+    // A page at a time: a rehearsal of a large store has hundreds of thousands of them,
+    // and a row as the driver hands it over is many times its few values.
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let sql = format!(
+            "SELECT d.workflow, d.channel, d.state, d.due_at, c.state, d.step, d.id FROM deliveries d LEFT JOIN copied_deliveries c ON c.id = d.id WHERE d.id > $1 AND d.due_at >= $2 AND d.due_at <= $3 ORDER BY d.id LIMIT {PAGE}"
+        );
+        let rows = super::sql::query(sqlx::AssertSqlSafe(sql))
+            .bind(after.clone())
+            .bind(from.timestamp_millis())
+            .bind(to.timestamp_millis())
+            .fetch_all(&scratch.pool)
+            .await?;
+        let Some(last) = rows.last() else {
+            return Ok(out);
+        };
+        after = last.try_get(6)?;
+        for r in &rows {
             let before: Option<DeliveryState> = r
                 .try_get::<Option<String>, _>(4)?
                 .map(|s| s.parse())
                 .transpose()?;
-            Ok(WindowDelivery {
+            out.push(WindowDelivery {
                 workflow: r.try_get(0)?,
                 step: r.try_get(5)?,
                 channel: r.try_get::<String, _>(1)?.parse()?,
                 state: r.try_get::<String, _>(2)?.parse()?,
                 due_at: r.try_get(3)?,
                 done_before: before.is_some_and(|s| !s.is_waiting()),
-            })
-        })
-        .collect()
+            });
+        }
+    }
 }
 
 /// A journey that entered or ended in a rehearsal's window, as far as the rehearsal moved
@@ -339,37 +349,51 @@ pub async fn window_journeys(
     to: DateTime<Utc>,
 ) -> Result<Vec<WindowJourney>, StoreError> {
     let (a, b) = (from.timestamp_millis(), to.timestamp_millis());
-    let rows = super::sql::query(
-        "SELECT e.workflow, e.state, e.entered_at, e.ended_at, e.customer_id, e.error, c.state, e.variant FROM enrollments e LEFT JOIN copied_enrollments c ON c.id = e.id WHERE (e.entered_at >= $1 AND e.entered_at <= $2) OR (e.ended_at >= $1 AND e.ended_at <= $2)",
-    )
-    .bind(a)
-    .bind(b)
-    .fetch_all(&scratch.pool)
-    .await?;
     let mut out = Vec::new();
-    for r in &rows {
-        let before: Option<JourneyState> = r
-            .try_get::<Option<String>, _>(6)?
-            .map(|s| s.parse())
-            .transpose()?;
-        let entered: i64 = r.try_get(2)?;
-        let ended: Option<i64> = r.try_get(3)?;
-        let journey = WindowJourney {
-            workflow: r.try_get(0)?,
-            state: r.try_get::<String, _>(1)?.parse()?,
-            entered_at: (before.is_none() && (a..=b).contains(&entered)).then_some(entered),
-            ended_at: ended.filter(|e| {
-                (a..=b).contains(e) && before.is_none_or(|s| s == JourneyState::Active)
-            }),
-            customer_id: r.try_get(4)?,
-            error: r.try_get(5)?,
-            variant: r.try_get(7)?,
+    let mut after = String::new();
+    loop {
+        // A page at a time, as `window_deliveries` reads.
+        let sql = format!(
+            "SELECT e.workflow, e.state, e.entered_at, e.ended_at, e.customer_id, e.error, c.state, e.variant, e.id FROM enrollments e LEFT JOIN copied_enrollments c ON c.id = e.id WHERE e.id > $1 AND ((e.entered_at >= $2 AND e.entered_at <= $3) OR (e.ended_at >= $2 AND e.ended_at <= $3)) ORDER BY e.id LIMIT {PAGE}"
+        );
+        let rows = super::sql::query(sqlx::AssertSqlSafe(sql))
+            .bind(after.clone())
+            .bind(a)
+            .bind(b)
+            .fetch_all(&scratch.pool)
+            .await?;
+        let Some(last) = rows.last() else {
+            return Ok(out);
         };
-        if journey.entered_at.is_some() || journey.ended_at.is_some() {
-            out.push(journey);
+        after = last.try_get(8)?;
+        for r in &rows {
+            if let Some(journey) = window_journey(r, a, b)? {
+                out.push(journey);
+            }
         }
     }
-    Ok(out)
+}
+
+/// A journey of the window as a row gives it: `None` when it neither entered nor ended in
+/// the window as far as the rehearsal moved it.
+fn window_journey(r: &AnyRow, a: i64, b: i64) -> Result<Option<WindowJourney>, StoreError> {
+    let before: Option<JourneyState> = r
+        .try_get::<Option<String>, _>(6)?
+        .map(|s| s.parse())
+        .transpose()?;
+    let entered: i64 = r.try_get(2)?;
+    let ended: Option<i64> = r.try_get(3)?;
+    let journey = WindowJourney {
+        workflow: r.try_get(0)?,
+        state: r.try_get::<String, _>(1)?.parse()?,
+        entered_at: (before.is_none() && (a..=b).contains(&entered)).then_some(entered),
+        ended_at: ended
+            .filter(|e| (a..=b).contains(e) && before.is_none_or(|s| s == JourneyState::Active)),
+        customer_id: r.try_get(4)?,
+        error: r.try_get(5)?,
+        variant: r.try_get(7)?,
+    };
+    Ok((journey.entered_at.is_some() || journey.ended_at.is_some()).then_some(journey))
 }
 
 async fn copy_table(

@@ -14,6 +14,15 @@ use sqlx::{AnyPool, Row};
 /// memory rather than in files made and removed per transaction.
 const SQLITE_PRAGMAS: [&str; 2] = ["PRAGMA page_size = 16384", "PRAGMA temp_store = MEMORY"];
 
+/// Set on a scratch store's one connection. Commits are not synced (the file is deleted
+/// afterwards), and the connection takes the file's lock once and keeps it: no other
+/// process opens a scratch store, so every transaction need not lock and unlock the file
+/// and read its header again to learn whether another connection changed it.
+const SCRATCH_PRAGMAS: [&str; 2] = [
+    "PRAGMA synchronous = OFF",
+    "PRAGMA locking_mode = EXCLUSIVE",
+];
+
 impl Store {
     /// Opens (and for SQLite creates) the database and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -38,8 +47,10 @@ impl Store {
             } else {
                 format!("{url}{sep}mode=rwc")
             };
-            // One connection for a memory database (each connection would get its own).
-            (Backend::Sqlite, u, if memory { 1 } else { 4 })
+            // One connection for a memory database (each connection would get its own),
+            // and for a scratch store, which nobody else opens: it keeps the file's lock
+            // and its pages for the whole rehearsal (see `SCRATCH_PRAGMAS`).
+            (Backend::Sqlite, u, if memory || !durable { 1 } else { 4 })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_string(), 8)
         } else {
@@ -93,9 +104,9 @@ impl Store {
                             super::sql::query(pragma).execute(&mut *conn).await?;
                         }
                         if !durable {
-                            super::sql::query("PRAGMA synchronous = OFF")
-                                .execute(&mut *conn)
-                                .await?;
+                            for pragma in SCRATCH_PRAGMAS {
+                                super::sql::query(pragma).execute(&mut *conn).await?;
+                            }
                         }
                     } else {
                         // Plans made for the values of each execution: a store's tables
