@@ -17,14 +17,23 @@ use tera::Context;
 
 impl Engine {
     /// Whether this email's body is rendered: always, unless the engine renders only the
-    /// first body of each step and template (a rehearsal that writes no `.eml` files),
-    /// which still shows that the step's body renders.
+    /// first body of each step and template (a rehearsal that writes no `.eml` files)
+    /// and one has rendered — a body that fails is rendered, and fails, every time.
     fn renders_body(&self, wf: &Workflow, step: &str, template: &str) -> bool {
-        let Some(seen) = &self.first_bodies else {
+        let Some(rendered) = &self.first_bodies else {
             return true;
         };
         let key = format!("{}/{step}/{template}", wf.name);
-        seen.lock().map_or(true, |mut seen| seen.insert(key))
+        rendered
+            .lock()
+            .map_or(true, |rendered| !rendered.contains(&key))
+    }
+
+    /// Notes that a body of this step and template rendered (see [`Self::renders_body`]).
+    fn body_rendered(&self, wf: &Workflow, step: &str, template: &str) {
+        if let Some(Ok(mut rendered)) = self.first_bodies.as_ref().map(|r| r.lock()) {
+            rendered.insert(format!("{}/{step}/{template}", wf.name));
+        }
     }
 
     pub(super) fn context(
@@ -202,6 +211,7 @@ impl Engine {
             });
         }
         let (mut html, mut text) = (render(html_file)?, text_file.map(render).transpose()?);
+        self.body_rendered(wf, step, html_file);
         if let Some(signer) = self.signer.get() {
             let names = (wf.name.as_str(), step);
             let marketing = wf.class == crate::workflow::raw::MailClass::Marketing;

@@ -337,6 +337,17 @@ fn written(dir: &std::path::Path) -> BTreeSet<Mail> {
                 .unwrap_or_else(|| panic!("{} has no {name}", path.display()))
                 .to_string()
         };
+        // Every written email has its own body, rendered for its customer (a rehearsal
+        // that writes nowhere renders only the first of each step).
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        assert!(
+            body.contains("text/html") && body.len() > 200,
+            "{} has no body",
+            path.display()
+        );
         let date = DateTime::parse_from_rfc2822(&header("Date"))
             .unwrap()
             .with_timezone(&Utc);
@@ -418,6 +429,22 @@ fn sixty_days_of_the_shipped_examples_match_the_rules() {
         .map(|l| l.split(',').nth(2).unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(total as usize, want.len(), "summary.csv: {summary}");
+    // Without `--out`, bodies are rendered for the first email of each step only and no
+    // message is built: what the rehearsal finds is the same.
+    let quiet = tidings(&b)
+        .args(["simulate", "--from", FROM, "--to", TO])
+        .run();
+    assert_eq!(quiet.code, 0, "{}", quiet.transcript());
+    let findings = |out: &str| {
+        out.split("\n\n")
+            .filter(|p| !p.contains(" written to "))
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    };
+    assert_eq!(
+        findings(&quiet.stdout).trim_end(),
+        findings(&run.stdout).trim_end()
+    );
     assert!(
         run.stdout.contains(&format!(
             "over a copy of {CUSTOMERS} customers and {} events",
