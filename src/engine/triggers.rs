@@ -519,17 +519,23 @@ impl Engine {
                 .filter_map(|c| key_of(c).map(|k| (c, k)))
                 .collect();
             let mut tx = self.store.write_tx().await?;
-            // What decides entry, read for the whole page at once.
-            let emails = entering.iter().map(|(c, _)| c.email.as_str()).collect();
+            // What decides entry, read for the whole page at once: the pasts first, for
+            // the audience, which then keeps out those who enter in no case — their
+            // consent and last entry need not be read.
             let ids: Vec<&str> = entering.iter().map(|(c, _)| c.id.as_str()).collect();
-            let topics = wf.topic.is_some().then_some(&ids[..]);
-            let mut consent = Consent::load(&mut tx, emails, topics).await?;
-            let last_entries = enrollments::last_entries(&mut tx, &wf.name, &ids).await?;
             let until = entering.iter().map(|(_, (_, at))| *at).max();
             let pasts = match until {
                 Some(until) => Pasts::load(&mut tx, wf.reads_history(), &ids, until).await?,
                 None => Pasts(None),
             };
+            let entering: Vec<_> = (entering.into_iter())
+                .filter(|(c, (_, at))| !self.kept_out(wf, c, pasts.at(&c.id, *at), *at))
+                .collect();
+            let emails = entering.iter().map(|(c, _)| c.email.as_str()).collect();
+            let ids: Vec<&str> = entering.iter().map(|(c, _)| c.id.as_str()).collect();
+            let topics = wf.topic.is_some().then_some(&ids[..]);
+            let mut consent = Consent::load(&mut tx, emails, topics).await?;
+            let last_entries = enrollments::last_entries(&mut tx, &wf.name, &ids).await?;
             let mut entries = Vec::new();
             for (customer, (trigger_key, at)) in entering {
                 let history = pasts.at(&customer.id, at);
@@ -546,6 +552,30 @@ impl Engine {
             enter(&mut tx, entries, report, &self.meter).await?;
             tx.commit().await?;
         }
+    }
+}
+
+impl Engine {
+    /// Whether the workflow's audience keeps this customer out at `at` (an audience that
+    /// fails for them does not: [`Engine::admit`] records the failure).
+    fn kept_out(
+        &self,
+        wf: &Workflow,
+        customer: &Customer,
+        history: Option<Arc<EventHistory>>,
+        at: DateTime<Utc>,
+    ) -> bool {
+        let Some(audience) = &wf.audience else {
+            return false;
+        };
+        let input = EvalInput {
+            customer,
+            event: None,
+            enrollment: None,
+            now: at,
+            history,
+        };
+        matches!(self.plan.engine.eval_bool(audience, &input), Ok(false))
     }
 }
 
