@@ -518,19 +518,26 @@ impl Engine {
                 .iter()
                 .filter_map(|c| key_of(c).map(|k| (c, k)))
                 .collect();
-            let mut tx = self.store.write_tx().await?;
             // What decides entry, read for the whole page at once: the pasts first, for
             // the audience, which then keeps out those who enter in no case — their
-            // consent and last entry need not be read.
+            // consent and last entry need not be read, and a page nobody enters from
+            // writes nothing.
             let ids: Vec<&str> = entering.iter().map(|(c, _)| c.id.as_str()).collect();
             let until = entering.iter().map(|(_, (_, at))| *at).max();
             let pasts = match until {
-                Some(until) => Pasts::load(&mut tx, wf.reads_history(), &ids, until).await?,
-                None => Pasts(None),
+                Some(until) if wf.reads_history() => {
+                    let mut conn = self.store.connection().await?;
+                    Pasts::load(&mut conn, true, &ids, until).await?
+                }
+                _ => Pasts(None),
             };
             let entering: Vec<_> = (entering.into_iter())
                 .filter(|(c, (_, at))| !self.kept_out(wf, c, pasts.at(&c.id, *at), *at))
                 .collect();
+            if entering.is_empty() {
+                continue;
+            }
+            let mut tx = self.store.write_tx().await?;
             let emails = entering.iter().map(|(c, _)| c.email.as_str()).collect();
             let ids: Vec<&str> = entering.iter().map(|(c, _)| c.id.as_str()).collect();
             let topics = wf.topic.is_some().then_some(&ids[..]);

@@ -565,6 +565,15 @@ fn customers_and_events_posted_over_http_start_a_journey() {
             .parse()
             .unwrap();
         assert!(passes >= 1.0, "{metrics}");
+        // The statements the daemon's store sent: at least a few per pass (a pass that
+        // finds nothing still asks for due journeys, events and emails).
+        let statements: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tidings_store_statements_total "))
+            .unwrap_or_else(|| panic!("no statement count in {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(statements >= 3.0 * passes, "{metrics}");
         assert_eq!(daemon.stop().code(), Some(0));
     }
 }

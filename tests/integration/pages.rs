@@ -105,46 +105,32 @@ fn journeys_move_on_in_pages_of_statements() {
             .args(["simulate", "--from", "2026-06-01T08:30:00Z", "--to"])
             .args(["2026-06-03T12:00:00Z", "--progress", "always"])
             .run();
-        assert_eq!(run.code, 0, "{}", run.transcript());
-        let (steps, statements) = counts(&run.stderr);
         // Every customer enters three times (09:00 on the 1st, 2nd and 3rd) and walks 4–5
         // steps each time.
-        assert!(
-            steps >= 12 * CUSTOMERS as u64,
-            "{steps} steps: {}",
-            run.stderr
-        );
-        let per_step = statements as f64 / steps as f64;
-        eprintln!(
-            "{}: rehearsal, {statements} statements for {steps} steps",
-            b.label
-        );
-        assert!(
-            per_step <= STATEMENTS_PER_STEP,
-            "{}: the rehearsal sent {statements} statements for {steps} steps ({per_step:.3} a step)",
-            b.label
-        );
+        within_bound(&b.label, "the rehearsal", &run, 12);
         // The daemon's pass on the store itself (PostgreSQL too): the first day's entry.
         let run = tidings(&b)
             .args(["run", "--once", "--now", "2026-06-01T09:00:00Z"])
             .args(["--progress", "always"])
             .run();
-        assert_eq!(run.code, 0, "{}", run.transcript());
-        let (steps, statements) = counts(&run.stderr);
-        assert!(
-            steps >= 3 * CUSTOMERS as u64,
-            "{steps} steps: {}",
-            run.stderr
-        );
-        let per_step = statements as f64 / steps as f64;
-        eprintln!(
-            "{}: run --once, {statements} statements for {steps} steps",
-            b.label
-        );
-        assert!(
-            per_step <= STATEMENTS_PER_STEP,
-            "{}: the pass sent {statements} statements for {steps} steps ({per_step:.3} a step)",
-            b.label
-        );
+        within_bound(&b.label, "the pass", &run, 3);
     }
+}
+
+/// A run that walked at least `steps_each` steps per customer, within the bound of
+/// statements per step.
+fn within_bound(label: &str, what: &str, run: &crate::common::Run, steps_each: u64) {
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let (steps, statements) = counts(&run.stderr);
+    assert!(
+        steps >= steps_each * CUSTOMERS as u64,
+        "{steps} steps: {}",
+        run.stderr
+    );
+    let per_step = statements as f64 / steps as f64;
+    eprintln!("{label}: {what}, {statements} statements for {steps} steps");
+    assert!(
+        per_step <= STATEMENTS_PER_STEP,
+        "{label}: {what} sent {statements} statements for {steps} steps ({per_step:.3} a step)"
+    );
 }
