@@ -107,13 +107,13 @@ fn journeys_move_on_in_pages_of_statements() {
             .run();
         // Every customer enters three times (09:00 on the 1st, 2nd and 3rd) and walks 4–5
         // steps each time.
-        within_bound(&b.label, "the rehearsal", &run, 12);
+        within_bound(b.label, "the rehearsal", &run, 12);
         // The daemon's pass on the store itself (PostgreSQL too): the first day's entry.
         let run = tidings(&b)
             .args(["run", "--once", "--now", "2026-06-01T09:00:00Z"])
             .args(["--progress", "always"])
             .run();
-        within_bound(&b.label, "the pass", &run, 3);
+        within_bound(b.label, "the pass", &run, 3);
     }
 }
 
