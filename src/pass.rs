@@ -1,6 +1,9 @@
 //! One pass of everything a moment asks for — the engine's step (events, triggers, due
-//! steps), then the email outbox and the webhook calls — shared by `run --once` and the
-//! daemon's loop so that both behave the same.
+//! steps), then the email outbox and the webhook calls — shared by `run --once`, the
+//! daemon's loop, `simulate` and `tidings test`, so that all of them behave the same. A
+//! rehearsal's runner differs only in what it was made with: its scratch store, its
+//! transport (a folder or nowhere), no webhook client (a rehearsal calls none), and its
+//! sender running after the engine rather than beside it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,7 +15,7 @@ use crate::config::Project;
 use crate::delivery::webhook::{WebhookReport, WebhookSender};
 use crate::delivery::{
     DeliveryError, DispatchOptions, DispatchReport, EngineProgress, Transport,
-    configured_transport, dispatch_alongside, recover_interrupted,
+    configured_transport, dispatch, dispatch_alongside, recover_interrupted,
 };
 use crate::engine::{Engine, PassReport};
 use crate::store::{Backend, Store};
@@ -48,7 +51,11 @@ pub struct Runner {
     pub store: Store,
     pub transport: Transport,
     pub options: DispatchOptions,
-    webhooks: WebhookSender,
+    /// The webhook client; `None` for a rehearsal, which calls no webhook.
+    webhooks: Option<WebhookSender>,
+    /// Whether the sender runs beside the engine (a live pass: the first emails leave
+    /// while the last journeys move on) or after it (a rehearsal, on one connection).
+    alongside: bool,
     /// `FILE.sender.lock` of a SQLite store, held while this runner lives (see
     /// [`sole_sender`]).
     _sender_lock: Option<std::fs::File>,
@@ -71,9 +78,30 @@ impl Runner {
             store,
             transport,
             options,
-            webhooks,
+            webhooks: Some(webhooks),
+            alongside: true,
             _sender_lock: sender_lock,
         })
+    }
+
+    /// A rehearsal's runner (`simulate`, `tidings test`): `engine` over a scratch store,
+    /// its mail through `transport` and dated by the pass's moment, no webhook called.
+    pub fn rehearsal(
+        engine: Engine,
+        store: Store,
+        transport: Transport,
+        mut options: DispatchOptions,
+    ) -> Self {
+        options.dates = crate::delivery::MessageDates::PassMoment;
+        Self {
+            engine: engine.with_meter(options.meter.clone()),
+            store,
+            transport,
+            options,
+            webhooks: None,
+            alongside: false,
+            _sender_lock: None,
+        }
     }
 
     /// What this runner's engine and sender count.
@@ -88,8 +116,34 @@ impl Runner {
 
     pub async fn pass(&self, now: DateTime<Utc>) -> Result<Outcome, PassError> {
         self.engine.record_deployed(now).await?;
-        // The sender runs beside the engine, sending what it queues as it goes, from the
-        // moment the events recorded before the pass (unsubscribes among them) are applied.
+        let (engine, emails) = match self.alongside {
+            true => self.engine_and_sender(now).await?,
+            false => {
+                let engine = self.engine.run_once(now).await?;
+                let sent = dispatch(&self.store, &self.transport, &self.options, now).await?;
+                (engine, sent)
+            }
+        };
+        let webhooks = match &self.webhooks {
+            Some(sender) => sender
+                .dispatch(&self.store, now)
+                .await
+                .map_err(PassError::Webhooks)?,
+            None => WebhookReport::default(),
+        };
+        Ok(Outcome {
+            engine,
+            emails,
+            webhooks,
+        })
+    }
+
+    /// The engine's pass with the sender beside it, sending what it queues as it goes, from
+    /// the moment the events recorded before the pass (unsubscribes among them) are applied.
+    async fn engine_and_sender(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(PassReport, DispatchReport), PassError> {
         let progress = Arc::new(EngineProgress::default());
         let sender = tokio::spawn(dispatch_alongside(
             self.store.clone(),
@@ -106,18 +160,7 @@ impl Runner {
         let emails = sender
             .await
             .map_err(|e| DeliveryError::Task(e.to_string()))?;
-        let engine = engine?;
-        let emails = emails?;
-        let webhooks = self
-            .webhooks
-            .dispatch(&self.store, now)
-            .await
-            .map_err(PassError::Webhooks)?;
-        Ok(Outcome {
-            engine,
-            emails,
-            webhooks,
-        })
+        Ok((engine?, emails?))
     }
 }
 

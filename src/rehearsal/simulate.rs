@@ -14,9 +14,10 @@ use chrono_tz::Tz;
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::delivery::{DeliveryError, DispatchOptions, Transport, dispatch, recover_interrupted};
+use crate::delivery::{DeliveryError, DispatchOptions, Transport};
 use crate::engine::{Engine, EngineError};
 use crate::model::states::{Channel, DeliveryState, JourneyState};
+use crate::pass::Runner;
 use crate::rehearsal::tempdir::TempDir;
 use crate::store::copy::{self, CopyReport, copy_for_rehearsal};
 use crate::store::{Store, StoreError, customer_rows};
@@ -39,6 +40,8 @@ pub enum SimulateError {
     Delivery(#[from] DeliveryError),
     #[error("database error")]
     Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Pass(#[from] crate::pass::PassError),
 }
 
 /// The longest the clock jumps: the bound on how late (in pass time, never in the
@@ -116,8 +119,7 @@ pub async fn rehearse(
         .map(|(_, per)| per)
         .unwrap_or_default();
     let copied = copy_for_rehearsal(source, &scratch, from, from - cap_window).await?;
-    let mut engine =
-        Engine::new(plan.clone(), scratch.clone(), config.clone()).with_meter(meter.clone());
+    let mut engine = Engine::new(plan.clone(), scratch.clone(), config.clone());
     // Written nowhere: a body is rendered for the first email of each step and template
     // only, and no message is built.
     let writes_mail = !matches!(transport, Transport::Discard);
@@ -131,11 +133,11 @@ pub async fn rehearse(
     };
     let mut options =
         DispatchOptions::from_config(&email, &settings, std::path::Path::new("."), true)?;
-    options.dates = crate::delivery::MessageDates::PassMoment;
     options.meter = meter.clone();
     options.build_messages = writes_mail;
+    let runner = Runner::rehearsal(engine, scratch.clone(), transport.clone(), options);
     // The copy may hold emails the real sender had in flight.
-    recover_interrupted(&scratch, &options).await?;
+    runner.recover().await?;
     let clock = VirtualClock::new(from);
     let (mut passes, mut written) = (0, 0);
     loop {
@@ -143,8 +145,7 @@ pub async fn rehearse(
         meter
             .clock
             .store(now.timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
-        engine.run_once(now).await?;
-        written += dispatch(&scratch, transport, &options, now).await?.sent;
+        written += runner.pass(now).await?.emails.sent;
         passes += 1;
         if now >= to {
             break;

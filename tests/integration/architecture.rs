@@ -424,6 +424,48 @@ fn no_source_file_is_longer_than_seven_hundred_lines() {
     assert!(long.is_empty(), "too long: {long:?}");
 }
 
+/// One pass, composed once: `run --once`, the daemon, `simulate` and `tidings test` all run
+/// `pass::Runner::pass`. Only `pass.rs` puts the engine's pass and the senders together;
+/// anywhere else that calls them directly is a second copy of the pass, free to drift.
+#[test]
+fn only_the_pass_runs_the_engine_and_the_senders() {
+    let src = crate::common::repo_root().join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let calls = [
+        ".run_once(",
+        ".run_once_signalling(",
+        "dispatch(",
+        "dispatch_alongside(",
+    ];
+    let mut found = Vec::new();
+    for f in &files {
+        let me = module_of(&src, f);
+        // The pass itself, the engine and the senders (which define and call their own),
+        // and the daemon's one-off webhook retry (`delivery::webhook`) are where they live.
+        if matches!(
+            me.first().map(String::as_str),
+            Some("pass" | "engine" | "delivery")
+        ) {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in code_of(&text).lines().enumerate() {
+            let code = code_only(line);
+            for call in calls {
+                let at = code.find(call);
+                // `x.dispatch(` of another type (the webhook sender's) is not the pass's.
+                let own = at
+                    .is_some_and(|i| call.starts_with('.') || i == 0 || !code[..i].ends_with('.'));
+                if own {
+                    found.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "the pass composed again: {found:#?}");
+}
+
 /// Blanks out string and character literals and `//` comments, so that the braces inside
 /// them are not counted.
 fn code_only(line: &str) -> String {

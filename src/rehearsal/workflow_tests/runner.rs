@@ -12,9 +12,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value as Json};
 
 use crate::config::{Config, EmailConfig};
-use crate::delivery::{DispatchOptions, Transport, dispatch};
+use crate::delivery::{DispatchOptions, Transport};
 use crate::engine::Engine;
 use crate::import;
+use crate::pass::Runner;
 use crate::rehearsal::workflow_tests::spec::{Action, Case, EmailMatch, Suite};
 use crate::source::diagnostic::Span;
 use crate::store::Store;
@@ -170,9 +171,9 @@ pub async fn run_case(plan: Arc<Plan>, config: &Config, workflow: &str, case: &C
 /// One case in progress.
 struct Run {
     store: Store,
-    engine: Engine,
+    /// The same pass as `run --once` runs, over the case's store.
+    runner: Runner,
     plan: Arc<Plan>,
-    options: DispatchOptions,
     workflow: String,
     now: DateTime<Utc>,
     /// Deliveries an `expect_email` has matched.
@@ -200,20 +201,19 @@ impl Run {
             .workflow(workflow)
             .map(|wf| wf.email_templates().into_iter().collect())
             .unwrap_or_default();
-        let mut options = DispatchOptions::from_config(
+        let options = DispatchOptions::from_config(
             &config.email,
             &crate::config::Settings::of(config),
             std::path::Path::new("."),
             true,
         )
         .map_err(why)?;
-        options.dates = crate::delivery::MessageDates::PassMoment;
+        let engine =
+            Engine::new(plan.clone(), store.clone(), config.clone()).with_pins(case.pins.clone());
         let mut run = Self {
-            engine: Engine::new(plan.clone(), store.clone(), config.clone())
-                .with_pins(case.pins.clone()),
+            runner: Runner::rehearsal(engine, store.clone(), Transport::Discard, options),
             store,
             plan,
-            options,
             workflow: workflow.to_string(),
             now: case.start,
             matched: HashSet::new(),
@@ -241,10 +241,7 @@ impl Run {
 
     /// The engine's pass at the case's time, then the outbox into nowhere.
     async fn pass(&mut self) -> Result<(), String> {
-        self.engine.run_once(self.now).await.map_err(why)?;
-        dispatch(&self.store, &Transport::Discard, &self.options, self.now)
-            .await
-            .map_err(why)?;
+        self.runner.pass(self.now).await.map_err(why)?;
         Ok(())
     }
 

@@ -174,7 +174,7 @@ impl Run {
             .map_err(why)?;
         drop(conn);
         let bodies = format!("{}\n{}", html.unwrap_or_default(), text.unwrap_or_default());
-        let signer = self.engine.signer().await.map_err(why)?;
+        let signer = self.runner.engine.signer().await.map_err(why)?;
         let url = match offered(&signer, &bodies, act) {
             Ok(url) => url,
             Err(why_not) => {
