@@ -94,6 +94,11 @@ pub(super) enum Entry {
     Enters(EnrollmentRow),
 }
 
+/// Customers read per page when a trigger streams its audience: most pages of a large
+/// audience enter nobody (the audience decides before anything else is read), so a page
+/// costs its read alone, and fewer, larger pages cost fewer round trips.
+const AUDIENCE_PAGE: i64 = 2_000;
+
 /// A time trigger's key, under which its last fire is recorded, and what fires under it.
 struct TimeKey {
     wf: Arc<Workflow>,
@@ -508,7 +513,8 @@ impl Engine {
         loop {
             let mut conn = self.store.connection().await?;
             let page =
-                customer_rows::customers_page(&mut conn, &after, BATCH, filter, &pushed).await?;
+                customer_rows::customers_page(&mut conn, &after, AUDIENCE_PAGE, filter, &pushed)
+                    .await?;
             drop(conn);
             let Some(last) = page.last() else {
                 return Ok(());
