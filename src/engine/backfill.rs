@@ -112,8 +112,7 @@ impl Engine {
                 };
                 let at = stored.event.at;
                 let event = Some(&stored.event);
-                let history = Pasts::load(&mut tx, reads, &[&customer.id], at).await?;
-                let history = history.at(&customer.id, at);
+                let history = Pasts::of_one(&mut tx, reads, &customer.id, at).await?;
                 if !self.keeps(job.audience, &customer, event, &history, at) {
                     continue;
                 }

@@ -23,7 +23,7 @@ impl Engine {
         let Some(rendered) = &self.first_bodies else {
             return true;
         };
-        let key = format!("{}/{step}/{template}", wf.name);
+        let key = body_key(wf, step, template);
         rendered
             .lock()
             .map_or(true, |rendered| !rendered.contains(&key))
@@ -32,7 +32,7 @@ impl Engine {
     /// Notes that a body of this step and template rendered (see [`Self::renders_body`]).
     fn body_rendered(&self, wf: &Workflow, step: &str, template: &str) {
         if let Some(Ok(mut rendered)) = self.first_bodies.as_ref().map(|r| r.lock()) {
-            rendered.insert(format!("{}/{step}/{template}", wf.name));
+            rendered.insert(body_key(wf, step, template));
         }
     }
 
@@ -258,7 +258,7 @@ impl Engine {
         (moment, earlier): (Moment, &Value),
     ) -> Result<NewDelivery, tera::Error> {
         let at = moment.at;
-        let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
+        let key = delivery_key(wf, &customer.id, &row.id, step);
         let composed = self
             .compose(wf, (email, step), customer, event, moment, (&key, earlier))
             .map_err(|(_, e)| e)?;
@@ -307,7 +307,7 @@ impl Engine {
         event: Option<&Event>,
         at: DateTime<Utc>,
     ) -> Result<NewDelivery, tera::Error> {
-        let key = format!("{}/{}/{}/{}", wf.name, customer.id, row.id, step);
+        let key = delivery_key(wf, &customer.id, &row.id, step);
         let ctx = self.context(wf, customer, event, Moment::now(at), None);
         // String values of the body are Tera templates; the URL's `${ENV}` is resolved at
         // send time, so no secret is ever stored in the outbox.
@@ -344,6 +344,17 @@ impl Engine {
             variant: row.variant.clone(),
         })
     }
+}
+
+/// A step's body by template, as the first-bodies-only rendering remembers it.
+fn body_key(wf: &Workflow, step: &str, template: &str) -> String {
+    format!("{}/{step}/{template}", wf.name)
+}
+
+/// The key of the email or webhook call of `step` in a journey: its idempotency key, and
+/// what a later email finds its coupon by.
+pub(super) fn delivery_key(wf: &Workflow, customer_id: &str, journey: &str, step: &str) -> String {
+    format!("{}/{customer_id}/{journey}/{step}", wf.name)
 }
 
 /// An email as composed: what a send writes to the outbox and a preview shows.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::compose::delivery_key;
 use super::{Engine, EngineError, PassReport, Pasts};
 use crate::model::customer::{Customer, Event};
 use crate::model::states::Channel;
@@ -17,6 +18,9 @@ use crate::store::deliveries::{self, NewDelivery};
 use crate::store::enrollments::{self, EnrollmentRow};
 use crate::store::{customer_rows, events, suppressions};
 use crate::workflow::plan::{StepKind, Workflow};
+
+/// A write transaction on the store.
+type Transaction = sqlx::Transaction<'static, sqlx::Any>;
 
 /// What a group of journeys reads, read for the whole group at once, and the customers its
 /// `update` steps changed, written when it ends.
@@ -61,11 +65,7 @@ impl Engine {
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<bool, EngineError> {
-        let mut tx = self.store.write_tx().await?;
-        let ids: Vec<&str> = group.iter().map(|r| r.customer_id.as_str()).collect();
-        let backend = self.store.backend();
-        let mut customers = customer_rows::customers_for_update(&mut tx, backend, &ids).await?;
-        let mut reads = self.group_reads(&mut tx, group, &customers).await?;
+        let (mut tx, mut customers, mut reads) = self.open_group(group).await?;
         let mut outgoing = Outgoing(Vec::new(), now, self.meter.clone());
         for row in group.iter_mut() {
             let customer = customers.get_mut(&row.customer_id);
@@ -93,11 +93,7 @@ impl Engine {
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<(), EngineError> {
-        let mut tx = self.store.write_tx().await?;
-        let ids: Vec<&str> = group.iter().map(|r| r.customer_id.as_str()).collect();
-        let backend = self.store.backend();
-        let mut customers = customer_rows::customers_for_update(&mut tx, backend, &ids).await?;
-        let mut reads = self.group_reads(&mut tx, group, &customers).await?;
+        let (mut tx, mut customers, mut reads) = self.open_group(group).await?;
         for row in group {
             let mut journey = crate::store::savepoint(&mut tx).await?;
             let customer = customers.get_mut(&row.customer_id);
@@ -112,6 +108,7 @@ impl Engine {
                 continue;
             }
             journey.rollback().await?;
+            let backend = self.store.backend();
             if let Some(c) =
                 customer_rows::customer_for_update(&mut tx, backend, &row.customer_id).await?
             {
@@ -122,11 +119,25 @@ impl Engine {
         Ok(())
     }
 
+    /// The group's write transaction, its customers (locked on PostgreSQL) and what its
+    /// journeys read.
+    async fn open_group(
+        &self,
+        group: &[EnrollmentRow],
+    ) -> Result<(Transaction, HashMap<String, Customer>, Group), EngineError> {
+        let mut tx = self.store.write_tx().await?;
+        let ids: Vec<&str> = group.iter().map(|r| r.customer_id.as_str()).collect();
+        let backend = self.store.backend();
+        let customers = customer_rows::customers_for_update(&mut tx, backend, &ids).await?;
+        let reads = self.group_reads(&mut tx, group, &customers).await?;
+        Ok((tx, customers, reads))
+    }
+
     /// What a group of journeys reads, in a few statements for the whole group: its
     /// customers' suppressions and topic opt-outs, their pasts up to the latest due moment
     /// (when a workflow of the group reads history), the events the journeys answer, and the
     /// coupons of earlier emails that their emails may show.
-    pub(super) async fn group_reads(
+    async fn group_reads(
         &self,
         conn: &mut sqlx::AnyConnection,
         group: &[EnrollmentRow],
@@ -144,7 +155,7 @@ impl Engine {
         let until = group.iter().map(|r| r.due_at.unwrap_or(r.entered_at)).max();
         let pasts = match until {
             Some(until) => Pasts::load(conn, reads, &ids, until).await?,
-            None => Pasts::load(conn, false, &[], Utc::now()).await?,
+            None => Pasts(None),
         };
         let event_ids: Vec<&str> = group.iter().filter_map(|r| r.event_id.as_deref()).collect();
         let events = match event_ids.is_empty() {
@@ -174,7 +185,7 @@ impl Engine {
                 continue;
             };
             for step in shown_coupons(wf) {
-                keys.push(coupon_key(wf, &row.customer_id, &row.id, step));
+                keys.push(delivery_key(wf, &row.customer_id, &row.id, step));
             }
         }
         if keys.is_empty() {
@@ -195,11 +206,6 @@ fn shown_coupons(wf: &Workflow) -> BTreeSet<&str> {
         })
         .flatten()
         .collect()
-}
-
-/// The key of the email of `step` in a journey: the key its coupon is found by.
-pub(super) fn coupon_key(wf: &Workflow, customer_id: &str, journey: &str, step: &str) -> String {
-    format!("{}/{customer_id}/{journey}/{step}", wf.name)
 }
 
 /// Writes the customers `update` steps changed, all in one statement.

@@ -294,6 +294,17 @@ impl Pasts {
         )))
     }
 
+    /// One customer's past up to `at`, read on its own; `None` when it is not needed.
+    pub(super) async fn of_one(
+        conn: &mut sqlx::AnyConnection,
+        needed: bool,
+        customer_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Arc<EventHistory>>, StoreError> {
+        let pasts = Self::load(conn, needed, &[customer_id], at).await?;
+        Ok(pasts.at(customer_id, at))
+    }
+
     /// A customer's past up to `at`; `None` when it was not needed.
     pub(super) fn at(&self, customer_id: &str, at: DateTime<Utc>) -> Option<Arc<EventHistory>> {
         let pasts = self.0.as_ref()?;

@@ -3,8 +3,8 @@
 //! outbox in the same commit, updates, exits — with consent, the frequency cap and quiet
 //! hours checked at every email.
 
-use super::compose::Moment;
-use super::group::{Consent, Group, Outgoing, coupon_key};
+use super::compose::{Moment, delivery_key};
+use super::group::{Consent, Group, Outgoing};
 
 use super::{BATCH, CATCH_UP_GRACE, Engine, EngineError, PassReport, apply_set, customer_zone};
 use crate::model::customer::{Customer, Enrollment, Event};
@@ -527,7 +527,7 @@ fn earlier_coupons(
 ) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for step in &email.earlier_coupons {
-        let key = coupon_key(wf, &customer.id, &row.id, step);
+        let key = delivery_key(wf, &customer.id, &row.id, step);
         let queued = || {
             let d = mail.outgoing.0.iter().find(|d| d.id == key)?;
             let (code, expires) = d.coupon.as_ref()?;

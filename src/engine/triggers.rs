@@ -192,8 +192,7 @@ impl Engine {
         }
         let reads = triggered.iter().any(|w| w.reads_history());
         let at = stored.event.at;
-        let history = Pasts::load(&mut tx, reads, &[&customer.id], at).await?;
-        let history = history.at(&customer.id, at);
+        let history = Pasts::of_one(&mut tx, reads, &customer.id, at).await?;
         let mut consent = Consent::default();
         for wf in triggered {
             let key = stored.event.id.clone();

@@ -293,14 +293,41 @@ pub async fn window_deliveries(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<WindowDelivery>, StoreError> {
-    // A page at a time: a rehearsal of a large store has hundreds of thousands of them,
-    // and a row as the driver hands it over is many times its few values.
+    let select = "SELECT d.workflow, d.channel, d.state, d.due_at, c.state, d.step, d.id FROM deliveries d LEFT JOIN copied_deliveries c ON c.id = d.id WHERE d.id > $1 AND d.due_at >= $2 AND d.due_at <= $3 ORDER BY d.id";
     let mut out = Vec::new();
+    window_rows(scratch, select, (from, to), |r| {
+        let before: Option<DeliveryState> = r
+            .try_get::<Option<String>, _>(4)?
+            .map(|s| s.parse())
+            .transpose()?;
+        out.push(WindowDelivery {
+            workflow: r.try_get(0)?,
+            step: r.try_get(5)?,
+            channel: r.try_get::<String, _>(1)?.parse()?,
+            state: r.try_get::<String, _>(2)?.parse()?,
+            due_at: r.try_get(3)?,
+            done_before: before.is_some_and(|s| !s.is_waiting()),
+        });
+        Ok(())
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Hands each row `select` finds in a rehearsal's window to `each`, a page at a time in id
+/// order: a rehearsal of a large store has hundreds of thousands of them, and a row as the
+/// driver hands it over is many times its few values. `select` takes the last id read as
+/// `$1` and the window as `$2` and `$3`, and gives the row's id as its last column.
+async fn window_rows(
+    scratch: &Store,
+    select: &str,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    mut each: impl FnMut(&AnyRow) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let mut after = String::new();
     loop {
-        let sql = format!(
-            "SELECT d.workflow, d.channel, d.state, d.due_at, c.state, d.step, d.id FROM deliveries d LEFT JOIN copied_deliveries c ON c.id = d.id WHERE d.id > $1 AND d.due_at >= $2 AND d.due_at <= $3 ORDER BY d.id LIMIT {PAGE}"
-        );
+        // The statement is the caller's constant; the page's size is written in.
+        let sql = format!("{select} LIMIT {PAGE}");
         let rows = super::sql::query(sqlx::AssertSqlSafe(sql))
             .bind(after.clone())
             .bind(from.timestamp_millis())
@@ -308,22 +335,11 @@ pub async fn window_deliveries(
             .fetch_all(&scratch.pool)
             .await?;
         let Some(last) = rows.last() else {
-            return Ok(out);
+            return Ok(());
         };
-        after = last.try_get(6)?;
+        after = last.try_get(last.len() - 1)?;
         for r in &rows {
-            let before: Option<DeliveryState> = r
-                .try_get::<Option<String>, _>(4)?
-                .map(|s| s.parse())
-                .transpose()?;
-            out.push(WindowDelivery {
-                workflow: r.try_get(0)?,
-                step: r.try_get(5)?,
-                channel: r.try_get::<String, _>(1)?.parse()?,
-                state: r.try_get::<String, _>(2)?.parse()?,
-                due_at: r.try_get(3)?,
-                done_before: before.is_some_and(|s| !s.is_waiting()),
-            });
+            each(r)?;
         }
     }
 }
@@ -349,29 +365,14 @@ pub async fn window_journeys(
     to: DateTime<Utc>,
 ) -> Result<Vec<WindowJourney>, StoreError> {
     let (a, b) = (from.timestamp_millis(), to.timestamp_millis());
+    let select = "SELECT e.workflow, e.state, e.entered_at, e.ended_at, e.customer_id, e.error, c.state, e.variant, e.id FROM enrollments e LEFT JOIN copied_enrollments c ON c.id = e.id WHERE e.id > $1 AND ((e.entered_at >= $2 AND e.entered_at <= $3) OR (e.ended_at >= $2 AND e.ended_at <= $3)) ORDER BY e.id";
     let mut out = Vec::new();
-    let mut after = String::new();
-    loop {
-        // A page at a time, as `window_deliveries` reads.
-        let sql = format!(
-            "SELECT e.workflow, e.state, e.entered_at, e.ended_at, e.customer_id, e.error, c.state, e.variant, e.id FROM enrollments e LEFT JOIN copied_enrollments c ON c.id = e.id WHERE e.id > $1 AND ((e.entered_at >= $2 AND e.entered_at <= $3) OR (e.ended_at >= $2 AND e.ended_at <= $3)) ORDER BY e.id LIMIT {PAGE}"
-        );
-        let rows = super::sql::query(sqlx::AssertSqlSafe(sql))
-            .bind(after.clone())
-            .bind(a)
-            .bind(b)
-            .fetch_all(&scratch.pool)
-            .await?;
-        let Some(last) = rows.last() else {
-            return Ok(out);
-        };
-        after = last.try_get(8)?;
-        for r in &rows {
-            if let Some(journey) = window_journey(r, a, b)? {
-                out.push(journey);
-            }
-        }
-    }
+    window_rows(scratch, select, (from, to), |r| {
+        out.extend(window_journey(r, a, b)?);
+        Ok(())
+    })
+    .await?;
+    Ok(out)
 }
 
 /// A journey of the window as a row gives it: `None` when it neither entered nor ended in
