@@ -385,6 +385,15 @@ async fn send_due(
         // nothing more will come in this pass.
         let finished = engine_done.is_none_or(|d| d.load(Ordering::Acquire));
         let mut conn = store.connection().await?;
+        let due = outbox::any_due(&mut conn, Channel::Email, now).await?;
+        if !due {
+            if finished {
+                return Ok(unreachable);
+            }
+            drop(conn);
+            tokio::time::sleep(IDLE).await;
+            continue;
+        }
         let lease_until = Utc::now() + options.lease;
         let mut batch = outbox::claim_due(
             &mut conn,

@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::model::customer::{Customer, FieldKind, NewValue, field};
 use crate::model::history::EventHistory;
 use crate::store::engagement::Past;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, enrollments};
 use crate::time::zones::zone_named;
 use crate::unsubscribe::Signer;
 use crate::workflow::plan::Plan;
@@ -209,15 +209,33 @@ impl Engine {
         self.place_unstaged(now).await?;
         self.fire_time_triggers(now, &mut report).await?;
         loop {
-            let n = self.process_events(now, &mut report).await?;
+            let mut conn = self.store.connection().await?;
+            let due = enrollments::work_due(&mut conn, now, self.journey_lease()).await?;
+            drop(conn);
+            let n = match due.events {
+                true => self.process_events(now, &mut report).await?,
+                false => 0,
+            };
             if n < BATCH as usize {
                 // A short batch: no event recorded before this moment is left.
                 events_applied.store(true, std::sync::atomic::Ordering::Release);
             }
-            let m = self.run_due(now, &mut report).await?;
-            if n == 0 && m == 0 {
+            if !due.events && !due.journeys {
                 return Ok(report);
             }
+            // Journeys the events started are due now: moved in the same round.
+            self.run_due(now, &mut report).await?;
+        }
+    }
+
+    /// A claim on due journeys, from the wall clock: leases are about processes, not a
+    /// pass's virtual time.
+    fn journey_lease(&self) -> enrollments::Lease {
+        let wall = Utc::now();
+        enrollments::Lease {
+            now: wall,
+            until: wall + self.lease(),
+            sole: self.store.backend() == crate::store::Backend::Sqlite,
         }
     }
 }

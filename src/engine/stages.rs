@@ -85,15 +85,10 @@ impl Engine {
         now: DateTime<Utc>,
         unplaced_only: bool,
     ) -> Result<(), EngineError> {
-        if unplaced_only {
-            // Most passes find nobody new: one read says so, without taking the write lock.
-            let mut conn = self.store.connection().await?;
-            if store_stages::unplaced_page(&mut conn, "", 1)
-                .await?
-                .is_empty()
-            {
-                return Ok(());
-            }
+        // Most passes find nobody new: one read says so (or none: a scratch store knows),
+        // without taking the write lock.
+        if unplaced_only && !self.store.anyone_unstaged().await? {
+            return Ok(());
         }
         let mut after = String::new();
         loop {

@@ -128,12 +128,7 @@ impl Engine {
         now: DateTime<Utc>,
         report: &mut PassReport,
     ) -> Result<usize, EngineError> {
-        let wall = Utc::now();
-        let lease = enrollments::Lease {
-            now: wall,
-            until: wall + self.lease(),
-            sole: self.store.backend() == crate::store::Backend::Sqlite,
-        };
+        let lease = self.journey_lease();
         let mut tx = self.store.write_tx().await?;
         let mut due =
             enrollments::claim_due(&mut tx, self.store.backend(), now, BATCH, lease).await?;

@@ -12,7 +12,7 @@ use crate::model::customer::{Customer, Event};
 use crate::store::StoreError;
 use crate::store::customer_rows::CustomerFilter;
 use crate::store::enrollments::EnrollmentRow;
-use crate::store::{customer_rows, enrollments, events, schedules};
+use crate::store::{customer_rows, enrollments, events};
 use crate::time::zones::zone_named;
 use crate::workflow::expr::pushdown::pushed;
 use crate::workflow::expr::{EvalInput, EventHistory};
@@ -357,22 +357,29 @@ impl Engine {
             return Ok(());
         }
         let names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
-        let mut conn = self.store.connection().await?;
-        let last = schedules::last_fires(&mut conn, &names).await?;
-        drop(conn);
+        let last = self.store.last_fires(&names).await?;
+        // A key is marked when its window held a fire time (fired, or skipped as late) or
+        // it had no mark yet; a window with none is read again from the same mark next
+        // pass and holds none there either, so most passes write nothing.
+        let mut marked = Vec::new();
         for key in &keys {
             // A fresh store fires only what falls exactly on its first pass.
-            let from = (last.get(&key.key).copied()).unwrap_or(now - TimeDelta::seconds(1));
-            match &key.timed {
+            let mark = last.get(&key.key).copied();
+            let from = mark.unwrap_or(now - TimeDelta::seconds(1));
+            let held = match &key.timed {
                 Timed::Schedule(tz, only_zone) => {
                     self.fire_schedule(&key.wf, *tz, only_zone, from, now, report)
                         .await?
                 }
                 Timed::Date(zones) => self.fire_date(&key.wf, zones, from, now, report).await?,
+            };
+            if held || mark.is_none() {
+                marked.push(key.key.as_str());
             }
         }
-        let mut conn = self.store.connection().await?;
-        schedules::record_fires(&mut conn, &names, now).await?;
+        if !marked.is_empty() {
+            self.store.record_fires(&marked, now).await?;
+        }
         Ok(())
     }
 
@@ -390,8 +397,7 @@ impl Engine {
                 }
             ) || matches!(&wf.trigger, Trigger::Date { column, .. } if column == "birthday");
             if customer_zones && zones.is_none() {
-                let mut conn = self.store.connection().await?;
-                zones = Some(customer_rows::customer_zones(&mut conn).await?);
+                zones = Some(self.store.customer_zones().await?);
             }
             let known = zones.as_deref().unwrap_or_default();
             match &wf.trigger {
@@ -432,9 +438,9 @@ impl Engine {
         from: DateTime<Utc>,
         now: DateTime<Utc>,
         report: &mut PassReport,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let Trigger::Schedule { cron, .. } = &wf.trigger else {
-            return Ok(());
+            return Ok(false);
         };
         // Fire times older than the catch-up age never fire, so the search starts there at
         // the earliest: a store left for a year with a minutely schedule does not walk half
@@ -455,7 +461,7 @@ impl Engine {
             self.enroll_all(wf, report, only_zone, |_| Some((trigger_key.clone(), fire)))
                 .await?;
         }
-        Ok(())
+        Ok(latest.is_some() || missed > 0)
     }
 
     /// A date trigger: customers whose anniversary (at the local time, with the offset)
@@ -467,12 +473,12 @@ impl Engine {
         from: DateTime<Utc>,
         now: DateTime<Utc>,
         report: &mut PassReport,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let Trigger::Date { column, at, offset } = &wf.trigger else {
-            return Ok(());
+            return Ok(false);
         };
         if from >= now {
-            return Ok(());
+            return Ok(false);
         }
         let (at, offset) = (*at, *offset);
         let filter = if column == "birthday" {
@@ -491,7 +497,9 @@ impl Engine {
                 crate::workflow::plan::next_anniversary(date, at, offset, customer_zone(c), from)?;
             (fire <= now).then(|| (fire.timestamp_millis().to_string(), fire))
         })
-        .await
+        .await?;
+        // Any other date column may fall due for someone in any window.
+        Ok(!filter.is_nobody())
     }
 
     /// Streams every customer the audience's pushed-down part keeps, page by page,
@@ -508,6 +516,9 @@ impl Engine {
             .as_ref()
             .map(|a| pushed(&a.source))
             .unwrap_or_default();
+        if filter.is_nobody() {
+            return Ok(());
+        }
         let mut after = String::new();
         loop {
             let mut conn = self.store.connection().await?;

@@ -20,7 +20,7 @@ use crate::model::states::{Channel, DeliveryState, JourneyState};
 use crate::pass::Runner;
 use crate::rehearsal::tempdir::TempDir;
 use crate::store::copy::{self, CopyReport, copy_for_rehearsal};
-use crate::store::{Store, StoreError, customer_rows};
+use crate::store::{Store, StoreError};
 use crate::time::clock::{Clock, VirtualClock};
 use crate::workflow::plan::{Plan, Trigger, Zone};
 
@@ -186,9 +186,9 @@ pub(crate) async fn next_moment(
             }
             Trigger::Schedule { .. } | Trigger::Date { .. } => {
                 if zones.is_none() {
-                    let mut conn = store.connection().await?;
                     zones = Some(
-                        customer_rows::customer_zones(&mut conn)
+                        store
+                            .customer_zones()
                             .await?
                             .iter()
                             .map(|z| crate::time::zones::zone_named(z.as_deref()))

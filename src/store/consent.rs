@@ -86,6 +86,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        super::known::customers_written();
         let gone = super::sql::query("DELETE FROM customers WHERE id = $1")
             .bind(customer_id)
             .execute(&mut *tx)

@@ -6,7 +6,7 @@ use crate::model::customer::Customer;
 use crate::model::filter::{ColumnFilter, Comparison, FilterValue};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use std::collections::HashMap;
 
 pub async fn customer(conn: &mut AnyConnection, id: &str) -> Result<Option<Customer>, StoreError> {
@@ -48,6 +48,7 @@ pub async fn save_customers(
     conn: &mut AnyConnection,
     customers: &[(&Customer, DateTime<Utc>)],
 ) -> Result<(), StoreError> {
+    super::known::customers_written();
     // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
     let sql = "UPDATE customers SET email = v.column2, first_name = v.column3, last_name = v.column4, locale = v.column5, timezone = v.column6, birthday = v.column7, created_at = v.column8, last_order_at = v.column9, orders_count = v.column10, total_spent = v.column11, tags = v.column12, unsubscribed_at = v.column13, attributes = v.column14, updated_at = v.column15 FROM (VALUES {values}) AS v WHERE customers.id = v.column1";
     super::count_rows(conn, sql, 15, "", customers, |q, (c, now)| {
@@ -207,25 +208,11 @@ pub enum CustomerFilter {
     BirthdayOn(Vec<(Option<String>, Vec<String>)>),
 }
 
-/// The distinct zones customers are in (`None` for customers without one).
-pub async fn customer_zones(conn: &mut AnyConnection) -> Result<Vec<Option<String>>, StoreError> {
-    // Zone by zone along the `customers (timezone)` index, a seek each, where `DISTINCT`
-    // read the whole index: every pass asks, and a store holds few zones and many customers.
-    let rows = super::sql::query(
-        "WITH RECURSIVE zones (tz) AS (
-            SELECT (SELECT timezone FROM customers WHERE timezone IS NOT NULL ORDER BY timezone LIMIT 1)
-            UNION ALL
-            SELECT (SELECT timezone FROM customers WHERE timezone > zones.tz ORDER BY timezone LIMIT 1) FROM zones WHERE zones.tz IS NOT NULL
-        )
-        SELECT tz FROM zones WHERE tz IS NOT NULL
-        UNION ALL
-        SELECT NULL WHERE EXISTS (SELECT 1 FROM customers WHERE timezone IS NULL)",
-    )
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| Ok(r.try_get::<Option<String>, _>(0)?))
-        .collect()
+impl CustomerFilter {
+    /// A filter no customer passes: reading a page for it would be a statement for nothing.
+    pub fn is_nobody(&self) -> bool {
+        matches!(self, CustomerFilter::BirthdayOn(zones) if zones.is_empty())
+    }
 }
 
 #[cfg(test)]

@@ -82,6 +82,7 @@ impl Store {
             .collect();
         columns.dedup();
         let sql = upsert_sql(self.backend, &columns, update_only);
+        super::known::customers_written();
         // Column names come from the fixed customer field list, never from the file; every
         // value is a bound parameter.
         let mut q = super::sql::query(sqlx::AssertSqlSafe(sql)).bind(c.id.clone());

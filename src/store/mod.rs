@@ -12,6 +12,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::{AnyPool, Row};
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 use crate::model::customer::Customer;
@@ -25,6 +26,7 @@ pub mod engagement;
 pub mod enrollments;
 pub mod events;
 mod ingest;
+mod known;
 mod migrations;
 mod open;
 pub mod outbox;
@@ -98,6 +100,8 @@ pub struct Store {
     backend: Backend,
     /// How new events wake a running daemon.
     wake: wake::Wake,
+    /// What a scratch store knows without asking (`None` for a shared store).
+    known: Option<Arc<Mutex<known::Known>>>,
 }
 
 pub(crate) fn millis(t: Option<DateTime<Utc>>) -> Option<i64> {

@@ -68,6 +68,7 @@ impl Store {
             pool: connect().await?,
             backend,
             wake: super::wake::Wake::of(backend, url),
+            known: (!durable).then(Default::default),
         };
         if backend == Backend::Sqlite {
             super::sql::query("PRAGMA journal_mode = WAL")

@@ -15,8 +15,8 @@ const CUSTOMERS: usize = 600;
 /// customers enter in pages of 500 and the sender claims and records emails in pages, so a
 /// group costs about fifteen statements (its claim, customers, consent, pasts, events,
 /// coupons, outbox, changed customers and journeys written, the commit) for its ~240
-/// steps, and each of the rehearsal's ~50 passes a dozen more whatever it does: about 0.35
-/// a step in all. One more statement per journey (a journey here runs 4–5 steps a pass)
+/// steps, and each of the rehearsal's ~50 passes a few more whatever it does (see
+/// [`IDLE_PASS_STATEMENTS`]): about 0.35 a step in all. One more statement per journey (a journey here runs 4–5 steps a pass)
 /// would add over 0.2 a step, and one per customer entering as much again.
 const STATEMENTS_PER_STEP: f64 = 0.45;
 
@@ -132,5 +132,138 @@ fn within_bound(label: &str, what: &str, run: &crate::common::Run, steps_each: u
     assert!(
         per_step <= STATEMENTS_PER_STEP,
         "{label}: {what} sent {statements} statements for {steps} steps ({per_step:.3} a step)"
+    );
+}
+
+/// Statements an idle pass may send, on a shared store. A pass that finds nothing asks
+/// once whether anyone is without a stage, which zones customers are in, when the time
+/// triggers last fired, whether events or journeys are due, and whether emails are — five
+/// statements, plus a share of the `/metrics` reads around the window. Looking for each
+/// kind of work by trying to do it (a read of events, a claim of journeys in its own
+/// transaction, four claims of emails) and marking every schedule key every pass cost
+/// about fourteen.
+const IDLE_PASS_STATEMENTS: f64 = 7.0;
+
+/// The daemon on the demo store, once its first passes have sent what the demo starts:
+/// statements per pass, from `/metrics`, over passes that find nothing to do.
+#[test]
+fn an_idle_pass_asks_in_a_few_statements() {
+    use crate::common::{Act, SmtpServer, free_port};
+    use crate::daemon::{Daemon, http};
+    for b in backends("idle-pass") {
+        let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+        crate::smtp::project(&b, server.port, "");
+        let port = free_port();
+        let daemon = Daemon::start(&b, port, "50ms");
+        // (statements, passes) from one `/metrics` answer: polling it inside the window
+        // would count its own statements.
+        let read = || -> (f64, f64) {
+            let (status, metrics) = http(port, "GET", "/metrics", &[], b"");
+            assert_eq!(status, 200, "{metrics}");
+            let value = |name: &str| -> f64 {
+                let prefix = format!("{name} ");
+                metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(prefix.as_str()))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            };
+            (
+                value("tidings_store_statements_total"),
+                value("tidings_passes_total"),
+            )
+        };
+        // The demo's first emails leave in the first passes; its journeys then wait days.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while read().1 < 10.0 {
+            assert!(std::time::Instant::now() < deadline, "{}: passes", b.label);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let (statements, passes) = read();
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        let (more, after) = read();
+        assert!(
+            after - passes >= 20.0,
+            "{}: {} passes",
+            b.label,
+            after - passes
+        );
+        let per_pass = (more - statements) / (after - passes);
+        eprintln!("{}: {per_pass:.2} statements an idle pass", b.label);
+        assert!(
+            per_pass <= IDLE_PASS_STATEMENTS,
+            "{}: {per_pass:.2} statements an idle pass ({} over {} passes)",
+            b.label,
+            more - statements,
+            after - passes
+        );
+        assert!(per_pass >= 1.0, "{}: {per_pass:.2}", b.label);
+        drop(server);
+        drop(daemon);
+    }
+}
+
+/// A rehearsal's store remembers which zones customers are in rather than asking every
+/// pass; a customer who moves zone mid-rehearsal (an event's `set`) is then greeted at 09:00
+/// in the new zone, which a remembered answer that did not go stale with the write would
+/// never fire in.
+#[test]
+fn a_customer_who_moves_zone_mid_rehearsal_is_greeted_in_the_new_one() {
+    let b = backends("moved-zone").remove(0);
+    write(&b.dir, "tidings.yaml", "database: ${TIDINGS_DB}\n");
+    write(
+        &b.dir,
+        "workflows/morning.yaml",
+        "name: morning\ntrigger:\n  schedule: \"0 9 * * *\"\n  timezone: customer\nreentry: always\n\
+         steps:\n  - id: hello\n    email: hello\n    subject: Good morning\n",
+    );
+    write(
+        &b.dir,
+        "templates/hello.html",
+        "<p>Hi</p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>",
+    );
+    write(
+        &b.dir,
+        "customers.csv",
+        "id,email,timezone\nc1,c1@example.com,Europe/London\n",
+    );
+    write(
+        &b.dir,
+        "events.csv",
+        "customer_id,name,at,set\nc1,moved,2026-06-01T12:00:00Z,\"{\"\"timezone\"\":\"\"Asia/Tokyo\"\"}\"\n",
+    );
+    for (what, file) in [("customers", "customers.csv"), ("events", "events.csv")] {
+        let run = tidings(&b).args(["import", what, file]).run();
+        assert_eq!(run.code, 0, "{}", run.transcript());
+    }
+    let out = b.dir.join("mail");
+    let run = tidings(&b)
+        .args(["simulate", "--from", "2026-06-01T00:00:00Z"])
+        .args([
+            "--to",
+            "2026-06-02T12:00:00Z",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    // 09:00 in London on the 1st (08:00 UTC), then 09:00 in Tokyo on the 2nd (00:00 UTC).
+    let mut dates: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .filter_map(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("Date: ").map(str::to_string))
+        })
+        .collect();
+    dates.sort();
+    assert_eq!(
+        dates,
+        [
+            "Mon, 01 Jun 2026 08:00:00 +0000",
+            "Tue, 02 Jun 2026 00:00:00 +0000"
+        ],
+        "{}",
+        run.transcript()
     );
 }

@@ -1019,10 +1019,7 @@ fn the_zones_customers_are_in() {
     for b in backends("zones") {
         let zones = || {
             with_store(&b, async |s| {
-                let mut conn = s.connection().await.unwrap();
-                let mut zones = tidings::store::customer_rows::customer_zones(&mut conn)
-                    .await
-                    .unwrap();
+                let mut zones = s.customer_zones().await.unwrap();
                 zones.sort();
                 zones
             })
