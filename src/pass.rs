@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use thiserror::Error;
 
 use crate::config::Project;
@@ -18,7 +18,7 @@ use crate::delivery::{
     configured_transport, dispatch, dispatch_alongside, recover_interrupted,
 };
 use crate::engine::{Engine, PassReport};
-use crate::store::{Backend, Store};
+use crate::store::{Backend, Store, StoreError, retention};
 use crate::workflow::plan::Plan;
 
 #[derive(Debug, Error)]
@@ -35,6 +35,8 @@ pub enum PassError {
     Delivery(#[from] DeliveryError),
     #[error("webhook calls stopped: {0}")]
     Webhooks(#[source] crate::delivery::webhook::WebhookError),
+    #[error("dropping old bodies stopped: {0}")]
+    Retention(#[from] StoreError),
 }
 
 /// What one pass did.
@@ -43,6 +45,8 @@ pub struct Outcome {
     pub engine: PassReport,
     pub emails: DispatchReport,
     pub webhooks: WebhookReport,
+    /// Bodies dropped after `retention.bodies`.
+    pub bodies_dropped: u64,
 }
 
 /// The engine and the senders of one project, ready to run passes.
@@ -59,6 +63,9 @@ pub struct Runner {
     /// `FILE.sender.lock` of a SQLite store, held while this runner lives (see
     /// [`sole_sender`]).
     _sender_lock: Option<std::fs::File>,
+    /// `retention.bodies`, and when bodies were last dropped; `None` for a rehearsal,
+    /// whose scratch store is thrown away.
+    retention: Option<(TimeDelta, std::sync::Mutex<Option<DateTime<Utc>>>)>,
 }
 
 impl Runner {
@@ -81,6 +88,7 @@ impl Runner {
             webhooks: Some(webhooks),
             alongside: true,
             _sender_lock: sender_lock,
+            retention: Some((settings.keep_bodies, Default::default())),
         })
     }
 
@@ -101,6 +109,7 @@ impl Runner {
             webhooks: None,
             alongside: false,
             _sender_lock: None,
+            retention: None,
         }
     }
 
@@ -131,11 +140,43 @@ impl Runner {
                 .map_err(PassError::Webhooks)?,
             None => WebhookReport::default(),
         };
+        let bodies_dropped = self.drop_old_bodies(now).await?;
         Ok(Outcome {
             engine,
             emails,
             webhooks,
+            bodies_dropped,
         })
+    }
+
+    /// Drops the bodies of mail done longer ago than `retention.bodies`, a page a
+    /// statement, at the first pass and then once a day of passes.
+    async fn drop_old_bodies(&self, now: DateTime<Utc>) -> Result<u64, PassError> {
+        let Some((keep, last)) = &self.retention else {
+            return Ok(0);
+        };
+        if let Ok(mut last) = last.lock() {
+            if last.is_some_and(|t| now >= t && now - t < TimeDelta::days(1)) {
+                return Ok(0);
+            }
+            *last = Some(now);
+        }
+        let mut dropped = 0;
+        loop {
+            let mut conn = self.store.connection().await?;
+            let n = retention::drop_bodies(&mut conn, now - *keep).await?;
+            dropped += n;
+            if n < retention::BODIES_PAGE as u64 {
+                break;
+            }
+        }
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "bodies of mail done before retention.bodies dropped"
+            );
+        }
+        Ok(dropped)
     }
 
     /// The engine's pass with the sender beside it, sending what it queues as it goes, from

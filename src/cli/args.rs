@@ -247,12 +247,18 @@ pub enum OutboxAction {
     Retry,
     /// Cancel emails that have not left yet.
     Cancel,
+    /// Show one email (its id from `outbox list`): its row and, while `retention.bodies`
+    /// keeps it, its body.
+    Show,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct OutboxArgs {
     #[arg(value_enum, default_value = "list")]
     pub action: OutboxAction,
+    /// The email `show` shows.
+    #[arg(value_name = "ID")]
+    pub id: Option<String>,
     /// Only this workflow's emails.
     #[arg(long, value_name = "NAME")]
     pub workflow: Option<String>,

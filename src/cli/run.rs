@@ -42,6 +42,7 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
         engine: report,
         emails: sent,
         webhooks: calls,
+        bodies_dropped,
     } = outcome?;
     let transport = &runner.transport;
     let mut out = std::io::stdout().lock();
@@ -87,6 +88,13 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
     }
     for problem in &calls.problems {
         eprintln!("warning: {problem}");
+    }
+    if bodies_dropped > 0 {
+        writeln!(
+            out,
+            "dropped the bodies of {} done before retention.bodies",
+            counted(bodies_dropped, "email")
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,8 +11,10 @@ use crate::source::SourceFile;
 use crate::source::diagnostic::{Diagnostic, Span};
 use crate::source::yaml::{Document, Route};
 
+mod retention;
 mod server;
 mod tracking;
+pub use retention::RetentionConfig;
 pub use server::ServerConfig;
 pub use tracking::{EmailTracking, TrackingConfig, WorkflowTracking};
 
@@ -41,6 +43,7 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub triggers: TriggersConfig,
     pub tracking: TrackingConfig,
+    pub retention: RetentionConfig,
     /// `topics: { offers: { en: "Deals and coupons", ja: "お得な情報" } }` — the kinds of
     /// marketing mail a customer can opt out of one by one, each described per language.
     pub topics: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
@@ -61,6 +64,7 @@ impl Default for Config {
             webhooks: WebhookConfig::default(),
             triggers: TriggersConfig::default(),
             tracking: TrackingConfig::default(),
+            retention: RetentionConfig::default(),
             topics: Default::default(),
         }
     }
@@ -355,6 +359,8 @@ pub struct Settings {
     pub machine_window: TimeDelta,
     /// `triggers.max_event_age`: an older event starts no journey.
     pub max_event_age: TimeDelta,
+    /// `retention.bodies`: bodies of mail done this long ago are dropped.
+    pub keep_bodies: TimeDelta,
 }
 
 impl Settings {
@@ -390,6 +396,7 @@ impl Settings {
                 &defaults.tracking.machine_window,
             ),
             max_event_age: duration(&c.triggers.max_event_age, &defaults.triggers.max_event_age),
+            keep_bodies: duration(&c.retention.bodies, &defaults.retention.bodies),
             quiet_hours: c.limits.quiet_hours.as_ref().and_then(|q| {
                 Some((
                     crate::time::duration::parse_time_of_day(&q.from)?,
@@ -557,6 +564,7 @@ impl Project {
             ("server", "request_timeout", &c.server.request_timeout),
             ("tracking", "machine_window", &c.tracking.machine_window),
             ("triggers", "max_event_age", &c.triggers.max_event_age),
+            ("retention", "bodies", &c.retention.bodies),
         ] {
             if crate::time::duration::parse(value).map_or(true, |d| d <= chrono::TimeDelta::zero())
                 && !(key == "give_up_after" && value.trim() == "0s")

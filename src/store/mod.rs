@@ -34,6 +34,7 @@ pub mod outcomes;
 pub mod rates;
 pub mod report;
 pub mod results;
+pub mod retention;
 pub mod schedules;
 mod settings;
 mod sql;

@@ -21,6 +21,7 @@ mod preview;
 mod realtime;
 mod report;
 mod restart;
+mod retention;
 mod schedule;
 mod simulate;
 mod smtp;

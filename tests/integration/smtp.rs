@@ -691,9 +691,10 @@ fn the_operator_lists_retries_and_cancels_emails() {
         assert_eq!(list.code, 0, "{}", list.transcript());
         assert!(
             list.stdout.contains("failed  welcome-series")
+                && list.stdout.contains("ada@example.com  welcome-series/c1/")
                 && list
                     .stdout
-                    .contains("ada@example.com  (gave up after 1 attempt: RCPT:")
+                    .contains("/hello  (gave up after 1 attempt: RCPT:")
                 && list.stdout.ends_with("2 emails\n"),
             "{}: {}",
             b.label,
