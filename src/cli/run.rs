@@ -38,13 +38,23 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
     });
     line.finish();
     runtime.block_on(store.close());
+    say(now, outcome?, &runner.transport)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the pass did, for the operator: a line each for the engine, the emails, the
+/// webhook calls and the bodies dropped; problems as warnings.
+fn say(
+    now: chrono::DateTime<chrono::Utc>,
+    outcome: Outcome,
+    transport: &Transport,
+) -> Result<(), CommandError> {
     let Outcome {
         engine: report,
         emails: sent,
         webhooks: calls,
         bodies_dropped,
-    } = outcome?;
-    let transport = &runner.transport;
+    } = outcome;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -96,5 +106,5 @@ pub fn run(root: &Path, args: &RunArgs, progress: ProgressMode) -> Result<ExitCo
             counted(bodies_dropped, "email")
         )?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
