@@ -11,6 +11,9 @@
 #   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test examples/bench/campaign.sh
 #     (PostgreSQL: each run in a fresh schema `tidings_bench`)
 #
+# Then, on SQLite, the store's size (pages in use) after the import, right after the campaign,
+# and after a pass eight days later, once `retention.bodies` (7d) has dropped the bodies.
+#
 # Installs Postfix (for smtp-sink and smtp-source) from Debian's packages when missing, and
 # builds tidings in release mode.
 set -euo pipefail
@@ -99,18 +102,35 @@ done
 if ! command -v strace >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends strace >/dev/null 2>&1 || true
 fi
+# The store's pages in use (free pages left out: SQLite keeps a file's size and reuses what
+# a delete frees), in MB; PostgreSQL's are not measured here.
+used() {
+  [ -z "${DATABASE_URL:-}" ] && command -v sqlite3 >/dev/null 2>&1 || { echo "-"; return; }
+  sqlite3 "$work/tidings.db" "PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+  sqlite3 "$work/tidings.db" "SELECT (SELECT page_count FROM pragma_page_count) - (SELECT freelist_count FROM pragma_freelist_count), (SELECT page_size FROM pragma_page_size);" |
+    awk -F'|' '{ printf "%.1f", $1 * $2 / 1048576 }'
+}
 calls="(strace missing)"
+fresh_store
+"$bin" -C "$work" import customers "$work/customers.csv" >/dev/null
+imported=$(used)
 if command -v strace >/dev/null 2>&1; then
-  fresh_store
-  "$bin" -C "$work" import customers "$work/customers.csv" >/dev/null
   strace -f -c -o "$work/strace.txt" \
     "$bin" -C "$work" run --once --now 2026-06-01T10:00:00Z --progress never >/dev/null
   total=$(awk '/ total$/ { print $4 }' "$work/strace.txt")
   calls=$(awk -v t="$total" -v n="$N" 'BEGIN { printf "%.1f", t / n }')
+else
+  "$bin" -C "$work" run --once --now 2026-06-01T10:00:00Z --progress never >/dev/null
 fi
+# The store right after the campaign, and after a pass eight days later, when
+# `retention.bodies` (7d) has dropped the bodies.
+sent=$(used)
+"$bin" -C "$work" run --once --now 2026-06-09T10:00:00Z --progress never >"$work/later.txt"
+later=$(used)
 rate=$(printf '%s\n' "${rates[@]}" | median)
 echo
 echo "customers: $N, SMTP sessions: $SESSIONS, runs: $RUNS"
 echo "tidings (median): $rate messages/s, $(printf '%s\n' "${cpus[@]}" | median) µs CPU per message, $(printf '%s\n' "${rsss[@]}" | median) MB peak RSS, $calls system calls per message (strace -f -c, one run)"
+echo "store in use (MB): imported $imported, after the campaign $sent, after a pass 8 days later $later ($(grep -h dropped "$work/later.txt" || echo 'nothing dropped'))"
 echo "smtp-source -d -> smtp-sink: $ceiling messages/s"
 echo "ratio: $(awk -v a="$rate" -v b="$ceiling" 'BEGIN { printf "%.2f", a / b }') of the ceiling"
