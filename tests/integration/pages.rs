@@ -95,10 +95,7 @@ fn counts(stderr: &str) -> (u64, u64) {
 fn journeys_move_on_in_pages_of_statements() {
     for b in backends("pages") {
         project(&b.dir);
-        for (what, file) in [("customers", "customers.csv"), ("events", "events.csv")] {
-            let run = tidings(&b).args(["import", what, file]).run();
-            assert_eq!(run.code, 0, "{}", run.transcript());
-        }
+        crate::store::import_both(&b);
         let run = tidings(&b).args(["validate"]).run();
         assert_eq!(run.code, 0, "{}", run.transcript());
         let run = tidings(&b)
@@ -232,10 +229,7 @@ fn a_customer_who_moves_zone_mid_rehearsal_is_greeted_in_the_new_one() {
         "events.csv",
         "customer_id,name,at,set\nc1,moved,2026-06-01T12:00:00Z,\"{\"\"timezone\"\":\"\"Asia/Tokyo\"\"}\"\n",
     );
-    for (what, file) in [("customers", "customers.csv"), ("events", "events.csv")] {
-        let run = tidings(&b).args(["import", what, file]).run();
-        assert_eq!(run.code, 0, "{}", run.transcript());
-    }
+    crate::store::import_both(&b);
     let out = b.dir.join("mail");
     let run = tidings(&b)
         .args(["simulate", "--from", "2026-06-01T00:00:00Z"])

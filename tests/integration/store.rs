@@ -685,6 +685,14 @@ pub(crate) fn demo_with_stages(b: &Backend) {
 }
 
 /// Imports the demo shop's `customers` or `events`, which must succeed; the run.
+/// Imports the project's own `customers.csv` and `events.csv`, each without an error.
+pub(crate) fn import_both(b: &Backend) {
+    for (what, file) in [("customers", "customers.csv"), ("events", "events.csv")] {
+        let run = tidings(b).args(["import", what, file]).run();
+        assert_eq!(run.code, 0, "{}: {}", b.label, run.transcript());
+    }
+}
+
 pub(crate) fn import_demo(b: &Backend, kind: &str) -> crate::common::Run {
     let file = crate::common::repo_root().join(format!("examples/demo/{kind}.csv"));
     let run = tidings(b)
