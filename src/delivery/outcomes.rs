@@ -76,8 +76,8 @@ impl Outcomes {
     }
 }
 
-/// Commits outcomes as they arrive, all that are waiting in one transaction, and frees
-/// their slots once committed. On an error it closes the window, which stops the senders.
+/// Commits outcomes as they arrive, all that are waiting in one transaction (or, when all
+/// were sent, in the statements that mark them), and frees their slots once committed. On an error it closes the window, which stops the senders.
 pub(super) async fn record_outcomes(
     store: Store,
     options: DispatchOptions,
@@ -90,14 +90,26 @@ pub(super) async fn record_outcomes(
     let result = async {
         while received.recv_many(&mut batch, 1_000).await > 0 {
             let n = batch.len();
-            let mut tx = store.write_tx().await?;
             let mut sent = Vec::new();
+            let mut others = Vec::new();
             for (row, outcome) in batch.drain(..) {
                 let write = tally(&row, outcome, now, &options, &mut report);
-                if write.state == DeliveryState::Sent {
-                    sent.push(row.id);
-                    continue;
+                match write.state {
+                    DeliveryState::Sent => sent.push(row.id),
+                    _ => others.push((row, write)),
                 }
+            }
+            if others.is_empty() {
+                // Nearly every batch: emails sent, marked so by statements that each commit
+                // on their own, without a transaction's BEGIN and COMMIT around them. An
+                // email whose mark did not commit is sent again, as if the process had
+                // stopped before the batch.
+                outbox::finish_sent(&mut *store.connection().await?, &sent, now).await?;
+                window.add_permits(n);
+                continue;
+            }
+            let mut tx = store.write_tx().await?;
+            for (row, write) in &others {
                 if let Some(reason) = &write.suppress {
                     outbox::suppress(&mut tx, &row.recipient, reason, now).await?;
                 }

@@ -187,3 +187,41 @@ fn only_the_sole_sender_takes_back_emails_in_flight() {
     let (deliveries, _) = outbox(&b);
     assert!(deliveries.iter().all(|d| d.state == "sent"));
 }
+
+/// The recorder marks emails sent in one statement that commits itself: through one SMTP
+/// session each outcome is a batch of its own (the session waits for it before the next
+/// email), so a transaction around the mark would add its BEGIN and COMMIT to every email —
+/// three statements an email where one will do.
+#[test]
+fn an_email_sent_costs_one_statement_to_record() {
+    const N: usize = 300;
+    let b = backends("campaign-record").remove(0);
+    let server = SmtpServer::start(Box::new(|_, _, _| Act::Accept));
+    campaign_project(&b, server.port, N);
+    let config = std::fs::read_to_string(b.dir.join("tidings.yaml")).unwrap();
+    write(
+        &b.dir,
+        "tidings.yaml",
+        &config.replace("concurrency: 8", "concurrency: 1"),
+    );
+    let run = tidings(&b)
+        .args(["run", "--once", "--now", "2026-06-01T10:00:00Z"])
+        .args(["--progress", "always"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert_eq!(server.received().len(), N);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    let statements: f64 = last
+        .split(" · ")
+        .find(|part| part.contains(" statements"))
+        .and_then(|part| part.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no statement count in {last}"));
+    let per_email = statements / N as f64;
+    eprintln!("{statements} statements for {N} emails");
+    // The rest of the pass (enrollment pages, groups of 50, claims of 500) costs ~0.2.
+    assert!(
+        per_email < 2.0,
+        "{per_email:.2} statements an email: {last}"
+    );
+}
