@@ -77,7 +77,8 @@ impl Outcomes {
 }
 
 /// Commits outcomes as they arrive, all that are waiting in one transaction (or, when all
-/// were sent, in the statements that mark them), and frees their slots once committed. On an error it closes the window, which stops the senders.
+/// were sent, in the statements that mark them), and frees their slots once committed. On
+/// an error it closes the window, which stops the senders.
 pub(super) async fn record_outcomes(
     store: Store,
     options: DispatchOptions,
