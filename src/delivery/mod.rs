@@ -388,19 +388,14 @@ async fn send_due(
         // Most passes have nothing due: one statement says so, where claiming found
         // nothing in several.
         let (mut batch, mut claimed) = (Vec::new(), 0);
-        if outbox::any_due(&mut conn, Channel::Email, now).await? {
+        let due = outbox::due_queues(&mut conn, Channel::Email, now).await?;
+        if due.any() {
             let lease_until = Utc::now() + options.lease;
-            batch = outbox::claim_due(
-                &mut conn,
-                store.backend(),
-                Channel::Email,
-                now,
-                size,
-                lease_until,
-            )
-            .await?;
+            let (channel, page) = (Channel::Email, (now, size));
+            batch = outbox::claim_due(&mut conn, store.backend(), channel, page, lease_until, due)
+                .await?;
             claimed = batch.len();
-            batch.extend(outbox::due_at_most_once(&mut conn, Channel::Email, now, size).await?);
+            batch.extend(outbox::due_at_most_once(&mut conn, channel, page, due).await?);
         }
         if batch.is_empty() {
             if finished {
@@ -410,7 +405,7 @@ async fn send_due(
             tokio::time::sleep(IDLE).await;
             continue;
         }
-        let blocked = outbox::send_blockers(&mut conn, &batch).await?;
+        let blocked = outbox::send_needs(&mut conn, &mut batch).await?;
         drop(conn);
         let Some(jobs) = jobs_of(batch, claimed, blocked, store, options, outcomes, now).await?
         else {
@@ -543,10 +538,6 @@ async fn claim_one(
     let mut conn = store.connection().await?;
     Ok(outbox::claim(&mut conn, &row.id, Utc::now() + options.lease).await?)
 }
-
-impl Outcomes {}
-
-impl SmtpPool {}
 
 /// Writes `<Date>-<workflow>-<message id>.eml` through a temporary file, so a reader never
 /// sees half a message. Named by the time in its `Date` header (when it left), so that a

@@ -113,6 +113,10 @@ impl Engine {
                 .collect();
             store_stages::enter_all(&mut tx, &moves, now).await?;
             tx.commit().await?;
+            // A page shorter than asked for is the last: no statement to find none after.
+            if (page.len() as i64) < BATCH {
+                break;
+            }
         }
         Ok(())
     }

@@ -530,6 +530,8 @@ impl Engine {
                 return Ok(());
             };
             after = last.id.clone();
+            // A page shorter than asked for is the last: no statement to find none after.
+            let more = page.len() as i64 == AUDIENCE_PAGE;
             let entering: Vec<(&Customer, (String, DateTime<Utc>))> = page
                 .iter()
                 .filter_map(|c| key_of(c).map(|k| (c, k)))
@@ -551,7 +553,10 @@ impl Engine {
                 .filter(|(c, (_, at))| !self.kept_out(wf, c, pasts.at(&c.id, *at), *at))
                 .collect();
             if entering.is_empty() {
-                continue;
+                if more {
+                    continue;
+                }
+                return Ok(());
             }
             let mut tx = self.store.write_tx().await?;
             let emails = entering.iter().map(|(c, _)| c.email.as_str()).collect();
@@ -574,6 +579,9 @@ impl Engine {
             }
             enter(&mut tx, entries, report, &self.meter).await?;
             tx.commit().await?;
+            if !more {
+                return Ok(());
+            }
         }
     }
 }

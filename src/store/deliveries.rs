@@ -284,31 +284,3 @@ pub(super) async fn insert_bodies(
 /// What a delivery carries lives beside it in `delivery_bodies`: `SELECT {WITH_BODIES}
 /// WHERE …` reads both, as [`delivery_rows`] expects.
 pub(crate) const WITH_BODIES: &str = "deliveries.*, b.html, b.text, b.payload FROM deliveries LEFT JOIN delivery_bodies b ON b.delivery_id = deliveries.id";
-
-/// Fills in what claimed deliveries carry (a claim's `RETURNING` cannot join).
-pub(crate) async fn fill_bodies(
-    conn: &mut AnyConnection,
-    rows: &mut [DeliveryRow],
-) -> Result<(), StoreError> {
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let found = super::fetch_in(
-        conn,
-        "SELECT delivery_id, html, text, payload FROM delivery_bodies WHERE delivery_id IN ({list})",
-        &[],
-        &ids,
-    )
-    .await?;
-    let mut bodies = HashMap::new();
-    for r in found {
-        let id: String = r.try_get(0)?;
-        bodies.insert(id, (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
-    }
-    for row in rows {
-        if let Some((html, text, payload)) = bodies.remove(&row.id) {
-            let payload: Option<String> = payload;
-            row.payload = payload.map(|p| Payload::from_json(row.channel, &p));
-            (row.html, row.text) = (html, text);
-        }
-    }
-    Ok(())
-}

@@ -94,6 +94,7 @@ impl Store {
     ) -> Result<AnyPool, sqlx::Error> {
         AnyPoolOptions::new()
             .max_connections(max)
+            .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -11,7 +11,6 @@ use super::StoreError;
 use super::deliveries::DeliveryRow;
 use super::deliveries::WITH_BODIES;
 use super::deliveries::delivery_rows;
-use super::deliveries::fill_bodies;
 use crate::model::states::DeliveryState;
 use crate::model::states::MailClass;
 
@@ -48,22 +47,11 @@ pub async fn due(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
-    due_where(conn, channel, now, limit, "").await
-}
-
-/// [`due`], narrowed by a condition of this module's own.
-async fn due_where(
-    conn: &mut AnyConnection,
-    channel: impl AsRef<str>,
-    now: DateTime<Utc>,
-    limit: i64,
-    condition: &'static str,
-) -> Result<Vec<DeliveryRow>, StoreError> {
     let mut rows = Vec::new();
     for state in QUEUED {
         // One state at a time, named in the text: each has an index of its own.
         let sql = format!(
-            "SELECT {WITH_BODIES} WHERE channel = $1 AND state = '{state}' AND due_at <= $2{condition} ORDER BY due_at, id LIMIT {limit}"
+            "SELECT {WITH_BODIES} WHERE channel = $1 AND state = '{state}' AND due_at <= $2 ORDER BY due_at, id LIMIT {limit}"
         );
         let found = super::sql::query(sqlx::AssertSqlSafe(sql))
             .bind(channel.as_ref().to_string())
@@ -77,33 +65,66 @@ async fn due_where(
     Ok(rows)
 }
 
-/// Whether any delivery of a channel is due by `now`, in either mode: one statement, where
-/// claiming finds nothing in four (two states, two modes). Most passes send nothing; each
-/// `EXISTS` is a seek in its state's partial index, its mode named so the seek reaches the
-/// due times.
-pub async fn any_due(
+/// Which queues of a channel hold deliveries due by `now`: a state ([`QUEUED`]) in a mode.
+/// Most passes send nothing, and most batches come from one queue: one statement says
+/// which to read, where claiming and reading each of the four found nothing in most.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DueQueues {
+    /// `at_least_once` mail, by state in the order of [`QUEUED`].
+    pub at_least_once: [bool; 2],
+    /// `at_most_once` mail, likewise.
+    pub at_most_once: [bool; 2],
+}
+
+impl DueQueues {
+    pub fn any(&self) -> bool {
+        self.at_least_once.contains(&true) || self.at_most_once.contains(&true)
+    }
+}
+
+/// The modes in the order [`due_queues`] asks about them.
+const MODES: [&str; 2] = ["at_least_once", "at_most_once"];
+
+/// Which queues hold deliveries of a channel due by `now`, in one statement: each `EXISTS`
+/// is a seek in its state's partial index, its mode named so the seek reaches the due
+/// times.
+pub async fn due_queues(
     conn: &mut AnyConnection,
     channel: impl AsRef<str>,
     now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let exists: Vec<String> = QUEUED
+) -> Result<DueQueues, StoreError> {
+    let exists: Vec<String> = MODES
         .iter()
-        .flat_map(|state| {
-            ["at_least_once", "at_most_once"].map(|mode| {
+        .flat_map(|mode| {
+            QUEUED.map(|state| {
                 format!(
-                    "EXISTS (SELECT 1 FROM deliveries WHERE channel = $1 AND mode = '{mode}' AND state = '{state}' AND due_at <= $2)"
+                    "CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE channel = $1 AND mode = '{mode}' AND state = '{state}' AND due_at <= $2) THEN 1 ELSE 0 END"
                 )
             })
         })
         .collect();
     // The statement's text is fixed here but for the states and modes.
-    let sql = format!("SELECT CASE WHEN {} THEN 1 ELSE 0 END", exists.join(" OR "));
-    let due: i64 = super::sql::query_scalar(sqlx::AssertSqlSafe(sql))
+    let sql = format!("SELECT {}", exists.join(", "));
+    let row = super::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(channel.as_ref().to_string())
         .bind(now.timestamp_millis())
         .fetch_one(conn)
         .await?;
-    Ok(due == 1)
+    let due =
+        |i: usize| -> Result<bool, StoreError> { Ok(sqlx::Row::try_get::<i64, _>(&row, i)? == 1) };
+    Ok(DueQueues {
+        at_least_once: [due(0)?, due(1)?],
+        at_most_once: [due(2)?, due(3)?],
+    })
+}
+
+/// Whether any delivery of a channel is due by `now`, in either mode.
+pub async fn any_due(
+    conn: &mut AnyConnection,
+    channel: impl AsRef<str>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    Ok(due_queues(conn, channel, now).await?.any())
 }
 
 /// The states of a delivery waiting to go, those waiting for a retry first. Each has a
@@ -114,25 +135,26 @@ const QUEUED: [&str; 2] = ["retrying", "pending"];
 
 /// Claims, in one commit, up to `limit` due `at_least_once` deliveries of a channel for
 /// sending until `lease_until`: those waiting for a retry first, then new ones, each oldest
-/// first, a statement each (see [`QUEUED`]). A claimed email that dies with
-/// its sender goes back to the queue and is sent again with the same Message-ID, so a claim
-/// need not be committed right before each send; `at_most_once` mail is claimed one email
-/// at a time instead ([`claim`]), since what it leaves in `sending` is never sent again.
-/// `attempts` in the rows returned counts the attempts before this one.
+/// first, a statement for each queue `due` holds (see [`QUEUED`]). A claimed email that
+/// dies with its sender goes back to the queue and is sent again with the same Message-ID,
+/// so a claim need not be committed right before each send; `at_most_once` mail is claimed
+/// one email at a time instead ([`claim`]), since what it leaves in `sending` is never sent
+/// again. `attempts` in the rows returned counts the attempts before this one. The rows
+/// come without what they carry: [`send_needs`] reads it with the rest a batch needs.
 pub async fn claim_due(
     conn: &mut AnyConnection,
     backend: super::Backend,
     channel: impl AsRef<str>,
-    now: DateTime<Utc>,
-    limit: i64,
+    (now, limit): (DateTime<Utc>, i64),
     lease_until: DateTime<Utc>,
+    due: DueQueues,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
     let lock = match backend {
         super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         super::Backend::Sqlite => "",
     };
     let mut rows = Vec::new();
-    for state in QUEUED {
+    for (state, _) in QUEUED.iter().zip(due.at_least_once).filter(|(_, d)| *d) {
         let room = limit - rows.len() as i64;
         if room <= 0 {
             break;
@@ -152,20 +174,35 @@ pub async fn claim_due(
     for row in &mut rows {
         row.attempts -= 1;
     }
-    fill_bodies(conn, &mut rows).await?;
     rows.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
     Ok(rows)
 }
 
-/// Deliveries of a channel in `at_most_once` mode due by `now`, oldest first: each is
-/// claimed on its own right before it leaves.
+/// Deliveries of a channel in `at_most_once` mode due by `now`, oldest first, from the
+/// queues `due` holds: each is claimed on its own right before it leaves. Like a claim's,
+/// the rows come without what they carry ([`send_needs`]).
 pub async fn due_at_most_once(
     conn: &mut AnyConnection,
     channel: impl AsRef<str>,
-    now: DateTime<Utc>,
-    limit: i64,
+    (now, limit): (DateTime<Utc>, i64),
+    due: DueQueues,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
-    due_where(conn, channel, now, limit, " AND mode = 'at_most_once'").await
+    let mut rows = Vec::new();
+    for (state, _) in QUEUED.iter().zip(due.at_most_once).filter(|(_, d)| *d) {
+        // The statement's text is fixed here but for the state.
+        let sql = format!(
+            "SELECT *, CAST(NULL AS TEXT) AS html, CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS payload FROM deliveries WHERE channel = $1 AND mode = 'at_most_once' AND state = '{state}' AND due_at <= $2 ORDER BY due_at, id LIMIT {limit}"
+        );
+        let found = super::sql::query(sqlx::AssertSqlSafe(sql))
+            .bind(channel.as_ref().to_string())
+            .bind(now.timestamp_millis())
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.extend(delivery_rows(&found)?);
+    }
+    rows.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(rows)
 }
 
 /// Records many claimed emails as sent in one statement per few hundred.
@@ -239,32 +276,90 @@ pub async fn suppress(
     super::suppressions::suppress(conn, email, reason, at).await
 }
 
-/// Why each of these emails may not go now, by delivery id, for those that may not: the
-/// address is suppressed, or (for marketing mail) the customer has unsubscribed — checked
-/// at send time, a batch at a time, so an unsubscribe that commits while emails are queued
-/// stops every one not yet on its way.
-pub async fn send_blockers(
+/// Reads what a claimed batch needs to go, a statement per few hundred emails: each
+/// email's body (filled into `rows`), and why each may not go now, by delivery id, for
+/// those that may not — the address is suppressed, or (for marketing mail) the customer has
+/// unsubscribed. Checked at send time, a batch at a time, so an unsubscribe that commits
+/// while emails are queued stops every one not yet on its way.
+pub async fn send_needs(
     conn: &mut AnyConnection,
-    rows: &[DeliveryRow],
+    rows: &mut [DeliveryRow],
 ) -> Result<HashMap<String, String>, StoreError> {
+    let mut blocked = HashMap::new();
+    for chunk in rows.chunks_mut(super::sql::IN_LIST) {
+        needs_of(conn, chunk, &mut blocked).await?;
+    }
+    Ok(blocked)
+}
+
+/// [`send_needs`] for one statement's worth of emails: bodies, suppressed addresses and
+/// unsubscribed customers come back as rows of one `UNION ALL`, told apart by their first
+/// column.
+async fn needs_of(
+    conn: &mut AnyConnection,
+    rows: &mut [DeliveryRow],
+    blocked: &mut HashMap<String, String>,
+) -> Result<(), StoreError> {
+    use super::suppressions::address_key;
     use sqlx::Row;
-    let addresses: Vec<&str> = rows.iter().map(|d| d.recipient.as_str()).collect();
-    let suppressed = super::suppressions::suppressed_among(conn, &addresses).await?;
+    let ids: Vec<&str> = rows.iter().map(|d| d.id.as_str()).collect();
+    let row_keys: Vec<String> = rows.iter().map(|d| address_key(&d.recipient)).collect();
+    let keys: BTreeSet<&str> = row_keys.iter().map(String::as_str).collect();
     let marketing: BTreeSet<&str> = rows
         .iter()
         .filter(|d| d.class == MailClass::Marketing)
         .map(|d| d.customer_id.as_str())
         .collect();
-    let marketing: Vec<&str> = marketing.into_iter().collect();
-    let sql = "SELECT id FROM customers WHERE unsubscribed_at IS NOT NULL AND id IN ({list})";
-    let unsubscribed = super::fetch_in(conn, sql, &[], &marketing)
-        .await?
-        .iter()
-        .map(|row| row.try_get::<String, _>(0))
-        .collect::<Result<BTreeSet<_>, _>>()?;
-    let mut blocked = HashMap::new();
-    for d in rows {
-        if let Some(reason) = suppressed.get(&d.recipient.to_lowercase()) {
+    let mut next = 1;
+    let mut list = |n: usize| {
+        let marks = super::sql::placeholders(next, n);
+        next += n;
+        marks
+    };
+    let mut sql = format!(
+        "SELECT 'body', delivery_id, html, text, payload FROM delivery_bodies WHERE delivery_id IN ({}) UNION ALL SELECT 'suppressed', email, reason, NULL, NULL FROM suppressions WHERE email IN ({})",
+        list(ids.len()),
+        list(keys.len())
+    );
+    if !marketing.is_empty() {
+        sql.push_str(&format!(
+            " UNION ALL SELECT 'unsubscribed', id, NULL, NULL, NULL FROM customers WHERE unsubscribed_at IS NOT NULL AND id IN ({})",
+            list(marketing.len())
+        ));
+    }
+    // The statement's text is fixed here but for its placeholders; every value is bound.
+    let mut q = super::sql::query(sqlx::AssertSqlSafe(super::sql::positional(conn, sql)));
+    for v in ids.iter().chain(&keys) {
+        q = q.bind(v);
+    }
+    for v in &marketing {
+        q = q.bind(*v);
+    }
+    let mut bodies = HashMap::new();
+    let mut suppressed = HashMap::new();
+    let mut unsubscribed = BTreeSet::new();
+    for r in q.fetch_all(&mut *conn).await? {
+        let key: String = r.try_get(1)?;
+        match r.try_get::<String, _>(0)?.as_str() {
+            "body" => {
+                let body: (Option<String>, Option<String>, Option<String>) =
+                    (r.try_get(2)?, r.try_get(3)?, r.try_get(4)?);
+                bodies.insert(key, body);
+            }
+            "suppressed" => {
+                suppressed.insert(key, r.try_get::<String, _>(2)?);
+            }
+            _ => {
+                unsubscribed.insert(key);
+            }
+        }
+    }
+    for (d, key) in rows.iter_mut().zip(&row_keys) {
+        if let Some((html, text, payload)) = bodies.remove(&d.id) {
+            d.payload = payload.map(|p| crate::model::payload::Payload::from_json(d.channel, &p));
+            (d.html, d.text) = (html, text);
+        }
+        if let Some(reason) = suppressed.get(key) {
             blocked.insert(
                 d.id.clone(),
                 format!("the address is suppressed ({reason})"),
@@ -273,7 +368,7 @@ pub async fn send_blockers(
             blocked.insert(d.id.clone(), "the customer has unsubscribed".into());
         }
     }
-    Ok(blocked)
+    Ok(())
 }
 
 /// Which outbox rows an operator command acts on.

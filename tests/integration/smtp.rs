@@ -415,8 +415,6 @@ fn smtp_faults(mode: &str, start: fn(Box<crate::common::Script>) -> SmtpServer) 
     }
 }
 
-/// A server that is down when the pass runs: every email waits, nothing is lost, and the
-/// queue drains once the server is back.
 /// A claim takes emails waiting for a retry first, then new ones, each oldest first, and
 /// only `at_least_once` mail that is due: `at_most_once` mail is claimed as it leaves.
 #[test]
@@ -453,23 +451,49 @@ fn a_claim_takes_retries_then_new_emails_oldest_first() {
             let now = chrono::DateTime::from_timestamp_millis(10_000).unwrap();
             let lease = now + chrono::TimeDelta::minutes(5);
             let mut claims = Vec::new();
+            let mut queues = Vec::new();
             for limit in [2, 5, 5] {
-                let rows = tidings::store::outbox::claim_due(
+                let due = tidings::store::outbox::due_queues(&mut conn, "email", now)
+                    .await
+                    .unwrap();
+                queues.push(due);
+                let page = (now, limit);
+                let mut rows = tidings::store::outbox::claim_due(
                     &mut conn,
                     s.backend(),
                     "email",
-                    now,
-                    limit,
+                    page,
                     lease,
+                    due,
                 )
                 .await
                 .unwrap();
+                // What a claimed email carries is read with its blockers.
+                tidings::store::outbox::send_needs(&mut conn, &mut rows)
+                    .await
+                    .unwrap();
+                assert!(rows.iter().all(|r| r.html.is_some()), "{}", b.label);
                 claims.push(rows.into_iter().map(|r| r.recipient).collect::<Vec<_>>());
             }
-            claims
+            (claims, queues)
         });
+        let (claimed, queues) = claimed;
         let expected: [&[&str]; 3] = [&["b@example.com", "c@example.com"], &["a@example.com"], &[]];
         assert_eq!(claimed, expected, "{}", b.label);
+        // Retrying and new `at_least_once` mail, then new mail only, then only the
+        // `at_most_once` email nobody claims ahead of its send.
+        let least: Vec<[bool; 2]> = queues.iter().map(|q| q.at_least_once).collect();
+        assert_eq!(
+            least,
+            [[true, true], [false, true], [false, false]],
+            "{}",
+            b.label
+        );
+        assert!(
+            queues.iter().all(|q| q.at_most_once == [false, true]),
+            "{}",
+            b.label
+        );
     }
 }
 
@@ -547,22 +571,37 @@ fn a_server_that_is_down_holds_the_queue_until_it_is_back() {
             .run();
         assert_eq!(run.code, 0, "{}", run.transcript());
     }
+    // And another's address bounces elsewhere: it is suppressed at send time too.
+    with_store(&b, async |s| {
+        let mut conn = s.connection().await.unwrap();
+        let at = chrono::DateTime::from_timestamp_millis(0).unwrap();
+        let bounce = "bounce: mailbox unknown";
+        tidings::store::outbox::suppress(&mut conn, "Wei@Example.cn", bounce, at)
+            .await
+            .unwrap();
+    });
 
     let server = SmtpServer::start_on(port, Box::new(|_, _, _| Act::Accept));
     let up = pass(&b, "2026-06-01T08:30:00Z");
     assert!(
-        up.stdout.contains("delivered 3 emails"),
+        up.stdout.contains("delivered 2 emails"),
         "{}",
         up.transcript()
     );
-    assert!(up.stdout.contains("1 suppressed"), "{}", up.transcript());
+    assert!(up.stdout.contains("2 suppressed"), "{}", up.transcript());
     let mut to: Vec<String> = server.received().into_iter().map(|r| r.to).collect();
     to.sort();
-    assert_eq!(
-        to,
-        ["ada@example.com", "priya@example.in", "wei@example.cn"]
-    );
+    assert_eq!(to, ["ada@example.com", "priya@example.in"]);
     let (deliveries, _) = outbox(&b);
+    let wei = deliveries
+        .iter()
+        .find(|d| d.recipient == "wei@example.cn")
+        .unwrap();
+    assert_eq!(wei.state, "suppressed");
+    assert_eq!(
+        wei.last_error.as_deref(),
+        Some("the address is suppressed (bounce: mailbox unknown)")
+    );
     let ken = deliveries
         .iter()
         .find(|d| d.recipient == "ken@example.jp")
