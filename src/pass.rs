@@ -102,7 +102,7 @@ impl Runner {
     ) -> Self {
         options.dates = crate::delivery::MessageDates::PassMoment;
         Self {
-            engine: engine.with_meter(options.meter.clone()),
+            engine: engine.with_meter(options.meter.clone()).looking_ahead(),
             store,
             transport,
             options,
@@ -129,7 +129,9 @@ impl Runner {
             true => self.engine_and_sender(now).await?,
             false => {
                 let engine = self.engine.run_once(now).await?;
-                let sent = dispatch(&self.store, &self.transport, &self.options, now).await?;
+                let (store, transport, options) = (&self.store, &self.transport, &self.options);
+                let known = engine.ahead.map(|ahead| ahead.emails);
+                let sent = dispatch(store, transport, options, now, known).await?;
                 (engine, sent)
             }
         };

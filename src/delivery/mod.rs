@@ -10,6 +10,7 @@ mod outcomes;
 pub mod pacing;
 mod pool;
 pub mod proof;
+mod report;
 pub mod smtp;
 mod takeover;
 pub mod tls;
@@ -19,12 +20,12 @@ use message::load_dkim;
 pub use message::{MessageError, build_message, envelope_address};
 use outcomes::{Outcome, Outcomes};
 use pool::SmtpPool;
+pub use report::DispatchReport;
 use takeover::take_over_due;
 pub use takeover::{recover_interrupted, take_over_expired};
 
 use std::path::{Path, PathBuf};
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,6 +38,7 @@ use crate::delivery::smtp::SmtpServer;
 use crate::model::states::Channel;
 use crate::store::deliveries::DeliveryRow;
 use crate::store::outbox;
+use crate::store::outbox::DueQueues;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Error)]
@@ -121,52 +123,6 @@ pub fn configured_transport(project: &crate::config::Project) -> Result<Transpor
         server.credentials = Some((resolve("username", user)?, resolve("password", password)?));
     }
     Ok(transport)
-}
-
-/// What one dispatch did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct DispatchReport {
-    pub sent: u64,
-    pub failed: u64,
-    pub retrying: u64,
-    /// Not sent: the address is suppressed or the customer unsubscribed since it was queued.
-    pub suppressed: u64,
-    /// `at_most_once` emails whose fate the server left unknown.
-    pub unknown: u64,
-    /// One line per email that did not simply go, for the operator — but for emails to be
-    /// retried, only the first few of each cause, and then one line with how many more.
-    pub problems: Vec<String>,
-    /// Emails to be retried, by cause: a server that is down would otherwise print a line
-    /// for every email claimed.
-    retries_by_cause: BTreeMap<String, u64>,
-}
-
-/// Lines printed for emails retried for one cause before the rest are counted.
-const RETRY_LINES_PER_CAUSE: u64 = 3;
-
-impl DispatchReport {
-    /// Notes an email to be retried: its own line while its cause is new.
-    fn retry(&mut self, what: &str, cause: &str) {
-        let seen = self.retries_by_cause.entry(cause.to_string()).or_insert(0);
-        *seen += 1;
-        if *seen <= RETRY_LINES_PER_CAUSE {
-            self.problems
-                .push(format!("{what} will be retried: {cause}"));
-        }
-    }
-
-    /// One line per cause with more emails to be retried than it had lines.
-    fn count_the_rest(&mut self) {
-        for (cause, n) in std::mem::take(&mut self.retries_by_cause) {
-            if n > RETRY_LINES_PER_CAUSE {
-                let more = n - RETRY_LINES_PER_CAUSE;
-                let emails = if more == 1 { "email" } else { "emails" };
-                self.problems.push(format!(
-                    "... and {more} more {emails} will be retried: {cause}"
-                ));
-            }
-        }
-    }
 }
 
 /// How the dispatcher behaves, from `email:` in tidings.yaml.
@@ -260,14 +216,30 @@ struct Job {
 /// Emails claimed per statement (fewer under a rate limit: see [`claim_size`]).
 const CLAIM_BATCH: i64 = 500;
 
-/// Sends every email due by `now` through the transport, recording each outcome.
+/// Sends every email due by `now` through the transport, recording each outcome. `known`
+/// is which queues hold due mail, from a look taken after the last write before this
+/// (a rehearsal's engine asks with its own last look): the first claim then needs no
+/// statement to ask.
 pub async fn dispatch(
     store: &Store,
     transport: &Transport,
     options: &DispatchOptions,
     now: DateTime<Utc>,
+    known: Option<DueQueues>,
 ) -> Result<DispatchReport, DeliveryError> {
-    dispatch_while(store, transport, options, now, None).await
+    let lookout = Lookout {
+        known,
+        ..Lookout::default()
+    };
+    dispatch_while(store, transport, options, now, lookout).await
+}
+
+/// What a sender knows of the engine it follows: whether it is done (`None`: no engine
+/// runs beside it), and the queues due as the engine last saw them.
+#[derive(Default, Clone, Copy)]
+struct Lookout<'a> {
+    engine_done: Option<&'a AtomicBool>,
+    known: Option<DueQueues>,
 }
 
 /// How long a sender working beside the engine waits when nothing is due yet.
@@ -297,7 +269,11 @@ pub async fn dispatch_alongside(
     while !engine.events_applied.load(Ordering::Acquire) && !engine.done.load(Ordering::Acquire) {
         tokio::time::sleep(IDLE).await;
     }
-    dispatch_while(&store, &transport, &options, now, Some(&engine.done)).await
+    let lookout = Lookout {
+        engine_done: Some(&engine.done),
+        known: None,
+    };
+    dispatch_while(&store, &transport, &options, now, lookout).await
 }
 
 async fn dispatch_while(
@@ -305,7 +281,7 @@ async fn dispatch_while(
     transport: &Transport,
     options: &DispatchOptions,
     now: DateTime<Utc>,
-    engine_done: Option<&AtomicBool>,
+    lookout: Lookout<'_>,
 ) -> Result<DispatchReport, DeliveryError> {
     if let Transport::Folder(dir) = transport {
         std::fs::create_dir_all(dir).map_err(|source| DeliveryError::Write {
@@ -317,15 +293,16 @@ async fn dispatch_while(
         Transport::Smtp(server) => Some(SmtpPool::start(server.clone(), options)),
         _ => None,
     };
-    let (outcomes, recorder) = Outcomes::start(store, options, now);
+    // A slot per SMTP session bounds what a killed sender sends again. Mail that goes
+    // nowhere (a rehearsal's) cannot be sent twice: its outcomes are recorded a batch at a
+    // time, not an email at a time.
+    let window = match transport {
+        Transport::Discard => CLAIM_BATCH as usize,
+        _ => options.concurrency,
+    };
+    let (outcomes, recorder) = Outcomes::start(store, options, now, window);
     let sent = send_due(
-        store,
-        transport,
-        options,
-        now,
-        &outcomes,
-        &mut smtp,
-        engine_done,
+        store, transport, options, now, &outcomes, &mut smtp, lookout,
     )
     .await;
     drop(outcomes);
@@ -371,10 +348,11 @@ async fn send_due(
     now: DateTime<Utc>,
     outcomes: &Outcomes,
     smtp: &mut Option<SmtpPool>,
-    engine_done: Option<&AtomicBool>,
+    lookout: Lookout<'_>,
 ) -> Result<Option<String>, DeliveryError> {
     let size = claim_size(options);
     let mut unreachable = None;
+    let (engine_done, mut known) = (lookout.engine_done, lookout.known);
     loop {
         if take_over_due(&options.took_over)
             && let Some(line) = take_over_expired(store).await?
@@ -388,7 +366,10 @@ async fn send_due(
         // Most passes have nothing due: one statement says so, where claiming found
         // nothing in several.
         let (mut batch, mut claimed) = (Vec::new(), 0);
-        let due = outbox::due_queues(&mut conn, Channel::Email, now).await?;
+        let due = match known.take() {
+            Some(due) => due,
+            None => outbox::due_queues(&mut conn, Channel::Email, now).await?,
+        };
         if due.any() {
             let lease_until = Utc::now() + options.lease;
             let (channel, page) = (Channel::Email, (now, size));
@@ -482,8 +463,25 @@ async fn write_local(
     options: &DispatchOptions,
     outcomes: &Outcomes,
 ) -> Result<bool, DeliveryError> {
+    // Mail that goes nowhere claims its `at_most_once` emails together, not one by one
+    // right before each leaves: none leaves.
+    let discarded = match transport {
+        Transport::Discard => {
+            let ids: Vec<&str> = (jobs.iter().filter(|j| !j.claimed))
+                .map(|j| j.row.id.as_str())
+                .collect();
+            let mut conn = store.connection().await?;
+            Some(outbox::claim_all(&mut conn, &ids, Utc::now() + options.lease).await?)
+        }
+        _ => None,
+    };
     for job in jobs {
-        if !job.claimed && !claim_one(store, &job.row, options).await? {
+        let ours = match (&discarded, job.claimed) {
+            (_, true) => true,
+            (Some(claimed), false) => claimed.contains(&job.row.id),
+            (None, false) => claim_one(store, &job.row, options).await?,
+        };
+        if !ours {
             continue;
         }
         if !outcomes.reserve().await {

@@ -36,13 +36,15 @@ pub(super) struct Outcomes {
 pub(super) type RecorderTask = tokio::task::JoinHandle<Result<DispatchReport, DeliveryError>>;
 
 impl Outcomes {
+    /// Starts the recorder, with `window` emails let go before their outcomes commit.
     pub(super) fn start(
         store: &Store,
         options: &DispatchOptions,
         now: DateTime<Utc>,
+        window: usize,
     ) -> (Self, RecorderTask) {
         let (queue, received) = tokio::sync::mpsc::unbounded_channel();
-        let window = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
+        let window = Arc::new(tokio::sync::Semaphore::new(window.max(1)));
         let task = tokio::spawn(record_outcomes(
             store.clone(),
             options.clone(),

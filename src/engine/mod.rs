@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::model::customer::{Customer, FieldKind, NewValue, field};
 use crate::model::history::EventHistory;
 use crate::store::engagement::Past;
-use crate::store::{Store, StoreError, enrollments};
+use crate::store::{Store, StoreError, enrollments, look};
 use crate::time::zones::zone_named;
 use crate::unsubscribe::Signer;
 use crate::workflow::plan::Plan;
@@ -63,6 +63,9 @@ pub struct PassReport {
     /// Schedule fire times that fell due while nothing ran and were not made up: all but
     /// the latest, and the latest too under `catch_up: skip`.
     pub missed_fires: u64,
+    /// What the pass's last look at the store found ahead, when its engine was asked to
+    /// look ahead ([`Engine::looking_ahead`]).
+    pub ahead: Option<crate::store::look::Ahead>,
 }
 
 /// Runs workflows against a store.
@@ -87,6 +90,8 @@ pub struct Engine {
     /// workflow, step and template of each one rendered so far); see
     /// [`Engine::rendering_first_bodies_only`].
     first_bodies: Option<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Whether a pass's last look also asks what lies ahead ([`Engine::looking_ahead`]).
+    looks_ahead: bool,
 }
 
 const BATCH: i64 = 500;
@@ -103,7 +108,17 @@ impl Engine {
             meter: Arc::default(),
             swept_on: std::sync::Mutex::new(None),
             first_bodies: None,
+            looks_ahead: false,
         }
+    }
+
+    /// The same engine asking, with the look that ends each pass, what lies ahead (the
+    /// email queues due now, the next moment something falls due) and reporting it in
+    /// [`PassReport::ahead`]: a rehearsal's sender and clock then need not ask themselves.
+    /// Only for a runner whose sender runs after the engine, with nobody else writing.
+    pub fn looking_ahead(mut self) -> Self {
+        self.looks_ahead = true;
+        self
     }
 
     /// The same engine counting into `meter` (the one its sender and progress line share).
@@ -210,7 +225,8 @@ impl Engine {
         self.fire_time_triggers(now, &mut report).await?;
         loop {
             let mut conn = self.store.connection().await?;
-            let due = enrollments::work_due(&mut conn, now, self.journey_lease()).await?;
+            let due =
+                look::work_due(&mut conn, now, self.journey_lease(), self.looks_ahead).await?;
             drop(conn);
             let n = match due.events {
                 true => self.process_events(now, &mut report).await?,
@@ -221,6 +237,7 @@ impl Engine {
                 events_applied.store(true, std::sync::atomic::Ordering::Release);
             }
             if !due.events && !due.journeys {
+                report.ahead = due.ahead;
                 return Ok(report);
             }
             // Journeys the events started are due now: moved in the same round.

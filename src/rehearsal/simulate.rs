@@ -20,7 +20,7 @@ use crate::model::states::{Channel, DeliveryState, JourneyState};
 use crate::pass::Runner;
 use crate::rehearsal::tempdir::TempDir;
 use crate::store::copy::{self, CopyReport, copy_for_rehearsal};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, look};
 use crate::time::clock::{Clock, VirtualClock};
 use crate::workflow::plan::{Plan, Trigger, Zone};
 
@@ -44,9 +44,9 @@ pub enum SimulateError {
     Pass(#[from] crate::pass::PassError),
 }
 
-/// The longest the clock jumps: the bound on how late (in pass time, never in the
-/// recorded send time) a trigger the planner cannot foresee is noticed.
-const MAX_JUMP: TimeDelta = TimeDelta::hours(1);
+/// The longest the clock jumps without a pass. Every moment something can happen is
+/// computed (see [`next_moment`]), so this is only a backstop.
+const MAX_JUMP: TimeDelta = TimeDelta::days(1);
 
 /// What happened to one workflow's journeys in the window.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -145,12 +145,26 @@ pub async fn rehearse(
         meter
             .clock
             .store(now.timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
-        written += runner.pass(now).await?.emails.sent;
+        let outcome = runner.pass(now).await?;
+        written += outcome.emails.sent;
         passes += 1;
         if now >= to {
             break;
         }
-        clock.set(next_moment(&scratch, &plan, now, MAX_JUMP).await?.min(to));
+        // The engine's last look said what falls due next; sending changed none of it.
+        let due = match outcome.engine.ahead {
+            Some(ahead) => ahead.next,
+            None => look::next_due(&scratch, now).await?,
+        };
+        let mut next = next_moment(&scratch, &plan, now, MAX_JUMP, due).await?;
+        // Stages are swept at the first pass of each UTC day, which for a daemon is just
+        // after midnight: rules such as "no order in 180 days" change with time alone.
+        if plan.stages.is_some()
+            && let Some(midnight) = (now.date_naive() + TimeDelta::days(1)).and_hms_opt(0, 0, 0)
+        {
+            next = next.min(midnight.and_utc());
+        }
+        clock.set(next.min(to));
     }
     let mut rehearsal = summarize(&scratch, &plan, from, to).await?;
     rehearsal.passes = passes;
@@ -162,15 +176,17 @@ pub async fn rehearse(
 }
 
 /// The next moment after `now` at which something can happen (at most `max_jump` on): how
-/// a virtual clock skips the quiet stretches.
+/// a virtual clock skips the quiet stretches. `due` is when the store next has something
+/// due ([`look::next_due`]).
 pub(crate) async fn next_moment(
     store: &Store,
     plan: &Plan,
     now: DateTime<Utc>,
     max_jump: TimeDelta,
+    due: Option<DateTime<Utc>>,
 ) -> Result<DateTime<Utc>, SimulateError> {
     let mut next = now + max_jump;
-    if let Some(t) = copy::next_due(store, now).await? {
+    if let Some(t) = due {
         next = next.min(t);
     }
     let mut zones: Option<Vec<Tz>> = None;

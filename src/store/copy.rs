@@ -501,30 +501,3 @@ pub fn copied_columns() -> Vec<(&'static str, Vec<&'static str>)> {
         .map(|t| (t.name, t.columns.iter().map(|(n, _)| *n).collect()))
         .collect()
 }
-
-/// The earliest moment after `now` at which the store has something due: an event to
-/// process, a journey's next step, an email to send — where a rehearsal's clock jumps.
-pub async fn next_due(
-    store: &Store,
-    now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    // One statement, asked at every pass of a rehearsal.
-    let row = super::sql::query(
-        "SELECT (SELECT MIN(at) FROM events WHERE processed_at IS NULL AND at > $1), \
-         (SELECT MIN(due_at) FROM enrollments WHERE state = 'active' AND due_at > $1), \
-         (SELECT MIN(due_at) FROM deliveries WHERE state = 'pending' AND due_at > $1)",
-    )
-    .bind(now.timestamp_millis())
-    .fetch_one(&store.pool)
-    .await?;
-    let mut next: Option<DateTime<Utc>> = None;
-    for i in 0..3 {
-        if let Some(t) = row
-            .try_get::<Option<i64>, _>(i)?
-            .and_then(DateTime::from_timestamp_millis)
-        {
-            next = Some(next.map_or(t, |n| n.min(t)));
-        }
-    }
-    Ok(next)
-}

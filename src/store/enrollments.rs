@@ -127,39 +127,9 @@ pub struct Lease {
     pub sole: bool,
 }
 
-/// What a pass has left to do by `due_by`: events not yet applied, and journeys due that
-/// no live lease holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkDue {
-    pub events: bool,
-    pub journeys: bool,
-}
-
-/// Asks in one statement whether a pass has events or journeys left, where looking for
-/// them took four (a read, and a claim in its own transaction) and found nothing in most
-/// passes.
-pub async fn work_due(
-    conn: &mut AnyConnection,
-    due_by: DateTime<Utc>,
-    lease: Lease,
-) -> Result<WorkDue, StoreError> {
-    let row = super::sql::query(
-        "SELECT CASE WHEN EXISTS (SELECT 1 FROM events WHERE processed_at IS NULL AND at <= $1) THEN 1 ELSE 0 END, \
-         CASE WHEN EXISTS (SELECT 1 FROM enrollments WHERE state = 'active' AND due_at <= $1 AND (lease_until IS NULL OR lease_until < $2)) THEN 1 ELSE 0 END",
-    )
-    .bind(due_by.timestamp_millis())
-    .bind(lease.free_after())
-    .fetch_one(conn)
-    .await?;
-    Ok(WorkDue {
-        events: row.try_get::<i64, _>(0)? == 1,
-        journeys: row.try_get::<i64, _>(1)? == 1,
-    })
-}
-
 impl Lease {
     /// Leases that lapsed before this are free to take.
-    fn free_after(&self) -> i64 {
+    pub(super) fn free_after(&self) -> i64 {
         if self.sole {
             i64::MAX
         } else {

@@ -97,7 +97,11 @@ impl Store {
     /// Records that a pass saw every fire time of `keys` up to `now`
     /// ([`schedules::record_fires`]).
     pub async fn record_fires(&self, keys: &[&str], now: DateTime<Utc>) -> Result<(), StoreError> {
-        schedules::record_fires(&mut *self.connection().await?, keys, now).await?;
+        // A scratch store keeps every mark of its window (a row per key and fire time,
+        // thrown away with it) and reads the latest from memory: deleting the older ones
+        // would cost a statement a write for nothing.
+        let forget_older = self.known.is_none();
+        schedules::record_fires(&mut *self.connection().await?, keys, now, forget_older).await?;
         if let Some(mut known) = self.known() {
             for key in keys {
                 known.fires.insert(key.to_string(), Some(now));

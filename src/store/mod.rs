@@ -27,6 +27,7 @@ pub mod enrollments;
 pub mod events;
 mod ingest;
 mod known;
+pub mod look;
 mod migrations;
 mod open;
 pub mod outbox;

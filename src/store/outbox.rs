@@ -80,42 +80,54 @@ impl DueQueues {
     pub fn any(&self) -> bool {
         self.at_least_once.contains(&true) || self.at_most_once.contains(&true)
     }
+
+    /// The queues from the four columns [`due_queue_columns`] gives, read from `row`
+    /// starting at column `first`.
+    pub(super) fn read(row: &sqlx::any::AnyRow, first: usize) -> Result<Self, StoreError> {
+        let due = |i: usize| -> Result<bool, StoreError> {
+            Ok(sqlx::Row::try_get::<i64, _>(row, first + i)? == 1)
+        };
+        Ok(DueQueues {
+            at_least_once: [due(0)?, due(1)?],
+            at_most_once: [due(2)?, due(3)?],
+        })
+    }
 }
 
-/// The modes in the order [`due_queues`] asks about them.
+/// The modes in the order [`due_queue_columns`] asks about them.
 const MODES: [&str; 2] = ["at_least_once", "at_most_once"];
 
-/// Which queues hold deliveries of a channel due by `now`, in one statement: each `EXISTS`
-/// is a seek in its state's partial index, its mode named so the seek reaches the due
-/// times.
-pub async fn due_queues(
-    conn: &mut AnyConnection,
-    channel: impl AsRef<str>,
-    now: DateTime<Utc>,
-) -> Result<DueQueues, StoreError> {
+/// Four columns, 1 where a queue ([`DueQueues`]) of the channel `channel` (an SQL
+/// expression) holds a delivery due by `now` (another): each `EXISTS` is a seek in its
+/// state's partial index, its mode named so the seek reaches the due times.
+pub(super) fn due_queue_columns(channel: &str, now: &str) -> String {
     let exists: Vec<String> = MODES
         .iter()
         .flat_map(|mode| {
             QUEUED.map(|state| {
                 format!(
-                    "CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE channel = $1 AND mode = '{mode}' AND state = '{state}' AND due_at <= $2) THEN 1 ELSE 0 END"
+                    "CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE channel = {channel} AND mode = '{mode}' AND state = '{state}' AND due_at <= {now}) THEN 1 ELSE 0 END"
                 )
             })
         })
         .collect();
+    exists.join(", ")
+}
+
+/// Which queues hold deliveries of a channel due by `now`, in one statement.
+pub async fn due_queues(
+    conn: &mut AnyConnection,
+    channel: impl AsRef<str>,
+    now: DateTime<Utc>,
+) -> Result<DueQueues, StoreError> {
     // The statement's text is fixed here but for the states and modes.
-    let sql = format!("SELECT {}", exists.join(", "));
+    let sql = format!("SELECT {}", due_queue_columns("$1", "$2"));
     let row = super::sql::query(sqlx::AssertSqlSafe(sql))
         .bind(channel.as_ref().to_string())
         .bind(now.timestamp_millis())
         .fetch_one(conn)
         .await?;
-    let due =
-        |i: usize| -> Result<bool, StoreError> { Ok(sqlx::Row::try_get::<i64, _>(&row, i)? == 1) };
-    Ok(DueQueues {
-        at_least_once: [due(0)?, due(1)?],
-        at_most_once: [due(2)?, due(3)?],
-    })
+    DueQueues::read(&row, 0)
 }
 
 /// Whether any delivery of a channel is due by `now`, in either mode.
@@ -236,6 +248,23 @@ pub async fn claim(
         .await?
         .rows_affected();
     Ok(n == 1)
+}
+
+/// Claims many `at_most_once` emails at once for a sender whose mail goes nowhere (a
+/// rehearsal's): what it leaves in `sending` is never observed twice. Returns those it got.
+pub async fn claim_all(
+    conn: &mut AnyConnection,
+    ids: &[&str],
+    lease_until: DateTime<Utc>,
+) -> Result<BTreeSet<String>, StoreError> {
+    use sqlx::Row;
+    let sql = "UPDATE deliveries SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id IN ({list}) AND state IN ('pending', 'retrying') RETURNING id";
+    let lead = [super::Lead::Millis(lease_until.timestamp_millis())];
+    super::fetch_in(conn, sql, &lead, ids)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get::<String, _>(0)?))
+        .collect()
 }
 
 /// Records how a claimed email ended. `retry_at` moves a `retrying` email's due time.

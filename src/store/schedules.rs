@@ -25,12 +25,13 @@ pub async fn last_fires(
 }
 
 /// Records that a pass saw every fire time of `keys` up to `now` (their enrollments are
-/// written), and forgets their older marks: only the latest is ever read. Recording it
-/// twice, as two replicas may, is harmless.
+/// written), and, with `forget_older`, forgets their older marks: only the latest is ever
+/// read. Recording it twice, as two replicas may, is harmless.
 pub async fn record_fires(
     conn: &mut AnyConnection,
     keys: &[&str],
     now: DateTime<Utc>,
+    forget_older: bool,
 ) -> Result<(), StoreError> {
     let now = now.timestamp_millis();
     let sql = "INSERT INTO schedule_fires (workflow, fire_at, processed_at) VALUES {values} ON CONFLICT DO NOTHING";
@@ -38,7 +39,9 @@ pub async fn record_fires(
         q.bind(*key).bind(now).bind(now)
     })
     .await?;
-    let sql = "DELETE FROM schedule_fires WHERE fire_at < $1 AND workflow IN ({list})";
-    super::fetch_in(conn, sql, &[Lead::Millis(now)], keys).await?;
+    if forget_older {
+        let sql = "DELETE FROM schedule_fires WHERE fire_at < $1 AND workflow IN ({list})";
+        super::fetch_in(conn, sql, &[Lead::Millis(now)], keys).await?;
+    }
     Ok(())
 }

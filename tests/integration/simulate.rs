@@ -648,3 +648,55 @@ fn a_window_the_store_already_ran_is_not_counted_as_rehearsed() {
         .unwrap_or_else(|| panic!("no count of written files in {}", run.stdout));
     assert_eq!(said, files, "{}", run.stdout);
 }
+
+/// The rehearsal's clock stops at every UTC midnight when there are stages: a daemon sweeps
+/// them just after midnight, so a customer who lapses with time alone is mailed by a
+/// `stage_entered` workflow at 00:00, not at whatever moment the next pass would come.
+#[test]
+fn a_customer_who_lapses_with_time_alone_is_mailed_at_midnight() {
+    let b = backends("simulate-midnight").remove(0);
+    with_examples(&b);
+    std::fs::copy(
+        crate::common::repo_root().join("stages.yaml"),
+        b.dir.join("stages.yaml"),
+    )
+    .unwrap();
+    write(
+        &b.dir,
+        "workflows/lapsed-winback.yaml",
+        "name: lapsed-winback\ntrigger:\n  stage_entered: lapsed\nsteps:\n\
+         \x20 - id: offer\n    email: reactivation/deal\n    subject: We miss you\n\
+         \x20   coupon: { prefix: MISSYOU, valid_for: 14d }\n",
+    );
+    // 180 days after the last order end on Jun 30 at 12:00; `days_since` counts whole
+    // days, so the rule holds from Jul 2 00:00.
+    write(
+        &b.dir,
+        "c.csv",
+        "id,email,first_name,timezone,orders_count,last_order_at\n\
+         ada,ada@example.com,Ada,Asia/Tokyo,2,2026-01-01T12:00:00Z\n",
+    );
+    let run = tidings(&b).args(["import", "customers", "c.csv"]).run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let run = tidings(&b)
+        .args([
+            "simulate",
+            "--from",
+            "2026-06-28T12:00:00Z",
+            "--to",
+            "2026-07-05",
+        ])
+        .args(["--workflow", "lapsed-winback", "--out", "mail"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let names: Vec<String> = std::fs::read_dir(b.dir.join("mail"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".eml"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}\n{}", run.stdout);
+    assert!(
+        names[0].starts_with("20260702T000000-lapsed-winback-"),
+        "{names:?}"
+    );
+}

@@ -313,11 +313,16 @@ impl Run {
             .checked_add_signed(by)
             .ok_or_else(|| format!("the clock cannot advance {by} past {}", self.now))?;
         while self.now < target {
+            // Asked afresh: a case's own steps write between passes.
+            let due = crate::store::look::next_due(&self.store, self.now)
+                .await
+                .map_err(why)?;
             let next = crate::rehearsal::simulate::next_moment(
                 &self.store,
                 &self.plan,
                 self.now,
                 MAX_JUMP,
+                due,
             )
             .await
             .map_err(why)?;
