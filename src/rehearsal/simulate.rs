@@ -2,9 +2,9 @@
 //! the store, and what would be sent is written down instead of sent.
 //!
 //! The clock jumps from one moment that matters to the next (an event, a due step, a
-//! schedule's fire time, an hour at most), so a 60-day window over many customers is a few
-//! thousand passes, and each pass is the real engine's `run_once`: the rehearsal cannot
-//! drift from what the daemon would do.
+//! schedule's fire time, a UTC midnight when stages are swept; a day at most), so a 60-day
+//! window over many customers is a few hundred passes, and each pass is the real engine's
+//! `run_once`: the rehearsal cannot drift from what the daemon would do.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
