@@ -47,14 +47,36 @@ pub async fn due(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
+    due_from(
+        conn,
+        channel.as_ref(),
+        (now, limit),
+        &QUEUED,
+        WITH_BODIES,
+        "",
+    )
+    .await
+}
+
+/// Deliveries of a channel due by `now` in the `states` named, oldest first, up to `limit`:
+/// `SELECT {source} WHERE … {condition}`, one state at a time, named in the text — each has
+/// an index of its own.
+async fn due_from(
+    conn: &mut AnyConnection,
+    channel: &str,
+    (now, limit): (DateTime<Utc>, i64),
+    states: &[&str],
+    source: &str,
+    condition: &str,
+) -> Result<Vec<DeliveryRow>, StoreError> {
     let mut rows = Vec::new();
-    for state in QUEUED {
-        // One state at a time, named in the text: each has an index of its own.
+    for state in states {
+        // The statement's text is fixed in this module but for the state.
         let sql = format!(
-            "SELECT {WITH_BODIES} WHERE channel = $1 AND state = '{state}' AND due_at <= $2 ORDER BY due_at, id LIMIT {limit}"
+            "SELECT {source} WHERE channel = $1{condition} AND state = '{state}' AND due_at <= $2 ORDER BY due_at, id LIMIT {limit}"
         );
         let found = super::sql::query(sqlx::AssertSqlSafe(sql))
-            .bind(channel.as_ref().to_string())
+            .bind(channel.to_string())
             .bind(now.timestamp_millis())
             .fetch_all(&mut *conn)
             .await?;
@@ -196,25 +218,15 @@ pub async fn claim_due(
 pub async fn due_at_most_once(
     conn: &mut AnyConnection,
     channel: impl AsRef<str>,
-    (now, limit): (DateTime<Utc>, i64),
+    page: (DateTime<Utc>, i64),
     due: DueQueues,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
-    let mut rows = Vec::new();
-    for (state, _) in QUEUED.iter().zip(due.at_most_once).filter(|(_, d)| *d) {
-        // The statement's text is fixed here but for the state.
-        let sql = format!(
-            "SELECT *, CAST(NULL AS TEXT) AS html, CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS payload FROM deliveries WHERE channel = $1 AND mode = 'at_most_once' AND state = '{state}' AND due_at <= $2 ORDER BY due_at, id LIMIT {limit}"
-        );
-        let found = super::sql::query(sqlx::AssertSqlSafe(sql))
-            .bind(channel.as_ref().to_string())
-            .bind(now.timestamp_millis())
-            .fetch_all(&mut *conn)
-            .await?;
-        rows.extend(delivery_rows(&found)?);
-    }
-    rows.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    Ok(rows)
+    let states: Vec<&str> = (QUEUED.iter().zip(due.at_most_once))
+        .filter_map(|(state, due)| due.then_some(*state))
+        .collect();
+    let source = "*, CAST(NULL AS TEXT) AS html, CAST(NULL AS TEXT) AS text, CAST(NULL AS TEXT) AS payload FROM deliveries";
+    let condition = " AND mode = 'at_most_once'";
+    due_from(conn, channel.as_ref(), page, &states, source, condition).await
 }
 
 /// Records many claimed emails as sent in one statement per few hundred.
