@@ -358,6 +358,8 @@ async fn send_due(
             && let Some(line) = take_over_expired(store).await?
         {
             tracing::warn!("{line}");
+            // Mail taken over is due again: what the engine saw is out of date.
+            known = None;
         }
         // Read before the claim: once the engine is done, a claim that finds nothing means
         // nothing more will come in this pass.
