@@ -364,11 +364,17 @@ async fn send_due(
         // Read before the claim: once the engine is done, a claim that finds nothing means
         // nothing more will come in this pass.
         let finished = engine_done.is_none_or(|d| d.load(Ordering::Acquire));
+        let known = known.take();
+        if finished && known.is_some_and(|due| !due.any()) {
+            // Nothing due, as the engine saw it: not even a connection to take (sqlx pings
+            // one as it goes back to the pool).
+            return Ok(unreachable);
+        }
         let mut conn = store.connection().await?;
         // Most passes have nothing due: one statement says so, where claiming found
         // nothing in several.
         let (mut batch, mut claimed) = (Vec::new(), 0);
-        let due = match known.take() {
+        let due = match known {
             Some(due) => due,
             None => outbox::due_queues(&mut conn, Channel::Email, now).await?,
         };
