@@ -371,21 +371,8 @@ async fn send_due(
             return Ok(unreachable);
         }
         let mut conn = store.connection().await?;
-        // Most passes have nothing due: one statement says so, where claiming found
-        // nothing in several.
-        let (mut batch, mut claimed) = (Vec::new(), 0);
-        let due = match known {
-            Some(due) => due,
-            None => outbox::due_queues(&mut conn, Channel::Email, now).await?,
-        };
-        if due.any() {
-            let lease_until = Utc::now() + options.lease;
-            let (channel, page) = (Channel::Email, (now, size));
-            batch = outbox::claim_due(&mut conn, store.backend(), channel, page, lease_until, due)
-                .await?;
-            claimed = batch.len();
-            batch.extend(outbox::due_at_most_once(&mut conn, channel, page, due).await?);
-        }
+        let (mut batch, claimed) =
+            claim_batch(&mut conn, store, options, (now, size), known).await?;
         if batch.is_empty() {
             if finished {
                 return Ok(unreachable);
@@ -421,6 +408,33 @@ async fn send_due(
             }
         }
     }
+}
+
+/// Claims a page of due `at_least_once` mail and reads the due `at_most_once` mail (claimed
+/// one by one as it leaves); returns them, and how many of the first were claimed. Most
+/// passes have nothing due: one statement says so (none when `known` says it), where
+/// claiming found nothing in several.
+async fn claim_batch(
+    conn: &mut sqlx::AnyConnection,
+    store: &Store,
+    options: &DispatchOptions,
+    page: (DateTime<Utc>, i64),
+    known: Option<DueQueues>,
+) -> Result<(Vec<DeliveryRow>, usize), DeliveryError> {
+    let due = match known {
+        Some(due) => due,
+        None => outbox::due_queues(&mut *conn, Channel::Email, page.0).await?,
+    };
+    if !due.any() {
+        return Ok((Vec::new(), 0));
+    }
+    let lease_until = Utc::now() + options.lease;
+    let channel = Channel::Email;
+    let mut batch =
+        outbox::claim_due(&mut *conn, store.backend(), channel, page, lease_until, due).await?;
+    let claimed = batch.len();
+    batch.extend(outbox::due_at_most_once(&mut *conn, channel, page, due).await?);
+    Ok((batch, claimed))
 }
 
 /// A claimed batch made ready: each email built into its message, or — suppressed since
