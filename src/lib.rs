@@ -9,6 +9,7 @@
 //! - `workflow`: a YAML file (`raw`) compiled, with every check, into a `plan`.
 //! - `import`: customers and events from files and the API, checked row by row.
 //! - `store`: SQLite or PostgreSQL — customers, events, journeys, the outbox; all the SQL.
+//! - `sync`: the shop's own database read after each source's cursor, into the store.
 //! - `unsubscribe`: the tokens of the links in every email;
 //!   `links`: tracked links, open pixels and answer links, sealed with the same key.
 //! - `engine`: a pass — triggers, journeys and their steps, what each email says.
@@ -37,6 +38,7 @@ pub mod robots;
 pub mod source;
 pub mod stats;
 pub mod store;
+pub mod sync;
 pub mod time;
 pub mod unsubscribe;
 pub mod workflow;

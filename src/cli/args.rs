@@ -43,10 +43,13 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print the next fire times of a schedule- or date-triggered workflow.
     Schedule(ScheduleArgs),
-    /// Load customers or events from a CSV or JSONL file into the store.
+    /// Load customers, events or orders from a CSV or JSONL file into the store.
     Import(ImportArgs),
     /// Record one event for a customer.
     Event(EventArgs),
+    /// Read the shop's own database (`sources:` in tidings.yaml) from where the last sync
+    /// stopped: customers, then orders.
+    Sync(SyncArgs),
     /// Run one pass of every trigger and every due step, then exit.
     Run(RunArgs),
     /// Backfill: enroll the customers a workflow would have taken had it been running —
@@ -308,6 +311,8 @@ pub struct RunArgs {
 pub enum ImportKind {
     Customers,
     Events,
+    /// The shop's orders, upserted by id: each customer's order figures follow from them.
+    Orders,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -331,6 +336,15 @@ pub struct ImportArgs {
     /// Write the good rows and list the bad ones, instead of writing nothing.
     #[arg(long)]
     pub skip_invalid: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// One source of tidings.yaml (default: every source).
+    pub source: Option<String>,
+    /// Read and check every row, keep nothing (the cursors stay where they are).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]

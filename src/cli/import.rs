@@ -1,4 +1,4 @@
-//! `tidings import customers|events FILE` and `tidings event NAME`: how data gets into the
+//! `tidings import customers|events|orders FILE` and `tidings event NAME`: how data gets into the
 //! store from files and from the shell.
 
 use std::io::{BufRead, BufReader, Write};
@@ -65,6 +65,32 @@ pub fn run(
                 args.skip_invalid,
             )),
         ),
+        ImportKind::Orders => {
+            let report = runtime.block_on(store.import_orders(
+                import::orders(reader, format).inspect(|_| count(&meter.rows)),
+                args.skip_invalid,
+            ));
+            let report = report.map(|r| {
+                let c = &r.counts;
+                if r.committed && c.new + c.changed + c.events > 0 {
+                    // Said before the summary line, on the same stream as errors are not.
+                    let _ = writeln!(
+                        std::io::stdout(),
+                        "{} new, {} changed, {} unchanged; {} events recorded",
+                        c.new,
+                        c.changed,
+                        c.unchanged,
+                        c.events
+                    );
+                }
+                ImportReport {
+                    written: c.new + c.changed,
+                    errors: r.errors,
+                    committed: r.committed,
+                }
+            });
+            ("order", report)
+        }
     };
     line.finish();
     let report = report?;

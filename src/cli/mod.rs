@@ -22,6 +22,7 @@ pub mod schedule;
 pub mod shared;
 pub mod simulate;
 pub mod status;
+pub mod sync;
 pub mod test;
 pub mod validate;
 
@@ -35,6 +36,7 @@ pub fn main() -> ExitCode {
         Command::Schedule(args) => schedule::run(&cli.project, args),
         Command::Import(args) => import::run(&cli.project, args, args.progress.progress),
         Command::Event(args) => import::event(&cli.project, args),
+        Command::Sync(args) => sync::run(&cli.project, args),
         Command::Run(args) => run::run(&cli.project, args, args.progress.progress),
         Command::Enroll(args) => enroll::run(&cli.project, args),
         Command::Simulate(args) => simulate::run(&cli.project, args, args.progress.progress),

@@ -13,19 +13,22 @@ use crate::cli::args::StatusArgs;
 use crate::cli::shared::{CommandError, open_store};
 use crate::store::rates::{Rates, rates};
 use crate::store::results::{Arm, arms};
+use crate::store::sources::FeedStatus;
 use crate::store::status::{Counts, counts};
 use crate::workflow::compile::compile_project;
 
 pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     let (runtime, project, store) = open_store(root)?;
     let compiled = compile_project(&project, &[]);
-    let (c, r, x, t) = runtime.block_on(async {
+    let (c, r, x, t, s) = runtime.block_on(async {
         let mut conn = store.connection().await?;
         let c = counts(&mut conn).await?;
         let r = rates(&mut conn).await?;
         let x = arms(&mut conn, chrono::DateTime::<chrono::Utc>::MIN_UTC).await?;
         let t = crate::store::topics::counts(&mut conn).await?;
-        Ok::<_, crate::store::StoreError>((c, r, x, t))
+        drop(conn);
+        let s = store.source_status().await?;
+        Ok::<_, crate::store::StoreError>((c, r, x, t, s))
     })?;
     runtime.block_on(store.close());
     let (stage_order, workflows) = order(&compiled.plan, &c);
@@ -39,6 +42,7 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
             .map(|k| (k.clone(), t.get(k).copied().unwrap_or(0).into()))
             .collect();
         doc["opted_out"] = topics.into();
+        doc["sources"] = sources_json(&s, chrono::Utc::now());
         format!("{doc:#}\n")
     } else {
         let mut text = table(&c, &stage_order, &workflows);
@@ -50,10 +54,74 @@ pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
             let n = t.get(topic).copied().unwrap_or(0);
             let _ = writeln!(text, "topic `{topic}`: {n} opted out");
         }
+        text.push_str(&sources_table(&s, chrono::Utc::now()));
         text
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each source's feeds: where the cursor is, rows read and refused, how far behind, and
+/// the last error.
+fn sources_table(feeds: &[FeedStatus], now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut out = String::new();
+    if feeds.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:>10} {:>8} {:>10}  cursor",
+        "source", "rows read", "refused", "lag"
+    );
+    for f in feeds {
+        let lag = crate::sync::lag(f.caught_up_at, now)
+            .map_or("never".to_string(), crate::time::duration::format);
+        let cursor = f.position.as_ref().map_or("(start)".to_string(), |p| {
+            format!("updated_at {} id {}", plain(&p.updated_at), plain(&p.id))
+        });
+        let _ = writeln!(
+            out,
+            "{:<24} {:>10} {:>8} {:>10}  {cursor}",
+            format!("{}/{}", f.source, f.feed),
+            f.rows_read,
+            f.rows_refused,
+            lag
+        );
+        if let Some(e) = &f.last_error {
+            let _ = writeln!(out, "  last error: {e}");
+        }
+    }
+    out
+}
+
+fn plain(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn sources_json(feeds: &[FeedStatus], now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    let stamp = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    feeds
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "source": f.source,
+                "feed": f.feed,
+                "cursor": f.position.as_ref().map(|p| serde_json::json!({"updated_at": p.updated_at, "id": p.id})),
+                "rows_read": f.rows_read,
+                "rows_refused": f.rows_refused,
+                "last_run_at": stamp(f.last_run_at),
+                "caught_up_at": stamp(f.caught_up_at),
+                "lag_seconds": crate::sync::lag(f.caught_up_at, now).map(|d| d.num_seconds()),
+                "last_error": f.last_error,
+                "last_error_at": stamp(f.last_error_at),
+            })
+        })
+        .collect()
 }
 
 pub fn table(c: &Counts, order: &[String], workflows: &[String]) -> String {

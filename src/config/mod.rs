@@ -13,9 +13,11 @@ use crate::source::yaml::{Document, Route};
 
 mod retention;
 mod server;
+pub mod sources;
 mod tracking;
 pub use retention::RetentionConfig;
 pub use server::ServerConfig;
+pub use sources::SourceConfig;
 pub use tracking::{EmailTracking, TrackingConfig, WorkflowTracking};
 
 pub const CONFIG_FILE: &str = "tidings.yaml";
@@ -47,6 +49,9 @@ pub struct Config {
     /// `topics: { offers: { en: "Deals and coupons", ja: "お得な情報" } }` — the kinds of
     /// marketing mail a customer can opt out of one by one, each described per language.
     pub topics: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// `sources: { shop: { database, every, customers, orders } }` — the shop's own
+    /// databases, read by `tidings sync` and the daemon.
+    pub sources: std::collections::BTreeMap<String, SourceConfig>,
 }
 
 impl Default for Config {
@@ -66,6 +71,7 @@ impl Default for Config {
             tracking: TrackingConfig::default(),
             retention: RetentionConfig::default(),
             topics: Default::default(),
+            sources: Default::default(),
         }
     }
 }
@@ -443,6 +449,7 @@ impl Project {
         if let Some(file) = &project.file {
             let doc = Document::index(file);
             project.config.server.check(&doc)?;
+            sources::check(&project.config.sources, &doc)?;
             let locale = &project.config.default_locale;
             if locale
                 .parse::<icu_locale_core::LanguageIdentifier>()
@@ -589,8 +596,8 @@ impl Project {
             return Ok(());
         };
         let c = &self.config;
-        let fields: [(&str, Option<&str>); 7] = [
-            ("database", Some(&c.database)),
+        let mut fields: Vec<(String, Option<&str>)> = [
+            ("database", Some(c.database.as_str())),
             (
                 "email.dkim.key_file",
                 c.email.dkim.as_ref().map(|d| d.key_file.as_str()),
@@ -600,7 +607,13 @@ impl Project {
             ("email.transport", Some(&c.email.transport)),
             ("unsubscribe.secret", c.unsubscribe.secret.as_deref()),
             ("server.token", c.server.token.as_deref()),
-        ];
+        ]
+        .into_iter()
+        .map(|(route, value)| (route.to_string(), value))
+        .collect();
+        for (name, source) in &c.sources {
+            fields.push((format!("sources.{name}.database"), Some(&source.database)));
+        }
         let doc = Document::index(file);
         for (route, value) in fields {
             let Some(value) = value else { continue };

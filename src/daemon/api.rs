@@ -120,7 +120,7 @@ pub(super) async fn healthz(State(api): State<Arc<Api>>, headers: HeaderMap) -> 
 
 /// A JSON response (axum's `Json` extractor is not used for bodies: its rejections do not
 /// say where in the document the problem is).
-struct Json(Value);
+pub(super) struct Json(pub(super) Value);
 
 impl IntoResponse for Json {
     fn into_response(self) -> Response {
@@ -132,7 +132,7 @@ impl IntoResponse for Json {
     }
 }
 
-fn problem(status: StatusCode, message: &str, pointer: Option<&str>) -> Response {
+pub(super) fn problem(status: StatusCode, message: &str, pointer: Option<&str>) -> Response {
     let mut body = json!({ "error": message });
     if let Some(p) = pointer {
         body["pointer"] = json!(p);
@@ -253,7 +253,7 @@ pub(super) async fn unsubscribe(
 
 /// Checks `Authorization: Bearer <server.token>`, comparing in constant time.
 #[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
-fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+pub(super) fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = &api.token else {
         return Err(problem(
             StatusCode::FORBIDDEN,
@@ -400,7 +400,7 @@ pub(super) async fn suppressions(
 /// JSON this API cannot take — a number beyond what a double holds, a NUL character in
 /// any text or key, which PostgreSQL cannot store — the message and its pointer (422), the
 /// same on every store.
-fn body_items(body: &[u8]) -> Result<(Vec<Value>, bool), (String, Option<String>)> {
+pub(super) fn body_items(body: &[u8]) -> Result<(Vec<Value>, bool), (String, Option<String>)> {
     // Checked first: a JSON parser that skips a value does not look inside its strings.
     if let Err(e) = std::str::from_utf8(body) {
         let at = e.valid_up_to();
@@ -475,7 +475,7 @@ fn pointer(list: bool, index: usize, field: &str) -> String {
 
 /// A body of import rows: one JSON object or a list of them.
 #[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
-fn rows_of(body: &[u8]) -> Result<(Vec<Map<String, Value>>, bool), Response> {
+pub(super) fn rows_of(body: &[u8]) -> Result<(Vec<Map<String, Value>>, bool), Response> {
     let (items, list) = body_items(body).map_err(|(e, at)| match at {
         Some(at) => problem(StatusCode::UNPROCESSABLE_ENTITY, &e, Some(&at)),
         None => problem(StatusCode::BAD_REQUEST, &e, None),
@@ -495,7 +495,7 @@ fn rows_of(body: &[u8]) -> Result<(Vec<Map<String, Value>>, bool), Response> {
 }
 
 /// Import row errors as a 422 naming each bad field; nothing was stored.
-fn row_problems(errors: &[crate::import::RowError], list: bool) -> Response {
+pub(super) fn row_problems(errors: &[crate::import::RowError], list: bool) -> Response {
     let at = |e: &crate::import::RowError| pointer(list, e.line as usize - 1, &e.field);
     let all: Vec<Value> = errors
         .iter()
@@ -613,7 +613,7 @@ pub(super) async fn length_required(
 
 /// The body, or the refusal in the API's JSON shape (axum's own is plain text).
 #[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
-fn whole(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+pub(super) fn whole(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
     body.map_err(|e| {
         let message = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             format!(

@@ -121,6 +121,7 @@ pub async fn serve_and_pass(
     let links = project.config.public_base();
     tracing::info!(address = %address, links = %links, every = %every_text, workflows = names(&runner).len(), "tidings daemon listening; the links in emails point at {links}");
     say_where_the_token_comes_from(&project, &api);
+    crate::daemon::sources::start(&project, &store, api.wake.clone(), &stopped);
     if let Some(line) = runner.recover().await? {
         tracing::warn!("{line}");
     }

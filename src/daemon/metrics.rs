@@ -92,6 +92,71 @@ fn engagement_gauges(r: &crate::store::rates::Rates) -> String {
     out
 }
 
+/// Each source's feeds: rows read and refused, whether the last run failed, how far
+/// behind the feed is (since it last caught up) and where its cursor is.
+fn source_gauges(
+    feeds: &[crate::store::sources::FeedStatus],
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    use std::fmt::Write as _;
+    type Value =
+        fn(&crate::store::sources::FeedStatus, chrono::DateTime<chrono::Utc>) -> Option<f64>;
+    let series: [(&str, &str, &str, Value); 5] = [
+        (
+            "tidings_source_rows_read_total",
+            "counter",
+            "Rows read from the shop's database, per source and feed.",
+            |f, _| Some(f.rows_read as f64),
+        ),
+        (
+            "tidings_source_rows_refused_total",
+            "counter",
+            "Rows refused (each time read), per source and feed.",
+            |f, _| Some(f.rows_refused as f64),
+        ),
+        (
+            "tidings_source_failing",
+            "gauge",
+            "1 when the feed's last run ended in an error.",
+            |f, _| Some(if f.last_error.is_some() { 1.0 } else { 0.0 }),
+        ),
+        (
+            "tidings_source_lag_seconds",
+            "gauge",
+            "Seconds since the feed last read every row there was with none refused.",
+            |f, now| {
+                crate::sync::lag(f.caught_up_at, now).map(|d| d.num_milliseconds() as f64 / 1000.0)
+            },
+        ),
+        (
+            "tidings_source_cursor_timestamp_seconds",
+            "gauge",
+            "The `updated_at` of the last row the feed's cursor covers, as a Unix time.",
+            |f, _| {
+                f.position
+                    .as_ref()
+                    .and_then(crate::sync::cursor_time)
+                    .map(|t| t.timestamp() as f64)
+            },
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for f in feeds {
+            if let Some(v) = value(f, now) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{source=\"{}\",feed=\"{}\"}} {v}",
+                    label(&f.source),
+                    label(&f.feed)
+                );
+            }
+        }
+    }
+    out
+}
+
 /// Prometheus text: the store's counts (journeys and emails by workflow and state,
 /// customers by stage, queue depth) and the passes' counters and durations.
 pub async fn metrics(State(api): State<Arc<Api>>) -> Response {
@@ -101,15 +166,18 @@ pub async fn metrics(State(api): State<Arc<Api>>) -> Response {
         let r = crate::store::rates::rates(&mut conn).await?;
         let since = chrono::DateTime::<chrono::Utc>::MIN_UTC;
         let x = crate::store::results::arms(&mut conn, since).await?;
-        Ok::<_, crate::store::StoreError>((c, r, x))
+        drop(conn);
+        let s = api.store.source_status().await?;
+        Ok::<_, crate::store::StoreError>((c, r, x, s))
     };
-    let Ok((c, r, x)) = counts.await else {
+    let Ok((c, r, x, s)) = counts.await else {
         return unavailable();
     };
     let p = api.passes.lock().map(|p| p.clone()).unwrap_or_default();
     let mut out = store_gauges(&c);
     out.push_str(&engagement_gauges(&r));
     out.push_str(&experiment_gauges(&x));
+    out.push_str(&source_gauges(&s, chrono::Utc::now()));
     out.push_str(&pass_counters(&p, &api.meter));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

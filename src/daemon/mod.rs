@@ -10,6 +10,8 @@ pub mod metrics;
 mod pages;
 pub mod preferences;
 pub mod serve;
+mod shop;
+pub mod sources;
 
 use std::sync::Arc;
 
@@ -34,6 +36,8 @@ pub fn router(state: Arc<api::Api>) -> Router {
         .route("/v1/customers", post(api::customers))
         .route("/v1/customers/{id}", delete(api::forget))
         .route("/v1/events", post(api::events))
+        .route("/v1/orders", post(shop::orders))
+        .route("/v1/segment", post(shop::segment))
         .route("/openapi.json", get(api::openapi))
         .layer(DefaultBodyLimit::max(api::MAX_BODY))
         .layer(axum::middleware::from_fn(api::length_required))

@@ -8,8 +8,7 @@ use crate::model::customer::{Customer, Event};
 use crate::store::outcomes::{self, Touch};
 use crate::workflow::expr::EvalInput;
 
-/// The event whose `properties.coupon` redeems a coupon.
-pub const ORDER_PLACED: &str = "order_placed";
+use crate::model::order::ORDER_PLACED;
 
 impl Engine {
     /// Whether an event converts or redeems anything: some workflow's goal is its name,

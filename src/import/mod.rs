@@ -1,11 +1,14 @@
-//! Reading customers and events from CSV and JSONL, one row at a time, with every bad value
+//! Reading customers, events and orders from CSV and JSONL, one row at a time, with every bad value
 //! reported at its line and column. Nothing here touches the store; `store` writes what
 //! this reads, and the command decides whether a bad row stops the import.
 
 mod customer;
 mod event;
+mod order;
+pub mod segment;
 use customer::customer_from_cells;
 use event::{event_from_cells, numbered};
+use order::order_from_cells;
 
 use std::io::BufRead;
 
@@ -100,6 +103,16 @@ pub struct EventRow {
     pub set: Map<String, Value>,
 }
 
+/// An order as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRow {
+    pub line: u64,
+    pub order: crate::model::order::Order,
+    /// When the shop last changed it, if the row says: the moment a cancellation or refund
+    /// it carries happened.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
 /// One value from either format.
 enum Cell<'a> {
     Text(&'a str),
@@ -159,6 +172,17 @@ pub fn events(
     };
     let mut seen = std::collections::HashMap::new();
     Box::new(rows.map(move |row| row.map(|row| numbered(row, &mut seen))))
+}
+
+/// Reads orders; each item is a row or the errors of one row.
+pub fn orders(
+    reader: Box<dyn BufRead>,
+    format: FileFormat,
+) -> Box<dyn Iterator<Item = Result<OrderRow, Vec<RowError>>>> {
+    match format {
+        FileFormat::Csv => csv_rows(reader, order_from_cells),
+        FileFormat::Jsonl => jsonl_rows(reader, order_from_cells),
+    }
 }
 
 type Build<T> = dyn Fn(u64, Vec<(String, Option<usize>, Cell<'_>)>) -> Result<T, Vec<RowError>>;
@@ -280,6 +304,16 @@ pub fn customers_of(objects: &[Map<String, Value>]) -> Vec<Result<CustomerRow, V
         .iter()
         .enumerate()
         .map(|(i, o)| customer_from_cells(i as u64 + 1, cells_of(o)))
+        .collect()
+}
+
+/// Orders given as JSON objects (an API body, a source's rows), read as JSONL lines would
+/// be: object `i` is line `i + 1`.
+pub fn orders_of(objects: &[Map<String, Value>]) -> Vec<Result<OrderRow, Vec<RowError>>> {
+    objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| order_from_cells(i as u64 + 1, cells_of(o)))
         .collect()
 }
 

@@ -176,6 +176,17 @@ pub const FIELDS: &[Field] = &[
         },
     },
     Field {
+        name: "first_order_at",
+        kind: FieldKind::Time,
+        set_by_events: true,
+        get: |c| FieldValue::Time(c.first_order_at),
+        set: |c, v| {
+            if let NewValue::Time(t) = v {
+                c.first_order_at = t;
+            }
+        },
+    },
+    Field {
         name: "orders_count",
         kind: FieldKind::Count,
         set_by_events: true,
@@ -292,6 +303,9 @@ pub const RAISED_EVENTS: &[&str] = &[
     EMAIL_CLICKED,
     EMAIL_OPENED,
     SURVEY_ANSWERED,
+    super::order::ORDER_PLACED,
+    super::order::ORDER_CANCELLED,
+    super::order::ORDER_REFUNDED,
 ];
 
 /// A person (or a link scanner: `machine: true`) followed a tracked link.
@@ -331,6 +345,9 @@ pub struct Customer {
     pub birthday: Option<NaiveDate>,
     pub created_at: Option<DateTime<Utc>>,
     pub last_order_at: Option<DateTime<Utc>>,
+    /// Derived from the orders the store keeps (as are the two below), unless the shop
+    /// sets them itself and keeps no orders here.
+    pub first_order_at: Option<DateTime<Utc>>,
     pub orders_count: i64,
     pub total_spent: f64,
     pub tags: Vec<String>,
@@ -351,6 +368,7 @@ impl Customer {
             birthday: None,
             created_at: None,
             last_order_at: None,
+            first_order_at: None,
             orders_count: 0,
             total_spent: 0.0,
             tags: Vec::new(),
@@ -373,6 +391,7 @@ impl Customer {
             birthday: NaiveDate::from_ymd_opt(1990, 12, 10),
             created_at: Some(now - chrono::TimeDelta::days(400)),
             last_order_at: Some(now - chrono::TimeDelta::days(120)),
+            first_order_at: Some(now - chrono::TimeDelta::days(380)),
             orders_count: 3,
             total_spent: 149.5,
             tags: vec!["newsletter".into()],
@@ -506,7 +525,10 @@ mod tests {
                 );
             }
         }
-        assert_eq!(DATE_FIELDS, ["birthday", "created_at", "last_order_at"]);
+        assert_eq!(
+            DATE_FIELDS,
+            ["birthday", "created_at", "last_order_at", "first_order_at"]
+        );
         assert_eq!(CUSTOMER_FIELDS.len(), FIELDS.len());
         assert_eq!(CUSTOMER_FIELDS[8], "last_order_at");
     }

@@ -77,6 +77,7 @@ impl Store {
             "DELETE FROM conversions WHERE customer_id = $1",
             "DELETE FROM delivery_bodies WHERE delivery_id IN (SELECT id FROM deliveries WHERE customer_id = $1)",
             "DELETE FROM coupons WHERE customer_id = $1",
+            "DELETE FROM orders WHERE customer_id = $1",
             "DELETE FROM deliveries WHERE customer_id = $1",
             "DELETE FROM enrollments WHERE customer_id = $1",
             "DELETE FROM events WHERE customer_id = $1",

@@ -48,6 +48,7 @@ const CUSTOMERS: Table = Table {
         ("updated_at", Int),
         ("stage", Text),
         ("stage_since", Int),
+        ("first_order_at", Int),
     ],
 };
 

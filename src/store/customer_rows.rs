@@ -50,8 +50,8 @@ pub async fn save_customers(
 ) -> Result<(), StoreError> {
     super::known::customers_written();
     // A `VALUES` list names its columns column1, column2, … on SQLite and PostgreSQL.
-    let sql = "UPDATE customers SET email = v.column2, first_name = v.column3, last_name = v.column4, locale = v.column5, timezone = v.column6, birthday = v.column7, created_at = v.column8, last_order_at = v.column9, orders_count = v.column10, total_spent = v.column11, tags = v.column12, unsubscribed_at = v.column13, attributes = v.column14, updated_at = v.column15 FROM (VALUES {values}) AS v WHERE customers.id = v.column1";
-    super::count_rows(conn, sql, 15, "", customers, |q, (c, now)| {
+    let sql = "UPDATE customers SET email = v.column2, first_name = v.column3, last_name = v.column4, locale = v.column5, timezone = v.column6, birthday = v.column7, created_at = v.column8, last_order_at = v.column9, orders_count = v.column10, total_spent = v.column11, tags = v.column12, unsubscribed_at = v.column13, attributes = v.column14, updated_at = v.column15, first_order_at = v.column16 FROM (VALUES {values}) AS v WHERE customers.id = v.column1";
+    super::count_rows(conn, sql, 16, "", customers, |q, (c, now)| {
         q.bind(c.id.clone())
             .bind(c.email.clone())
             .bind(c.first_name.clone())
@@ -67,6 +67,7 @@ pub async fn save_customers(
             .bind(millis(c.unsubscribed_at))
             .bind(Value::Object(c.attributes.clone()).to_string())
             .bind(now.timestamp_millis())
+            .bind(millis(c.first_order_at))
     })
     .await?;
     Ok(())

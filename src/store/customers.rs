@@ -35,7 +35,7 @@ pub fn select(conn: &AnyConnection, select: &str) -> String {
          c.locale, c.timezone, c.birthday, c.created_at, c.last_order_at, c.orders_count, \
          CASE WHEN c.total_spent = 0 OR abs(c.total_spent) BETWEEN 1e-15 AND 1e15 \
          THEN printf('%!.17g', c.total_spent) END, \
-         c.tags, c.unsubscribed_at, c.attributes, c.stage)) AS page FROM ({select}) AS c"
+         c.tags, c.unsubscribed_at, c.attributes, c.stage, c.first_order_at)) AS page FROM ({select}) AS c"
     )
 }
 
@@ -108,6 +108,7 @@ pub fn from_row(r: &AnyRow) -> Result<Customer, StoreError> {
         birthday: birthday.as_deref().map(parse_birthday).transpose()?,
         created_at: from_millis(r.try_get("created_at")?),
         last_order_at: from_millis(r.try_get("last_order_at")?),
+        first_order_at: from_millis(r.try_get("first_order_at")?),
         orders_count: r.try_get("orders_count")?,
         total_spent: r.try_get("total_spent")?,
         tags: parse_json(&r.try_get::<String, _>("tags")?, "tags")?,
@@ -134,6 +135,7 @@ struct Listed(
     Option<i64>,
     String,
     Option<String>,
+    Option<i64>,
 );
 
 impl Listed {
@@ -155,6 +157,7 @@ impl Listed {
             birthday: self.6.as_deref().map(parse_birthday).transpose()?,
             created_at: from_millis(self.7),
             last_order_at: from_millis(self.8),
+            first_order_at: from_millis(self.15),
             orders_count: self.9,
             total_spent,
             tags: parse_json(&self.11, "tags")?,

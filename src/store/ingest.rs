@@ -139,34 +139,7 @@ impl Store {
     ) -> Result<ImportReport, StoreError> {
         let mut report = ImportReport::default();
         let mut tx = self.write_tx().await?;
-        let now = Utc::now().timestamp_millis();
-        for row in rows {
-            let row = match row {
-                Ok(r) => r,
-                Err(mut e) => {
-                    report.errors.append(&mut e);
-                    continue;
-                }
-            };
-            let known = super::sql::query("SELECT 1 FROM customers WHERE id = $1")
-                .bind(&row.customer_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-            if !known {
-                report.errors.push(RowError {
-                    line: row.line,
-                    column: None,
-                    field: "customer_id".into(),
-                    message: format!(
-                        "no customer has the id `{}`; import the customer first",
-                        row.customer_id
-                    ),
-                });
-                continue;
-            }
-            insert_event(&mut tx, &row, now, &mut report).await?;
-        }
+        events_in(&mut tx, rows, &mut report).await?;
         if report.written > 0 && (report.errors.is_empty() || skip_invalid) {
             super::wake::announce_in(self, &mut tx).await?;
         }
@@ -175,6 +148,97 @@ impl Store {
             super::wake::announce_after(self);
         }
         Ok(report)
+    }
+}
+
+/// Records events in a transaction that may write more: an event for a customer the
+/// store does not have is a row error.
+async fn events_in(
+    tx: &mut sqlx::AnyConnection,
+    rows: impl Iterator<Item = Result<EventRow, Vec<RowError>>>,
+    report: &mut ImportReport,
+) -> Result<(), StoreError> {
+    let now = Utc::now().timestamp_millis();
+    for row in rows {
+        let row = match row {
+            Ok(r) => r,
+            Err(mut e) => {
+                report.errors.append(&mut e);
+                continue;
+            }
+        };
+        let known = super::sql::query("SELECT 1 FROM customers WHERE id = $1")
+            .bind(&row.customer_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !known {
+            report.errors.push(RowError {
+                line: row.line,
+                column: None,
+                field: "customer_id".into(),
+                message: format!(
+                    "no customer has the id `{}`; import the customer first",
+                    row.customer_id
+                ),
+            });
+            continue;
+        }
+        insert_event(tx, &row, now, report).await?;
+    }
+    Ok(())
+}
+
+/// What a batch of customers, events and orders did (`POST /v1/segment`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub customers: u64,
+    pub events: u64,
+    pub orders: super::orders::OrderCounts,
+    pub errors: Vec<RowError>,
+}
+
+impl Store {
+    /// Customers, then orders, then events, in one transaction: all or none (a row error
+    /// anywhere keeps nothing). A batch sent twice leaves the store as once.
+    pub async fn record_batch(
+        &self,
+        customers: Vec<CustomerRow>,
+        orders: Vec<crate::import::OrderRow>,
+        events: Vec<EventRow>,
+    ) -> Result<BatchReport, StoreError> {
+        let mut out = BatchReport::default();
+        let mut tx = self.write_tx().await?;
+        let now = Utc::now();
+        for row in &customers {
+            match self
+                .upsert_customer(&mut tx, row, now.timestamp_millis())
+                .await?
+            {
+                Ok(()) => out.customers += 1,
+                Err(e) => out.errors.push(e),
+            }
+        }
+        let (counts, mut errors) = super::orders::write_orders(&mut tx, &orders, now).await?;
+        out.orders = counts;
+        out.errors.append(&mut errors);
+        let mut report = ImportReport::default();
+        events_in(&mut tx, events.into_iter().map(Ok), &mut report).await?;
+        out.events = report.written;
+        out.errors.append(&mut report.errors);
+        let woken = out.events + out.orders.events > 0;
+        if !out.errors.is_empty() {
+            tx.rollback().await?;
+            return Ok(out);
+        }
+        if woken {
+            super::wake::announce_in(self, &mut tx).await?;
+        }
+        tx.commit().await?;
+        if woken {
+            super::wake::announce_after(self);
+        }
+        Ok(out)
     }
 }
 

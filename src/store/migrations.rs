@@ -298,6 +298,46 @@ pub(super) const MIGRATIONS: &[(i64, &str, &[&str])] = &[
         "events too old when first seen are marked: they started no journey",
         &["ALTER TABLE events ADD COLUMN too_old INTEGER NOT NULL DEFAULT 0"],
     ),
+    (
+        19,
+        "the shop's orders, each customer's first order, and the sources' cursors",
+        &[
+            // The shop's orders, upserted by id: each customer's order figures are derived
+            // from the counted ones (`counted` is 0 for a cancelled or refunded order).
+            "CREATE TABLE orders (
+            id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL,
+            total DOUBLE PRECISION NOT NULL DEFAULT 0,
+            currency TEXT,
+            status TEXT NOT NULL,
+            coupon TEXT,
+            placed_at BIGINT NOT NULL,
+            lines TEXT NOT NULL DEFAULT '[]',
+            extra TEXT NOT NULL DEFAULT '{}',
+            counted INTEGER NOT NULL DEFAULT 1,
+            fingerprint TEXT NOT NULL,
+            recorded_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL
+        )",
+            "CREATE INDEX orders_by_customer ON orders (customer_id, placed_at)",
+            "ALTER TABLE customers ADD COLUMN first_order_at BIGINT",
+            // Where each source's feed (`customers`, `orders`) has read up to: the last
+            // row's `updated_at` and id as the shop's database gave them (JSON), moved in
+            // the transaction that writes the rows it covers.
+            "CREATE TABLE source_cursors (
+            source TEXT NOT NULL,
+            feed TEXT NOT NULL,
+            position TEXT,
+            rows_read BIGINT NOT NULL DEFAULT 0,
+            rows_refused BIGINT NOT NULL DEFAULT 0,
+            last_run_at BIGINT,
+            caught_up_at BIGINT,
+            last_error TEXT,
+            last_error_at BIGINT,
+            PRIMARY KEY (source, feed)
+        )",
+        ],
+    ),
 ];
 
 /// The migration after which suppressed addresses are kept as hashes.

@@ -300,7 +300,7 @@ const FLOORS: &[&[&str]] = &[
     &["config", "robots", "stats"],
     &["import"],
     &["store"],
-    &["workflow"],
+    &["workflow", "sync"],
     &["unsubscribe"],
     &["links"],
     &["engine"],

@@ -1,0 +1,257 @@
+//! `tidings sync` and the daemon's syncs: each source's feeds read from the shop's own
+//! database after their cursors, a page at a time, checked as an import's rows are, and
+//! written with the cursor in one transaction. A refused row is reported and holds the
+//! cursor before it (the rows after it are still written, and read again next time), so
+//! nothing the shop has is ever skipped; a source that fails is reported and the others
+//! go on.
+
+pub mod rows;
+pub mod shop;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::config::SourceConfig;
+use crate::import::RowError;
+use crate::store::orders::OrderCounts;
+use crate::store::sources::{Position, SourcePage, SourceRows};
+use crate::store::{Store, StoreError};
+use shop::{Shop, ShopError, ShopRow};
+
+/// What a sync of one source did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SyncReport {
+    pub source: String,
+    pub feeds: Vec<FeedReport>,
+    /// The error that stopped the source (the database is down, a query fails).
+    pub error: Option<String>,
+}
+
+/// What a sync of one feed did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FeedReport {
+    pub feed: &'static str,
+    pub read: u64,
+    pub customers: u64,
+    pub orders: OrderCounts,
+    /// Each refused row, as `source shop, orders row id=17: …`.
+    pub refused: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Syncs one source: every feed from its cursor to the end. The shop's failures are in
+/// the report; only the store's own failure is an error.
+pub async fn sync_source(
+    store: &Store,
+    name: &str,
+    source: &SourceConfig,
+    url: &str,
+    dry_run: bool,
+) -> Result<SyncReport, SyncError> {
+    let mut report = SyncReport {
+        source: name.to_string(),
+        ..Default::default()
+    };
+    let failed = |e: ShopError| format!("source {name}: {e}");
+    let mut shop = match Shop::open(url).await {
+        Ok(s) => s,
+        Err(e) => {
+            let message = failed(e);
+            for (feed, _) in source.feeds() {
+                if !dry_run {
+                    store
+                        .source_run_ended(name, feed, false, Some(&message), Utc::now())
+                        .await?;
+                }
+            }
+            report.error = Some(message);
+            return Ok(report);
+        }
+    };
+    if let Err(e) = shop.begin().await {
+        report.error = Some(failed(e));
+        shop.end().await;
+        return Ok(report);
+    }
+    for (feed, query) in source.feeds() {
+        let mut feed_report = FeedReport {
+            feed,
+            ..Default::default()
+        };
+        let result = sync_feed(
+            store,
+            &mut shop,
+            name,
+            feed,
+            query,
+            source.page,
+            dry_run,
+            &mut feed_report,
+        )
+        .await;
+        let error = match result {
+            Ok(()) => None,
+            Err(FeedError::Shop(e)) => Some(format!("source {name}, {feed}: {e}")),
+            Err(FeedError::Store(e)) => {
+                shop.end().await;
+                return Err(e.into());
+            }
+        };
+        let caught_up = error.is_none() && feed_report.refused.is_empty();
+        if !dry_run {
+            store
+                .source_run_ended(name, feed, caught_up, error.as_deref(), Utc::now())
+                .await?;
+        }
+        feed_report.error = error;
+        report.feeds.push(feed_report);
+    }
+    shop.end().await;
+    Ok(report)
+}
+
+enum FeedError {
+    Shop(ShopError),
+    Store(StoreError),
+}
+
+impl From<ShopError> for FeedError {
+    fn from(e: ShopError) -> Self {
+        FeedError::Shop(e)
+    }
+}
+
+impl From<StoreError> for FeedError {
+    fn from(e: StoreError) -> Self {
+        FeedError::Store(e)
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the feed's identity, its query and the run's mode
+async fn sync_feed(
+    store: &Store,
+    shop: &mut Shop,
+    name: &str,
+    feed: &'static str,
+    query: &str,
+    page: u32,
+    dry_run: bool,
+    report: &mut FeedReport,
+) -> Result<(), FeedError> {
+    let plan = shop.feed(query, page).await?;
+    let mut after: Option<Position> = store.source_position(name, feed).await?;
+    // Once a row is refused, the cursor stays before it for the rest of the run.
+    let mut held = false;
+    loop {
+        let rows = shop.page(&plan, after.as_ref()).await?;
+        let Some(last) = rows.last() else { break };
+        let last_position = last.position.clone();
+        let full = rows.len() == page as usize;
+        report.read += rows.len() as u64;
+        let (checked, mut refused) = check(feed, &rows);
+        let written = store
+            .write_source_page(SourcePage {
+                source: name,
+                feed,
+                rows: checked,
+                positions: rows.iter().map(|r| r.position.clone()).collect(),
+                refused: refused.iter().map(|(i, _)| *i).collect(),
+                held,
+                now: Utc::now(),
+                dry_run,
+            })
+            .await?;
+        held |= written.held;
+        // The store's refusals (an unknown customer) by the row they came from.
+        for e in &written.errors {
+            refused.push((e.line.saturating_sub(1) as usize, e.clone()));
+        }
+        report.customers += written.customers;
+        report.orders.add(&written.orders);
+        refused.sort_by_key(|(i, _)| *i);
+        for (i, e) in refused {
+            report.refused.push(format!(
+                "source {name}, {feed} row id={}: {}",
+                key_text(&rows[i].position.id),
+                describe(&e)
+            ));
+        }
+        after = Some(last_position);
+        if !full {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A page's rows as the importer reads them: the good ones, and each refused row's index
+/// and problem. A row's `line` is its index plus one.
+fn check(feed: &str, rows: &[ShopRow]) -> (SourceRows, Vec<(usize, RowError)>) {
+    let objects: Vec<_> = rows
+        .iter()
+        .map(|r| rows::normalized(feed, r.data.clone()))
+        .collect();
+    let mut refused = Vec::new();
+    let mut keep = |i: usize, errors: Vec<RowError>| {
+        for e in errors {
+            refused.push((i, e));
+        }
+    };
+    let checked = if feed == "orders" {
+        let mut good = Vec::new();
+        for (i, row) in crate::import::orders_of(&objects).into_iter().enumerate() {
+            match row {
+                Ok(r) => good.push(r),
+                Err(e) => keep(i, e),
+            }
+        }
+        SourceRows::Orders(good)
+    } else {
+        let mut good = Vec::new();
+        for (i, row) in crate::import::customers_of(&objects)
+            .into_iter()
+            .enumerate()
+        {
+            match row {
+                Ok(r) => good.push(r),
+                Err(e) => keep(i, e),
+            }
+        }
+        SourceRows::Customers(good)
+    };
+    (checked, refused)
+}
+
+fn describe(e: &RowError) -> String {
+    if e.field.is_empty() {
+        e.message.clone()
+    } else {
+        format!("`{}`: {}", e.field, e.message)
+    }
+}
+
+fn key_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The moment a cursor's `updated_at` names, when it is a time (a number is not).
+pub fn cursor_time(p: &Position) -> Option<DateTime<Utc>> {
+    let Value::String(s) = &p.updated_at else {
+        return None;
+    };
+    crate::time::parse_time(&rows::time_text(s)).ok()
+}
+
+/// How far behind a feed is: the time since it last caught up.
+pub fn lag(caught_up_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<chrono::TimeDelta> {
+    caught_up_at.map(|t| now - t)
+}
