@@ -7,7 +7,9 @@ use std::path::Path;
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(tidings_without_postgres)");
     println!("cargo::rustc-check-cfg=cfg(tidings_without_browser)");
+    println!("cargo::rustc-check-cfg=cfg(tidings_without_mysql)");
     println!("cargo::rerun-if-env-changed=TIDINGS_TEST_DATABASE_URL");
+    println!("cargo::rerun-if-env-changed=TIDINGS_TEST_MYSQL_URL");
     println!("cargo::rerun-if-env-changed=CHROMIUM");
     // A directory is watched by the newest time of anything inside it: `npm ci` and
     // installing Chromium both show up without a path that may not exist yet (a missing
@@ -20,6 +22,9 @@ fn main() {
 
     if std::env::var("TIDINGS_TEST_DATABASE_URL").map_or(true, |url| url.is_empty()) {
         println!("cargo::rustc-cfg=tidings_without_postgres");
+    }
+    if std::env::var("TIDINGS_TEST_MYSQL_URL").map_or(true, |url| url.is_empty()) {
+        println!("cargo::rustc-cfg=tidings_without_mysql");
     }
     let packages = Path::new("tests/browser/node_modules/playwright-core").exists();
     if !packages || !Path::new(&chromium).exists() {

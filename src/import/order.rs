@@ -121,6 +121,9 @@ impl Parts {
             "status" => self.status = text(fail).map(|s| s.to_lowercase()),
             "coupon" => self.coupon = text(fail),
             "placed_at" | "updated_at" => {
+                if matches!(cell, Cell::Json(Value::String(t)) if t.trim().is_empty()) {
+                    return fail(format!("`{field}` is empty; write a time, or leave it out"));
+                }
                 let Some(t) = text(fail) else { return };
                 match parse_time(&t) {
                     Ok(t) if field == "placed_at" => self.placed_at = Some(t),

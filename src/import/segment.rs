@@ -73,9 +73,12 @@ pub fn segment(messages: &[Value], now: DateTime<Utc>) -> SegmentRows {
                 continue;
             }
         }
+        if let Some(e) = shapes(line, m) {
+            out.errors.push(e);
+            continue;
+        }
         let user = match m.get("userId") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-            Some(Value::Number(n)) => n.to_string(),
             _ => {
                 out.errors.push(fail(
                     "userId",
@@ -112,6 +115,28 @@ pub fn segment(messages: &[Value], now: DateTime<Utc>) -> SegmentRows {
         }
     }
     out
+}
+
+/// The first key of a message whose value is not of the type Segment's spec gives it.
+fn shapes(line: u64, m: &Map<String, Value>) -> Option<RowError> {
+    let object = |v: &Value| v.is_object() || v.is_null();
+    let text = |v: &Value| v.is_string() || v.is_null();
+    let checks: [(&str, fn(&Value) -> bool, &str); 5] = [
+        ("traits", object, "a JSON object"),
+        ("properties", object, "a JSON object"),
+        ("context", object, "a JSON object"),
+        ("messageId", text, "text"),
+        ("anonymousId", text, "text"),
+    ];
+    checks.into_iter().find_map(|(key, fits, what)| {
+        let v = m.get(key)?;
+        (!fits(v)).then(|| RowError {
+            line,
+            column: None,
+            field: key.into(),
+            message: format!("`{key}` must be {what}, found `{v}`"),
+        })
+    })
 }
 
 fn identify(line: u64, user: &str, m: &Map<String, Value>) -> Result<CustomerRow, Vec<RowError>> {

@@ -432,8 +432,8 @@ fn admits(property: &Value, value: &Value) -> bool {
     })
 }
 
-/// The OpenAPI document and the code agree: for every property of the Customer, Event and
-/// Suppression schemas and a value of every JSON type, the daemon takes (200) what the
+/// The OpenAPI document and the code agree: for every property of the Customer, Event,
+/// Suppression, Order and Segment message schemas and a value of every JSON type, the daemon takes (200) what the
 /// schema admits and refuses (422, pointing at the property) what it does not — and an
 /// empty string where the schema asks for a format or a length.
 #[test]
@@ -461,6 +461,16 @@ fn the_api_takes_exactly_what_its_schema_admits() {
             "Suppression",
             "/v1/suppressions",
             json!({"email": "walk@example.com", "type": "bounce"}),
+        ),
+        (
+            "Order",
+            "/v1/orders",
+            json!({"id": "w1", "customer_id": "c1", "total": 10, "placed_at": "2026-06-01T10:00:00Z"}),
+        ),
+        (
+            "SegmentMessage",
+            "/v1/segment",
+            json!({"type": "track", "userId": "c1", "event": "Walked"}),
         ),
     ] {
         let properties = schemas[schema]["properties"].as_object().unwrap();

@@ -910,6 +910,8 @@ fn the_openapi_document_is_served_and_matches_the_routes() {
         "POST /u/{token}",
         "POST /v1/customers",
         "POST /v1/events",
+        "POST /v1/orders",
+        "POST /v1/segment",
         "POST /v1/suppressions",
     ];
     routes.sort();

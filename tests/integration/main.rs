@@ -23,6 +23,7 @@ mod report;
 mod restart;
 mod retention;
 mod schedule;
+mod shop_api;
 mod simulate;
 mod smtp;
 mod status;

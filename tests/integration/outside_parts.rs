@@ -31,6 +31,30 @@ fn postgresql_is_there_for_the_store_tests() {
 
 #[test]
 #[cfg_attr(
+    tidings_without_mysql,
+    ignore = "skipped: the MySQL (MariaDB) half of the source tests needs TIDINGS_TEST_MYSQL_URL (e.g. mysql://root@127.0.0.1:3306/test) when `cargo test` is built"
+)]
+fn mysql_is_there_for_the_source_tests() {
+    let url = std::env::var("TIDINGS_TEST_MYSQL_URL").unwrap_or_default();
+    assert!(
+        !url.is_empty(),
+        "TIDINGS_TEST_MYSQL_URL was set when the tests were built and is not now: run `cargo test` with it set"
+    );
+    crate::store::runtime().block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::MySqlConnection::connect(&url)
+            .await
+            .expect("MySQL at TIDINGS_TEST_MYSQL_URL accepts connections");
+        let one: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+    });
+}
+
+#[test]
+#[cfg_attr(
     tidings_without_browser,
     ignore = "skipped: the report's check in headless Chromium needs Debian's chromium and `npm ci --prefix tests/browser`"
 )]
