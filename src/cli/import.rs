@@ -65,37 +65,44 @@ pub fn run(
                 args.skip_invalid,
             )),
         ),
-        ImportKind::Orders => {
-            let report = runtime.block_on(store.import_orders(
+        ImportKind::Orders => (
+            "order",
+            runtime.block_on(orders(
+                &store,
                 import::orders(reader, format).inspect(|_| count(&meter.rows)),
                 args.skip_invalid,
-            ));
-            let report = report.map(|r| {
-                let c = &r.counts;
-                if r.committed && c.new + c.changed + c.events > 0 {
-                    // Said before the summary line, on the same stream as errors are not.
-                    let _ = writeln!(
-                        std::io::stdout(),
-                        "{} new, {} changed, {} unchanged; {} events recorded",
-                        c.new,
-                        c.changed,
-                        c.unchanged,
-                        c.events
-                    );
-                }
-                ImportReport {
-                    written: c.new + c.changed,
-                    errors: r.errors,
-                    committed: r.committed,
-                }
-            });
-            ("order", report)
-        }
+            )),
+        ),
     };
     line.finish();
     let report = report?;
     runtime.block_on(store.close());
     Ok(print_report(&name, what, &report, args.skip_invalid)?)
+}
+
+/// Imports orders; says what changed before the summary line `print_report` writes.
+async fn orders(
+    store: &crate::store::Store,
+    rows: impl Iterator<Item = Result<import::OrderRow, Vec<RowError>>>,
+    skip_invalid: bool,
+) -> Result<ImportReport, crate::store::StoreError> {
+    let r = store.import_orders(rows, skip_invalid).await?;
+    let c = &r.counts;
+    if r.committed {
+        let _ = writeln!(
+            std::io::stdout(),
+            "{} new, {} changed, {} unchanged; {} events recorded",
+            c.new,
+            c.changed,
+            c.unchanged,
+            c.events
+        );
+    }
+    Ok(ImportReport {
+        written: c.new + c.changed,
+        errors: r.errors,
+        committed: r.committed,
+    })
 }
 
 fn print_report(

@@ -117,11 +117,14 @@ pub fn segment(messages: &[Value], now: DateTime<Utc>) -> SegmentRows {
     out
 }
 
+/// A key, whether its value fits, and what it must be.
+type Shape = (&'static str, fn(&Value) -> bool, &'static str);
+
 /// The first key of a message whose value is not of the type Segment's spec gives it.
 fn shapes(line: u64, m: &Map<String, Value>) -> Option<RowError> {
     let object = |v: &Value| v.is_object() || v.is_null();
     let text = |v: &Value| v.is_string() || v.is_null();
-    let checks: [(&str, fn(&Value) -> bool, &str); 5] = [
+    let checks: [Shape; 5] = [
         ("traits", object, "a JSON object"),
         ("properties", object, "a JSON object"),
         ("context", object, "a JSON object"),
@@ -251,6 +254,16 @@ fn track(
     if name != ORDER_COMPLETED {
         return Ok((event, None));
     }
+    Ok((event, Some(order_of(line, user, &properties, stamp)?)))
+}
+
+/// An `Order Completed` message's order, each problem named by the property it came from.
+fn order_of(
+    line: u64,
+    user: &str,
+    properties: &Map<String, Value>,
+    stamp: String,
+) -> Result<OrderRow, Vec<RowError>> {
     let mut order = Map::new();
     order.insert("customer_id".into(), Value::String(user.to_string()));
     order.insert("placed_at".into(), Value::String(stamp));
@@ -281,7 +294,7 @@ fn track(
         .iter()
         .map(|(k, v)| (k.clone(), None, Cell::Json(v)))
         .collect();
-    let order = order_from_cells(line, cells).map_err(|errors| {
+    order_from_cells(line, cells).map_err(|errors| {
         errors
             .into_iter()
             .map(|mut e| {
@@ -293,8 +306,7 @@ fn track(
                 e
             })
             .collect::<Vec<_>>()
-    })?;
-    Ok((event, Some(order)))
+    })
 }
 
 /// `Order Completed` → `order_completed`: the form workflows name events in.

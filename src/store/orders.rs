@@ -138,52 +138,8 @@ pub async fn write_orders(
     }
     let mut rows: Vec<&OrderRow> = last.into_values().collect();
     rows.sort_by_key(|r| r.line);
-    let customers: Vec<&str> = unique(rows.iter().map(|r| r.order.customer_id.as_str()));
-    let known: HashSet<String> = fetch_in(
-        conn,
-        "SELECT id FROM customers WHERE id IN ({list})",
-        &[],
-        &customers,
-    )
-    .await?
-    .iter()
-    .map(|r| r.try_get::<String, _>(0))
-    .collect::<Result<_, _>>()?;
-    rows.retain(|r| {
-        let ok = known.contains(&r.order.customer_id);
-        if !ok {
-            errors.push(RowError {
-                line: r.line,
-                column: None,
-                field: "customer_id".into(),
-                message: format!(
-                    "order `{}`: no customer has the id `{}`; import the customer first",
-                    r.order.id, r.order.customer_id
-                ),
-            });
-        }
-        ok
-    });
-    let ids: Vec<&str> = rows.iter().map(|r| r.order.id.as_str()).collect();
-    let mut kept: HashMap<String, Kept> = HashMap::new();
-    for r in fetch_in(
-        conn,
-        "SELECT id, customer_id, status, fingerprint FROM orders WHERE id IN ({list})",
-        &[],
-        &ids,
-    )
-    .await?
-    {
-        let status: String = r.try_get("status")?;
-        kept.insert(
-            r.try_get("id")?,
-            Kept {
-                customer_id: r.try_get("customer_id")?,
-                standing: Standing::of(&status),
-                fingerprint: r.try_get("fingerprint")?,
-            },
-        );
-    }
+    known_customers(conn, &mut rows, &mut errors).await?;
+    let kept = kept_orders(conn, &rows).await?;
     let mut writes: Vec<(&OrderRow, String)> = Vec::new();
     let mut events: Vec<OrderEvent> = Vec::new();
     let mut touched: Vec<String> = Vec::new();
@@ -225,6 +181,69 @@ pub async fn write_orders(
     counts.events = record(conn, &events, now).await?;
     derive_figures(conn, &touched, now).await?;
     Ok((counts, errors))
+}
+
+/// Refuses (into `errors`) the rows whose customer the store does not have.
+async fn known_customers(
+    conn: &mut sqlx::AnyConnection,
+    rows: &mut Vec<&OrderRow>,
+    errors: &mut Vec<RowError>,
+) -> Result<(), StoreError> {
+    let customers: Vec<&str> = unique(rows.iter().map(|r| r.order.customer_id.as_str()));
+    let known: HashSet<String> = fetch_in(
+        conn,
+        "SELECT id FROM customers WHERE id IN ({list})",
+        &[],
+        &customers,
+    )
+    .await?
+    .iter()
+    .map(|r| r.try_get::<String, _>(0))
+    .collect::<Result<_, _>>()?;
+    rows.retain(|r| {
+        let ok = known.contains(&r.order.customer_id);
+        if !ok {
+            errors.push(RowError {
+                line: r.line,
+                column: None,
+                field: "customer_id".into(),
+                message: format!(
+                    "order `{}`: no customer has the id `{}`; import the customer first",
+                    r.order.id, r.order.customer_id
+                ),
+            });
+        }
+        ok
+    });
+    Ok(())
+}
+
+/// What the store holds of these orders already, by id.
+async fn kept_orders(
+    conn: &mut sqlx::AnyConnection,
+    rows: &[&OrderRow],
+) -> Result<HashMap<String, Kept>, StoreError> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.order.id.as_str()).collect();
+    let mut kept = HashMap::new();
+    for r in fetch_in(
+        conn,
+        "SELECT id, customer_id, status, fingerprint FROM orders WHERE id IN ({list})",
+        &[],
+        &ids,
+    )
+    .await?
+    {
+        let status: String = r.try_get("status")?;
+        kept.insert(
+            r.try_get("id")?,
+            Kept {
+                customer_id: r.try_get("customer_id")?,
+                standing: Standing::of(&status),
+                fingerprint: r.try_get("fingerprint")?,
+            },
+        );
+    }
+    Ok(kept)
 }
 
 /// What the store held of an order before this page.

@@ -51,8 +51,13 @@ pub struct SourcePage<'a> {
     /// A row was refused earlier in this run: the cursor stays where it is.
     pub held: bool,
     pub now: DateTime<Utc>,
-    /// Check everything, keep nothing.
-    pub dry_run: bool,
+}
+
+/// The transaction pages are written in: one per page, or one for a whole dry run (which
+/// ends rolled back, so that an order sees the customers read before it).
+pub struct SourceTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    events: u64,
 }
 
 /// A feed as `status` shows it.
@@ -91,22 +96,50 @@ impl Store {
             .transpose()
     }
 
-    /// Writes a page's good rows and moves the cursor, in one transaction.
-    pub async fn write_source_page(&self, page: SourcePage<'_>) -> Result<PageWritten, StoreError> {
+    pub async fn source_tx(&self) -> Result<SourceTx, StoreError> {
+        Ok(SourceTx {
+            tx: self.write_tx().await?,
+            events: 0,
+        })
+    }
+
+    /// Commits what the pages wrote (waking the daemons when they recorded events), or
+    /// rolls it back.
+    pub async fn end_source_tx(&self, mut t: SourceTx, keep: bool) -> Result<(), StoreError> {
+        if !keep {
+            t.tx.rollback().await?;
+            return Ok(());
+        }
+        if t.events > 0 {
+            super::wake::announce_in(self, &mut t.tx).await?;
+        }
+        t.tx.commit().await?;
+        if t.events > 0 {
+            super::wake::announce_after(self);
+        }
+        Ok(())
+    }
+
+    /// Writes a page's good rows and moves the cursor with them.
+    pub async fn write_source_page(
+        &self,
+        t: &mut SourceTx,
+        page: SourcePage<'_>,
+    ) -> Result<PageWritten, StoreError> {
         let mut out = PageWritten::default();
-        let mut tx = self.write_tx().await?;
+        let tx = &mut t.tx;
         let now_ms = page.now.timestamp_millis();
         match &page.rows {
             SourceRows::Customers(rows) => {
                 for row in rows {
-                    match self.upsert_customer(&mut tx, row, now_ms).await? {
+                    match self.upsert_customer(tx, row, now_ms).await? {
                         Ok(()) => out.customers += 1,
                         Err(e) => out.errors.push(e),
                     }
                 }
             }
             SourceRows::Orders(rows) => {
-                let (counts, errors) = write_orders(&mut tx, rows, page.now).await?;
+                let (counts, errors) = write_orders(tx, rows, page.now).await?;
                 out.orders = counts;
                 out.errors = errors;
             }
@@ -141,20 +174,9 @@ impl Store {
         .bind(page.positions.len() as i64)
         .bind(refused as i64)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        let woken = out.orders.events > 0;
-        if page.dry_run {
-            tx.rollback().await?;
-            return Ok(out);
-        }
-        if woken {
-            super::wake::announce_in(self, &mut tx).await?;
-        }
-        tx.commit().await?;
-        if woken {
-            super::wake::announce_after(self);
-        }
+        t.events += out.orders.events;
         Ok(out)
     }
 

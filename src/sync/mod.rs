@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::config::SourceConfig;
 use crate::import::RowError;
 use crate::store::orders::OrderCounts;
-use crate::store::sources::{Position, SourcePage, SourceRows};
+use crate::store::sources::{Position, SourcePage, SourceRows, SourceTx};
 use crate::store::{Store, StoreError};
 use shop::{Shop, ShopError, ShopRow};
 
@@ -79,22 +79,23 @@ pub async fn sync_source(
         shop.end().await;
         return Ok(report);
     }
+    // A dry run writes every page in one transaction and rolls it back at the end.
+    let mut dry = match dry_run {
+        true => Some(store.source_tx().await?),
+        false => None,
+    };
     for (feed, query) in source.feeds() {
         let mut feed_report = FeedReport {
             feed,
             ..Default::default()
         };
-        let result = sync_feed(
-            store,
-            &mut shop,
-            name,
+        let at = Feed {
+            source: name,
             feed,
             query,
-            source.page,
-            dry_run,
-            &mut feed_report,
-        )
-        .await;
+            page: source.page,
+        };
+        let result = sync_feed(store, &mut shop, &at, &mut dry, &mut feed_report).await;
         let error = match result {
             Ok(()) => None,
             Err(FeedError::Shop(e)) => Some(format!("source {name}, {feed}: {e}")),
@@ -113,7 +114,18 @@ pub async fn sync_source(
         report.feeds.push(feed_report);
     }
     shop.end().await;
+    if let Some(tx) = dry {
+        store.end_source_tx(tx, false).await?;
+    }
     Ok(report)
+}
+
+/// Which feed of which source, and how it is read.
+struct Feed<'a> {
+    source: &'a str,
+    feed: &'static str,
+    query: &'a str,
+    page: u32,
 }
 
 enum FeedError {
@@ -133,18 +145,15 @@ impl From<StoreError> for FeedError {
     }
 }
 
-#[allow(clippy::too_many_arguments)] // the feed's identity, its query and the run's mode
 async fn sync_feed(
     store: &Store,
     shop: &mut Shop,
-    name: &str,
-    feed: &'static str,
-    query: &str,
-    page: u32,
-    dry_run: bool,
+    at: &Feed<'_>,
+    dry: &mut Option<SourceTx>,
     report: &mut FeedReport,
 ) -> Result<(), FeedError> {
-    let plan = shop.feed(query, page).await?;
+    let (name, feed, page) = (at.source, at.feed, at.page);
+    let plan = shop.feed(at.query, page).await?;
     let mut after: Option<Position> = store.source_position(name, feed).await?;
     // Once a row is refused, the cursor stays before it for the rest of the run.
     let mut held = false;
@@ -155,18 +164,24 @@ async fn sync_feed(
         let full = rows.len() == page as usize;
         report.read += rows.len() as u64;
         let (checked, mut refused) = check(feed, &rows);
-        let written = store
-            .write_source_page(SourcePage {
-                source: name,
-                feed,
-                rows: checked,
-                positions: rows.iter().map(|r| r.position.clone()).collect(),
-                refused: refused.iter().map(|(i, _)| *i).collect(),
-                held,
-                now: Utc::now(),
-                dry_run,
-            })
-            .await?;
+        let page_rows = SourcePage {
+            source: name,
+            feed,
+            rows: checked,
+            positions: rows.iter().map(|r| r.position.clone()).collect(),
+            refused: refused.iter().map(|(i, _)| *i).collect(),
+            held,
+            now: Utc::now(),
+        };
+        let written = match dry {
+            Some(tx) => store.write_source_page(tx, page_rows).await?,
+            None => {
+                let mut tx = store.source_tx().await?;
+                let written = store.write_source_page(&mut tx, page_rows).await?;
+                store.end_source_tx(tx, true).await?;
+                written
+            }
+        };
         held |= written.held;
         // The store's refusals (an unknown customer) by the row they came from.
         for e in &written.errors {
@@ -176,9 +191,9 @@ async fn sync_feed(
         report.orders.add(&written.orders);
         refused.sort_by_key(|(i, _)| *i);
         for (i, e) in refused {
+            let id = key_text(&rows[i].position.id);
             report.refused.push(format!(
-                "source {name}, {feed} row id={}: {}",
-                key_text(&rows[i].position.id),
+                "source {name}, {feed} row id={id}: {}",
                 describe(&e)
             ));
         }

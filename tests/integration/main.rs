@@ -26,6 +26,7 @@ mod schedule;
 mod shop_api;
 mod simulate;
 mod smtp;
+mod sources;
 mod status;
 mod store;
 mod takeover;
