@@ -86,7 +86,9 @@ async fn orders(
     rows: impl Iterator<Item = Result<import::OrderRow, Vec<RowError>>>,
     skip_invalid: bool,
 ) -> Result<ImportReport, crate::store::StoreError> {
-    let r = store.import_orders(rows, skip_invalid).await?;
+    let r = store
+        .import_orders(rows, skip_invalid, chrono::Utc::now())
+        .await?;
     let c = &r.counts;
     if r.committed {
         let _ = writeln!(

@@ -37,7 +37,11 @@ pub(super) async fn orders(
         Err(r) => return r,
     };
     let rows = crate::import::orders_of(&rows);
-    match api.store.import_orders(rows.into_iter(), false).await {
+    match api
+        .store
+        .import_orders(rows.into_iter(), false, Utc::now())
+        .await
+    {
         Ok(report) if !report.errors.is_empty() => row_problems(&report.errors, list),
         Ok(report) => {
             let c = &report.counts;

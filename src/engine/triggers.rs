@@ -136,7 +136,7 @@ impl Engine {
         // only marked processed, all in one statement.
         let mut idle = Vec::new();
         for stored in &events {
-            let Some((mut triggered, resumes)) = self.what_it_does(stored) else {
+            let Some((mut triggered, resumes)) = self.what_it_does(stored, now) else {
                 idle.push(stored.event.id.as_str());
                 continue;
             };
@@ -189,6 +189,13 @@ impl Engine {
             customer_rows::save_customer(&mut tx, &customer, stored.event.at).await?;
             self.restage(&mut tx, &customer, None, stored.event.at)
                 .await?;
+        } else if crate::model::order::changes_figures(&stored.event.name)
+            && now - stored.event.at <= self.settings.max_event_age
+        {
+            // The order's figures were kept when it came in; its stage moves now (an old
+            // order's stage is the daily sweep's: the rules read the figures as of now).
+            self.restage(&mut tx, &customer, None, stored.event.at)
+                .await?;
         }
         let reads = triggered.iter().any(|w| w.reads_history());
         let at = stored.event.at;
@@ -230,7 +237,11 @@ impl Engine {
 
     /// The workflows an event starts and whether it may end a wait; `None` when it does
     /// nothing at all (no trigger, no change to its customer, no wait for it).
-    fn what_it_does(&self, stored: &events::StoredEvent) -> Option<(Vec<&Arc<Workflow>>, bool)> {
+    fn what_it_does(
+        &self,
+        stored: &events::StoredEvent,
+        now: DateTime<Utc>,
+    ) -> Option<(Vec<&Arc<Workflow>>, bool)> {
         let triggered: Vec<&Arc<Workflow>> = self
             .plan
             .workflows
@@ -239,7 +250,13 @@ impl Engine {
             .collect();
         let unsubscribes = stored.event.name == crate::model::customer::UNSUBSCRIBED_EVENT;
         let resumes = self.resumes(&stored.event);
+        // An order changed the customer's figures when it came in: their stage follows
+        // (an old order's is left to the daily sweep, as a bulk import's are).
+        let restages = self.plan.stages.is_some()
+            && crate::model::order::changes_figures(&stored.event.name)
+            && now - stored.event.at <= self.settings.max_event_age;
         let idle = triggered.is_empty()
+            && !restages
             && stored.set.is_empty()
             && !unsubscribes
             && !resumes

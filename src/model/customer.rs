@@ -436,6 +436,11 @@ impl Event {
         let mut properties = Map::new();
         properties.insert("order_id".into(), Value::from("1001"));
         properties.insert("total".into(), Value::from(59.9));
+        properties.insert("currency".into(), Value::from("EUR"));
+        properties.insert(
+            "lines".into(),
+            serde_json::json!([{"sku": "TEA-1", "name": "Sencha", "quantity": 2, "price": 29.95}]),
+        );
         Self {
             id: "sample-event".into(),
             name: name.to_string(),

@@ -13,6 +13,11 @@ pub const ORDER_CANCELLED: &str = "order_cancelled";
 /// The event an order records when its status becomes `refunded` (once).
 pub const ORDER_REFUNDED: &str = "order_refunded";
 
+/// Whether an event is one an order records (its customer's figures changed with it).
+pub fn changes_figures(event: &str) -> bool {
+    [ORDER_PLACED, ORDER_CANCELLED, ORDER_REFUNDED].contains(&event)
+}
+
 /// The columns of an order, in the order the store, the CSV header and an event's
 /// properties use (`id` is `order_id` in the event).
 pub const ORDER_FIELDS: &[&str] = &[

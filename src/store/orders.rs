@@ -48,16 +48,16 @@ pub struct OrderReport {
 }
 
 impl Store {
-    /// Upserts orders by id in one transaction. With `skip_invalid` false, one bad row (or
+    /// Upserts orders by id in one transaction, as of `now` (a rehearsal's clock). With `skip_invalid` false, one bad row (or
     /// an order of a customer nobody imported) means nothing is written.
     pub async fn import_orders(
         &self,
         rows: impl Iterator<Item = Result<OrderRow, Vec<RowError>>>,
         skip_invalid: bool,
+        now: DateTime<Utc>,
     ) -> Result<OrderReport, StoreError> {
         let mut report = OrderReport::default();
         let mut tx = self.write_tx().await?;
-        let now = Utc::now();
         let mut lines: HashMap<String, u64> = HashMap::new();
         let mut page = Vec::new();
         for row in rows {

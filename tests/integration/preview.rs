@@ -14,11 +14,7 @@ fn demo(name: &str) -> crate::store::Backend {
         "tidings.yaml",
         "database: ${TIDINGS_DB}\nunsubscribe:\n  base_url: https://acme.example/u\n  secret: preview-test-key\n",
     );
-    let file = crate::common::repo_root().join("examples/demo/customers.csv");
-    let run = tidings(&b)
-        .args(["import", "customers", file.to_str().unwrap()])
-        .run();
-    assert_eq!(run.code, 0, "{}", run.transcript());
+    crate::store::import_demo(&b, "customers");
     b
 }
 

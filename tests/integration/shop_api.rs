@@ -76,7 +76,7 @@ fn named(b: &Backend, name: &str) -> i64 {
 fn orders_posted_keep_each_customers_figures_on_both_stores() {
     for b in backends("shop-api-orders") {
         let (_server, port, daemon) = daemon(&b);
-        let demo_orders = named(&b, "order_placed");
+        let (demo_orders, demo_refunds) = (named(&b, "order_placed"), named(&b, "order_refunded"));
         let orders = json!([
             {"id": "o1", "customer_id": "c1", "total": 10.5, "currency": "eur", "status": "completed", "placed_at": "2026-05-01T10:00:00Z", "lines": [{"sku": "TEA-1", "quantity": 1}]},
             {"id": "o2", "customer_id": "c1", "total": 20, "status": "cancelled", "placed_at": "2026-05-02T10:00:00Z"},
@@ -108,7 +108,7 @@ fn orders_posted_keep_each_customers_figures_on_both_stores() {
             assert_eq!(status, 200, "{}: {answer}", b.label);
             assert_eq!(answer["events"], expected, "{}: {answer}", b.label);
         }
-        assert_eq!(named(&b, "order_refunded"), 1, "{}", b.label);
+        assert_eq!(named(&b, "order_refunded"), demo_refunds + 1, "{}", b.label);
         assert_eq!(
             figures(&b, "c1"),
             (1, 10.5, placed.2.clone(), placed.2.clone()),

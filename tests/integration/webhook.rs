@@ -22,9 +22,11 @@ fn project(b: &Backend, config: &str) {
         &format!("database: ${{TIDINGS_DB}}\n{config}"),
     );
     write(&b.dir, "events.csv", CANCELLED);
-    let demo = crate::common::repo_root().join("examples/demo/customers.csv");
+    let demo = crate::common::repo_root().join("examples/demo");
+    let (customers, orders) = (demo.join("customers.csv"), demo.join("orders.csv"));
     for (kind, file) in [
-        ("customers", demo.to_str().unwrap()),
+        ("customers", customers.to_str().unwrap()),
+        ("orders", orders.to_str().unwrap()),
         ("events", "events.csv"),
     ] {
         let run = tidings(b).args(["import", kind, file]).run();

@@ -197,6 +197,17 @@ impl Run {
         if let Some(e) = report.errors.first() {
             return Err(format!("fixture customer {}: {}", e.line, e.message));
         }
+        let report = store
+            .import_orders(
+                import::orders_of(&case.orders).into_iter(),
+                false,
+                case.start,
+            )
+            .await
+            .map_err(why)?;
+        if let Some(e) = report.errors.first() {
+            return Err(format!("fixture order {}: {}", e.line, e.message));
+        }
         let templates = plan
             .workflow(workflow)
             .map(|wf| wf.email_templates().into_iter().collect())
@@ -239,6 +250,22 @@ impl Run {
         }
     }
 
+    /// An order the shop reports now (unless it says when it was placed).
+    async fn order(&mut self, row: &Map<String, Json>) -> Result<(), String> {
+        let mut row = row.clone();
+        row.entry("placed_at")
+            .or_insert_with(|| Json::String(self.now.to_rfc3339()));
+        let report = self
+            .store
+            .import_orders(import::orders_of(&[row]).into_iter(), false, self.now)
+            .await
+            .map_err(why)?;
+        match report.errors.first() {
+            Some(e) => Err(e.message.clone()),
+            None => Ok(()),
+        }
+    }
+
     /// The engine's pass at the case's time, then the outbox into nowhere.
     async fn pass(&mut self) -> Result<(), String> {
         self.runner.pass(self.now).await.map_err(why)?;
@@ -266,6 +293,11 @@ impl Run {
                 }
                 Action::Event(row) => {
                     self.record(std::slice::from_ref(row)).await?;
+                    self.pass().await?;
+                    None
+                }
+                Action::Order(row) => {
+                    self.order(row).await?;
                     self.pass().await?;
                     None
                 }

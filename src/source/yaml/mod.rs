@@ -44,6 +44,14 @@ impl Route {
         segs.push(Seg::Index(index));
         Self(segs)
     }
+
+    /// The index this route ends with, if it ends with one (`steps[2]`: 2).
+    pub fn last_index(&self) -> Option<usize> {
+        match self.0.last() {
+            Some(Seg::Index(i)) => Some(*i),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Route {

@@ -2,6 +2,7 @@
 //! it — read into cases with the position of every step, so that a failing expectation and a
 //! mistake in the test itself are both reported at their line.
 
+mod orders;
 mod reader;
 mod steps;
 use reader::Reader;
@@ -38,6 +39,8 @@ pub struct Case {
     pub customers: Vec<Map<String, Json>>,
     /// Fixture events as import rows, each with its `at`.
     pub events: Vec<Map<String, Json>>,
+    /// Fixture orders as import rows (the customers' history): their figures follow.
+    pub orders: Vec<Map<String, Json>>,
     pub steps: Vec<(Span, Action)>,
     /// Variants pinned for the case: (customer, split, variant).
     pub pins: Vec<(String, String, String)>,
@@ -50,6 +53,8 @@ pub enum Action {
     Advance(TimeDelta),
     /// Record an event now (an import row without `at`).
     Event(Map<String, Json>),
+    /// The shop reports an order (an import row; `placed_at` is now unless given).
+    Order(Map<String, Json>),
     /// Change customer fields now: `set` on an event of its own.
     UpdateCustomer {
         customer: String,
@@ -130,10 +135,19 @@ impl EmailMatch {
     }
 }
 
-const CASE_KEYS: [&str; 6] = ["name", "start", "customers", "events", "pin", "steps"];
-const STEP_KEYS: [&str; 13] = [
+const CASE_KEYS: [&str; 7] = [
+    "name",
+    "start",
+    "customers",
+    "orders",
+    "events",
+    "pin",
+    "steps",
+];
+const STEP_KEYS: [&str; 14] = [
     "advance",
     "event",
+    "order",
     "update_customer",
     "click",
     "open",
@@ -290,6 +304,7 @@ fn read_case(r: &mut Reader<'_>, item: &Value, route: &Route) -> Option<Case> {
         .iter()
         .filter_map(|c| c.get("id").and_then(Json::as_str).map(str::to_string))
         .collect();
+    let orders = orders::fixture_orders(r, map.get("orders"), route, &ids, start);
     let events = fixture_events(r, map.get("events"), route, &ids, start);
     let steps = case_steps(r, map.get("steps"), route, &ids, start);
     let pins = steps::pins(r, map.get("pin"), &route.key("pin"), &ids);
@@ -302,6 +317,7 @@ fn read_case(r: &mut Reader<'_>, item: &Value, route: &Route) -> Option<Case> {
         start: start?,
         customers,
         events,
+        orders,
         steps,
         pins,
     })

@@ -89,6 +89,10 @@ pub(super) fn read_step(
             obj.remove("at"); // now, on the case's clock
             Some(Action::Event(obj))
         }
+        "order" => {
+            let id = format!("order-step-{}", route.last_index().unwrap_or(0) + 1);
+            super::orders::order_row(r, arg, &at, ids, start, id).map(Action::Order)
+        }
         "update_customer" => update_customer(r, arg, &at, ids),
         "click" | "open" | "answer" => engage(r, key, arg, &at, start),
         "expect_goal" => expect_goal(r, arg, &at, ids),

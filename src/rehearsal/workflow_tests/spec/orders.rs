@@ -1,0 +1,90 @@
+//! A case's orders: `orders:` fixtures (the customer's history before the case starts) and
+//! `order:` steps (an order placed now), read as `tidings import orders` reads a row — so a
+//! test gives the shop's orders, and tidings keeps the customer's order figures itself.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value as Json};
+use yaml_serde::Value;
+
+use super::reader::Reader;
+use crate::import::{self, RowError};
+use crate::source::yaml::Route;
+
+/// An order for the import reader: `customer` defaults to the only fixture customer,
+/// `id` to `default_id`, `placed_at` to `at` when given (a step's is
+/// set when it runs), `total` to 0.
+pub(super) fn order_row(
+    r: &mut Reader<'_>,
+    value: &Value,
+    route: &Route,
+    ids: &[String],
+    at: Option<DateTime<Utc>>,
+    default_id: String,
+) -> Option<Map<String, Json>> {
+    let mut obj = r.json_object(value, route, "an order")?;
+    if let Some(placed) = obj.get("placed_at").cloned() {
+        let text = match placed {
+            Json::String(t) => t,
+            other => other.to_string(),
+        };
+        let t = r.time_text(text, &route.key("placed_at"), at)?;
+        obj.insert("placed_at".into(), Json::String(t.to_rfc3339()));
+    }
+    let given = obj.remove("customer").or_else(|| obj.remove("customer_id"));
+    let customer = r.customer(given, route, ids)?;
+    obj.insert("customer_id".into(), Json::String(customer));
+    obj.entry("id").or_insert(Json::String(default_id));
+    obj.entry("total").or_insert(Json::from(0));
+    // Checked with a stand-in time where the step's own comes when it runs.
+    let mut checked = obj.clone();
+    checked
+        .entry("placed_at")
+        .or_insert_with(|| Json::String(at.unwrap_or_default().to_rfc3339()));
+    let errors: Vec<RowError> = import::orders_of(std::slice::from_ref(&checked))
+        .into_iter()
+        .filter_map(Result::err)
+        .flatten()
+        .collect();
+    if !errors.is_empty() {
+        r.row_errors(errors, std::slice::from_ref(route));
+        return None;
+    }
+    Some(obj)
+}
+
+/// A case's `orders:`: each needs its `placed_at` (the history before the case starts).
+pub(super) fn fixture_orders(
+    r: &mut Reader<'_>,
+    list: Option<&Value>,
+    route: &Route,
+    ids: &[String],
+    start: Option<DateTime<Utc>>,
+) -> Vec<Map<String, Json>> {
+    let mut orders = Vec::new();
+    match list {
+        None => {}
+        Some(Value::Sequence(list)) => {
+            for (i, o) in list.iter().enumerate() {
+                let at = route.key("orders").index(i);
+                let Some(row) = order_row(r, o, &at, ids, start, format!("order-{}", i + 1)) else {
+                    continue;
+                };
+                if !row.contains_key("placed_at") {
+                    r.error(
+                        &at,
+                        "a fixture order needs `placed_at`",
+                        "e.g. `- { total: 25.0, placed_at: 2026-01-10T12:00:00Z }`",
+                    );
+                    continue;
+                }
+                orders.push(row);
+            }
+        }
+        Some(_) => r.error(
+            &route.key("orders"),
+            "`orders` must be a list",
+            "write `- { total: 25.0, placed_at: 2026-01-10T12:00:00Z }` items",
+        ),
+    }
+    orders
+}
