@@ -24,6 +24,7 @@ mod restart;
 mod retention;
 mod schedule;
 mod shop_api;
+mod shop_examples;
 mod simulate;
 mod smtp;
 mod sources;
