@@ -65,3 +65,54 @@ fn defaults_without_a_file() {
     assert_eq!(p.config.email.transport, "folder:out/mail");
     assert_eq!(p.workflows_dir(), dir.join("workflows"));
 }
+
+#[test]
+fn sources_are_checked_where_they_are_written() {
+    let dir = std::env::temp_dir().join(format!("tidings-sources-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shop = "sources:\n  shop:\n    database: postgres://ro@db/shop\n";
+    for (extra, message, line) in [
+        (
+            "    every: soon\n    orders: SELECT id, updated_at FROM orders\n",
+            "`soon` is not an interval for source `shop`",
+            4,
+        ),
+        (
+            "    page: 0\n    orders: SELECT id, updated_at FROM orders\n",
+            "a page of 0 rows is not allowed",
+            4,
+        ),
+        ("    every: 1m\n", "source `shop` has no query", 2),
+    ] {
+        std::fs::write(dir.join(CONFIG_FILE), format!("{shop}{extra}")).unwrap();
+        let d = Project::load(&dir).unwrap_err();
+        assert_eq!(d.message, message);
+        assert_eq!(
+            d.span.as_ref().map(|s| s.start.line),
+            Some(line),
+            "{message}"
+        );
+    }
+    std::fs::write(
+        dir.join(CONFIG_FILE),
+        "sources:\n  shop:\n    database: oracle://db/shop\n    orders: SELECT 1\n",
+    )
+    .unwrap();
+    let d = Project::load(&dir).unwrap_err();
+    assert_eq!(
+        d.message,
+        "`oracle://db/shop` is not a database tidings can read"
+    );
+    std::fs::write(
+        dir.join(CONFIG_FILE),
+        "sources:\n  shop:\n    database: ${SHOP_URL}\n    customers: SELECT id, email, updated_at FROM c\n",
+    )
+    .unwrap();
+    let p = Project::load(&dir).unwrap();
+    let s = &p.config.sources["shop"];
+    assert_eq!(
+        (s.interval(), s.page, s.feeds().len()),
+        (TimeDelta::minutes(5), 1000, 1)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

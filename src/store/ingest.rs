@@ -73,37 +73,11 @@ impl Store {
                 message: "a new customer needs an email address".into(),
             }));
         }
-        // Columns the row gave; an upsert leaves the others as they were.
-        let mut columns: Vec<&str> = row
-            .present
-            .iter()
-            .copied()
-            .filter(|f| *f != "id" && *f != "attributes")
-            .collect();
-        columns.dedup();
+        let columns = given_columns(row);
         let sql = upsert_sql(self.backend, &columns, update_only);
         super::known::customers_written();
-        // Column names come from the fixed customer field list, never from the file; every
-        // value is a bound parameter.
-        let mut q = super::sql::query(sqlx::AssertSqlSafe(sql)).bind(c.id.clone());
-        for col in &columns {
-            let Some(f) = crate::model::customer::field(col) else {
-                continue;
-            };
-            q = match (f.get)(c) {
-                FieldValue::Text(t) => q.bind(t.map(str::to_string)),
-                FieldValue::Date(d) => q.bind(d.map(|d| d.to_string())),
-                FieldValue::Time(t) => q.bind(millis(t)),
-                FieldValue::Count(n) => q.bind(n),
-                FieldValue::Amount(n) => q.bind(n),
-                FieldValue::Tags(t) => {
-                    q.bind(serde_json::to_string(t).unwrap_or_else(|_| "[]".into()))
-                }
-                FieldValue::Attributes(_) => q,
-            };
-        }
-        q.bind(Value::Object(c.attributes.clone()).to_string())
-            .bind(now)
+        let q = super::sql::query(sqlx::AssertSqlSafe(sql));
+        bind_customer(q, row, &columns, now)
             .execute(&mut **tx)
             .await?;
         if let Some(topics) = &row.unsubscribed_topics {
@@ -237,6 +211,103 @@ impl Store {
         tx.commit().await?;
         if woken {
             super::wake::announce_after(self);
+        }
+        Ok(out)
+    }
+}
+
+/// The columns a row gives (an upsert leaves the others as they were), the attributes
+/// aside.
+fn given_columns(row: &CustomerRow) -> Vec<&'static str> {
+    let mut columns: Vec<&str> = row
+        .present
+        .iter()
+        .copied()
+        .filter(|f| *f != "id" && *f != "attributes")
+        .collect();
+    columns.dedup();
+    columns
+}
+
+/// A customer's values in the order [`upsert_sql`] takes them: the id, each column, the
+/// attributes to merge, the time. Column names come from the fixed customer field list,
+/// never from a file; every value is a bound parameter.
+fn bind_customer<'q>(
+    mut q: super::sql::AnyQuery<'q>,
+    row: &CustomerRow,
+    columns: &[&str],
+    now: i64,
+) -> super::sql::AnyQuery<'q> {
+    let c = &row.customer;
+    q = q.bind(c.id.clone());
+    for col in columns {
+        let Some(f) = crate::model::customer::field(col) else {
+            continue;
+        };
+        q = match (f.get)(c) {
+            FieldValue::Text(t) => q.bind(t.map(str::to_string)),
+            FieldValue::Date(d) => q.bind(d.map(|d| d.to_string())),
+            FieldValue::Time(t) => q.bind(millis(t)),
+            FieldValue::Count(n) => q.bind(n),
+            FieldValue::Amount(n) => q.bind(n),
+            FieldValue::Tags(t) => q.bind(serde_json::to_string(t).unwrap_or_else(|_| "[]".into())),
+            FieldValue::Attributes(_) => q,
+        };
+    }
+    q.bind(Value::Object(c.attributes.clone()).to_string())
+        .bind(now)
+}
+
+impl Store {
+    /// Upserts a page of customers (a source's), a hundred per statement where rows give
+    /// the same columns with an address (as a query's rows do); the others one at a time.
+    /// The result of each row, in order.
+    pub(super) async fn upsert_customer_page(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        rows: &[CustomerRow],
+        now: i64,
+    ) -> Result<Vec<Result<(), RowError>>, StoreError> {
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let columns = given_columns(first);
+        let mut seen = std::collections::HashSet::new();
+        let together = |r: &CustomerRow| {
+            r.present.contains(&"email")
+                && r.unsubscribed_topics.is_none()
+                && given_columns(r) == columns
+        };
+        // The last row of an id wins, as it would one at a time.
+        let mut batch: Vec<&CustomerRow> = Vec::new();
+        for r in rows.iter().rev() {
+            if together(r) && seen.insert(r.customer.id.as_str()) {
+                batch.push(r);
+            }
+        }
+        batch.reverse();
+        if !batch.is_empty() {
+            super::known::customers_written();
+            let one = upsert_sql(self.backend, &columns, false);
+            let sql = one.replacen(
+                &format!(
+                    "VALUES ({})",
+                    super::sql::placeholders(1, columns.len() + 3)
+                ),
+                "VALUES {values}",
+                1,
+            );
+            super::count_rows(tx, &sql, columns.len() + 3, "", &batch, |q, r| {
+                bind_customer(q, r, &columns, now)
+            })
+            .await?;
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(match together(r) {
+                true => Ok(()),
+                false => self.upsert_customer(tx, r, now).await?,
+            });
         }
         Ok(out)
     }

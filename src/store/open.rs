@@ -117,6 +117,13 @@ impl Store {
                         super::sql::query("SET plan_cache_mode = force_custom_plan")
                             .execute(&mut *conn)
                             .await?;
+                        // No JIT: every statement here is short, and a table that grew
+                        // within the run (a sync's orders) has estimates high enough for
+                        // the planner to compile each statement first, which then takes
+                        // longer than running it.
+                        super::sql::query("SET jit = off")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })

@@ -58,7 +58,12 @@ pub struct SourcePage<'a> {
 pub struct SourceTx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     events: u64,
+    /// SQLite: the connection's own page cache size, given back at the end.
+    cache: Option<i64>,
 }
+
+/// The page cache a sync's transaction has on SQLite, in KiB.
+const SYNC_CACHE_KIB: u32 = 32 * 1024;
 
 /// A feed as `status` shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,15 +102,39 @@ impl Store {
     }
 
     pub async fn source_tx(&self) -> Result<SourceTx, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let mut cache = None;
+        if self.backend == super::Backend::Sqlite {
+            // The pages of a sync touch the indexes of customers, orders and events at
+            // random: a larger cache while they are written keeps each index page read once
+            // per transaction. The connection's own size comes back before it commits.
+            let own: i64 = super::sql::query_scalar("PRAGMA cache_size")
+                .fetch_one(&mut *tx)
+                .await?;
+            super::sql::query(sqlx::AssertSqlSafe(format!(
+                "PRAGMA cache_size = -{SYNC_CACHE_KIB}"
+            )))
+            .execute(&mut *tx)
+            .await?;
+            cache = Some(own);
+        }
         Ok(SourceTx {
-            tx: self.write_tx().await?,
+            tx,
             events: 0,
+            cache,
         })
     }
 
     /// Commits what the pages wrote (waking the daemons when they recorded events), or
     /// rolls it back.
     pub async fn end_source_tx(&self, mut t: SourceTx, keep: bool) -> Result<(), StoreError> {
+        if let Some(own) = t.cache {
+            // Shrinking frees no page the transaction holds; the pages over it are
+            // released as the commit lets them go.
+            super::sql::query(sqlx::AssertSqlSafe(format!("PRAGMA cache_size = {own}")))
+                .execute(&mut *t.tx)
+                .await?;
+        }
         if !keep {
             t.tx.rollback().await?;
             return Ok(());
@@ -131,8 +160,8 @@ impl Store {
         let now_ms = page.now.timestamp_millis();
         match &page.rows {
             SourceRows::Customers(rows) => {
-                for row in rows {
-                    match self.upsert_customer(tx, row, now_ms).await? {
+                for result in self.upsert_customer_page(tx, rows, now_ms).await? {
+                    match result {
                         Ok(()) => out.customers += 1,
                         Err(e) => out.errors.push(e),
                     }

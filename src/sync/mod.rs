@@ -8,6 +8,8 @@
 pub mod rows;
 pub mod shop;
 
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -120,6 +122,16 @@ pub async fn sync_source(
     Ok(report)
 }
 
+/// Rows written in one store transaction: a transaction commits every page's rows and
+/// cursor together, and a larger one writes each page of the store's indexes (which the
+/// rows of a page touch at random: customers, their orders, their events) once for many
+/// shop pages.
+const COMMIT_ROWS: usize = 10_000;
+
+/// The longest a store transaction of a sync stays open (a daemon's passes wait for it
+/// on SQLite).
+const COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Which feed of which source, and how it is read.
 struct Feed<'a> {
     source: &'a str,
@@ -157,6 +169,8 @@ async fn sync_feed(
     let mut after: Option<Position> = store.source_position(name, feed).await?;
     // Once a row is refused, the cursor stays before it for the rest of the run.
     let mut held = false;
+    // Pages written and not yet committed (a dropped one rolls back with its cursor).
+    let mut open: Option<(SourceTx, usize, Instant)> = None;
     loop {
         let rows = shop.page(&plan, after.as_ref()).await?;
         let Some(last) = rows.last() else { break };
@@ -176,9 +190,17 @@ async fn sync_feed(
         let written = match dry {
             Some(tx) => store.write_source_page(tx, page_rows).await?,
             None => {
-                let mut tx = store.source_tx().await?;
-                let written = store.write_source_page(&mut tx, page_rows).await?;
-                store.end_source_tx(tx, true).await?;
+                let (tx, held_rows, since) = match &mut open {
+                    Some(o) => o,
+                    None => open.insert((store.source_tx().await?, 0, Instant::now())),
+                };
+                let written = store.write_source_page(tx, page_rows).await?;
+                *held_rows += rows.len();
+                if (*held_rows >= COMMIT_ROWS || since.elapsed() >= COMMIT_AFTER)
+                    && let Some((tx, _, _)) = open.take()
+                {
+                    store.end_source_tx(tx, true).await?;
+                }
                 written
             }
         };
@@ -201,6 +223,9 @@ async fn sync_feed(
         if !full {
             break;
         }
+    }
+    if let Some((tx, _, _)) = open {
+        store.end_source_tx(tx, true).await?;
     }
     Ok(())
 }
