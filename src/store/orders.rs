@@ -177,11 +177,6 @@ pub async fn write_orders(
         touched.push(o.customer_id.clone());
         writes.push((row, fingerprint));
     }
-    // In the order of the indexes they touch at random (by customer): each page of them
-    // is read once for the whole batch, not once per row.
-    writes.sort_by(|a, b| a.0.order.customer_id.cmp(&b.0.order.customer_id));
-    events.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
-    touched.sort_unstable();
     upsert(conn, &writes, now).await?;
     counts.events = record(conn, &events, now).await?;
     derive_figures(conn, &touched, now).await?;
