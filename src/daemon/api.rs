@@ -475,7 +475,7 @@ fn pointer(list: bool, index: usize, field: &str) -> String {
 
 /// A body of import rows: one JSON object or a list of them.
 #[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
-pub(super) fn rows_of(body: &[u8]) -> Result<(Vec<Map<String, Value>>, bool), Response> {
+fn rows_of(body: &[u8]) -> Result<(Vec<Map<String, Value>>, bool), Response> {
     let (items, list) = body_items(body).map_err(|(e, at)| match at {
         Some(at) => problem(StatusCode::UNPROCESSABLE_ENTITY, &e, Some(&at)),
         None => problem(StatusCode::BAD_REQUEST, &e, None),
@@ -492,6 +492,18 @@ pub(super) fn rows_of(body: &[u8]) -> Result<(Vec<Map<String, Value>>, bool), Re
         rows.push(row);
     }
     Ok((rows, list))
+}
+
+/// The rows of a write endpoint's body, once the token is checked and the body read: the
+/// refusal otherwise, in the API's JSON shape.
+#[allow(clippy::result_large_err)] // a Response is the error: it goes straight back
+pub(super) fn authorized_rows(
+    api: &Api,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Vec<Map<String, Value>>, bool), Response> {
+    authorize(api, headers)?;
+    rows_of(&whole(body)?)
 }
 
 /// Import row errors as a 422 naming each bad field; nothing was stored.
@@ -534,14 +546,7 @@ pub(super) async fn customers(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
-    let body = match whole(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let (rows, list) = match rows_of(&body) {
+    let (rows, list) = match authorized_rows(&api, &headers, body) {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -559,14 +564,7 @@ pub(super) async fn events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
-    let body = match whole(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let (rows, list) = match rows_of(&body) {
+    let (rows, list) = match authorized_rows(&api, &headers, body) {
         Ok(r) => r,
         Err(r) => return r,
     };

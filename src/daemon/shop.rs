@@ -14,7 +14,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::api::{
-    Api, Json, authorize, body_items, problem, row_problems, rows_of, unavailable, whole,
+    Api, Json, authorize, authorized_rows, body_items, problem, row_problems, unavailable, whole,
 };
 use crate::import::RowError;
 
@@ -25,14 +25,7 @@ pub(super) async fn orders(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
-        return r;
-    }
-    let body = match whole(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let (rows, list) = match rows_of(&body) {
+    let (rows, list) = match authorized_rows(&api, &headers, body) {
         Ok(r) => r,
         Err(r) => return r,
     };

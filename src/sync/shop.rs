@@ -216,32 +216,23 @@ impl Shop {
         let sql = sqlx::AssertSqlSafe(feed.sql.clone());
         let mut out = Vec::new();
         match self {
+            // Keys go back as text, cast in the statement to their columns' types.
             Shop::Postgres(c) => {
-                let mut q = sqlx::query(sql);
-                for k in &feed.binds {
-                    q = q.bind(text_of(key(k)));
-                }
+                let q = feed
+                    .binds
+                    .iter()
+                    .fold(sqlx::query(sql), |q, k| q.bind(text_of(key(k))));
                 for r in q.fetch_all(&mut *c).await.map_err(fail)? {
-                    let (row, at, id): (String, String, String) = (
-                        r.try_get(0).map_err(fail)?,
-                        r.try_get(1).map_err(fail)?,
-                        r.try_get(2).map_err(fail)?,
-                    );
-                    out.push(shop_row(&row, Value::String(at), Value::String(id))?);
+                    out.push(text_row(&r)?);
                 }
             }
             Shop::MySql(c) => {
-                let mut q = sqlx::query(sql);
-                for k in &feed.binds {
-                    q = q.bind(text_of(key(k)));
-                }
+                let q = feed
+                    .binds
+                    .iter()
+                    .fold(sqlx::query(sql), |q, k| q.bind(text_of(key(k))));
                 for r in q.fetch_all(&mut *c).await.map_err(fail)? {
-                    let (row, at, id): (String, String, String) = (
-                        r.try_get(0).map_err(fail)?,
-                        r.try_get(1).map_err(fail)?,
-                        r.try_get(2).map_err(fail)?,
-                    );
-                    out.push(shop_row(&row, Value::String(at), Value::String(id))?);
+                    out.push(text_row(&r)?);
                 }
             }
             Shop::Sqlite(c) => {
@@ -261,6 +252,19 @@ impl Shop {
         }
         Ok(out)
     }
+}
+
+/// A row as PostgreSQL and MySQL give it: the row as JSON and its two keys, as text.
+fn text_row<R: Row>(r: &R) -> Result<ShopRow, ShopError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let get = |i: usize| {
+        r.try_get::<String, _>(i)
+            .map_err(|e| ShopError::Page(e.to_string()))
+    };
+    shop_row(&get(0)?, Value::String(get(1)?), Value::String(get(2)?))
 }
 
 fn shop_row(row: &str, at: Value, id: Value) -> Result<ShopRow, ShopError> {

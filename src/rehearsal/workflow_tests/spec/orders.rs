@@ -22,17 +22,8 @@ pub(super) fn order_row(
     default_id: String,
 ) -> Option<Map<String, Json>> {
     let mut obj = r.json_object(value, route, "an order")?;
-    if let Some(placed) = obj.get("placed_at").cloned() {
-        let text = match placed {
-            Json::String(t) => t,
-            other => other.to_string(),
-        };
-        let t = r.time_text(text, &route.key("placed_at"), at)?;
-        obj.insert("placed_at".into(), Json::String(t.to_rfc3339()));
-    }
-    let given = obj.remove("customer").or_else(|| obj.remove("customer_id"));
-    let customer = r.customer(given, route, ids)?;
-    obj.insert("customer_id".into(), Json::String(customer));
+    r.time_field(&mut obj, "placed_at", route, at)?;
+    r.owner(&mut obj, route, ids)?;
     obj.entry("id").or_insert(Json::String(default_id));
     obj.entry("total").or_insert(Json::from(0));
     // Checked with a stand-in time where the step's own comes when it runs.
@@ -45,10 +36,7 @@ pub(super) fn order_row(
         .filter_map(Result::err)
         .flatten()
         .collect();
-    if !errors.is_empty() {
-        r.row_errors(errors, std::slice::from_ref(route));
-        return None;
-    }
+    r.clean(errors, route)?;
     Some(obj)
 }
 

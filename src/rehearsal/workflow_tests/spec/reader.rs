@@ -171,6 +171,50 @@ impl Reader<'_> {
         }
     }
 
+    /// A row's `customer` (or `customer_id`) as its `customer_id`: the one named, or the
+    /// only fixture customer.
+    pub(super) fn owner(
+        &mut self,
+        obj: &mut Map<String, Json>,
+        route: &Route,
+        ids: &[String],
+    ) -> Option<()> {
+        let given = obj.remove("customer").or_else(|| obj.remove("customer_id"));
+        let customer = self.customer(given, route, ids)?;
+        obj.insert("customer_id".into(), Json::String(customer));
+        Some(())
+    }
+
+    /// A time field of a row (RFC 3339, or `+2d` after `start`) as RFC 3339; `None` when it
+    /// is not a time (reported).
+    pub(super) fn time_field(
+        &mut self,
+        obj: &mut Map<String, Json>,
+        key: &str,
+        route: &Route,
+        start: Option<DateTime<Utc>>,
+    ) -> Option<()> {
+        if let Some(value) = obj.get(key).cloned() {
+            let text = match value {
+                Json::String(t) => t,
+                other => other.to_string(),
+            };
+            let t = self.time_text(text, &route.key(key), start)?;
+            obj.insert(key.into(), Json::String(t.to_rfc3339()));
+        }
+        Some(())
+    }
+
+    /// One fixture row's import errors, reported at the fields they name: `None` when
+    /// there were any.
+    pub(super) fn clean(&mut self, errors: Vec<RowError>, route: &Route) -> Option<()> {
+        if errors.is_empty() {
+            return Some(());
+        }
+        self.row_errors(errors, std::slice::from_ref(route));
+        None
+    }
+
     /// Import errors of fixture rows, at the field they name.
     pub(super) fn row_errors(&mut self, errors: Vec<RowError>, routes: &[Route]) {
         for e in errors {

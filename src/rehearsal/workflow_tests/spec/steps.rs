@@ -29,19 +29,12 @@ pub(super) fn event_row(
     start: Option<DateTime<Utc>>,
 ) -> Option<Map<String, Json>> {
     let mut obj = r.json_object(value, route, "an event")?;
-    if let Some(at) = obj.get("at").cloned() {
-        let text = match at {
-            Json::String(t) => t,
-            other => other.to_string(),
-        };
-        let t = r.time_text(text, &route.key("at"), start)?;
-        obj.insert("at".into(), Json::String(t.to_rfc3339()));
-    } else if let Some(start) = start {
-        obj.insert("at".into(), Json::String(start.to_rfc3339()));
+    r.time_field(&mut obj, "at", route, start)?;
+    if let Some(start) = start {
+        obj.entry("at")
+            .or_insert_with(|| Json::String(start.to_rfc3339()));
     }
-    let given = obj.remove("customer").or_else(|| obj.remove("customer_id"));
-    let customer = r.customer(given, route, ids)?;
-    obj.insert("customer_id".into(), Json::String(customer));
+    r.owner(&mut obj, route, ids)?;
     if !obj.contains_key("name") {
         r.error(
             route,
@@ -56,10 +49,7 @@ pub(super) fn event_row(
             .filter_map(Result::err)
             .flatten()
             .collect();
-    if !errors.is_empty() {
-        r.row_errors(errors, std::slice::from_ref(route));
-        return None;
-    }
+    r.clean(errors, route)?;
     Some(obj)
 }
 
