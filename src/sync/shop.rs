@@ -166,38 +166,14 @@ impl Shop {
         })
     }
 
+    /// The columns a statement returns, each with its database's name for its type.
     async fn describe(&mut self, sql: String) -> Result<Vec<(String, String)>, ShopError> {
         let fail = |e: sqlx::Error| ShopError::Query(e.to_string());
         let sql = sqlx::AssertSqlSafe(sql).into_sql_str();
-        let columns = |cols: Vec<(String, String)>| cols;
         Ok(match self {
-            Shop::Postgres(c) => {
-                let s = c.prepare(sql).await.map_err(fail)?;
-                columns(
-                    s.columns()
-                        .iter()
-                        .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
-                        .collect(),
-                )
-            }
-            Shop::MySql(c) => {
-                let s = c.prepare(sql).await.map_err(fail)?;
-                columns(
-                    s.columns()
-                        .iter()
-                        .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
-                        .collect(),
-                )
-            }
-            Shop::Sqlite(c) => {
-                let s = c.prepare(sql).await.map_err(fail)?;
-                columns(
-                    s.columns()
-                        .iter()
-                        .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
-                        .collect(),
-                )
-            }
+            Shop::Postgres(c) => columns_of(&c.prepare(sql).await.map_err(fail)?),
+            Shop::MySql(c) => columns_of(&c.prepare(sql).await.map_err(fail)?),
+            Shop::Sqlite(c) => columns_of(&c.prepare(sql).await.map_err(fail)?),
         })
     }
 
@@ -252,6 +228,13 @@ impl Shop {
         }
         Ok(out)
     }
+}
+
+fn columns_of<S: Statement>(s: &S) -> Vec<(String, String)> {
+    s.columns()
+        .iter()
+        .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
+        .collect()
 }
 
 /// A row as PostgreSQL and MySQL give it: the row as JSON and its two keys, as text.
