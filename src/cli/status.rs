@@ -15,6 +15,7 @@ use crate::store::rates::{Rates, rates};
 use crate::store::results::{Arm, arms};
 use crate::store::sources::FeedStatus;
 use crate::store::status::{Counts, counts};
+use crate::sync::rows::plain;
 use crate::workflow::compile::compile_project;
 
 pub fn run(root: &Path, args: &StatusArgs) -> Result<ExitCode, CommandError> {
@@ -92,13 +93,6 @@ fn sources_table(feeds: &[FeedStatus], now: chrono::DateTime<chrono::Utc>) -> St
         }
     }
     out
-}
-
-fn plain(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn sources_json(feeds: &[FeedStatus], now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {

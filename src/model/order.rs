@@ -108,15 +108,10 @@ impl Order {
         p
     }
 
-    /// A fingerprint of everything the order says: an order seen again unchanged writes
-    /// nothing.
-    pub fn fingerprint(&self) -> String {
-        let mut p = self.properties();
-        p.insert(
-            "customer_id".into(),
-            Value::String(self.customer_id.clone()),
-        );
-        let canonical = Value::Object(p).to_string();
+    /// A fingerprint of everything the order says, given its [`Order::properties`] as
+    /// JSON text: an order seen again unchanged writes nothing.
+    pub fn fingerprint(&self, properties: &str) -> String {
+        let canonical = format!("{}\n{properties}", self.customer_id);
         let (a, b) = (
             super::ids::fnv(&canonical),
             super::ids::fnv(&format!("{canonical}#2")),

@@ -74,7 +74,9 @@ impl Store {
             }));
         }
         let columns = given_columns(row);
-        let sql = upsert_sql(self.backend, &columns, update_only);
+        // One row: the insert's `{values}` is this row's placeholders.
+        let one = format!("({})", super::sql::placeholders(1, columns.len() + 3));
+        let sql = upsert_sql(self.backend, &columns, update_only).replace("{values}", &one);
         super::known::customers_written();
         let q = super::sql::query(sqlx::AssertSqlSafe(sql));
         bind_customer(q, row, &columns, now)
@@ -288,15 +290,7 @@ impl Store {
         batch.reverse();
         if !batch.is_empty() {
             super::known::customers_written();
-            let one = upsert_sql(self.backend, &columns, false);
-            let sql = one.replacen(
-                &format!(
-                    "VALUES ({})",
-                    super::sql::placeholders(1, columns.len() + 3)
-                ),
-                "VALUES {values}",
-                1,
-            );
+            let sql = upsert_sql(self.backend, &columns, false);
             super::count_rows(tx, &sql, columns.len() + 3, "", &batch, |q, r| {
                 bind_customer(q, r, &columns, now)
             })
@@ -313,7 +307,8 @@ impl Store {
     }
 }
 
-/// `$1` is the id, then one parameter per column, the attributes to merge and the time.
+/// `$1` is the id, then one parameter per column, the attributes to merge and the time;
+/// an insert's rows stand at `{values}` (one row's, or a page's: `sql::multi_row`).
 /// A row without an address updates (an INSERT would break `email NOT NULL` before any
 /// conflict is seen).
 fn upsert_sql(backend: Backend, columns: &[&str], update_only: bool) -> String {
@@ -333,7 +328,6 @@ fn upsert_sql(backend: Backend, columns: &[&str], update_only: bool) -> String {
     let mut names = vec!["id"];
     names.extend(columns);
     names.extend(["attributes", "updated_at"]);
-    let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
     let mut updates: Vec<String> = columns
         .iter()
         .map(|c| format!("{c} = excluded.{c}"))
@@ -341,9 +335,8 @@ fn upsert_sql(backend: Backend, columns: &[&str], update_only: bool) -> String {
     updates.push(merge("customers.attributes", "excluded.attributes"));
     updates.push("updated_at = excluded.updated_at".into());
     format!(
-        "INSERT INTO customers ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}",
+        "INSERT INTO customers ({}) VALUES {{values}} ON CONFLICT (id) DO UPDATE SET {}",
         names.join(", "),
-        placeholders.join(", "),
         updates.join(", ")
     )
 }

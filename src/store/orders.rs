@@ -145,7 +145,9 @@ pub async fn write_orders(
     let mut touched: Vec<String> = Vec::new();
     for row in rows {
         let o = &row.order;
-        let fingerprint = o.fingerprint();
+        // What its events carry, and what tells a change: written out once.
+        let properties = Value::Object(o.properties()).to_string();
+        let fingerprint = o.fingerprint(&properties);
         let earlier = kept.get(&o.id);
         match earlier {
             Some(k) if k.fingerprint == fingerprint => {
@@ -158,7 +160,7 @@ pub async fn write_orders(
             }
             None => {
                 counts.new += 1;
-                events.push(OrderEvent::of(row, ORDER_PLACED, o.placed_at));
+                events.push(OrderEvent::of(row, &properties, ORDER_PLACED, o.placed_at));
             }
         }
         let standing = o.standing();
@@ -172,7 +174,7 @@ pub async fn write_orders(
                 (None, None) => o.placed_at,
                 (Some(_), None) => now,
             };
-            events.push(OrderEvent::of(row, name, at));
+            events.push(OrderEvent::of(row, &properties, name, at));
         }
         touched.push(o.customer_id.clone());
         writes.push((row, fingerprint));
@@ -253,26 +255,25 @@ struct Kept {
     fingerprint: String,
 }
 
-/// An event an order records, with the id that makes it once per order.
+/// An event an order records, with the id that makes it once per order (also its
+/// fingerprint: the id says all that tells it from another).
 struct OrderEvent {
     id: String,
     customer_id: String,
     name: &'static str,
     at: DateTime<Utc>,
     properties: String,
-    fingerprint: String,
 }
 
 impl OrderEvent {
-    fn of(row: &OrderRow, name: &'static str, at: DateTime<Utc>) -> Self {
+    fn of(row: &OrderRow, properties: &str, name: &'static str, at: DateTime<Utc>) -> Self {
         let o = &row.order;
         Self {
             id: format!("order:{}:{name}", o.id),
             customer_id: o.customer_id.clone(),
             name,
             at,
-            properties: Value::Object(o.properties()).to_string(),
-            fingerprint: format!("order:{}:{name}", o.id),
+            properties: properties.to_string(),
         }
     }
 }
@@ -326,7 +327,7 @@ async fn record(
             .bind(e.properties.clone())
             .bind("{}")
             .bind(now)
-            .bind(e.fingerprint.clone())
+            .bind(e.id.clone())
     })
     .await
 }

@@ -45,7 +45,7 @@ pub struct SourcePage<'a> {
     pub feed: &'a str,
     pub rows: SourceRows,
     /// Each row's position, in the order read (a row's `line` is its index plus one).
-    pub positions: Vec<Position>,
+    pub positions: &'a [Position],
     /// The rows refused before the store saw them, by index.
     pub refused: Vec<usize>,
     /// A row was refused earlier in this run: the cursor stays where it is.

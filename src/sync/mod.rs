@@ -11,14 +11,14 @@ pub mod shop;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::config::SourceConfig;
 use crate::import::RowError;
 use crate::store::orders::OrderCounts;
 use crate::store::sources::{Position, SourcePage, SourceRows, SourceTx};
 use crate::store::{Store, StoreError};
-use shop::{Shop, ShopError, ShopRow};
+use shop::{Shop, ShopError};
 
 /// What a sync of one source did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -173,16 +173,19 @@ async fn sync_feed(
     let mut open: Option<(SourceTx, usize, Instant)> = None;
     loop {
         let rows = shop.page(&plan, after.as_ref()).await?;
-        let Some(last) = rows.last() else { break };
-        let last_position = last.position.clone();
+        if rows.is_empty() {
+            break;
+        }
         let full = rows.len() == page as usize;
         report.read += rows.len() as u64;
-        let (checked, mut refused) = check(feed, &rows);
+        let (mut positions, data): (Vec<Position>, Vec<_>) =
+            rows.into_iter().map(|r| (r.position, r.data)).unzip();
+        let (checked, mut refused) = check(feed, data);
         let page_rows = SourcePage {
             source: name,
             feed,
             rows: checked,
-            positions: rows.iter().map(|r| r.position.clone()).collect(),
+            positions: &positions,
             refused: refused.iter().map(|(i, _)| *i).collect(),
             held,
             now: Utc::now(),
@@ -195,7 +198,7 @@ async fn sync_feed(
                     None => open.insert((store.source_tx().await?, 0, Instant::now())),
                 };
                 let written = store.write_source_page(tx, page_rows).await?;
-                *held_rows += rows.len();
+                *held_rows += positions.len();
                 if (*held_rows >= COMMIT_ROWS || since.elapsed() >= COMMIT_AFTER)
                     && let Some((tx, _, _)) = open.take()
                 {
@@ -213,13 +216,13 @@ async fn sync_feed(
         report.orders.add(&written.orders);
         refused.sort_by_key(|(i, _)| *i);
         for (i, e) in refused {
-            let id = key_text(&rows[i].position.id);
+            let id = rows::plain(&positions[i].id);
             report.refused.push(format!(
                 "source {name}, {feed} row id={id}: {}",
                 describe(&e)
             ));
         }
-        after = Some(last_position);
+        after = positions.pop();
         if !full {
             break;
         }
@@ -232,40 +235,30 @@ async fn sync_feed(
 
 /// A page's rows as the importer reads them: the good ones, and each refused row's index
 /// and problem. A row's `line` is its index plus one.
-fn check(feed: &str, rows: &[ShopRow]) -> (SourceRows, Vec<(usize, RowError)>) {
-    let objects: Vec<_> = rows
-        .iter()
-        .map(|r| rows::normalized(feed, r.data.clone()))
+fn check(feed: &str, data: Vec<Map<String, Value>>) -> (SourceRows, Vec<(usize, RowError)>) {
+    let objects: Vec<_> = data
+        .into_iter()
+        .map(|row| rows::normalized(feed, row))
         .collect();
     let mut refused = Vec::new();
-    let mut keep = |i: usize, errors: Vec<RowError>| {
-        for e in errors {
-            refused.push((i, e));
-        }
-    };
     let checked = if feed == "orders" {
-        let mut good = Vec::new();
-        for (i, row) in crate::import::orders_of(&objects).into_iter().enumerate() {
-            match row {
-                Ok(r) => good.push(r),
-                Err(e) => keep(i, e),
-            }
-        }
-        SourceRows::Orders(good)
+        SourceRows::Orders(good(crate::import::orders_of(&objects), &mut refused))
     } else {
-        let mut good = Vec::new();
-        for (i, row) in crate::import::customers_of(&objects)
-            .into_iter()
-            .enumerate()
-        {
-            match row {
-                Ok(r) => good.push(r),
-                Err(e) => keep(i, e),
-            }
-        }
-        SourceRows::Customers(good)
+        SourceRows::Customers(good(crate::import::customers_of(&objects), &mut refused))
     };
     (checked, refused)
+}
+
+/// The good rows; each bad row's problems into `refused` with its index.
+fn good<T>(read: Vec<Result<T, Vec<RowError>>>, refused: &mut Vec<(usize, RowError)>) -> Vec<T> {
+    let mut out = Vec::new();
+    for (i, row) in read.into_iter().enumerate() {
+        match row {
+            Ok(r) => out.push(r),
+            Err(errors) => refused.extend(errors.into_iter().map(|e| (i, e))),
+        }
+    }
+    out
 }
 
 fn describe(e: &RowError) -> String {
@@ -273,13 +266,6 @@ fn describe(e: &RowError) -> String {
         e.message.clone()
     } else {
         format!("`{}`: {}", e.field, e.message)
-    }
-}
-
-fn key_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 

@@ -68,6 +68,14 @@ pub fn normalized(feed: &str, mut row: Map<String, Value>) -> Map<String, Value>
     row
 }
 
+/// A key or value as plain text: a text as it is, anything else as JSON writes it.
+pub fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// A time as databases print it (`2026-05-01 10:00:00`, `2026-05-01T10:00:00.5`,
 /// `2026-05-01 10:00:00+00`, `2026-05-01`) in RFC 3339; a time without a zone is UTC.
 pub fn time_text(s: &str) -> String {

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use serde_json::{Map, Value};
 use sqlx::{Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
+use super::rows::plain;
 use crate::config::sources::ShopKind;
 use crate::store::sources::Position;
 
@@ -154,7 +155,7 @@ impl Shop {
         };
         let (at_kind, id_kind) = (kind_of("updated_at")?, kind_of("id")?);
         let (sql, binds, start) = match self {
-            Shop::Postgres(_) => postgres(query, &columns, &at_kind, &id_kind, page)?,
+            Shop::Postgres(_) => postgres(query, &at_kind, &id_kind, page)?,
             Shop::MySql(_) => mysql(query, &columns, &at_kind, &id_kind, page)?,
             Shop::Sqlite(_) => sqlite(query, &columns, page),
         };
@@ -197,7 +198,7 @@ impl Shop {
                 let q = feed
                     .binds
                     .iter()
-                    .fold(sqlx::query(sql), |q, k| q.bind(text_of(key(k))));
+                    .fold(sqlx::query(sql), |q, k| q.bind(plain(key(k))));
                 for r in q.fetch_all(&mut *c).await.map_err(fail)? {
                     out.push(text_row(&r)?);
                 }
@@ -206,7 +207,7 @@ impl Shop {
                 let q = feed
                     .binds
                     .iter()
-                    .fold(sqlx::query(sql), |q, k| q.bind(text_of(key(k))));
+                    .fold(sqlx::query(sql), |q, k| q.bind(plain(key(k))));
                 for r in q.fetch_all(&mut *c).await.map_err(fail)? {
                     out.push(text_row(&r)?);
                 }
@@ -217,7 +218,7 @@ impl Shop {
                     q = match key(k) {
                         Value::Number(n) if n.is_i64() => q.bind(n.as_i64()),
                         Value::Number(n) => q.bind(n.as_f64()),
-                        v => q.bind(text_of(v)),
+                        v => q.bind(plain(v)),
                     };
                 }
                 for r in q.fetch_all(&mut *c).await.map_err(fail)? {
@@ -274,13 +275,6 @@ fn sqlite_key(r: &sqlx::sqlite::SqliteRow, i: usize) -> Result<Value, ShopError>
     })
 }
 
-fn text_of(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// The user's query with each `:since` replaced (a `::since` cast is left alone).
 fn since(query: &str, with: &str) -> String {
     let mut out = String::with_capacity(query.len());
@@ -305,6 +299,28 @@ fn occurrences(query: &str) -> usize {
     since(query, "\u{1}").matches('\u{1}').count()
 }
 
+/// What `?` placeholders take, in order: the cursor's `updated_at` at each `:since`, then
+/// the wrapper's `updated_at > ? OR (updated_at = ? AND id > ?)`.
+fn positional_binds(query: &str) -> Vec<Key> {
+    let mut binds = vec![Key::At; occurrences(query)];
+    binds.extend([Key::At, Key::At, Key::Id]);
+    binds
+}
+
+/// The arguments of a JSON object function for every column: `'name', q.name`, with the
+/// database's own quoting of a name as text and as an identifier.
+fn object_arguments(
+    columns: &[(String, String)],
+    identifier: impl Fn(&str) -> String,
+    text: impl Fn(&str) -> String,
+) -> String {
+    columns
+        .iter()
+        .map(|(name, _)| format!("{}, q.{}", text(name), identifier(name)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// PostgreSQL: the key's type as PostgreSQL names it (a valid cast target), and the value
 /// before every other.
 fn postgres_key(column: &'static str, kind: &str) -> Result<&'static str, ShopError> {
@@ -327,14 +343,12 @@ fn postgres_key(column: &'static str, kind: &str) -> Result<&'static str, ShopEr
 
 fn postgres(
     query: &str,
-    columns: &[(String, String)],
     at_kind: &str,
     id_kind: &str,
     page: u32,
 ) -> Result<(String, Vec<Key>, Position), ShopError> {
     let at_min = postgres_key("updated_at", at_kind)?;
     let id_min = postgres_key("id", id_kind)?;
-    let _ = columns;
     let at = format!("CAST($1 AS {at_kind})");
     let id = format!("CAST($2 AS {id_kind})");
     let sql = format!(
@@ -380,21 +394,19 @@ fn mysql(
 ) -> Result<(String, Vec<Key>, Position), ShopError> {
     let (at, at_min) = mysql_key("updated_at", at_kind)?;
     let (id, id_min) = mysql_key("id", id_kind)?;
-    let quoted = |name: &str| format!("`{}`", name.replace('`', "``"));
-    let literal = |name: &str| format!("'{}'", name.replace('\\', "\\\\").replace('\'', "''"));
-    let object: Vec<String> = columns
-        .iter()
-        .map(|(name, _)| format!("{}, q.{}", literal(name), quoted(name)))
-        .collect();
+    let object = object_arguments(
+        columns,
+        |name| format!("`{}`", name.replace('`', "``")),
+        |name| format!("'{}'", name.replace('\\', "\\\\").replace('\'', "''")),
+    );
     let sql = format!(
         "SELECT CAST(JSON_OBJECT({}) AS CHAR), CAST(q.`updated_at` AS CHAR), CAST(q.`id` AS CHAR) FROM ({}) AS q \
          WHERE (q.`updated_at` > {at} OR (q.`updated_at` = {at} AND q.`id` > {id})) \
          ORDER BY q.`updated_at`, q.`id` LIMIT {page}",
-        object.join(", "),
+        object,
         since(query, at)
     );
-    let mut binds = vec![Key::At; occurrences(query)];
-    binds.extend([Key::At, Key::At, Key::Id]);
+    let binds = positional_binds(query);
     let start = Position {
         updated_at: Value::from(at_min),
         id: Value::from(id_min),
@@ -405,21 +417,19 @@ fn mysql(
 /// SQLite: keys are bound back as the values they were; an integer before every other
 /// value comes first (SQLite orders numbers before text).
 fn sqlite(query: &str, columns: &[(String, String)], page: u32) -> (String, Vec<Key>, Position) {
-    let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
-    let literal = |name: &str| format!("'{}'", name.replace('\'', "''"));
-    let object: Vec<String> = columns
-        .iter()
-        .map(|(name, _)| format!("{}, q.{}", literal(name), quoted(name)))
-        .collect();
+    let object = object_arguments(
+        columns,
+        |name| format!("\"{}\"", name.replace('"', "\"\"")),
+        |name| format!("'{}'", name.replace('\'', "''")),
+    );
     let sql = format!(
         "SELECT json_object({}), q.updated_at, q.id FROM ({}) AS q \
          WHERE (q.updated_at > ? OR (q.updated_at = ? AND q.id > ?)) \
          ORDER BY q.updated_at, q.id LIMIT {page}",
-        object.join(", "),
+        object,
         since(query, "?")
     );
-    let mut binds = vec![Key::At; occurrences(query)];
-    binds.extend([Key::At, Key::At, Key::Id]);
+    let binds = positional_binds(query);
     let start = Position {
         updated_at: Value::from(i64::MIN),
         id: Value::from(i64::MIN),
