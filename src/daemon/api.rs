@@ -508,7 +508,20 @@ pub(super) fn authorized_rows(
 
 /// Import row errors as a 422 naming each bad field; nothing was stored.
 pub(super) fn row_problems(errors: &[crate::import::RowError], list: bool) -> Response {
-    let at = |e: &crate::import::RowError| pointer(list, e.line as usize - 1, &e.field);
+    row_problems_under(errors, list, "")
+}
+
+/// Import row errors as a 422, the items of the list at `base` (`/batch` in a Segment
+/// batch); nothing was stored.
+pub(super) fn row_problems_under(
+    errors: &[crate::import::RowError],
+    list: bool,
+    base: &str,
+) -> Response {
+    let at = |e: &crate::import::RowError| {
+        let within = pointer(list, e.line as usize - 1, &e.field);
+        format!("{base}{within}")
+    };
     let all: Vec<Value> = errors
         .iter()
         .map(|e| json!({ "pointer": at(e), "error": e.message }))

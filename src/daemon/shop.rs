@@ -14,7 +14,8 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::api::{
-    Api, Json, authorize, authorized_rows, body_items, problem, row_problems, unavailable, whole,
+    Api, Json, authorize, authorized_rows, body_items, problem, row_problems, row_problems_under,
+    unavailable, whole,
 };
 use crate::import::RowError;
 
@@ -67,15 +68,22 @@ pub(super) async fn segment(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (items, list) = match body_items(&body) {
+    let (mut items, list) = match body_items(&body) {
         Ok(v) => v,
         Err((e, Some(at))) => return problem(StatusCode::UNPROCESSABLE_ENTITY, &e, Some(&at)),
         Err((e, None)) => return problem(StatusCode::BAD_REQUEST, &e, None),
     };
+    if list {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "send one message, or `{\"batch\": [...]}`",
+            Some(""),
+        );
+    }
     // `{"batch": [...]}` is Segment's batch endpoint's body; anything else is one message.
-    let (messages, batched) = match items.as_slice() {
-        [Value::Object(m)] if !list && m.contains_key("batch") => match m.get("batch") {
-            Some(Value::Array(b)) => (b.clone(), true),
+    let (messages, batched) = match items.pop() {
+        Some(Value::Object(mut m)) if m.contains_key("batch") => match m.remove("batch") {
+            Some(Value::Array(b)) => (b, true),
             _ => {
                 return problem(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -84,14 +92,7 @@ pub(super) async fn segment(
                 );
             }
         },
-        _ if list => {
-            return problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "send one message, or `{\"batch\": [...]}`",
-                Some(""),
-            );
-        }
-        _ => (items, false),
+        one => (one.into_iter().collect(), false),
     };
     let rows = crate::import::segment::segment(&messages, Utc::now());
     if !rows.errors.is_empty() {
@@ -123,28 +124,10 @@ pub(super) async fn segment(
 
 /// A refused Segment body: each problem at `/batch/i/field` (or `/field`); nothing kept.
 fn refused(errors: &[RowError], batched: bool) -> Response {
-    if !batched {
-        return row_problems(errors, false);
+    match batched {
+        true => row_problems_under(errors, true, "/batch"),
+        false => row_problems(errors, false),
     }
-    let at = |e: &RowError| {
-        let item = format!("/batch/{}", e.line.saturating_sub(1));
-        if e.field.is_empty() {
-            item
-        } else {
-            format!("{item}/{}", e.field)
-        }
-    };
-    let all: Vec<Value> = errors
-        .iter()
-        .map(|e| json!({ "pointer": at(e), "error": e.message }))
-        .collect();
-    let body = json!({
-        "error": errors[0].message,
-        "pointer": at(&errors[0]),
-        "errors": all,
-        "stored": 0,
-    });
-    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
 }
 
 /// `Authorization: Basic base64(TOKEN:)`, as Segment's destinations send the write key, read

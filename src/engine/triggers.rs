@@ -189,11 +189,7 @@ impl Engine {
             customer_rows::save_customer(&mut tx, &customer, stored.event.at).await?;
             self.restage(&mut tx, &customer, None, stored.event.at)
                 .await?;
-        } else if crate::model::order::changes_figures(&stored.event.name)
-            && now - stored.event.at <= self.settings.max_event_age
-        {
-            // The order's figures were kept when it came in; its stage moves now (an old
-            // order's stage is the daily sweep's: the rules read the figures as of now).
+        } else if self.order_restages(stored, now) {
             self.restage(&mut tx, &customer, None, stored.event.at)
                 .await?;
         }
@@ -237,6 +233,15 @@ impl Engine {
 
     /// The workflows an event starts and whether it may end a wait; `None` when it does
     /// nothing at all (no trigger, no change to its customer, no wait for it).
+    /// Whether an event moves its customer's stage because it is an order's: the order
+    /// changed their figures when it came in. An old order's stage is left to the daily
+    /// sweep (the rules read the figures as of now), as a bulk import's are.
+    fn order_restages(&self, stored: &events::StoredEvent, now: DateTime<Utc>) -> bool {
+        self.plan.stages.is_some()
+            && crate::model::order::changes_figures(&stored.event.name)
+            && now - stored.event.at <= self.settings.max_event_age
+    }
+
     fn what_it_does(
         &self,
         stored: &events::StoredEvent,
@@ -250,13 +255,8 @@ impl Engine {
             .collect();
         let unsubscribes = stored.event.name == crate::model::customer::UNSUBSCRIBED_EVENT;
         let resumes = self.resumes(&stored.event);
-        // An order changed the customer's figures when it came in: their stage follows
-        // (an old order's is left to the daily sweep, as a bulk import's are).
-        let restages = self.plan.stages.is_some()
-            && crate::model::order::changes_figures(&stored.event.name)
-            && now - stored.event.at <= self.settings.max_event_age;
         let idle = triggered.is_empty()
-            && !restages
+            && !self.order_restages(stored, now)
             && stored.set.is_empty()
             && !unsubscribes
             && !resumes

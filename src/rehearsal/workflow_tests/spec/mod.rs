@@ -375,24 +375,10 @@ fn fixture_events(
     ids: &[String],
     start: Option<DateTime<Utc>>,
 ) -> Vec<Map<String, Json>> {
-    let mut events = Vec::new();
-    match list {
-        None => {}
-        Some(Value::Sequence(list)) => {
-            for (i, e) in list.iter().enumerate() {
-                let at = route.key("events").index(i);
-                if let Some(row) = event_row(r, e, &at, ids, start) {
-                    events.push(row);
-                }
-            }
-        }
-        Some(_) => r.error(
-            &route.key("events"),
-            "`events` must be a list",
-            "write `- { name: customer_created, at: ... }` items",
-        ),
-    }
-    events
+    let example = "{ name: customer_created, at: ... }";
+    r.items(list, route, "events", example, |r, e, at, _| {
+        event_row(r, e, at, ids, start)
+    })
 }
 
 /// A case's `steps:`, each with the span its report points at.

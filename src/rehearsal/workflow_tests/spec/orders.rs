@@ -48,31 +48,17 @@ pub(super) fn fixture_orders(
     ids: &[String],
     start: Option<DateTime<Utc>>,
 ) -> Vec<Map<String, Json>> {
-    let mut orders = Vec::new();
-    match list {
-        None => {}
-        Some(Value::Sequence(list)) => {
-            for (i, o) in list.iter().enumerate() {
-                let at = route.key("orders").index(i);
-                let Some(row) = order_row(r, o, &at, ids, start, format!("order-{}", i + 1)) else {
-                    continue;
-                };
-                if !row.contains_key("placed_at") {
-                    r.error(
-                        &at,
-                        "a fixture order needs `placed_at`",
-                        "e.g. `- { total: 25.0, placed_at: 2026-01-10T12:00:00Z }`",
-                    );
-                    continue;
-                }
-                orders.push(row);
-            }
+    let example = "{ total: 25.0, placed_at: 2026-01-10T12:00:00Z }";
+    r.items(list, route, "orders", example, |r, o, at, i| {
+        let row = order_row(r, o, at, ids, start, format!("order-{}", i + 1))?;
+        if !row.contains_key("placed_at") {
+            r.error(
+                at,
+                "a fixture order needs `placed_at`",
+                format!("e.g. `- {example}`"),
+            );
+            return None;
         }
-        Some(_) => r.error(
-            &route.key("orders"),
-            "`orders` must be a list",
-            "write `- { total: 25.0, placed_at: 2026-01-10T12:00:00Z }` items",
-        ),
-    }
-    orders
+        Some(row)
+    })
 }

@@ -215,6 +215,32 @@ impl Reader<'_> {
         None
     }
 
+    /// A case's list under `key` (none: empty), each item read by `read` with its route
+    /// and index; an item `read` refuses (reported) is left out.
+    pub(super) fn items<T>(
+        &mut self,
+        list: Option<&Value>,
+        route: &Route,
+        key: &str,
+        example: &str,
+        mut read: impl FnMut(&mut Self, &Value, &Route, usize) -> Option<T>,
+    ) -> Vec<T> {
+        match list {
+            None => Vec::new(),
+            Some(Value::Sequence(list)) => (list.iter().enumerate())
+                .filter_map(|(i, item)| read(self, item, &route.key(key).index(i), i))
+                .collect(),
+            Some(_) => {
+                self.error(
+                    &route.key(key),
+                    format!("`{key}` must be a list"),
+                    format!("write `- {example}` items"),
+                );
+                Vec::new()
+            }
+        }
+    }
+
     /// Import errors of fixture rows, at the field they name.
     pub(super) fn row_errors(&mut self, errors: Vec<RowError>, routes: &[Route]) {
         for e in errors {
