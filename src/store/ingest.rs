@@ -7,6 +7,9 @@ use crate::model::customer::FieldValue;
 use chrono::Utc;
 use serde_json::{Map, Value};
 
+/// Customers of a file or a body written together (a hundred per statement).
+const IMPORT_PAGE: usize = 1_000;
+
 /// What an import did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ImportReport {
@@ -30,30 +33,60 @@ impl Store {
         let now = Utc::now().timestamp_millis();
         // A second row for one id would silently replace the first: the file is refused.
         let mut lines: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        // Good rows are written a page at a time; a bad row writes those before it first,
+        // so that what is written and reported is as if each row were written in turn.
+        let mut page: Vec<CustomerRow> = Vec::new();
         for row in rows {
-            match row {
-                Ok(row) => {
-                    if let Some(first) = lines.insert(row.customer.id.clone(), row.line) {
-                        report.errors.push(RowError {
-                            line: row.line,
-                            column: None,
-                            field: "id".into(),
-                            message: format!("`{}` appears more than once (also at line {first}); keep one row per customer", row.customer.id),
-                        });
+            let bad = match row {
+                Ok(row) => match lines.insert(row.customer.id.clone(), row.line) {
+                    Some(first) => vec![RowError {
+                        line: row.line,
+                        column: None,
+                        field: "id".into(),
+                        message: format!(
+                            "`{}` appears more than once (also at line {first}); keep one row per customer",
+                            row.customer.id
+                        ),
+                    }],
+                    // Once a row is bad nothing will be kept: the rest are only read, to
+                    // report every bad row.
+                    None if !report.errors.is_empty() && !skip_invalid => continue,
+                    None => {
+                        page.push(row);
+                        if page.len() >= IMPORT_PAGE {
+                            self.import_customer_page(&mut tx, &mut page, now, &mut report)
+                                .await?;
+                        }
                         continue;
                     }
-                    if !report.errors.is_empty() && !skip_invalid {
-                        continue; // keep reading, to report every bad row; nothing will be kept
-                    }
-                    match self.upsert_customer(&mut tx, &row, now).await? {
-                        Ok(()) => report.written += 1,
-                        Err(error) => report.errors.push(error),
-                    }
-                }
-                Err(mut errors) => report.errors.append(&mut errors),
+                },
+                Err(errors) => errors,
+            };
+            self.import_customer_page(&mut tx, &mut page, now, &mut report)
+                .await?;
+            report.errors.extend(bad);
+        }
+        self.import_customer_page(&mut tx, &mut page, now, &mut report)
+            .await?;
+        finish_import(tx, report, skip_invalid).await
+    }
+
+    /// Writes the page of good rows (emptying it) into the report.
+    async fn import_customer_page(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        page: &mut Vec<CustomerRow>,
+        now: i64,
+        report: &mut ImportReport,
+    ) -> Result<(), StoreError> {
+        let rows = std::mem::take(page);
+        for result in self.upsert_customer_page(tx, &rows, now).await? {
+            match result {
+                Ok(()) => report.written += 1,
+                Err(error) => report.errors.push(error),
             }
         }
-        finish_import(tx, report, skip_invalid).await
+        Ok(())
     }
 
     pub(super) async fn upsert_customer(
